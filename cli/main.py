@@ -1,0 +1,313 @@
+"""``securifile``: the command-line client (put, get, rm, stat, ls, status) and ``up``.
+
+Servers and credentials come from the launcher's ``cluster.json`` (``--cluster`` or
+``SECURIFILE_CLUSTER``), overridden by ``--server``, ``--ca``, ``--cert``/``--key`` and
+``--token-file``. Exit status: 0 done, 1 the operation failed (the server's message is
+printed), 2 bad usage.
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from securifile.common.client import (
+    Client, ClientError, ClientSettings, FileNotFound, LocalFileError, ServerError,
+    parse_remote, read_token_file,
+)
+from .progress import TransferProgress
+
+PROG = "securifile"
+CLUSTER_ENV = "SECURIFILE_CLUSTER"
+TOKEN_ENV = "SECURIFILE_TOKEN"
+
+
+class UsageError(Exception):
+    """A mistake on the command line that argparse cannot see."""
+
+
+def _connection_options():
+    """Options accepted before or after the subcommand (defaults set on the main parser)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("cluster and credentials")
+    S = argparse.SUPPRESS
+    g.add_argument("--cluster", metavar="PATH", default=S,
+                   help=f"cluster.json written by 'securifile up' (default: ${CLUSTER_ENV})")
+    g.add_argument("--server", metavar="URL", action="append", default=S,
+                   help="a storage node URL (repeat for each); replaces the cluster file's list")
+    g.add_argument("--ca", metavar="PEM", default=S, help="CA certificate to trust")
+    g.add_argument("--cert", metavar="PEM", default=S, help="client certificate (mutual TLS)")
+    g.add_argument("--key", metavar="PEM", default=S, help="client certificate's private key")
+    g.add_argument("--token-file", metavar="PATH", default=S,
+                   help=f"file holding a bearer token (or set ${TOKEN_ENV})")
+    g.add_argument("--timeout", metavar="SECONDS", type=float, default=S,
+                   help="longest silence on a connection (default 60)")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=S,
+                   help="show a progress bar (default: on a terminal or for large transfers)")
+    g.add_argument("-q", "--quiet", action="store_true", default=S,
+                   help="print nothing but errors")
+    return p
+
+
+def build_parser():
+    common = _connection_options()
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[common],
+        description="SecuriFile: store and fetch files on a SecuriFile cluster.",
+        epilog="Remote names are owner/path; a trailing '/' names a folder. "
+               "'securifile up --help' starts a local cluster.")
+    parser.set_defaults(cluster=None, server=None, ca=None, cert=None, key=None,
+                        token_file=None, timeout=60.0, progress=None, quiet=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name, help_text):
+        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+
+    p = command("put", "upload a file, or a folder recursively")
+    p.add_argument("local", metavar="LOCAL", help="a local file or folder")
+    p.add_argument("remote", metavar="REMOTE",
+                   help="owner/path; for a folder LOCAL, its files go under REMOTE/")
+    p.add_argument("--json", action="store_true", help="print the servers' records as JSON")
+
+    p = command("get", "download a file, or a folder (owner/dir/) recursively")
+    p.add_argument("remote", metavar="REMOTE", help="owner/path, or owner/dir/ for a folder")
+    p.add_argument("local", metavar="LOCAL", nargs="?", default=".",
+                   help="target file or folder (default: current folder; '-' for stdout)")
+
+    p = command("rm", "delete a file (owner only)")
+    p.add_argument("remote", metavar="REMOTE")
+    p.add_argument("-r", "--recursive", action="store_true", help="delete everything under a folder")
+
+    p = command("stat", "show a file's size, digest, version and where it is stored")
+    p.add_argument("remote", metavar="REMOTE")
+
+    p = command("ls", "list the files under a folder, recursively")
+    p.add_argument("prefix", metavar="PREFIX", nargs="?",
+                   help="owner or owner/dir (default: your own namespace)")
+    p.add_argument("-l", "--long", action="store_true", help="also show origin and replicas")
+    p.add_argument("--json", action="store_true", help="print the records as JSON")
+
+    command("status", "show every server's status")
+    sub.add_parser("up", help="start a local cluster (see 'securifile up --help')", add_help=False)
+    return parser
+
+
+def load_settings(args, env=None):
+    """ClientSettings from the cluster file, then the environment, then the flags."""
+    env = os.environ if env is None else env
+    cluster = args.cluster or env.get(CLUSTER_ENV)
+    settings = ClientSettings.from_cluster_file(cluster) if cluster else ClientSettings(servers=[])
+    if args.server:
+        settings.servers = list(args.server)
+    if args.ca:
+        settings.ca = args.ca
+    if args.cert:
+        settings.cert, settings.key = args.cert, args.key or args.cert
+    elif args.key:
+        raise UsageError("--key needs --cert")
+    if env.get(TOKEN_ENV):
+        settings.token = env[TOKEN_ENV].strip()
+    if args.token_file:
+        settings.token = read_token_file(args.token_file)
+    if not settings.servers:
+        raise UsageError(
+            f"no servers: pass --cluster PATH (the cluster.json 'securifile up' writes), "
+            f"set {CLUSTER_ENV}, or give --server URL")
+    return settings
+
+
+def human_size(n):
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
+
+
+def _replicas(record):
+    reps = sorted(record.get("replicas") or [], key=lambda r: r.get("priority", 0))
+    return ",".join(f"{r.get('server')}({r.get('priority')})" for r in reps) or "-"
+
+
+class Commands:
+    """The subcommands, each given parsed arguments and a Client."""
+
+    def __init__(self, client, args, settings, out=None, err=None):
+        self.client, self.args, self.settings = client, args, settings
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+
+    def say(self, text):
+        if not self.args.quiet:
+            print(text, file=self.out, flush=True)
+
+    def progress(self, desc):
+        return TransferProgress(desc, mode=False if self.args.quiet else self.args.progress,
+                                stream=self.err)
+
+    def put(self):
+        args = self.args
+        if not Path(args.local).exists():
+            raise LocalFileError(f"{args.local}: no such file or folder")
+        records = []
+
+        def done(local, remote, record):
+            records.append(record)
+            if not args.json:
+                state = " (under-replicated)" if record.get("under_replicated") else ""
+                self.say(f"{local} -> {remote}  {human_size(record.get('size'))}  "
+                         f"v{record.get('version')}  origin {record.get('origin')}  "
+                         f"replicas {_replicas(record)}{state}")
+
+        with self.progress(f"put {args.remote}") as bar:
+            self.client.put_tree(args.local, args.remote, progress=bar, on_file=done)
+        if args.json:
+            print(json.dumps(records, indent=2), file=self.out)
+        return 0
+
+    def get(self):
+        args = self.args
+        remote = args.remote
+        if remote.endswith("/") or "/" not in remote:
+            return self._get_folder(remote)
+        if args.local == "-":
+            self.client.download(remote, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            return 0
+        target = Path(args.local)
+        if target.is_dir():
+            target = target / parse_remote(remote).segments[-1]
+        try:
+            with self.progress(f"get {remote}") as bar:
+                info = self.client.get(remote, target, progress=bar)
+        except FileNotFound:
+            # owner/dir without the slash: fetch the folder if there is one
+            if self.client.list(remote):
+                return self._get_folder(remote + "/")
+            raise
+        self.say(f"{remote} -> {target}  {human_size(info['size'])}  v{info.get('version')}"
+                 f"  {info.get('algorithm')} {'verified' if info.get('verified') else 'NOT VERIFIED'}")
+        return 0
+
+    def _get_folder(self, remote):
+        if self.args.local == "-":
+            raise UsageError("a folder cannot be written to stdout")
+        root = Path(self.args.local)
+
+        def done(remote_name, local, info):
+            self.say(f"{remote_name} -> {local}  {human_size(info['size'])}")
+
+        with self.progress(f"get {remote}") as bar:
+            results = self.client.get_tree(remote, root, progress=bar, on_file=done)
+        if not results:
+            self.say(f"{remote}: no files")
+        return 0
+
+    def rm(self):
+        args = self.args
+        remote = args.remote
+        if remote.endswith("/") or "/" not in remote:
+            if not args.recursive:
+                raise UsageError(f"{remote} is a folder: use rm -r to delete what is under it")
+            files = self.client.list(remote)
+            for record in files:
+                name = f"{record['owner']}/{record['path']}"
+                self.client.delete(name)
+                self.say(f"deleted {name}")
+            if not files:
+                self.say(f"{remote}: no files")
+            return 0
+        self.client.delete(remote)
+        self.say(f"deleted {remote}")
+        return 0
+
+    def stat(self):
+        remote = self.args.remote
+        fp = parse_remote(remote)
+        info = self.client.stat(remote)
+        # HEAD says what the bytes are; the parent's listing says where they live.
+        parent = fp.owner + "/" + fp.rel.rpartition("/")[0]
+        try:
+            for record in self.client.list(parent):
+                if record.get("owner") == fp.owner and record.get("path") == fp.rel:
+                    info.update({k: record[k] for k in ("origin", "replicas", "modified") if k in record})
+                    break
+        except ServerError:
+            pass
+        print(json.dumps(info, indent=2), file=self.out)
+        return 0
+
+    def ls(self):
+        args = self.args
+        prefix = args.prefix or self.settings.username
+        if not prefix:
+            raise UsageError("ls needs a PREFIX (owner or owner/dir)")
+        files = sorted(self.client.list(prefix), key=lambda r: (r.get("owner", ""), r.get("path", "")))
+        if args.json:
+            print(json.dumps(files, indent=2), file=self.out)
+            return 0
+        for r in files:
+            line = (f"{human_size(r.get('size')):>10}  v{r.get('version', '?'):<4} "
+                    f"{str(r.get('modified') or '-'):<25} {r.get('owner')}/{r.get('path')}")
+            if args.long:
+                line += f"  origin {r.get('origin')}  replicas {_replicas(r)}"
+            print(line, file=self.out)
+        return 0
+
+    def status(self):
+        worst = 0
+        for url, st in self.client.cluster_status().items():
+            if isinstance(st, Exception):
+                worst = 1
+                print(f"{url}  unreachable: {st}", file=self.out)
+                continue
+            peers = " ".join(f"{p.get('name')}:{p.get('status')}" for p in st.get("peers", []))
+            tls = "" if st.get("tls", True) else "  TLS OFF"
+            print(f"{url}  {st.get('name')}  {st.get('status')}  used {human_size(st.get('used_bytes'))}"
+                  f"  available {human_size(st.get('available_bytes'))}  peers {peers or '-'}{tls}",
+                  file=self.out)
+        return worst
+
+
+def run_launcher(argv):
+    """``securifile up ...``: hand over to the cluster launcher."""
+    try:
+        from securifile.scripts import cluster
+    except ImportError as e:
+        print(f"{PROG}: the cluster launcher is not installed ({e})", file=sys.stderr)
+        return 1
+    return cluster.main(argv) or 0
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "up":
+        return run_launcher(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args)
+        with Client.from_settings(settings, timeout=args.timeout) as client:
+            return getattr(Commands(client, args, settings), args.command)()
+    except UsageError as e:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except ServerError as e:
+        print(f"{PROG}: {e.message} ({e.code}, HTTP {e.status})", file=sys.stderr)
+        return 1
+    except ClientError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

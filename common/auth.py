@@ -1,0 +1,64 @@
+"""Who is calling: a user (client certificate or bearer token) or a fellow node (certificate).
+
+Servers resolve the caller once per request into a Principal; what the caller may do is the
+authoriser's business, not this module's.
+"""
+import hmac
+from dataclasses import dataclass
+
+from .certs import ROLE_ADMIN, ROLE_NODE, ROLE_USER, subject_identity
+from .errors import Forbidden, Unauthenticated
+from .tokens import verify_token
+
+PEER_SECRET_HEADER = "X-SecuriFile-Peer-Secret"
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    kind: str  # "user" or "node"
+    admin: bool = False
+
+
+class Authenticator:
+    """Resolves callers from a verified TLS certificate, a bearer token or (no-TLS) a secret."""
+
+    def __init__(self, token_public_key, node_names, peer_secret=None):
+        self.token_public_key = token_public_key
+        self.node_names = set(node_names)
+        self.peer_secret = peer_secret
+
+    def peer_certificate(self, request):
+        try:
+            return request.get_ssl_certificate()
+        except Exception:  # plain HTTP connection, or no certificate presented
+            return None
+
+    def user(self, request):
+        cert = self.peer_certificate(request)
+        if cert:
+            name, role = subject_identity(cert)
+            if role == ROLE_USER and name:
+                return Principal(name, "user")
+            if role in (ROLE_NODE, ROLE_ADMIN):
+                raise Forbidden("server certificates cannot act as users", code="not_a_user")
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            claims = verify_token(self.token_public_key, token.strip())
+            return Principal(claims["sub"], "user", bool(claims.get("adm")))
+        raise Unauthenticated(
+            "authenticate with a client certificate or 'Authorization: Bearer TOKEN'")
+
+    def node(self, request):
+        cert = self.peer_certificate(request)
+        if cert:
+            name, role = subject_identity(cert)
+            if role == ROLE_NODE and name in self.node_names:
+                return Principal(name, "node")
+            raise Forbidden("this endpoint is for the cluster's nodes only", code="not_a_node")
+        secret = request.headers.get(PEER_SECRET_HEADER, "")
+        if self.peer_secret and secret and hmac.compare_digest(secret, self.peer_secret):
+            return Principal(request.headers.get("X-SecuriFile-Node", "?"), "node")
+        raise Forbidden("this endpoint needs a node certificate from the cluster's CA",
+                        code="not_a_node")

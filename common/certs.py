@@ -1,0 +1,242 @@
+"""The system's own certificate authority: CA, server and user certificates, token keys.
+
+The role of a certificate (node, admin, user) is its subject's organisational unit, so a
+node's peer endpoints can tell a fellow node from a user even though one CA signs both.
+"""
+import datetime
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ORGANISATION = "SecuriFile"
+ROLE_NODE, ROLE_ADMIN, ROLE_USER = "node", "admin", "user"
+DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _new_key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_key(path, key):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _write_cert(path, cert):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _name(common_name, role):
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANISATION),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+    ])
+
+
+def _san(names):
+    entries = []
+    for n in names:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            entries.append(x509.DNSName(n))
+    return x509.SubjectAlternativeName(entries)
+
+
+@dataclass
+class CertificateAuthority:
+    """A CA key and certificate loaded from (or created in) a certificate folder."""
+
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def create(cls, common_name="SecuriFile CA", days=3650):
+        key = _new_key()
+        name = x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANISATION),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ])
+        now = _now()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, content_commitment=False, key_encipherment=False,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                    crl_sign=True, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(cert, key)
+
+    @classmethod
+    def load(cls, cert_path, key_path):
+        cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+        return cls(cert, key)
+
+    def save(self, cert_path, key_path):
+        _write_cert(cert_path, self.cert)
+        _write_key(key_path, self.key)
+
+    def _issue(self, subject, public_key, not_after, usages, san=None):
+        now = _now()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(min(not_after, self.cert.not_valid_after_utc))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
+            )
+        )
+        if san is not None:
+            builder = builder.add_extension(san, critical=False)
+        return builder.sign(self.key, hashes.SHA256())
+
+    def issue_server(self, name, role=ROLE_NODE, hosts=DEFAULT_SERVER_NAMES, days=825):
+        """A server certificate that also serves as its client certificate for peer calls."""
+        key = _new_key()
+        cert = self._issue(
+            _name(name, role), key.public_key(), _now() + datetime.timedelta(days=days),
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+            _san(list(dict.fromkeys([name, *hosts]))),
+        )
+        return cert, key
+
+    def issue_user(self, username, not_after):
+        """A client certificate for a user, valid no longer than ``not_after`` (the account)."""
+        key = _new_key()
+        cert = self._issue(
+            _name(username, ROLE_USER), key.public_key(), not_after,
+            [ExtendedKeyUsageOID.CLIENT_AUTH],
+        )
+        return cert, key
+
+    def sign_user_csr(self, csr_pem, username, not_after):
+        """Sign a user's CSR; the subject is ours to set, whatever the CSR asked for."""
+        csr = x509.load_pem_x509_csr(csr_pem)
+        if not csr.is_signature_valid:
+            raise ValueError("CSR signature is invalid")
+        return self._issue(
+            _name(username, ROLE_USER), csr.public_key(), not_after,
+            [ExtendedKeyUsageOID.CLIENT_AUTH],
+        )
+
+
+@dataclass(frozen=True)
+class CertLayout:
+    """Where each generated file lives inside a certificate folder."""
+
+    root: Path
+
+    @property
+    def ca_cert(self):
+        return self.root / "ca.crt"
+
+    @property
+    def ca_key(self):
+        return self.root / "ca.key"
+
+    @property
+    def token_private_key(self):
+        return self.root / "token-signing.key"
+
+    @property
+    def token_public_key(self):
+        return self.root / "token-signing.pub"
+
+    def server_cert(self, name):
+        return self.root / "servers" / f"{name}.crt"
+
+    def server_key(self, name):
+        return self.root / "servers" / f"{name}.key"
+
+    def user_cert(self, name):
+        return self.root / "users" / f"{name}.crt"
+
+    def user_key(self, name):
+        return self.root / "users" / f"{name}.key"
+
+
+def ensure_ca(layout):
+    """Load the CA from the folder, creating it (and the token signing key) when missing."""
+    if layout.ca_cert.exists() and layout.ca_key.exists():
+        ca = CertificateAuthority.load(layout.ca_cert, layout.ca_key)
+    else:
+        ca = CertificateAuthority.create()
+        ca.save(layout.ca_cert, layout.ca_key)
+    if not layout.token_private_key.exists():
+        key = ed25519.Ed25519PrivateKey.generate()
+        _write_key(layout.token_private_key, key)
+        layout.token_public_key.write_bytes(key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return ca
+
+
+def ensure_server_cert(layout, ca, name, role=ROLE_NODE, hosts=DEFAULT_SERVER_NAMES):
+    if not (layout.server_cert(name).exists() and layout.server_key(name).exists()):
+        cert, key = ca.issue_server(name, role, hosts)
+        _write_cert(layout.server_cert(name), cert)
+        _write_key(layout.server_key(name), key)
+    return layout.server_cert(name), layout.server_key(name)
+
+
+def ensure_user_cert(layout, ca, username, not_after):
+    if not (layout.user_cert(username).exists() and layout.user_key(username).exists()):
+        cert, key = ca.issue_user(username, not_after)
+        _write_cert(layout.user_cert(username), cert)
+        _write_key(layout.user_key(username), key)
+    return layout.user_cert(username), layout.user_key(username)
+
+
+def write_cert_and_key(cert_path, key_path, cert, key):
+    _write_cert(cert_path, cert)
+    _write_key(key_path, key)
+
+
+def subject_identity(peercert):
+    """(common name, role) from the dict ``ssl.SSLSocket.getpeercert()`` returns."""
+    fields = {}
+    for rdn in peercert.get("subject", ()):
+        for key, value in rdn:
+            fields[key] = value
+    return fields.get("commonName"), fields.get("organizationalUnitName")

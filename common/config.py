@@ -1,0 +1,142 @@
+"""Configuration: one typed object built from a TOML file, then the environment, then flags.
+
+Later sources win. The object is passed explicitly to whatever needs it; nothing reads
+configuration from module globals.
+"""
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .digests import DEFAULT_ALGORITHM, check_algorithm
+
+ENV_PREFIX = "SECURIFILE_"
+
+
+@dataclass(frozen=True)
+class ServerEntry:
+    """One storage node as every other node and client knows it."""
+
+    name: str
+    url: str
+
+    @property
+    def host(self):
+        return urlsplit(self.url).hostname
+
+    @property
+    def port(self):
+        return urlsplit(self.url).port
+
+
+@dataclass
+class Config:
+    """Everything a node, the launcher or a client needs to know about the cluster."""
+
+    servers: list = field(default_factory=list)
+    replicas: int = 1
+    tls: bool = True
+    certs_dir: Path = Path("certs")
+    data_dir: Path = Path("var")
+    digest: str = DEFAULT_ALGORITHM
+    heartbeat_interval: float = 1.0
+    heartbeat_misses: int = 3
+    peer_timeout: float = 10.0
+    capacity_bytes: int = 0  # 0: the free space of the data directory's file system
+    max_body_bytes: int = 1 << 40
+    admin_url: str = ""
+
+    def server(self, name):
+        for s in self.servers:
+            if s.name == name:
+                return s
+        raise KeyError(f"no server named {name!r} in the configuration")
+
+    def node_data_dir(self, name):
+        return Path(self.data_dir) / name
+
+    @property
+    def scheme(self):
+        return "https" if self.tls else "http"
+
+    def validate(self):
+        check_algorithm(self.digest)
+        names = [s.name for s in self.servers]
+        if len(set(names)) != len(names):
+            raise ValueError("server names must be unique")
+        if self.servers and not 0 <= self.replicas <= len(self.servers) - 1:
+            raise ValueError(
+                f"replicas must be between 0 and n-1 = {len(self.servers) - 1}, not {self.replicas}")
+        if self.heartbeat_interval <= 0 or self.heartbeat_misses < 1:
+            raise ValueError("heartbeat interval must be positive and misses at least 1")
+        return self
+
+
+_SCALARS = {f.name: f for f in dataclasses.fields(Config) if f.name != "servers"}
+
+
+def _coerce(name, value):
+    kind = _SCALARS[name].type
+    if kind is bool or kind == "bool":
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if kind in (int, "int"):
+        return int(value)
+    if kind in (float, "float"):
+        return float(value)
+    if kind in (Path, "Path"):
+        return Path(value)
+    return str(value)
+
+
+def _servers(value):
+    if isinstance(value, str):  # environment: "name=url,name=url"
+        items = [p.split("=", 1) for p in value.split(",") if p.strip()]
+        return [ServerEntry(n.strip(), u.strip()) for n, u in items]
+    return [ServerEntry(str(s["name"]), str(s["url"])) for s in value]
+
+
+def load_config(path=None, env=None, overrides=None):
+    """Build a Config from a TOML file, ``SECURIFILE_*`` variables and explicit overrides."""
+    env = os.environ if env is None else env
+    values = {}
+    if path:
+        with open(path, "rb") as f:
+            values.update(tomllib.load(f))
+    for name in list(_SCALARS) + ["servers"]:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = env[key]
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value
+    unknown = set(values) - set(_SCALARS) - {"servers"}
+    if unknown:
+        raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
+    kwargs = {n: _coerce(n, v) for n, v in values.items() if n != "servers"}
+    if "servers" in values:
+        kwargs["servers"] = _servers(values["servers"])
+    cfg = Config(**kwargs)
+    if path:  # relative folders in a file are relative to that file
+        base = Path(path).resolve().parent
+        cfg.certs_dir = base / cfg.certs_dir if not cfg.certs_dir.is_absolute() else cfg.certs_dir
+        cfg.data_dir = base / cfg.data_dir if not cfg.data_dir.is_absolute() else cfg.data_dir
+    return cfg.validate()
+
+
+def dump_config(cfg):
+    """TOML text for a Config, as the launcher writes it for its nodes."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [f"{name} = {value(getattr(cfg, name))}" for name in _SCALARS]
+    for s in cfg.servers:
+        lines += ["", "[[servers]]", f"name = {value(s.name)}", f"url = {value(s.url)}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,36 @@
+"""Digest algorithms by their configuration names, and RFC 9530 ``Repr-Digest`` values."""
+import base64
+import hashlib
+
+ALGORITHMS = {
+    "sha1": ("sha1", "sha"),
+    "sha256": ("sha256", "sha-256"),
+    "sha512": ("sha512", "sha-512"),
+    "sha3-256": ("sha3_256", "sha3-256"),
+}
+DEFAULT_ALGORITHM = "sha256"
+
+
+def check_algorithm(name):
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown digest algorithm {name!r}; choose one of {sorted(ALGORITHMS)}")
+    return name
+
+
+def new_hasher(name):
+    return hashlib.new(ALGORITHMS[check_algorithm(name)][0])
+
+
+def repr_digest(name, hexdigest):
+    """The ``Repr-Digest`` header value (RFC 9530) for a hex digest."""
+    token = ALGORITHMS[name][1]
+    return f"{token}=:{base64.b64encode(bytes.fromhex(hexdigest)).decode()}:"
+
+
+def file_digest(path, name, chunk_size=1 << 20):
+    """Hex digest of a file on disk, read in chunks so memory stays flat."""
+    h = new_hasher(name)
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            h.update(chunk)
+    return h.hexdigest()

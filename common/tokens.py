@@ -1,0 +1,48 @@
+"""Bearer tokens: JWTs signed with Ed25519 by the admin side and verified by nodes locally.
+
+Only the holder of the private key (the admin server, or the provisioning script until the
+admin server exists) can mint; every node holds just the public key.
+"""
+import time
+import uuid
+from pathlib import Path
+
+import jwt
+
+from .errors import Unauthenticated
+
+ISSUER = "securifile"
+ALGORITHM = "EdDSA"
+
+
+def load_private_key(path):
+    return Path(path).read_bytes()
+
+
+def load_public_key(path):
+    return Path(path).read_bytes()
+
+
+def mint_token(private_key_pem, username, ttl_seconds=86400, *, admin=False, not_after=None, now=None):
+    """A signed token for ``username``; it never outlives ``not_after`` (the account)."""
+    now = int(now if now is not None else time.time())
+    exp = now + int(ttl_seconds)
+    if not_after is not None:
+        exp = min(exp, int(not_after))
+    claims = {"iss": ISSUER, "sub": username, "iat": now, "exp": exp, "jti": uuid.uuid4().hex}
+    if admin:
+        claims["adm"] = True
+    return jwt.encode(claims, private_key_pem, algorithm=ALGORITHM), exp
+
+
+def verify_token(public_key_pem, token):
+    """The token's claims, or Unauthenticated with a reason a user can act on."""
+    try:
+        return jwt.decode(
+            token, public_key_pem, algorithms=[ALGORITHM], issuer=ISSUER,
+            options={"require": ["exp", "sub", "iss"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthenticated("token has expired: log in again", code="token_expired") from None
+    except jwt.InvalidTokenError as e:
+        raise Unauthenticated(f"invalid token: {e}", code="invalid_token") from None

@@ -1,0 +1,88 @@
+"""What every SecuriFile Tornado handler shares: JSON errors, request ids, declared auth."""
+import json
+import logging
+import uuid
+
+import tornado.web
+
+from .errors import ApiError, error_body
+
+log = logging.getLogger("securifile.web")
+
+PUBLIC, USER, NODE = "public", "user", "node"
+
+
+class ApiHandler(tornado.web.RequestHandler):
+    """Base handler: set ``auth`` on each subclass to PUBLIC, USER or NODE.
+
+    ``self.principal`` holds the authenticated caller after ``prepare``. Domain errors
+    (ApiError) become their status with the JSON error shape; anything else is a logged 500
+    that carries a request id the operator can find in the log.
+    """
+
+    auth = USER
+
+    def initialize(self, **deps):
+        for key, value in deps.items():
+            setattr(self, key, value)
+
+    async def prepare(self):
+        self.request_id = uuid.uuid4().hex[:16]
+        self.set_header("X-Request-Id", self.request_id)
+        self.principal = None
+        if self.auth == USER:
+            self.principal = self.authenticator.user(self.request)
+        elif self.auth == NODE:
+            self.principal = self.authenticator.node(self.request)
+
+    def send_json(self, payload, status=200):
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(payload))
+
+    def json_body(self):
+        try:
+            body = json.loads(self.request.body or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError("request body is not valid JSON", code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise ApiError("request body must be a JSON object", code="invalid_json")
+        return body
+
+    def log_exception(self, typ, value, tb):
+        if isinstance(value, ApiError) or isinstance(value, tornado.web.HTTPError):
+            return
+        log.error("request %s %s %s failed", getattr(self, "request_id", "-"),
+                  self.request.method, self.request.uri, exc_info=(typ, value, tb))
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        self.set_header("Content-Type", "application/json")
+        if isinstance(exc, ApiError):
+            self.set_status(exc.status)
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+            if exc.status == 401:
+                self.set_header("WWW-Authenticate", 'Bearer realm="securifile"')
+            self.finish(exc.to_json())
+        elif isinstance(exc, tornado.web.HTTPError):
+            self.finish(error_body(status_code, "http_error", exc.log_message or self._reason))
+        else:
+            self.finish(error_body(
+                status_code, "internal_error",
+                f"internal error; request id {getattr(self, 'request_id', '-')}"))
+
+    def _handle_request_exception(self, e):
+        if isinstance(e, ApiError):
+            if self._finished:
+                return
+            self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)
+
+
+class NotFoundHandler(ApiHandler):
+    auth = PUBLIC
+
+    def prepare(self):
+        raise ApiError(f"no such endpoint: {self.request.path}", status=404, code="no_endpoint")

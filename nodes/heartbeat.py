@@ -1,0 +1,85 @@
+"""The heartbeat loop: ping every peer each interval, count misses, pull missed locations.
+
+An acknowledgement carries the peer's location-map sequence number; when it has moved past
+what this node last pulled from that peer, the new records are pulled. So a node that was
+down, or missed a broadcast, catches up within a heartbeat of the peer answering.
+"""
+import asyncio
+import logging
+
+from tornado.ioloop import PeriodicCallback
+
+from .peerclient import PeerError
+
+log = logging.getLogger("securifile.heartbeat")
+
+
+class HeartbeatLoop:
+    def __init__(self, peers, peer_client, urls, interval, sync_locations):
+        self.peers = peers
+        self.client = peer_client
+        self.urls = urls
+        self.interval = interval
+        self.sync_locations = sync_locations
+        self._in_flight = set()
+        self._pulled = {}  # peer -> last sequence number pulled from it
+        self._periodic = None
+
+    def _due(self):
+        return [n for n in self.peers.names if n not in self._in_flight]
+
+    async def run_once(self):
+        """One round: a heartbeat to every peer whose previous one has finished."""
+        await asyncio.gather(*(self._beat(n) for n in self._due()))
+
+    async def _beat(self, name):
+        self._in_flight.add(name)
+        try:
+            answer = await self.client.heartbeat(self.urls[name], timeout=self.interval)
+        except PeerError as e:
+            log.debug("heartbeat to %s missed: %s", name, e)
+            self.peers.record_miss(name)
+            return
+        finally:
+            self._in_flight.discard(name)
+        seq = int(answer.get("seq", 0))
+        self.peers.record_ack(name, seq)
+        if seq > self._pulled.get(name, 0) or seq < self._pulled.get(name, 0):
+            await self._pull(name, seq)
+
+    async def _pull(self, name, seq):
+        # A peer whose sequence went backwards lost its map: start again from zero.
+        since = self._pulled.get(name, 0) if seq >= self._pulled.get(name, 0) else 0
+        try:
+            for _ in range(10_000):  # bounded: 10 million records per round at most
+                page = await self.client.pull_locations(self.urls[name], since)
+                records = page.get("records", [])
+                if records:
+                    self.sync_locations(records)
+                    since = records[-1]["seq"]
+                if len(records) < page.get("limit", 1000):
+                    break
+            self._pulled[name] = max(since, seq)
+        except PeerError as e:
+            log.warning("pulling locations from %s failed: %s", name, e)
+        except Exception:
+            log.exception("applying locations from %s failed", name)
+
+    def start(self):
+        self._periodic = PeriodicCallback(self._tick, self.interval * 1000)
+        self._periodic.start()
+
+    def _tick(self):
+        # Each peer on its own task: one hung peer must not delay the beats to the others.
+        for name in self._due():
+            task = asyncio.ensure_future(self._beat(name))
+            task.add_done_callback(_log_failure)
+
+    def stop(self):
+        if self._periodic:
+            self._periodic.stop()
+
+
+def _log_failure(task):
+    if not task.cancelled() and task.exception() is not None:
+        log.error("heartbeat failed", exc_info=task.exception())

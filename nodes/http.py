@@ -1,0 +1,354 @@
+"""HTTP transport of a storage node: handlers that parse, call StorageNode, map errors.
+
+Each route's class says who may call it (``auth``): users for /files, nodes for /peer.
+"""
+import base64
+import email.utils
+import logging
+import json
+from urllib.parse import quote
+
+import tornado.web
+from tornado.log import access_log
+from tornado.iostream import StreamClosedError
+
+from securifile.common.digests import ALGORITHMS, repr_digest
+from securifile.common.errors import ApiError, Unavailable
+from securifile.common.paths import parse_path
+from securifile.common.ranges import RangeNotSatisfiable, parse_range
+from securifile.common.web import NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
+
+from .access import DELETE, LIST, READ, WRITE
+from .peers import RUNNING
+
+
+SMALL_BODY = 1 << 20
+
+
+def files_url(base, fp):
+    return f"{base}/files/{quote(fp.owner, safe='')}/{quote(fp.rel, safe='/')}"
+
+
+def content_digest(header, algorithm):
+    """The hex digest the client declared for ``algorithm`` in ``Content-Digest``, if any."""
+    if not header:
+        return None
+    want = ALGORITHMS[algorithm][1]
+    for item in header.split(","):
+        token, _, value = item.strip().partition("=")
+        if token.strip().lower() == want:
+            value = value.strip()
+            if not (value.startswith(":") and value.endswith(":")):
+                raise ApiError("Content-Digest value must be ':base64:'", code="invalid_digest")
+            try:
+                return base64.b64decode(value[1:-1], validate=True).hex()
+            except ValueError:
+                raise ApiError("Content-Digest is not valid base64", code="invalid_digest") from None
+    raise ApiError(f"Content-Digest names no {want} digest; this cluster uses {want}",
+                   code="unsupported_digest")
+
+
+class NodeHandler(ApiHandler):
+    """Shared by the user-facing handlers: a node that is not running serves nobody."""
+
+    def require_running(self):
+        if self.node.peers.self_status != RUNNING:
+            raise Unavailable(f"server {self.node.name} is {self.node.peers.self_status}",
+                              code="server_not_running")
+
+    def sent_here(self):
+        return self.get_query_argument("holder", None) == self.node.name
+
+    def redirect_to(self, target, fp):
+        """307 to the holder ``target``, naming it in the URL so that it serves at once."""
+        url = files_url(self.node.urls[target], fp) + "?holder=" + quote(target)
+        self.set_header("Location", url)
+        self.send_json({"redirect": url, "file": fp.full}, status=307)
+
+
+@tornado.web.stream_request_body
+class FileHandler(NodeHandler):
+    auth = USER
+
+    async def prepare(self):
+        self.writer = None
+        self.locked = None
+        self.failure = None
+        self.redirect_after_body = None
+        try:
+            await super().prepare()
+            self.require_running()
+            raw = self.path_args[0]
+            self.listing = self.request.method == "GET" and (raw.endswith("/") or "/" not in raw)
+            self.fp = parse_path(raw, allow_folder=self.listing)
+            if self.request.method == "PUT":
+                await self._start_upload()
+        except ApiError as e:
+            if self.request.method != "PUT" or not self._answer_after_body():
+                raise
+            self.failure = e
+
+    def _answer_after_body(self):
+        """Whether a refused upload should be read to its end before the answer goes out.
+
+        A client that did not ask ``Expect: 100-continue`` is already sending; answering
+        and closing at once can reset the connection before it reads the answer. A small
+        body is cheaper to read than that; a big one is refused at once (curl asks first).
+        """
+        if self.request.headers.get("Expect", "").lower() == "100-continue":
+            return False
+        length = self.request.headers.get("Content-Length", "")
+        return length.isdigit() and int(length) <= SMALL_BODY
+
+    async def _start_upload(self):
+        fp = self.fp
+        self.role = await self.authoriser.check(self.principal, WRITE, fp)
+        kind, where = self.node.route_write(fp, self.sent_here())
+        if kind == "redirect":
+            if self._answer_after_body():
+                self.redirect_after_body = where
+            else:
+                self.redirect_to(where, fp)
+            return
+        self.existing = where
+        if self.existing is None and self.principal.name != fp.owner:
+            raise ApiError("only the owner creates files in a namespace", status=403,
+                           code="forbidden")
+        length = self.request.headers.get("Content-Length")
+        if length is not None:
+            if not length.isdigit():
+                raise ApiError("Content-Length must be a number", code="bad_length")
+            if int(length) > self.max_body_bytes:
+                raise ApiError(f"file larger than {self.max_body_bytes} bytes", status=413,
+                               code="too_large")
+            self.node.store.check_room(int(length))
+        self.expected_digest = content_digest(
+            self.request.headers.get("Content-Digest"), self.node.algorithm)
+        self.node.locks.acquire(fp, self.principal.name)
+        self.locked = fp
+        self.request.connection.set_max_body_size(self.max_body_bytes)
+        self.writer = self.node.store.writer(fp, self.node.algorithm)
+
+    def data_received(self, chunk):
+        if self.writer is None or self.failure is not None:
+            return
+        try:
+            self.writer.write(chunk)
+        except ApiError as e:
+            self.failure = e  # answered once the body is drained, in put()
+
+    async def put(self, _path):
+        if self.failure is not None:
+            raise self.failure
+        if self.redirect_after_body is not None:
+            return self.redirect_to(self.redirect_after_body, self.fp)
+        digest = self.writer.commit(self.expected_digest)
+        loc = await self.node.finish_upload(self.fp, self.existing, digest, self.writer.size)
+        body = loc.to_json()
+        body["under_replicated"] = len(loc.replicas) < self.node.replicas
+        body["replicas_wanted"] = self.node.replicas
+        self.send_json(body, status=201 if self.existing is None else 200)
+
+    async def get(self, _path):
+        if self.listing:
+            return await self._list()
+        await self._send_file(head=False)
+
+    async def head(self, _path):
+        await self._send_file(head=True)
+
+    async def delete(self, _path):
+        await self.authoriser.check(self.principal, DELETE, self.fp)
+        await self.node.delete(self.fp)
+        self.set_status(204)
+        self.finish()
+
+    async def _list(self):
+        fp = self.fp
+        await self.authoriser.check(self.principal, LIST, fp)
+        files = [loc.to_json() for loc in self.node.locations.list_prefix(fp.owner, fp.rel)]
+        self.send_json({"owner": fp.owner, "prefix": fp.rel, "files": files})
+
+    async def _send_file(self, head):
+        fp = self.fp
+        await self.authoriser.check(self.principal, READ, fp)
+        kind, where = self.node.route_read(fp, self.sent_here())
+        if kind == "redirect":
+            return self.redirect_to(where, fp)
+        loc = where
+        size = self.node.store.size(fp)
+        etag = f'"{loc.digest}"'
+        self.set_header("ETag", etag)
+        self.set_header("Repr-Digest", repr_digest(loc.algorithm, loc.digest))
+        self.set_header("X-SecuriFile-Version", str(loc.version))
+        self.set_header("X-SecuriFile-Server", self.node.name)
+        self.set_header("Accept-Ranges", "bytes")
+        self.set_header("Last-Modified", email.utils.formatdate(loc.modified, usegmt=True))
+        self.set_header("Content-Type", "application/octet-stream")
+        if etag in [t.strip() for t in self.request.headers.get("If-None-Match", "").split(",")]:
+            self.set_status(304)
+            return self.finish()
+        try:
+            rng = parse_range(self.request.headers.get("Range"), size)
+        except RangeNotSatisfiable:
+            raise ApiError(f"range not satisfiable: the file has {size} bytes", status=416,
+                           code="range_not_satisfiable",
+                           headers={"Content-Range": f"bytes */{size}"}) from None
+        if rng is not None and self.request.headers.get("If-Range", etag) != etag:
+            rng = None
+        start, end = rng if rng is not None else (0, size)
+        if rng is not None:
+            self.set_status(206)
+            self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        self.set_header("Content-Length", str(end - start))
+        if head:
+            return self.finish()
+        try:
+            for chunk in self.node.store.open_chunks(fp, start, end, self.read_chunk):
+                self.write(chunk)
+                await self.flush()
+        except StreamClosedError:
+            return
+        self.finish()
+
+    def _cleanup(self):
+        if self.writer is not None:
+            self.writer.abort()
+        if self.locked is not None:
+            self.node.locks.release(self.locked)
+            self.locked = None
+
+    def on_finish(self):
+        self._cleanup()
+
+    def on_connection_close(self):
+        # A body that breaks off: the temp file goes, nothing at the file's name changed.
+        self._cleanup()
+
+
+class StatusHandler(ApiHandler):
+    auth = PUBLIC
+
+    def get(self):
+        body = self.node.status()
+        body["tls"] = self.tls
+        if not self.tls:
+            body["warning"] = "ENCRYPTION DISABLED: debug mode, never use in production"
+        self.send_json(body)
+
+
+class HeartbeatHandler(ApiHandler):
+    auth = NODE
+
+    def post(self):
+        self.send_json({"name": self.node.name, "status": self.node.peers.self_status,
+                        "seq": self.node.locations.seq})
+
+
+class LocationsHandler(ApiHandler):
+    auth = NODE
+
+    def get(self):
+        since = int(self.get_query_argument("since", "0"))
+        limit = min(int(self.get_query_argument("limit", "1000")), 10000)
+        records = self.node.locations.changes_since(since, limit)
+        self.send_json({"records": records, "seq": self.node.locations.seq, "limit": limit})
+
+    def post(self):
+        records = self.json_body().get("records", [])
+        self.node.apply_locations(records)
+        self.send_json({"applied": len(records)})
+
+
+@tornado.web.stream_request_body
+class ReplicaHandler(ApiHandler):
+    """A replica copy arriving from the origin (or a coordinating holder)."""
+
+    auth = NODE
+
+    async def prepare(self):
+        self.writer = None
+        self.failure = None
+        await super().prepare()
+        self.fp = parse_path(self.path_args[0])
+        if self.request.method == "PUT":
+            h = self.request.headers
+            self.expected = h.get("X-SecuriFile-Digest")
+            self.version = int(h.get("X-SecuriFile-Version", "1"))
+            algorithm = h.get("X-SecuriFile-Algorithm", self.node.algorithm)
+            if algorithm not in ALGORITHMS:
+                raise ApiError(f"unknown digest algorithm {algorithm}", code="unsupported_digest")
+            length = h.get("Content-Length")
+            if length and length.isdigit():
+                self.node.store.check_room(int(length))
+            self.request.connection.set_max_body_size(self.max_body_bytes)
+            self.writer = self.node.store.writer(self.fp, algorithm)
+
+    def data_received(self, chunk):
+        if self.writer is None or self.failure is not None:
+            return
+        try:
+            self.writer.write(chunk)
+        except ApiError as e:
+            self.failure = e
+
+    def put(self, _path):
+        if self.failure is not None:
+            raise self.failure
+        digest = self.writer.commit(self.expected)
+        self.node.accept_copy(self.fp, self.version, digest, self.writer.size)
+        self.send_json({"server": self.node.name, "digest": digest, "size": self.writer.size})
+
+    def delete(self, _path):
+        self.node.delete_copy(self.fp, int(self.get_query_argument("version")))
+        self.set_status(204)
+        self.finish()
+
+    def on_connection_close(self):
+        if self.writer is not None:
+            self.writer.abort()
+
+    def on_finish(self):
+        if self.writer is not None:
+            self.writer.abort()
+
+
+class OpenApiHandler(ApiHandler):
+    auth = PUBLIC
+
+    def get(self):
+        self.send_json(self.openapi)
+
+
+def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, openapi):
+    deps = dict(node=node, authenticator=authenticator)
+    files = dict(deps, authoriser=authoriser, max_body_bytes=max_body_bytes, read_chunk=read_chunk)
+    return tornado.web.Application(
+        [
+            (r"/files/(.+)", FileHandler, files),
+            (r"/status", StatusHandler, dict(deps, tls=tls)),
+            (r"/api/v1/openapi.json", OpenApiHandler, dict(deps, openapi=openapi)),
+            (r"/peer/heartbeat", HeartbeatHandler, deps),
+            (r"/peer/locations", LocationsHandler, deps),
+            (r"/peer/replicas/(.+)", ReplicaHandler, dict(deps, max_body_bytes=max_body_bytes)),
+        ],
+        log_function=log_request,
+        default_handler_class=NotFoundHandler,
+        default_handler_args=deps,
+        compress_response=False,
+    )
+
+
+def log_request(handler):
+    """Tornado's access log, without the steady stream of successful peer calls."""
+    status = handler.get_status()
+    if status < 400 and handler.request.path.startswith("/peer/"):
+        return
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),
+                   1000.0 * handler.request.request_time())
+
+
+def load_openapi():
+    from importlib.resources import files
+    return json.loads(files("securifile.nodes").joinpath("openapi.json").read_text())

@@ -1,0 +1,107 @@
+"""``securifile-node``: one storage node process."""
+import argparse
+import asyncio
+import logging
+import random
+import signal
+import sys
+
+from tornado.httpserver import HTTPServer
+
+from securifile.common.auth import Authenticator
+from securifile.common.certs import CertLayout
+from securifile.common.config import load_config
+from securifile.common.logsetup import setup_logging
+from securifile.common.tls import client_context, server_context
+from securifile.common.tokens import load_public_key
+
+from .access import OwnerOnlyAuthoriser
+from .diskfile import DiskStore
+from .heartbeat import HeartbeatLoop
+from .http import load_openapi, make_app
+from .locationmap import LocationMap
+from .peerclient import PeerClient
+from .peers import PeerTable
+from .storage import StorageNode
+
+log = logging.getLogger("securifile.node")
+
+# Under TLS a socket read returns at most 16 KiB; a bigger read buffer only costs allocation.
+TLS_READ_CHUNK = 16 * 1024
+BODY_CHUNK = 1 << 20
+
+
+def build_node(cfg, name):
+    """Everything one node needs, wired together; returns (app, node, heartbeat, ssl ctx)."""
+    me = cfg.server(name)
+    layout = CertLayout(cfg.certs_dir)
+    data = cfg.node_data_dir(name)
+    store = DiskStore(data, cfg.capacity_bytes)
+    store.sweep_temp()
+    locations = LocationMap(data / "locations.sqlite3")
+    peer_names = [s.name for s in cfg.servers]
+    peers = PeerTable(name, peer_names, cfg.heartbeat_misses)
+    urls = {s.name: s.url.rstrip("/") for s in cfg.servers}
+    secret = None
+    if cfg.tls:
+        server_ctx = server_context(layout.server_cert(name), layout.server_key(name), layout.ca_cert)
+        peer_ctx = client_context(layout.ca_cert, layout.server_cert(name), layout.server_key(name))
+    else:
+        server_ctx = peer_ctx = None
+        secret = (layout.root / "peer-secret").read_text().strip()
+    client = PeerClient(name, peer_ctx, secret, cfg.peer_timeout)
+    node = StorageNode(name, urls, cfg.replicas, cfg.digest, store, locations, peers, client,
+                       random.SystemRandom())
+    authenticator = Authenticator(load_public_key(layout.token_public_key), peer_names, secret)
+    app = make_app(node, authenticator, OwnerOnlyAuthoriser(), cfg.tls, cfg.max_body_bytes,
+                   BODY_CHUNK, load_openapi())
+    heartbeat = HeartbeatLoop(peers, client, urls, cfg.heartbeat_interval, node.apply_locations)
+    return app, node, heartbeat, server_ctx, me
+
+
+def make_server(app, server_ctx):
+    server = HTTPServer(app, ssl_options=server_ctx, chunk_size=BODY_CHUNK,
+                        max_body_size=1 << 50, idle_connection_timeout=300)
+    if server_ctx is not None:
+        server.read_chunk_size = TLS_READ_CHUNK
+    return server
+
+
+async def serve(cfg, name):
+    app, node, heartbeat, server_ctx, me = build_node(cfg, name)
+    server = make_server(app, server_ctx)
+    server.listen(me.port, address=me.host)
+    heartbeat.start()
+    log.info("node %s listening on %s (replicas=%d, digest=%s)", name, me.url, cfg.replicas, cfg.digest)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("node %s stopping", name)
+    heartbeat.stop()
+    server.stop()
+    await server.close_all_connections()
+    node.locations.close()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="securifile-node", description=__doc__)
+    p.add_argument("--config", required=True, help="cluster TOML file (as the launcher writes it)")
+    p.add_argument("--name", required=True, help="this node's name in the configuration")
+    p.add_argument("--no-tls", dest="tls", action="store_const", const=False, default=None,
+                   help="plain HTTP, for debugging only")
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config, overrides={"tls": args.tls})
+    setup_logging(args.log_level, f"node {args.name}", cfg.tls)
+    try:
+        asyncio.run(serve(cfg, args.name))
+    except KeyError as e:
+        print(f"securifile-node: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

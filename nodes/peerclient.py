@@ -1,0 +1,94 @@
+"""Calls from one node to another: heartbeats, replica copies, location records.
+
+One TLS context with the node's own certificate is built once and shared by every call
+(Tornado otherwise builds one per request). Without TLS (the debug mode) a shared cluster
+secret in a header stands in for the certificate.
+"""
+import json
+import os
+from urllib.parse import quote
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from securifile.common.auth import PEER_SECRET_HEADER
+COPY_CHUNK = 1 << 20
+
+
+class PeerError(Exception):
+    """A peer did not do what was asked (unreachable, refused, or a wrong digest)."""
+
+
+def file_url(base, fp, prefix="/peer/replicas/"):
+    return base.rstrip("/") + prefix + quote(fp.owner, safe="") + "/" + quote(fp.rel, safe="/")
+
+
+class PeerClient:
+    def __init__(self, self_name, ssl_context=None, peer_secret=None, timeout=10.0):
+        self.self_name = self_name
+        self.ssl_context = ssl_context
+        self.peer_secret = peer_secret
+        self.timeout = timeout
+        self.http = AsyncHTTPClient(force_instance=True, max_clients=100)
+
+    def _headers(self, extra=None):
+        h = {"X-SecuriFile-Node": self.self_name}
+        if self.peer_secret:
+            h[PEER_SECRET_HEADER] = self.peer_secret
+        h.update(extra or {})
+        return h
+
+    async def _fetch(self, url, method="GET", body=None, timeout=None, headers=None, **kw):
+        req = HTTPRequest(
+            url, method=method, body=body, headers=self._headers(headers),
+            ssl_options=self.ssl_context, connect_timeout=timeout or self.timeout,
+            request_timeout=timeout or self.timeout, **kw)
+        try:
+            return await self.http.fetch(req)
+        except HTTPClientError as e:
+            detail = e.response.body[:300].decode("utf-8", "replace") if e.response else ""
+            raise PeerError(f"{method} {url}: {e.code} {detail}") from None
+        except (OSError, TimeoutError) as e:
+            raise PeerError(f"{method} {url}: {e!r}") from None
+
+    async def _json(self, url, method="GET", payload=None, timeout=None):
+        body = None if payload is None else json.dumps(payload)
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        resp = await self._fetch(url, method, body, timeout, headers)
+        return json.loads(resp.body) if resp.body else {}
+
+    async def heartbeat(self, base, timeout):
+        return await self._json(base + "/peer/heartbeat", "POST", {"from": self.self_name}, timeout)
+
+    async def push_locations(self, base, records):
+        return await self._json(base + "/peer/locations", "POST", {"records": records})
+
+    async def pull_locations(self, base, since, limit=1000):
+        return await self._json(f"{base}/peer/locations?since={since}&limit={limit}")
+
+    async def delete_copy(self, base, fp, version):
+        await self._fetch(file_url(base, fp) + f"?version={version}", "DELETE")
+
+    async def send_copy(self, base, fp, disk_path, loc):
+        """Stream a committed file to a peer; the peer answers only once its digest matches."""
+        size = os.path.getsize(disk_path)
+
+        async def produce(write):
+            with open(disk_path, "rb") as f:
+                while chunk := f.read(COPY_CHUNK):
+                    await write(chunk)
+
+        headers = {
+            "Content-Length": str(size),
+            "X-SecuriFile-Digest": loc.digest,
+            "X-SecuriFile-Algorithm": loc.algorithm,
+            "X-SecuriFile-Version": str(loc.version),
+            "X-SecuriFile-Origin": loc.origin,
+        }
+        # Allow a slow link (10 MB/s) its time on a big file, and a minute on a small one.
+        timeout = max(60.0, size / 10e6)
+        resp = await self._fetch(file_url(base, fp), "PUT", timeout=timeout,
+                                 headers=headers, body_producer=produce)
+        answer = json.loads(resp.body)
+        if answer.get("digest") != loc.digest:
+            raise PeerError(f"{base} stored digest {answer.get('digest')} for {fp}, not {loc.digest}")
+        return answer

@@ -1,0 +1,209 @@
+"""The storage logic of one node: where a request goes, how a file is placed and copied.
+
+No HTTP here: handlers call these methods and turn the domain errors into status codes.
+"""
+import asyncio
+import logging
+import time
+
+from securifile.common.errors import Conflict, Locked, NotFound, Unavailable
+
+from .locationmap import Location, Replica
+from .peerclient import PeerError
+from .placement import place_replicas, serving_holder
+
+log = logging.getLogger("securifile.storage")
+
+
+class WriteLocks:
+    """Paths being written on this node; a second writer is refused at once."""
+
+    def __init__(self):
+        self._held = {}
+
+    def acquire(self, fp, holder):
+        if fp in self._held:
+            raise Locked(f"{fp} is being modified by {self._held[fp]}", holder=self._held[fp])
+        self._held[fp] = holder
+
+    def release(self, fp):
+        self._held.pop(fp, None)
+
+
+class StorageNode:
+    def __init__(self, name, urls, replicas, algorithm, store, locations, peers, peer_client, rng):
+        self.name = name
+        self.urls = urls
+        self.replicas = replicas
+        self.algorithm = algorithm
+        self.store = store
+        self.locations = locations
+        self.peers = peers
+        self.client = peer_client
+        self.rng = rng
+        self.locks = WriteLocks()
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def _can_serve(self, loc, name):
+        if name != self.name:
+            return self.peers.is_running(name)
+        return self.peers.is_running(name) and self.locations.copy_version(loc.file_path) == loc.version
+
+    def route_read(self, fp, sent_here=False):
+        """('serve', loc) when this node answers, ('redirect', name) of the holder to ask.
+
+        ``sent_here`` says another node already chose this one (the redirect named it): a
+        holder with a current copy then serves, even if its own view of the holders ahead
+        of it lags behind the redirecting node's.
+        """
+        loc = self.locations.get(fp)
+        if loc is None:
+            raise NotFound(f"no file {fp}")
+        if sent_here and self.name in loc.holders and self._can_serve(loc, self.name):
+            return "serve", loc
+        target = serving_holder(loc, lambda n: self._can_serve(loc, n))
+        if target is None:
+            raise Unavailable(
+                f"no server holding {fp} is running (holders: {', '.join(loc.holders)})",
+                code="no_holder_running", file=fp.full)
+        if target == self.name:
+            return "serve", loc
+        return "redirect", target
+
+    def route_write(self, fp, sent_here=False):
+        """For a PUT: ('local', existing loc or None) or ('redirect', name of the coordinator)."""
+        loc = self.locations.get(fp)
+        if loc is None:
+            anc = self.locations.file_ancestor(fp)
+            if anc is not None:
+                raise Conflict(f"{anc} is a file, so {fp} cannot be created under it",
+                               code="parent_is_a_file")
+            if self.locations.has_folder(fp):
+                raise Conflict(f"{fp} is a folder", code="is_a_folder")
+            return "local", None
+        kind, where = self.route_read(fp, sent_here)
+        return ("local", loc) if kind == "serve" else (kind, where)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def finish_upload(self, fp, existing, digest, size):
+        """After the local commit: copy to replicas, publish the location, return it."""
+        now = time.time()
+        if existing is None:
+            # A name that was deleted before starts above its tombstone's version.
+            prior = self.locations.get(fp, include_deleted=True)
+            version = prior.version + 1 if prior else 1
+            loc = Location(fp.owner, fp.rel, self.name, digest, self.algorithm, size, version, [], now)
+            wanted = place_replicas(self.peers.running_peers(), self.replicas, self.rng)
+        else:
+            loc = Location(fp.owner, fp.rel, existing.origin, digest, self.algorithm, size,
+                           existing.version + 1, [], now)
+            wanted = [h for h in existing.holders if h != self.name and self.peers.is_running(h)]
+        self.locations.record_copy(fp, loc.version, digest, size)
+        confirmed = await self._replicate(fp, loc, wanted, fresh=existing is None)
+        if existing is None:
+            holders = [self.name] + confirmed
+        else:
+            # Holders keep their order; one that missed this version drops out of the record
+            # (a stale copy must never be served), so the first holder left becomes the origin.
+            current = set(confirmed) | {self.name}
+            holders = [h for h in existing.holders if h in current]
+        loc.origin = holders[0]
+        loc.replicas = [Replica(s, i) for i, s in enumerate(holders[1:], start=1)]
+        self.locations.apply(loc)
+        await self.broadcast([loc])
+        return loc
+
+    async def _replicate(self, fp, loc, wanted, fresh):
+        """Copy to each wanted server concurrently; a fresh file replaces a failed target."""
+        disk_path = self.store.path_for(fp)
+        tried = set(wanted) | {self.name}
+        confirmed = {}
+
+        async def copy_to(target, slot):
+            while True:
+                try:
+                    await self.client.send_copy(self.urls[target], fp, disk_path, loc)
+                    confirmed[slot] = target
+                    return
+                except PeerError as e:
+                    log.warning("replica copy of %s to %s failed: %s", fp, target, e)
+                if not fresh:
+                    return
+                spare = [p for p in self.peers.running_peers() if p not in tried]
+                if not spare:
+                    return
+                target = place_replicas(spare, 1, self.rng)[0]
+                tried.add(target)
+
+        await asyncio.gather(*(copy_to(t, i) for i, t in enumerate(wanted)))
+        return [confirmed[i] for i in sorted(confirmed)]
+
+    async def delete(self, fp):
+        """Tombstone the record everywhere and remove every copy that can be reached."""
+        loc = self.locations.get(fp)
+        if loc is None:
+            raise NotFound(f"no file {fp}")
+        tomb = Location(fp.owner, fp.rel, loc.origin, loc.digest, loc.algorithm, 0,
+                        loc.version + 1, list(loc.replicas), time.time(), deleted=True)
+        self.locations.apply(tomb)
+        self._drop_local(fp)
+        await asyncio.gather(*(self._delete_remote(h, fp, tomb.version)
+                               for h in loc.holders if h != self.name))
+        await self.broadcast([tomb])
+
+    async def _delete_remote(self, server, fp, version):
+        try:
+            await self.client.delete_copy(self.urls[server], fp, version)
+        except PeerError as e:
+            # The tombstone still reaches it through the location sync when it is back.
+            log.warning("could not delete %s on %s now: %s", fp, server, e)
+
+    def _drop_local(self, fp):
+        self.store.delete(fp)
+        self.locations.forget_copy(fp)
+
+    async def broadcast(self, locs):
+        records = [loc.to_json() for loc in locs]
+        peers = [p for p in self.peers.names if self.peers.is_running(p)]
+
+        async def push(p):
+            try:
+                await self.client.push_locations(self.urls[p], records)
+            except PeerError as e:
+                log.warning("location broadcast to %s failed (it will pull later): %s", p, e)
+
+        await asyncio.gather(*(push(p) for p in peers))
+
+    # -- what peers send -------------------------------------------------------------------
+
+    def apply_locations(self, records):
+        """Apply records from a peer; drop local copies that a newer record no longer names."""
+        for rec in records:
+            loc = Location.from_json(rec)
+            if not self.locations.apply(loc):
+                continue
+            fp = loc.file_path
+            held = self.locations.copy_version(fp)
+            if held is not None and (loc.deleted or self.name not in loc.holders) and held <= loc.version:
+                self._drop_local(fp)
+
+    def accept_copy(self, fp, version, digest, size):
+        self.locations.record_copy(fp, version, digest, size)
+
+    def delete_copy(self, fp, version):
+        held = self.locations.copy_version(fp)
+        if held is not None and held < version:
+            self._drop_local(fp)
+
+    def status(self):
+        used, available = self.store.usage()
+        return {
+            "name": self.name,
+            "status": self.peers.self_status,
+            "peers": self.peers.snapshot(),
+            "used_bytes": used,
+            "available_bytes": available,
+            "replicas": self.replicas,
+        }

@@ -1,0 +1,340 @@
+"""Measuring transfers with curl and the peak memory of server process trees.
+
+Everything here is independent of the server being measured: a server is described by a
+``Target`` (how to build a URL, which curl options it needs, which processes are its own).
+"""
+import hashlib
+import os
+import socket
+import statistics
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+
+MIB = 1024 * 1024
+SIZE_SUFFIXES = {"": 1, "K": 1024, "M": MIB, "G": 1024 * MIB}
+
+# curl's own numbers per transfer; one line each, parsed by ``_parse_write_out``.
+WRITE_OUT = "%{http_code} %{size_upload} %{size_download} %{time_total} %{num_connects} %{num_redirects}\\n"
+
+
+class BenchError(RuntimeError):
+    """A measurement could not be made (server refused, curl failed, timeout)."""
+
+
+def parse_size(text):
+    """'256M' -> 268435456; binary multiples, as the issue's '1 GiB' means."""
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1] if text and text[-1] in SIZE_SUFFIXES else ""
+    number = text[: len(text) - len(unit)]
+    return int(float(number) * SIZE_SUFFIXES[unit])
+
+
+def format_size(size):
+    for unit in ("G", "M", "K"):
+        if size >= SIZE_SUFFIXES[unit] and size % SIZE_SUFFIXES[unit] == 0:
+            return f"{size // SIZE_SUFFIXES[unit]}{unit}"
+    return str(size)
+
+
+def free_loopback_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_port_range(count, attempts=50):
+    """A run of ``count`` consecutive free loopback ports (for FTP passive mode).
+
+    Taken below the kernel's ephemeral range, where curl's own outgoing connections and
+    their TIME-WAIT entries would otherwise collide with the server's passive ports.
+    """
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+    low, high = 10000, max(10000 + count, ephemeral_low)
+    for base in range(low, high - count, max(count, (high - low) // attempts)):
+        socks = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base, base + count - 1
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise BenchError(f"no {count} consecutive free ports between {low} and {high}")
+
+
+def wait_for_port(port, deadline_s, process=None):
+    """Poll until something accepts on 127.0.0.1:port, or fail at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise BenchError(f"server exited with {process.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise BenchError(f"nothing listening on 127.0.0.1:{port} after {deadline_s}s")
+
+
+def make_random_file(path, size):
+    """Write ``size`` random bytes to ``path`` and return their SHA-256 hex digest."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            block = os.urandom(min(left, 4 * MIB))
+            digest.update(block)
+            f.write(block)
+            left -= len(block)
+    return digest.hexdigest()
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+# ---------------------------------------------------------------- process memory
+
+def _read_status(pid):
+    """(name, VmHWM KiB, VmRSS KiB) of a process, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    if "VmHWM" not in fields:  # a zombie or a kernel thread
+        return None
+    return fields.get("Name", "?"), int(fields["VmHWM"].split()[0]), int(fields["VmRSS"].split()[0])
+
+
+def process_tree(root_pids):
+    """The root pids and all their living descendants."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: the ppid follows the last ')'
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], list(root_pids)
+    while todo and len(tree) < 10000:
+        pid = todo.pop()
+        if pid in tree:
+            continue
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def reset_peak_rss(root_pids):
+    """Reset VmHWM of a process tree (``echo 5 > clear_refs``) so a phase gets its own peak."""
+    for pid in process_tree(root_pids):
+        try:
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+
+
+class PeakMemorySampler:
+    """Samples VmHWM of every process in the server trees while a phase runs.
+
+    The kernel keeps each process's peak (VmHWM) itself; sampling is only needed to catch
+    processes that exit during the phase (vsftpd's per-session processes) and to name them.
+    """
+
+    def __init__(self, root_pids, interval_s=0.2, reset=True):
+        self.root_pids = list(root_pids)
+        self.interval_s = interval_s
+        self.peaks = {}  # pid -> {"name", "peak_kib"}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._reset = reset
+
+    def __enter__(self):
+        if self._reset:
+            reset_peak_rss(self.root_pids)
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.sample()
+
+    def _run(self):
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def sample(self):
+        for pid in process_tree(self.root_pids):
+            status = _read_status(pid)
+            if status is None:
+                continue
+            name, hwm, _rss = status
+            known = self.peaks.setdefault(pid, {"name": name, "peak_kib": 0})
+            known["peak_kib"] = max(known["peak_kib"], hwm)
+
+    def result(self):
+        """Per-process peaks, the largest single process, and the sum of the peaks."""
+        procs = [{"pid": pid, **info} for pid, info in sorted(self.peaks.items())]
+        max_kib = max((p["peak_kib"] for p in procs), default=0)
+        return {
+            "max_process_mib": round(max_kib / 1024, 1),
+            "sum_of_peaks_mib": round(sum(p["peak_kib"] for p in procs) / 1024, 1),
+            "processes": procs,
+        }
+
+
+# ---------------------------------------------------------------- curl transfers
+
+@dataclass
+class Target:
+    """How curl reaches one server under test."""
+
+    name: str
+    base_url: str  # files go to base_url + "/" + remote name
+    curl_options: list  # TLS trust, credentials, protocol switches
+    root_pids: list
+    http: bool = True  # False for FTP: no status codes, no Expect header
+    follow_redirects: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def url(self, remote):
+        return f"{self.base_url}/{remote}"
+
+
+def _parse_write_out(text):
+    transfers = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 6:
+            continue
+        code, up, down, total, connects, redirects = parts
+        transfers.append({
+            "code": int(code), "size_upload": int(up), "size_download": int(down),
+            "time_total": float(total), "num_connects": int(connects),
+            "num_redirects": int(redirects),
+        })
+    return transfers
+
+
+def _run_curl(target, config_lines, timeout_s):
+    """Run one curl process with a config (one URL block per transfer) and parse its timings."""
+    common = [
+        "curl", "--silent", "--show-error", "--fail-early", "--globoff",
+        "--write-out", WRITE_OUT, "--max-time", str(int(timeout_s)),
+        "--config", "-",
+    ] + target.curl_options
+    if target.http:
+        # curl waits for "100 Continue" before each body otherwise: one round trip per file.
+        common += ["--header", "Expect:"]
+        if target.follow_redirects:
+            common += ["--location"]
+    config = "\n".join(config_lines) + "\n"
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(common, input=config, capture_output=True, text=True,
+                              timeout=timeout_s + 30)
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"curl against {target.name} timed out after {timeout_s}s") from exc
+    wall = time.monotonic() - started
+    transfers = _parse_write_out(proc.stdout)
+    if proc.returncode != 0:
+        raise BenchError(f"curl against {target.name} failed ({proc.returncode}): "
+                         f"{proc.stderr.strip()[:500]}")
+    return transfers, wall
+
+
+def _check(target, transfers, expected, ok_codes):
+    if len(transfers) != expected:
+        raise BenchError(f"{target.name}: {len(transfers)} of {expected} transfers reported")
+    bad = [t["code"] for t in transfers if t["code"] not in ok_codes]
+    if bad:
+        raise BenchError(f"{target.name}: unexpected status codes {sorted(set(bad))}")
+
+
+def _quote(value):
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def upload(target, local_path, remote, size, timeout_s):
+    """Upload one file; MB/s from curl's own transfer time."""
+    lines = [f"url = {_quote(target.url(remote))}", f"upload-file = {_quote(local_path)}",
+             'output = "/dev/null"']
+    transfers, wall = _run_curl(target, lines, timeout_s)
+    ok = {200, 201, 204} if target.http else {226, 250}
+    _check(target, transfers, 1, ok)
+    t = transfers[0]
+    if t["size_upload"] != size:
+        raise BenchError(f"{target.name}: uploaded {t['size_upload']} of {size} bytes")
+    return {"mb_per_s": size / t["time_total"] / 1e6, "seconds": t["time_total"], "wall": wall}
+
+
+def download(target, remote, size, timeout_s):
+    lines = [f"url = {_quote(target.url(remote))}", 'output = "/dev/null"']
+    transfers, wall = _run_curl(target, lines, timeout_s)
+    _check(target, transfers, 1, {200} if target.http else {226, 250})
+    t = transfers[0]
+    if t["size_download"] != size:
+        raise BenchError(f"{target.name}: downloaded {t['size_download']} of {size} bytes")
+    return {"mb_per_s": size / t["time_total"] / 1e6, "seconds": t["time_total"], "wall": wall,
+            "redirects": t["num_redirects"]}
+
+
+def download_digest(target, remote, timeout_s):
+    """SHA-256 of a download, outside any timed run, to prove the bytes came back intact."""
+    cmd = ["curl", "--silent", "--show-error", "--fail", "--globoff", "--max-time",
+           str(int(timeout_s)), *target.curl_options,
+           *(["--location"] if target.follow_redirects else []), target.url(remote)]
+    digest = hashlib.sha256()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for block in iter(lambda: proc.stdout.read(MIB), b""):
+            digest.update(block)
+        proc.wait(timeout=timeout_s + 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    if proc.returncode != 0:
+        raise BenchError(f"{target.name}: verifying download failed: {proc.stderr.read()[:300]}")
+    return digest.hexdigest()
+
+
+def upload_many(target, local_paths, remote_prefix, timeout_s):
+    """Upload small files one after another in a single curl process (keep-alive reuse).
+
+    Files per second use curl's summed transfer times, so curl's start-up is not counted;
+    the wall time of the whole curl process is kept beside it.
+    """
+    lines = []
+    for i, path in enumerate(local_paths):
+        lines += [f"url = {_quote(target.url(f'{remote_prefix}/{i:04d}.bin'))}",
+                  f"upload-file = {_quote(path)}", 'output = "/dev/null"']
+    transfers, wall = _run_curl(target, lines, timeout_s)
+    _check(target, transfers, len(local_paths), {200, 201, 204} if target.http else {226, 250})
+    busy = sum(t["time_total"] for t in transfers)
+    return {
+        "files_per_s": len(local_paths) / busy,
+        "files_per_s_wall": len(local_paths) / wall,
+        "seconds": busy,
+        "connections": sum(t["num_connects"] for t in transfers),
+    }

@@ -1,0 +1,257 @@
+"""``securifile up``: create certificates, start every server as its own process, wait, serve.
+
+    securifile up --servers 3 --replicas 1 [--no-tls] [--data-dir var] [--base-port 8441]
+
+Writes DATA_DIR/cluster.toml (what the nodes read) and DATA_DIR/cluster.json (what scripts
+and clients read: servers with URLs and PIDs, the CA, the first user's credentials), prints a
+curl example that works as printed, and stops everything on Ctrl-C. The Cluster class is also
+what the test fixtures use to start, kill and restart nodes.
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from securifile.common.certs import CertLayout, ensure_ca, ensure_server_cert
+from securifile.common.config import Config, ServerEntry, dump_config, load_config
+from securifile.common.tls import client_context
+
+from .certs import ensure_peer_secret, issue_user, write_token
+
+
+def free_ports(count, host="127.0.0.1"):
+    """Ports the kernel says are free now (held open together so they are distinct)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class Cluster:
+    """A set of node processes described by one cluster.toml in ``data_dir``."""
+
+    def __init__(self, data_dir, config_path, user=None):
+        self.data_dir = Path(data_dir).resolve()
+        self.config_path = Path(config_path)
+        self.cfg = load_config(self.config_path)
+        self.layout = CertLayout(self.cfg.certs_dir)
+        self.procs = {}
+        self.user = user or {}
+
+    @classmethod
+    def create(cls, data_dir, servers=3, replicas=1, tls=True, base_port=8441, host="127.0.0.1",
+               certs_dir=None, username="alice", user_days=30, **settings):
+        """Write certificates and configuration for a new cluster (nothing is started)."""
+        data_dir = Path(data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        certs_dir = Path(certs_dir).resolve() if certs_dir else data_dir / "certs"
+        ports = free_ports(servers, host) if not base_port else range(base_port, base_port + servers)
+        scheme = "https" if tls else "http"
+        entries = [ServerEntry(f"node{i + 1}", f"{scheme}://{host}:{port}")
+                   for i, port in enumerate(ports)]
+        cfg = Config(servers=entries, replicas=replicas, tls=tls, certs_dir=certs_dir,
+                     data_dir=data_dir / "nodes", **settings).validate()
+        layout = CertLayout(certs_dir)
+        ca = ensure_ca(layout)
+        ensure_peer_secret(layout)
+        for s in entries:
+            ensure_server_cert(layout, ca, s.name)
+        user = {}
+        if username:
+            cert, key = issue_user(layout, ca, username, user_days)
+            token = write_token(layout, username, user_days,
+                                data_dir / "credentials" / f"{username}.token")
+            user = {"username": username, "cert": str(cert), "key": str(key),
+                    "token_file": str(token)}
+        config_path = data_dir / "cluster.toml"
+        config_path.write_text(dump_config(cfg))
+        return cls(data_dir, config_path, user)
+
+    def url(self, name):
+        return self.cfg.server(name).url
+
+    @property
+    def names(self):
+        return [s.name for s in self.cfg.servers]
+
+    def start_node(self, name):
+        log_dir = self.data_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(log_dir / f"{name}.log", "ab")
+        cmd = [sys.executable, "-m", "securifile.nodes.main", "--config", str(self.config_path),
+               "--name", name]
+        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        return self.procs[name]
+
+    def start(self, timeout=30):
+        for name in self.names:
+            self.start_node(name)
+        self.wait_ready(self.names, timeout)
+        self.write_json()
+
+    def client_ssl_context(self):
+        if not self.cfg.tls:
+            return None
+        return client_context(self.layout.ca_cert)
+
+    def status(self, name, timeout=2.0):
+        """A node's /status as a dict, or None when it does not answer."""
+        try:
+            with urllib.request.urlopen(self.url(name) + "/status", timeout=timeout,
+                                        context=self.client_ssl_context()) as r:
+                return json.loads(r.read())
+        except (OSError, ValueError, ssl.SSLError):
+            return None
+
+    def wait_ready(self, names, timeout=30):
+        deadline = time.monotonic() + timeout
+        pending = list(names)
+        while pending:
+            for name in list(pending):
+                proc = self.procs.get(name)
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}; see "
+                                       f"{self.data_dir / 'logs' / (name + '.log')}")
+                if self.status(name) is not None:
+                    pending.remove(name)
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(f"servers not answering after {timeout}s: {pending}")
+            if pending:
+                time.sleep(0.1)
+
+    def signal(self, name, sig):
+        self.procs[name].send_signal(sig)
+
+    def kill(self, name):
+        """A crash: SIGKILL, and wait until the process is gone."""
+        proc = self.procs[name]
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def restart(self, name, timeout=30):
+        self.start_node(name)
+        self.wait_ready([name], timeout)
+        self.write_json()
+
+    def stop(self, timeout=10):
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    proc.send_signal(signal.SIGCONT)
+                    proc.terminate()
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def describe(self):
+        return {
+            "config": str(self.config_path),
+            "tls": self.cfg.tls,
+            "ca_cert": str(self.layout.ca_cert) if self.cfg.tls else None,
+            "replicas": self.cfg.replicas,
+            "servers": [{"name": s.name, "url": s.url,
+                         "pid": self.procs[s.name].pid if s.name in self.procs else None}
+                        for s in self.cfg.servers],
+            "user": self.user,
+        }
+
+    def write_json(self):
+        path = self.data_dir / "cluster.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.describe(), indent=2) + "\n")
+        os.replace(tmp, path)
+        return path
+
+
+def curl_examples(cluster):
+    first = cluster.cfg.servers[0]
+    second = cluster.cfg.servers[min(1, len(cluster.cfg.servers) - 1)]
+    user = cluster.user["username"]
+    if cluster.cfg.tls:
+        cred = (f"--cacert {cluster.layout.ca_cert} --cert {cluster.user['cert']} "
+                f"--key {cluster.user['key']}")
+    else:
+        cred = f"-H \"Authorization: Bearer $(cat {cluster.user['token_file']})\""
+    return [
+        f"curl {cred} -T README.md {first.url}/files/{user}/docs/README.md",
+        f"curl {cred} -L {second.url}/files/{user}/docs/README.md",
+        f"curl {cred} {first.url}/files/{user}/",
+        f"curl {cred} -X DELETE {first.url}/files/{user}/docs/README.md",
+    ]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="securifile up", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--servers", type=int, default=3, help="number of storage nodes (n)")
+    p.add_argument("--replicas", type=int, default=1, help="replicas per file (0..n-1)")
+    p.add_argument("--no-tls", dest="tls", action="store_false", help="plain HTTP (debug only)")
+    p.add_argument("--data-dir", default="var", help="where node data and cluster.json live")
+    p.add_argument("--certs-dir", default="certs", help="where the CA and certificates live")
+    p.add_argument("--base-port", type=int, default=8441, help="first node port; 0 picks free ports")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--user", default="alice", help="the first user, given a certificate and token")
+    p.add_argument("--digest", default="sha256", help="sha1, sha256, sha512 or sha3-256")
+    args = p.parse_args(argv)
+    try:
+        cluster = Cluster.create(args.data_dir, args.servers, args.replicas, args.tls,
+                                 args.base_port, args.host, args.certs_dir, args.user,
+                                 digest=args.digest)
+    except ValueError as e:
+        p.error(str(e))
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        cluster.start()
+        path = cluster.write_json()
+        if not cluster.cfg.tls:
+            print("WARNING: ENCRYPTION DISABLED (--no-tls): debugging only", flush=True)
+        print(f"SecuriFile cluster: {len(cluster.names)} servers, {args.replicas} replicas")
+        for s in cluster.cfg.servers:
+            print(f"  {s.name}  {s.url}  pid {cluster.procs[s.name].pid}")
+        print(f"cluster description: {path}")
+        print(f"logs: {cluster.data_dir / 'logs'}")
+        print("try:")
+        for line in curl_examples(cluster):
+            print("  " + line)
+        print(f"  export SECURIFILE_CLUSTER={path}; securifile put README.md "
+              f"{args.user}/docs/README.md")
+        print("Ctrl-C stops the cluster.", flush=True)
+        exited = set()
+        while not stop:
+            for name, proc in cluster.procs.items():
+                if proc.poll() is not None and name not in exited:
+                    exited.add(name)
+                    print(f"{name} exited with {proc.returncode}; see its log", flush=True)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping...", flush=True)
+        cluster.stop()
+    return 0
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""SecuriFile: high-availability encrypted distributed file storage."""

@@ -1,0 +1,50 @@
+"""SecuriFile: a high-availability, encrypted, distributed file store.
+
+The folders of the repository are mapped onto ``securifile.*`` import names so
+that nothing generic (``common``, ``nodes``) lands in site-packages.
+"""
+from setuptools import setup
+
+PACKAGES = {
+    "securifile": "securifile",
+    "securifile.common": "common",
+    "securifile.nodes": "nodes",
+    "securifile.admin": "admin",
+    "securifile.tui": "tui",
+    "securifile.cli": "cli",
+    "securifile.scripts": "scripts",
+}
+
+setup(
+    name="securifile",
+    version="0.1.0",
+    description="High-availability encrypted distributed file storage",
+    python_requires=">=3.11",
+    packages=list(PACKAGES),
+    package_dir=PACKAGES,
+    package_data={"securifile.nodes": ["openapi.json"], "securifile.scripts": ["*.conf"]},
+    install_requires=[
+        "tornado>=6.4",
+        "cryptography>=42",
+        "PyJWT[crypto]>=2.8",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-tornado>=0.8",
+            "setuptools<81",  # pytest-tornado imports pkg_resources, gone from setuptools 81+
+            "pytest-timeout>=2.3",
+            "pytest-xdist>=3.5",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "securifile = securifile.cli.main:main",
+            "securifile-node = securifile.nodes.main:main",
+            "securifile-admin = securifile.admin.main:main",
+            "securifile-cluster = securifile.scripts.cluster:main",
+            "securifile-certs = securifile.scripts.certs:main",
+        ],
+    },
+)

@@ -1,0 +1,122 @@
+"""Test helpers: raw HTTP(S) calls to named nodes, and polling with a deadline."""
+import hashlib
+import http.client
+import json
+import ssl
+import time
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from securifile.common.tls import client_context
+
+
+def wait_for(predicate, timeout=15.0, interval=0.05, what="condition"):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.body[:200]!r}>"
+
+
+class Api:
+    """Talks to one named node of a Cluster as the cluster's first user (or another identity)."""
+
+    def __init__(self, cluster, cert=True, token=None):
+        self.cluster = cluster
+        user = cluster.user
+        self.username = user.get("username")
+        self.token = token
+        if cluster.cfg.tls:
+            self.ctx = client_context(cluster.layout.ca_cert,
+                                      user["cert"] if cert else None, user["key"] if cert else None)
+        else:
+            self.ctx = None
+            if token is None:
+                self.token = Path(user["token_file"]).read_text().strip()
+
+    def with_identity(self, cert=None, key=None, token=None):
+        other = Api.__new__(Api)
+        other.cluster, other.username, other.token = self.cluster, self.username, token
+        other.ctx = client_context(self.cluster.layout.ca_cert, cert, key) if self.cluster.cfg.tls else None
+        return other
+
+    def connection(self, node, timeout=30):
+        u = urlsplit(self.cluster.url(node))
+        if u.scheme == "https":
+            return http.client.HTTPSConnection(u.hostname, u.port, context=self.ctx, timeout=timeout)
+        return http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+
+    def request(self, node, method, path, body=None, headers=None, raw_path=False):
+        """``path`` is 'owner/rel' (quoted here) or, with raw_path, sent exactly as given."""
+        target = path if raw_path else "/files/" + quote(path, safe="/")
+        h = dict(headers or {})
+        if self.token:
+            h["Authorization"] = f"Bearer {self.token}"
+        conn = self.connection(node)
+        try:
+            conn.request(method, target, body=body, headers=h)
+            r = conn.getresponse()
+            return Response(r.status, r.headers, r.read())
+        finally:
+            conn.close()
+
+    def put(self, node, path, data, **kw):
+        return self.request(node, "PUT", path, body=data, **kw)
+
+    def get(self, node, path, **kw):
+        return self.request(node, "GET", path, **kw)
+
+    def follow(self, node, method, path, max_hops=5, **kw):
+        """Like curl -L: follow 307s by node URL; returns (final node, response)."""
+        r = self.request(node, method, path, **kw)
+        for _ in range(max_hops):
+            if r.status != 307:
+                return node, r
+            loc = urlsplit(r.headers["Location"])
+            node = self.node_for(f"{loc.scheme}://{loc.netloc}")
+            r = self.request(node, method, loc.path + (("?" + loc.query) if loc.query else ""),
+                             raw_path=True, **kw)
+        raise AssertionError("too many redirects")
+
+    def node_for(self, base):
+        for s in self.cluster.cfg.servers:
+            if s.url.rstrip("/") == base.rstrip("/"):
+                return s.name
+        raise AssertionError(f"redirect to a server outside the cluster: {base}")
+
+    def status(self, node):
+        return json.loads(self.request(node, "GET", "/status", raw_path=True).body)
+
+    def sees(self, observer, peer, status):
+        """True once ``observer`` reports ``peer`` as ``status``."""
+        st = self.cluster.status(observer)
+        return st is not None and any(p["name"] == peer and p["status"] == status for p in st["peers"])
+
+
+def disk_copy(cluster, node, owner, rel):
+    return cluster.cfg.node_data_dir(node) / "files" / owner / rel
