@@ -36,7 +36,8 @@ class FilePath:
 
 def check_username(name):
     """A user name is also a namespace folder name, so it is kept short and plain."""
-    if not isinstance(name, str) or not USERNAME_RE.match(name):
+    # fullmatch: with match, '$' would also accept a trailing newline ("alice\n").
+    if not isinstance(name, str) or not USERNAME_RE.fullmatch(name):
         raise InvalidPath(
             f"invalid user name {name!r}: use 1-32 lower-case letters, digits, '-' or '_', "
             "starting with a letter",
@@ -69,7 +70,11 @@ def parse_path(text, *, allow_folder=False):
         raise InvalidPath("path must be a string")
     if text.startswith("/"):
         raise InvalidPath("absolute paths are not allowed: use owner/path")
-    if len(text.encode("utf-8")) > MAX_PATH_BYTES:
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, e.g. from a JSON "\ud800" escape
+        raise InvalidPath("path is not valid Unicode (lone surrogate)") from None
+    if len(encoded) > MAX_PATH_BYTES:
         raise InvalidPath(f"path longer than {MAX_PATH_BYTES} bytes")
     if unicodedata.normalize("NFC", text) != text:
         raise InvalidPath("path must be in Unicode NFC form")
@@ -78,6 +83,8 @@ def parse_path(text, *, allow_folder=False):
     owner, sep, rel = text.partition("/")
     check_username(owner)
     if not sep or rel == "":
+        if allow_folder and sep:  # 'owner//': an empty segment, not the namespace root
+            raise InvalidPath("empty path segment ('//', or a leading or trailing '/')")
         if allow_folder:
             return FilePath(owner, "")
         raise InvalidPath("path needs a file name after the owner: owner/path")

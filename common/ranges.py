@@ -1,4 +1,8 @@
 """HTTP ``Range`` header parsing for single byte ranges (RFC 9110 section 14)."""
+import re
+
+# Positions are ASCII digits only: int() alone would also take '-5', '+5', '1_0' and '٣'.
+_POSITION = re.compile(r"[0-9]*")
 
 
 class RangeNotSatisfiable(Exception):
@@ -17,13 +21,15 @@ def parse_range(header, size):
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first, dash, last = spec.strip().partition("-")
-    if not dash:
+    if not dash or not (_POSITION.fullmatch(first) and _POSITION.fullmatch(last)):
         return None
     try:
         if first == "":
             n = int(last)
             if n <= 0:
                 raise RangeNotSatisfiable()
+            if size == 0:  # no byte range of an empty body can be named: send it whole
+                return None
             return max(0, size - n), size
         start = int(first)
         end = int(last) + 1 if last else None

@@ -10,6 +10,10 @@ from .errors import ApiError, error_body
 log = logging.getLogger("securifile.web")
 
 PUBLIC, USER, NODE = "public", "user", "node"
+# Servers read up to MAX_HEADER_READ bytes of headers (Tornado drops the connection beyond
+# that); between the two limits the client is told plainly what was wrong.
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADER_READ = 256 * 1024
 
 
 class ApiHandler(tornado.web.RequestHandler):
@@ -30,6 +34,10 @@ class ApiHandler(tornado.web.RequestHandler):
         self.request_id = uuid.uuid4().hex[:16]
         self.set_header("X-Request-Id", self.request_id)
         self.principal = None
+        size = sum(len(k) + len(v) + 4 for k, v in self.request.headers.get_all())
+        if size > MAX_HEADER_BYTES:
+            raise ApiError(f"request headers exceed {MAX_HEADER_BYTES} bytes", status=431,
+                           code="headers_too_large")
         if self.auth == USER:
             self.principal = self.authenticator.user(self.request)
         elif self.auth == NODE:

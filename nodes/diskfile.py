@@ -49,9 +49,12 @@ class DiskStore:
 
     def path_for(self, fp):
         """The on-disk path of a validated FilePath; never outside ``files_dir``."""
-        path = self.files_dir.joinpath(fp.owner, *fp.segments) if fp.rel else self.files_dir / fp.owner
-        # parse_path already refuses '..' and friends; this is the belt to those braces.
-        if os.path.commonpath([self.files_dir, os.path.normpath(path)]) != str(self.files_dir):
+        namespace = self.files_dir / fp.owner
+        path = namespace.joinpath(*fp.segments) if fp.rel else namespace
+        # parse_path already refuses '..' and friends; this is the belt to those braces: the
+        # owner is one folder right under files_dir, and the name stays inside that folder.
+        if (os.path.dirname(os.path.normpath(namespace)) != str(self.files_dir)
+                or os.path.commonpath([namespace, os.path.normpath(path)]) != str(namespace)):
             raise ApiError("path escapes the data directory", code="invalid_path")
         return path
 

@@ -14,6 +14,7 @@ from securifile.common.config import load_config
 from securifile.common.logsetup import setup_logging
 from securifile.common.tls import client_context, server_context
 from securifile.common.tokens import load_public_key
+from securifile.common.web import MAX_HEADER_READ
 
 from .access import OwnerOnlyAuthoriser
 from .diskfile import DiskStore
@@ -61,7 +62,8 @@ def build_node(cfg, name):
 
 def make_server(app, server_ctx):
     server = HTTPServer(app, ssl_options=server_ctx, chunk_size=BODY_CHUNK,
-                        max_body_size=1 << 50, idle_connection_timeout=300)
+                        max_body_size=1 << 50, idle_connection_timeout=300,
+                        max_header_size=MAX_HEADER_READ)
     if server_ctx is not None:
         server.read_chunk_size = TLS_READ_CHUNK
     return server

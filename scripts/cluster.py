@@ -26,6 +26,12 @@ from securifile.common.tls import client_context
 from .certs import ensure_peer_secret, issue_user, write_token
 
 
+def port_in_use(host, port):
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
 def free_ports(count, host="127.0.0.1"):
     """Ports the kernel says are free now (held open together so they are distinct)."""
     socks = []
@@ -219,10 +225,19 @@ def main(argv=None):
                                  digest=args.digest)
     except ValueError as e:
         p.error(str(e))
+    busy = [s.url for s in cluster.cfg.servers if port_in_use(s.host, s.port)]
+    if busy:
+        print(f"securifile up: already in use: {', '.join(busy)} (another cluster running? "
+              "stop it, or pick other ports with --base-port)", file=sys.stderr)
+        return 1
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
-        cluster.start()
+        try:
+            cluster.start()
+        except (RuntimeError, TimeoutError) as e:
+            print(f"securifile up: {e}", file=sys.stderr)
+            return 1
         path = cluster.write_json()
         if not cluster.cfg.tls:
             print("WARNING: ENCRYPTION DISABLED (--no-tls): debugging only", flush=True)

@@ -1,0 +1,118 @@
+"""Our own cluster under the bench: ``securifile up`` in the foreground, driven through cluster.json."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+from bench_measure import BenchError, Target
+
+
+class SecuriFileCluster:
+    """A local cluster of ``servers`` nodes with ``replicas`` copies besides the origin."""
+
+    def __init__(self, launcher, data_dir, servers=3, replicas=0, start_timeout_s=120):
+        self.launcher = launcher
+        self.data_dir = data_dir
+        self.servers = servers
+        self.replicas = replicas
+        self.start_timeout_s = start_timeout_s
+        self.name = f"securifile r={replicas}"
+        self.proc = None
+        self.info = None
+
+    def start(self):
+        os.makedirs(self.data_dir, exist_ok=True)
+        cluster_json = os.path.join(self.data_dir, "cluster.json")
+        if os.path.exists(cluster_json):
+            os.remove(cluster_json)
+        self.log_path = os.path.join(self.data_dir, "launcher.log")
+        log = open(self.log_path, "wb")
+        cmd = [self.launcher, "up", "--servers", str(self.servers), "--replicas",
+               str(self.replicas), "--data-dir", self.data_dir]
+        # its own process group, so that stopping it can never reach anything but its nodes
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"'{' '.join(cmd)}' exited with {self.proc.returncode}: "
+                                 f"{self.log_tail()}")
+            if os.path.exists(cluster_json) and self._all_answer(cluster_json):
+                return self.target()
+            time.sleep(0.25)
+        self.stop()
+        raise BenchError(f"cluster not up after {self.start_timeout_s}s: {self.log_tail()}")
+
+    def log_tail(self, chars=1500):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-chars:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _all_answer(self, cluster_json):
+        try:
+            with open(cluster_json) as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            return False  # still being written
+        for server in info.get("servers", []):
+            cmd = ["curl", "--silent", "--output", "/dev/null", "--write-out", "%{http_code}",
+                   "--max-time", "5", *self._trust(info), f"{server['url'].rstrip('/')}/status"]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            if proc.stdout.strip() != "200":
+                return False
+        self.info = info
+        return len(info.get("servers", [])) == self.servers
+
+    @staticmethod
+    def _trust(info):
+        if not info.get("tls", True):
+            raise BenchError("the cluster came up without TLS; the bench measures TLS only")
+        user = info["user"]
+        return ["--cacert", info["ca_cert"], "--cert", user["cert"], "--key", user["key"]]
+
+    def node_pids(self):
+        return [server["pid"] for server in self.info["servers"]]
+
+    def target(self):
+        entry = self.info["servers"][0]["url"].rstrip("/")
+        username = self.info["user"]["username"]
+        return Target(name=self.name, base_url=f"{entry}/files/{username}/bench",
+                      curl_options=self._trust(self.info), root_pids=self.node_pids(),
+                      follow_redirects=True,
+                      extra={"servers": [s["url"] for s in self.info["servers"]]})
+
+    def delete(self, remote):
+        target = self.target()
+        subprocess.run(["curl", "--silent", "--output", "/dev/null", "--max-time", "60",
+                        "--location", "--request", "DELETE", *target.curl_options,
+                        target.url(remote)], capture_output=True, timeout=90)
+
+    def stop(self):
+        """Ctrl-C as a person would; then escalate within the launcher's own process group."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for sig, wait_s in ((signal.SIGINT, 30), (signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+            try:
+                if sig == signal.SIGKILL:
+                    os.killpg(self.proc.pid, sig)
+                else:
+                    self.proc.send_signal(sig)
+                self.proc.wait(timeout=wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+            except ProcessLookupError:
+                break
+        # nodes that outlived their launcher are ours too; the command line guards against a
+        # pid the kernel has handed to something else meanwhile
+        for pid in self.node_pids() if self.info else []:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"securifile" not in f.read():
+                        continue
+                os.kill(pid, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                continue

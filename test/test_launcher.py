@@ -1,0 +1,131 @@
+"""The README's first command as a user runs it: `securifile up`, the printed curl lines,
+the README's curl examples, the CLI, and a clean stop on Ctrl-C."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from securifile.scripts.cluster import port_in_use
+
+from .helpers import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def readme_curl_examples():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- curl-examples.*?```sh\n(.*?)```", text, re.S).group(1)
+    return [c for c in block.replace("\\\n", " ").splitlines() if c.strip() and not c.startswith("#")]
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie that its parent has not reaped yet is gone for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def free_port_run(count):
+    """A base port with ``count`` free ports after it (the README's 8441 when it is free)."""
+    for base in [8441] + list(range(20000, 30000, 97)):
+        if not any(port_in_use("127.0.0.1", base + i) for i in range(count)):
+            return base
+    raise AssertionError("no free run of loopback ports")
+
+
+@pytest.fixture
+def launched(tmp_path):
+    """`securifile up` as the README runs it (certs/ and var/ in the cwd)."""
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
+    base = free_port_run(3)
+    proc = subprocess.Popen([str(BIN / "securifile"), "up", "--servers", "3", "--replicas", "1",
+                             "--base-port", str(base)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if "Ctrl-C" in line:
+            break
+    assert lines and "Ctrl-C" in lines[-1], "\n".join(lines)
+    yield proc, lines, tmp_path, env, base
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+        cluster = json.loads((tmp_path / "var" / "cluster.json").read_text())
+        for s in cluster["servers"]:
+            try:
+                os.kill(s["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def run(cmd, cwd, env):
+    return subprocess.run(cmd, shell=True, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_up_prints_working_curl_and_stops_on_ctrl_c(launched):
+    proc, lines, cwd, env, base = launched
+    cluster = json.loads((cwd / "var" / "cluster.json").read_text())
+    assert [s["url"] for s in cluster["servers"]] == [
+        f"https://127.0.0.1:{base + i}" for i in range(3)]
+    assert cluster["tls"] is True and Path(cluster["ca_cert"]).exists()
+    assert oct(Path(cluster["user"]["token_file"]).stat().st_mode & 0o777) == "0o600"
+    printed = [line.strip() for line in lines if line.strip().startswith("curl ")]
+    assert len(printed) >= 3
+    for cmd in printed:
+        r = run(cmd + " --fail-with-body -sS", cwd, env)
+        assert r.returncode == 0, (cmd, r.stdout, r.stderr)
+    for cmd in readme_curl_examples():
+        for i in range(3):  # the README's ports, where a busy machine made the test move
+            cmd = cmd.replace(f"127.0.0.1:{8441 + i}/", f"127.0.0.1:{base + i}/")
+        r = run(cmd + " --fail-with-body -sS", cwd, env)
+        assert r.returncode == 0, (cmd, r.stdout, r.stderr)
+    readme = (cwd / "README.md").read_bytes()
+    assert (cwd / "README.copy").read_bytes() == readme
+
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0
+    for s in cluster["servers"]:
+        wait_for(lambda: not pid_alive(s["pid"]), timeout=10, what=f"{s['name']} to exit")
+
+
+def test_cli_against_the_launched_cluster(launched):
+    _proc, _lines, cwd, env, _base = launched
+    env = dict(env, SECURIFILE_CLUSTER=str(cwd / "var" / "cluster.json"))
+    tree = cwd / "photos"
+    (tree / "2024").mkdir(parents=True)
+    (tree / "cat.jpg").write_bytes(os.urandom(3_000_000))
+    (tree / "2024" / "dog.jpg").write_bytes(os.urandom(1000))
+    r = run("securifile put photos alice/photos", cwd, env)
+    assert r.returncode == 0, r.stderr
+    r = run("securifile ls alice/photos/", cwd, env)
+    assert r.returncode == 0 and "cat.jpg" in r.stdout and "2024/dog.jpg" in r.stdout, r.stdout
+    r = run("securifile get alice/photos/ copy", cwd, env)
+    assert r.returncode == 0, r.stderr
+    for rel in ("cat.jpg", "2024/dog.jpg"):
+        found = list((cwd / "copy").rglob(Path(rel).name))
+        assert found and found[0].read_bytes() == (tree / rel).read_bytes()
+    r = run("securifile rm alice/photos/cat.jpg", cwd, env)
+    assert r.returncode == 0, r.stderr
+    r = run("securifile stat alice/photos/cat.jpg", cwd, env)
+    assert r.returncode != 0 and "not" in (r.stderr + r.stdout).lower()
