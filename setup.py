@@ -22,12 +22,21 @@ setup(
     python_requires=">=3.11",
     packages=list(PACKAGES),
     package_dir=PACKAGES,
-    package_data={"securifile.nodes": ["openapi.json"], "securifile.scripts": ["*.conf"]},
+    package_data={
+        "securifile.nodes": ["openapi.json"],
+        "securifile.admin": ["openapi.json", "migrations/*.py", "migrations/*.mako",
+                             "migrations/versions/*.py"],
+        "securifile.scripts": ["*.conf"],
+    },
     install_requires=[
         "tornado>=6.4",
         "cryptography>=42",
         "PyJWT[crypto]>=2.8",
         "tqdm>=4.66",
+        "SQLAlchemy>=2.0",
+        "alembic>=1.13",
+        "pg8000>=1.30",
+        "bcrypt>=4.1",
     ],
     extras_require={
         "test": [
@@ -36,6 +45,7 @@ setup(
             "setuptools<81",  # pytest-tornado imports pkg_resources, gone from setuptools 81+
             "pytest-timeout>=2.3",
             "pytest-xdist>=3.5",
+            "aiosmtpd>=1.4",
         ],
     },
     entry_points={

@@ -49,19 +49,22 @@ def _connection_options():
     return p
 
 
+CONNECTION_DEFAULTS = dict(cluster=None, server=None, ca=None, cert=None, key=None,
+                           token_file=None, timeout=60.0, progress=None, quiet=False)
+
+
 def build_parser():
-    common = _connection_options()
     parser = argparse.ArgumentParser(
-        prog=PROG, parents=[common],
+        prog=PROG, parents=[_connection_options()],
         description="SecuriFile: store and fetch files on a SecuriFile cluster.",
         epilog="Remote names are owner/path; a trailing '/' names a folder. "
                "'securifile up --help' starts a local cluster.")
-    parser.set_defaults(cluster=None, server=None, ca=None, cert=None, key=None,
-                        token_file=None, timeout=60.0, progress=None, quiet=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name, help_text):
-        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        # a fresh copy each time: parsers built from one parent share its Action objects
+        return sub.add_parser(name, parents=[_connection_options()], help=help_text,
+                              description=help_text)
 
     p = command("put", "upload a file, or a folder recursively")
     p.add_argument("local", metavar="LOCAL", help="a local file or folder")
@@ -90,6 +93,16 @@ def build_parser():
     command("status", "show every server's status")
     sub.add_parser("up", help="start a local cluster (see 'securifile up --help')", add_help=False)
     return parser
+
+
+def parse_args(argv):
+    """Parse ``argv``; connection options may come before or after the subcommand."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name, value in CONNECTION_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    return parser, args
 
 
 def load_settings(args, env=None):
@@ -286,8 +299,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "up":
         return run_launcher(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser, args = parse_args(argv)
     try:
         settings = load_settings(args)
         with Client.from_settings(settings, timeout=args.timeout) as client:

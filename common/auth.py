@@ -50,6 +50,23 @@ class Authenticator:
         raise Unauthenticated(
             "authenticate with a client certificate or 'Authorization: Bearer TOKEN'")
 
+    def admin_server(self, request):
+        """The admin server itself (its certificate), or in no-TLS mode the cluster secret."""
+        cert = self.peer_certificate(request)
+        if cert:
+            name, role = subject_identity(cert)
+            if role == ROLE_ADMIN:
+                return Principal(name, "admin")
+            raise Forbidden("this endpoint is for the admin server only", code="not_the_admin")
+        return self._secret(request, "admin server")
+
+    def _secret(self, request, who):
+        secret = request.headers.get(PEER_SECRET_HEADER, "")
+        if self.peer_secret and secret and hmac.compare_digest(secret, self.peer_secret):
+            return Principal(request.headers.get("X-SecuriFile-Node", "?"), "node")
+        raise Forbidden(f"this endpoint needs a certificate of the {who} from the cluster's CA",
+                        code="not_a_node" if who == "node" else "not_the_admin")
+
     def node(self, request):
         cert = self.peer_certificate(request)
         if cert:
@@ -57,8 +74,4 @@ class Authenticator:
             if role == ROLE_NODE and name in self.node_names:
                 return Principal(name, "node")
             raise Forbidden("this endpoint is for the cluster's nodes only", code="not_a_node")
-        secret = request.headers.get(PEER_SECRET_HEADER, "")
-        if self.peer_secret and secret and hmac.compare_digest(secret, self.peer_secret):
-            return Principal(request.headers.get("X-SecuriFile-Node", "?"), "node")
-        raise Forbidden("this endpoint needs a node certificate from the cluster's CA",
-                        code="not_a_node")
+        return self._secret(request, "node")

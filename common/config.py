@@ -46,7 +46,24 @@ class Config:
     peer_timeout: float = 10.0
     capacity_bytes: int = 0  # 0: the free space of the data directory's file system
     max_body_bytes: int = 1 << 40
+    # The admin server (empty admin_url: nodes run without one, owners-only access).
     admin_url: str = ""
+    database_url: str = ""  # empty: SQLite in DATA_DIR/admin/admin.sqlite3
+    syslog_host: str = ""  # empty: the admin server's built-in receiver
+    syslog_port: int = 0
+    token_ttl_seconds: int = 12 * 3600
+    authz_cache_seconds: float = 3.0
+    sample_interval: float = 2.0
+    report_interval: float = 1.0
+    # Account e-mails: "outbox" writes .eml files to DATA_DIR/admin/outbox; "smtp" sends.
+    mail_mode: str = "outbox"
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_ca_file: str = ""  # trust for the mail server's certificate; empty: the system's
+    mail_from: str = "SecuriFile <no-reply@localhost>"
 
     def server(self, name):
         for s in self.servers:
@@ -55,7 +72,15 @@ class Config:
         raise KeyError(f"no server named {name!r} in the configuration")
 
     def node_data_dir(self, name):
-        return Path(self.data_dir) / name
+        return Path(self.data_dir) / "nodes" / name
+
+    @property
+    def admin_data_dir(self):
+        return Path(self.data_dir) / "admin"
+
+    @property
+    def effective_database_url(self):
+        return self.database_url or f"sqlite:///{self.admin_data_dir / 'admin.sqlite3'}"
 
     @property
     def scheme(self):
@@ -106,13 +131,16 @@ def load_config(path=None, env=None, overrides=None):
     if path:
         with open(path, "rb") as f:
             values.update(tomllib.load(f))
+    not_from_file = set()
     for name in list(_SCALARS) + ["servers"]:
         key = ENV_PREFIX + name.upper()
         if key in env:
             values[name] = env[key]
+            not_from_file.add(name)
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = value
+            not_from_file.add(name)
     unknown = set(values) - set(_SCALARS) - {"servers"}
     if unknown:
         raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
@@ -120,10 +148,12 @@ def load_config(path=None, env=None, overrides=None):
     if "servers" in values:
         kwargs["servers"] = _servers(values["servers"])
     cfg = Config(**kwargs)
-    if path:  # relative folders in a file are relative to that file
+    if path:  # relative folders in a file are relative to that file; from env or flags, the cwd
         base = Path(path).resolve().parent
-        cfg.certs_dir = base / cfg.certs_dir if not cfg.certs_dir.is_absolute() else cfg.certs_dir
-        cfg.data_dir = base / cfg.data_dir if not cfg.data_dir.is_absolute() else cfg.data_dir
+        for name in ("certs_dir", "data_dir"):
+            folder = getattr(cfg, name)
+            if name not in not_from_file and not folder.is_absolute():
+                setattr(cfg, name, base / folder)
     return cfg.validate()
 
 

@@ -9,7 +9,7 @@ from .errors import ApiError, error_body
 
 log = logging.getLogger("securifile.web")
 
-PUBLIC, USER, NODE = "public", "user", "node"
+PUBLIC, USER, NODE, ADMIN_SERVER = "public", "user", "node", "admin-server"
 # Servers read up to MAX_HEADER_READ bytes of headers (Tornado drops the connection beyond
 # that); between the two limits the client is told plainly what was wrong.
 MAX_HEADER_BYTES = 16 * 1024
@@ -42,6 +42,8 @@ class ApiHandler(tornado.web.RequestHandler):
             self.principal = self.authenticator.user(self.request)
         elif self.auth == NODE:
             self.principal = self.authenticator.node(self.request)
+        elif self.auth == ADMIN_SERVER:
+            self.principal = self.authenticator.admin_server(self.request)
 
     def send_json(self, payload, status=200):
         self.set_status(status)

@@ -53,8 +53,9 @@ class DiskStore:
         path = namespace.joinpath(*fp.segments) if fp.rel else namespace
         # parse_path already refuses '..' and friends; this is the belt to those braces: the
         # owner is one folder right under files_dir, and the name stays inside that folder.
-        if (os.path.dirname(os.path.normpath(namespace)) != str(self.files_dir)
-                or os.path.commonpath([namespace, os.path.normpath(path)]) != str(namespace)):
+        ns = os.path.normpath(namespace)
+        if (os.path.dirname(ns) != str(self.files_dir) or os.path.basename(ns) != fp.owner
+                or os.path.commonpath([ns, os.path.normpath(path)]) != ns):
             raise ApiError("path escapes the data directory", code="invalid_path")
         return path
 
@@ -64,7 +65,7 @@ class DiskStore:
     def size(self, fp):
         try:
             return self.path_for(fp).stat().st_size
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"{fp} is not stored on this server") from None
 
     def writer(self, fp, algorithm):
@@ -84,7 +85,7 @@ class DiskStore:
         try:
             size = path.stat().st_size
             path.unlink()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # gone, or a parent is a file
             return False
         self._adjust_used(-size)
         parent = path.parent

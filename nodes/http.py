@@ -16,7 +16,7 @@ from securifile.common.digests import ALGORITHMS, repr_digest
 from securifile.common.errors import ApiError, Unavailable
 from securifile.common.paths import parse_path
 from securifile.common.ranges import RangeNotSatisfiable, parse_range
-from securifile.common.web import NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
+from securifile.common.web import ADMIN_SERVER, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
 
 from .access import DELETE, LIST, READ, WRITE
 from .peers import RUNNING
@@ -241,6 +241,8 @@ class HeartbeatHandler(ApiHandler):
     auth = NODE
 
     def post(self):
+        if self.node.peers.self_status == "offline":
+            raise Unavailable(f"{self.node.name} is offline", code="server_offline")
         self.send_json({"name": self.node.name, "status": self.node.peers.self_status,
                         "seq": self.node.locations.seq})
 
@@ -313,6 +315,19 @@ class ReplicaHandler(ApiHandler):
             self.writer.abort()
 
 
+class AdminStateHandler(ApiHandler):
+    """The administrator takes this node offline or puts it back online."""
+
+    auth = ADMIN_SERVER
+
+    def post(self):
+        state = self.json_body().get("state")
+        if state not in ("offline", "online"):
+            raise ApiError("state must be 'offline' or 'online'", code="bad_state")
+        self.node.set_admin_state(state)
+        self.send_json({"name": self.node.name, "status": self.node.peers.self_status})
+
+
 class OpenApiHandler(ApiHandler):
     auth = PUBLIC
 
@@ -331,6 +346,7 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
             (r"/peer/heartbeat", HeartbeatHandler, deps),
             (r"/peer/locations", LocationsHandler, deps),
             (r"/peer/replicas/(.+)", ReplicaHandler, dict(deps, max_body_bytes=max_body_bytes)),
+            (r"/peer/admin/state", AdminStateHandler, deps),
         ],
         log_function=log_request,
         default_handler_class=NotFoundHandler,

@@ -8,7 +8,7 @@ import sys
 
 from tornado.httpserver import HTTPServer
 
-from securifile.common.auth import Authenticator
+from securifile.common.auth import PEER_SECRET_HEADER, Authenticator
 from securifile.common.certs import CertLayout
 from securifile.common.config import load_config
 from securifile.common.logsetup import setup_logging
@@ -16,13 +16,14 @@ from securifile.common.tls import client_context, server_context
 from securifile.common.tokens import load_public_key
 from securifile.common.web import MAX_HEADER_READ
 
-from .access import OwnerOnlyAuthoriser
+from .access import AdminAuthoriser, OwnerOnlyAuthoriser
 from .diskfile import DiskStore
 from .heartbeat import HeartbeatLoop
 from .http import load_openapi, make_app
 from .locationmap import LocationMap
 from .peerclient import PeerClient
 from .peers import PeerTable
+from .reporter import Reporter
 from .storage import StorageNode
 
 log = logging.getLogger("securifile.node")
@@ -33,7 +34,7 @@ BODY_CHUNK = 1 << 20
 
 
 def build_node(cfg, name):
-    """Everything one node needs, wired together; returns (app, node, heartbeat, ssl ctx)."""
+    """Everything one node needs, wired together."""
     me = cfg.server(name)
     layout = CertLayout(cfg.certs_dir)
     data = cfg.node_data_dir(name)
@@ -54,10 +55,21 @@ def build_node(cfg, name):
     node = StorageNode(name, urls, cfg.replicas, cfg.digest, store, locations, peers, client,
                        random.SystemRandom())
     authenticator = Authenticator(load_public_key(layout.token_public_key), peer_names, secret)
-    app = make_app(node, authenticator, OwnerOnlyAuthoriser(), cfg.tls, cfg.max_body_bytes,
+    reporter = None
+    if cfg.admin_url:
+        headers = {"X-SecuriFile-Node": name}
+        if secret:
+            headers[PEER_SECRET_HEADER] = secret
+        authoriser = AdminAuthoriser(cfg.admin_url, peer_ctx, headers, cfg.authz_cache_seconds)
+        reporter = Reporter(name, data / "reports.sqlite3", cfg.admin_url, peer_ctx, headers)
+        node.on_file_change = reporter.file_changed
+        peers.on_change = reporter.status_changed
+    else:
+        authoriser = OwnerOnlyAuthoriser()
+    app = make_app(node, authenticator, authoriser, cfg.tls, cfg.max_body_bytes,
                    BODY_CHUNK, load_openapi())
     heartbeat = HeartbeatLoop(peers, client, urls, cfg.heartbeat_interval, node.apply_locations)
-    return app, node, heartbeat, server_ctx, me
+    return app, node, heartbeat, server_ctx, me, reporter
 
 
 def make_server(app, server_ctx):
@@ -70,10 +82,16 @@ def make_server(app, server_ctx):
 
 
 async def serve(cfg, name):
-    app, node, heartbeat, server_ctx, me = build_node(cfg, name)
+    app, node, heartbeat, server_ctx, me, reporter = build_node(cfg, name)
     server = make_server(app, server_ctx)
     server.listen(me.port, address=me.host)
     heartbeat.start()
+    if reporter is not None:
+        # What this node sees at start: itself running, its peers as assumed until they answer.
+        reporter.status_changed(name, "", node.peers.self_status, "started")
+        for peer in node.peers.snapshot():
+            reporter.status_changed(peer["name"], "", peer["status"], "start")
+        reporter.start(cfg.report_interval, cfg.sample_interval, node.store.usage)
     log.info("node %s listening on %s (replicas=%d, digest=%s)", name, me.url, cfg.replicas, cfg.digest)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -82,6 +100,9 @@ async def serve(cfg, name):
     await stop.wait()
     log.info("node %s stopping", name)
     heartbeat.stop()
+    if reporter is not None:
+        reporter.stop()
+        await reporter.run_once()
     server.stop()
     await server.close_all_connections()
     node.locations.close()

@@ -54,7 +54,13 @@ class PeerClient:
         body = None if payload is None else json.dumps(payload)
         headers = {"Content-Type": "application/json"} if body is not None else None
         resp = await self._fetch(url, method, body, timeout, headers)
-        return json.loads(resp.body) if resp.body else {}
+        try:
+            answer = json.loads(resp.body) if resp.body else {}
+        except ValueError:
+            raise PeerError(f"{method} {url}: the answer is not JSON") from None
+        if not isinstance(answer, dict):
+            raise PeerError(f"{method} {url}: the answer is not a JSON object")
+        return answer
 
     async def heartbeat(self, base, timeout):
         return await self._json(base + "/peer/heartbeat", "POST", {"from": self.self_name}, timeout)

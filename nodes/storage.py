@@ -42,6 +42,8 @@ class StorageNode:
         self.client = peer_client
         self.rng = rng
         self.locks = WriteLocks()
+        # Told of every change this node coordinated: (location, under_replicated).
+        self.on_file_change = lambda loc, under_replicated: None
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -112,6 +114,7 @@ class StorageNode:
         loc.origin = holders[0]
         loc.replicas = [Replica(s, i) for i, s in enumerate(holders[1:], start=1)]
         self.locations.apply(loc)
+        self.on_file_change(loc, len(loc.replicas) < self.replicas)
         await self.broadcast([loc])
         return loc
 
@@ -148,6 +151,7 @@ class StorageNode:
         tomb = Location(fp.owner, fp.rel, loc.origin, loc.digest, loc.algorithm, 0,
                         loc.version + 1, list(loc.replicas), time.time(), deleted=True)
         self.locations.apply(tomb)
+        self.on_file_change(tomb, False)
         self._drop_local(fp)
         await asyncio.gather(*(self._delete_remote(h, fp, tomb.version)
                                for h in loc.holders if h != self.name))
@@ -196,6 +200,14 @@ class StorageNode:
         held = self.locations.copy_version(fp)
         if held is not None and held < version:
             self._drop_local(fp)
+
+    def set_admin_state(self, state):
+        """Offline: answer nobody (heartbeats included), so the others mark this node down."""
+        old = self.peers.self_status
+        self.peers.self_status = "offline" if state == "offline" else "running"
+        if old != self.peers.self_status:
+            log.warning("taken %s by the administrator", state)
+            self.peers.on_change(self.name, old, self.peers.self_status)
 
     def status(self):
         used, available = self.store.usage()

@@ -28,8 +28,10 @@ class SecuriFileCluster:
             os.remove(cluster_json)
         self.log_path = os.path.join(self.data_dir, "launcher.log")
         log = open(self.log_path, "wb")
+        # free ports and certificates of its own: nothing shared with a cluster a developer runs
         cmd = [self.launcher, "up", "--servers", str(self.servers), "--replicas",
-               str(self.replicas), "--data-dir", self.data_dir]
+               str(self.replicas), "--data-dir", self.data_dir, "--base-port", "0",
+               "--certs-dir", os.path.join(self.data_dir, "certs"), "--host", "127.0.0.1"]
         # its own process group, so that stopping it can never reach anything but its nodes
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)

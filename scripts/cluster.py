@@ -69,7 +69,7 @@ class Cluster:
         entries = [ServerEntry(f"node{i + 1}", f"{scheme}://{host}:{port}")
                    for i, port in enumerate(ports)]
         cfg = Config(servers=entries, replicas=replicas, tls=tls, certs_dir=certs_dir,
-                     data_dir=data_dir / "nodes", **settings).validate()
+                     data_dir=data_dir, **settings).validate()
         layout = CertLayout(certs_dir)
         ca = ensure_ca(layout)
         ensure_peer_secret(layout)

@@ -1,0 +1,110 @@
+"""Access roles: who may do what with a file, from the owner's grants on it or its folders.
+
+A grant's ``path`` is a file path, a folder path ending in '/', or '' for the whole
+namespace. A user's role on a file is the strongest grant that covers it.
+"""
+from datetime import datetime, timezone
+
+from sqlalchemy import delete, select
+
+from securifile.common.errors import ApiError, Forbidden, NotFound
+
+from .models import ROLES, Grant, User
+
+OWNER = "owner"
+RANK = {None: 0, "reader": 1, "editor": 2, "master": 3, OWNER: 4}
+
+# The operations, and the weakest role that may do each. Creating and deleting files is the
+# owner's alone, as is everything about the owner's own grant.
+NEEDS = {
+    "read": "reader",
+    "list": "reader",
+    "write": "editor",
+    "create": OWNER,
+    "delete": OWNER,
+    "grant": "master",
+    "revoke": "master",
+}
+
+
+def covers(grant_path, path):
+    """Whether a grant on ``grant_path`` applies to ``path`` (a file, or a folder 'x/')."""
+    if grant_path == "" or grant_path == path:
+        return True
+    return grant_path.endswith("/") and path.startswith(grant_path)
+
+
+def strongest(roles):
+    best = None
+    for role in roles:
+        if RANK[role] > RANK[best]:
+            best = role
+    return best
+
+
+def allowed(role, op):
+    return RANK[role] >= RANK[NEEDS[op]]
+
+
+class AccessControl:
+    def __init__(self, sessions):
+        self.sessions = sessions
+
+    def grants_for(self, session, username, owner):
+        return session.scalars(select(Grant).where(Grant.grantee == username, Grant.owner == owner)).all()
+
+    def role(self, username, owner, path):
+        """The caller's role on ``owner/path`` ('' or a path ending in '/' for a folder)."""
+        if username == owner:
+            return OWNER
+        with self.sessions() as s:
+            return strongest(g.role for g in self.grants_for(s, username, owner) if covers(g.path, path))
+
+    def check(self, username, op, owner, path):
+        role = self.role(username, owner, path)
+        if not allowed(role, op):
+            what = f"{owner}/{path}"
+            if role is None:
+                raise Forbidden(f"{username} has no access to {what}")
+            raise Forbidden(f"{username} is {role} of {what}; {op} needs {NEEDS[op]}",
+                            code="role_too_weak", role=role)
+        return role
+
+    def list_grants(self, owner, path):
+        with self.sessions() as s:
+            rows = s.scalars(select(Grant).where(Grant.owner == owner, Grant.path == path)
+                             .order_by(Grant.grantee)).all()
+            return [{"username": g.grantee, "role": g.role, "granted_by": g.granted_by} for g in rows]
+
+    def grant(self, caller, owner, path, grantee, role):
+        if role not in ROLES:
+            raise ApiError(f"role must be one of {', '.join(ROLES)}", code="invalid_role")
+        self.check(caller, "grant", owner, path)
+        if grantee == owner:
+            raise ApiError("the owner's access cannot be changed", status=403, code="owner_immutable")
+        with self.sessions.begin() as s:
+            if s.scalar(select(User.id).where(User.username == grantee)) is None:
+                raise NotFound(f"no user {grantee}", code="no_such_user")
+            g = s.scalar(select(Grant).where(Grant.owner == owner, Grant.path == path,
+                                             Grant.grantee == grantee))
+            if g is None:
+                s.add(Grant(owner=owner, path=path, grantee=grantee, role=role, granted_by=caller,
+                            created_at=datetime.now(timezone.utc)))
+            else:
+                g.role, g.granted_by = role, caller
+
+    def revoke(self, caller, owner, path, grantee):
+        if grantee == owner:
+            raise ApiError("nobody revokes the owner", status=403, code="owner_immutable")
+        self.check(caller, "revoke", owner, path)
+        with self.sessions.begin() as s:
+            gone = s.execute(delete(Grant).where(Grant.owner == owner, Grant.path == path,
+                                                 Grant.grantee == grantee)).rowcount
+        if not gone:
+            raise NotFound(f"{grantee} has no grant on {owner}/{path}", code="no_such_grant")
+
+    def shared_with(self, username):
+        with self.sessions() as s:
+            rows = s.scalars(select(Grant).where(Grant.grantee == username)
+                             .order_by(Grant.owner, Grant.path)).all()
+            return [{"owner": g.owner, "path": g.path, "role": g.role} for g in rows]

@@ -1,0 +1,254 @@
+"""The file catalogue: applies nodes' reports and answers the GUI's questions in SQL.
+
+Reports are applied idempotently: each has an id that is recorded in the same transaction,
+and a file record only replaces an older version, so a node that resends after a lost
+answer (or two nodes reporting one change) leaves the database as one report would.
+"""
+from datetime import datetime, timezone
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .acl import OWNER
+from .models import (
+    AppliedReport, File, Folder, Grant, OwnerUsage, Placement, Server, StorageSample, User)
+
+
+def ts(value):
+    """A datetime from a report's epoch seconds."""
+    return datetime.fromtimestamp(float(value), timezone.utc)
+
+
+def epoch(dt):
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def iso(dt):
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.isoformat()
+
+
+def folder_of(path):
+    return path.rpartition("/")[0]
+
+
+def ancestors(path):
+    """'a/b/c.txt' -> ['a', 'a/b']."""
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def upper_bound(prefix):
+    """The smallest string above every string that starts with ``prefix/``."""
+    return prefix + "0"  # '0' is the character after '/'
+
+
+def file_json(f, role=None):
+    d = {
+        "owner": f.owner, "path": f.path, "size": f.size, "digest": f.digest,
+        "algorithm": f.algorithm, "version": f.version, "modified": iso(f.modified_at),
+        "created": iso(f.created_at), "origin": f.origin, "under_replicated": f.under_replicated,
+        "replicas": [{"server": p.server, "priority": p.priority} for p in f.placements],
+    }
+    if role is not None:
+        d["role"] = role
+    return d
+
+
+class Catalog:
+    def __init__(self, sessions, on_status=None):
+        self.sessions = sessions
+        self.on_status = on_status  # (session, observer, event) -> None, set by the server logic
+
+    # -- applying reports ------------------------------------------------------------------
+
+    def apply_report(self, report):
+        """Apply one node report; returns False if it was applied before."""
+        rid, server = str(report["id"]), str(report["server"])
+        with self.sessions.begin() as s:
+            if s.get(AppliedReport, rid) is not None:
+                return False
+            s.add(AppliedReport(id=rid, server=server, at=datetime.now(timezone.utc)))
+            for event in report.get("events", []):
+                kind = event.get("type")
+                if kind == "file":
+                    self._apply_file(s, event["record"])
+                elif kind == "sample":
+                    self._apply_sample(s, server, event)
+                elif kind == "status" and self.on_status is not None:
+                    self.on_status(s, server, event)
+            try:
+                s.flush()
+            except IntegrityError:  # the same report applied concurrently by another request
+                s.rollback()
+                return False
+        return True
+
+    def _apply_sample(self, s, server, event):
+        t, used, available = ts(event["t"]), int(event["used"]), int(event["available"])
+        s.add(StorageSample(server=server, t=t, used_bytes=used, available_bytes=available))
+        row = s.get(Server, server)
+        if row is not None and (row.sampled_at is None or epoch(row.sampled_at) <= epoch(t)):
+            row.used_bytes, row.available_bytes, row.sampled_at = used, available, t
+
+    def _usage(self, s, owner, files, size):
+        done = s.execute(update(OwnerUsage).where(OwnerUsage.owner == owner).values(
+            file_count=OwnerUsage.file_count + files,
+            total_bytes=OwnerUsage.total_bytes + size)).rowcount
+        if not done:
+            s.add(OwnerUsage(owner=owner, file_count=files, total_bytes=size))
+            s.flush()
+
+    def _apply_file(self, s, rec):
+        owner, path = rec["owner"], rec["path"]
+        row = s.scalar(select(File).where(File.owner == owner, File.path == path).with_for_update())
+        if row is not None and (int(rec["version"]), float(rec["modified"])) <= (
+                row.version, epoch(row.modified_at)):
+            return
+        if rec.get("deleted"):
+            if row is not None:
+                self._usage(s, owner, -1, -row.size)
+                s.delete(row)
+                s.flush()
+                self._prune_folders(s, owner, path)
+            return
+        replicas = sorted(rec.get("replicas", []), key=lambda r: r["priority"])
+        if row is None:
+            row = File(owner=owner, path=path, folder=folder_of(path), created_at=ts(rec["modified"]))
+            s.add(row)
+            self._usage(s, owner, 1, int(rec["size"]))
+            for folder in ancestors(path):
+                if s.get(Folder, (owner, folder)) is None:
+                    s.add(Folder(owner=owner, path=folder, parent=folder_of(folder)))
+        else:
+            self._usage(s, owner, 0, int(rec["size"]) - row.size)
+        row.size, row.digest, row.algorithm = int(rec["size"]), rec["digest"], rec["algorithm"]
+        row.version, row.origin = int(rec["version"]), rec["origin"]
+        row.modified_at = ts(rec["modified"])
+        row.under_replicated = bool(rec.get("under_replicated", False))
+        row.placements = [Placement(server=r["server"], priority=int(r["priority"])) for r in replicas]
+        s.flush()
+
+    def _prune_folders(self, s, owner, path):
+        for folder in reversed(ancestors(path)):
+            lo = folder + "/"
+            busy = s.scalar(select(File.id).where(
+                File.owner == owner, File.path >= lo, File.path < upper_bound(folder)).limit(1))
+            if busy is not None:
+                return
+            s.execute(delete(Folder).where(Folder.owner == owner, Folder.path == folder))
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def list_folder(self, caller, owner, folder, role_of, limit=500, after=None, recursive=False):
+        """Files (and, unless recursive, subfolders) under ``owner/folder`` the caller may see.
+
+        ``role_of(path)`` gives the caller's role on a path; a caller without a role on the
+        folder itself sees only what grants beneath it open up.
+        """
+        folder = folder.strip("/")
+        limit = max(1, min(int(limit), 5000))
+        folder_key = folder + "/" if folder else ""
+        whole = role_of(folder_key) is not None
+        with self.sessions() as s:
+            q = select(File).where(File.owner == owner)
+            if recursive:
+                if folder:
+                    q = q.where(File.path >= folder + "/", File.path < upper_bound(folder))
+            else:
+                q = q.where(File.folder == folder)
+            if not whole:
+                grants = [] if caller == owner else s.scalars(select(Grant).where(
+                    Grant.grantee == caller, Grant.owner == owner)).all()
+                visible = [_grant_clause(g.path) for g in grants if _under(g.path, folder_key)]
+                if not visible:
+                    q = q.where(False)
+                else:
+                    q = q.where(or_(*visible))
+            if after:
+                q = q.where(File.path > after)
+            rows = s.scalars(q.order_by(File.path).limit(limit + 1)).all()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            files = [file_json(f, role_of(f.path)) for f in rows]
+            folders = []
+            if not recursive and after is None:
+                fq = select(Folder.path).where(Folder.owner == owner, Folder.parent == folder)
+                names = s.scalars(fq.order_by(Folder.path).limit(5000)).all()
+                folders = [p for p in names if whole or role_of(p + "/") is not None
+                           or any(covers_below(g, p) for g in _grant_paths(s, caller, owner))]
+        return {"owner": owner, "folder": folder, "files": files, "folders": folders,
+                "next": rows[-1].path if more else None}
+
+    def file(self, owner, path):
+        with self.sessions() as s:
+            return s.scalar(select(File).where(File.owner == owner, File.path == path))
+
+    def users(self, limit=1000, after=None):
+        with self.sessions() as s:
+            q = (select(User, OwnerUsage.file_count, OwnerUsage.total_bytes)
+                 .join(OwnerUsage, OwnerUsage.owner == User.username, isouter=True))
+            if after:
+                q = q.where(User.username > after)
+            rows = s.execute(q.order_by(User.username).limit(limit)).all()
+        return [{"username": u.username, "email": u.email, "admin": u.admin,
+                 "disabled": u.disabled, "valid_until": iso(u.valid_until),
+                 "created": iso(u.created_at), "file_count": count or 0, "total_bytes": total or 0}
+                for u, count, total in rows]
+
+    def owned_files(self, owner, limit=1000, after=None):
+        with self.sessions() as s:
+            q = select(File).where(File.owner == owner)
+            if after:
+                q = q.where(File.path > after)
+            rows = s.scalars(q.order_by(File.path).limit(limit + 1)).all()
+            usage = s.get(OwnerUsage, owner)
+            files = [file_json(f, OWNER) for f in rows[:limit]]
+        return {"username": owner, "file_count": usage.file_count if usage else 0,
+                "total_bytes": usage.total_bytes if usage else 0, "files": files,
+                "next": rows[limit - 1].path if len(rows) > limit else None}
+
+    def samples(self, server, since, limit=2000):
+        with self.sessions() as s:
+            q = select(StorageSample).where(StorageSample.server == server)
+            if since is not None:
+                q = q.where(StorageSample.t >= since)
+            rows = s.scalars(q.order_by(StorageSample.t.desc()).limit(limit)).all()
+        return [{"t": iso(r.t), "used_bytes": r.used_bytes, "available_bytes": r.available_bytes}
+                for r in reversed(rows)]
+
+    def prune_samples(self, before):
+        with self.sessions.begin() as s:
+            return s.execute(delete(StorageSample).where(StorageSample.t < before)).rowcount
+
+    def reconcile_usage(self):
+        """Recount every owner's usage from ``files`` (an operator's repair, not a hot path)."""
+        with self.sessions.begin() as s:
+            s.execute(delete(OwnerUsage))
+            for owner, count, total in s.execute(
+                    select(File.owner, func.count(), func.coalesce(func.sum(File.size), 0))
+                    .group_by(File.owner)):
+                s.add(OwnerUsage(owner=owner, file_count=count, total_bytes=total))
+
+
+def _under(grant_path, folder_key):
+    """Whether a grant on ``grant_path`` opens something below the folder ``folder_key``."""
+    return grant_path.startswith(folder_key)
+
+
+def _grant_clause(grant_path):
+    if grant_path.endswith("/"):
+        return and_(File.path >= grant_path, File.path < upper_bound(grant_path[:-1]))
+    return File.path == grant_path
+
+
+def _grant_paths(s, caller, owner):
+    return s.scalars(select(Grant.path).where(Grant.grantee == caller, Grant.owner == owner)).all()
+
+
+def covers_below(grant_path, folder):
+    """Whether ``grant_path`` lies inside ``folder`` (so the folder leads to something shared)."""
+    return grant_path.startswith(folder + "/")

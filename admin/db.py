@@ -1,0 +1,43 @@
+"""Database engines and schema upgrades, for SQLite (embedded default) and PostgreSQL."""
+from importlib.resources import files
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import create_engine, event
+from sqlalchemy.orm import sessionmaker
+
+
+def make_engine(url):
+    """An engine for ``url``; SQLite gets WAL and foreign keys, as PostgreSQL has them."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+
+
+def alembic_config(url):
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(files("securifile.admin").joinpath("migrations")))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(engine, revision="head"):
+    """Create or upgrade the schema to ``revision`` (Alembic migrations)."""
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+
+def session_factory(engine):
+    return sessionmaker(engine, expire_on_commit=False)

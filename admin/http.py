@@ -1,0 +1,302 @@
+"""HTTP transport of the admin server: each handler parses, calls the logic, maps errors.
+
+``auth`` on each class says who may call: PUBLIC, USER (token or certificate of an active
+account), ADMIN (an administrator's), NODE (a node certificate from our CA).
+"""
+import asyncio
+import json
+import logging
+from datetime import datetime, timezone
+from urllib.parse import unquote
+
+import tornado.web
+from tornado.log import access_log
+
+from securifile.common.errors import ApiError, Forbidden, NotFound
+from securifile.common.paths import check_username, parse_path
+from securifile.common.web import NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
+
+from .catalog import iso
+
+ADMIN = "admin"
+log = logging.getLogger("securifile.admin")
+
+
+def split_target(raw, allow_folder=True):
+    """'owner/path' (a trailing '/' for a folder; the owner alone for the namespace) ->
+    (owner, grant path) where a folder's path ends in '/' and the namespace is ''."""
+    fp = parse_path(unquote(raw), allow_folder=allow_folder)
+    folder = raw.endswith("/") or fp.rel == ""
+    return fp.owner, (fp.rel + "/" if fp.rel and folder else fp.rel)
+
+
+class AdminHandler(ApiHandler):
+    auth = USER
+
+    async def prepare(self):
+        wanted = self.auth
+        if wanted == ADMIN:
+            self.auth = USER
+        await super().prepare()
+        self.auth = wanted
+        if self.principal is not None and self.principal.kind == "user":
+            user = await asyncio.to_thread(self.admin.accounts.get, self.principal.name)
+            if user is None:
+                raise Forbidden(f"account {self.principal.name} no longer exists", code="no_such_user")
+            self.admin.accounts.check_active(user)
+            self.user = user
+            if wanted == ADMIN and not user.admin:
+                raise Forbidden("administrators only", code="admin_only")
+
+    def arg_int(self, name, default, lo=1, hi=5000):
+        try:
+            return max(lo, min(hi, int(self.get_query_argument(name, str(default)))))
+        except ValueError:
+            raise ApiError(f"{name} must be a number", code="bad_argument") from None
+
+
+class LoginHandler(AdminHandler):
+    auth = PUBLIC
+
+    async def post(self):
+        body = self.json_body()
+        result = await asyncio.to_thread(
+            self.admin.login, body.get("username", ""), body.get("password", ""),
+            self.request.remote_ip)
+        self.send_json(result)
+
+
+class MeHandler(AdminHandler):
+    def get(self):
+        u = self.user
+        self.send_json({"username": u.username, "email": u.email, "admin": u.admin,
+                        "valid_until": iso(u.valid_until)})
+
+
+class CertificateHandler(AdminHandler):
+    async def post(self):
+        csr = self.json_body().get("csr")
+        if not isinstance(csr, str):
+            raise ApiError("send {\"csr\": PEM}", code="bad_csr")
+        self.send_json(await asyncio.to_thread(self.admin.sign_csr, self.user, csr), status=201)
+
+
+class ServersHandler(AdminHandler):
+    async def get(self):
+        servers = await asyncio.to_thread(self.admin.servers.listing)
+        self.send_json({"replicas": self.admin.cfg.replicas, "tls": self.admin.cfg.tls,
+                        "servers": servers})
+
+
+class StorageHandler(AdminHandler):
+    async def get(self, name):
+        since = self.get_query_argument("since", None)
+        try:
+            since = datetime.fromisoformat(since) if since else None
+        except ValueError:
+            raise ApiError("since must be an ISO 8601 time", code="bad_argument") from None
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=timezone.utc)
+        samples = await asyncio.to_thread(self.admin.catalog.samples, name, since,
+                                          self.arg_int("limit", 2000, hi=20000))
+        self.send_json({"server": name, "samples": samples})
+
+
+class ServerHistoryHandler(AdminHandler):
+    async def get(self, name):
+        self.send_json({"server": name,
+                        "history": await asyncio.to_thread(self.admin.servers.history, name)})
+
+
+class ServerStateHandler(AdminHandler):
+    auth = ADMIN
+
+    async def post(self, name, state):
+        await self.admin.set_server_state(name, state, self.user.username)
+        self.send_json({"server": name, "admin_state": state})
+
+
+class UsersHandler(AdminHandler):
+    async def get(self):
+        users = await asyncio.to_thread(self.admin.catalog.users, self.arg_int("limit", 1000),
+                                        self.get_query_argument("after", None))
+        if not self.user.admin:
+            for u in users:
+                if u["username"] != self.user.username:
+                    u.pop("email"), u.pop("valid_until"), u.pop("created")
+        self.send_json({"users": users})
+
+    async def post(self):
+        if not self.user.admin:
+            raise Forbidden("administrators only", code="admin_only")
+        body = self.json_body()
+        result = await self.admin.create_user(
+            body.get("username"), body.get("email"), body.get("valid_days", 365),
+            body.get("password"), bool(body.get("admin", False)))
+        self.send_json(result, status=201)
+
+
+class UserHandler(AdminHandler):
+    auth = ADMIN
+
+    async def delete(self, username):
+        await self.admin.remove_user(check_username(username), self.user.username)
+        self.set_status(204)
+        self.finish()
+
+
+class UserFilesHandler(AdminHandler):
+    async def get(self, username):
+        check_username(username)
+        if username != self.user.username and not self.user.admin:
+            raise Forbidden("only the owner and administrators see a user's file list")
+        self.send_json(await asyncio.to_thread(
+            self.admin.catalog.owned_files, username, self.arg_int("limit", 1000),
+            self.get_query_argument("after", None)))
+
+
+class FilesHandler(AdminHandler):
+    async def get(self):
+        prefix = self.get_query_argument("prefix", None) or self.user.username + "/"
+        owner, path = split_target(prefix)
+        folder = path.rstrip("/")
+        if path and not path.endswith("/"):
+            raise ApiError("prefix must name a folder (end it with '/')", code="bad_prefix")
+        caller = self.user.username
+
+        def role_of(p):
+            return self.admin.acl.role(caller, owner, p)
+
+        if role_of(path) is None and not any(
+                g["owner"] == owner and g["path"].startswith(path)
+                for g in self.admin.acl.shared_with(caller)):
+            raise Forbidden(f"{caller} has no access to {owner}/{path}")
+        recursive = self.get_query_argument("recursive", "0") in ("1", "true", "yes")
+        result = await asyncio.to_thread(
+            self.admin.catalog.list_folder, caller, owner, folder, role_of,
+            self.arg_int("limit", 500), self.get_query_argument("after", None), recursive)
+        self.send_json(result)
+
+
+class SharedHandler(AdminHandler):
+    async def get(self):
+        self.send_json({"shared": await asyncio.to_thread(self.admin.acl.shared_with,
+                                                          self.user.username)})
+
+
+class AclHandler(AdminHandler):
+    async def get(self, raw):
+        owner, path = split_target(raw)
+        await asyncio.to_thread(self.admin.acl.check, self.user.username, "read", owner, path)
+        grants = await asyncio.to_thread(self.admin.acl.list_grants, owner, path)
+        self.send_json({"owner": owner, "path": path, "grants": grants})
+
+    async def put(self, raw):
+        owner, path = split_target(raw)
+        body = self.json_body()
+        grantee = check_username(body.get("username"))
+        await self.admin.grant(self.user.username, owner, path, grantee, body.get("role"))
+        self.send_json({"owner": owner, "path": path, "username": grantee, "role": body.get("role")})
+
+    async def delete(self, raw):
+        owner, path = split_target(raw)
+        grantee = check_username(self.get_query_argument("username", ""))
+        await self.admin.revoke(self.user.username, owner, path, grantee)
+        self.set_status(204)
+        self.finish()
+
+
+class EventsHandler(AdminHandler):
+    async def get(self):
+        after = self.arg_int("after", 0, lo=0, hi=2**62)
+        events = await asyncio.to_thread(self.admin.recent_events, after,
+                                         self.arg_int("limit", 100, hi=1000), self.user)
+        self.send_json({"events": events})
+
+
+class AuthorizeHandler(AdminHandler):
+    """A node asks what role a user has on a path (and whether the account may act at all)."""
+
+    auth = NODE
+
+    async def get(self):
+        user = check_username(self.get_query_argument("user", ""))
+        owner, path = split_target(self.get_query_argument("path", ""))
+        self.send_json(await asyncio.to_thread(self.admin.decide, user, owner, path))
+
+
+class ReportsHandler(AdminHandler):
+    auth = NODE
+
+    async def post(self):
+        body = self.json_body()
+        reports = body.get("reports", [])
+        applied = 0
+        for report in reports:
+            if report.get("server") != self.principal.name and self.principal.name != "?":
+                raise Forbidden("a node reports only for itself", code="wrong_reporter")
+            applied += await asyncio.to_thread(self.admin.catalog.apply_report, report)
+        self.send_json({"received": len(reports), "applied": applied})
+
+
+class StatusHandler(AdminHandler):
+    auth = PUBLIC
+
+    def get(self):
+        body = {"name": "admin", "status": "running", "tls": self.admin.cfg.tls,
+                "syslog": self.admin.syslog_stats()}
+        if not self.admin.cfg.tls:
+            body["warning"] = "ENCRYPTION DISABLED: debug mode, never use in production"
+        self.send_json(body)
+
+
+class OpenApiHandler(AdminHandler):
+    auth = PUBLIC
+
+    def get(self):
+        self.send_json(self.admin.openapi)
+
+
+def log_request(handler):
+    status = handler.get_status()
+    if status < 400 and handler.request.path == "/api/v1/reports":
+        return
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),
+                   1000.0 * handler.request.request_time())
+
+
+def make_app(admin, authenticator):
+    deps = dict(admin=admin, authenticator=authenticator)
+    routes = [
+        (r"/api/v1/login", LoginHandler),
+        (r"/api/v1/me", MeHandler),
+        (r"/api/v1/certificates", CertificateHandler),
+        (r"/api/v1/servers", ServersHandler),
+        (r"/api/v1/servers/([^/]+)/storage", StorageHandler),
+        (r"/api/v1/servers/([^/]+)/history", ServerHistoryHandler),
+        (r"/api/v1/servers/([^/]+)/(offline|online)", ServerStateHandler),
+        (r"/api/v1/users", UsersHandler),
+        (r"/api/v1/users/([^/]+)", UserHandler),
+        (r"/api/v1/users/([^/]+)/files", UserFilesHandler),
+        (r"/api/v1/files", FilesHandler),
+        (r"/api/v1/shared", SharedHandler),
+        (r"/api/v1/acl/(.+)", AclHandler),
+        (r"/api/v1/events", EventsHandler),
+        (r"/api/v1/authorize", AuthorizeHandler),
+        (r"/api/v1/reports", ReportsHandler),
+        (r"/api/v1/openapi.json", OpenApiHandler),
+        (r"/status", StatusHandler),
+    ]
+    return tornado.web.Application(
+        [(pattern, cls, deps) for pattern, cls in routes],
+        default_handler_class=NotFoundHandler, default_handler_args=deps,
+        log_function=log_request)
+
+
+def load_openapi():
+    from importlib.resources import files
+    return json.loads(files("securifile.admin").joinpath("openapi.json").read_text())
+
+
+__all__ = ["make_app", "load_openapi", "NotFound"]

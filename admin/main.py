@@ -1,0 +1,206 @@
+"""``securifile-admin``: the admin server, its database, accounts and servers.
+
+    securifile-admin --config cluster.toml serve
+    securifile-admin --config cluster.toml db upgrade
+    securifile-admin --config cluster.toml user add NAME --email E --valid-days D [--admin] [--password-stdin]
+    securifile-admin --config cluster.toml user remove NAME
+    securifile-admin --config cluster.toml user list
+    securifile-admin --config cluster.toml server offline|online NAME
+
+Exit status: 0 done, 1 refused (the reason is printed), 2 bad usage. Nothing prompts when
+standard input is not a terminal, so provisioning scripts can pipe passwords in.
+"""
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import signal
+import sys
+from urllib.parse import urlsplit
+
+from tornado.httpserver import HTTPServer
+
+from securifile.common.auth import Authenticator
+from securifile.common.certs import CertLayout
+from securifile.common.config import load_config
+from securifile.common.errors import ApiError
+from securifile.common.logsetup import setup_logging
+from securifile.common.tls import client_context, server_context
+from securifile.common.tokens import load_public_key
+from securifile.common.web import MAX_HEADER_READ
+
+from . import db
+from .http import load_openapi, make_app
+from .nodeclient import NodeStateClient
+from .service import AdminService
+
+log = logging.getLogger("securifile.admin")
+ADMIN_NAME = "admin"
+
+
+def open_service(cfg, with_node_client=True):
+    cfg.admin_data_dir.mkdir(parents=True, exist_ok=True)
+    engine = db.make_engine(cfg.effective_database_url)
+    db.upgrade(engine)
+    layout = CertLayout(cfg.certs_dir)
+    node_client = None
+    if with_node_client:
+        if cfg.tls:
+            ctx = client_context(layout.ca_cert, layout.server_cert(ADMIN_NAME),
+                                 layout.server_key(ADMIN_NAME))
+            node_client = NodeStateClient(ctx)
+        else:
+            node_client = NodeStateClient(None, (layout.root / "peer-secret").read_text().strip())
+    service = AdminService(cfg, db.session_factory(engine), node_client)
+    service.servers.register(cfg.servers)
+    return service
+
+
+async def serve(cfg):
+    service = open_service(cfg)
+    service.openapi = load_openapi()
+    layout = CertLayout(cfg.certs_dir)
+    authenticator = Authenticator(load_public_key(layout.token_public_key),
+                                  [s.name for s in cfg.servers],
+                                  None if cfg.tls else (layout.root / "peer-secret").read_text().strip())
+    ctx = server_context(layout.server_cert(ADMIN_NAME), layout.server_key(ADMIN_NAME),
+                         layout.ca_cert) if cfg.tls else None
+    receiver = start_syslog_receiver(cfg, service, ctx)
+    app = make_app(service, authenticator)
+    server = HTTPServer(app, ssl_options=ctx, max_header_size=MAX_HEADER_READ)
+    u = urlsplit(cfg.admin_url)
+    server.listen(u.port, address=u.hostname)
+    log.info("admin server listening on %s (database %s)", cfg.admin_url,
+             service.sessions.kw["bind"].url.render_as_string(hide_password=True))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    housekeeping = asyncio.ensure_future(_housekeeping(service, stop))
+    await stop.wait()
+    housekeeping.cancel()
+    server.stop()
+    if receiver is not None:
+        receiver.stop()
+    await server.close_all_connections()
+
+
+def start_syslog_receiver(cfg, service, ctx):
+    """The built-in receiver (the default) on the configured syslog port, when there is one."""
+    if cfg.syslog_host or not cfg.syslog_port:
+        return None
+    from .syslog_receiver import SyslogReceiver
+    receiver = SyslogReceiver(ssl_options=ctx, log_path=cfg.admin_data_dir / "audit.log",
+                              on_event=service.record_event)
+    receiver.listen(cfg.syslog_port, address=urlsplit(cfg.admin_url).hostname)
+    service.receiver_stats = getattr(receiver, "stats", None)
+    log.info("syslog receiver on port %d (%s)", cfg.syslog_port, "TLS" if ctx else "TCP")
+    return receiver
+
+
+async def _housekeeping(service, stop):
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(service.prune_events)
+            await asyncio.to_thread(service.prune_samples)
+        except Exception:
+            log.exception("housekeeping failed")
+        try:
+            await asyncio.wait_for(stop.wait(), 60)
+        except asyncio.TimeoutError:
+            pass
+
+
+def read_password(args):
+    if args.password_stdin:
+        line = sys.stdin.readline().rstrip("\n")
+        if not line:
+            raise ApiError("no password on standard input", code="missing_password")
+        return line
+    if args.generate or not sys.stdin.isatty():
+        return None  # generated, printed once and e-mailed
+    first = getpass.getpass("Password (empty to generate one): ")
+    if first and getpass.getpass("Again: ") != first:
+        raise ApiError("the passwords differ", code="password_mismatch")
+    return first or None
+
+
+def run_command(cfg, args):
+    if args.command == "serve":
+        asyncio.run(serve(cfg))
+        return 0
+    if args.command == "db":
+        service = open_service(cfg, with_node_client=False)
+        print(f"database at the newest schema: {cfg.effective_database_url.split('@')[-1]}")
+        del service
+        return 0
+    if args.command == "user":
+        service = open_service(cfg, with_node_client=False)
+        if args.user_command == "add":
+            result = asyncio.run(service.create_user(
+                args.name, args.email, args.valid_days, read_password(args), args.admin,
+                by="securifile-admin"))
+            print(json.dumps(result, indent=2))
+            return 0
+        if args.user_command == "remove":
+            asyncio.run(service.remove_user(args.name, by="securifile-admin"))
+            print(f"removed {args.name}")
+            return 0
+        for u in service.catalog.users(limit=100000):
+            print(f"{u['username']:<20} {u['email']:<32} until {u['valid_until'][:10]} "
+                  f"{'admin ' if u['admin'] else ''}{'disabled' if u['disabled'] else ''}"
+                  f" files={u['file_count']} bytes={u['total_bytes']}")
+        return 0
+    if args.command == "server":
+        async def change():
+            service = open_service(cfg)
+            await service.set_server_state(args.name, args.state, "securifile-admin")
+        asyncio.run(change())
+        print(f"{args.name} is {args.state}")
+        return 0
+    return 2
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="securifile-admin", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="cluster TOML file")
+    p.add_argument("--no-tls", dest="tls", action="store_const", const=False, default=None)
+    p.add_argument("--log-level", default="INFO")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the admin server")
+    d = sub.add_parser("db", help="database schema")
+    d.add_argument("db_command", choices=["upgrade"])
+    u = sub.add_parser("user", help="accounts")
+    us = u.add_subparsers(dest="user_command", required=True)
+    add = us.add_parser("add", help="create an account and e-mail its owner")
+    add.add_argument("name")
+    add.add_argument("--email", required=True)
+    add.add_argument("--valid-days", type=float, default=365)
+    add.add_argument("--admin", action="store_true")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.add_argument("--generate", action="store_true", help="generate a password (the default "
+                     "when stdin is not a terminal)")
+    rm = us.add_parser("remove", help="remove an account")
+    rm.add_argument("name")
+    us.add_parser("list", help="list accounts")
+    s = sub.add_parser("server", help="take a server offline or put it back online")
+    s.add_argument("state", choices=["offline", "online"])
+    s.add_argument("name")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    cfg = load_config(args.config, overrides={"tls": args.tls})
+    setup_logging(args.log_level if args.command == "serve" else "WARNING", "admin", cfg.tls)
+    try:
+        return run_command(cfg, args)
+    except ApiError as e:
+        print(f"securifile-admin: {e.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

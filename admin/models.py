@@ -1,0 +1,187 @@
+"""The admin database: users, files, placements, access grants, servers and their history.
+
+This is the single source of what the GUI shows; nodes report into it. The same models run
+on SQLite (the embedded default) and PostgreSQL (production, through pg8000).
+"""
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+ROLES = ("reader", "editor", "master")
+
+# Paths compare byte-wise ('C' collation on PostgreSQL, SQLite's default BINARY), so that a
+# folder's files are one index range scan: path >= 'dir/' AND path < 'dir0'.
+# Ids of rows that grow without bound: 64-bit on PostgreSQL, SQLite's rowid otherwise.
+SerialId = BigInteger().with_variant(Integer, "sqlite")
+PathString = String(1024).with_variant(String(1024, collation="C"), "postgresql")
+NameString = String(64).with_variant(String(64, collation="C"), "postgresql")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(NameString, unique=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(100))
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    valid_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class File(Base):
+    """A file as the nodes reported it; replicas are in Placement."""
+
+    __tablename__ = "files"
+    __table_args__ = (
+        UniqueConstraint("owner", "path", name="uq_files_owner_path"),
+        Index("ix_files_owner_folder_path", "owner", "folder", "path"),
+    )
+
+    id: Mapped[int] = mapped_column(SerialId, primary_key=True)
+    owner: Mapped[str] = mapped_column(NameString)
+    path: Mapped[str] = mapped_column(PathString)
+    folder: Mapped[str] = mapped_column(PathString)  # '' for the namespace root
+    size: Mapped[int] = mapped_column(BigInteger)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    digest: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    origin: Mapped[str] = mapped_column(String(64))
+    under_replicated: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    modified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    placements: Mapped[list["Placement"]] = relationship(
+        back_populates="file", cascade="all, delete-orphan", order_by="Placement.priority")
+
+
+class Folder(Base):
+    """Every folder that holds a file, directly or below: listing subfolders is an index scan."""
+
+    __tablename__ = "folders"
+    __table_args__ = (Index("ix_folders_owner_parent_path", "owner", "parent", "path"),)
+
+    owner: Mapped[str] = mapped_column(NameString, primary_key=True)
+    path: Mapped[str] = mapped_column(PathString, primary_key=True)
+    parent: Mapped[str] = mapped_column(PathString)
+
+
+class OwnerUsage(Base):
+    """Each owner's file count and volume, kept in step with ``files`` in the same transaction
+    so the users list never aggregates a million rows."""
+
+    __tablename__ = "owner_usage"
+
+    owner: Mapped[str] = mapped_column(NameString, primary_key=True)
+    file_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Placement(Base):
+    __tablename__ = "placements"
+
+    file_id: Mapped[int] = mapped_column(
+        SerialId, ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    server: Mapped[str] = mapped_column(String(64), primary_key=True)
+    priority: Mapped[int] = mapped_column(Integer)
+    file: Mapped[File] = relationship(back_populates="placements")
+
+
+class Grant(Base):
+    """A role on a file, or on a folder (``path`` ending in '/'), for one user."""
+
+    __tablename__ = "grants"
+    __table_args__ = (
+        UniqueConstraint("owner", "path", "grantee", name="uq_grants_target_grantee"),
+        Index("ix_grants_grantee", "grantee"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(NameString)
+    path: Mapped[str] = mapped_column(PathString)
+    grantee: Mapped[str] = mapped_column(NameString)
+    role: Mapped[str] = mapped_column(String(8))
+    granted_by: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Server(Base):
+    __tablename__ = "servers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16))
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    admin_state: Mapped[str] = mapped_column(String(16), default="online")
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    available_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    sampled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Observation(Base):
+    """One server's current view of another: the aggregate status is derived from these."""
+
+    __tablename__ = "observations"
+
+    observer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StatusChange(Base):
+    __tablename__ = "status_history"
+    __table_args__ = (Index("ix_status_history_server_at", "server", "at"),)
+
+    id: Mapped[int] = mapped_column(SerialId, primary_key=True)
+    server: Mapped[str] = mapped_column(String(64))
+    observer: Mapped[str] = mapped_column(String(64))
+    old: Mapped[str] = mapped_column(String(16))
+    new: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StorageSample(Base):
+    __tablename__ = "storage_samples"
+    __table_args__ = (Index("ix_storage_samples_server_t", "server", "t"),)
+
+    id: Mapped[int] = mapped_column(SerialId, primary_key=True)
+    server: Mapped[str] = mapped_column(String(64))
+    t: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_bytes: Mapped[int] = mapped_column(BigInteger)
+    available_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class Event(Base):
+    """Recent audit events (file access, status changes) for the GUI's live panel."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_at", "at"),)
+
+    id: Mapped[int] = mapped_column(SerialId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    kind: Mapped[str] = mapped_column(String(16))
+    server: Mapped[str] = mapped_column(String(64), default="")
+    username: Mapped[str] = mapped_column(String(32), default="")
+    operation: Mapped[str] = mapped_column(String(16), default="")
+    path: Mapped[str] = mapped_column(String(1100), default="")
+    result: Mapped[str] = mapped_column(String(32), default="")
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class AppliedReport(Base):
+    """Report ids already applied, so a node's resend changes nothing."""
+
+    __tablename__ = "applied_reports"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    server: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,115 @@
+"""Server status in the database: each node's view of the others, and one status per server.
+
+A server is shown down (or failed) only when at least two running observers agree, or the
+only running observer in a two-node cluster: one partitioned node cannot condemn the rest.
+Failed outranks down when enough observers say failed.
+"""
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+
+from securifile.common.errors import NotFound
+
+from .catalog import iso, ts
+from .models import Observation, Server, StatusChange
+
+RUNNING, DOWN, FAILED, UNKNOWN = "running", "down", "failed", "unknown"
+
+
+def aggregate(views, current):
+    """One status from ``views`` (observer -> status) of the observers now running.
+
+    ``current`` is kept while nobody is in a position to judge.
+    """
+    if not views:
+        return current
+    needed = min(2, len(views))
+    failed = sum(1 for v in views.values() if v == FAILED)
+    down = sum(1 for v in views.values() if v in (DOWN, FAILED))
+    if failed >= needed:
+        return FAILED
+    if down >= needed:
+        return DOWN
+    return RUNNING
+
+
+class ServerRegistry:
+    def __init__(self, sessions, log_status=None):
+        self.sessions = sessions
+        self.log_status = log_status or (lambda server, old, new, detail: None)
+
+    def register(self, entries):
+        """Make sure every configured server has a row (new ones start as unknown)."""
+        now = datetime.now(timezone.utc)
+        with self.sessions.begin() as s:
+            for e in entries:
+                row = s.get(Server, e.name)
+                if row is None:
+                    s.add(Server(name=e.name, url=e.url, status=UNKNOWN, since=now,
+                                 admin_state="online", used_bytes=0, available_bytes=0))
+                else:
+                    row.url = e.url
+
+    def on_status(self, s, observer, event):
+        """A node reported a change in its view of ``subject`` (itself included)."""
+        subject, new = event["subject"], event["new"]
+        at = ts(event.get("at", datetime.now(timezone.utc).timestamp()))
+        obs = s.get(Observation, (observer, subject))
+        if obs is None:
+            s.add(Observation(observer=observer, subject=subject, status=new, since=at))
+        else:
+            obs.status, obs.since = new, at
+        s.add(StatusChange(server=subject, observer=observer, old=event.get("old", ""), new=new,
+                           detail=event.get("detail", ""), at=at))
+        s.flush()
+        self.recompute(s)
+
+    def recompute(self, s):
+        """Re-derive every server's status from the observations (a handful of rows).
+
+        The judges of a server are the other servers now running. With none (a cluster
+        starting, or everyone else gone) a server's own word that it runs is taken.
+        """
+        servers = {r.name: r for r in s.scalars(select(Server))}
+        views = {}
+        for o in s.scalars(select(Observation)):
+            views.setdefault(o.subject, {})[o.observer] = o.status
+        for name, row in servers.items():
+            seen = views.get(name, {})
+            judges = {obs: st for obs, st in seen.items()
+                      if obs != name and obs in servers and servers[obs].status == RUNNING}
+            fallback = RUNNING if seen.get(name) == RUNNING else row.status
+            new = aggregate(judges, fallback)
+            if new != row.status:
+                self._change(s, row, new, f"observers: {judges or 'none'}")
+
+    def _change(self, s, row, new, detail):
+        old = row.status
+        row.status, row.since = new, datetime.now(timezone.utc)
+        s.add(StatusChange(server=row.name, observer="cluster", old=old, new=new, detail=detail,
+                           at=row.since))
+        self.log_status(row.name, old, new, detail)
+
+    def set_admin_state(self, name, state):
+        with self.sessions.begin() as s:
+            row = s.get(Server, name)
+            if row is None:
+                raise NotFound(f"no server {name}", code="no_such_server")
+            row.admin_state = state
+            return row.url
+
+    def listing(self):
+        with self.sessions() as s:
+            rows = s.scalars(select(Server).order_by(Server.name)).all()
+        return [{"name": r.name, "url": r.url,
+                 "status": "offline" if r.admin_state == "offline" and r.status != RUNNING else r.status,
+                 "admin_state": r.admin_state, "since": iso(r.since),
+                 "used_bytes": r.used_bytes, "available_bytes": r.available_bytes,
+                 "sampled_at": iso(r.sampled_at)} for r in rows]
+
+    def history(self, name, limit=100):
+        with self.sessions() as s:
+            rows = s.scalars(select(StatusChange).where(StatusChange.server == name)
+                             .order_by(StatusChange.at.desc(), StatusChange.id.desc()).limit(limit)).all()
+        return [{"observer": r.observer, "old": r.old, "new": r.new, "detail": r.detail,
+                 "at": iso(r.at)} for r in rows]

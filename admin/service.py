@@ -1,0 +1,217 @@
+"""The admin server's logic: accounts, login, certificates, roles, servers, events.
+
+Handlers call these methods; nothing here knows about HTTP requests.
+"""
+import asyncio
+import logging
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import delete, func, or_, select
+
+from securifile.common.certs import CertificateAuthority, CertLayout
+from securifile.common.errors import ApiError, NotFound
+from securifile.common.tokens import load_private_key, mint_token
+
+from .accounts import Accounts, aware
+from .acl import AccessControl, allowed
+from .catalog import Catalog, iso
+from .mailer import MailError, Mailer, MailSettings, account_email, account_removed_email
+from .models import Event
+from .servers import ServerRegistry
+
+log = logging.getLogger("securifile.admin")
+EVENTS_KEPT = 10_000
+
+
+class AdminService:
+    def __init__(self, cfg, sessions, node_client=None, syslog=None, clock=None):
+        self.cfg = cfg
+        self.sessions = sessions
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.layout = CertLayout(cfg.certs_dir)
+        self.accounts = Accounts(sessions, self.clock)
+        self.acl = AccessControl(sessions)
+        self.servers = ServerRegistry(sessions, self._log_status)
+        self.catalog = Catalog(sessions, self.servers.on_status)
+        self.node_client = node_client
+        self.syslog = syslog
+        self.receiver_stats = None
+        self.mailer = Mailer(MailSettings(
+            mode=cfg.mail_mode, outbox_dir=cfg.admin_data_dir / "outbox",
+            smtp_host=cfg.smtp_host or "localhost", smtp_port=cfg.smtp_port or None,
+            security=cfg.smtp_security, username=cfg.smtp_username or None,
+            password=cfg.smtp_password or None, sender=cfg.mail_from,
+            ca_file=cfg.smtp_ca_file or None))
+        self._ca = None
+        self._token_key = None
+        self.openapi = {}
+
+    # -- audit -----------------------------------------------------------------------------
+
+    def audit(self, kind, message, **fields):
+        """An event for the GUI's panel and, when a sender is set, the syslog stream."""
+        with self.sessions.begin() as s:
+            s.add(Event(at=self.clock(), kind=kind, message=message,
+                        server=fields.get("server", "admin"), username=fields.get("username", ""),
+                        operation=fields.get("operation", ""), path=fields.get("path", ""),
+                        result=fields.get("result", ""), size=int(fields.get("size", 0))))
+        if self.syslog is not None:
+            self.syslog.log(5, kind, {"admin@32473": {k: str(v) for k, v in fields.items()}}, message)
+
+    def record_event(self, event):
+        """An event that arrived through the built-in syslog receiver."""
+        sd = {}
+        for params in (event.get("sd") or {}).values():
+            sd.update(params)
+        with self.sessions.begin() as s:
+            s.add(Event(at=self.clock(), kind=event.get("msgid") or "log",
+                        server=sd.get("server", event.get("hostname") or ""),
+                        username=sd.get("user", ""), operation=sd.get("op", ""),
+                        path=sd.get("path", ""), result=sd.get("result", ""),
+                        size=int(sd.get("bytes", 0) or 0), message=event.get("msg") or ""))
+
+    def prune_events(self, keep=EVENTS_KEPT):
+        with self.sessions.begin() as s:
+            newest = s.scalar(select(func.max(Event.id)))
+            if newest is not None and newest > keep:
+                s.execute(delete(Event).where(Event.id <= newest - keep))
+
+    def recent_events(self, after, limit, user):
+        with self.sessions() as s:
+            q = select(Event).where(Event.id > after)
+            if not user.admin:
+                q = q.where(or_(Event.username == user.username,
+                                Event.path.startswith(user.username + "/")))
+            rows = s.scalars(q.order_by(Event.id.desc()).limit(limit)).all()
+        return [{"id": e.id, "at": iso(e.at), "kind": e.kind, "server": e.server,
+                 "username": e.username, "operation": e.operation, "path": e.path,
+                 "result": e.result, "bytes": e.size, "message": e.message}
+                for e in reversed(rows)]
+
+    def _log_status(self, server, old, new, detail):
+        log.warning("server %s: %s -> %s (%s)", server, old, new, detail)
+        if self.syslog is not None:
+            self.syslog.log(4, "status", {"status@32473": {"server": server, "old": old,
+                                                         "new": new, "detail": detail}},
+                            f"server {server} is {new}")
+
+    def syslog_stats(self):
+        out = {}
+        if self.syslog is not None:
+            out["sender"] = self.syslog.stats()
+        if self.receiver_stats is not None:
+            out["receiver"] = self.receiver_stats()
+        return out
+
+    # -- accounts and login ----------------------------------------------------------------
+
+    @property
+    def token_key(self):
+        if self._token_key is None:
+            self._token_key = load_private_key(self.layout.token_private_key)
+        return self._token_key
+
+    @property
+    def ca(self):
+        if self._ca is None:
+            self._ca = CertificateAuthority.load(self.layout.ca_cert, self.layout.ca_key)
+        return self._ca
+
+    def login(self, login, password, address):
+        user = self.accounts.authenticate(login, password, address)
+        token, exp = mint_token(self.token_key, user.username, self.cfg.token_ttl_seconds,
+                                admin=user.admin, not_after=aware(user.valid_until).timestamp())
+        self.audit("login", f"{user.username} logged in", username=user.username,
+                   operation="login", result="ok")
+        return {"token": token, "username": user.username, "admin": user.admin,
+                "expires_at": iso(datetime.fromtimestamp(exp, timezone.utc)),
+                "valid_until": iso(aware(user.valid_until))}
+
+    def sign_csr(self, user, csr_pem):
+        try:
+            cert = self.ca.sign_user_csr(csr_pem.encode(), user.username, aware(user.valid_until))
+        except ValueError as e:
+            raise ApiError(f"bad certificate request: {e}", code="bad_csr") from None
+        from cryptography.hazmat.primitives import serialization
+        self.audit("certificate", f"client certificate issued to {user.username}",
+                   username=user.username, operation="certificate", result="ok")
+        return {"certificate": cert.public_bytes(serialization.Encoding.PEM).decode(),
+                "ca": self.layout.ca_cert.read_text(),
+                "not_after": iso(cert.not_valid_after_utc)}
+
+    async def create_user(self, username, email, valid_days, password=None, admin=False, by="admin"):
+        try:
+            valid_days = float(valid_days)
+        except (TypeError, ValueError):
+            raise ApiError("valid_days must be a number", code="invalid_validity") from None
+        new = await asyncio.to_thread(self.accounts.create, username, email, valid_days,
+                                      password, admin)
+        user = new.user
+        mail = await self._mail(account_email(
+            user.username, user.email, new.password, self.cfg.admin_url, user.valid_until,
+            [s.url for s in self.cfg.servers]))
+        self.audit("account", f"account {user.username} created by {by}", username=user.username,
+                   operation="create_user", result="ok")
+        result = {"username": user.username, "email": user.email, "admin": user.admin,
+                  "valid_until": iso(user.valid_until), "email_sent": mail is None}
+        if mail is not None:
+            result["email_error"] = mail
+        if password is None:
+            result["password"] = new.password
+        return result
+
+    async def _mail(self, message):
+        """Send; None when it went, the reason when not (the account stands either way)."""
+        try:
+            await asyncio.to_thread(self.mailer.send, message)
+            return None
+        except MailError as e:
+            log.error("account e-mail to %s failed: %s", message["To"], e)
+            return str(e)
+
+    async def remove_user(self, username, by="admin"):
+        user = await asyncio.to_thread(self.accounts.remove, username)
+        await self._mail(account_removed_email(user.username, user.email, self.cfg.admin_url))
+        self.audit("account", f"account {username} removed by {by}", username=username,
+                   operation="remove_user", result="ok")
+
+    # -- access ----------------------------------------------------------------------------
+
+    async def grant(self, caller, owner, path, grantee, role):
+        await asyncio.to_thread(self.acl.grant, caller, owner, path, grantee, role)
+        self.audit("acl", f"{caller} granted {role} on {owner}/{path} to {grantee}",
+                   username=caller, operation="grant", path=f"{owner}/{path}", result=role)
+
+    async def revoke(self, caller, owner, path, grantee):
+        await asyncio.to_thread(self.acl.revoke, caller, owner, path, grantee)
+        self.audit("acl", f"{caller} revoked {grantee} on {owner}/{path}",
+                   username=caller, operation="revoke", path=f"{owner}/{path}")
+
+    def decide(self, username, owner, path):
+        """What a node needs to decide a request: the role, and whether the account may act."""
+        user = self.accounts.get(username)
+        if user is None:
+            return {"user": username, "active": False, "reason": "no such account", "role": None}
+        try:
+            self.accounts.check_active(user)
+        except ApiError as e:
+            return {"user": username, "active": False, "reason": e.message, "role": None}
+        role = self.acl.role(username, owner, path)
+        return {"user": username, "active": True, "role": role,
+                "may": {op: allowed(role, op) for op in ("read", "write", "create", "delete", "list")}}
+
+    # -- servers ---------------------------------------------------------------------------
+
+    async def set_server_state(self, name, state, by):
+        url = await asyncio.to_thread(self.servers.set_admin_state, name, state)
+        if self.node_client is None:
+            raise ApiError("no node client configured", status=500, code="internal_error")
+        await self.node_client.set_state(url, state)
+        self.audit("status", f"{by} took server {name} {state}", username=by, server=name,
+                   operation=state, result="ok")
+
+    def prune_samples(self, keep_days=7):
+        return self.catalog.prune_samples(self.clock() - timedelta(days=keep_days))
+
+
+__all__ = ["AdminService", "NotFound"]

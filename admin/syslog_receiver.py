@@ -1,0 +1,217 @@
+"""The admin server's built-in syslog receiver: RFC 5425 (TLS) or plain TCP, RFC 5424 inside.
+
+It appends every well-formed message as one line to the log file and hands the parsed event
+to ``on_event`` (the admin server keeps recent events in its database for the GUI). It faces
+the network, so input is bounded and distrusted: a frame longer than ``max_frame`` or a
+broken octet count closes that connection, a message that does not parse is counted and
+logged, and neither ever stops the server.
+"""
+import inspect
+import logging
+import re
+import ssl
+from pathlib import Path
+
+from tornado.iostream import StreamClosedError
+from tornado.tcpserver import TCPServer
+
+from securifile.common.certs import subject_identity
+from securifile.common.syslog import SyslogParseError, parse_message
+
+DEFAULT_MAX_FRAME = 64 * 1024
+# Log at most this many malformed messages per connection, then only count them.
+_MALFORMED_LOGGED_PER_CONNECTION = 5
+# Control characters would break one-message-per-line; written like rsyslog does ('#012').
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+log = logging.getLogger("securifile.admin.syslog")
+
+
+class FramingError(ValueError):
+    """The byte stream cannot be split into messages any more; the connection must close."""
+
+
+class FrameDecoder:
+    """Splits a TCP byte stream into syslog messages.
+
+    A frame that starts with a digit is octet-counted (RFC 5425/6587 ``LEN SP MSG``); any
+    other is non-transparent, ended by LF (an optional CR before it is removed), as older
+    senders do. After ``feed`` returns, ``error`` is set when the stream went wrong; the
+    frames before the error are still returned.
+    """
+
+    def __init__(self, max_frame=DEFAULT_MAX_FRAME):
+        self.max_frame = max_frame
+        self._max_digits = len(str(max_frame))
+        self._buf = bytearray()
+        self.error = None
+
+    def feed(self, data):
+        self._buf += data
+        buf, pos, frames = self._buf, 0, []
+        try:
+            while pos < len(buf):
+                if 0x30 <= buf[pos] <= 0x39:
+                    sp = buf.find(b" ", pos, pos + self._max_digits + 1)
+                    if sp == -1:
+                        if len(buf) - pos > self._max_digits:
+                            raise FramingError(
+                                f"bad octet count {bytes(buf[pos:pos + 12])!r}")
+                        break
+                    digits = bytes(buf[pos:sp])
+                    if not digits.isdigit() or digits.startswith(b"0"):
+                        raise FramingError(f"bad octet count {digits[:12]!r}")
+                    length = int(digits)
+                    if length > self.max_frame:
+                        raise FramingError(
+                            f"frame of {length} octets exceeds the {self.max_frame} limit")
+                    if len(buf) < sp + 1 + length:
+                        break
+                    frames.append(bytes(buf[sp + 1:sp + 1 + length]))
+                    pos = sp + 1 + length
+                else:
+                    lf = buf.find(b"\n", pos)
+                    if lf == -1:
+                        if len(buf) - pos > self.max_frame:
+                            raise FramingError(
+                                f"line longer than {self.max_frame} octets without LF")
+                        break
+                    line = bytes(buf[pos:lf])
+                    if line.endswith(b"\r"):
+                        line = line[:-1]
+                    if line:
+                        frames.append(line)
+                    pos = lf + 1
+        except FramingError as e:
+            self.error = e
+            pos = len(buf)
+        del buf[:pos]
+        return frames
+
+
+def escape_line(raw):
+    """The raw message as one log line: control characters as '#' and three octal digits."""
+    return _CONTROL.sub(lambda m: b"#%03o" % m.group()[0], raw)
+
+
+class SyslogReceiver(TCPServer):
+    """Receives syslog messages; ``listen(port, "127.0.0.1")`` or ``add_sockets`` to serve.
+
+    ``ssl_options``: an SSLContext for RFC 5425 over TLS. ``allowed_roles``: with TLS, only
+    clients whose certificate (from our CA) has one of these roles may send, e.g.
+    ``{"node", "admin"}``; the context must then request client certificates. ``on_event``
+    gets each parsed message as a dict (see ``parse_message``) plus ``peer`` (address) and
+    ``peer_name`` (certificate common name or None); it may be a coroutine function.
+    """
+
+    def __init__(self, log_path, on_event=None, ssl_options=None, *, allowed_roles=None,
+                 max_frame=DEFAULT_MAX_FRAME, read_chunk_size=64 * 1024, logger=None):
+        if allowed_roles is not None and ssl_options is None:
+            raise ValueError("allowed_roles needs TLS (client certificates)")
+        super().__init__(ssl_options=ssl_options, max_buffer_size=max_frame + read_chunk_size,
+                         read_chunk_size=read_chunk_size)
+        self.log_path = Path(log_path)
+        self.on_event = on_event
+        self.allowed_roles = set(allowed_roles) if allowed_roles is not None else None
+        self.max_frame = max_frame
+        self.read_chunk_size = read_chunk_size
+        self.logger = logger or log
+        self.counters = {"connections": 0, "received": 0, "malformed": 0, "framing_errors": 0,
+                         "rejected": 0, "callback_errors": 0, "write_errors": 0}
+        self._streams = set()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.log_path, "ab")
+
+    def stats(self):
+        return dict(self.counters, open_connections=len(self._streams))
+
+    def reopen(self):
+        """Reopen the log file (after logrotate moved it)."""
+        old, self._file = self._file, open(self.log_path, "ab")
+        old.close()
+
+    def close(self):
+        """Stop listening, drop the open connections, close the log file."""
+        self.stop()
+        for stream in list(self._streams):
+            stream.close()
+        self._file.close()
+
+    async def handle_stream(self, stream, address):
+        peer = address[0] if isinstance(address, tuple) else str(address)
+        self.counters["connections"] += 1
+        self._streams.add(stream)
+        state = {"peer": peer, "peer_name": None, "malformed_logged": 0}
+        try:
+            if self.ssl_options is not None and not await self._admit(stream, state):
+                return
+            decoder = FrameDecoder(self.max_frame)
+            while True:
+                data = await stream.read_bytes(self.read_chunk_size, partial=True)
+                frames = decoder.feed(data)
+                if frames:
+                    await self._deliver(frames, state)
+                if decoder.error is not None:
+                    self.counters["framing_errors"] += 1
+                    self.logger.warning("syslog from %s: %s; closing the connection",
+                                        peer, decoder.error)
+                    return
+        except StreamClosedError:
+            pass
+        except Exception:
+            self.logger.exception("syslog connection from %s failed", peer)
+        finally:
+            self._streams.discard(stream)
+            stream.close()
+
+    async def _admit(self, stream, state):
+        """Finish the TLS handshake and, when roles are required, check the certificate."""
+        try:
+            await stream.wait_for_handshake()
+        except (StreamClosedError, ssl.SSLError, OSError) as e:
+            self.counters["rejected"] += 1
+            self.logger.info("syslog TLS handshake with %s failed: %s", state["peer"], e)
+            return False
+        cert = stream.socket.getpeercert() if stream.socket is not None else None
+        name, role = subject_identity(cert) if cert else (None, None)
+        state["peer_name"] = name
+        if self.allowed_roles is not None and role not in self.allowed_roles:
+            self.counters["rejected"] += 1
+            self.logger.warning("syslog from %s refused: certificate %s (role %s) is not one of %s",
+                                state["peer"], name, role, sorted(self.allowed_roles))
+            return False
+        return True
+
+    async def _deliver(self, frames, state):
+        events = []
+        for raw in frames:
+            try:
+                event = parse_message(raw)
+            except SyslogParseError as e:
+                self.counters["malformed"] += 1
+                if state["malformed_logged"] < _MALFORMED_LOGGED_PER_CONNECTION:
+                    state["malformed_logged"] += 1
+                    self.logger.warning("malformed syslog message from %s: %s (%r)",
+                                        state["peer"], e, raw[:120])
+                continue
+            event["peer"], event["peer_name"] = state["peer"], state["peer_name"]
+            events.append((raw, event))
+        if not events:
+            return
+        self.counters["received"] += len(events)
+        try:
+            self._file.write(b"".join(escape_line(raw) + b"\n" for raw, _ in events))
+            self._file.flush()
+        except (OSError, ValueError) as e:
+            self.counters["write_errors"] += 1
+            self.logger.error("cannot write syslog file %s: %s", self.log_path, e)
+        if self.on_event is None:
+            return
+        for _, event in events:
+            try:
+                result = self.on_event(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                self.counters["callback_errors"] += 1
+                self.logger.exception("syslog event handler failed for %r", event["raw"][:120])

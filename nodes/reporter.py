@@ -1,0 +1,112 @@
+"""Reports to the admin server: file changes, status changes and storage samples.
+
+Events wait in a queue on the node's disk and go out in batches over mutual TLS. A batch's
+id is made of its first and last event ids, so a batch resent after a lost answer is the
+same report, and the admin server applies it once. The admin server being down only makes
+the queue longer (up to a bound, beyond which the oldest storage samples are dropped).
+"""
+import json
+import logging
+import sqlite3
+import time
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.ioloop import PeriodicCallback
+
+log = logging.getLogger("securifile.reporter")
+BATCH = 500
+MAX_QUEUED = 200_000
+
+
+class Reporter:
+    def __init__(self, name, db_path, admin_url, ssl_context=None, headers=None, clock=time.time,
+                 timeout=10.0):
+        self.name = name
+        self.admin_url = admin_url.rstrip("/")
+        self.ssl_context = ssl_context
+        self.headers = dict(headers or {}, **{"Content-Type": "application/json"})
+        self.clock = clock
+        self.timeout = timeout
+        self.http = AsyncHTTPClient(force_instance=True)
+        self._db = sqlite3.connect(str(db_path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS queue (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                         "kind TEXT NOT NULL, event TEXT NOT NULL)")
+        self.dropped = 0
+        self.sent = 0
+        self._timers = []
+
+    def _put(self, event):
+        self._db.execute("INSERT INTO queue (kind, event) VALUES (?, ?)",
+                         (event["type"], json.dumps(event)))
+
+    def file_changed(self, loc, under_replicated=False):
+        record = loc.to_json()
+        record["under_replicated"] = under_replicated
+        self._put({"type": "file", "record": record})
+
+    def status_changed(self, subject, old, new, detail=""):
+        self._put({"type": "status", "subject": subject, "old": old, "new": new,
+                   "detail": detail, "at": self.clock()})
+
+    def sample(self, used, available):
+        self._put({"type": "sample", "t": self.clock(), "used": used, "available": available})
+        self._bound()
+
+    def _bound(self):
+        queued = self.queued()
+        if queued > MAX_QUEUED:
+            n = self._db.execute(
+                "DELETE FROM queue WHERE id IN (SELECT id FROM queue WHERE kind = 'sample' "
+                "ORDER BY id LIMIT ?)", (queued - MAX_QUEUED,)).rowcount
+            self.dropped += n
+            log.warning("report queue full: dropped %d old storage samples", n)
+
+    def queued(self):
+        return self._db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
+
+    async def run_once(self):
+        """Send queued events in batches until the queue is empty or the admin fails."""
+        for _ in range(1000):
+            rows = self._db.execute("SELECT id, event FROM queue ORDER BY id LIMIT ?",
+                                    (BATCH,)).fetchall()
+            if not rows:
+                return True
+            report = {"id": f"{self.name}:{rows[0][0]}-{rows[-1][0]}", "server": self.name,
+                      "events": [json.loads(e) for _id, e in rows]}
+            req = HTTPRequest(self.admin_url + "/api/v1/reports", method="POST",
+                              body=json.dumps({"reports": [report]}), headers=self.headers,
+                              ssl_options=self.ssl_context, connect_timeout=self.timeout,
+                              request_timeout=self.timeout)
+            try:
+                await self.http.fetch(req)
+            except (HTTPClientError, OSError) as e:
+                log.debug("admin server did not take the report (will resend): %s", e)
+                return False
+            self._db.execute("DELETE FROM queue WHERE id <= ?", (rows[-1][0],))
+            self.sent += len(rows)
+        return False
+
+    def start(self, report_interval, sample_interval, usage):
+        """Send every ``report_interval`` s; sample ``usage()`` every ``sample_interval`` s."""
+        def take_sample():
+            try:
+                self.sample(*usage())
+            except Exception:
+                log.exception("storage sample failed")
+
+        async def send():
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("report round failed")
+
+        take_sample()
+        self._timers = [PeriodicCallback(send, report_interval * 1000),
+                        PeriodicCallback(take_sample, sample_interval * 1000)]
+        for t in self._timers:
+            t.start()
+
+    def stop(self):
+        for t in self._timers:
+            t.stop()

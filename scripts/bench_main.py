@@ -1,0 +1,305 @@
+"""scripts/bench: SecuriFile against nginx and vsftpd over TLS on loopback, measured with curl.
+
+Run ``scripts/bench --help``. Results go to ``bench-results/`` (one JSON file per run and a
+merged ``latest.json``); ``--write-doc`` regenerates the figures in docs/PERFORMANCE.md.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+import bench_report
+from bench_cluster import SecuriFileCluster
+from bench_measure import (MIB, BenchError, PeakMemorySampler, download, download_digest,
+                           format_size, make_random_file, median, parse_size, upload, upload_many)
+from bench_refs import (NginxReference, VsftpdReference, ensure_reference_packages,
+                        make_throwaway_ca, versions)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SELECTIONS = {
+    "refs": {"nginx", "vsftpd"}, "ours": {"r0", "r2"},
+    "nginx": {"nginx"}, "vsftpd": {"vsftpd"}, "r0": {"r0"}, "r2": {"r2"},
+}
+
+
+def log(message):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench", description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--only", default="refs,ours",
+                        help="comma list of: refs, ours, nginx, vsftpd, r0, r2")
+    parser.add_argument("--size", default="1G", help="big file size (K/M/G are binary)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median taken)")
+    parser.add_argument("--small-count", type=int, default=200)
+    parser.add_argument("--small-size", default="4K")
+    parser.add_argument("--move-size", default="2G",
+                        help="file moved (up, down) while our nodes' peak RSS is watched; 0: skip")
+    parser.add_argument("--servers", type=int, default=3)
+    parser.add_argument("--launcher", default=None,
+                        help="the `securifile` command (default: beside this Python, then PATH)")
+    parser.add_argument("--workdir", default=None, help="scratch directory (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument("--results-dir", default=os.path.join(REPO, "bench-results"))
+    parser.add_argument("--write-doc", action="store_true",
+                        help="regenerate the figures in docs/PERFORMANCE.md from the merged results")
+    parser.add_argument("--doc", default=os.path.join(REPO, "docs", "PERFORMANCE.md"))
+    parser.add_argument("--no-install", action="store_true",
+                        help="do not apt-get install missing reference servers")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the untimed download that checks the big file's SHA-256")
+    args = parser.parse_args(argv)
+    chosen = set()
+    for word in filter(None, args.only.split(",")):
+        if word not in SELECTIONS:
+            parser.error(f"--only: unknown {word!r}; choose from {', '.join(SELECTIONS)}")
+        chosen |= SELECTIONS[word]
+    args.chosen = chosen
+    args.size_bytes = parse_size(args.size)
+    args.small_bytes = parse_size(args.small_size)
+    args.move_bytes = parse_size(args.move_size)
+    if args.runs < 1 or args.small_count < 2 or args.size_bytes < 1:
+        parser.error("--runs >= 1, --small-count >= 2 and a positive --size are needed")
+    return args
+
+
+def machine_info():
+    def first(path, prefix):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(prefix):
+                        return line.split(":", 1)[1].strip()
+        except OSError:
+            return None
+        return None
+
+    try:
+        import tornado
+        tornado_version = tornado.version
+    except ImportError:
+        tornado_version = None
+    curl = subprocess.run(["curl", "--version"], capture_output=True, text=True, timeout=30)
+    mem_kib = first("/proc/meminfo", "MemTotal")
+    return {
+        "cpus": len(os.sched_getaffinity(0)),
+        "cpu_model": first("/proc/cpuinfo", "model name"),
+        "memory": f"{int(mem_kib.split()[0]) // 1024} MiB" if mem_kib else None,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "tornado": tornado_version,
+        "openssl": ssl.OPENSSL_VERSION,
+        "curl": curl.stdout.split()[1] if curl.stdout else None,
+    }
+
+
+def find_launcher(explicit):
+    if explicit:
+        return explicit
+    beside = os.path.join(os.path.dirname(sys.executable), "securifile")
+    return beside if os.path.exists(beside) else shutil.which("securifile")
+
+
+def transfer_timeout(size):
+    """Generous but bounded: no curl runs longer than this (10 MB/s floor, 2 minutes minimum)."""
+    return max(120, size // 10_000_000)
+
+
+class Files:
+    """The random files the transfers use, made once per bench run."""
+
+    def __init__(self, workdir, size, small_count, small_size):
+        self.workdir = workdir
+        self.big = os.path.join(workdir, "big.bin")
+        log(f"making a {format_size(size)} random file")
+        self.big_size, self.big_sha256 = size, make_random_file(self.big, size)
+        self.small = []
+        os.makedirs(os.path.join(workdir, "small"), exist_ok=True)
+        for i in range(small_count):
+            path = os.path.join(workdir, "small", f"{i:04d}.bin")
+            make_random_file(path, small_size)
+            self.small.append(path)
+        self.move = None
+
+    def move_file(self, size):
+        if self.move is None or self.move[1] != size:
+            path = os.path.join(self.workdir, "move.bin")
+            log(f"making a {format_size(size)} random file for the memory check")
+            self.move = (path, size, make_random_file(path, size))
+        return self.move
+
+    def drop_move_file(self):
+        if self.move:
+            os.remove(self.move[0])
+            self.move = None
+
+
+def settle():
+    """Start each timed transfer with no dirty pages left writing back from the one before.
+
+    Without this the first upload competes with the writeback of the freshly made source
+    file, and each system pays for the previous one's writes.
+    """
+    os.sync()
+
+
+def measure_system(server, target, files, args):
+    """Big upload, download and small uploads, ``args.runs`` times, watching peak memory."""
+    timeout = transfer_timeout(files.big_size)
+    runs = {"upload": [], "download": [], "small": []}
+    with PeakMemorySampler(target.root_pids) as memory:
+        for run in range(args.runs):
+            remote = f"big-{run}.bin"
+            settle()
+            runs["upload"].append(upload(target, files.big, remote, files.big_size, timeout))
+            settle()
+            runs["download"].append(download(target, remote, files.big_size, timeout))
+            if run == 0 and not args.no_verify:
+                if download_digest(target, remote, timeout) != files.big_sha256:
+                    raise BenchError(f"{target.name}: the downloaded file differs from the upload")
+            server.delete(remote)
+            settle()
+            runs["small"].append(upload_many(target, files.small, f"small/run{run}", timeout))
+            log(f"{target.name} run {run + 1}/{args.runs}: "
+                f"up {runs['upload'][-1]['mb_per_s']:.0f} MB/s, "
+                f"down {runs['download'][-1]['mb_per_s']:.0f} MB/s, "
+                f"{runs['small'][-1]['files_per_s']:.0f} small files/s")
+    rss = memory.result()
+    return {
+        "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "upload_mb_s": median([r["mb_per_s"] for r in runs["upload"]]),
+        "download_mb_s": median([r["mb_per_s"] for r in runs["download"]]),
+        "small_per_s": median([r["files_per_s"] for r in runs["small"]]),
+        "small_per_s_all": median([r["files_per_s_all"] for r in runs["small"]]),
+        "small_first_file_ms": median([r["first_file_ms"] for r in runs["small"]]),
+        "peak_rss_mib": rss["max_process_mib"],
+        "total_rss_mib": rss["max_total_mib"],
+        "rss": rss,
+        "runs": runs,
+        "verified_sha256": not args.no_verify,
+        "redirects_on_download": max(r.get("redirects", 0) for r in runs["download"]),
+    }
+
+
+def measure_move(server, target, files, size):
+    """Peak RSS of every node while a file of ``size`` goes up and comes back down."""
+    path, size, sha256 = files.move_file(size)
+    timeout = transfer_timeout(size)
+    settle()
+    with PeakMemorySampler(target.root_pids) as memory:
+        up = upload(target, path, "move.bin", size, timeout)
+        settle()
+        down = download(target, "move.bin", size, timeout)
+    server.delete("move.bin")
+    rss = memory.result()
+    log(f"{target.name} moving {format_size(size)}: peak RSS {rss['max_process_mib']} MiB")
+    return {"size": size, "upload_mb_s": up["mb_per_s"], "download_mb_s": down["mb_per_s"],
+            "peak_rss_mib": rss["max_process_mib"], "rss": rss}
+
+
+def run_references(args, files, workdir, results):
+    if args.no_install:
+        from bench_refs import NGINX_CANDIDATES, VSFTPD_CANDIDATES, _first_existing
+        nginx, vsftpd = _first_existing(NGINX_CANDIDATES), _first_existing(VSFTPD_CANDIDATES)
+    else:
+        nginx, vsftpd = ensure_reference_packages(log)
+    results["machine"].update(versions(nginx, vsftpd))
+    tls = make_throwaway_ca(os.path.join(workdir, "tls"))
+    for cls, binary in ((NginxReference, nginx), (VsftpdReference, vsftpd)):
+        if cls.name not in args.chosen:
+            continue
+        server = cls(binary, os.path.join(workdir, cls.name), tls)
+        log(f"starting {cls.name}")
+        target = server.start()
+        try:
+            results["systems"][cls.name] = measure_system(server, target, files, args)
+        finally:
+            server.stop()
+            shutil.rmtree(server.prefix, ignore_errors=True)
+
+
+def run_ours(args, files, workdir, results):
+    launcher = find_launcher(args.launcher)
+    if not launcher:
+        raise BenchError("no `securifile` command found (install the project, or --launcher)")
+    for replicas in (0, 2):
+        if f"r{replicas}" not in args.chosen:
+            continue
+        cluster = SecuriFileCluster(launcher, os.path.join(workdir, f"cluster-r{replicas}"),
+                                    servers=args.servers, replicas=replicas)
+        log(f"starting {cluster.name} with {args.servers} servers")
+        target = cluster.start()
+        try:
+            figures = measure_system(cluster, target, files, args)
+            if args.move_bytes:
+                figures["move"] = measure_move(cluster, target, files, args.move_bytes)
+            results["systems"][cluster.name] = figures
+        finally:
+            cluster.stop()
+            if not args.keep:
+                shutil.rmtree(cluster.data_dir, ignore_errors=True)
+    files.drop_move_file()
+
+
+def check_disk(workdir, args):
+    need = args.size_bytes * 4 + args.move_bytes * 4 + 512 * MIB
+    free = shutil.disk_usage(workdir).free
+    if free < need:
+        raise BenchError(f"{format_size(need)} of scratch space needed, {free // MIB} MiB free")
+
+
+def main(argv=None):
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    workdir = args.workdir or tempfile.mkdtemp(prefix="securifile-bench-")
+    os.makedirs(workdir, exist_ok=True)
+    results = {
+        "machine": machine_info(),
+        "settings": {"size": args.size_bytes, "runs": args.runs, "small_count": args.small_count,
+                     "small_size": args.small_bytes},
+        "systems": {},
+    }
+    failed = None
+    try:
+        check_disk(workdir, args)
+        files = Files(workdir, args.size_bytes, args.small_count, args.small_bytes)
+        if args.chosen & {"nginx", "vsftpd"}:
+            run_references(args, files, workdir, results)
+        if args.chosen & {"r0", "r2"}:
+            run_ours(args, files, workdir, results)
+    except BenchError as exc:
+        failed = exc
+        log(f"FAILED: {exc}")
+    except KeyboardInterrupt:
+        failed = "interrupted"
+        log("interrupted")
+    finally:
+        if args.keep:
+            log(f"scratch kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if not results["systems"]:
+        return 1
+    os.makedirs(args.results_dir, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    with open(os.path.join(args.results_dir, f"{stamp}.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    latest = os.path.join(args.results_dir, "latest.json")
+    merged = bench_report.merge_results(latest, results)
+    with open(latest, "w") as f:
+        json.dump(merged, f, indent=2)
+    bench_report.print_report(merged, print)
+    log(f"results in {args.results_dir}/{stamp}.json (merged view: latest.json)")
+    if args.write_doc:
+        bench_report.write_doc(args.doc, merged)
+        log(f"figures written to {args.doc}")
+    return 1 if failed else 0

@@ -1,0 +1,287 @@
+"""The disk layout on real temp directories, with 7-byte chunks so the streaming loops run."""
+import hashlib
+import os
+
+import pytest
+
+from securifile.common.errors import ApiError, Conflict, InsufficientStorage, NotFound
+from securifile.common.paths import FilePath, parse_path
+from securifile.nodes.diskfile import DigestMismatch, DiskStore
+
+CHUNK = 7
+DATA = bytes(range(256)) * 3 + b"tail"  # 772 bytes: not a multiple of the chunk size
+
+
+@pytest.fixture
+def store(tmp_path):
+    return DiskStore(tmp_path / "node")
+
+
+def put(store, path, data, algorithm="sha256", chunk=CHUNK, **commit):
+    """Stream ``data`` into the store in small chunks and commit it."""
+    w = store.writer(parse_path(path), algorithm)
+    for i in range(0, len(data), chunk):
+        w.write(data[i:i + chunk])
+    return w.commit(**commit)
+
+
+def on_disk(store, path):
+    return store.files_dir.joinpath(*path.split("/"))
+
+
+def temp_files(store):
+    return sorted(p.name for p in store.tmp_dir.iterdir())
+
+
+def read_all(store, path, **kw):
+    return b"".join(store.open_chunks(parse_path(path), chunk_size=CHUNK, **kw))
+
+
+@pytest.mark.parametrize("algorithm, hashname", [
+    ("sha1", "sha1"), ("sha256", "sha256"), ("sha512", "sha512"), ("sha3-256", "sha3_256")])
+def test_commit_puts_the_bytes_at_their_name_with_the_digest_of_the_bytes(store, algorithm, hashname):
+    digest = put(store, "alice/docs/report.bin", DATA, algorithm)
+    assert digest == hashlib.new(hashname, DATA).hexdigest()
+    assert on_disk(store, "alice/docs/report.bin").read_bytes() == DATA
+    assert store.exists(parse_path("alice/docs/report.bin"))
+    assert store.size(parse_path("alice/docs/report.bin")) == len(DATA)
+    assert temp_files(store) == []
+
+
+def test_bytes_appear_at_their_name_only_on_commit(store):
+    put(store, "alice/f", b"old bytes")
+    w = store.writer(parse_path("alice/f"), "sha256")
+    w.write(b"new ")
+    w.write(b"bytes, longer")
+    # In flight: the old bytes stay readable, the new ones wait in a temp file.
+    assert read_all(store, "alice/f") == b"old bytes"
+    assert len(temp_files(store)) == 1
+    assert w.size == len(b"new bytes, longer")
+    w.commit(expected_digest=hashlib.sha256(b"new bytes, longer").hexdigest(),
+             expected_size=len(b"new bytes, longer"))
+    assert read_all(store, "alice/f") == b"new bytes, longer"
+    assert temp_files(store) == []
+
+
+def test_empty_file(store):
+    assert put(store, "alice/empty", b"") == hashlib.sha256(b"").hexdigest()
+    assert on_disk(store, "alice/empty").read_bytes() == b""
+    assert list(store.open_chunks(parse_path("alice/empty"), chunk_size=CHUNK)) == []
+
+
+def test_abort_leaves_nothing(store):
+    used = store.used_bytes()
+    w = store.writer(parse_path("alice/new/file"), "sha256")
+    w.write(DATA)
+    w.abort()
+    w.abort()  # twice is harmless
+    assert temp_files(store) == []
+    assert not on_disk(store, "alice/new/file").exists()
+    assert not on_disk(store, "alice").exists()
+    assert store.used_bytes() == used == 0
+
+
+def test_digest_mismatch_raises_and_keeps_the_old_file(store):
+    put(store, "alice/f", b"original")
+    used = store.used_bytes()
+    w = store.writer(parse_path("alice/f"), "sha256")
+    w.write(b"replacement")
+    with pytest.raises(DigestMismatch) as e:
+        w.commit(expected_digest=hashlib.sha256(b"something else").hexdigest())
+    assert e.value.status == 400 and e.value.code == "digest_mismatch"
+    assert on_disk(store, "alice/f").read_bytes() == b"original"
+    assert temp_files(store) == []
+    assert store.used_bytes() == used == len(b"original")
+
+
+def test_a_body_that_breaks_off_is_not_committed(store):
+    put(store, "alice/f", b"original")
+    w = store.writer(parse_path("alice/f"), "sha256")
+    w.write(b"only part")
+    with pytest.raises(ApiError) as e:
+        w.commit(expected_size=1000)
+    assert e.value.code == "incomplete_body"
+    assert on_disk(store, "alice/f").read_bytes() == b"original"
+    assert temp_files(store) == []
+
+
+@pytest.mark.parametrize("child", ["alice/a/b", "alice/a/b/c/d"])
+def test_a_parent_that_is_a_file_is_a_conflict(store, child):
+    put(store, "alice/a", b"a file")
+    with pytest.raises(Conflict) as e:
+        put(store, child, b"x")
+    assert e.value.code == "parent_is_a_file" and e.value.status == 409
+    assert on_disk(store, "alice/a").read_bytes() == b"a file"
+    assert temp_files(store) == []
+
+
+def test_a_name_that_is_a_folder_is_a_conflict(store):
+    put(store, "alice/d/inner", b"inside")
+    used = store.used_bytes()
+    with pytest.raises(Conflict) as e:
+        put(store, "alice/d", b"would hide the folder")
+    assert e.value.code == "is_a_folder"
+    assert on_disk(store, "alice/d/inner").read_bytes() == b"inside"
+    assert temp_files(store) == []
+    assert store.used_bytes() == used
+
+
+def test_open_chunks_streams_in_chunks(store):
+    put(store, "alice/f", DATA)
+    chunks = list(store.open_chunks(parse_path("alice/f"), chunk_size=CHUNK))
+    assert b"".join(chunks) == DATA
+    assert [len(c) for c in chunks[:-1]] == [CHUNK] * (len(chunks) - 1)
+    assert len(chunks) == -(-len(DATA) // CHUNK)
+
+
+@pytest.mark.parametrize("start, end", [
+    (0, 1), (0, 7), (0, 8), (3, 20), (7, 14), (6, 15), (700, 772), (771, 772), (0, 772),
+    (5, 5), (100, None), (0, None), (760, 5000)])
+def test_open_chunks_ranges(store, start, end):
+    put(store, "alice/f", DATA)
+    chunks = list(store.open_chunks(parse_path("alice/f"), start, end, chunk_size=CHUNK))
+    assert b"".join(chunks) == DATA[start:end]
+    assert all(0 < len(c) <= CHUNK for c in chunks)
+
+
+@pytest.mark.parametrize("path", ["alice/missing", "nobody/x", "alice/f/below-a-file"])
+def test_reading_a_missing_file_is_not_found(store, path):
+    put(store, "alice/f", b"x")
+    with pytest.raises(NotFound):
+        store.open_chunks(parse_path(path))
+    with pytest.raises(NotFound):
+        store.size(parse_path(path))
+    assert not store.exists(parse_path(path))
+    assert store.delete(parse_path(path)) is False
+    assert on_disk(store, "alice/f").read_bytes() == b"x"
+
+
+def test_delete_removes_emptied_folders_up_to_the_namespace_root(store):
+    put(store, "alice/a/b/c/deep.txt", b"deep")
+    put(store, "alice/a/keep.txt", b"keep")
+    assert store.delete(parse_path("alice/a/b/c/deep.txt")) is True
+    assert not on_disk(store, "alice/a/b").exists()
+    assert on_disk(store, "alice/a/keep.txt").read_bytes() == b"keep"
+    assert store.delete(parse_path("alice/a/keep.txt")) is True
+    assert not on_disk(store, "alice/a").exists()
+    assert on_disk(store, "alice").is_dir()  # the namespace root stays
+    assert store.files_dir.is_dir()
+    assert store.delete(parse_path("alice/a/keep.txt")) is False
+
+
+def test_delete_leaves_sibling_folders_alone(store):
+    put(store, "alice/x/one", b"1")
+    put(store, "alice/x/sub/two", b"2")
+    store.delete(parse_path("alice/x/one"))
+    assert on_disk(store, "alice/x/sub/two").read_bytes() == b"2"
+
+
+def test_used_bytes_follows_commits_replacements_and_deletes(tmp_path):
+    root = tmp_path / "node"
+    first = DiskStore(root)
+    put(first, "alice/before", b"x" * 11)
+    store = DiskStore(root)
+    assert store.used_bytes() == 11  # counted from disk
+
+    def fresh():
+        return DiskStore(root).used_bytes()
+
+    put(store, "alice/a", b"a" * 100)
+    assert store.used_bytes() == fresh() == 111
+    put(store, "bob/b", b"b" * 50)
+    assert store.used_bytes() == fresh() == 161
+    put(store, "alice/a", b"a" * 30)  # replaced by a smaller file
+    assert store.used_bytes() == fresh() == 91
+    put(store, "alice/a", b"a" * 300)  # and by a bigger one
+    assert store.used_bytes() == fresh() == 361
+    w = store.writer(parse_path("alice/c"), "sha256")
+    w.write(b"z" * 1000)
+    assert store.used_bytes() == 361  # bytes in flight are not held yet
+    w.abort()
+    with pytest.raises(DigestMismatch):
+        put(store, "alice/a", b"q" * 5, expected_digest="0" * 64)
+    assert store.used_bytes() == fresh() == 361
+    store.delete(parse_path("alice/a"))
+    assert store.used_bytes() == fresh() == 61
+    store.delete(parse_path("alice/a"))
+    assert store.used_bytes() == fresh() == 61
+
+
+def test_capacity_limits_the_room_for_uploads(tmp_path):
+    store = DiskStore(tmp_path / "node", capacity_bytes=100)
+    put(store, "alice/f", b"x" * 60)
+    assert store.usage() == (60, 40)
+    store.check_room(40)
+    with pytest.raises(InsufficientStorage) as e:
+        store.check_room(41)
+    assert e.value.status == 507
+    store.delete(parse_path("alice/f"))
+    store.check_room(100)
+    with pytest.raises(InsufficientStorage):
+        store.check_room(101)
+
+
+def test_without_a_capacity_the_file_system_free_space_counts(store):
+    used, available = store.usage()
+    assert used == 0 and available > 0
+    with pytest.raises(InsufficientStorage):
+        store.check_room(available + (1 << 40))
+
+
+def test_sweep_temp_removes_uploads_a_crash_left_behind(tmp_path):
+    root = tmp_path / "node"
+    crashed = DiskStore(root)
+    put(crashed, "alice/kept", b"committed")
+    w = crashed.writer(parse_path("alice/half"), "sha256")
+    w.write(b"half an upload")
+    (crashed.tmp_dir / "up-stray").write_bytes(b"older leftovers")
+    assert len(temp_files(crashed)) == 2
+    restarted = DiskStore(root)
+    restarted.sweep_temp()
+    assert temp_files(restarted) == []
+    assert on_disk(restarted, "alice/kept").read_bytes() == b"committed"
+    assert not on_disk(restarted, "alice/half").exists()
+    w.abort()
+
+
+def test_path_for_stays_inside_the_namespace(store):
+    assert store.path_for(parse_path("alice/a/b")) == store.files_dir / "alice" / "a" / "b"
+    assert store.path_for(parse_path("alice/", allow_folder=True)) == store.files_dir / "alice"
+
+
+@pytest.mark.parametrize("owner, rel", [
+    ("alice", "../../outside"),
+    ("alice", "../../../etc/passwd"),
+    ("alice", "a/../../../outside"),
+    ("alice", "../bob/secret"),   # inside files_dir, but someone else's namespace
+    ("alice", ".."),
+    ("..", "outside"),
+    ("..", ""),
+    ("alice/../bob", "secret"),
+    (".", "x"),
+    ("", "x"),
+])
+def test_path_for_refuses_names_that_escape(store, owner, rel):
+    fp = FilePath(owner, rel)  # built directly: parse_path would never let these through
+    with pytest.raises(ApiError) as e:
+        store.path_for(fp)
+    assert e.value.code == "invalid_path"
+    w = store.writer(fp, "sha256")
+    w.write(b"must not land anywhere")
+    with pytest.raises(ApiError):
+        w.commit()
+    assert temp_files(store) == []
+    outside = [p for p in store.root.parent.rglob("*") if p.is_file()]
+    assert outside == []
+    with pytest.raises(ApiError):
+        store.delete(fp)
+    with pytest.raises(ApiError):
+        store.open_chunks(fp)
+
+
+def test_files_of_different_owners_are_apart(store):
+    put(store, "alice/same", b"alice's")
+    put(store, "bob/same", b"bob's")
+    assert read_all(store, "alice/same") == b"alice's"
+    assert read_all(store, "bob/same") == b"bob's"
+    assert sorted(os.listdir(store.files_dir)) == ["alice", "bob"]

@@ -1,0 +1,207 @@
+"""The location map on a real SQLite file: newer wins, tombstones, change feed, folders."""
+import pytest
+
+from securifile.common.paths import FilePath
+from securifile.nodes.locationmap import Location, LocationMap, Replica
+
+T0 = 1_700_000_000.0
+
+
+def loc(path, version=1, origin="n1", modified=T0, deleted=False, replicas=(("n2", 1),),
+        owner="alice", digest=None, size=10):
+    return Location(owner, path, origin, digest or f"d{version}", "sha256", size, version,
+                    [Replica(s, p) for s, p in replicas], modified, deleted)
+
+
+@pytest.fixture
+def lmap(tmp_path):
+    m = LocationMap(tmp_path / "locations.db")
+    yield m
+    m.close()
+
+
+def fp(path, owner="alice"):
+    return FilePath(owner, path)
+
+
+def paths(records):
+    return [r.path for r in records]
+
+
+def test_apply_then_get_returns_the_record(lmap):
+    record = loc("docs/a.txt", replicas=[("n3", 2), ("n2", 1)])
+    assert lmap.apply(record) is True
+    got = lmap.get(fp("docs/a.txt"))
+    assert got.to_json() == record.to_json()
+    assert got.holders == ["n1", "n2", "n3"]  # origin, then replicas by priority
+    assert lmap.get(fp("docs/b.txt")) is None
+    assert lmap.get(fp("docs/a.txt", owner="bob")) is None
+
+
+def test_newer_version_wins_and_older_is_ignored(lmap):
+    assert lmap.apply(loc("f", version=2, digest="two")) is True
+    seq = lmap.seq
+    assert lmap.apply(loc("f", version=1, digest="one", modified=T0 + 100)) is False
+    assert lmap.apply(loc("f", version=2, digest="two")) is False  # the same record again
+    assert lmap.get(fp("f")).digest == "two"
+    assert lmap.seq == seq  # ignored records take no sequence number
+    assert lmap.apply(loc("f", version=3, digest="three")) is True
+    assert lmap.get(fp("f")).digest == "three"
+    assert lmap.seq == seq + 1
+
+
+def test_same_version_breaks_ties_by_modification_time(lmap):
+    assert lmap.apply(loc("f", version=1, modified=T0, digest="early"))
+    assert lmap.apply(loc("f", version=1, modified=T0 + 1, digest="late"))
+    assert not lmap.apply(loc("f", version=1, modified=T0 + 0.5, digest="between"))
+    assert lmap.get(fp("f")).digest == "late"
+
+
+def test_tombstones_hide_the_file_and_block_older_records(lmap):
+    lmap.apply(loc("docs/f", version=1))
+    lmap.apply(loc("docs/other", version=1))
+    assert lmap.apply(loc("docs/f", version=2, deleted=True)) is True
+    assert lmap.get(fp("docs/f")) is None
+    tomb = lmap.get(fp("docs/f"), include_deleted=True)
+    assert tomb.deleted and tomb.version == 2
+    assert paths(lmap.list_prefix("alice")) == ["docs/other"]
+    assert paths(lmap.list_prefix("alice", "docs")) == ["docs/other"]
+    assert paths(lmap.held_by("n1")) == ["docs/other"]
+    # A stale record arriving late cannot bring the file back.
+    assert lmap.apply(loc("docs/f", version=1, modified=T0 + 1000)) is False
+    assert lmap.apply(loc("docs/f", version=2)) is False  # same version: the tombstone wins
+    assert lmap.get(fp("docs/f")) is None
+    # A new upload above the tombstone does.
+    assert lmap.apply(loc("docs/f", version=3)) is True
+    assert lmap.get(fp("docs/f")).version == 3
+
+
+def test_tombstones_do_not_count_as_folders_or_ancestors(lmap):
+    lmap.apply(loc("dir/inner"))
+    lmap.apply(loc("dir/inner", version=2, deleted=True))
+    lmap.apply(loc("file"))
+    lmap.apply(loc("file", version=2, deleted=True))
+    assert lmap.has_folder(fp("dir")) is False
+    assert lmap.file_ancestor(fp("file/below")) is None
+
+
+def test_changes_since_is_in_sequence_order_and_pages(lmap):
+    for name in ("a", "b", "c", "d", "e"):
+        lmap.apply(loc(name))
+    lmap.apply(loc("b", version=2))  # b moves to the end of the feed
+    lmap.apply(loc("a", version=2, deleted=True))  # tombstones are changes too
+    feed = lmap.changes_since(0)
+    assert [r["path"] for r in feed] == ["c", "d", "e", "b", "a"]
+    assert [r["seq"] for r in feed] == [3, 4, 5, 6, 7]
+    assert feed[-1]["deleted"] is True
+    assert lmap.seq == 7
+
+    pages, since = [], 0
+    while True:
+        page = lmap.changes_since(since, limit=2)
+        if not page:
+            break
+        pages.append([r["path"] for r in page])
+        since = page[-1]["seq"]
+    assert pages == [["c", "d"], ["e", "b"], ["a"]]
+    assert lmap.changes_since(7) == []
+    assert [r["path"] for r in lmap.changes_since(5)] == ["b", "a"]
+
+
+def test_change_feed_records_apply_on_another_map(lmap, tmp_path):
+    lmap.apply(loc("x", replicas=[("n2", 1), ("n3", 2)]))
+    lmap.apply(loc("y", version=4, deleted=True))
+    other = LocationMap(tmp_path / "other.db")
+    try:
+        for record in lmap.changes_since(0):
+            assert other.apply(Location.from_json(record)) is True
+        assert other.get(fp("x")).to_json() == lmap.get(fp("x")).to_json()
+        assert other.get(fp("y"), include_deleted=True).deleted
+        assert other.seq == 2
+    finally:
+        other.close()
+
+
+def test_sequence_and_records_persist_across_reopen(tmp_path):
+    db = tmp_path / "locations.db"
+    m = LocationMap(db)
+    for name in ("a", "b", "c"):
+        m.apply(loc(name))
+    m.apply(loc("a", version=2))
+    assert m.seq == 4
+    m.close()
+    m = LocationMap(db)
+    try:
+        assert m.seq == 4
+        assert m.get(fp("a")).version == 2
+        assert m.apply(loc("d")) is True
+        assert m.seq == 5
+        assert [r["seq"] for r in m.changes_since(0)] == [2, 3, 4, 5]
+    finally:
+        m.close()
+
+
+def test_list_prefix_respects_folder_boundaries(lmap):
+    for path in ("docs/a", "docs/sub/b", "docs2/x", "docs.txt", "docsa", "docs-old/y",
+                 "doc/z", "other/y", "docs/\u00e9t\u00e9"):
+        lmap.apply(loc(path))
+    lmap.apply(loc("docs/not-mine", owner="bob"))
+    assert paths(lmap.list_prefix("alice", "docs")) == ["docs/a", "docs/sub/b", "docs/\u00e9t\u00e9"]
+    assert paths(lmap.list_prefix("alice", "docs/sub")) == ["docs/sub/b"]
+    assert paths(lmap.list_prefix("alice", "doc")) == ["doc/z"]
+    assert paths(lmap.list_prefix("alice", "nothing")) == []
+    assert paths(lmap.list_prefix("alice")) == sorted(
+        ["docs/a", "docs/sub/b", "docs2/x", "docs.txt", "docsa", "docs-old/y", "doc/z", "other/y",
+         "docs/\u00e9t\u00e9"])
+    assert paths(lmap.list_prefix("bob")) == ["docs/not-mine"]
+    assert lmap.list_prefix("carol") == []
+
+
+def test_has_folder_and_file_ancestor(lmap):
+    lmap.apply(loc("docs/a"))
+    lmap.apply(loc("docs2/x"))
+    lmap.apply(loc("top"))
+    assert lmap.has_folder(fp("docs")) is True
+    assert lmap.has_folder(fp("docs2")) is True
+    assert lmap.has_folder(fp("doc")) is False
+    assert lmap.has_folder(fp("docs/a")) is False  # a file is not a folder
+    assert lmap.has_folder(fp("docs", owner="bob")) is False
+    assert lmap.file_ancestor(fp("top/below/deeper")) == fp("top")
+    assert lmap.file_ancestor(fp("docs/a/b")) == fp("docs/a")
+    assert lmap.file_ancestor(fp("docs/new")) is None
+    assert lmap.file_ancestor(fp("top")) is None  # a file is not its own ancestor
+    assert lmap.file_ancestor(fp("top/x", owner="bob")) is None
+
+
+def test_copies_table_records_the_version_of_each_local_copy(lmap):
+    f = fp("docs/a")
+    assert lmap.copy_version(f) is None
+    lmap.record_copy(f, 1, "d1", 10)
+    assert lmap.copy_version(f) == 1
+    lmap.record_copy(f, 3, "d3", 12)
+    assert lmap.copy_version(f) == 3
+    assert lmap.copy_version(fp("docs/a", owner="bob")) is None
+    lmap.forget_copy(f)
+    assert lmap.copy_version(f) is None
+    lmap.forget_copy(f)  # forgetting twice is harmless
+    assert lmap.seq == 0  # copies are local facts, not changes to the shared map
+
+
+def test_held_by_names_origins_and_replicas(lmap):
+    lmap.apply(loc("a", origin="n1", replicas=[("n2", 1)]))
+    lmap.apply(loc("b", origin="n2", replicas=[("n3", 1), ("n1", 2)]))
+    lmap.apply(loc("c", origin="n3", replicas=[]))
+    lmap.apply(loc("d", origin="n1", replicas=[], owner="bob"))
+    assert sorted(paths(lmap.held_by("n1"))) == ["a", "b", "d"]
+    assert sorted(paths(lmap.held_by("n2"))) == ["a", "b"]
+    assert sorted(paths(lmap.held_by("n3"))) == ["b", "c"]
+    assert lmap.held_by("n4") == []
+
+
+def test_location_json_round_trip_ignores_the_feed_sequence():
+    record = loc("x", replicas=[("n2", 1), ("n3", 2)])
+    d = record.to_json()
+    d["seq"] = 42
+    back = Location.from_json(d)
+    assert back == record
+    assert back.file_path == fp("x")

@@ -1,0 +1,340 @@
+"""Peer bookkeeping, and the heartbeat loop against a real Tornado peer on a loopback port."""
+import asyncio
+import json
+import socket
+
+import pytest
+import tornado.web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from tornado.testing import bind_unused_port
+
+from securifile.common.auth import PEER_SECRET_HEADER
+from securifile.nodes.heartbeat import HeartbeatLoop
+from securifile.nodes.locationmap import Location, LocationMap, Replica
+from securifile.nodes.peerclient import PeerClient
+from securifile.nodes.peers import DOWN, RUNNING, PeerTable
+
+SECRET = "cluster-secret"
+
+
+class Clock:
+    def __init__(self, t=1000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def changes():
+    return []
+
+
+@pytest.fixture
+def table(changes):
+    clock = Clock()
+    t = PeerTable("n1", ["n1", "n2", "n3"], misses_allowed=3, clock=clock,
+                  on_change=lambda *change: changes.append(change))
+    t.test_clock = clock
+    return t
+
+
+# -- PeerTable ----------------------------------------------------------------------------
+
+def test_peers_start_running_and_exclude_self(table, changes):
+    assert table.names == ["n2", "n3"]
+    assert table.running_peers() == ["n2", "n3"]
+    assert table.status("n2") == RUNNING and table.since("n2") == 1000.0
+    assert table.status("n9") == DOWN  # a stranger is never a target
+    assert not table.is_running("n9")
+    assert changes == []
+
+
+def test_misses_turn_a_peer_down_after_the_allowed_number(table, changes):
+    table.record_miss("n2")
+    table.record_miss("n2")
+    assert table.status("n2") == RUNNING and changes == []
+    table.test_clock.t = 1005.0
+    table.record_miss("n2")
+    assert table.status("n2") == DOWN
+    assert changes == [("n2", RUNNING, DOWN)]
+    assert table.since("n2") == 1005.0
+    assert table.running_peers() == ["n3"]
+    table.record_miss("n2")
+    table.record_miss("n2")
+    assert changes == [("n2", RUNNING, DOWN)]  # reported once, not per miss
+    assert table.status("n3") == RUNNING
+
+
+def test_an_ack_brings_a_down_peer_back_and_resets_the_count(table, changes):
+    for _ in range(3):
+        table.record_miss("n3")
+    table.test_clock.t = 1010.0
+    table.record_ack("n3", seq=5)
+    assert table.status("n3") == RUNNING and table.since("n3") == 1010.0
+    assert changes == [("n3", RUNNING, DOWN), ("n3", DOWN, RUNNING)]
+    table.record_miss("n3")
+    table.record_miss("n3")
+    table.record_ack("n3")
+    table.record_miss("n3")
+    table.record_miss("n3")
+    assert table.status("n3") == RUNNING  # never three in a row
+    assert len(changes) == 2
+
+
+def test_one_miss_allowed(changes):
+    t = PeerTable("a", ["a", "b"], misses_allowed=1, on_change=lambda *c: changes.append(c))
+    t.record_miss("b")
+    assert t.status("b") == DOWN and changes == [("b", RUNNING, DOWN)]
+
+
+def test_self_status_is_reported_for_the_own_name(table):
+    assert table.status("n1") == RUNNING and table.is_running("n1")
+    table.self_status = "offline"
+    assert table.status("n1") == "offline"
+    assert not table.is_running("n1")
+    assert "n1" not in table.running_peers()
+
+
+def test_snapshot(table):
+    table.test_clock.t = 1001.0
+    for _ in range(3):
+        table.record_miss("n3")
+    assert table.snapshot() == [{"name": "n2", "status": RUNNING, "since": 1000.0},
+                                {"name": "n3", "status": DOWN, "since": 1001.0}]
+
+
+# -- HeartbeatLoop against a real HTTP peer -----------------------------------------------
+
+class FakePeer:
+    """Answers /peer/heartbeat and /peer/locations as a node does, from a real LocationMap."""
+
+    def __init__(self, locations, page_limit):
+        self.locations = locations
+        self.page_limit = page_limit
+        self.beats = []   # X-SecuriFile-Node of each heartbeat
+        self.pulls = []   # 'since' of each pull
+
+    def app(self):
+        peer = self
+
+        class Base(tornado.web.RequestHandler):
+            def prepare(self):
+                if self.request.headers.get(PEER_SECRET_HEADER) != SECRET:
+                    raise tornado.web.HTTPError(403)
+
+        class Heartbeat(Base):
+            def post(self):
+                body = json.loads(self.request.body)
+                peer.beats.append((self.request.headers.get("X-SecuriFile-Node"), body["from"]))
+                self.write({"name": "peer", "status": RUNNING, "seq": peer.locations.seq})
+
+        class Locations(Base):
+            def get(self):
+                since = int(self.get_query_argument("since"))
+                limit = min(int(self.get_query_argument("limit", "1000")), peer.page_limit)
+                peer.pulls.append(since)
+                self.write({"records": peer.locations.changes_since(since, limit),
+                            "seq": peer.locations.seq, "limit": limit})
+
+        return tornado.web.Application([(r"/peer/heartbeat", Heartbeat),
+                                        (r"/peer/locations", Locations)])
+
+
+def record(i):
+    return Location("alice", f"f{i:02d}", "peer", f"digest{i}", "sha256", i, 1,
+                    [Replica("n1", 1)], 1_700_000_000.0 + i)
+
+
+def closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+async def serve(peer, port=None):
+    server = HTTPServer(peer.app())
+    if port is None:
+        sock, port = bind_unused_port()
+        server.add_sockets([sock])
+    else:
+        server.add_sockets(bind_sockets(port, "127.0.0.1"))
+    return server, port
+
+
+def run(coro):
+    asyncio.run(asyncio.wait_for(coro, timeout=15))
+
+
+def test_heartbeats_mark_a_dead_peer_down_and_pull_locations_in_pages(tmp_path):
+    async def scenario():
+        locations = LocationMap(tmp_path / "peer.db")
+        for i in range(7):
+            locations.apply(record(i))
+        peer = FakePeer(locations, page_limit=3)
+        server, port = await serve(peer)
+        dead = closed_port()
+        changes, received = [], []
+        table = PeerTable("me", ["me", "alive", "dead"], misses_allowed=3,
+                          on_change=lambda *c: changes.append(c))
+        client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
+        loop = HeartbeatLoop(table, client, {"alive": f"http://127.0.0.1:{port}",
+                                             "dead": f"http://127.0.0.1:{dead}"},
+                             interval=2.0, sync_locations=received.extend)
+        try:
+            await loop.run_once()
+            assert peer.beats == [("me", "me")]
+            # Seven records in pages of three: the feed is read to its end in one round.
+            assert peer.pulls == [0, 3, 6]
+            assert [r["path"] for r in received] == [f"f{i:02d}" for i in range(7)]
+            assert [r["seq"] for r in received] == list(range(1, 8))
+            assert Location.from_json(received[0]) == record(0)
+            assert table.status("dead") == RUNNING  # one miss is not enough
+
+            await loop.run_once()
+            assert table.status("dead") == RUNNING
+            await loop.run_once()
+            assert table.status("dead") == DOWN
+            assert table.status("alive") == RUNNING
+            assert changes == [("dead", RUNNING, DOWN)]
+            assert len(peer.beats) == 3
+            assert peer.pulls == [0, 3, 6]  # nothing new: no pull
+            assert len(received) == 7
+
+            # A new record on the peer: the next ack carries its seq, only it is pulled.
+            locations.apply(record(7))
+            await loop.run_once()
+            assert peer.pulls[3:] == [7]
+            assert [r["path"] for r in received[7:]] == ["f07"]
+
+            # Heartbeats go on to the down peer; when it answers, it is running again.
+            revived = FakePeer(LocationMap(tmp_path / "revived.db"), page_limit=3)
+            revived_server, _ = await serve(revived, dead)
+            try:
+                await loop.run_once()
+                assert table.status("dead") == RUNNING
+                assert changes == [("dead", RUNNING, DOWN), ("dead", DOWN, RUNNING)]
+                assert revived.beats == [("me", "me")]
+                assert revived.pulls == []  # an empty map: nothing to pull
+            finally:
+                revived_server.stop()
+                revived.locations.close()
+        finally:
+            server.stop()
+            client.http.close()
+            locations.close()
+
+    run(scenario())
+
+
+def test_a_page_of_exactly_the_limit_is_followed_by_another(tmp_path):
+    async def scenario():
+        locations = LocationMap(tmp_path / "peer.db")
+        for i in range(6):
+            locations.apply(record(i))
+        peer = FakePeer(locations, page_limit=3)
+        server, port = await serve(peer)
+        received = []
+        table = PeerTable("me", ["me", "p"])
+        client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
+        loop = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}"}, 2.0,
+                             received.extend)
+        try:
+            await loop.run_once()
+            assert peer.pulls == [0, 3, 6]
+            assert len(received) == 6
+        finally:
+            server.stop()
+            client.http.close()
+            locations.close()
+
+    run(scenario())
+
+
+def test_a_peer_that_lost_its_map_is_pulled_from_the_start(tmp_path):
+    async def scenario():
+        locations = LocationMap(tmp_path / "peer.db")
+        for i in range(5):
+            locations.apply(record(i))
+        peer = FakePeer(locations, page_limit=100)
+        server, port = await serve(peer)
+        received = []
+        table = PeerTable("me", ["me", "p"])
+        client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
+        loop = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}"}, 2.0,
+                             received.extend)
+        try:
+            await loop.run_once()
+            assert len(received) == 5
+            # The peer comes back with a fresh, shorter map: its seq went backwards.
+            peer.locations = LocationMap(tmp_path / "fresh.db")
+            peer.locations.apply(record(50))
+            await loop.run_once()
+            assert peer.pulls == [0, 0]
+            assert [r["path"] for r in received[5:]] == ["f50"]
+            await loop.run_once()
+            assert peer.pulls == [0, 0]  # caught up: no more pulls
+        finally:
+            server.stop()
+            client.http.close()
+            locations.close()
+            peer.locations.close()
+
+    run(scenario())
+
+
+def test_a_failing_sync_is_retried_on_the_next_beat(tmp_path):
+    async def scenario():
+        locations = LocationMap(tmp_path / "peer.db")
+        for i in range(2):
+            locations.apply(record(i))
+        peer = FakePeer(locations, page_limit=100)
+        server, port = await serve(peer)
+        received, fail = [], [True]
+
+        def sync(records):
+            if fail[0]:
+                fail[0] = False
+                raise RuntimeError("database is locked")
+            received.extend(records)
+
+        table = PeerTable("me", ["me", "p"])
+        client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
+        loop = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}"}, 2.0, sync)
+        try:
+            await loop.run_once()  # the failure is logged, not raised
+            assert received == [] and table.status("p") == RUNNING
+            await loop.run_once()
+            assert [r["path"] for r in received] == ["f00", "f01"]
+            assert peer.pulls == [0, 0]
+        finally:
+            server.stop()
+            client.http.close()
+            locations.close()
+
+    run(scenario())
+
+
+def test_a_peer_refusing_our_secret_counts_as_missed(tmp_path):
+    async def scenario():
+        peer = FakePeer(LocationMap(tmp_path / "peer.db"), page_limit=100)
+        server, port = await serve(peer)
+        changes = []
+        table = PeerTable("me", ["me", "p"], misses_allowed=2, on_change=lambda *c: changes.append(c))
+        client = PeerClient("me", ssl_context=None, peer_secret="wrong", timeout=2)
+        loop = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}"}, 2.0, list)
+        try:
+            await loop.run_once()
+            await loop.run_once()
+            assert table.status("p") == DOWN
+            assert changes == [("p", RUNNING, DOWN)]
+            assert peer.beats == []
+        finally:
+            server.stop()
+            client.http.close()
+            peer.locations.close()
+
+    run(scenario())
