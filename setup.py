@@ -24,7 +24,7 @@ setup(
     package_dir=PACKAGES,
     package_data={
         "securifile.nodes": ["openapi.json"],
-        "securifile.admin": ["openapi.json", "migrations/*.py", "migrations/*.mako",
+        "securifile.admin": ["migrations/*.py", "migrations/*.mako",
                              "migrations/versions/*.py"],
         "securifile.scripts": ["*.conf"],
     },

@@ -15,7 +15,6 @@ from securifile.common.paths import check_username
 from .models import Grant, User
 
 MIN_PASSWORD = 8
-MAX_PASSWORD = 256  # bcrypt reads 72 bytes; longer input is refused rather than cut silently
 BCRYPT_ROUNDS = 12
 
 
@@ -44,7 +43,7 @@ def check_email(email):
             or any(c.isspace() or ord(c) < 32 for c in email):
         raise ApiError(f"invalid e-mail address {email!r}", code="invalid_email")
     local, domain = email.split("@")
-    if not local or "." not in domain:
+    if not local or not domain or domain.startswith(".") or domain.endswith("."):
         raise ApiError(f"invalid e-mail address {email!r}", code="invalid_email")
     return email.lower()
 

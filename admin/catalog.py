@@ -116,21 +116,24 @@ class Catalog:
                 self._prune_folders(s, owner, path)
             return
         replicas = sorted(rec.get("replicas", []), key=lambda r: r["priority"])
+        size = int(rec["size"])
         if row is None:
             row = File(owner=owner, path=path, folder=folder_of(path), created_at=ts(rec["modified"]))
-            s.add(row)
-            self._usage(s, owner, 1, int(rec["size"]))
-            for folder in ancestors(path):
-                if s.get(Folder, (owner, folder)) is None:
-                    s.add(Folder(owner=owner, path=folder, parent=folder_of(folder)))
+            grown, added = size, 1
         else:
-            self._usage(s, owner, 0, int(rec["size"]) - row.size)
-        row.size, row.digest, row.algorithm = int(rec["size"]), rec["digest"], rec["algorithm"]
+            grown, added = size - row.size, 0
+        row.size, row.digest, row.algorithm = size, rec["digest"], rec["algorithm"]
         row.version, row.origin = int(rec["version"]), rec["origin"]
         row.modified_at = ts(rec["modified"])
         row.under_replicated = bool(rec.get("under_replicated", False))
         row.placements = [Placement(server=r["server"], priority=int(r["priority"])) for r in replicas]
+        if added:
+            s.add(row)
+            for folder in ancestors(path):
+                if s.get(Folder, (owner, folder)) is None:
+                    s.add(Folder(owner=owner, path=folder, parent=folder_of(folder)))
         s.flush()
+        self._usage(s, owner, added, grown)
 
     def _prune_folders(self, s, owner, path):
         for folder in reversed(ancestors(path)):

@@ -4,7 +4,6 @@
 account), ADMIN (an administrator's), NODE (a node certificate from our CA).
 """
 import asyncio
-import json
 import logging
 from datetime import datetime, timezone
 from urllib.parse import unquote
@@ -12,7 +11,7 @@ from urllib.parse import unquote
 import tornado.web
 from tornado.log import access_log
 
-from securifile.common.errors import ApiError, Forbidden, NotFound
+from securifile.common.errors import ApiError, Forbidden
 from securifile.common.paths import check_username, parse_path
 from securifile.common.web import NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
 
@@ -292,11 +291,3 @@ def make_app(admin, authenticator):
         [(pattern, cls, deps) for pattern, cls in routes],
         default_handler_class=NotFoundHandler, default_handler_args=deps,
         log_function=log_request)
-
-
-def load_openapi():
-    from importlib.resources import files
-    return json.loads(files("securifile.admin").joinpath("openapi.json").read_text())
-
-
-__all__ = ["make_app", "load_openapi", "NotFound"]

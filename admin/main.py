@@ -31,7 +31,8 @@ from securifile.common.tokens import load_public_key
 from securifile.common.web import MAX_HEADER_READ
 
 from . import db
-from .http import load_openapi, make_app
+from .http import make_app
+from .openapi import document as openapi_document
 from .nodeclient import NodeStateClient
 from .service import AdminService
 
@@ -59,7 +60,7 @@ def open_service(cfg, with_node_client=True):
 
 async def serve(cfg):
     service = open_service(cfg)
-    service.openapi = load_openapi()
+    service.openapi = openapi_document()
     layout = CertLayout(cfg.certs_dir)
     authenticator = Authenticator(load_public_key(layout.token_public_key),
                                   [s.name for s in cfg.servers],

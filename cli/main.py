@@ -6,6 +6,7 @@ Servers and credentials come from the launcher's ``cluster.json`` (``--cluster``
 printed), 2 bad usage.
 """
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -140,6 +141,13 @@ def human_size(n):
     return str(n)
 
 
+def when(value):
+    """A listing's ``modified`` (epoch seconds or ISO text) as local ISO time."""
+    if isinstance(value, (int, float)):
+        return datetime.datetime.fromtimestamp(value).isoformat(sep=" ", timespec="seconds")
+    return str(value or "-")
+
+
 def _replicas(record):
     reps = sorted(record.get("replicas") or [], key=lambda r: r.get("priority", 0))
     return ",".join(f"{r.get('server')}({r.get('priority')})" for r in reps) or "-"
@@ -264,7 +272,7 @@ class Commands:
             return 0
         for r in files:
             line = (f"{human_size(r.get('size')):>10}  v{r.get('version', '?'):<4} "
-                    f"{str(r.get('modified') or '-'):<25} {r.get('owner')}/{r.get('path')}")
+                    f"{when(r.get('modified')):<19}  {r.get('owner')}/{r.get('path')}")
             if args.long:
                 line += f"  origin {r.get('origin')}  replicas {_replicas(r)}"
             print(line, file=self.out)

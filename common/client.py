@@ -88,6 +88,10 @@ class StorageFull(ServerError):
     """507: the server has no space for the file."""
 
 
+DEFAULT_CODES = {
+    400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
+    423: "locked", 503: "unavailable", 507: "insufficient_storage",
+}
 STATUS_ERRORS = {
     400: BadRequest, 401: Unauthorized, 403: PermissionDenied, 404: FileNotFound,
     423: FileLocked, 503: NoHolderAvailable, 507: StorageFull,
@@ -844,7 +848,10 @@ class Client:
             text = b""
         finally:
             resp.release()
-        code, message, details = f"http_{resp.status}", resp.raw.reason or "error", {}
+        # HEAD errors (and some proxies) carry no JSON: fall back to the status and the name
+        name = unquote(urlsplit(resp.url).path).removeprefix("/files/")
+        code = DEFAULT_CODES.get(resp.status, f"http_{resp.status}")
+        message, details = f"{name}: {resp.raw.reason or 'error'}", {}
         try:
             err = json.loads(text)["error"]
             code = str(err.get("code", code))

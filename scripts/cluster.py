@@ -8,7 +8,9 @@ curl example that works as printed, and stops everything on Ctrl-C. The Cluster 
 what the test fixtures use to start, kill and restart nodes.
 """
 import argparse
+import asyncio
 import json
+import secrets
 import os
 import signal
 import socket
@@ -17,13 +19,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+from urllib.parse import urlsplit
 from pathlib import Path
 
-from securifile.common.certs import CertLayout, ensure_ca, ensure_server_cert
+from securifile.common.certs import ROLE_ADMIN, CertLayout, ensure_ca, ensure_server_cert
 from securifile.common.config import Config, ServerEntry, dump_config, load_config
 from securifile.common.tls import client_context
 
 from .certs import ensure_peer_secret, issue_user, write_token
+
+ADMIN_NAME = "admin"
 
 
 def port_in_use(host, port):
@@ -59,15 +64,27 @@ class Cluster:
 
     @classmethod
     def create(cls, data_dir, servers=3, replicas=1, tls=True, base_port=8441, host="127.0.0.1",
-               certs_dir=None, username="alice", user_days=30, **settings):
-        """Write certificates and configuration for a new cluster (nothing is started)."""
+               certs_dir=None, username="alice", user_days=30, admin=True, **settings):
+        """Write certificates, configuration and first accounts for a new cluster.
+
+        Ports: nodes from ``base_port`` up, the admin server just below, its syslog receiver
+        at ``base_port + 73`` (8514 by default); ``base_port=0`` takes free ports for all.
+        Nothing is started.
+        """
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         certs_dir = Path(certs_dir).resolve() if certs_dir else data_dir / "certs"
-        ports = free_ports(servers, host) if not base_port else range(base_port, base_port + servers)
+        if base_port:
+            ports = list(range(base_port, base_port + servers))
+            admin_port, syslog_port = base_port - 1, base_port + 73
+        else:
+            *ports, admin_port, syslog_port = free_ports(servers + 2, host)
         scheme = "https" if tls else "http"
         entries = [ServerEntry(f"node{i + 1}", f"{scheme}://{host}:{port}")
                    for i, port in enumerate(ports)]
+        if admin:
+            settings.setdefault("admin_url", f"{scheme}://{host}:{admin_port}")
+            settings.setdefault("syslog_port", syslog_port)
         cfg = Config(servers=entries, replicas=replicas, tls=tls, certs_dir=certs_dir,
                      data_dir=data_dir, **settings).validate()
         layout = CertLayout(certs_dir)
@@ -75,35 +92,55 @@ class Cluster:
         ensure_peer_secret(layout)
         for s in entries:
             ensure_server_cert(layout, ca, s.name)
+        config_path = data_dir / "cluster.toml"
+        config_path.write_text(dump_config(cfg))
         user = {}
+        if admin:
+            ensure_server_cert(layout, ca, ADMIN_NAME, ROLE_ADMIN)
+            first_accounts(cfg, data_dir / "credentials", username, user_days)
         if username:
             cert, key = issue_user(layout, ca, username, user_days)
             token = write_token(layout, username, user_days,
                                 data_dir / "credentials" / f"{username}.token")
             user = {"username": username, "cert": str(cert), "key": str(key),
                     "token_file": str(token)}
-        config_path = data_dir / "cluster.toml"
-        config_path.write_text(dump_config(cfg))
+            if admin:
+                user["credentials"] = str(data_dir / "credentials" / f"{username}.json")
         return cls(data_dir, config_path, user)
 
+    @property
+    def has_admin(self):
+        return bool(self.cfg.admin_url)
+
     def url(self, name):
-        return self.cfg.server(name).url
+        return self.cfg.admin_url if name == ADMIN_NAME else self.cfg.server(name).url
 
     @property
     def names(self):
         return [s.name for s in self.cfg.servers]
 
-    def start_node(self, name):
+    def _spawn(self, name, cmd):
         log_dir = self.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(log_dir / f"{name}.log", "ab")
-        cmd = [sys.executable, "-m", "securifile.nodes.main", "--config", str(self.config_path),
-               "--name", name]
-        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        log.close()
+        with open(log_dir / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=log,
+                                                stdin=subprocess.DEVNULL)
         return self.procs[name]
 
-    def start(self, timeout=30):
+    def start_node(self, name):
+        if name == ADMIN_NAME:
+            return self.start_admin()
+        return self._spawn(name, [sys.executable, "-m", "securifile.nodes.main", "--config",
+                                  str(self.config_path), "--name", name])
+
+    def start_admin(self):
+        return self._spawn(ADMIN_NAME, [sys.executable, "-m", "securifile.admin.main", "--config",
+                                        str(self.config_path), "serve"])
+
+    def start(self, timeout=60):
+        if self.has_admin:
+            self.start_admin()
+            self.wait_ready([ADMIN_NAME], timeout)
         for name in self.names:
             self.start_node(name)
         self.wait_ready(self.names, timeout)
@@ -170,8 +207,15 @@ class Cluster:
                 proc.wait()
 
     def describe(self):
+        admin = None
+        if self.has_admin:
+            proc = self.procs.get(ADMIN_NAME)
+            admin = {"url": self.cfg.admin_url, "pid": proc.pid if proc else None,
+                     "credentials": str(self.data_dir / "credentials" / "admin.json"),
+                     "database": self.cfg.effective_database_url.split("@")[-1]}
         return {
             "config": str(self.config_path),
+            "admin": admin,
             "tls": self.cfg.tls,
             "ca_cert": str(self.layout.ca_cert) if self.cfg.tls else None,
             "replicas": self.cfg.replicas,
@@ -187,6 +231,29 @@ class Cluster:
         tmp.write_text(json.dumps(self.describe(), indent=2) + "\n")
         os.replace(tmp, path)
         return path
+
+
+def first_accounts(cfg, folder, username, days):
+    """The first administrator, and the first user, with their passwords in 0600 files.
+
+    Run again on an existing data folder, it keeps the accounts and files it made before.
+    """
+    from securifile.admin.main import open_service
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    service = open_service(cfg, with_node_client=False)
+    for name, email, is_admin in (("admin", "admin@localhost", True),
+                                  (username, f"{username}@localhost", False)):
+        path = folder / f"{name}.json"
+        if not name or path.exists():
+            continue
+        password = secrets.token_urlsafe(12)
+        asyncio.run(service.create_user(name, email, days if not is_admin else 3650, password,
+                                        is_admin, by="securifile up"))
+        path.touch(mode=0o600)
+        path.write_text(json.dumps({"username": name, "password": password,
+                                    "admin_url": cfg.admin_url}, indent=2) + "\n")
+    service.sessions.kw["bind"].dispose()
 
 
 def curl_examples(cluster):
@@ -226,6 +293,10 @@ def main(argv=None):
     except ValueError as e:
         p.error(str(e))
     busy = [s.url for s in cluster.cfg.servers if port_in_use(s.host, s.port)]
+    if cluster.has_admin:
+        admin = urlsplit(cluster.cfg.admin_url)
+        busy += [f"{admin.hostname}:{p}" for p in (admin.port, cluster.cfg.syslog_port)
+                 if port_in_use(admin.hostname, p)]
     if busy:
         print(f"securifile up: already in use: {', '.join(busy)} (another cluster running? "
               "stop it, or pick other ports with --base-port)", file=sys.stderr)
@@ -242,6 +313,9 @@ def main(argv=None):
         if not cluster.cfg.tls:
             print("WARNING: ENCRYPTION DISABLED (--no-tls): debugging only", flush=True)
         print(f"SecuriFile cluster: {len(cluster.names)} servers, {args.replicas} replicas")
+        if cluster.has_admin:
+            print(f"  admin  {cluster.cfg.admin_url}  pid {cluster.procs[ADMIN_NAME].pid}  "
+                  f"(administrator's password: {cluster.data_dir / 'credentials' / 'admin.json'})")
         for s in cluster.cfg.servers:
             print(f"  {s.name}  {s.url}  pid {cluster.procs[s.name].pid}")
         print(f"cluster description: {path}")

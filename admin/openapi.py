@@ -1,0 +1,94 @@
+"""The admin server's OpenAPI 3 document, built from one table of its routes."""
+
+OBJ = {"type": "object"}
+
+
+def _op(summary, auth="user", body=None, ok=200, params=(), errors=(400, 401, 403)):
+    op = {"summary": summary, "responses": {str(ok): {"description": "success", "content": {
+        "application/json": {"schema": OBJ}}}}}
+    for code in errors:
+        op["responses"][str(code)] = {"$ref": "#/components/responses/Error"}
+    if auth == "public":
+        op["security"] = []
+    elif auth == "node":
+        op["security"] = [{"nodeCertificate": []}]
+    elif auth == "admin":
+        op["description"] = "Administrators only."
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "properties": {k: {"type": t} for k, t in body.items()}}}}}
+    if params:
+        op["parameters"] = [{"name": n, "in": "query", "schema": {"type": "string"},
+                             "description": d} for n, d in params]
+    return op
+
+
+def _path_params(*names):
+    return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
+
+
+ROUTES = {
+    "/api/v1/login": {"post": _op("log in by user name or e-mail; returns a bearer token",
+                                  "public", {"username": "string", "password": "string"},
+                                  errors=(400, 401, 403, 429))},
+    "/api/v1/me": {"get": _op("the caller's account")},
+    "/api/v1/certificates": {"post": _op("sign a CSR into a client certificate valid no longer "
+                                         "than the account", body={"csr": "string"}, ok=201)},
+    "/api/v1/servers": {"get": _op("storage servers with status and storage")},
+    "/api/v1/servers/{name}/storage": {
+        "parameters": _path_params("name"),
+        "get": _op("storage samples (time series)", params=[("since", "ISO 8601 time"),
+                                                            ("limit", "at most this many")])},
+    "/api/v1/servers/{name}/history": {"parameters": _path_params("name"),
+                                       "get": _op("status changes, newest first")},
+    "/api/v1/servers/{name}/offline": {"parameters": _path_params("name"),
+                                       "post": _op("take a server offline", "admin")},
+    "/api/v1/servers/{name}/online": {"parameters": _path_params("name"),
+                                      "post": _op("put a server back online", "admin")},
+    "/api/v1/users": {
+        "get": _op("users with file count and total volume", params=[("limit", ""), ("after", "")]),
+        "post": _op("create an account and e-mail its owner", "admin",
+                    {"username": "string", "email": "string", "valid_days": "number",
+                     "password": "string", "admin": "boolean"}, ok=201, errors=(400, 401, 403, 409))},
+    "/api/v1/users/{username}": {"parameters": _path_params("username"),
+                                 "delete": _op("remove an account", "admin", ok=204)},
+    "/api/v1/users/{username}/files": {"parameters": _path_params("username"),
+                                       "get": _op("the files a user owns")},
+    "/api/v1/files": {"get": _op("files (and subfolders) the caller may see under a folder",
+                                 params=[("prefix", "owner/folder/"), ("recursive", "1 for all below"),
+                                         ("limit", ""), ("after", "paging cursor")])},
+    "/api/v1/shared": {"get": _op("grants other users gave the caller")},
+    "/api/v1/acl/{owner}/{path}": {
+        "parameters": _path_params("owner", "path"),
+        "get": _op("grants on a file or folder (folder: path ends in '/')"),
+        "put": _op("grant or change a role (owner or master)",
+                   body={"username": "string", "role": "string"}),
+        "delete": _op("revoke a grant (owner or master)", ok=204,
+                      params=[("username", "whose grant")])},
+    "/api/v1/events": {"get": _op("recent audit events", params=[("after", "event id")])},
+    "/api/v1/authorize": {"get": _op("a user's role on a path (for nodes)", "node",
+                                     params=[("user", ""), ("path", "owner/path")])},
+    "/api/v1/reports": {"post": _op("file, status and storage reports (for nodes)", "node",
+                                    {"reports": "array"})},
+    "/status": {"get": _op("the admin server's own status", "public", errors=())},
+    "/api/v1/openapi.json": {"get": _op("this document", "public", errors=())},
+}
+
+
+def document():
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "SecuriFile admin server", "version": "1",
+                 "description": "Accounts, access roles, server status and storage, and the "
+                                "file catalogue. Errors: {\"error\": {\"code\", \"message\"}}."},
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "clientCertificate": {"type": "mutualTLS"},
+                "nodeCertificate": {"type": "mutualTLS",
+                                    "description": "a node certificate from the cluster's CA"}},
+            "responses": {"Error": {"description": "error", "content": {"application/json": {
+                "schema": {"type": "object", "properties": {"error": {"type": "object"}}}}}}}},
+        "security": [{"bearer": []}, {"clientCertificate": []}],
+        "paths": ROUTES,
+    }
