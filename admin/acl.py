@@ -94,9 +94,10 @@ class AccessControl:
                 g.role, g.granted_by = role, caller
 
     def revoke(self, caller, owner, path, grantee):
+        # The caller's right first, as in grant(): one without it learns nothing more.
+        self.check(caller, "revoke", owner, path)
         if grantee == owner:
             raise ApiError("nobody revokes the owner", status=403, code="owner_immutable")
-        self.check(caller, "revoke", owner, path)
         with self.sessions.begin() as s:
             gone = s.execute(delete(Grant).where(Grant.owner == owner, Grant.path == path,
                                                  Grant.grantee == grantee)).rowcount

@@ -68,6 +68,10 @@ async def serve(cfg):
     ctx = server_context(layout.server_cert(ADMIN_NAME), layout.server_key(ADMIN_NAME),
                          layout.ca_cert) if cfg.tls else None
     receiver = start_syslog_receiver(cfg, service, ctx)
+    service.syslog = open_syslog(cfg, layout)
+    service.builtin_receiver = receiver is not None
+    if service.syslog is not None:
+        service.syslog.start()
     app = make_app(service, authenticator)
     server = HTTPServer(app, ssl_options=ctx, max_header_size=MAX_HEADER_READ)
     u = urlsplit(cfg.admin_url)
@@ -82,8 +86,10 @@ async def serve(cfg):
     await stop.wait()
     housekeeping.cancel()
     server.stop()
+    if service.syslog is not None:
+        await service.syslog.close()
     if receiver is not None:
-        receiver.stop()
+        receiver.close()
     await server.close_all_connections()
 
 
@@ -92,12 +98,27 @@ def start_syslog_receiver(cfg, service, ctx):
     if cfg.syslog_host or not cfg.syslog_port:
         return None
     from .syslog_receiver import SyslogReceiver
-    receiver = SyslogReceiver(ssl_options=ctx, log_path=cfg.admin_data_dir / "audit.log",
-                              on_event=service.record_event)
+
+    async def on_event(event):
+        await asyncio.to_thread(service.record_event, event)
+
+    receiver = SyslogReceiver(cfg.admin_data_dir / "audit.log", on_event, ctx,
+                              allowed_roles={"node", "admin"} if ctx else None)
     receiver.listen(cfg.syslog_port, address=urlsplit(cfg.admin_url).hostname)
-    service.receiver_stats = getattr(receiver, "stats", None)
+    service.receiver_stats = receiver.stats
     log.info("syslog receiver on port %d (%s)", cfg.syslog_port, "TLS" if ctx else "TCP")
     return receiver
+
+
+def open_syslog(cfg, layout):
+    """The admin server's own audit messages go where the nodes' go."""
+    if not cfg.syslog_port:
+        return None
+    from securifile.common.syslog import SyslogSender
+    host = cfg.syslog_host or urlsplit(cfg.admin_url).hostname
+    ctx = client_context(layout.ca_cert, layout.server_cert(ADMIN_NAME),
+                         layout.server_key(ADMIN_NAME)) if cfg.tls else None
+    return SyslogSender(host, cfg.syslog_port, ctx, app_name="securifile-admin", hostname="admin")
 
 
 async def _housekeeping(service, stop):

@@ -12,6 +12,8 @@ from securifile.common.certs import CertificateAuthority, CertLayout
 from securifile.common.errors import ApiError, NotFound
 from securifile.common.tokens import load_private_key, mint_token
 
+from securifile.common.syslog import status_event
+
 from .accounts import Accounts, aware
 from .acl import AccessControl, allowed
 from .catalog import Catalog, iso
@@ -29,13 +31,14 @@ class AdminService:
         self.sessions = sessions
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.layout = CertLayout(cfg.certs_dir)
-        self.accounts = Accounts(sessions, self.clock)
+        self.accounts = Accounts(sessions, self.clock, cfg.bcrypt_rounds)
         self.acl = AccessControl(sessions)
         self.servers = ServerRegistry(sessions, self._log_status)
         self.catalog = Catalog(sessions, self.servers.on_status)
         self.node_client = node_client
         self.syslog = syslog
         self.receiver_stats = None
+        self.builtin_receiver = False  # True: events reach the database through syslog
         self.mailer = Mailer(MailSettings(
             mode=cfg.mail_mode, outbox_dir=cfg.admin_data_dir / "outbox",
             smtp_host=cfg.smtp_host or "localhost", smtp_port=cfg.smtp_port or None,
@@ -49,14 +52,21 @@ class AdminService:
     # -- audit -----------------------------------------------------------------------------
 
     def audit(self, kind, message, **fields):
-        """An event for the GUI's panel and, when a sender is set, the syslog stream."""
+        """An event for the syslog stream and the GUI's panel.
+
+        With the built-in receiver the event reaches the database through syslog, like the
+        nodes' events; with an external syslog server it is written here as well.
+        """
+        if self.syslog is not None:
+            self.syslog.log(5, kind.upper(), {"admin@32473": {k: str(v) for k, v in fields.items()}},
+                            message)
+        if self.builtin_receiver:
+            return
         with self.sessions.begin() as s:
             s.add(Event(at=self.clock(), kind=kind, message=message,
                         server=fields.get("server", "admin"), username=fields.get("username", ""),
                         operation=fields.get("operation", ""), path=fields.get("path", ""),
                         result=fields.get("result", ""), size=int(fields.get("size", 0))))
-        if self.syslog is not None:
-            self.syslog.log(5, kind, {"admin@32473": {k: str(v) for k, v in fields.items()}}, message)
 
     def record_event(self, event):
         """An event that arrived through the built-in syslog receiver."""
@@ -64,11 +74,12 @@ class AdminService:
         for params in (event.get("sd") or {}).values():
             sd.update(params)
         with self.sessions.begin() as s:
-            s.add(Event(at=self.clock(), kind=event.get("msgid") or "log",
+            s.add(Event(at=self.clock(), kind=(event.get("msgid") or "log").lower(),
                         server=sd.get("server", event.get("hostname") or ""),
                         username=sd.get("user", ""), operation=sd.get("op", ""),
                         path=sd.get("path", ""), result=sd.get("result", ""),
-                        size=int(sd.get("bytes", 0) or 0), message=event.get("msg") or ""))
+                        size=int(sd.get("bytes") or 0) if str(sd.get("bytes") or "0").isdigit() else 0,
+                        message=event.get("msg") or ""))
 
     def prune_events(self, keep=EVENTS_KEPT):
         with self.sessions.begin() as s:
@@ -91,9 +102,7 @@ class AdminService:
     def _log_status(self, server, old, new, detail):
         log.warning("server %s: %s -> %s (%s)", server, old, new, detail)
         if self.syslog is not None:
-            self.syslog.log(4, "status", {"status@32473": {"server": server, "old": old,
-                                                         "new": new, "detail": detail}},
-                            f"server {server} is {new}")
+            self.syslog.log_event(status_event("admin", server, old, new, detail))
 
     def syslog_stats(self):
         out = {}

@@ -42,7 +42,7 @@ class TransferProgress:
 
         tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         return tqdm(total=total, desc=self.desc, unit="B", unit_scale=True, unit_divisor=1024,
-                    file=self.stream, leave=False, dynamic_ncols=True,
+                    file=self.stream, leave=not tty, dynamic_ncols=True,
                     mininterval=0.1 if tty else LOG_INTERVAL)
 
     def close(self):

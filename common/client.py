@@ -16,7 +16,6 @@ import io
 import json
 import os
 import random
-import socket
 import ssl
 import threading
 import time
@@ -76,6 +75,10 @@ class FileNotFound(ServerError):
     """404: no such file."""
 
 
+class PathConflict(ServerError):
+    """409: the name clashes with a folder or a file on the way (``a/x`` file vs ``a/x/y``)."""
+
+
 class FileLocked(ServerError):
     """423: someone else is modifying the file right now."""
 
@@ -90,11 +93,11 @@ class StorageFull(ServerError):
 
 DEFAULT_CODES = {
     400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
-    423: "locked", 503: "unavailable", 507: "insufficient_storage",
+    409: "conflict", 423: "locked", 503: "unavailable", 507: "insufficient_storage",
 }
 STATUS_ERRORS = {
     400: BadRequest, 401: Unauthorized, 403: PermissionDenied, 404: FileNotFound,
-    423: FileLocked, 503: NoHolderAvailable, 507: StorageFull,
+    409: PathConflict, 423: FileLocked, 503: NoHolderAvailable, 507: StorageFull,
 }
 
 
@@ -482,6 +485,7 @@ class ClientSettings:
     key: str = None
     token: str = None
     username: str = None
+    admin_url: str = None  # where the server list will come from once clients ask the admin
 
     @classmethod
     def from_cluster_file(cls, path):
@@ -507,6 +511,7 @@ class ClientSettings:
             key=local(user.get("key")) if data.get("tls", True) else None,
             token=read_token_file(token_file) if token_file and os.path.exists(token_file) else None,
             username=user.get("username"),
+            admin_url=(data.get("admin") or {}).get("url"),
         )
 
 
@@ -662,7 +667,11 @@ class Client:
                     info = {"owner": fp.owner, "path": fp.rel, "etag": etag,
                             "version": _int_or_none(resp.header("X-SecuriFile-Version"))}
                 _report(progress, done, total)
-                done = self._copy_body(resp, out, hasher, done, total, progress, cancel)
+                for n in self._copy_chunks(resp, out, hasher, cancel):
+                    done += n
+                    _report(progress, done, total)
+                if total is not None and done != total:
+                    raise http.client.IncompleteRead(b"", total - done)
                 info["server"] = resp.server
             except (OSError, http.client.HTTPException) as e:
                 # The holder went away mid-body: ask the cluster again for the rest.
@@ -680,14 +689,15 @@ class Client:
         info.update(size=done, digest=actual, algorithm=algorithm, verified=expected is not None)
         return info
 
-    def _copy_body(self, resp, out, hasher, done, total, progress, cancel):
+    def _copy_chunks(self, resp, out, hasher, cancel):
+        """Copy the body to ``out`` chunk by chunk, yielding the size of each."""
         buf = bytearray(self.chunk_size)
         view = memoryview(buf)
         while True:
             _check_cancel(cancel)
             n = resp.raw.readinto(buf)
             if not n:
-                break
+                return
             chunk = view[:n]
             if hasher is not None:
                 hasher.update(chunk)
@@ -697,11 +707,7 @@ class Client:
                     chunk = chunk[len(chunk) if written is None else written:]
             except OSError as e:
                 raise LocalFileError(f"cannot write: {e.strerror or e}") from e
-            done += n
-            _report(progress, done, total)
-        if total is not None and done != total:
-            raise http.client.IncompleteRead(b"", total - done)
-        return done
+            yield n
 
     def get(self, remote, local, *, progress=None, cancel=None):
         """Download ``owner/path`` to the local path ``local``, all or nothing.
@@ -859,7 +865,7 @@ class Client:
             details = {k: v for k, v in err.items() if k not in ("code", "message")}
         except (ValueError, KeyError, TypeError, AttributeError):
             if text.strip():
-                message = text.decode("utf-8", "replace").strip()[:500]
+                message = f"{name}: {text.decode('utf-8', 'replace').strip()[:500]}"
         cls = STATUS_ERRORS.get(resp.status, ServerError)
         return cls(resp.status, code, message, url=resp.url, details=details)
 
@@ -1126,7 +1132,7 @@ def plan_download(files, prefix, local_dir):
 __all__ = [
     "Client", "ClientSettings", "ServerSelector", "Response", "AtomicFile",
     "ClientError", "ServerError", "BadRequest", "Unauthorized", "PermissionDenied",
-    "FileNotFound", "FileLocked", "NoHolderAvailable", "StorageFull", "TransportError",
+    "FileNotFound", "PathConflict", "FileLocked", "NoHolderAvailable", "StorageFull", "TransportError",
     "NoServerAvailable", "HolderUnreachable", "RedirectRefused", "TooManyRedirects",
     "TLSFailure", "ProtocolError", "DigestMismatch", "TransferCancelled", "LocalFileError",
     "parse_remote", "file_url_path", "folder_url_path", "content_digest", "parse_digest_field",

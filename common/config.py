@@ -52,6 +52,7 @@ class Config:
     syslog_host: str = ""  # empty: the admin server's built-in receiver
     syslog_port: int = 0
     token_ttl_seconds: int = 12 * 3600
+    bcrypt_rounds: int = 12
     authz_cache_seconds: float = 3.0
     sample_interval: float = 2.0
     report_interval: float = 1.0

@@ -17,6 +17,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from typing import NamedTuple
 
 NILVALUE = "-"
@@ -33,6 +34,8 @@ MSGID_LOSS = "LOSS"
 
 # RFC 5425 says receivers SHOULD accept 8192 octets; longer MSG parts are cut to fit.
 DEFAULT_MAX_MESSAGE_BYTES = 8192
+# A connection that lasted this long was healthy: the next reconnect starts at min_backoff.
+_HEALTHY_CONNECTION_SECONDS = 1.0
 
 _HOSTNAME_MAX, _APP_NAME_MAX, _PROCID_MAX, _MSGID_MAX, _SD_NAME_MAX = 255, 48, 128, 32, 32
 _BOM = "\ufeff"
@@ -285,12 +288,12 @@ def access_event(user, op, path, server, result, bytes=None, *, severity=None):
     'ok') is logged at NOTICE, a server error (>= 500) at WARNING, success at INFO.
     """
     if severity is None:
-        code = result if isinstance(result, int) else None
-        if code is not None:
-            severity = (Severity.WARNING if code >= 500 else
-                        Severity.NOTICE if code >= 400 else Severity.INFO)
+        if isinstance(result, int):
+            severity = (Severity.WARNING if result >= 500 else
+                        Severity.NOTICE if result >= 400 else Severity.INFO)
         else:
-            severity = Severity.INFO if str(result).lower() in ("ok", "success") else Severity.NOTICE
+            ok = str(result).lower() in ("ok", "success")
+            severity = Severity.INFO if ok else Severity.NOTICE
     sd = {SD_ACCESS: {"user": user, "op": op, "path": path, "server": server,
                       "result": result, "bytes": bytes}}
     size = "" if bytes is None else f" ({bytes} bytes)"
@@ -320,8 +323,9 @@ class SyslogSender:
     ``log()`` is synchronous and O(1): it formats the message and appends it to a bounded
     queue, dropping (and counting) the oldest message when the queue is full. ``start()``
     runs the background task in the current event loop; ``await close()`` flushes what it
-    can before a deadline. Delivery is at most once per connection: like any RFC 5425
-    sender we cannot know which of the bytes written just before a connection broke arrived.
+    can before a deadline. RFC 5425 has no acknowledgements: what was written just before a
+    connection broke may be lost unnoticed, and a batch whose write fails is sent again, so
+    rarely a message arrives twice. ``log()`` may also be called from other threads.
     """
 
     def __init__(self, host, port, ssl_context=None, app_name="securifile", hostname=None,
@@ -360,16 +364,26 @@ class SyslogSender:
         self._loop_thread = None
         self._reader = self._writer = self._watcher = None
         self._peer_closed = False
+        self._connected_at = 0.0
         self._outage_logged = False
 
     # -- the caller's side: never blocks, never raises for network reasons
 
     def log(self, severity, msgid, sd=None, msg=""):
-        """Queue one message; returns at once whatever the state of the network."""
-        data = format_message(severity, msgid, sd, msg, facility=self.facility,
-                              timestamp=self.clock(), hostname=self.hostname,
-                              app_name=self.app_name, procid=self.procid,
-                              max_bytes=self.max_message_bytes)
+        """Queue one message; returns at once whatever the state of the network.
+
+        Never raises: a message that cannot be formatted (an invalid SD-ID is a bug) is
+        logged here and counted as dropped, so a user request never fails for logging.
+        """
+        try:
+            data = format_message(severity, msgid, sd, msg, facility=self.facility,
+                                  timestamp=self.clock(), hostname=self.hostname,
+                                  app_name=self.app_name, procid=self.procid,
+                                  max_bytes=self.max_message_bytes)
+        except Exception:
+            self.logger.exception("cannot format syslog message %r; dropped", msgid)
+            self._count_drop()
+            return
         if self._closing:
             self._count_drop()
             return
@@ -380,6 +394,7 @@ class SyslogSender:
         self._notify()
 
     def log_event(self, event):
+        """Queue a SyslogEvent, e.g. ``sender.log_event(access_event(...))``."""
         self.log(*event)
 
     def stats(self):
@@ -394,7 +409,10 @@ class SyslogSender:
 
     def _notify(self):
         if self._loop is not None and threading.get_ident() != self._loop_thread:
-            self._loop.call_soon_threadsafe(self._wake.set)
+            try:
+                self._loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:
+                pass  # the loop is closed: the message stays queued, counted in stats()
         else:
             self._wake.set()
 
@@ -416,7 +434,7 @@ class SyslogSender:
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            except (asyncio.TimeoutError, Exception):
+            except Exception:  # the deadline passed (or the task failed): stop it
                 self._task.cancel()
                 try:
                     await self._task
@@ -425,7 +443,7 @@ class SyslogSender:
         await self._disconnect()
         if self._queue or self._unreported_drops:
             self.logger.warning("syslog to %s:%s closed with %d messages unsent, %d lost",
-                              self.host, self.port, len(self._queue), self._unreported_drops)
+                                self.host, self.port, len(self._queue), self._unreported_drops)
 
     # -- the background task
 
@@ -436,9 +454,6 @@ class SyslogSender:
         delay = self.min_backoff
         while not self._done():
             try:
-                if self._writer is not None and self._peer_closed:
-                    await self._disconnect()
-                    self._note_outage("the receiver closed the connection")
                 if self._writer is None:
                     try:
                         await self._connect()
@@ -447,10 +462,11 @@ class SyslogSender:
                         await self._pause(delay)
                         delay = min(delay * 2, self.max_backoff)
                         continue
-                    delay = self.min_backoff
                     if self._outage_logged:
-                        self.logger.warning("syslog to %s:%s is back", self.host, self.port)
+                        self.logger.info("syslog to %s:%s connected again", self.host, self.port)
                         self._outage_logged = False
+                if self._peer_closed:
+                    raise ConnectionResetError("the receiver closed the connection")
                 if not self._queue and not self._unreported_drops:
                     self._wake.clear()
                     await self._wake.wait()
@@ -459,14 +475,26 @@ class SyslogSender:
             except asyncio.CancelledError:
                 raise
             except (OSError, asyncio.TimeoutError, ssl.SSLError) as e:
-                await self._disconnect()
-                self._note_outage(e)
-            except Exception:
+                delay = await self._reconnect_later(e, delay)
+            except Exception as e:
                 # A bug must not end logging for the life of the process.
                 self.logger.exception("syslog sender error; reconnecting")
-                await self._disconnect()
-                await self._pause(delay)
-                delay = min(delay * 2, self.max_backoff)
+                delay = await self._reconnect_later(e, delay)
+
+    async def _reconnect_later(self, why, delay):
+        """Drop the connection and wait before the next attempt; returns the next delay.
+
+        A receiver that accepts and then hangs up at once (a refused certificate) must not
+        make us reconnect in a tight loop: only a connection that lived a while resets the
+        backoff.
+        """
+        lived = time.monotonic() - self._connected_at
+        await self._disconnect()
+        self._note_outage(why)
+        if lived >= _HEALTHY_CONNECTION_SECONDS:
+            delay = self.min_backoff
+        await self._pause(delay)
+        return min(delay * 2, self.max_backoff)
 
     async def _pause(self, delay):
         if self._closing:
@@ -480,7 +508,7 @@ class SyslogSender:
     def _note_outage(self, why):
         if not self._outage_logged:
             self.logger.warning("syslog to %s:%s unreachable (%s); buffering up to %d messages",
-                              self.host, self.port, why, self.max_queue)
+                                self.host, self.port, why, self.max_queue)
             self._outage_logged = True
 
     async def _connect(self):
@@ -491,6 +519,7 @@ class SyslogSender:
         self._reader, self._writer = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port, **tls), self.connect_timeout)
         self._peer_closed = False
+        self._connected_at = time.monotonic()
         self._watcher = asyncio.get_running_loop().create_task(self._watch(self._reader))
 
     async def _watch(self, reader):
@@ -522,8 +551,8 @@ class SyslogSender:
         return format_message(
             Severity.WARNING, MSGID_LOSS,
             {SD_LOSS: {"dropped": n, "since": since, "total": self._dropped}},
-            f"syslog: {n} messages lost since {since} (queue of {self.max_queue} full while "
-            f"the receiver was unreachable or slow)",
+            f"syslog: {n} messages lost since {since} (the queue of {self.max_queue} was "
+            f"full: receiver unreachable or slow)",
             facility=self.facility, timestamp=self.clock(), hostname=self.hostname,
             app_name=self.app_name, procid=self.procid)
 

@@ -75,6 +75,7 @@ class FileHandler(NodeHandler):
         self.locked = None
         self.failure = None
         self.redirect_after_body = None
+        self.transferred = None
         try:
             await super().prepare()
             self.require_running()
@@ -203,6 +204,7 @@ class FileHandler(NodeHandler):
         self.set_header("Content-Length", str(end - start))
         if head:
             return self.finish()
+        self.transferred = end - start
         try:
             for chunk in self.node.store.open_chunks(fp, start, end, self.read_chunk):
                 self.write(chunk)
@@ -220,10 +222,25 @@ class FileHandler(NodeHandler):
 
     def on_finish(self):
         self._cleanup()
+        self._log_access(self.get_status())
 
     def on_connection_close(self):
         # A body that breaks off: the temp file goes, nothing at the file's name changed.
         self._cleanup()
+        self._log_access("aborted")
+
+    def _log_access(self, result):
+        fp, principal = getattr(self, "fp", None), getattr(self, "principal", None)
+        if fp is None or principal is None or getattr(self, "_logged", False):
+            return
+        self._logged = True
+        op = {"GET": "list" if self.listing else "read", "HEAD": "stat", "DELETE": "delete",
+              "PUT": "modify" if getattr(self, "existing", None) else "create"}.get(
+                  self.request.method, self.request.method.lower())
+        if result == 307:
+            op += "-redirect"
+        size = self.writer.size if self.writer is not None else self.transferred
+        self.node.log_access(principal.name, op, fp.full or fp.owner + "/", result, size)
 
 
 class StatusHandler(ApiHandler):

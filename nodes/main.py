@@ -5,6 +5,7 @@ import logging
 import random
 import signal
 import sys
+from urllib.parse import urlsplit
 
 from tornado.httpserver import HTTPServer
 
@@ -12,6 +13,7 @@ from securifile.common.auth import PEER_SECRET_HEADER, Authenticator
 from securifile.common.certs import CertLayout
 from securifile.common.config import load_config
 from securifile.common.logsetup import setup_logging
+from securifile.common.syslog import SyslogSender, status_event
 from securifile.common.tls import client_context, server_context
 from securifile.common.tokens import load_public_key
 from securifile.common.web import MAX_HEADER_READ
@@ -72,6 +74,18 @@ def build_node(cfg, name):
     return app, node, heartbeat, server_ctx, me, reporter
 
 
+def open_syslog(cfg, name):
+    """The audit log: to the configured syslog server, else the admin server's receiver."""
+    if not cfg.syslog_port or not (cfg.syslog_host or cfg.admin_url):
+        return None
+    host = cfg.syslog_host or urlsplit(cfg.admin_url).hostname
+    ctx = None
+    if cfg.tls:
+        layout = CertLayout(cfg.certs_dir)
+        ctx = client_context(layout.ca_cert, layout.server_cert(name), layout.server_key(name))
+    return SyslogSender(host, cfg.syslog_port, ctx, app_name="securifile-node", hostname=name)
+
+
 def make_server(app, server_ctx):
     server = HTTPServer(app, ssl_options=server_ctx, chunk_size=BODY_CHUNK,
                         max_body_size=1 << 50, idle_connection_timeout=300,
@@ -83,6 +97,17 @@ def make_server(app, server_ctx):
 
 async def serve(cfg, name):
     app, node, heartbeat, server_ctx, me, reporter = build_node(cfg, name)
+    audit = open_syslog(cfg, name)
+    if audit is not None:
+        audit.start()
+        node.audit = audit
+        previous = node.peers.on_change
+
+        def on_change(subject, old, new, detail=""):
+            previous(subject, old, new, detail)
+            audit.log_event(status_event(name, subject, old, new, detail))
+
+        node.peers.on_change = on_change
     server = make_server(app, server_ctx)
     server.listen(me.port, address=me.host)
     heartbeat.start()
@@ -102,9 +127,14 @@ async def serve(cfg, name):
     heartbeat.stop()
     if reporter is not None:
         reporter.stop()
-        await reporter.run_once()
+        try:
+            await asyncio.wait_for(reporter.run_once(), 3)
+        except asyncio.TimeoutError:
+            log.warning("admin server did not take the last reports; they stay queued on disk")
     server.stop()
     await server.close_all_connections()
+    if audit is not None:
+        await audit.close()
     node.locations.close()
 
 

@@ -12,7 +12,7 @@ class PeerTable:
         self.self_name = self_name
         self.misses_allowed = misses_allowed
         self.clock = clock
-        self.on_change = on_change or (lambda name, old, new: None)
+        self.on_change = on_change or (lambda name, old, new, detail="": None)
         now = clock()
         # Until a peer answers, it is assumed running: a fresh cluster starts together and a
         # wrong guess costs one failed redirect, which the client retries elsewhere.

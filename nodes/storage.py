@@ -8,6 +8,8 @@ import time
 
 from securifile.common.errors import Conflict, Locked, NotFound, Unavailable
 
+from securifile.common.syslog import access_event
+
 from .locationmap import Location, Replica
 from .peerclient import PeerError
 from .placement import place_replicas, serving_holder
@@ -44,6 +46,12 @@ class StorageNode:
         self.locks = WriteLocks()
         # Told of every change this node coordinated: (location, under_replicated).
         self.on_file_change = lambda loc, under_replicated: None
+        self.audit = None  # a SyslogSender for the audit log, when one is configured
+
+    def log_access(self, user, op, path, result, size=None):
+        """One line in the audit log for a user's file access; never fails the request."""
+        if self.audit is not None:
+            self.audit.log_event(access_event(user, op, path, self.name, result, size))
 
     # -- routing ---------------------------------------------------------------------------
 

@@ -17,10 +17,12 @@ import time
 
 import bench_report
 from bench_cluster import SecuriFileCluster
-from bench_measure import (MIB, BenchError, PeakMemorySampler, download, download_digest,
-                           format_size, make_random_file, median, parse_size, upload, upload_many)
+from bench_measure import (MIB, BenchError, ForeignCpu, PeakMemorySampler, download,
+                           download_digest, format_size, make_random_file, median, parse_size,
+                           upload, upload_many, wait_for_quiet)
+from bench_profile import NodeProfiler
 from bench_refs import (NginxReference, VsftpdReference, ensure_reference_packages,
-                        make_throwaway_ca, versions)
+                        find_reference_binaries, make_throwaway_ca, versions)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SELECTIONS = {
@@ -56,6 +58,15 @@ def parse_args(argv):
     parser.add_argument("--doc", default=os.path.join(REPO, "docs", "PERFORMANCE.md"))
     parser.add_argument("--no-install", action="store_true",
                         help="do not apt-get install missing reference servers")
+    parser.add_argument("--max-foreign-cpu", type=float, default=0.2,
+                        help="cores other processes may use during a run before it is retaken")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="times a run disturbed by other processes is taken again")
+    parser.add_argument("--quiet-wait", type=float, default=120,
+                        help="seconds to wait for other processes to calm down before a run")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the timed runs, sample our nodes with py-spy during one more "
+                             "upload, download and small-file batch (raw stacks in bench-results/)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the untimed download that checks the big file's SHA-256")
     args = parser.parse_args(argv)
@@ -154,47 +165,69 @@ def settle():
 
 
 def measure_system(server, target, files, args):
-    """Big upload, download and small uploads, ``args.runs`` times, watching peak memory."""
+    """Big upload, download and small uploads, ``args.runs`` times, watching peak memory.
+
+    A run during which other processes on the machine kept more than ``--max-foreign-cpu``
+    cores busy is taken again (at most ``--retries`` times), after waiting for quiet.
+    """
     timeout = transfer_timeout(files.big_size)
-    runs = {"upload": [], "download": [], "small": []}
+    runs = []
     with PeakMemorySampler(target.root_pids) as memory:
         for run in range(args.runs):
-            remote = f"big-{run}.bin"
-            settle()
-            runs["upload"].append(upload(target, files.big, remote, files.big_size, timeout))
-            settle()
-            runs["download"].append(download(target, remote, files.big_size, timeout))
-            if run == 0 and not args.no_verify:
-                if download_digest(target, remote, timeout) != files.big_sha256:
-                    raise BenchError(f"{target.name}: the downloaded file differs from the upload")
-            server.delete(remote)
-            settle()
-            runs["small"].append(upload_many(target, files.small, f"small/run{run}", timeout))
-            log(f"{target.name} run {run + 1}/{args.runs}: "
-                f"up {runs['upload'][-1]['mb_per_s']:.0f} MB/s, "
-                f"down {runs['download'][-1]['mb_per_s']:.0f} MB/s, "
-                f"{runs['small'][-1]['files_per_s']:.0f} small files/s")
+            for attempt in range(args.retries + 1):
+                wait_for_quiet(args.max_foreign_cpu, args.quiet_wait, log)
+                with ForeignCpu() as foreign:
+                    figures = one_run(server, target, files, run, timeout,
+                                      verify=run == 0 and attempt == 0 and not args.no_verify)
+                figures["foreign_cores"] = round(foreign.cores, 2)
+                log(f"{target.name} run {run + 1}/{args.runs}: "
+                    f"up {figures['upload']['mb_per_s']:.0f} MB/s, "
+                    f"down {figures['download']['mb_per_s']:.0f} MB/s, "
+                    f"{figures['small']['files_per_s']:.0f} small files/s "
+                    f"(others used {foreign.cores:.2f} cores)")
+                if foreign.cores <= args.max_foreign_cpu:
+                    break
+                if attempt < args.retries:
+                    log("taking this run again: the machine was not quiet")
+            runs.append(figures)
     rss = memory.result()
     return {
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "upload_mb_s": median([r["mb_per_s"] for r in runs["upload"]]),
-        "download_mb_s": median([r["mb_per_s"] for r in runs["download"]]),
-        "small_per_s": median([r["files_per_s"] for r in runs["small"]]),
-        "small_per_s_all": median([r["files_per_s_all"] for r in runs["small"]]),
-        "small_first_file_ms": median([r["first_file_ms"] for r in runs["small"]]),
+        "upload_mb_s": median([r["upload"]["mb_per_s"] for r in runs]),
+        "download_mb_s": median([r["download"]["mb_per_s"] for r in runs]),
+        "small_per_s": median([r["small"]["files_per_s"] for r in runs]),
+        "small_per_s_all": median([r["small"]["files_per_s_all"] for r in runs]),
+        "small_first_file_ms": median([r["small"]["first_file_ms"] for r in runs]),
         "peak_rss_mib": rss["max_process_mib"],
         "total_rss_mib": rss["max_total_mib"],
         "rss": rss,
         "runs": runs,
+        "foreign_cores_max": max(r["foreign_cores"] for r in runs),
         "verified_sha256": not args.no_verify,
-        "redirects_on_download": max(r.get("redirects", 0) for r in runs["download"]),
+        "redirects_on_download": max(r["download"].get("redirects", 0) for r in runs),
     }
 
 
-def measure_move(server, target, files, size):
+def one_run(server, target, files, run, timeout, verify):
+    remote = f"big-{run}.bin"
+    settle()
+    up = upload(target, files.big, remote, files.big_size, timeout)
+    settle()
+    down = download(target, remote, files.big_size, timeout)
+    if verify and download_digest(target, remote, timeout) != files.big_sha256:
+        raise BenchError(f"{target.name}: the downloaded file differs from the upload")
+    server.delete(remote)
+    settle()
+    # a fresh folder per attempt: a retried run must not overwrite the files of the one before
+    small = upload_many(target, files.small, f"small/run{run}-{time.monotonic_ns()}", timeout)
+    return {"upload": up, "download": down, "small": small}
+
+
+def measure_move(server, target, files, size, args):
     """Peak RSS of every node while a file of ``size`` goes up and comes back down."""
     path, size, sha256 = files.move_file(size)
     timeout = transfer_timeout(size)
+    wait_for_quiet(args.max_foreign_cpu, args.quiet_wait, log)
     settle()
     with PeakMemorySampler(target.root_pids) as memory:
         up = upload(target, path, "move.bin", size, timeout)
@@ -207,10 +240,35 @@ def measure_move(server, target, files, size):
             "peak_rss_mib": rss["max_process_mib"], "rss": rss}
 
 
+def profile_pass(cluster, target, files, out_dir, args):
+    """One untimed pass with py-spy on every node: where does each kind of transfer go?"""
+    timeout = transfer_timeout(files.big_size)
+    tag = cluster.name.replace(" ", "-").replace("=", "")
+    phases = (
+        ("upload", lambda: upload(target, files.big, "profiled.bin", files.big_size, timeout)),
+        ("download", lambda: download(target, "profiled.bin", files.big_size, timeout)),
+        ("small uploads", lambda: upload_many(target, files.small, "small/profiled", timeout)),
+    )
+    summaries = {}
+    for phase, transfer in phases:
+        wait_for_quiet(args.max_foreign_cpu, args.quiet_wait, log)
+        settle()
+        prefix = os.path.join(out_dir, f"{tag}-{phase.replace(' ', '-')}")
+        with NodeProfiler(cluster.node_pids(), prefix) as profiler:
+            transfer()
+        summaries[phase] = profiler.summary()
+        summaries[phase]["files"] = profiler.outputs
+        log(f"{cluster.name} profiled {phase}: top leaves "
+            + ", ".join(f"{n} {p}%" for n, p in summaries[phase]["leaf"][:5]))
+    cluster.delete("profiled.bin")
+    return summaries
+
+
 def run_references(args, files, workdir, results):
     if args.no_install:
-        from bench_refs import NGINX_CANDIDATES, VSFTPD_CANDIDATES, _first_existing
-        nginx, vsftpd = _first_existing(NGINX_CANDIDATES), _first_existing(VSFTPD_CANDIDATES)
+        nginx, vsftpd = find_reference_binaries()
+        if not nginx or not vsftpd:
+            raise BenchError("nginx or vsftpd missing (and --no-install given)")
     else:
         nginx, vsftpd = ensure_reference_packages(log)
     results["machine"].update(versions(nginx, vsftpd))
@@ -242,7 +300,10 @@ def run_ours(args, files, workdir, results):
         try:
             figures = measure_system(cluster, target, files, args)
             if args.move_bytes:
-                figures["move"] = measure_move(cluster, target, files, args.move_bytes)
+                figures["move"] = measure_move(cluster, target, files, args.move_bytes, args)
+            if args.profile:
+                figures["profile"] = profile_pass(cluster, target, files, os.path.join(
+                    args.results_dir, "profiles", args.stamp), args)
             results["systems"][cluster.name] = figures
         finally:
             cluster.stop()
@@ -260,6 +321,7 @@ def check_disk(workdir, args):
 
 def main(argv=None):
     args = parse_args(argv if argv is not None else sys.argv[1:])
+    args.stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = args.workdir or tempfile.mkdtemp(prefix="securifile-bench-")
     os.makedirs(workdir, exist_ok=True)
     results = {
@@ -290,7 +352,7 @@ def main(argv=None):
     if not results["systems"]:
         return 1
     os.makedirs(args.results_dir, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = args.stamp
     with open(os.path.join(args.results_dir, f"{stamp}.json"), "w") as f:
         json.dump(results, f, indent=2)
     latest = os.path.join(args.results_dir, "latest.json")

@@ -207,6 +207,67 @@ class PeakMemorySampler:
         }
 
 
+# ---------------------------------------------------------------- other people's CPU use
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _busy_jiffies():
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    return user + nice + system + irq + softirq + steal
+
+
+def _tree_jiffies(root_pid):
+    total = 0
+    for pid in process_tree([root_pid]):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime, stime, and of reaped children
+    return total
+
+
+class ForeignCpu:
+    """How many cores processes outside the bench's own tree kept busy during a block.
+
+    The machine is shared (test suites, other clusters); a figure taken while something else
+    burnt CPU is not a figure of the server under test.
+    """
+
+    def __init__(self, root_pid=None):
+        self.root_pid = root_pid or os.getpid()
+        self.cores = None
+
+    def __enter__(self):
+        self._t0, self._busy0, self._ours0 = time.monotonic(), _busy_jiffies(), _tree_jiffies(self.root_pid)
+        return self
+
+    def __exit__(self, *exc):
+        seconds = max(time.monotonic() - self._t0, 1e-3)
+        foreign = (_busy_jiffies() - self._busy0) - (_tree_jiffies(self.root_pid) - self._ours0)
+        self.cores = max(0.0, foreign / CLOCK_TICKS / seconds)
+
+
+def wait_for_quiet(max_cores, max_wait_s, log):
+    """Wait (bounded) until other processes use at most ``max_cores``; returns what was seen."""
+    deadline = time.monotonic() + max_wait_s
+    told = False
+    while True:
+        with ForeignCpu() as cpu:
+            time.sleep(1.0)
+        if cpu.cores <= max_cores or time.monotonic() >= deadline:
+            if told:
+                log(f"going on with other processes at {cpu.cores:.2f} cores")
+            return cpu.cores
+        if not told:
+            log(f"other processes busy ({cpu.cores:.2f} cores); waiting up to {max_wait_s}s")
+            told = True
+
+
 # ---------------------------------------------------------------- curl transfers
 
 @dataclass

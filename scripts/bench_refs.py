@@ -26,9 +26,14 @@ def _nginx_has_dav(nginx):
     return "http_dav_module" in proc.stderr
 
 
+def find_reference_binaries():
+    """(nginx, vsftpd) paths, None where missing."""
+    return _first_existing(NGINX_CANDIDATES), _first_existing(VSFTPD_CANDIDATES)
+
+
 def ensure_reference_packages(log):
     """Install nginx (with the DAV module) and vsftpd from Debian's packages when missing."""
-    nginx, vsftpd = _first_existing(NGINX_CANDIDATES), _first_existing(VSFTPD_CANDIDATES)
+    nginx, vsftpd = find_reference_binaries()
     wanted = []
     if nginx is None or not _nginx_has_dav(nginx):
         wanted.append("nginx-light")
@@ -46,7 +51,7 @@ def ensure_reference_packages(log):
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
             if proc.returncode != 0:
                 raise BenchError(f"{' '.join(cmd)} failed: {proc.stderr[-800:]}")
-        nginx, vsftpd = _first_existing(NGINX_CANDIDATES), _first_existing(VSFTPD_CANDIDATES)
+        nginx, vsftpd = find_reference_binaries()
     if nginx is None or not _nginx_has_dav(nginx) or vsftpd is None:
         raise BenchError("nginx with http_dav_module or vsftpd still missing after install")
     return nginx, vsftpd
@@ -251,7 +256,7 @@ class VsftpdReference:
         shutil.chown(f"{self.prefix}/root/upload", "ftp", "ftp")
         _open_path_for(self.prefix)
         self.port = free_loopback_port()
-        pasv_min, pasv_max = free_port_range(200)
+        pasv_min, pasv_max = free_port_range(2000)
         conf = f"{self.prefix}/vsftpd.conf"
         with open(conf, "w") as f:
             f.write(VSFTPD_CONF.format(prefix=self.prefix, port=self.port, pasv_min=pasv_min,

@@ -129,17 +129,46 @@ def machine_lines(machine):
     return [f"- {title}: {machine[key]}" for key, title in keys if machine.get(key)]
 
 
+def disturbance_line(systems):
+    seen = [f"{name} {systems[name]['foreign_cores_max']:.2f}" for name in (NGINX, VSFTPD, *OURS)
+            if name in systems and systems[name].get("foreign_cores_max") is not None]
+    if not seen:
+        return []
+    return ["CPU used by other processes during the runs kept (most in any run, in cores): "
+            + ", ".join(seen) + "."]
+
+
 def settings_line(settings):
     return (f"{format_size(settings['size'])} file, median of {settings['runs']} runs; "
             f"{settings['small_count']} x {format_size(settings['small_size'])} uploads in one curl "
             f"process, median of {settings['runs']} runs")
 
 
+def profile_lines(systems):
+    lines = []
+    for name in OURS:
+        for phase, prof in (systems.get(name, {}).get("profile") or {}).items():
+            if not prof.get("samples"):
+                continue
+            lines.append(f"- {name}, {phase}: {prof['seconds']} s, nodes together busy "
+                         f"{prof['busy_cores']} cores on average ({prof['samples']} samples):")
+            lines.append("  - by leaf: " + ", ".join(f"`{n}` {p}%" for n, p in prof["leaf"][:8]))
+            lines.append("  - inclusive: " + ", ".join(
+                f"`{n}` {p}%" for n, p in prof["inclusive"][:10]))
+    return lines
+
+
 def print_report(results, out):
     systems = dict(results["systems"], _versions=results["machine"])
+    profiles = profile_lines(systems)
+    if profiles:
+        out("")
+        out("Where our nodes spend their CPU time (py-spy, share of all nodes' samples):")
+        for line in profiles:
+            out(line)
     out("")
     out(f"Figures ({settings_line(results['settings'])}; MB/s = 10^6 B/s):")
-    for line in figures_table(systems) + [""] + ratios_table(systems) + [""] + targets_table(systems):
+    for line in figures_table(systems) + disturbance_line(systems) + [""] + ratios_table(systems) + [""] + targets_table(systems):
         out(line)
 
 
@@ -158,6 +187,8 @@ def markdown_block(results):
         "### Figures",
         "",
         *figures_table(systems),
+        "",
+        *disturbance_line(systems),
         "",
         "### Our figures as ratios to the references",
         "",

@@ -191,7 +191,13 @@ class Cluster:
         self.write_json()
 
     def stop(self, timeout=10):
-        for proc in self.procs.values():
+        # Nodes first: they flush their last reports and audit lines to the admin server.
+        order = sorted(self.procs.values(), key=lambda p: p is self.procs.get(ADMIN_NAME))
+        self._terminate([p for p in order if p is not self.procs.get(ADMIN_NAME)], timeout)
+        self._terminate([p for p in order if p is self.procs.get(ADMIN_NAME)], timeout)
+
+    def _terminate(self, procs, timeout):
+        for proc in procs:
             if proc.poll() is None:
                 try:
                     proc.send_signal(signal.SIGCONT)
@@ -199,7 +205,7 @@ class Cluster:
                 except ProcessLookupError:
                     pass
         deadline = time.monotonic() + timeout
-        for proc in self.procs.values():
+        for proc in procs:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

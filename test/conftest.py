@@ -3,10 +3,13 @@ import pytest
 
 from securifile.scripts.cluster import Cluster
 
-from .helpers import Api
+from .databases import db_url, sessions  # noqa: F401  (fixtures)
+from .helpers import AdminApi, Api
 
-# Fast failure detection in tests: 0.2 s beats, 3 misses -> down within about a second.
-FAST = dict(heartbeat_interval=0.2, heartbeat_misses=3)
+# Fast tests: 0.2 s beats (3 misses -> down within about a second), short decision cache,
+# frequent reports.
+FAST = dict(heartbeat_interval=0.2, heartbeat_misses=3, authz_cache_seconds=0.5,
+            sample_interval=0.5, report_interval=0.2, bcrypt_rounds=4)
 
 
 @pytest.fixture
@@ -35,3 +38,8 @@ def cluster(make_cluster):
 @pytest.fixture
 def api(cluster):
     return Api(cluster)
+
+
+@pytest.fixture
+def admin(cluster):
+    return AdminApi(cluster)

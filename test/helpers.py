@@ -120,3 +120,55 @@ class Api:
 
 def disk_copy(cluster, node, owner, rel):
     return cluster.cfg.node_data_dir(node) / "files" / owner / rel
+
+
+class AdminApi:
+    """JSON calls to the admin server as a logged-in user (the administrator by default)."""
+
+    def __init__(self, cluster, username="admin", password=None, token=None):
+        self.cluster = cluster
+        self.username = username
+        u = urlsplit(cluster.cfg.admin_url)
+        self.host, self.port, self.https = u.hostname, u.port, u.scheme == "https"
+        self.ctx = client_context(cluster.layout.ca_cert) if self.https else None
+        self.token = token
+        if token is None and username is not None:
+            if password is None:
+                creds = cluster.data_dir / "credentials" / f"{username}.json"
+                password = json.loads(creds.read_text())["password"]
+            r = self.call("POST", "/api/v1/login", {"username": username, "password": password})
+            assert r.status == 200, r
+            self.token = r.json()["token"]
+
+    def call(self, method, path, payload=None, headers=None):
+        h = {"Content-Type": "application/json"} if payload is not None else {}
+        h.update(headers or {})
+        if self.token:
+            h["Authorization"] = f"Bearer {self.token}"
+        if self.https:
+            conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=30)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            conn.request(method, path, body=None if payload is None else json.dumps(payload), headers=h)
+            r = conn.getresponse()
+            return Response(r.status, r.headers, r.read())
+        finally:
+            conn.close()
+
+    def get(self, path):
+        return self.call("GET", path)
+
+    def add_user(self, username, password="correct horse battery", valid_days=30, admin=False):
+        r = self.call("POST", "/api/v1/users", {"username": username, "email": f"{username}@example.com",
+                                                "valid_days": valid_days, "password": password,
+                                                "admin": admin})
+        assert r.status == 201, r
+        return r.json()
+
+    def as_user(self, username, password="correct horse battery"):
+        return AdminApi(self.cluster, username, password)
+
+    def node_api(self, node_token=None):
+        """An Api for the storage nodes with this user's bearer token."""
+        return Api(self.cluster, cert=False, token=node_token or self.token)

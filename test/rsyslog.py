@@ -40,6 +40,7 @@ def _free_port(host):
 
 
 def _accepts(host, port):
+    # A bare TCP probe: rsyslogd logs a failed handshake for it, which is harmless.
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex((host, port)) == 0

@@ -456,6 +456,37 @@ def test_tls_receiver_refuses_plain_text_and_wrong_certificates(tmp_path, pki):
     assert events[0]["peer_name"] == "node1"
 
 
+def test_a_refusing_receiver_slows_the_sender_down(tmp_path, pki):
+    """Accepted, then hung up on (a refused certificate): back off, no tight reconnect loop."""
+    async def main():
+        receiver, events, port = await start_receiver(
+            tmp_path / "a.log", ssl_options=pki.server_ctx(), allowed_roles={"node"})
+        sender = SyslogSender("127.0.0.1", port, client_context(pki.ca), **FAST)
+        try:
+            started = time.monotonic()
+            sender.start()
+            sender.log(Severity.INFO, "REFUSED", None, "x")
+            await until(lambda: receiver.counters["rejected"] >= 6, what="6 attempts")
+            # Back-off 0.01 + 0.02 + 0.04 + 0.05 + 0.05 s at least between the 6 attempts.
+            assert time.monotonic() - started >= 0.15
+        finally:
+            await sender.close(timeout=0.2)
+            receiver.close()
+
+    run(main())
+
+
+def test_log_never_raises_even_for_a_bad_message():
+    async def main():
+        sender = SyslogSender("127.0.0.1", unused_port(), **FAST)
+        sender.log(Severity.INFO, "BAD", {"not valid": {"a": "1"}}, "x")
+        sender.log(99, "BAD", None, "x")
+        assert sender.stats()["dropped"] == 2 and sender.stats()["queued"] == 0
+        await sender.close()
+
+    run(main())
+
+
 # ----------------------------------------------------------------------- the real rsyslog
 
 @pytest.fixture(scope="module")
