@@ -58,15 +58,21 @@ class LoginThrottle:
     """Failed logins per account and per address: after ``limit`` failures in ``window``
     seconds further attempts are refused until the window has passed."""
 
-    def __init__(self, limit=5, window=300.0, clock=time.monotonic):
+    def __init__(self, limit=5, window=300.0, clock=time.monotonic, sweep_above=10_000):
         self.limit, self.window, self.clock = limit, window, clock
+        self.sweep_above = sweep_above
         self._failures = {}
         self._lock = threading.Lock()
 
     def _recent(self, key):
+        """The key's failures inside the window; keys without any are forgotten, so that
+        a stream of made-up names and addresses does not grow the table."""
         now = self.clock()
         times = [t for t in self._failures.get(key, []) if now - t < self.window]
-        self._failures[key] = times
+        if times:
+            self._failures[key] = times
+        else:
+            self._failures.pop(key, None)
         return times
 
     def check(self, *keys):
@@ -81,7 +87,11 @@ class LoginThrottle:
     def failed(self, *keys):
         with self._lock:
             for key in keys:
-                self._recent(key).append(self.clock())
+                self._failures[key] = self._recent(key) + [self.clock()]
+            if len(self._failures) > self.sweep_above:  # names tried once and never again
+                now = self.clock()
+                self._failures = {k: v for k, v in self._failures.items()
+                                  if now - v[-1] < self.window}
 
     def succeeded(self, key):
         with self._lock:
@@ -152,7 +162,8 @@ class Accounts:
 
     def authenticate(self, login, password, address):
         """The user for a user name or e-mail and password, or an error that says why not."""
-        if not isinstance(login, str) or not isinstance(password, str) or not login:
+        if not isinstance(login, str) or not isinstance(password, str) or not login \
+                or not password:
             raise ApiError("username and password are required", code="missing_credentials")
         key = login.lower()
         self.throttle.check(("account", key), ("address", address))

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from .acl import OWNER
 from .models import (
@@ -65,13 +66,29 @@ class Catalog:
 
     # -- applying reports ------------------------------------------------------------------
 
-    def apply_report(self, report):
-        """Apply one node report; returns False if it was applied before."""
+    def apply_report(self, report, attempts=3):
+        """Apply one node report; returns False if it was applied before.
+
+        Two requests can race for the same new rows: a report resent while the first copy is
+        still being applied, or the first files of one owner reported by two nodes at once.
+        The loser's transaction fails on a unique key and is run again from the start, when
+        it sees the winner's rows (and, for the same report, that it was applied).
+        """
+        for attempt in range(attempts):
+            try:
+                return self._apply_once(report)
+            except IntegrityError:
+                if attempt == attempts - 1:
+                    raise
+        return False
+
+    def _apply_once(self, report):
         rid, server = str(report["id"]), str(report["server"])
         with self.sessions.begin() as s:
             if s.get(AppliedReport, rid) is not None:
                 return False
             s.add(AppliedReport(id=rid, server=server, at=datetime.now(timezone.utc)))
+            s.flush()  # claim the id first: a concurrent copy of this report stops here
             for event in report.get("events", []):
                 kind = event.get("type")
                 if kind == "file":
@@ -80,15 +97,15 @@ class Catalog:
                     self._apply_sample(s, server, event)
                 elif kind == "status" and self.on_status is not None:
                     self.on_status(s, server, event)
-            try:
-                s.flush()
-            except IntegrityError:  # the same report applied concurrently by another request
-                s.rollback()
-                return False
         return True
 
     def _apply_sample(self, s, server, event):
         t, used, available = ts(event["t"]), int(event["used"]), int(event["available"])
+        # A node's batch ids change when events queue up behind a lost answer, so the same
+        # sample can come again in another report: one per server and time.
+        if s.scalar(select(StorageSample.id).where(
+                StorageSample.server == server, StorageSample.t == t).limit(1)) is not None:
+            return
         s.add(StorageSample(server=server, t=t, used_bytes=used, available_bytes=available))
         row = s.get(Server, server)
         if row is not None and (row.sampled_at is None or epoch(row.sampled_at) <= epoch(t)):
@@ -188,7 +205,8 @@ class Catalog:
 
     def file(self, owner, path):
         with self.sessions() as s:
-            return s.scalar(select(File).where(File.owner == owner, File.path == path))
+            return s.scalar(select(File).where(File.owner == owner, File.path == path)
+                            .options(selectinload(File.placements)))
 
     def users(self, limit=1000, after=None):
         with self.sessions() as s:

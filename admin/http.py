@@ -6,7 +6,6 @@ account), ADMIN (an administrator's), NODE (a node certificate from our CA).
 import asyncio
 import logging
 from datetime import datetime, timezone
-from urllib.parse import unquote
 
 import tornado.web
 from tornado.log import access_log
@@ -23,10 +22,26 @@ log = logging.getLogger("securifile.admin")
 
 def split_target(raw, allow_folder=True):
     """'owner/path' (a trailing '/' for a folder; the owner alone for the namespace) ->
-    (owner, grant path) where a folder's path ends in '/' and the namespace is ''."""
-    fp = parse_path(unquote(raw), allow_folder=allow_folder)
+    (owner, grant path) where a folder's path ends in '/' and the namespace is ''.
+
+    ``raw`` comes already percent-decoded by Tornado (path and query arguments alike):
+    decoding again would make 'a%41.txt' name 'aA.txt'.
+    """
+    fp = parse_path(raw, allow_folder=allow_folder)
     folder = raw.endswith("/") or fp.rel == ""
     return fp.owner, (fp.rel + "/" if fp.rel and folder else fp.rel)
+
+
+def parse_time(text):
+    """An ISO 8601 time from a query; '+00:00' typed unencoded into curl arrives as ' 00:00'."""
+    if not text:
+        return None
+    for candidate in (text, "+".join(text.rsplit(" ", 1))):
+        try:
+            return datetime.fromisoformat(candidate)
+        except ValueError:
+            continue
+    raise ApiError("since must be an ISO 8601 time", code="bad_argument")
 
 
 class AdminHandler(ApiHandler):
@@ -89,11 +104,7 @@ class ServersHandler(AdminHandler):
 
 class StorageHandler(AdminHandler):
     async def get(self, name):
-        since = self.get_query_argument("since", None)
-        try:
-            since = datetime.fromisoformat(since) if since else None
-        except ValueError:
-            raise ApiError("since must be an ISO 8601 time", code="bad_argument") from None
+        since = parse_time(self.get_query_argument("since", None))
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=timezone.utc)
         samples = await asyncio.to_thread(self.admin.catalog.samples, name, since,

@@ -23,6 +23,7 @@ from .servers import ServerRegistry
 
 log = logging.getLogger("securifile.admin")
 EVENTS_KEPT = 10_000
+SD_NAMES = {"username": "user", "operation": "op", "size": "bytes"}
 
 
 class AdminService:
@@ -58,8 +59,9 @@ class AdminService:
         nodes' events; with an external syslog server it is written here as well.
         """
         if self.syslog is not None:
-            self.syslog.log(5, kind.upper(), {"admin@32473": {k: str(v) for k, v in fields.items()}},
-                            message)
+            # The parameter names the nodes' access events use, which the receiver reads.
+            params = {SD_NAMES.get(k, k): str(v) for k, v in fields.items()}
+            self.syslog.log(5, kind.upper(), {"admin@32473": params}, message)
         if self.builtin_receiver:
             return
         with self.sessions.begin() as s:

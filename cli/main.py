@@ -1,30 +1,34 @@
-"""``securifile``: the command-line client (put, get, rm, stat, ls, status) and ``up``.
+"""``securifile``: the command-line client and ``up``.
+
+Files: put, get, rm, stat, ls, status. Login: login, logout, whoami. Sharing and accounts:
+share, unshare, grants, shared, users, and for administrators ``admin ...``.
 
 Servers and credentials come from the launcher's ``cluster.json`` (``--cluster`` or
-``SECURIFILE_CLUSTER``), overridden by ``--server``, ``--ca``, ``--cert``/``--key`` and
-``--token-file``. Exit status: 0 done, 1 the operation failed (the server's message is
-printed), 2 bad usage.
+``SECURIFILE_CLUSTER``), else from what ``securifile login`` saved, overridden by
+``--server``, ``--ca``, ``--cert``/``--key`` and ``--token-file``. With an admin server the
+list of running servers comes from it. Exit status: 0 done, 1 the operation failed (the
+server's message is printed), 2 bad usage.
 """
 import argparse
-import datetime
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 
+from securifile.common.adminclient import ROLES, AdminClient
 from securifile.common.client import (
-    Client, ClientError, ClientSettings, FileNotFound, LocalFileError, ServerError,
+    Client, ClientError, ClientSettings, FileNotFound, LocalFileError, LoginFolder, ServerError,
     parse_remote, read_token_file,
 )
+from . import control, login
+from .output import UsageError, human_size, when
 from .progress import TransferProgress
 
 PROG = "securifile"
 CLUSTER_ENV = "SECURIFILE_CLUSTER"
 TOKEN_ENV = "SECURIFILE_TOKEN"
-
-
-class UsageError(Exception):
-    """A mistake on the command line that argparse cannot see."""
+LOGIN_HINT = "run 'securifile login --admin URL --user NAME'"
 
 
 def _connection_options():
@@ -92,6 +96,58 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print the records as JSON")
 
     command("status", "show every server's status")
+
+    p = command("login", "log in at the admin server and keep a certificate and token here")
+    p.add_argument("--admin", metavar="URL", help="the admin server (default: the last login's)")
+    p.add_argument("--user", metavar="NAME", help="user name or e-mail (default: the last login's)")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from standard input (the default when it is not a terminal)")
+    p.add_argument("--json", action="store_true", help="print what was saved as JSON")
+    command("logout", "forget the saved login (key, certificate, token)")
+
+    def control_command(name, help_text):
+        p = command(name, help_text)
+        p.add_argument("--json", action="store_true", help="print the server's answer as JSON")
+        return p
+
+    control_command("whoami", "show your account and where your login is kept")
+    control_command("users", "list the users with their number of files and volume")
+    p = control_command("share", "give a user a role on a file or a folder (owner or master)")
+    p.add_argument("target", metavar="TARGET", help="owner/path for a file, owner/dir/ for a folder")
+    p.add_argument("user", metavar="USER")
+    p.add_argument("role", metavar="ROLE", choices=ROLES, help=", ".join(ROLES))
+    p = control_command("unshare", "take a user's role on a file or folder away")
+    p.add_argument("target", metavar="TARGET")
+    p.add_argument("user", metavar="USER")
+    p = control_command("grants", "show who has which role on a file or folder")
+    p.add_argument("target", metavar="TARGET")
+    control_command("shared", "list what other users shared with you")
+
+    p = command("admin", "administrators: accounts and servers")
+    admin_sub = p.add_subparsers(dest="admin_command", metavar="ACTION", required=True)
+
+    def admin_action(name, help_text):
+        q = admin_sub.add_parser(name, parents=[_connection_options()], help=help_text,
+                                 description=help_text)
+        q.add_argument("--json", action="store_true", help="print the server's answer as JSON")
+        return q
+
+    q = admin_action("user-add", "create an account and e-mail its owner the login details")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--email", required=True, metavar="ADDRESS")
+    q.add_argument("--valid-days", type=float, default=365, metavar="DAYS",
+                   help="how long the account is valid (default 365)")
+    q.add_argument("--admin", action="store_true", help="make the account an administrator")
+    q.add_argument("--password-stdin", action="store_true",
+                   help="read the initial password from standard input (default: generated)")
+    q = admin_action("user-remove", "remove an account (its grants go with it)")
+    q.add_argument("name", metavar="NAME")
+    q = admin_action("offline", "take a storage server offline for repair")
+    q.add_argument("node", metavar="NODE")
+    q = admin_action("online", "put a storage server back online (it is verified first)")
+    q.add_argument("node", metavar="NODE")
+    admin_action("servers", "list the storage servers with status and storage")
+
     sub.add_parser("up", help="start a local cluster (see 'securifile up --help')", add_help=False)
     return parser
 
@@ -107,10 +163,14 @@ def parse_args(argv):
 
 
 def load_settings(args, env=None):
-    """ClientSettings from the cluster file, then the environment, then the flags."""
+    """ClientSettings from the cluster file (else the saved login), the environment, the flags."""
     env = os.environ if env is None else env
     cluster = args.cluster or env.get(CLUSTER_ENV)
-    settings = ClientSettings.from_cluster_file(cluster) if cluster else ClientSettings(servers=[])
+    if cluster:
+        settings = ClientSettings.from_cluster_file(cluster)
+    else:
+        folder = LoginFolder.default(env)
+        settings = folder.settings() if folder is not None and folder.exists() else ClientSettings([])
     if args.server:
         settings.servers = list(args.server)
     if args.ca:
@@ -123,29 +183,17 @@ def load_settings(args, env=None):
         settings.token = env[TOKEN_ENV].strip()
     if args.token_file:
         settings.token = read_token_file(args.token_file)
-    if not settings.servers:
+    if not settings.servers and not settings.admin_url:
         raise UsageError(
-            f"no servers: pass --cluster PATH (the cluster.json 'securifile up' writes), "
-            f"set {CLUSTER_ENV}, or give --server URL")
+            f"no servers: {LOGIN_HINT}, pass --cluster PATH (the cluster.json 'securifile up' "
+            f"writes), set {CLUSTER_ENV}, or give --server URL")
     return settings
 
 
-def human_size(n):
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(n)
-
-
-def when(value):
-    """A listing's ``modified`` (epoch seconds or ISO text) as local ISO time."""
-    if isinstance(value, (int, float)):
-        return datetime.datetime.fromtimestamp(value).isoformat(sep=" ", timespec="seconds")
-    return str(value or "-")
+def admin_client(settings, args):
+    if not settings.admin_url:
+        raise UsageError(f"no admin server known: {LOGIN_HINT}, or use a cluster.json that names one")
+    return AdminClient.from_settings(settings, timeout=args.timeout)
 
 
 def _replicas(record):
@@ -303,21 +351,37 @@ def run_launcher(argv):
     return cluster.main(argv) or 0
 
 
+def run(args, env=None):
+    """Run the parsed command; returns the exit status (errors raise)."""
+    env = os.environ if env is None else env
+    if args.command == "login":
+        return login.login(args, env, sys.stdout)
+    if args.command == "logout":
+        return login.logout(args, env, sys.stdout)
+    settings = load_settings(args, env)
+    if args.command in control.COMMANDS:
+        with admin_client(settings, args) as admin:
+            return control.ControlCommands(admin, args, settings, env=env).run()
+    if args.server:  # servers named on the command line are used as given
+        settings = dataclasses.replace(settings, admin_url=None)
+    with Client.from_settings(settings, timeout=args.timeout) as client:
+        return getattr(Commands(client, args, settings), args.command)()
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "up":
         return run_launcher(argv[1:])
     parser, args = parse_args(argv)
     try:
-        settings = load_settings(args)
-        with Client.from_settings(settings, timeout=args.timeout) as client:
-            return getattr(Commands(client, args, settings), args.command)()
+        return run(args)
     except UsageError as e:
         parser.print_usage(sys.stderr)
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except ServerError as e:
-        print(f"{PROG}: {e.message} ({e.code}, HTTP {e.status})", file=sys.stderr)
+        hint = f"; {LOGIN_HINT} to sign in again" if e.status == 401 else ""
+        print(f"{PROG}: {e.message} ({e.code}, HTTP {e.status}){hint}", file=sys.stderr)
         return 1
     except ClientError as e:
         print(f"{PROG}: {e}", file=sys.stderr)

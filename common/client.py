@@ -1,7 +1,8 @@
 """The SecuriFile HTTP client: server failover, redirects to file holders, streamed transfers.
 
-One synchronous client for the CLI, the tests and the TUI's thread workers. It starts at a
-random server, moves on when a server does not answer, follows ``307`` to the node that holds
+One synchronous client for the CLI, the tests and the TUI's thread workers. It takes the
+running servers from the admin server when it knows one (``GET /api/v1/servers``), starts at a
+random one, moves on when a server does not answer, follows ``307`` to the node that holds
 a file (only to servers it knows), and when that holder is unreachable asks again until the
 cluster has noticed and names the next holder. Bodies stream in chunks both ways, so memory
 stays flat for any file size.
@@ -36,6 +37,8 @@ ERROR_BODY_LIMIT = 64 << 10
 DEFAULT_PORTS = {"http": 80, "https": 443}
 REDIRECT_STATUSES = (307, 308)
 UPLOAD_ALGORITHM = "sha256"
+# While the admin server does not answer, ask it again this often for the server list.
+ADMIN_RETRY_SECONDS = 5.0
 
 
 # --- exceptions -------------------------------------------------------------------------
@@ -83,6 +86,10 @@ class FileLocked(ServerError):
     """423: someone else is modifying the file right now."""
 
 
+class RateLimited(ServerError):
+    """429: too many attempts (failed logins); ``details`` may say when to try again."""
+
+
 class NoHolderAvailable(ServerError):
     """503: no server holding the file is running."""
 
@@ -93,11 +100,13 @@ class StorageFull(ServerError):
 
 DEFAULT_CODES = {
     400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
-    409: "conflict", 423: "locked", 503: "unavailable", 507: "insufficient_storage",
+    409: "conflict", 423: "locked", 429: "too_many_attempts", 503: "unavailable",
+    507: "insufficient_storage",
 }
 STATUS_ERRORS = {
     400: BadRequest, 401: Unauthorized, 403: PermissionDenied, 404: FileNotFound,
-    409: PathConflict, 423: FileLocked, 503: NoHolderAvailable, 507: StorageFull,
+    409: PathConflict, 423: FileLocked, 429: RateLimited, 503: NoHolderAvailable,
+    507: StorageFull,
 }
 
 
@@ -108,10 +117,19 @@ class TransportError(ClientError):
 class NoServerAvailable(TransportError):
     """Every known server failed to answer; ``failures`` lists (url, error) pairs."""
 
-    def __init__(self, failures):
+    def __init__(self, failures, message=None):
         self.failures = list(failures)
         detail = "; ".join(f"{url}: {_describe(err)}" for url, err in self.failures)
-        super().__init__(f"no server answered ({detail or 'no servers configured'})")
+        super().__init__(message or f"no server answered ({detail or 'no servers configured'})")
+
+
+class NoRunningServer(NoServerAvailable):
+    """The admin server lists no storage server that is running."""
+
+    def __init__(self, servers):
+        self.servers = list(servers)
+        states = ", ".join(f"{s.get('name')} {s.get('status')}" for s in self.servers)
+        super().__init__([], f"no storage server is running ({states or 'none registered'})")
 
 
 class HolderUnreachable(TransportError):
@@ -264,25 +282,39 @@ class ServerSelector:
     that failed is avoided for ``suspect_seconds`` while others are left.
     """
 
-    def __init__(self, urls, *, rng=None, clock=time.monotonic, suspect_seconds=30.0):
+    def __init__(self, urls, *, members=(), allow_empty=False, rng=None, clock=time.monotonic,
+                 suspect_seconds=30.0):
         self._lock = threading.Lock()
         self._clock = clock
         self._suspect_seconds = suspect_seconds
         self._suspect_until = {}
         self._rng = rng or random.Random()
         self._urls = []
+        self._members = []
         self._current = 0
-        self.set_servers(urls)
+        if urls or not allow_empty:  # empty: the client waits for the admin server's list
+            self.set_servers(urls, members)
 
-    def set_servers(self, urls):
-        """Replace the list (e.g. fresh from the admin server); keep the current one if listed."""
+    def set_servers(self, urls, members=()):
+        """Replace the list (e.g. fresh from the admin server); keep the current one if listed.
+
+        ``members``: other servers of the cluster (down ones, say) that are never picked but
+        may be named by a redirect.
+        """
         urls = list(dict.fromkeys(_base_url(u) for u in urls))
         if not urls:
             raise ValueError("the client needs at least one server URL")
+        members = list(dict.fromkeys([_base_url(u) for u in members] + urls))
         with self._lock:
             current = self._urls[self._current] if self._urls else None
-            self._urls = urls
+            self._urls, self._members = urls, members
             self._current = urls.index(current) if current in urls else self._rng.randrange(len(urls))
+
+    @property
+    def members(self):
+        """Every server of the cluster known to the client, usable or not."""
+        with self._lock:
+            return list(self._members)
 
     @property
     def servers(self):
@@ -326,10 +358,10 @@ class ServerSelector:
                 del self._suspect_until[u]
 
     def is_known(self, url):
-        """True if ``url`` is on one of the known servers (scheme, host and port all match)."""
+        """True if ``url`` is on one of the cluster's servers (scheme, host and port all match)."""
         origin = server_origin(url)
         with self._lock:
-            return any(server_origin(u) == origin for u in self._urls)
+            return any(server_origin(u) == origin for u in self._members)
 
 
 # --- request bodies and responses -------------------------------------------------------
@@ -418,8 +450,8 @@ class _ReplaySocket:
 class Response:
     """A server's answer: status, headers and, until released, the body stream."""
 
-    def __init__(self, client, key, conn, raw, url, reusable=True):
-        self._client, self._key, self._conn = client, key, conn
+    def __init__(self, transport, key, conn, raw, url, reusable=True):
+        self._transport, self._key, self._conn = transport, key, conn
         self.raw = raw
         self.url = url
         self.status = raw.status
@@ -456,10 +488,149 @@ class Response:
         except (OSError, http.client.HTTPException):
             pass
         if self._reusable and raw.isclosed() and not raw.will_close:
-            self._client._keep(self._key, conn)
+            self._transport._keep(self._key, conn)
         else:
             raw.close()
             conn.close()
+
+
+# --- transport --------------------------------------------------------------------------
+
+def tls_context(ca=None, cert=None, key=None):
+    """A client TLS context: our CA (else the system's), and a client certificate if given."""
+    try:
+        if ca:
+            return client_context(ca, cert, key)
+        ctx = ssl.create_default_context()
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if cert:
+            ctx.load_cert_chain(str(cert), str(key or cert))
+        return ctx
+    except (OSError, ssl.SSLError) as e:
+        raise TLSFailure(f"cannot load TLS certificates: {e}") from e
+
+
+def error_from_response(resp):
+    """The typed exception for an error response (reads a bounded body, then releases)."""
+    try:
+        text = resp.raw.read(ERROR_BODY_LIMIT) if resp.raw.length is None or resp.raw.length <= ERROR_BODY_LIMIT else b""
+    except (OSError, http.client.HTTPException):
+        text = b""
+    finally:
+        resp.release()
+    # HEAD errors (and some proxies) carry no JSON: fall back to the status and the name
+    name = unquote(urlsplit(resp.url).path).removeprefix("/files/")
+    code = DEFAULT_CODES.get(resp.status, f"http_{resp.status}")
+    message, details = f"{name}: {resp.raw.reason or 'error'}", {}
+    try:
+        err = json.loads(text)["error"]
+        code = str(err.get("code", code))
+        message = str(err.get("message", message))
+        details = {k: v for k, v in err.items() if k not in ("code", "message")}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        if text.strip():
+            message = f"{name}: {text.decode('utf-8', 'replace').strip()[:500]}"
+    cls = STATUS_ERRORS.get(resp.status, ServerError)
+    return cls(resp.status, code, message, url=resp.url, details=details)
+
+
+class Transport:
+    """One request and its response over kept-alive connections (a set per thread).
+
+    The storage client and the admin client share one, and with it the TLS context and the
+    connections: a TUI worker thread that lists servers and then downloads pays for one
+    handshake per server, not one per call.
+    """
+
+    def __init__(self, ssl_context=None, *, timeout=60.0, connect_timeout=5.0):
+        self.ssl_context = ssl_context
+        self.timeout, self.connect_timeout = timeout, connect_timeout
+        self._local = threading.local()
+
+    def close(self):
+        """Close this thread's idle connections."""
+        pool = getattr(self._local, "pool", None) or {}
+        for conn in pool.values():
+            conn.close()
+        pool.clear()
+
+    def exchange(self, method, url, headers, body):
+        """One request to one server. Raises _Unreachable if it does not answer."""
+        key = server_origin(url)
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        pooled = self._pool().pop(key, None)
+        for conn in ([pooled] if pooled else []) + [None]:
+            reused = conn is not None
+            try:
+                if conn is None:
+                    conn = self._connect(key)
+                early = self._send(conn, method, target, headers, body)
+                raw = early or conn.getresponse()
+                return Response(self, key, conn, raw, url, reusable=early is None)
+            except ClientError:
+                if conn is not None:
+                    conn.close()
+                raise
+            except ssl.SSLError as e:
+                if conn is not None:
+                    conn.close()
+                if not isinstance(e, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)):
+                    raise TLSFailure(f"TLS with {_base_url(url)} failed: {e}") from e
+                if not reused:
+                    raise _Unreachable(url, e) from e
+            except (OSError, http.client.HTTPException) as e:
+                if conn is not None:
+                    conn.close()
+                # A kept-alive connection may have been closed by the server meanwhile:
+                # try once more on a fresh one before calling the server unreachable.
+                if not reused or isinstance(e, TimeoutError):
+                    raise _Unreachable(url, e) from e
+
+    def _send(self, conn, method, target, headers, body):
+        """Send a request; returns an early final response if the server refused the body."""
+        conn.putrequest(method, target, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        if body is None:
+            if method in ("PUT", "POST"):
+                conn.putheader("Content-Length", "0")
+            conn.endheaders()
+            return None
+        conn.putheader("Content-Length", str(body.size))
+        expect = body.size >= EXPECT_CONTINUE_MIN
+        if expect:
+            conn.putheader("Expect", "100-continue")
+        conn.endheaders()
+        if expect:
+            early = _await_continue(conn, method)
+            if early is not None:
+                return early
+        body.send(conn)
+        return None
+
+    def _pool(self):
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = {}
+        return pool
+
+    def _keep(self, key, conn):
+        old = self._pool().pop(key, None)
+        if old is not None and old is not conn:
+            old.close()
+        self._pool()[key] = conn
+
+    def _connect(self, key):
+        scheme, host, port = key
+        if scheme == "https":
+            conn = http.client.HTTPSConnection(host, port, timeout=self.connect_timeout,
+                                               context=self.ssl_context)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=self.connect_timeout)
+        conn.connect()
+        conn.sock.settimeout(self.timeout)
+        return conn
 
 
 # --- settings ---------------------------------------------------------------------------
@@ -485,7 +656,7 @@ class ClientSettings:
     key: str = None
     token: str = None
     username: str = None
-    admin_url: str = None  # where the server list will come from once clients ask the admin
+    admin_url: str = None  # the admin server: the list of running servers comes from it
 
     @classmethod
     def from_cluster_file(cls, path):
@@ -515,51 +686,168 @@ class ClientSettings:
         )
 
 
+def default_login_dir(env=None):
+    """``$XDG_CONFIG_HOME/securifile`` or ``~/.config/securifile``; None without a home."""
+    env = os.environ if env is None else env
+    xdg = env.get("XDG_CONFIG_HOME", "")
+    if xdg and os.path.isabs(xdg):  # the XDG spec says to ignore a relative value
+        return Path(xdg) / "securifile"
+    home = env.get("HOME")
+    return Path(home) / ".config" / "securifile" if home else None
+
+
+class LoginFolder:
+    """What ``securifile login`` keeps: the admin URL, a token, a client key and certificate.
+
+    The folder is 0700 and every file 0600, the key and the token being the user's identity.
+    ``login.json`` is written last, so a folder with it holds a complete login.
+    """
+
+    LOGIN, TOKEN, KEY, CERT, CA = "login.json", "token", "client.key", "client.crt", "ca.crt"
+    FILES = (LOGIN, TOKEN, KEY, CERT, CA)
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    @classmethod
+    def default(cls, env=None):
+        """The user's folder, or None when there is no home to keep it in."""
+        path = default_login_dir(env)
+        return cls(path) if path else None
+
+    def file(self, name):
+        return self.path / name
+
+    def exists(self):
+        return self.file(self.LOGIN).is_file()
+
+    def read(self):
+        """The saved ``login.json``: admin_url, username, servers, and validity dates."""
+        path = self.file(self.LOGIN)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise LocalFileError(f"cannot read {path}: {e.strerror or e}") from e
+        except ValueError as e:
+            raise LocalFileError(f"{path} is not valid JSON ({e}): run 'securifile login' again") from e
+        if not isinstance(data, dict) or not data.get("admin_url"):
+            raise LocalFileError(f"{path} names no admin server: run 'securifile login' again")
+        return data
+
+    def settings(self):
+        """ClientSettings for the saved login (servers: the list as of the last login)."""
+        info = self.read()
+
+        def present(name):
+            return str(self.file(name)) if self.file(name).is_file() else None
+
+        token = present(self.TOKEN)
+        cert, key = present(self.CERT), present(self.KEY)
+        return ClientSettings(
+            servers=[str(u) for u in info.get("servers") or []], ca=present(self.CA),
+            cert=cert if key else None, key=key if cert else None,
+            token=read_token_file(token) if token else None,
+            username=info.get("username"), admin_url=info["admin_url"])
+
+    def save(self, info, token, *, key_pem=None, cert_pem=None, ca_pem=None):
+        """Write a login (bytes or text for the PEMs); files a new login lacks are removed."""
+        contents = {self.TOKEN: token.strip() + "\n", self.KEY: key_pem, self.CERT: cert_pem,
+                    self.CA: ca_pem}
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.path, 0o700)
+        for name, data in contents.items():
+            if data is None:
+                self._unlink(name)
+            else:
+                self._write(name, data)
+        self._write(self.LOGIN, json.dumps(info, indent=2) + "\n")
+        _fsync_dir(self.path)
+
+    def remove(self):
+        """Delete the saved login; returns the names of the files that were there."""
+        gone = [name for name in self.FILES if self._unlink(name)]
+        if gone:
+            _fsync_dir(self.path)
+        return gone
+
+    def _write(self, name, data):
+        data = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        target = self.file(name)
+        temp = self.path / f".{name}.{os.urandom(4).hex()}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, target)
+        except BaseException:
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def _unlink(self, name):
+        try:
+            self.file(name).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 # --- the client -------------------------------------------------------------------------
 
 class Client:
     """Talks to the storage nodes of one cluster on behalf of one user.
 
-    ``servers``: base URLs (``https://host:port``). Credentials: ``token`` (bearer) and/or a
-    client certificate ``cert``/``key``; ``ca`` is the system's CA for HTTPS. ``timeout`` is the
-    longest silence on an open connection, ``connect_timeout`` bounds connect and handshake.
-    When a holder named by a redirect does not answer, the client asks again up to
-    ``holder_retries`` times within ``holder_deadline`` seconds.
+    ``servers``: base URLs (``https://host:port``). With ``admin_url`` the client asks the
+    admin server which of them run (``GET /api/v1/servers``) before the first request and
+    every ``server_list_ttl`` seconds, and uses only those; ``servers`` is then the list to
+    fall back on while the admin server does not answer (it may be empty). Credentials:
+    ``token`` (bearer) and/or a client certificate ``cert``/``key``; ``ca`` is the system's
+    CA for HTTPS. ``timeout`` is the longest silence on an open connection,
+    ``connect_timeout`` bounds connect and handshake. When a holder named by a redirect does
+    not answer, the client asks again up to ``holder_retries`` times within
+    ``holder_deadline`` seconds.
     """
 
-    def __init__(self, servers, *, ca=None, cert=None, key=None, token=None,
+    def __init__(self, servers, *, ca=None, cert=None, key=None, token=None, admin_url=None,
                  timeout=60.0, connect_timeout=5.0, chunk_size=CHUNK_SIZE, max_redirects=8,
-                 holder_retries=20, holder_deadline=20.0, rng=None,
+                 holder_retries=20, holder_deadline=20.0, server_list_ttl=30.0, rng=None,
                  clock=time.monotonic, sleep=time.sleep):
-        self._selector = ServerSelector(servers, rng=rng, clock=clock)
+        self._configured = list(servers)
+        self._selector = ServerSelector(servers, allow_empty=bool(admin_url), rng=rng, clock=clock)
         self._token = token
-        self.timeout, self.connect_timeout = timeout, connect_timeout
         self.chunk_size = chunk_size
         self.max_redirects = max_redirects
         self.holder_retries, self.holder_deadline = holder_retries, holder_deadline
         self._clock, self._sleep = clock, sleep
-        self._local = threading.local()
-        self._ssl = None
-        if any(u.startswith("https:") for u in self._selector.servers) or ca or cert:
-            self._ssl = self._ssl_context(ca, cert, key)
-
-    @staticmethod
-    def _ssl_context(ca, cert, key):
-        try:
-            if ca:
-                return client_context(ca, cert, key)
-            ctx = ssl.create_default_context()
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            if cert:
-                ctx.load_cert_chain(str(cert), str(key or cert))
-            return ctx
-        except (OSError, ssl.SSLError) as e:
-            raise TLSFailure(f"cannot load TLS certificates: {e}") from e
+        urls = self._selector.servers + ([admin_url] if admin_url else [])
+        secure = any(u.lower().startswith("https:") for u in urls) or ca or cert
+        self._transport = Transport(tls_context(ca, cert, key) if secure else None,
+                                    timeout=timeout, connect_timeout=connect_timeout)
+        self._admin = None
+        if admin_url:
+            from .adminclient import AdminClient  # that module builds on this one
+            self._admin = AdminClient(admin_url, token=token, transport=self._transport)
+        self.server_list_ttl = server_list_ttl
+        self._next_refresh = clock()
+        self._refresh_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings, **kwargs):
         return cls(settings.servers, ca=settings.ca, cert=settings.cert, key=settings.key,
-                   token=settings.token, **kwargs)
+                   token=settings.token, admin_url=settings.admin_url, **kwargs)
 
     @classmethod
     def from_cluster_file(cls, path, **kwargs):
@@ -569,24 +857,77 @@ class Client:
 
     @property
     def servers(self):
+        """The servers requests go to (with an admin server: as of its last answer)."""
         return self._selector.servers
 
     @property
     def current_server(self):
         return self._selector.current()
 
-    def set_servers(self, urls):
-        self._selector.set_servers(urls)
+    @property
+    def admin(self):
+        """An AdminClient on the same connections and credentials, or None without admin_url."""
+        return self._admin
+
+    @property
+    def timeout(self):
+        return self._transport.timeout
+
+    @property
+    def connect_timeout(self):
+        return self._transport.connect_timeout
+
+    def set_servers(self, urls, members=()):
+        self._selector.set_servers(urls, members)
 
     def set_token(self, token):
         self._token = token
+        if self._admin is not None:
+            self._admin.set_token(token)
+
+    def refresh_servers(self):
+        """Ask the admin server which servers run and use only those; returns the list.
+
+        Down, failed and offline servers are left out (``NoRunningServer`` if that leaves
+        none). If the admin server cannot be asked, the list in use (else the configured
+        one) stays; with neither, the admin server's error is raised.
+        """
+        if self._admin is None:
+            return self.servers
+        try:
+            usable, members = self._admin.storage_servers()
+        except NoRunningServer:
+            self._next_refresh = self._clock() + min(self.server_list_ttl, ADMIN_RETRY_SECONDS)
+            raise
+        except ClientError:
+            self._next_refresh = self._clock() + min(self.server_list_ttl, ADMIN_RETRY_SECONDS)
+            if not self._selector.servers:
+                if not self._configured:
+                    raise
+                self._selector.set_servers(self._configured)
+            return self.servers
+        self._selector.set_servers(usable, members + self._configured)
+        self._next_refresh = self._clock() + self.server_list_ttl
+        return self.servers
+
+    def _maybe_refresh(self, force=False):
+        """Refresh the server list when it is due; True if this call asked the admin server."""
+        if self._admin is None or (not force and self._clock() < self._next_refresh):
+            return False
+        # One thread asks; the others go on with the list they have, if they have one.
+        if not self._refresh_lock.acquire(blocking=not self._selector.servers):
+            return False
+        try:
+            if not force and self._clock() < self._next_refresh:
+                return False
+            self.refresh_servers()
+            return True
+        finally:
+            self._refresh_lock.release()
 
     def close(self):
         """Close this thread's idle connections."""
-        pool = getattr(self._local, "pool", None) or {}
-        for conn in pool.values():
-            conn.close()
-        pool.clear()
+        self._transport.close()
 
     def __enter__(self):
         return self
@@ -812,7 +1153,11 @@ class Client:
 
     def status(self, server=None):
         """``GET /status`` of one server (the current one by default), without failover."""
+        if server is None:
+            self._maybe_refresh()
         base = _base_url(server) if server else self._selector.current()
+        if base is None:
+            raise NoServerAvailable([])
         try:
             resp = self._exchange("GET", base + "/status", {}, None)
         except _Unreachable as e:
@@ -822,9 +1167,13 @@ class Client:
         return resp.json()
 
     def cluster_status(self):
-        """``{url: status dict or the error}`` for every known server."""
+        """``{url: status dict or the error}`` for every server of the cluster, usable or not."""
+        try:
+            self._maybe_refresh()
+        except NoRunningServer:
+            pass  # the members are still known; each one's own answer says more
         result = {}
-        for url in self.servers:
+        for url in self._selector.members:
             try:
                 result[url] = self.status(url)
             except ClientError as e:
@@ -847,35 +1196,32 @@ class Client:
         return resp
 
     def _error(self, resp):
-        """The typed exception for an error response (reads a bounded body, then releases)."""
-        try:
-            text = resp.raw.read(ERROR_BODY_LIMIT) if resp.raw.length is None or resp.raw.length <= ERROR_BODY_LIMIT else b""
-        except (OSError, http.client.HTTPException):
-            text = b""
-        finally:
-            resp.release()
-        # HEAD errors (and some proxies) carry no JSON: fall back to the status and the name
-        name = unquote(urlsplit(resp.url).path).removeprefix("/files/")
-        code = DEFAULT_CODES.get(resp.status, f"http_{resp.status}")
-        message, details = f"{name}: {resp.raw.reason or 'error'}", {}
-        try:
-            err = json.loads(text)["error"]
-            code = str(err.get("code", code))
-            message = str(err.get("message", message))
-            details = {k: v for k, v in err.items() if k not in ("code", "message")}
-        except (ValueError, KeyError, TypeError, AttributeError):
-            if text.strip():
-                message = f"{name}: {text.decode('utf-8', 'replace').strip()[:500]}"
-        cls = STATUS_ERRORS.get(resp.status, ServerError)
-        return cls(resp.status, code, message, url=resp.url, details=details)
+        return error_from_response(resp)
+
+    def _exchange(self, method, url, headers, body):
+        """One request to one server. Raises _Unreachable if it does not answer."""
+        return self._transport.exchange(method, url, headers, body)
+
+    def _keep(self, key, conn):
+        self._transport._keep(key, conn)
 
     def _request(self, method, path, headers, body):
         """Send to the current server, failing over and following redirects to holders."""
+        self._maybe_refresh()
         tried, failures = set(), []
         holder_attempts, delay = 0, 0.25
         deadline = self._clock() + self.holder_deadline
+        asked_admin = False
         while True:
             entry = self._selector.current(exclude=tried)
+            if entry is None and self._admin is not None and not asked_admin:
+                # Every server we knew failed: the admin server may know newer ones.
+                asked_admin = True
+                try:
+                    self._maybe_refresh(force=True)
+                except ClientError:
+                    pass
+                entry = self._selector.current(exclude=tried)
             if entry is None:
                 raise NoServerAvailable(failures)
             try:
@@ -912,84 +1258,6 @@ class Client:
                 raise RedirectRefused(target)
             url = target
         raise TooManyRedirects(f"more than {self.max_redirects} redirects for {method} {url}")
-
-    def _pool(self):
-        pool = getattr(self._local, "pool", None)
-        if pool is None:
-            pool = self._local.pool = {}
-        return pool
-
-    def _keep(self, key, conn):
-        old = self._pool().pop(key, None)
-        if old is not None and old is not conn:
-            old.close()
-        self._pool()[key] = conn
-
-    def _connect(self, key):
-        scheme, host, port = key
-        if scheme == "https":
-            conn = http.client.HTTPSConnection(host, port, timeout=self.connect_timeout,
-                                               context=self._ssl)
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=self.connect_timeout)
-        conn.connect()
-        conn.sock.settimeout(self.timeout)
-        return conn
-
-    def _exchange(self, method, url, headers, body):
-        """One request to one server. Raises _Unreachable if it does not answer."""
-        key = server_origin(url)
-        parts = urlsplit(url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        pooled = self._pool().pop(key, None)
-        for conn in ([pooled] if pooled else []) + [None]:
-            reused = conn is not None
-            try:
-                if conn is None:
-                    conn = self._connect(key)
-                early = self._send(conn, method, target, headers, body)
-                raw = early or conn.getresponse()
-                return Response(self, key, conn, raw, url, reusable=early is None)
-            except ClientError:
-                if conn is not None:
-                    conn.close()
-                raise
-            except ssl.SSLError as e:
-                if conn is not None:
-                    conn.close()
-                if not isinstance(e, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)):
-                    raise TLSFailure(f"TLS with {_base_url(url)} failed: {e}") from e
-                if not reused:
-                    raise _Unreachable(url, e) from e
-            except (OSError, http.client.HTTPException) as e:
-                if conn is not None:
-                    conn.close()
-                # A kept-alive connection may have been closed by the server meanwhile:
-                # try once more on a fresh one before calling the server unreachable.
-                if not reused or isinstance(e, TimeoutError):
-                    raise _Unreachable(url, e) from e
-
-    def _send(self, conn, method, target, headers, body):
-        """Send a request; returns an early final response if the server refused the body."""
-        conn.putrequest(method, target, skip_accept_encoding=True)
-        for name, value in headers.items():
-            conn.putheader(name, value)
-        if body is None:
-            if method in ("PUT", "POST"):
-                conn.putheader("Content-Length", "0")
-            conn.endheaders()
-            return None
-        conn.putheader("Content-Length", str(body.size))
-        expect = body.size >= EXPECT_CONTINUE_MIN
-        if expect:
-            conn.putheader("Expect", "100-continue")
-        conn.endheaders()
-        if expect:
-            early = _await_continue(conn, method)
-            if early is not None:
-                return early
-        body.send(conn)
-        return None
 
 
 def _await_continue(conn, method):
@@ -1130,11 +1398,12 @@ def plan_download(files, prefix, local_dir):
 
 
 __all__ = [
-    "Client", "ClientSettings", "ServerSelector", "Response", "AtomicFile",
+    "Client", "ClientSettings", "LoginFolder", "ServerSelector", "Transport", "Response",
+    "AtomicFile", "tls_context", "error_from_response", "default_login_dir",
     "ClientError", "ServerError", "BadRequest", "Unauthorized", "PermissionDenied",
-    "FileNotFound", "PathConflict", "FileLocked", "NoHolderAvailable", "StorageFull", "TransportError",
-    "NoServerAvailable", "HolderUnreachable", "RedirectRefused", "TooManyRedirects",
-    "TLSFailure", "ProtocolError", "DigestMismatch", "TransferCancelled", "LocalFileError",
+    "FileNotFound", "PathConflict", "FileLocked", "RateLimited", "NoHolderAvailable",
+    "StorageFull", "TransportError", "NoServerAvailable", "NoRunningServer", "HolderUnreachable",
+    "RedirectRefused", "TooManyRedirects", "TLSFailure", "ProtocolError", "DigestMismatch", "TransferCancelled", "LocalFileError",
     "parse_remote", "file_url_path", "folder_url_path", "content_digest", "parse_digest_field",
     "server_origin", "read_token_file", "plan_upload", "plan_download",
 ]

@@ -44,6 +44,8 @@ class Config:
     heartbeat_interval: float = 1.0
     heartbeat_misses: int = 3
     peer_timeout: float = 10.0
+    challenge_timeout: float = 60.0  # a verification that takes longer fails the peer
+    lock_lease_seconds: float = 30.0
     capacity_bytes: int = 0  # 0: the free space of the data directory's file system
     max_body_bytes: int = 1 << 40
     # The admin server (empty admin_url: nodes run without one, owners-only access).

@@ -14,8 +14,9 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from securifile.common.errors import Forbidden, Unavailable
 
 READ, WRITE, DELETE, LIST = "read", "write", "delete", "list"
-# Operations by the weakest role that may do them (the admin server's acl module says the
-# same; the node needs it only to read the admin's answer).
+# The weakest role that may do each operation, as the admin server's acl module has it; the
+# node only names it in a refusal (the decision itself is the admin's "may").
+NEEDS = {READ: "reader", LIST: "reader", WRITE: "editor", DELETE: "owner"}
 log = logging.getLogger("securifile.access")
 
 
@@ -83,6 +84,6 @@ class AdminAuthoriser:
         if not allowed:
             if role is None:
                 raise Forbidden(f"{principal.name} has no access to {fp.full}")
-            raise Forbidden(f"{principal.name} is {role} of {fp.full}; {op} needs more",
+            raise Forbidden(f"{principal.name} is {role} of {fp.full}; {op} needs {NEEDS[op]}",
                             code="role_too_weak", role=role)
         return role

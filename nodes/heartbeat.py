@@ -15,12 +15,13 @@ log = logging.getLogger("securifile.heartbeat")
 
 
 class HeartbeatLoop:
-    def __init__(self, peers, peer_client, urls, interval, sync_locations):
+    def __init__(self, peers, peer_client, urls, interval, sync_locations, on_return=None):
         self.peers = peers
         self.client = peer_client
         self.urls = urls
         self.interval = interval
         self.sync_locations = sync_locations
+        self.on_return = on_return or (lambda name: None)  # a peer to challenge
         self._in_flight = set()
         self._pulled = {}  # peer -> last sequence number pulled from it
         self._periodic = None
@@ -35,7 +36,8 @@ class HeartbeatLoop:
     async def _beat(self, name):
         self._in_flight.add(name)
         try:
-            answer = await self.client.heartbeat(self.urls[name], timeout=self.interval)
+            answer = await self.client.heartbeat(self.urls[name], timeout=self.interval,
+                                                 pulled=self._pulled.get(name, 0))
         except PeerError as e:
             log.debug("heartbeat to %s missed: %s", name, e)
             self.peers.record_miss(name)
@@ -43,9 +45,11 @@ class HeartbeatLoop:
         finally:
             self._in_flight.discard(name)
         seq = int(answer.get("seq", 0))
-        self.peers.record_ack(name, seq)
-        if seq > self._pulled.get(name, 0) or seq < self._pulled.get(name, 0):
+        if seq != self._pulled.get(name, 0):
+            # Catch up first: a returning peer is challenged on the newest records.
             await self._pull(name, seq)
+        if self.peers.record_ack(name, seq, answer.get("boot"), answer.get("status", "running")):
+            self.on_return(name)
 
     async def _pull(self, name, seq):
         # A peer whose sequence went backwards lost its map: start again from zero.

@@ -2,6 +2,7 @@
 
 Each route's class says who may call it (``auth``): users for /files, nodes for /peer.
 """
+import asyncio
 import base64
 import email.utils
 import logging
@@ -10,6 +11,7 @@ from urllib.parse import quote
 
 import tornado.web
 from tornado.log import access_log
+from tornado.ioloop import PeriodicCallback
 from tornado.iostream import StreamClosedError
 
 from securifile.common.digests import ALGORITHMS, repr_digest
@@ -19,7 +21,8 @@ from securifile.common.ranges import RangeNotSatisfiable, parse_range
 from securifile.common.web import ADMIN_SERVER, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
 
 from .access import DELETE, LIST, READ, WRITE
-from .peers import RUNNING
+from .challenge import answer_challenge
+from .peers import OFFLINE, RUNNING
 
 
 SMALL_BODY = 1 << 20
@@ -104,6 +107,7 @@ class FileHandler(NodeHandler):
     async def _start_upload(self):
         fp = self.fp
         self.role = await self.authoriser.check(self.principal, WRITE, fp)
+        self.node.locks.check(fp)  # a writer anywhere else: 423 at once, before any redirect
         kind, where = self.node.route_write(fp, self.sent_here())
         if kind == "redirect":
             if self._answer_after_body():
@@ -125,8 +129,10 @@ class FileHandler(NodeHandler):
             self.node.store.check_room(int(length))
         self.expected_digest = content_digest(
             self.request.headers.get("Content-Digest"), self.node.algorithm)
-        self.node.locks.acquire(fp, self.principal.name)
+        self.lock_token = await self.node.lock_everywhere(fp, self.principal.name)
         self.locked = fp
+        self.renewal = PeriodicCallback(self._renew_lock, self.node.lock_lease * 1000 / 3)
+        self.renewal.start()
         self.request.connection.set_max_body_size(self.max_body_bytes)
         self.writer = self.node.store.writer(fp, self.node.algorithm)
 
@@ -146,7 +152,7 @@ class FileHandler(NodeHandler):
         digest = self.writer.commit(self.expected_digest)
         loc = await self.node.finish_upload(self.fp, self.existing, digest, self.writer.size)
         body = loc.to_json()
-        body["under_replicated"] = len(loc.replicas) < self.node.replicas
+        body["under_replicated"] = len(loc.current_holders) - 1 < self.node.replicas
         body["replicas_wanted"] = self.node.replicas
         self.send_json(body, status=201 if self.existing is None else 200)
 
@@ -213,11 +219,16 @@ class FileHandler(NodeHandler):
             return
         self.finish()
 
+    async def _renew_lock(self):
+        if self.locked is not None:
+            await self.node.renew_lock(self.locked, self.principal.name, self.lock_token)
+
     def _cleanup(self):
         if self.writer is not None:
             self.writer.abort()
         if self.locked is not None:
-            self.node.locks.release(self.locked)
+            self.renewal.stop()
+            asyncio.ensure_future(self.node.unlock_everywhere(self.locked, self.lock_token))
             self.locked = None
 
     def on_finish(self):
@@ -258,10 +269,52 @@ class HeartbeatHandler(ApiHandler):
     auth = NODE
 
     def post(self):
-        if self.node.peers.self_status == "offline":
+        if self.node.peers.self_status == OFFLINE:
             raise Unavailable(f"{self.node.name} is offline", code="server_offline")
+        body = self.json_body()
+        if body.get("from") in self.node.urls:
+            self.node.pulled_by[body["from"]] = int(body.get("pulled", 0))
         self.send_json({"name": self.node.name, "status": self.node.peers.self_status,
-                        "seq": self.node.locations.seq})
+                        "seq": self.node.locations.seq, "boot": self.node.boot})
+
+
+class ChallengeHandler(ApiHandler):
+    """A peer checks this node's copies: answer from the disk (in a thread; it may be long)."""
+
+    auth = NODE
+
+    async def post(self):
+        challenge = self.json_body()
+        answer = await asyncio.to_thread(answer_challenge, self.node.store, self.node.locations,
+                                         challenge, self.deep)
+        self.send_json(answer)
+
+
+class VerdictHandler(ApiHandler):
+    auth = NODE
+
+    def post(self):
+        body = self.json_body()
+        self.node.peers.receive_verdict(self.principal.name if self.principal.name != "?"
+                                        else body.get("challenger"), bool(body.get("passed")),
+                                        str(body.get("detail", "")))
+        self.send_json({"status": self.node.peers.self_status})
+
+
+class LocksHandler(ApiHandler):
+    """A coordinating node takes, renews or gives back a write lock here."""
+
+    auth = NODE
+
+    def post(self):
+        body = self.json_body()
+        fp = parse_path(f"{body.get('owner')}/{body.get('path')}")
+        if body.get("release"):
+            self.node.locks.release(fp, body.get("token"))
+        else:
+            self.node.locks.acquire(fp, str(body.get("holder")), self.principal.name,
+                                    str(body.get("token")), float(body.get("lease", 30)))
+        self.send_json({"ok": True})
 
 
 class LocationsHandler(ApiHandler):
@@ -352,7 +405,7 @@ class OpenApiHandler(ApiHandler):
         self.send_json(self.openapi)
 
 
-def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, openapi):
+def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, openapi, deep=False):
     deps = dict(node=node, authenticator=authenticator)
     files = dict(deps, authoriser=authoriser, max_body_bytes=max_body_bytes, read_chunk=read_chunk)
     return tornado.web.Application(
@@ -364,6 +417,9 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
             (r"/peer/locations", LocationsHandler, deps),
             (r"/peer/replicas/(.+)", ReplicaHandler, dict(deps, max_body_bytes=max_body_bytes)),
             (r"/peer/admin/state", AdminStateHandler, deps),
+            (r"/peer/challenge", ChallengeHandler, dict(deps, deep=deep)),
+            (r"/peer/verdict", VerdictHandler, deps),
+            (r"/peer/locks", LocksHandler, deps),
         ],
         log_function=log_request,
         default_handler_class=NotFoundHandler,

@@ -32,6 +32,9 @@ class Location:
     replicas: list = field(default_factory=list)
     modified: float = field(default_factory=time.time)
     deleted: bool = False
+    # Holders that missed this version (down during a modification): never served from
+    # until a running holder has brought them up to date.
+    stale: list = field(default_factory=list)
 
     @property
     def file_path(self):
@@ -41,6 +44,11 @@ class Location:
     def holders(self):
         """Origin first, then replicas in priority order: the order users are sent to."""
         return [self.origin] + [r.server for r in sorted(self.replicas, key=lambda r: r.priority)]
+
+    @property
+    def current_holders(self):
+        """Holders with this version, in the order users are sent to."""
+        return [h for h in self.holders if h not in self.stale]
 
     def newer_than(self, other):
         """Total order on versions of one file; ties break deterministically."""
@@ -76,6 +84,8 @@ CREATE TABLE IF NOT EXISTS copies (
     version INTEGER NOT NULL,
     digest TEXT NOT NULL,
     size INTEGER NOT NULL,
+    -- what the file looked like when ``digest`` was computed: (size, mtime, ctime, inode)
+    stat_key TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (owner, path)
 );
 """
@@ -89,6 +99,9 @@ class LocationMap:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(copies)")}
+        if "stat_key" not in columns:  # maps written before the digest cache
+            self._db.execute("ALTER TABLE copies ADD COLUMN stat_key TEXT NOT NULL DEFAULT ''")
         self._lock = threading.Lock()
         self._seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM locations").fetchone()[0]
 
@@ -109,6 +122,9 @@ class LocationMap:
         if loc.deleted and not include_deleted:
             return None
         return loc
+
+    def get_key(self, owner, path):
+        return self.get(FilePath(owner, path))
 
     def apply(self, loc):
         """Store ``loc`` if it is newer than what is known; True when it changed the map."""
@@ -174,13 +190,36 @@ class LocationMap:
                 out.append(loc)
         return out
 
+    def shared_with(self, me, other):
+        """Live records that name both ``me`` and ``other`` as holders: what ``me`` can check
+        ``other``'s copies against."""
+        return [loc for loc in self.held_by(other) if me in loc.holders]
+
+    def purge_tombstones(self, up_to_seq):
+        """Drop tombstones whose change every peer has pulled (local seq <= ``up_to_seq``)."""
+        return self._db.execute("DELETE FROM locations WHERE deleted = 1 AND seq <= ?",
+                                (up_to_seq,)).rowcount
+
     # The copies this node itself holds on disk, with the version each one is of: a holder
     # whose copy is older than the location record must not serve it.
 
-    def record_copy(self, fp, version, digest, size):
+    def record_copy(self, fp, version, digest, size, stat_key=""):
         self._db.execute(
-            "INSERT OR REPLACE INTO copies (owner, path, version, digest, size) VALUES (?, ?, ?, ?, ?)",
-            (fp.owner, fp.rel, version, digest, size))
+            "INSERT OR REPLACE INTO copies (owner, path, version, digest, size, stat_key) "
+            "VALUES (?, ?, ?, ?, ?, ?)", (fp.owner, fp.rel, version, digest, size, stat_key))
+
+    def copy_record(self, fp):
+        """(version, digest, stat_key) of this node's copy, or None."""
+        return self._db.execute(
+            "SELECT version, digest, stat_key FROM copies WHERE owner = ? AND path = ?",
+            (fp.owner, fp.rel)).fetchone()
+
+    def update_copy_digest(self, fp, digest, stat_key):
+        self._db.execute("UPDATE copies SET digest = ?, stat_key = ? WHERE owner = ? AND path = ?",
+                         (digest, stat_key, fp.owner, fp.rel))
+
+    def has_copies(self):
+        return self._db.execute("SELECT 1 FROM copies LIMIT 1").fetchone() is not None
 
     def copy_version(self, fp):
         row = self._db.execute(

@@ -5,9 +5,11 @@ import logging
 import random
 import signal
 import sys
+import uuid
 from urllib.parse import urlsplit
 
 from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
 
 from securifile.common.auth import PEER_SECRET_HEADER, Authenticator
 from securifile.common.certs import CertLayout
@@ -24,7 +26,8 @@ from .heartbeat import HeartbeatLoop
 from .http import load_openapi, make_app
 from .locationmap import LocationMap
 from .peerclient import PeerClient
-from .peers import PeerTable
+from .peers import RUNNING, VERIFYING, PeerTable
+from .verification import Verifier
 from .reporter import Reporter
 from .storage import StorageNode
 
@@ -35,7 +38,7 @@ TLS_READ_CHUNK = 16 * 1024
 BODY_CHUNK = 1 << 20
 
 
-def build_node(cfg, name):
+def build_node(cfg, name, deep=False):
     """Everything one node needs, wired together."""
     me = cfg.server(name)
     layout = CertLayout(cfg.certs_dir)
@@ -44,7 +47,10 @@ def build_node(cfg, name):
     store.sweep_temp()
     locations = LocationMap(data / "locations.sqlite3")
     peer_names = [s.name for s in cfg.servers]
-    peers = PeerTable(name, peer_names, cfg.heartbeat_misses)
+    # A node that holds files must have them verified by its peers before it serves again.
+    returning = len(peer_names) > 1 and locations.has_copies()
+    peers = PeerTable(name, peer_names, cfg.heartbeat_misses,
+                      self_status=VERIFYING if returning else RUNNING)
     urls = {s.name: s.url.rstrip("/") for s in cfg.servers}
     secret = None
     if cfg.tls:
@@ -55,7 +61,9 @@ def build_node(cfg, name):
         secret = (layout.root / "peer-secret").read_text().strip()
     client = PeerClient(name, peer_ctx, secret, cfg.peer_timeout)
     node = StorageNode(name, urls, cfg.replicas, cfg.digest, store, locations, peers, client,
-                       random.SystemRandom())
+                       random.SystemRandom(), cfg.lock_lease_seconds)
+    node.boot = uuid.uuid4().hex
+    verifier = Verifier(node, cfg.challenge_timeout)
     authenticator = Authenticator(load_public_key(layout.token_public_key), peer_names, secret)
     reporter = None
     if cfg.admin_url:
@@ -69,8 +77,10 @@ def build_node(cfg, name):
     else:
         authoriser = OwnerOnlyAuthoriser()
     app = make_app(node, authenticator, authoriser, cfg.tls, cfg.max_body_bytes,
-                   BODY_CHUNK, load_openapi())
-    heartbeat = HeartbeatLoop(peers, client, urls, cfg.heartbeat_interval, node.apply_locations)
+                   BODY_CHUNK, load_openapi(), deep)
+    heartbeat = HeartbeatLoop(peers, client, urls, cfg.heartbeat_interval, node.apply_locations,
+                              verifier.start)
+    node.verifier = verifier
     return app, node, heartbeat, server_ctx, me, reporter
 
 
@@ -95,12 +105,14 @@ def make_server(app, server_ctx):
     return server
 
 
-async def serve(cfg, name):
-    app, node, heartbeat, server_ctx, me, reporter = build_node(cfg, name)
+async def serve(cfg, name, deep=False):
+    app, node, heartbeat, server_ctx, me, reporter = build_node(cfg, name, deep)
     audit = open_syslog(cfg, name)
     if audit is not None:
         audit.start()
         node.audit = audit
+        node.verifier.log_challenge = lambda peer, what, detail: audit.log_event(
+            status_event(name, peer, "challenge", what, detail))
         previous = node.peers.on_change
 
         def on_change(subject, old, new, detail=""):
@@ -111,6 +123,8 @@ async def serve(cfg, name):
     server = make_server(app, server_ctx)
     server.listen(me.port, address=me.host)
     heartbeat.start()
+    purge = PeriodicCallback(node.purge_tombstones, 60_000)
+    purge.start()
     if reporter is not None:
         # What this node sees at start: itself running, its peers as assumed until they answer.
         reporter.status_changed(name, "", node.peers.self_status, "started")
@@ -125,6 +139,7 @@ async def serve(cfg, name):
     await stop.wait()
     log.info("node %s stopping", name)
     heartbeat.stop()
+    purge.stop()
     if reporter is not None:
         reporter.stop()
         try:
@@ -145,11 +160,13 @@ def main(argv=None):
     p.add_argument("--no-tls", dest="tls", action="store_const", const=False, default=None,
                    help="plain HTTP, for debugging only")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--deep", action="store_true",
+                   help="answer challenges from a full re-hash of every file, not cached digests")
     args = p.parse_args(argv)
     cfg = load_config(args.config, overrides={"tls": args.tls})
     setup_logging(args.log_level, f"node {args.name}", cfg.tls)
     try:
-        asyncio.run(serve(cfg, args.name))
+        asyncio.run(serve(cfg, args.name, args.deep))
     except KeyError as e:
         print(f"securifile-node: {e}", file=sys.stderr)
         return 2

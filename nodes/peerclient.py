@@ -17,6 +17,11 @@ COPY_CHUNK = 1 << 20
 class PeerError(Exception):
     """A peer did not do what was asked (unreachable, refused, or a wrong digest)."""
 
+    def __init__(self, message, status=None, body=None):
+        super().__init__(message)
+        self.status = status
+        self.body = body or {}
+
 
 def file_url(base, fp, prefix="/peer/replicas/"):
     return base.rstrip("/") + prefix + quote(fp.owner, safe="") + "/" + quote(fp.rel, safe="/")
@@ -46,7 +51,11 @@ class PeerClient:
             return await self.http.fetch(req)
         except HTTPClientError as e:
             detail = e.response.body[:300].decode("utf-8", "replace") if e.response else ""
-            raise PeerError(f"{method} {url}: {e.code} {detail}") from None
+            try:
+                body = json.loads(e.response.body) if e.response else {}
+            except ValueError:
+                body = {}
+            raise PeerError(f"{method} {url}: {e.code} {detail}", e.code, body) from None
         except (OSError, TimeoutError) as e:
             raise PeerError(f"{method} {url}: {e!r}") from None
 
@@ -62,8 +71,24 @@ class PeerClient:
             raise PeerError(f"{method} {url}: the answer is not a JSON object")
         return answer
 
-    async def heartbeat(self, base, timeout):
-        return await self._json(base + "/peer/heartbeat", "POST", {"from": self.self_name}, timeout)
+    async def heartbeat(self, base, timeout, pulled=0):
+        return await self._json(base + "/peer/heartbeat", "POST",
+                                {"from": self.self_name, "pulled": pulled}, timeout)
+
+    async def challenge(self, base, challenge, timeout):
+        return await self._json(base + "/peer/challenge", "POST", challenge, timeout)
+
+    async def send_verdict(self, base, passed, detail):
+        return await self._json(base + "/peer/verdict", "POST",
+                                {"challenger": self.self_name, "passed": passed, "detail": detail})
+
+    async def lock(self, base, fp, holder, lease, token):
+        return await self._json(base + "/peer/locks", "POST", {
+            "owner": fp.owner, "path": fp.rel, "holder": holder, "lease": lease, "token": token})
+
+    async def unlock(self, base, fp, token):
+        return await self._json(base + "/peer/locks", "POST", {
+            "owner": fp.owner, "path": fp.rel, "token": token, "release": True})
 
     async def push_locations(self, base, records):
         return await self._json(base + "/peer/locations", "POST", {"records": records})

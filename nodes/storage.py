@@ -6,34 +6,24 @@ import asyncio
 import logging
 import time
 
-from securifile.common.errors import Conflict, Locked, NotFound, Unavailable
+import uuid
 
+from securifile.common.errors import Conflict, NotFound, Unavailable
 from securifile.common.syslog import access_event
 
+from .challenge import stat_key
 from .locationmap import Location, Replica
+from .locks import LockTable
 from .peerclient import PeerError
+from .peers import OFFLINE, RUNNING, VERIFYING
 from .placement import place_replicas, serving_holder
 
 log = logging.getLogger("securifile.storage")
 
 
-class WriteLocks:
-    """Paths being written on this node; a second writer is refused at once."""
-
-    def __init__(self):
-        self._held = {}
-
-    def acquire(self, fp, holder):
-        if fp in self._held:
-            raise Locked(f"{fp} is being modified by {self._held[fp]}", holder=self._held[fp])
-        self._held[fp] = holder
-
-    def release(self, fp):
-        self._held.pop(fp, None)
-
-
 class StorageNode:
-    def __init__(self, name, urls, replicas, algorithm, store, locations, peers, peer_client, rng):
+    def __init__(self, name, urls, replicas, algorithm, store, locations, peers, peer_client, rng,
+                 lock_lease=30.0):
         self.name = name
         self.urls = urls
         self.replicas = replicas
@@ -43,7 +33,9 @@ class StorageNode:
         self.peers = peers
         self.client = peer_client
         self.rng = rng
-        self.locks = WriteLocks()
+        self.locks = LockTable()
+        self.lock_lease = lock_lease
+        self.pulled_by = {}  # peer -> the last of this node's sequence numbers it has pulled
         # Told of every change this node coordinated: (location, under_replicated).
         self.on_file_change = lambda loc, under_replicated: None
         self.audit = None  # a SyslogSender for the audit log, when one is configured
@@ -56,6 +48,8 @@ class StorageNode:
     # -- routing ---------------------------------------------------------------------------
 
     def _can_serve(self, loc, name):
+        if name in loc.stale:
+            return False
         if name != self.name:
             return self.peers.is_running(name)
         return self.peers.is_running(name) and self.locations.copy_version(loc.file_path) == loc.version
@@ -110,19 +104,19 @@ class StorageNode:
             loc = Location(fp.owner, fp.rel, existing.origin, digest, self.algorithm, size,
                            existing.version + 1, [], now)
             wanted = [h for h in existing.holders if h != self.name and self.peers.is_running(h)]
-        self.locations.record_copy(fp, loc.version, digest, size)
+        self.record_copy(fp, loc.version, digest, size)
         confirmed = await self._replicate(fp, loc, wanted, fresh=existing is None)
         if existing is None:
-            holders = [self.name] + confirmed
+            loc.origin = self.name
+            loc.replicas = [Replica(s, i) for i, s in enumerate(confirmed, start=1)]
         else:
-            # Holders keep their order; one that missed this version drops out of the record
-            # (a stale copy must never be served), so the first holder left becomes the origin.
+            # Holders keep their places; those that missed this version are stale until a
+            # running holder brings them up to date (when they come back and are challenged).
+            loc.replicas = list(existing.replicas)
             current = set(confirmed) | {self.name}
-            holders = [h for h in existing.holders if h in current]
-        loc.origin = holders[0]
-        loc.replicas = [Replica(s, i) for i, s in enumerate(holders[1:], start=1)]
+            loc.stale = [h for h in existing.holders if h not in current]
         self.locations.apply(loc)
-        self.on_file_change(loc, len(loc.replicas) < self.replicas)
+        self.on_file_change(loc, len(loc.current_holders) - 1 < self.replicas)
         await self.broadcast([loc])
         return loc
 
@@ -150,6 +144,55 @@ class StorageNode:
 
         await asyncio.gather(*(copy_to(t, i) for i, t in enumerate(wanted)))
         return [confirmed[i] for i in sorted(confirmed)]
+
+    def record_copy(self, fp, version, digest, size):
+        """Note the copy just committed, with the stat key that lets challenges reuse its digest."""
+        self.locations.record_copy(fp, version, digest, size, stat_key(self.store.path_for(fp)))
+
+    async def mark_fresh(self, peer, locs):
+        """``peer`` now holds the current version of each of ``locs``: publish that."""
+        changed = []
+        for loc in locs:
+            if peer in loc.stale:
+                loc.stale = [h for h in loc.stale if h != peer]
+                loc.modified = max(time.time(), loc.modified + 1e-6)
+                self.locations.apply(loc)
+                self.on_file_change(loc, len(loc.current_holders) - 1 < self.replicas)
+                changed.append(loc)
+        if changed:
+            await self.broadcast(changed)
+
+    # -- locks -----------------------------------------------------------------------------
+
+    async def lock_everywhere(self, fp, user):
+        """Lock ``fp`` here and on every running peer; Locked (423) if anyone holds it.
+
+        Returns the lock's token. A peer that does not answer is down and cannot take
+        writes; one that says the file is locked wins, and what was taken is given back.
+        """
+        token = uuid.uuid4().hex
+        self.locks.acquire(fp, user, self.name, token, self.lock_lease)
+        peers = self.peers.running_peers()
+        results = await asyncio.gather(
+            *(self.client.lock(self.urls[p], fp, user, self.lock_lease, token) for p in peers),
+            return_exceptions=True)
+        refused = [r for r in results if isinstance(r, PeerError) and r.status == 423]
+        if refused:
+            await self.unlock_everywhere(fp, token)
+            err = refused[0].body.get("error", {})
+            raise Locked(err.get("message", f"{fp.full} is locked elsewhere"),
+                         holder=err.get("holder"), node=err.get("node"))
+        return token
+
+    async def renew_lock(self, fp, user, token):
+        self.locks.acquire(fp, user, self.name, token, self.lock_lease)
+        await asyncio.gather(*(self.client.lock(self.urls[p], fp, user, self.lock_lease, token)
+                               for p in self.peers.running_peers()), return_exceptions=True)
+
+    async def unlock_everywhere(self, fp, token):
+        self.locks.release(fp, token)
+        await asyncio.gather(*(self.client.unlock(self.urls[p], fp, token)
+                               for p in self.peers.names), return_exceptions=True)
 
     async def delete(self, fp):
         """Tombstone the record everywhere and remove every copy that can be reached."""
@@ -202,7 +245,7 @@ class StorageNode:
                 self._drop_local(fp)
 
     def accept_copy(self, fp, version, digest, size):
-        self.locations.record_copy(fp, version, digest, size)
+        self.record_copy(fp, version, digest, size)
 
     def delete_copy(self, fp, version):
         held = self.locations.copy_version(fp)
@@ -210,12 +253,19 @@ class StorageNode:
             self._drop_local(fp)
 
     def set_admin_state(self, state):
-        """Offline: answer nobody (heartbeats included), so the others mark this node down."""
-        old = self.peers.self_status
-        self.peers.self_status = "offline" if state == "offline" else "running"
-        if old != self.peers.self_status:
-            log.warning("taken %s by the administrator", state)
-            self.peers.on_change(self.name, old, self.peers.self_status)
+        """Offline: answer nobody (heartbeats included), so the others mark this node down.
+        Back online, it serves again only once its peers have verified its copies."""
+        if state == "offline":
+            self.peers.set_self(OFFLINE, "taken offline by the administrator")
+        elif self.peers.self_status == OFFLINE:
+            self.peers.set_self(VERIFYING if self.peers.names else RUNNING,
+                                "put back online by the administrator")
+
+    def purge_tombstones(self):
+        """Forget deletions that every peer has pulled from this node."""
+        if set(self.pulled_by) >= set(self.peers.names) and self.peers.names:
+            return self.locations.purge_tombstones(min(self.pulled_by[p] for p in self.peers.names))
+        return 0
 
     def status(self):
         used, available = self.store.usage()

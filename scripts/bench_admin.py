@@ -12,7 +12,7 @@ Loading: users (one precomputed bcrypt hash), files with their folders, placemen
 owner_usage rows, grants, servers and storage samples go in through PostgreSQL COPY (pg8000's
 ``stream``), then VACUUM ANALYZE. The data is seeded and skewed like a real installation: one
 user with 200,000 files, a few with tens of thousands, a long tail of small ones, 10% of
-accounts without files; folders with 20,000 and 12,000 direct files; trees up to 8 deep.
+accounts without files; folders with 30,000 and 12,000 direct files; trees up to 8 deep.
 
 Measuring uses the project's own code paths, warm: ``Catalog`` and ``AccessControl`` on the
 session factory of ``securifile.admin.db`` (the ``role_of`` passed to ``list_folder`` is the
@@ -58,7 +58,7 @@ DOC_END = "<!-- bench_admin results: end -->"
 
 # The accounts the measurements use; everything else is the generated long tail.
 BIG = "big"                # 200,000 files
-BIG_FOLDER = "inbox"       # big's folder with 20,000 direct files
+BIG_FOLDER = "inbox"       # big's folder with 30,000 direct files, the biggest
 BIG_FOLDER2 = "camera/2024"  # and one with 12,000
 READER = "reader"          # reader on big/inbox/, editor on big/camera/: sees whole folders
 SHAREE = "sharee"          # 200 single-file grants in big/inbox and one deep folder grant
@@ -125,7 +125,7 @@ def owner_layout(rng, owner, n_files):
     """Folder tree and file paths (sorted byte-wise) for one owner."""
     special = []
     if owner == BIG:
-        special = [(BIG_FOLDER, 20_000), (BIG_FOLDER2, 12_000)]
+        special = [(BIG_FOLDER, 30_000), (BIG_FOLDER2, 12_000)]
     elif owner in LARGE:
         special = LARGE[owner][1]
     special = [(f, min(c, n_files)) for f, c in special]
@@ -397,7 +397,7 @@ def scenario_values(engine):
         one = lambda sql, **kw: c.execute(text(sql), kw).scalar()  # noqa: E731
         v = {
             "inbox_deep": one("SELECT path FROM files WHERE owner = :o AND folder = :f "
-                              "ORDER BY path OFFSET 15000 LIMIT 1", o=BIG, f=BIG_FOLDER),
+                              "ORDER BY path OFFSET 25000 LIMIT 1", o=BIG, f=BIG_FOLDER),
             "owned_deep": one("SELECT path FROM files WHERE owner = :o ORDER BY path "
                               "OFFSET 150000 LIMIT 1", o=BIG),
             "tree_top": one("SELECT split_part(path, '/', 1) AS top FROM files WHERE owner = :o "
@@ -433,14 +433,22 @@ def expect(cond, what):
         raise AssertionError(f"unexpected result: {what}")
 
 
+def role_function(acl, caller, owner):
+    """The ``role_of`` that FilesHandler passes to ``list_folder``: built by
+    ``AccessControl.role_function`` when the project has it (one grants query per listing),
+    otherwise one ``AccessControl.role`` call per path, as FilesHandler does without it."""
+    make = getattr(acl, "role_function", None)
+    if make is not None:
+        return make(caller, owner)
+    return lambda p: acl.role(caller, owner, p)
+
+
 def python_scenarios(catalog, acl, v, since):
     """(name, callable) pairs; each callable checks what it got, so a fast wrong answer fails."""
 
     def listing(caller, owner, folder, after=None, recursive=False, want=500, more=True):
-        def role_of(p):  # what FilesHandler passes
-            return acl.role(caller, owner, p)
-
         def run():
+            role_of = role_function(acl, caller, owner)
             r = catalog.list_folder(caller, owner, folder, role_of, 500, after, recursive)
             expect(len(r["files"]) == want if want is not None else r["files"] or r["folders"],
                    f"{caller} {owner}/{folder}: {len(r['files'])} files")
@@ -471,6 +479,9 @@ def python_scenarios(catalog, acl, v, since):
         r = catalog.owned_files(BIG, 1)
         expect(r["file_count"] >= 200_000 and r["total_bytes"] > 0, "totals")
 
+    def prune():
+        expect(catalog.prune_samples(since - timedelta(days=7)) == 0, "prune deleted samples")
+
     def samples():
         r = catalog.samples(SERVERS[0], since)
         expect(1500 <= len(r) <= 2000, f"samples: {len(r)}")
@@ -483,8 +494,8 @@ def python_scenarios(catalog, acl, v, since):
 
     inbox_file = v["inbox_deep"]
     return [
-        ("list big/inbox (20k direct), page 1, owner", listing(BIG, BIG, BIG_FOLDER)),
-        ("list big/inbox, deep page (after #15000), owner",
+        ("list big/inbox (30k direct files), page 1, owner", listing(BIG, BIG, BIG_FOLDER)),
+        ("list big/inbox, deep page (after #25000), owner",
          listing(BIG, BIG, BIG_FOLDER, after=v["inbox_deep"])),
         ("list big/ (root: files + subfolders), owner", listing(BIG, BIG, "", want=None)),
         (f"list big/{v['tree_top']}/ recursive ({v['tree_count']} files), page 1",
@@ -496,7 +507,7 @@ def python_scenarios(catalog, acl, v, since):
          listing(SHAREE, BIG, BIG_FOLDER, want=200, more=False)),
         ("list big/ root as sharee (grants below only)", listing(SHAREE, BIG, "", want=None)),
         ("users(), first page of 1000 (with totals)", users_first),
-        ("users(), all 10,000 in pages of 1000", users_all),
+        ("users(), all 10,000: 10 calls of 1000 (total)", users_all, 10),
         ("owned_files(big), first 1000", owned()),
         ("owned_files(big), deep page (after #150000)", owned(v["owned_deep"])),
         ("a user's totals: owned_files(big, limit=1)", totals),
@@ -508,6 +519,7 @@ def python_scenarios(catalog, acl, v, since):
         (f"AccessControl.role: busiest grantee ({v['busy_grantee']})",
          role(v["busy_grantee"], v["busy_owner"], v["busy_path"], ...)),
         ("AccessControl.role: no grant", role(NOBODY, BIG, inbox_file, None)),
+        ("housekeeping (not GUI): prune_samples(7 days ago)", prune),
     ]
 
 
@@ -515,26 +527,26 @@ def run_python(engine, sessions, args, v, since):
     catalog, acl = Catalog(sessions), AccessControl(sessions)
     statements = StatementLog(engine)
     results = []
-    for name, fn in python_scenarios(catalog, acl, v, since):
+    for name, fn, *calls in python_scenarios(catalog, acl, v, since):
         with statements.capture():
             fn()
         captured = list(statements.statements)
         times = timed(fn, args.runs, args.warmup)
-        res = summary(name, times, "python", len(captured))
+        res = summary(name, times, "python", len(captured), calls[0] if calls else 1)
         results.append(res)
         log(f"{name}: median {res['median_ms']:.2f} ms, p95 {res['p95_ms']:.2f} ms, "
             f"{res['statements']} SQL statements")
-        if res["median_ms"] > BUDGET_MS or args.explain_all:
+        if not res["under_budget"] or args.explain_all:
             res["explain"] = explain(engine, captured)
     return results
 
 
-def summary(name, times, path, statements=None):
-    return {"name": name, "path": path, "runs": len(times),
-            "median_ms": statistics.median(times), "p95_ms": percentile(times, 95),
-            "max_ms": max(times), "statements": statements,
-            "under_budget": statistics.median(times) < BUDGET_MS
-            and percentile(times, 95) < BUDGET_MS}
+def summary(name, times, path, statements=None, calls=1):
+    """Median and p95 of a scenario; the budget holds per call (a scenario may make several)."""
+    median, p95 = statistics.median(times), percentile(times, 95)
+    return {"name": name, "path": path, "runs": len(times), "calls": calls,
+            "median_ms": median, "p95_ms": p95, "max_ms": max(times), "statements": statements,
+            "under_budget": median / calls < BUDGET_MS and p95 / calls < BUDGET_MS}
 
 
 def explain(engine, captured, top=3):
@@ -808,8 +820,14 @@ def report_markdown(report):
         lt = report["load_seconds"]
         lines.append(f"- Load: {sum(lt.values()):.0f} s in all (" +
                      ", ".join(f"{k} {v:.1f} s" for k, v in lt.items()) + ")")
+    la = report.get("loadavg")
+    if la:
+        lines.append(f"- Load average (1/5/15 min) when measuring began: "
+                     f"{'/'.join(f'{x:.1f}' for x in la['before'])}, when it ended: "
+                     f"{'/'.join(f'{x:.1f}' for x in la['after'])} (on {m['nproc']} CPUs)")
     lines += ["", f"Warm, {report['runs']} runs each after {report['warmup']} warm-up calls; "
-              "'SQL stmts' is how many statements one call sends (python path).", "",
+              "'SQL stmts' is how many statements one call sends (python path); a scenario "
+              "of several calls is under budget when each call is.", "",
               table(report["results"]), ""]
     slow = [r for r in report["results"] if not r["under_budget"]]
     lines.append(f"{len(report['results']) - len(slow)} of {len(report['results'])} under "
@@ -842,7 +860,10 @@ def print_explains(results):
                   f"{e['times_per_call']}x per call ===")
             print(e["statement"])
             print("parameters:", e["parameters"])
-            print(e["plan"])
+            plan = e["plan"].splitlines()
+            print("\n".join(plan[:40]))
+            if len(plan) > 40:
+                print(f"... ({len(plan) - 40} more lines of plan; --json keeps them all)")
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -927,15 +948,18 @@ def main(argv=None):
         since = datetime.fromtimestamp(now, timezone.utc) - timedelta(hours=1)
         v = scenario_values(engine)
         sessions = db.session_factory(engine)
+        load_before = os.getloadavg()
         results = run_python(engine, sessions, args, v, since)
         if args.http:
             results += run_http(url, args, v, since)
+        load_after = os.getloadavg()
         report = {
             "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": "python -m securifile.scripts.bench_admin " + " ".join(
                 a if "://" not in a else "URL" for a in (argv if argv is not None else sys.argv[1:])),
             "machine": machine(engine), "sizes": sizes(engine), "load_seconds": load_seconds,
             "runs": args.runs, "warmup": args.warmup, "results": results, "scenario": v,
+            "loadavg": {"before": load_before, "after": load_after},
         }
         print()
         print(report_markdown(report))

@@ -81,9 +81,14 @@ class SecuriFileCluster:
     def target(self):
         entry = self.info["servers"][0]["url"].rstrip("/")
         username = self.info["user"]["username"]
+        admin = self.info.get("admin") or {}
+        labels = {s["pid"]: s["name"] for s in self.info["servers"]}
+        if admin.get("pid"):
+            labels[admin["pid"]] = "admin"
         return Target(name=self.name, base_url=f"{entry}/files/{username}/bench",
                       curl_options=self._trust(self.info), root_pids=self.node_pids(),
-                      follow_redirects=True,
+                      side_pids=[admin["pid"]] if admin.get("pid") else [],
+                      labels=labels, follow_redirects=True,
                       extra={"servers": [s["url"] for s in self.info["servers"]]})
 
     def delete(self, remote):
@@ -110,7 +115,8 @@ class SecuriFileCluster:
                 break
         # nodes that outlived their launcher are ours too; the command line guards against a
         # pid the kernel has handed to something else meanwhile
-        for pid in self.node_pids() if self.info else []:
+        admin_pid = (self.info or {}).get("admin", {}).get("pid")
+        for pid in (self.node_pids() + ([admin_pid] if admin_pid else [])) if self.info else []:
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     if b"securifile" not in f.read():

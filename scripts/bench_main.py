@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -164,6 +165,11 @@ def settle():
     os.sync()
 
 
+def watch_memory(target):
+    return PeakMemorySampler(target.root_pids + target.side_pids, labels=target.labels,
+                             headline=target.root_pids)
+
+
 def measure_system(server, target, files, args):
     """Big upload, download and small uploads, ``args.runs`` times, watching peak memory.
 
@@ -172,7 +178,7 @@ def measure_system(server, target, files, args):
     """
     timeout = transfer_timeout(files.big_size)
     runs = []
-    with PeakMemorySampler(target.root_pids) as memory:
+    with watch_memory(target) as memory:
         for run in range(args.runs):
             for attempt in range(args.retries + 1):
                 wait_for_quiet(args.max_foreign_cpu, args.quiet_wait, log)
@@ -229,7 +235,7 @@ def measure_move(server, target, files, size, args):
     timeout = transfer_timeout(size)
     wait_for_quiet(args.max_foreign_cpu, args.quiet_wait, log)
     settle()
-    with PeakMemorySampler(target.root_pids) as memory:
+    with watch_memory(target) as memory:
         up = upload(target, path, "move.bin", size, timeout)
         settle()
         down = download(target, "move.bin", size, timeout)
@@ -319,8 +325,14 @@ def check_disk(workdir, args):
         raise BenchError(f"{format_size(need)} of scratch space needed, {free // MIB} MiB free")
 
 
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None):
     args = parse_args(argv if argv is not None else sys.argv[1:])
+    # SIGTERM takes the same way out as Ctrl-C, so servers the bench started are stopped
+    signal.signal(signal.SIGTERM, _interrupt)
     args.stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = args.workdir or tempfile.mkdtemp(prefix="securifile-bench-")
     os.makedirs(workdir, exist_ok=True)

@@ -119,7 +119,7 @@ def _read_status(pid):
 
 
 def process_tree(root_pids):
-    """The root pids and all their living descendants."""
+    """The root pids and all their living descendants, each mapped to the root it came from."""
     children = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -132,13 +132,15 @@ def process_tree(root_pids):
         # the command name may hold spaces and parentheses: the ppid follows the last ')'
         ppid = int(stat.rpartition(")")[2].split()[1])
         children.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], list(root_pids)
-    while todo and len(tree) < 10000:
-        pid = todo.pop()
-        if pid in tree:
-            continue
-        tree.append(pid)
-        todo.extend(children.get(pid, ()))
+    tree = {}
+    for root in root_pids:
+        todo = [root]
+        while todo and len(tree) < 10000:
+            pid = todo.pop()
+            if pid in tree:
+                continue
+            tree[pid] = root
+            todo.extend(children.get(pid, ()))
     return tree
 
 
@@ -157,13 +159,17 @@ class PeakMemorySampler:
 
     The kernel keeps each process's peak (VmHWM) itself; sampling is only needed to catch
     processes that exit during the phase (vsftpd's per-session processes) and to name them.
+    ``labels`` names the roots (node1, admin, ...); ``headline`` lists the roots whose
+    largest process is the figure reported (the others are recorded beside it).
     """
 
-    def __init__(self, root_pids, interval_s=0.2, reset=True):
+    def __init__(self, root_pids, interval_s=0.2, reset=True, labels=None, headline=None):
         self.root_pids = list(root_pids)
+        self.labels = labels or {}
+        self.headline = set(headline or root_pids)
         self.interval_s = interval_s
-        self.peaks = {}  # pid -> {"name", "peak_kib"}
-        self.max_total_kib = 0  # the most that all processes held at one moment (VmRSS)
+        self.peaks = {}  # pid -> {"name", "root", "peak_kib"}
+        self.max_total_kib = 0  # the most that the headline processes held at one moment
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._reset = reset
@@ -186,20 +192,22 @@ class PeakMemorySampler:
 
     def sample(self):
         total = 0
-        for pid in process_tree(self.root_pids):
+        for pid, root in process_tree(self.root_pids).items():
             status = _read_status(pid)
             if status is None:
                 continue
             name, hwm, rss = status
-            known = self.peaks.setdefault(pid, {"name": name, "peak_kib": 0})
+            label = self.labels.get(root, name) if pid == root else f"{self.labels.get(root, name)}/{name}"
+            known = self.peaks.setdefault(pid, {"name": label, "root": root, "peak_kib": 0})
             known["peak_kib"] = max(known["peak_kib"], hwm)
-            total += rss
+            if root in self.headline:
+                total += rss
         self.max_total_kib = max(self.max_total_kib, total)
 
     def result(self):
-        """Per-process peaks, the largest single process, and the most held at one moment."""
+        """Per-process peaks, the largest headline process, and the most held at one moment."""
         procs = [{"pid": pid, **info} for pid, info in sorted(self.peaks.items())]
-        max_kib = max((p["peak_kib"] for p in procs), default=0)
+        max_kib = max((p["peak_kib"] for p in procs if p["root"] in self.headline), default=0)
         return {
             "max_process_mib": round(max_kib / 1024, 1),
             "max_total_mib": round(self.max_total_kib / 1024, 1),
@@ -280,6 +288,8 @@ class Target:
     root_pids: list
     http: bool = True  # False for FTP: no status codes, no Expect header
     follow_redirects: bool = False
+    labels: dict = field(default_factory=dict)  # root pid -> name shown in the results
+    side_pids: list = field(default_factory=list)  # watched, but not the headline (our admin)
     extra: dict = field(default_factory=dict)
 
     def url(self, remote):

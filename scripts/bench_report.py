@@ -168,7 +168,7 @@ def print_report(results, out):
             out(line)
     out("")
     out(f"Figures ({settings_line(results['settings'])}; MB/s = 10^6 B/s):")
-    for line in figures_table(systems) + disturbance_line(systems) + [""] + ratios_table(systems) + [""] + targets_table(systems):
+    for line in figures_table(systems) + [""] + disturbance_line(systems) + [""] + ratios_table(systems) + [""] + targets_table(systems):
         out(line)
 
 

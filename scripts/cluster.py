@@ -161,6 +161,8 @@ class Cluster:
             return None
 
     def wait_ready(self, names, timeout=30):
+        """Wait until each server answers and says it is running (a returning node answers
+        first as verifying, until its peers have checked its copies)."""
         deadline = time.monotonic() + timeout
         pending = list(names)
         while pending:
@@ -169,10 +171,12 @@ class Cluster:
                 if proc is not None and proc.poll() is not None:
                     raise RuntimeError(f"{name} exited with {proc.returncode}; see "
                                        f"{self.data_dir / 'logs' / (name + '.log')}")
-                if self.status(name) is not None:
+                status = self.status(name)
+                if status is not None and status.get("status") == "running":
                     pending.remove(name)
             if pending and time.monotonic() > deadline:
-                raise TimeoutError(f"servers not answering after {timeout}s: {pending}")
+                raise TimeoutError(f"servers not running after {timeout}s: "
+                                   + ", ".join(f"{n} ({(self.status(n) or {}).get('status', 'no answer')})" for n in pending))
             if pending:
                 time.sleep(0.1)
 

@@ -12,10 +12,18 @@ def _upload_while_killing_first_replica(cluster, tmp_path):
     api = Api(cluster)
     data = os.urandom(SIZE)
     result = {}
-    t = threading.Thread(target=lambda: result.update(r=api.put("node1", "alice/big.bin", data)))
+    def upload():
+        try:
+            result["r"] = api.put("node1", "alice/big.bin", data)
+        except Exception as e:  # surfaced below rather than lost in the thread
+            result["error"] = e
+
+    t = threading.Thread(target=upload)
     t.start()
 
     def receiving_replica():
+        if "error" in result or "r" in result:
+            raise AssertionError(f"upload ended before a replica copy was seen: {result}")
         for name in cluster.names[1:]:
             tmp = cluster.cfg.node_data_dir(name) / "tmp"
             if tmp.exists() and any(tmp.iterdir()):

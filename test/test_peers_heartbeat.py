@@ -13,7 +13,7 @@ from securifile.common.auth import PEER_SECRET_HEADER
 from securifile.nodes.heartbeat import HeartbeatLoop
 from securifile.nodes.locationmap import Location, LocationMap, Replica
 from securifile.nodes.peerclient import PeerClient
-from securifile.nodes.peers import DOWN, RUNNING, PeerTable
+from securifile.nodes.peers import DOWN, FAILED, RUNNING, VERIFYING, PeerTable
 
 SECRET = "cluster-secret"
 
@@ -35,7 +35,7 @@ def changes():
 def table(changes):
     clock = Clock()
     t = PeerTable("n1", ["n1", "n2", "n3"], misses_allowed=3, clock=clock,
-                  on_change=lambda *change: changes.append(change))
+                  on_change=lambda *change: changes.append(change[:3]))
     t.test_clock = clock
     return t
 
@@ -67,24 +67,74 @@ def test_misses_turn_a_peer_down_after_the_allowed_number(table, changes):
     assert table.status("n3") == RUNNING
 
 
-def test_an_ack_brings_a_down_peer_back_and_resets_the_count(table, changes):
+def test_an_ack_from_a_down_peer_starts_a_challenge_and_resets_the_count(table, changes):
     for _ in range(3):
         table.record_miss("n3")
     table.test_clock.t = 1010.0
-    table.record_ack("n3", seq=5)
-    assert table.status("n3") == RUNNING and table.since("n3") == 1010.0
-    assert changes == [("n3", RUNNING, DOWN), ("n3", DOWN, RUNNING)]
+    assert table.record_ack("n3", seq=5) is True  # challenge it
+    assert table.status("n3") == VERIFYING and table.since("n3") == 1010.0
+    assert not table.is_running("n3")  # never a redirect target before it passes
+    assert table.record_ack("n3", seq=5) is False  # one challenge at a time
+    table.challenge_done("n3", True)
+    assert table.status("n3") == RUNNING
+    assert changes == [("n3", RUNNING, DOWN), ("n3", DOWN, VERIFYING), ("n3", VERIFYING, RUNNING)]
     table.record_miss("n3")
     table.record_miss("n3")
     table.record_ack("n3")
     table.record_miss("n3")
     table.record_miss("n3")
     assert table.status("n3") == RUNNING  # never three in a row
-    assert len(changes) == 2
+    assert len(changes) == 3
+
+
+def test_a_failed_challenge_keeps_the_peer_failed_until_it_has_been_down(table):
+    for _ in range(3):
+        table.record_miss("n2")
+    assert table.record_ack("n2", boot="b1")
+    table.challenge_done("n2", False, "1 corrupt")
+    assert table.status("n2") == FAILED
+    assert table.record_ack("n2", boot="b1") is False  # heartbeats go on; still failed
+    assert table.status("n2") == FAILED
+    for _ in range(3):  # taken offline: it stops answering
+        table.record_miss("n2")
+    assert table.status("n2") == DOWN
+    assert table.record_ack("n2", boot="b1") is True  # back online: verified again
+    assert table.status("n2") == VERIFYING
+
+
+def test_a_restart_seen_by_a_new_boot_id_is_challenged(table):
+    assert table.record_ack("n2", boot="b1") is False
+    assert table.record_ack("n2", boot="b2") is True
+    assert table.status("n2") == VERIFYING
+
+
+def test_a_peer_that_says_it_is_verifying_is_challenged_once_per_boot(table):
+    assert table.record_ack("n2", boot="b1", status=VERIFYING) is True
+    table.challenge_done("n2", True)
+    assert table.record_ack("n2", boot="b1", status=VERIFYING) is False
+    assert table.status("n2") == RUNNING
+
+
+def test_a_returning_node_runs_once_every_reachable_peer_passed_it(changes):
+    t = PeerTable("a", ["a", "b", "c"], self_status=VERIFYING,
+                  on_change=lambda *c: changes.append(c[:3]))
+    t.receive_verdict("b", True)
+    assert t.self_status == VERIFYING  # c has not judged yet
+    for _ in range(3):
+        t.record_miss("c")  # c is down: it cannot judge
+    assert t.self_status == RUNNING
+    assert ("a", VERIFYING, RUNNING) in changes
+
+
+def test_one_failing_verdict_fails_the_returning_node():
+    t = PeerTable("a", ["a", "b", "c"], self_status=VERIFYING)
+    t.receive_verdict("b", True)
+    t.receive_verdict("c", False, "2 corrupt")
+    assert t.self_status == FAILED
 
 
 def test_one_miss_allowed(changes):
-    t = PeerTable("a", ["a", "b"], misses_allowed=1, on_change=lambda *c: changes.append(c))
+    t = PeerTable("a", ["a", "b"], misses_allowed=1, on_change=lambda *c: changes.append(c[:3]))
     t.record_miss("b")
     assert t.status("b") == DOWN and changes == [("b", RUNNING, DOWN)]
 
@@ -179,7 +229,7 @@ def test_heartbeats_mark_a_dead_peer_down_and_pull_locations_in_pages(tmp_path):
         dead = closed_port()
         changes, received = [], []
         table = PeerTable("me", ["me", "alive", "dead"], misses_allowed=3,
-                          on_change=lambda *c: changes.append(c))
+                          on_change=lambda *c: changes.append(c[:3]))
         client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
         loop = HeartbeatLoop(table, client, {"alive": f"http://127.0.0.1:{port}",
                                              "dead": f"http://127.0.0.1:{dead}"},
@@ -323,7 +373,7 @@ def test_a_peer_refusing_our_secret_counts_as_missed(tmp_path):
         peer = FakePeer(LocationMap(tmp_path / "peer.db"), page_limit=100)
         server, port = await serve(peer)
         changes = []
-        table = PeerTable("me", ["me", "p"], misses_allowed=2, on_change=lambda *c: changes.append(c))
+        table = PeerTable("me", ["me", "p"], misses_allowed=2, on_change=lambda *c: changes.append(c[:3]))
         client = PeerClient("me", ssl_context=None, peer_secret="wrong", timeout=2)
         loop = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}"}, 2.0, list)
         try:

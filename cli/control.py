@@ -1,0 +1,165 @@
+"""Commands the admin server answers: sharing, accounts, and (for administrators) servers.
+
+Each prints a readable table or sentence, or with ``--json`` the server's JSON as is.
+"""
+import sys
+
+from securifile.common.client import LoginFolder
+
+from .output import format_table, human_size, to_json, when
+
+COMMANDS = ("whoami", "users", "share", "unshare", "grants", "shared", "admin")
+
+
+def _target_name(owner, path):
+    return f"{owner}/{path}" if path else f"{owner}/"
+
+
+class ControlCommands:
+    """The subcommands, each given parsed arguments and an AdminClient."""
+
+    def __init__(self, admin, args, settings, env=None, out=None):
+        self.admin, self.args, self.settings = admin, args, settings
+        self.env = env
+        self.out = out or sys.stdout
+
+    def run(self):
+        name = self.args.command
+        if name == "admin":
+            name = "admin_" + self.args.admin_command.replace("-", "_")
+        return getattr(self, name)()
+
+    def say(self, text):
+        if not self.args.quiet:
+            print(text, file=self.out, flush=True)
+
+    def emit(self, value, text):
+        """``value`` as JSON with --json, else ``text`` (a string, or a callable making one)."""
+        if self.args.json:
+            print(to_json(value), file=self.out)
+        else:
+            self.say(text() if callable(text) else text)
+        return 0
+
+    # -- everyone --
+
+    def whoami(self):
+        me = self.admin.me()
+        me["admin_url"] = self.admin.url
+        folder = LoginFolder.default(self.env)
+        saved = folder.read() if folder is not None and folder.exists() else {}
+        if saved.get("admin_url") != self.admin.url:
+            saved = {}  # these credentials came from elsewhere (a cluster file)
+
+        def text():
+            lines = [f"{me['username']}{' (administrator)' if me.get('admin') else ''}",
+                     f"  e-mail              {me.get('email') or '-'}",
+                     f"  account valid until {when(me.get('valid_until'))}",
+                     f"  admin server        {self.admin.url}"]
+            if saved:
+                lines.append(f"  token valid until   {when(saved.get('token_expires_at'))}")
+                if saved.get("certificate_not_after"):
+                    lines.append(f"  certificate until   {when(saved['certificate_not_after'])}")
+                lines.append(f"  login saved in      {folder.path}")
+            return "\n".join(lines)
+
+        return self.emit(me, text)
+
+    def users(self):
+        users = self.admin.users()
+        return self.emit({"users": users}, lambda: format_table(
+            ["user", "e-mail", "admin", "valid until", "files", "volume"],
+            [[u["username"], u.get("email"), "yes" if u.get("admin") else "",
+              when(u.get("valid_until")), u.get("file_count", 0), human_size(u.get("total_bytes"))]
+             for u in users]))
+
+    def share(self):
+        a = self.args
+        result = self.admin.grant(a.target, a.user, a.role)
+        name = _target_name(result.get("owner"), result.get("path"))
+        return self.emit(result, f"{name}: {a.user} is now {a.role}")
+
+    def unshare(self):
+        a = self.args
+        self.admin.revoke(a.target, a.user)
+        return self.emit({"target": a.target, "username": a.user, "revoked": True},
+                         f"{a.target}: {a.user} no longer has access")
+
+    def grants(self):
+        result = self.admin.grants(self.args.target)
+        name = _target_name(result.get("owner"), result.get("path"))
+
+        def text():
+            lines = [f"{name}  (owner {result.get('owner')})"]
+            if result.get("grants"):
+                lines.append(format_table(["user", "role", "granted by"],
+                                          [[g["username"], g["role"], g.get("granted_by")]
+                                           for g in result["grants"]]))
+            else:
+                lines.append("no grants: only the owner has access")
+            return "\n".join(lines)
+
+        return self.emit(result, text)
+
+    def shared(self):
+        grants = self.admin.shared()
+        if not grants and not self.args.json:
+            self.say("nothing is shared with you")
+            return 0
+        return self.emit({"shared": grants}, lambda: format_table(
+            ["shared", "role"], [[_target_name(g["owner"], g["path"]), g["role"]] for g in grants]))
+
+    # -- administrators --
+
+    def admin_user_add(self):
+        a = self.args
+        password = None
+        if a.password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n") or None
+        result = self.admin.add_user(a.name, a.email, a.valid_days, password=password,
+                                     admin=a.admin)
+
+        def text():
+            lines = [f"created {result['username']}{' (administrator)' if result.get('admin') else ''}"
+                     f", valid until {when(result.get('valid_until'))}"]
+            if result.get("email_sent"):
+                lines.append(f"login details e-mailed to {result.get('email')}")
+            else:
+                lines.append(f"the e-mail to {result.get('email')} was NOT sent: "
+                             f"{result.get('email_error', 'unknown error')}")
+            if result.get("password"):
+                lines.append(f"initial password: {result['password']}")
+            return "\n".join(lines)
+
+        return self.emit(result, text)
+
+    def admin_user_remove(self):
+        self.admin.remove_user(self.args.name)
+        return self.emit({"username": self.args.name, "removed": True},
+                         f"removed {self.args.name}")
+
+    def admin_offline(self):
+        result = self.admin.set_server_state(self.args.node, "offline")
+        return self.emit(result, f"{self.args.node}: taken offline (it stops answering; the "
+                                 f"others mark it down)")
+
+    def admin_online(self):
+        result = self.admin.set_server_state(self.args.node, "online")
+        return self.emit(result, f"{self.args.node}: back online (the others check its files "
+                                 f"before it serves users again)")
+
+    def admin_servers(self):
+        listing = self.admin.servers()
+
+        def text():
+            rows = [[s["name"], s["url"], s.get("status"), s.get("admin_state"), when(s.get("since")),
+                     human_size(s.get("used_bytes")), human_size(s.get("available_bytes"))]
+                    for s in listing.get("servers", [])]
+            lines = [format_table(["name", "url", "status", "admin", "since", "used", "available"],
+                                  rows),
+                     f"replicas per file: {listing.get('replicas')}"]
+            if listing.get("tls") is False:
+                lines.append("WARNING: ENCRYPTION DISABLED (debug mode)")
+            return "\n".join(lines)
+
+        return self.emit(listing, text)

@@ -1,0 +1,156 @@
+"""``securifile login`` and ``logout``: a password login that leaves a certificate behind.
+
+Login asks the admin server for a token, creates an EC key here (it never leaves this
+machine), has a certificate request for it signed, and saves key, certificate, CA, token,
+the admin URL and the server list in the user's config folder (see LoginFolder). Later
+commands read that folder when no cluster file is given.
+"""
+import getpass
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from securifile.common.adminclient import AdminClient, AdminUnreachable
+from securifile.common.client import (
+    ClientError, LoginFolder, PermissionDenied, RateLimited, ServerError, TLSFailure, Unauthorized,
+)
+
+from .output import UsageError, to_json, when
+
+
+class LoginFailed(ClientError):
+    """The admin server refused the login, or could not be asked; the message says why."""
+
+
+def new_key_and_csr(username):
+    """(private key PEM, CSR PEM) for a fresh P-256 key; the CA sets the real subject."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, username)]))
+           .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return key_pem, csr.public_bytes(serialization.Encoding.PEM)
+
+
+def read_password(username, from_stdin, stdin=None):
+    """From a prompt on a terminal; from the first line of standard input otherwise."""
+    stdin = stdin or sys.stdin
+    if not from_stdin and stdin.isatty():
+        password = getpass.getpass(f"password for {username}: ")
+    else:
+        password = stdin.readline().rstrip("\r\n")
+    if not password:
+        raise UsageError("no password given (pipe it in, or use --password-stdin)")
+    return password
+
+
+def trusted_cas(given, returned):
+    """The CA PEM to keep: the admin's answer, plus the --ca file when that differs."""
+    returned = returned.strip() + "\n"
+    if given:
+        text = Path(given).read_text(encoding="ascii").strip() + "\n"
+        if text != returned:
+            return returned + text
+    return returned
+
+
+def _login_error(e, admin_url, ca):
+    """A LoginFailed with a message a user can act on."""
+    if isinstance(e, Unauthorized):
+        return LoginFailed(f"login failed: {e.message} ({e.code})")
+    if isinstance(e, PermissionDenied) and e.code == "account_expired":
+        return LoginFailed(f"login refused: {e.message}; ask an administrator to extend the "
+                           f"account ({e.code})")
+    if isinstance(e, PermissionDenied) and e.code == "account_disabled":
+        return LoginFailed(f"login refused: {e.message}; ask an administrator ({e.code})")
+    if isinstance(e, RateLimited):
+        return LoginFailed(f"login refused: {e.message} ({e.code})")
+    if isinstance(e, ServerError):
+        return LoginFailed(f"login failed: {e.message} ({e.code}, HTTP {e.status})")
+    if isinstance(e, TLSFailure):
+        return LoginFailed(f"{e}; check that {ca} is the CA certificate of this cluster "
+                           f"(certs/ca.crt where it was set up) and that {admin_url} is right")
+    if isinstance(e, AdminUnreachable):
+        return LoginFailed(f"{e}; check the URL and that the admin server runs")
+    return LoginFailed(f"login failed: {e}")
+
+
+def login(args, env, out, stdin=None):
+    folder = LoginFolder.default(env)
+    if folder is None:
+        raise UsageError("no folder for the login: set HOME or XDG_CONFIG_HOME")
+    saved = folder.read() if folder.exists() else {}
+    admin_url = args.admin or saved.get("admin_url")
+    if not admin_url:
+        raise UsageError("which admin server? give --admin URL (e.g. https://127.0.0.1:8440)")
+    same_admin = saved.get("admin_url", "").rstrip("/") == admin_url.rstrip("/")
+    username = args.user or (saved.get("username") if same_admin else None)
+    if not username:
+        raise UsageError("give your user name: --user NAME")
+    https = admin_url.lower().startswith("https:")
+    ca = args.ca
+    if https and not ca and same_admin and folder.file(folder.CA).is_file():
+        ca = str(folder.file(folder.CA))
+    if https and not ca:
+        raise UsageError(
+            f"{admin_url} uses TLS: give the admin server's CA certificate with --ca PEM the "
+            f"first time (the cluster's certs/ca.crt); after that the login keeps it. Only an "
+            f"http:// admin URL (encryption disabled, for debugging) needs none")
+    if ca and not Path(ca).is_file():
+        raise UsageError(f"--ca {ca}: no such file")
+    if not https and not args.quiet:
+        print(f"WARNING: {admin_url} is plain HTTP: encryption is disabled, the password and "
+              f"token cross the network in the clear", file=sys.stderr)
+    password = read_password(username, args.password_stdin, stdin)
+    try:
+        with AdminClient(admin_url, ca=ca, timeout=args.timeout) as admin:
+            account = admin.login(username, password)
+            username = account.get("username", username)
+            key_pem = cert_pem = ca_pem = None
+            signed = {}
+            if https:
+                key_pem, csr_pem = new_key_and_csr(username)
+                signed = admin.sign_csr(csr_pem)
+                cert_pem, ca_pem = signed["certificate"], trusted_cas(args.ca, signed["ca"])
+            try:
+                servers = [s["url"] for s in admin.servers().get("servers", [])]
+            except ClientError:
+                servers = []
+    except (ClientError, OSError) as e:
+        if isinstance(e, OSError):  # the --ca file itself
+            raise LoginFailed(f"cannot read {ca}: {e.strerror or e}") from e
+        raise _login_error(e, admin_url, ca) from e
+    info = {"admin_url": admin.url, "username": username, "admin": bool(account.get("admin")),
+            "token_expires_at": account.get("expires_at"),
+            "account_valid_until": account.get("valid_until"),
+            "certificate_not_after": signed.get("not_after"), "servers": servers,
+            "logged_in_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    folder.save(info, account["token"], key_pem=key_pem, cert_pem=cert_pem, ca_pem=ca_pem)
+    if args.json:
+        print(to_json(info | {"folder": str(folder.path)}), file=out)
+    elif not args.quiet:
+        role = " (administrator)" if info["admin"] else ""
+        print(f"logged in to {admin.url} as {username}{role}", file=out)
+        print(f"  account valid until  {when(info['account_valid_until'])}", file=out)
+        print(f"  token valid until    {when(info['token_expires_at'])}", file=out)
+        if https:
+            print(f"  certificate until    {when(info['certificate_not_after'])}", file=out)
+        print(f"  saved in             {folder.path}", file=out)
+    return 0
+
+
+def logout(args, env, out):
+    folder = LoginFolder.default(env)
+    gone = folder.remove() if folder is not None else []
+    if not args.quiet:
+        if gone:
+            print(f"logged out: removed {', '.join(gone)} from {folder.path}", file=out)
+        else:
+            print("not logged in", file=out)
+    return 0

@@ -1,0 +1,233 @@
+"""A small synchronous JSON client for the admin server's REST API.
+
+It shares the storage client's transport (TLS context, kept-alive connections per thread,
+typed errors from the JSON error shape), so the TUI's thread workers can call it as they
+call ``Client``, and a ``Client`` built with an admin URL hands out one on its own
+connections (``Client.admin``). Every method is one request; errors raise the
+``securifile.common.client`` exceptions (``ServerError`` subclasses carry the server's code
+and message), and an admin server that does not answer raises ``AdminUnreachable``.
+"""
+import json
+from urllib.parse import quote, urlencode
+
+from .client import (
+    CHUNK_SIZE, NoRunningServer, ProtocolError, Transport, TransportError, _BytesBody,
+    _Unreachable, _base_url, _describe, error_from_response, parse_remote, tls_context,
+)
+
+RUNNING, UNKNOWN, OFFLINE = "running", "unknown", "offline"
+ROLES = ("reader", "editor", "master")
+PAGE = 1000
+
+
+class AdminUnreachable(TransportError):
+    """The admin server did not answer (refused, reset, timed out)."""
+
+    def __init__(self, url, cause):
+        self.url, self.cause = url, cause
+        super().__init__(f"cannot reach the admin server at {url}: {_describe(cause)}")
+
+
+def acl_target(target):
+    """(owner, request path) for a grant target: ``alice/a.txt``, ``alice/docs/`` or ``alice``.
+
+    A folder keeps its trailing '/', as the admin server tells files from folders by it.
+    """
+    folder = target.endswith("/") or "/" not in target
+    fp = parse_remote(target, folder=folder)
+    path = fp.full.rstrip("/") + "/" if folder else fp.full
+    return fp.owner, "/api/v1/acl/" + quote(path, safe="/")
+
+
+def usable_servers(listing):
+    """(URLs to use, URLs of every server) from a ``GET /api/v1/servers`` answer.
+
+    Only running servers are used, never down, failed or offline ones. Servers the admin
+    server has not heard from yet (``unknown``, just after a start) are used only while no
+    server is known to run. Raises NoRunningServer when that leaves none.
+    """
+    servers = [s for s in (listing or {}).get("servers", []) if isinstance(s, dict) and s.get("url")]
+    online = [s for s in servers if s.get("admin_state", "online") != OFFLINE]
+    usable = [s["url"] for s in online if s.get("status") == RUNNING]
+    if not usable:
+        usable = [s["url"] for s in online if s.get("status") == UNKNOWN]
+    if not usable:
+        raise NoRunningServer(servers)
+    return usable, [s["url"] for s in servers]
+
+
+class AdminClient:
+    """Calls the admin server at ``url`` as one user (bearer ``token`` and/or certificate).
+
+    ``transport``: share another client's connections and TLS context (then ``ca``,
+    ``cert``, ``key`` and the timeouts are that transport's). Safe to share between
+    threads.
+    """
+
+    def __init__(self, url, *, ca=None, cert=None, key=None, token=None, timeout=30.0,
+                 connect_timeout=5.0, transport=None):
+        self.url = _base_url(url)
+        self._token = token
+        if transport is None:
+            secure = self.url.startswith("https:")
+            transport = Transport(tls_context(ca, cert, key) if secure else None,
+                                  timeout=timeout, connect_timeout=connect_timeout)
+        self._transport = transport
+
+    @classmethod
+    def from_settings(cls, settings, **kwargs):
+        """From ClientSettings (cluster file or saved login); they must name an admin URL."""
+        if not settings.admin_url:
+            raise ValueError("these settings name no admin server")
+        return cls(settings.admin_url, ca=settings.ca, cert=settings.cert, key=settings.key,
+                   token=settings.token, **kwargs)
+
+    @property
+    def tls(self):
+        return self.url.startswith("https:")
+
+    def set_token(self, token):
+        self._token = token
+
+    def close(self):
+        """Close this thread's idle connections."""
+        self._transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- the request --
+
+    def request(self, method, path, payload=None, *, query=None, expected=(200,)):
+        """One call: the decoded JSON answer (None for ``204``), or the typed error."""
+        if query:
+            query = {k: v for k, v in query.items() if v is not None}
+        url = self.url + path + (f"?{urlencode(query)}" if query else "")
+        headers = {"Accept": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        body = None
+        if payload is not None:
+            data = json.dumps(payload).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+            body = _BytesBody(data, CHUNK_SIZE)
+        try:
+            resp = self._transport.exchange(method, url, headers, body)
+        except _Unreachable as e:
+            raise AdminUnreachable(self.url, e.cause) from e.cause
+        if resp.status not in expected:
+            raise error_from_response(resp)
+        if resp.status == 204:
+            resp.release()
+            return None
+        return resp.json()
+
+    # -- accounts --
+
+    def login(self, username, password):
+        """``{"token","expires_at","username","admin","valid_until"}``; the token is kept."""
+        result = self.request("POST", "/api/v1/login",
+                              {"username": username, "password": password})
+        if not isinstance(result, dict) or not result.get("token"):
+            raise ProtocolError(f"{self.url} answered a login without a token")
+        self._token = result["token"]
+        return result
+
+    def me(self):
+        """The caller's account: username, email, admin, valid_until."""
+        return self.request("GET", "/api/v1/me")
+
+    def sign_csr(self, csr_pem):
+        """``{"certificate","ca","not_after"}`` for a PEM certificate request."""
+        if isinstance(csr_pem, bytes):
+            csr_pem = csr_pem.decode("ascii")
+        return self.request("POST", "/api/v1/certificates", {"csr": csr_pem}, expected=(200, 201))
+
+    def users(self, page_size=PAGE):
+        """Every account with its file count and total bytes (fetched page by page)."""
+        users, after = [], None
+        while True:
+            page = self.request("GET", "/api/v1/users",
+                                query={"limit": page_size, "after": after})["users"]
+            users += page
+            if len(page) < page_size:
+                return users
+            after = page[-1]["username"]
+
+    def add_user(self, username, email, valid_days, *, password=None, admin=False):
+        """Create an account (administrators only); the answer has the password if generated."""
+        payload = {"username": username, "email": email, "valid_days": valid_days,
+                   "admin": bool(admin)}
+        if password is not None:
+            payload["password"] = password
+        return self.request("POST", "/api/v1/users", payload, expected=(201,))
+
+    def remove_user(self, username):
+        self.request("DELETE", "/api/v1/users/" + quote(username, safe=""), expected=(204,))
+
+    def user_files(self, username, *, limit=None, after=None):
+        """``{"username","file_count","total_bytes","files","next"}``."""
+        return self.request("GET", f"/api/v1/users/{quote(username, safe='')}/files",
+                            query={"limit": limit, "after": after})
+
+    # -- files and access --
+
+    def files(self, prefix, *, recursive=False, limit=None, after=None):
+        """``{"files","folders","next"}`` the caller may see under the folder ``prefix``."""
+        prefix = prefix if prefix.endswith("/") else prefix + "/"
+        return self.request("GET", "/api/v1/files", query={
+            "prefix": prefix, "recursive": "1" if recursive else None, "limit": limit,
+            "after": after})
+
+    def shared(self):
+        """The grants other users gave the caller: ``[{"owner","path","role"}]``."""
+        return self.request("GET", "/api/v1/shared")["shared"]
+
+    def grants(self, target):
+        """``{"owner","path","grants": [{"username","role","granted_by"}]}`` on a file or folder."""
+        return self.request("GET", acl_target(target)[1])
+
+    def grant(self, target, username, role):
+        """Give ``username`` a role (reader, editor, master) on a file or folder."""
+        return self.request("PUT", acl_target(target)[1], {"username": username, "role": role})
+
+    def revoke(self, target, username):
+        self.request("DELETE", acl_target(target)[1], query={"username": username},
+                     expected=(204,))
+
+    def events(self, *, after=0, limit=100):
+        return self.request("GET", "/api/v1/events", query={"after": after, "limit": limit})["events"]
+
+    # -- servers --
+
+    def servers(self):
+        """``{"replicas","tls","servers": [{"name","url","status","admin_state",...}]}``."""
+        return self.request("GET", "/api/v1/servers")
+
+    def storage_servers(self):
+        """(URLs to use, URLs of every server): running servers only, see usable_servers."""
+        return usable_servers(self.servers())
+
+    def storage(self, name, *, since=None, limit=None):
+        """A server's storage samples ``[{"t","used_bytes","available_bytes"}]``."""
+        return self.request("GET", f"/api/v1/servers/{quote(name, safe='')}/storage",
+                            query={"since": since, "limit": limit})["samples"]
+
+    def server_history(self, name):
+        return self.request("GET", f"/api/v1/servers/{quote(name, safe='')}/history")["history"]
+
+    def set_server_state(self, name, state):
+        """Take a server ``offline`` or put it back ``online`` (administrators only)."""
+        if state not in ("offline", "online"):
+            raise ValueError("state is 'offline' or 'online'")
+        return self.request("POST", f"/api/v1/servers/{quote(name, safe='')}/{state}")
+
+    def status(self):
+        """The admin server's own ``/status`` (no authentication needed)."""
+        return self.request("GET", "/status")
+
+
+__all__ = ["AdminClient", "AdminUnreachable", "ROLES", "acl_target", "usable_servers"]
