@@ -1202,9 +1202,6 @@ class Client:
         """One request to one server. Raises _Unreachable if it does not answer."""
         return self._transport.exchange(method, url, headers, body)
 
-    def _keep(self, key, conn):
-        self._transport._keep(key, conn)
-
     def _request(self, method, path, headers, body):
         """Send to the current server, failing over and following redirects to holders."""
         self._maybe_refresh()
@@ -1215,12 +1212,15 @@ class Client:
         while True:
             entry = self._selector.current(exclude=tried)
             if entry is None and self._admin is not None and not asked_admin:
-                # Every server we knew failed: the admin server may know newer ones.
                 asked_admin = True
-                try:
-                    self._maybe_refresh(force=True)
-                except ClientError:
-                    pass
+                if not self._selector.servers:
+                    self.refresh_servers()  # nothing to fall back on: its error is the answer
+                else:
+                    # Every server we knew failed: the admin server may know newer ones.
+                    try:
+                        self._maybe_refresh(force=True)
+                    except ClientError:
+                        pass
                 entry = self._selector.current(exclude=tried)
             if entry is None:
                 raise NoServerAvailable(failures)

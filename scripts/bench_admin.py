@@ -45,6 +45,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy.pool import NullPool
 
 from securifile.admin import db
 from securifile.admin.acl import AccessControl
@@ -284,6 +285,17 @@ def copy(engine, table, columns, lines):
         raw.close()
 
 
+def outside_transaction(engine, sql):
+    """VACUUM and the like, on a connection of its own: a pooled pg8000 connection may
+    already be in a transaction (the pre-ping's) when AUTOCOMMIT is asked for."""
+    own = create_engine(engine.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with own.connect() as c:
+            c.execute(text(sql))
+    finally:
+        own.dispose()
+
+
 def load(engine, args, now):
     import bcrypt
 
@@ -342,8 +354,7 @@ def load(engine, args, now):
             c.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
                            f"(SELECT max({column}) FROM {table}))"))
         c.commit()
-    with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as c:
-        c.execute(text("VACUUM ANALYZE"))
+    outside_transaction(engine, "VACUUM ANALYZE")
     timings["vacuum analyze"] = time.perf_counter() - t0
     log(f"VACUUM ANALYZE in {timings['vacuum analyze']:.1f} s")
     return timings
@@ -930,8 +941,7 @@ def main(argv=None):
         load_seconds = None
         if args.reuse:
             db.upgrade(engine)  # a migration added since the load (e.g. an index) applies here
-            with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as c:
-                c.execute(text("ANALYZE"))
+            outside_transaction(engine, "ANALYZE")
             with engine.connect() as c:
                 now = c.execute(text("SELECT extract(epoch FROM max(t)) FROM storage_samples")
                                 ).scalar()

@@ -6,6 +6,7 @@ what ``login`` saved there tells the CLI where the cluster is. Unit tests of the
 switch to the admin server's server list run against tiny HTTP servers on loopback.
 """
 import http.server
+import io
 import json
 import os
 import random
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from securifile.cli import login as cli_login
+from securifile.cli.output import UsageError
 from securifile.common.adminclient import AdminUnreachable, acl_target, usable_servers
 from securifile.common.certs import CertificateAuthority
 from securifile.common.client import Client, LoginFolder, NoRunningServer
@@ -386,3 +389,44 @@ def test_client_asks_the_admin_again_when_every_known_server_fails(fakes):
         client.close()  # the kept-alive connection would outlive the server's listening socket
         state.update(node1="down", node2="running")
         assert client.get_bytes("alice/x") == b"node2"
+
+
+# --- unit tests: the saved login ------------------------------------------------------------
+
+def test_saved_login_is_private_whatever_the_umask_and_feeds_the_settings(tmp_path):
+    env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": "relative/ignored"}
+    folder = LoginFolder.default(env)
+    assert folder.path == tmp_path / ".config" / "securifile"
+    old = os.umask(0)
+    try:
+        folder.save({"admin_url": "https://127.0.0.1:8440", "username": "alice",
+                     "servers": ["https://127.0.0.1:8441"]}, "tok\n",
+                    key_pem=b"KEY", cert_pem="CERT", ca_pem="CA")
+    finally:
+        os.umask(old)
+    assert mode(folder.path) == 0o700
+    assert {p.name: mode(p) for p in folder.path.iterdir()} == {
+        name: 0o600 for name in ("login.json", "token", "client.key", "client.crt", "ca.crt")}
+    s = folder.settings()
+    assert (s.admin_url, s.username, s.token, s.servers) == (
+        "https://127.0.0.1:8440", "alice", "tok", ["https://127.0.0.1:8441"])
+    assert (s.ca, s.cert, s.key) == tuple(str(folder.path / n) for n in ("ca.crt", "client.crt", "client.key"))
+
+    # a login without TLS leaves no stale certificate behind
+    folder.save({"admin_url": "http://127.0.0.1:8440", "username": "alice"}, "tok2")
+    assert sorted(p.name for p in folder.path.iterdir()) == ["login.json", "token"]
+    assert sorted(folder.remove()) == ["login.json", "token"] and not folder.exists()
+    assert LoginFolder.default({}) is None
+
+
+def test_password_comes_from_a_prompt_on_a_terminal_and_from_stdin_otherwise(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(cli_login.getpass, "getpass", lambda prompt: f"typed after {prompt!r}")
+    assert cli_login.read_password("alice", False, Terminal("")) == "typed after 'password for alice: '"
+    assert cli_login.read_password("alice", True, Terminal("piped\n")) == "piped"
+    assert cli_login.read_password("alice", False, io.StringIO("s3cret pass\nrest\n")) == "s3cret pass"
+    with pytest.raises(UsageError):
+        cli_login.read_password("alice", False, io.StringIO(""))

@@ -227,13 +227,14 @@ def test_heartbeats_mark_a_dead_peer_down_and_pull_locations_in_pages(tmp_path):
         peer = FakePeer(locations, page_limit=3)
         server, port = await serve(peer)
         dead = closed_port()
-        changes, received = [], []
+        changes, received, returned = [], [], []
         table = PeerTable("me", ["me", "alive", "dead"], misses_allowed=3,
                           on_change=lambda *c: changes.append(c[:3]))
         client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
         loop = HeartbeatLoop(table, client, {"alive": f"http://127.0.0.1:{port}",
                                              "dead": f"http://127.0.0.1:{dead}"},
-                             interval=2.0, sync_locations=received.extend)
+                             interval=2.0, sync_locations=received.extend,
+                             on_return=returned.append)
         try:
             await loop.run_once()
             assert peer.beats == [("me", "me")]
@@ -265,8 +266,9 @@ def test_heartbeats_mark_a_dead_peer_down_and_pull_locations_in_pages(tmp_path):
             revived_server, _ = await serve(revived, dead)
             try:
                 await loop.run_once()
-                assert table.status("dead") == RUNNING
-                assert changes == [("dead", RUNNING, DOWN), ("dead", DOWN, RUNNING)]
+                # Back from down: challenged before it is trusted again.
+                assert table.status("dead") == VERIFYING and returned == ["dead"]
+                assert changes == [("dead", RUNNING, DOWN), ("dead", DOWN, VERIFYING)]
                 assert revived.beats == [("me", "me")]
                 assert revived.pulls == []  # an empty map: nothing to pull
             finally:
