@@ -8,7 +8,6 @@ which everything else uses, unthrottled.
 import email
 import http.client
 import json
-import ssl
 from datetime import datetime, timezone
 from email import policy
 from urllib.parse import quote, urlencode, urlsplit
@@ -33,12 +32,29 @@ PASSWORD = "correct horse battery"
 # -- fixtures and helpers ------------------------------------------------------------------
 
 
+def start_cluster(tmp_path_factory, name, attempts=3):
+    """Three nodes, one replica, TLS, an admin server on SQLite, started.
+
+    The free ports the launcher picks can be taken by someone else before the servers bind
+    them (parallel test workers make that likely); then it starts over on other ports.
+    """
+    for attempt in range(attempts):
+        cluster = Cluster.create(tmp_path_factory.mktemp(name), 3, 1, True, base_port=0, **FAST)
+        try:
+            cluster.start()
+            return cluster
+        except (RuntimeError, TimeoutError):
+            cluster.stop()
+            logs = "".join(p.read_text(errors="replace") for p in (cluster.data_dir / "logs").glob("*.log"))
+            if "Address already in use" not in logs or attempt == attempts - 1:
+                raise
+
+
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    """Three nodes, one replica, TLS, an admin server on SQLite: for the whole module."""
-    cluster = Cluster.create(tmp_path_factory.mktemp("admin-api"), 3, 1, True, base_port=0, **FAST)
+    """One cluster for the whole module."""
+    cluster = start_cluster(tmp_path_factory, "admin-api")
     try:
-        cluster.start()
         yield cluster
     finally:
         cluster.stop()
@@ -530,8 +546,8 @@ def test_core_flow_with_the_admin_database_on_postgresql(make_cluster):
         engine = create_engine(url)
         try:
             with engine.connect() as c:  # it really is the PostgreSQL database
-                assert c.execute(text("SELECT count(*) FROM users WHERE username = 'hugo'")).scalar() == 1
-                assert c.execute(text("SELECT file_count FROM owner_usage WHERE owner = 'hugo'")).scalar() == 0
+                assert c.scalar(text("SELECT count(*) FROM users WHERE username = 'hugo'")) == 1
+                assert c.scalar(text("SELECT file_count FROM owner_usage WHERE owner = 'hugo'")) == 0
         finally:
             engine.dispose()
     finally:

@@ -11,20 +11,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from securifile.scripts.cluster import Cluster
-
-from .conftest import FAST
 from .databases import fresh_postgres_database
 from .helpers import AdminApi, Api, wait_for
+from .test_admin_api import start_cluster
 
 ADMIN_CLI = str(Path(sys.executable).parent / "securifile-admin")
 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    cluster = Cluster.create(tmp_path_factory.mktemp("admin-cli"), 3, 1, True, base_port=0, **FAST)
+    cluster = start_cluster(tmp_path_factory, "admin-cli")
     try:
-        cluster.start()
         yield cluster
     finally:
         cluster.stop()

@@ -570,7 +570,8 @@ def test_storage_samples_since_and_the_servers_current_usage(sessions):
     catalog.apply_report(report("node1:1-5", "node1", *samples))
     catalog.apply_report(report("node2:1", "node2", {"type": "sample", "t": T0, "used": 7, "available": 8}))
     # A late, older sample is kept in the series but does not become the current value.
-    catalog.apply_report(report("node1:0", "node1", {"type": "sample", "t": T0 - 60, "used": 1, "available": 1}))
+    catalog.apply_report(report("node1:0", "node1",
+                                {"type": "sample", "t": T0 - 60, "used": 1, "available": 1}))
     every = catalog.samples("node1", None)
     assert [s["used_bytes"] for s in every] == [1, 100, 101, 102, 103, 104]
     assert datetime.fromisoformat(every[1]["t"]) == datetime.fromtimestamp(T0, timezone.utc)

@@ -38,9 +38,15 @@ def pid_alive(pid):
         return False
 
 
-def free_port_run(count):
-    """A base port with ``count`` free ports after it (the README's 8441 when it is free)."""
-    for base in [8441] + list(range(20000, 30000, 97)):
+def free_port_run(count, worker):
+    """A base port with ``count`` free ports after it (the README's 8441 when it is free).
+
+    Parallel test workers start from different places, so that two launchers never pick
+    the same free run before either has bound it.
+    """
+    n = int(worker[2:]) if worker.startswith("gw") else 0
+    first = [8441] if n == 0 else []
+    for base in first + list(range(20000 + 1000 * n, 30000, 97)):
         ports = [base - 1, base + 73] + [base + i for i in range(count)]  # admin, syslog, nodes
         if not any(port_in_use("127.0.0.1", p) for p in ports):
             return base
@@ -48,11 +54,11 @@ def free_port_run(count):
 
 
 @pytest.fixture
-def launched(tmp_path):
+def launched(tmp_path, worker_id):
     """`securifile up` as the README runs it (certs/ and var/ in the cwd)."""
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
-    base = free_port_run(3)
+    base = free_port_run(3, worker_id)
     proc = subprocess.Popen([str(BIN / "securifile"), "up", "--servers", "3", "--replicas", "1",
                              "--base-port", str(base)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
