@@ -37,6 +37,10 @@ setup(
         "alembic>=1.13",
         "pg8000>=1.30",
         "bcrypt>=4.1",
+        "textual>=8.0",
+        "textual-plotext>=1.0",
+        "plotext>=5.2,<6",  # textual-plotext does not work with plotext 6
+        "textual-fspicker>=1.0",
     ],
     extras_require={
         "test": [
@@ -46,6 +50,7 @@ setup(
             "pytest-timeout>=2.3",
             "pytest-xdist>=3.5",
             "aiosmtpd>=1.4",
+            "pytest-textual-snapshot>=1.0",
         ],
     },
     entry_points={
@@ -55,6 +60,7 @@ setup(
             "securifile-admin = securifile.admin.main:main",
             "securifile-cluster = securifile.scripts.cluster:main",
             "securifile-certs = securifile.scripts.certs:main",
+            "securifile-tui = securifile.tui.app:main",
         ],
     },
 )

@@ -1,0 +1,52 @@
+"""Who the terminal client is talking to, and as whom: one storage client, one admin client.
+
+Everything on screen comes from the admin server's REST API (which reads the SQL database);
+file bytes go to and from the storage nodes through the shared client library. Both clients
+are thread-safe, so screens call them from Textual thread workers.
+"""
+from dataclasses import dataclass
+
+from securifile.common.adminclient import AdminClient
+from securifile.common.client import Client, ClientSettings, LoginFolder
+
+
+@dataclass
+class Session:
+    client: Client
+    admin: AdminClient
+    username: str
+    is_admin: bool
+    admin_url: str
+
+    @classmethod
+    def from_settings(cls, settings):
+        """From a cluster file or a saved login; asks the admin server who we are."""
+        client = Client.from_settings(settings)
+        admin = client.admin
+        me = admin.me()
+        return cls(client, admin, me["username"], bool(me.get("admin")), settings.admin_url)
+
+    @classmethod
+    def from_cluster_file(cls, path):
+        return cls.from_settings(ClientSettings.from_cluster_file(path))
+
+    @classmethod
+    def from_saved_login(cls, folder=None):
+        """The login ``securifile login`` saved (None when there is none)."""
+        folder = folder or LoginFolder.default()
+        if folder is None or not folder.exists():
+            return None
+        return cls.from_settings(folder.settings())
+
+    @classmethod
+    def login(cls, admin_url, username, password, ca=None):
+        """A password login: a token for this session only (nothing is written to disk)."""
+        admin = AdminClient(admin_url, ca=ca)
+        answer = admin.login(username, password)
+        settings = ClientSettings(servers=[], ca=ca, token=answer["token"],
+                                  username=answer["username"], admin_url=admin_url)
+        client = Client.from_settings(settings)
+        return cls(client, client.admin, answer["username"], bool(answer.get("admin")), admin_url)
+
+    def close(self):
+        self.client.close()
