@@ -13,7 +13,7 @@ from securifile.common.errors import NotFound
 from .catalog import epoch, iso, ts
 from .models import Observation, Server, StatusChange
 
-RUNNING, DOWN, FAILED, UNKNOWN = "running", "down", "failed", "unknown"
+RUNNING, DOWN, FAILED, UNKNOWN, VERIFYING = "running", "down", "failed", "unknown", "verifying"
 
 
 def aggregate(views, current):
@@ -25,7 +25,8 @@ def aggregate(views, current):
         return current
     needed = min(2, len(views))
     failed = sum(1 for v in views.values() if v == FAILED)
-    down = sum(1 for v in views.values() if v in (DOWN, FAILED))
+    # A peer being verified is not serving yet: it counts with the down ones.
+    down = sum(1 for v in views.values() if v in (DOWN, FAILED, VERIFYING))
     if failed >= needed:
         return FAILED
     if down >= needed:

@@ -23,6 +23,7 @@ class HeartbeatLoop:
         self.sync_locations = sync_locations
         self.on_return = on_return or (lambda name: None)  # a peer to challenge
         self._in_flight = set()
+        self._tasks = set()
         self._pulled = {}  # peer -> last sequence number pulled from it
         self._periodic = None
 
@@ -77,11 +78,15 @@ class HeartbeatLoop:
         # Each peer on its own task: one hung peer must not delay the beats to the others.
         for name in self._due():
             task = asyncio.ensure_future(self._beat(name))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
             task.add_done_callback(_log_failure)
 
     def stop(self):
         if self._periodic:
             self._periodic.stop()
+        for task in list(self._tasks):
+            task.cancel()
 
 
 def _log_failure(task):

@@ -9,6 +9,7 @@ import json
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from securifile.common.paths import FilePath
@@ -111,6 +112,17 @@ class LocationMap:
 
     def close(self):
         self._db.close()
+
+    @contextmanager
+    def transaction(self):
+        """Many changes in one SQLite transaction: one commit, not one per statement."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def get(self, fp, include_deleted=False):
         row = self._db.execute(

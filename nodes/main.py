@@ -150,6 +150,7 @@ async def serve(cfg, name, deep=False):
     await server.close_all_connections()
     if audit is not None:
         await audit.close()
+    node.client.http.close()
     node.locations.close()
 
 

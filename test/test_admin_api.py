@@ -32,14 +32,16 @@ PASSWORD = "correct horse battery"
 # -- fixtures and helpers ------------------------------------------------------------------
 
 
-def start_cluster(tmp_path_factory, name, attempts=3):
-    """Three nodes, one replica, TLS, an admin server on SQLite, started.
+def start_cluster(tmp_path_factory, name, servers=3, attempts=3, **settings):
+    """``servers`` nodes, one replica, TLS and an admin server (SQLite unless ``settings``
+    name a database_url), started.
 
     The free ports the launcher picks can be taken by someone else before the servers bind
     them (parallel test workers make that likely); then it starts over on other ports.
     """
     for attempt in range(attempts):
-        cluster = Cluster.create(tmp_path_factory.mktemp(name), 3, 1, True, base_port=0, **FAST)
+        cluster = Cluster.create(tmp_path_factory.mktemp(name), servers, 1, True, base_port=0,
+                                 **FAST, **settings)
         try:
             cluster.start()
             return cluster
@@ -525,11 +527,11 @@ def test_administrators_take_a_server_offline_and_back_online(shared, admin):
 # -- the core flow on PostgreSQL -----------------------------------------------------------
 
 
-def test_core_flow_with_the_admin_database_on_postgresql(make_cluster):
+def test_core_flow_with_the_admin_database_on_postgresql(tmp_path_factory):
     url, drop = fresh_postgres_database()
     cluster = None
     try:
-        cluster = make_cluster(servers=2, replicas=1, database_url=url)
+        cluster = start_cluster(tmp_path_factory, "admin-pg", servers=2, database_url=url)
         admin = AdminApi(cluster)
         admin.add_user("hugo")
         hugo = admin.as_user("hugo")
