@@ -4,6 +4,7 @@ Reports are applied idempotently: each has an id that is recorded in the same tr
 and a file record only replaces an older version, so a node that resends after a lost
 answer (or two nodes reporting one change) leaves the database as one report would.
 """
+import logging
 from datetime import datetime, timezone
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -12,7 +13,10 @@ from sqlalchemy.orm import selectinload
 
 from .acl import OWNER
 from .models import (
-    AppliedReport, File, Folder, Grant, OwnerUsage, Placement, Server, StorageSample, User)
+    AppliedReport, DeletedFile, File, Folder, Grant, OwnerUsage, Placement, Server, StorageSample,
+    User)
+
+log = logging.getLogger("securifile.admin.catalog")
 
 
 def ts(value):
@@ -62,6 +66,7 @@ def file_json(f, role=None):
 class Catalog:
     def __init__(self, sessions, on_status=None):
         self.sessions = sessions
+        self.rejected_events = 0
         self.on_status = on_status  # (session, observer, event) -> None, set by the server logic
 
     # -- applying reports ------------------------------------------------------------------
@@ -89,7 +94,18 @@ class Catalog:
                 return False
             s.add(AppliedReport(id=rid, server=server, at=datetime.now(timezone.utc)))
             s.flush()  # claim the id first: a concurrent copy of this report stops here
+            reporter = s.get(Server, server)
+            if reporter is not None:
+                reporter.last_report = datetime.now(timezone.utc)
             for event in report.get("events", []):
+                self._apply_event(s, server, event)
+        return True
+
+    def _apply_event(self, s, server, event):
+        """One event in its own savepoint: a malformed one is logged, counted and skipped,
+        so it cannot hold up the node's queue for ever (the rest of the batch still applies)."""
+        try:
+            with s.begin_nested():
                 kind = event.get("type")
                 if kind == "file":
                     self._apply_file(s, event["record"])
@@ -97,7 +113,13 @@ class Catalog:
                     self._apply_sample(s, server, event)
                 elif kind == "status" and self.on_status is not None:
                     self.on_status(s, server, event)
-        return True
+                else:
+                    raise ValueError(f"unknown event type {kind!r}")
+        except IntegrityError:
+            raise  # a race with another request: the whole report is tried again
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            self.rejected_events += 1
+            log.error("report from %s: event skipped (%s): %.300r", server, e, event)
 
     def _apply_sample(self, s, server, event):
         t, used, available = ts(event["t"]), int(event["used"]), int(event["available"])
@@ -125,13 +147,23 @@ class Catalog:
         if row is not None and (int(rec["version"]), float(rec["modified"])) <= (
                 row.version, epoch(row.modified_at)):
             return
+        tomb = s.get(DeletedFile, (owner, path))
+        if tomb is not None and tomb.version >= int(rec["version"]):
+            return  # deleted at a newer version than this record
         if rec.get("deleted"):
             if row is not None:
                 self._usage(s, owner, -1, -row.size)
                 s.delete(row)
                 s.flush()
                 self._prune_folders(s, owner, path)
+            if tomb is None:
+                s.add(DeletedFile(owner=owner, path=path, version=int(rec["version"]),
+                                  deleted_at=ts(rec["modified"])))
+            else:
+                tomb.version, tomb.deleted_at = int(rec["version"]), ts(rec["modified"])
             return
+        if tomb is not None:
+            s.delete(tomb)  # created again, above the deletion's version
         replicas = sorted(rec.get("replicas", []), key=lambda r: r["priority"])
         size = int(rec["size"])
         if row is None:
@@ -240,6 +272,11 @@ class Catalog:
             rows = s.scalars(q.order_by(StorageSample.t.desc()).limit(limit)).all()
         return [{"t": iso(r.t), "used_bytes": r.used_bytes, "available_bytes": r.available_bytes}
                 for r in reversed(rows)]
+
+    def prune_tombstones(self, before):
+        """Deletions older than any report still queued on a node can be forgotten."""
+        with self.sessions.begin() as s:
+            return s.execute(delete(DeletedFile).where(DeletedFile.deleted_at < before)).rowcount
 
     def prune_samples(self, before):
         with self.sessions.begin() as s:

@@ -122,14 +122,20 @@ def open_syslog(cfg, layout):
 
 
 async def _housekeeping(service, stop):
+    """Every few seconds: re-judge server statuses (a server that went silent changes no
+    row by itself); every minute: forget old events, samples and deletions."""
+    rounds = 0
     while not stop.is_set():
         try:
-            await asyncio.to_thread(service.prune_events)
-            await asyncio.to_thread(service.prune_samples)
+            await asyncio.to_thread(service.servers.recompute_now)
+            if rounds % 12 == 0:
+                await asyncio.to_thread(service.prune_events)
+                await asyncio.to_thread(service.prune_samples)
         except Exception:
             log.exception("housekeeping failed")
+        rounds += 1
         try:
-            await asyncio.wait_for(stop.wait(), 60)
+            await asyncio.wait_for(stop.wait(), 5)
         except asyncio.TimeoutError:
             pass
 

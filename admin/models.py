@@ -72,6 +72,18 @@ class Folder(Base):
     parent: Mapped[str] = mapped_column(PathString)
 
 
+class DeletedFile(Base):
+    """The version a file was deleted at, so that a late report of an older version (queued
+    on a node that was cut off) cannot bring it back."""
+
+    __tablename__ = "deleted_files"
+
+    owner: Mapped[str] = mapped_column(NameString, primary_key=True)
+    path: Mapped[str] = mapped_column(PathString, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 class OwnerUsage(Base):
     """Each owner's file count and volume, kept in step with ``files`` in the same transaction
     so the users list never aggregates a million rows."""
@@ -122,6 +134,7 @@ class Server(Base):
     used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     available_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     sampled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_report: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Observation(Base):

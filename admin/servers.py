@@ -16,14 +16,14 @@ from .models import Observation, Server, StatusChange
 RUNNING, DOWN, FAILED, UNKNOWN, VERIFYING = "running", "down", "failed", "unknown", "verifying"
 
 
-def aggregate(views, current):
-    """One status from ``views`` (observer -> status) of the observers now running.
+def aggregate(views, current, needed=2):
+    """One status from ``views`` (observer -> status) of the observers able to judge.
 
-    ``current`` is kept while nobody is in a position to judge.
+    Down (or failed) needs ``needed`` observers to agree; fewer cannot condemn a server, so
+    it stays running. ``current`` is kept while nobody is in a position to judge.
     """
     if not views:
         return current
-    needed = min(2, len(views))
     failed = sum(1 for v in views.values() if v == FAILED)
     # A peer being verified is not serving yet: it counts with the down ones.
     down = sum(1 for v in views.values() if v in (DOWN, FAILED, VERIFYING))
@@ -35,8 +35,9 @@ def aggregate(views, current):
 
 
 class ServerRegistry:
-    def __init__(self, sessions, log_status=None):
+    def __init__(self, sessions, log_status=None, fresh_seconds=10.0):
         self.sessions = sessions
+        self.fresh_seconds = fresh_seconds  # a server reporting within this is alive
         self.log_status = log_status or (lambda server, old, new, detail: None)
 
     def register(self, entries):
@@ -70,21 +71,43 @@ class ServerRegistry:
     def recompute(self, s):
         """Re-derive every server's status from the observations (a handful of rows).
 
-        The judges of a server are the other servers now running. With none (a cluster
-        starting, or everyone else gone) a server's own word that it runs is taken.
+        The judges of a server are the other servers that run and still report (a server
+        that stopped reporting keeps only stale views). Two of them must agree to condemn a
+        server that itself still reports; one is enough in a two-node cluster, or when the
+        server has gone silent too. With no judge at all (a cluster starting, everyone else
+        gone) a server's own word that it runs is taken. All servers are decided together,
+        round by round from the previous round's statuses, so the order of rows cannot
+        change the outcome.
         """
         servers = {r.name: r for r in s.scalars(select(Server))}
         views = {}
         for o in s.scalars(select(Observation)):
             views.setdefault(o.subject, {})[o.observer] = o.status
+        now = datetime.now(timezone.utc)
+        fresh = {name: row.last_report is not None
+                 and now.timestamp() - epoch(row.last_report) <= self.fresh_seconds
+                 for name, row in servers.items()}
+        status = {name: row.status for name, row in servers.items()}
+        for _ in range(len(servers) + 1):
+            new = {}
+            for name in servers:
+                seen = views.get(name, {})
+                judges = {obs: st for obs, st in seen.items() if obs != name and obs in servers
+                          and status[obs] == RUNNING and fresh[obs]}
+                needed = 1 if len(servers) <= 2 or not fresh[name] else 2
+                fallback = RUNNING if seen.get(name) == RUNNING else status[name]
+                new[name] = aggregate(judges, fallback, needed)
+            if new == status:
+                break
+            status = new
         for name, row in servers.items():
-            seen = views.get(name, {})
-            judges = {obs: st for obs, st in seen.items()
-                      if obs != name and obs in servers and servers[obs].status == RUNNING}
-            fallback = RUNNING if seen.get(name) == RUNNING else row.status
-            new = aggregate(judges, fallback)
-            if new != row.status:
-                self._change(s, row, new, f"observers: {judges or 'none'}")
+            if status[name] != row.status:
+                judges = {o: v for o, v in views.get(name, {}).items() if o != name}
+                self._change(s, row, status[name], f"views: {judges or 'none'}")
+
+    def recompute_now(self):
+        with self.sessions.begin() as s:
+            self.recompute(s)
 
     def _change(self, s, row, new, detail):
         old = row.status

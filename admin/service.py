@@ -34,7 +34,8 @@ class AdminService:
         self.layout = CertLayout(cfg.certs_dir)
         self.accounts = Accounts(sessions, self.clock, cfg.bcrypt_rounds)
         self.acl = AccessControl(sessions)
-        self.servers = ServerRegistry(sessions, self._log_status)
+        self.servers = ServerRegistry(sessions, self._log_status,
+                                      fresh_seconds=max(10.0, 5 * cfg.sample_interval))
         self.catalog = Catalog(sessions, self.servers.on_status)
         self.node_client = node_client
         self.syslog = syslog
@@ -222,6 +223,8 @@ class AdminService:
                    operation=state, result="ok")
 
     def prune_samples(self, keep_days=7):
+        """Storage samples and deletions older than a week (no node queues reports so long)."""
+        self.catalog.prune_tombstones(self.clock() - timedelta(days=keep_days))
         return self.catalog.prune_samples(self.clock() - timedelta(days=keep_days))
 
 

@@ -423,7 +423,8 @@ def measure_verification(root, files, trials, deep_trials, timeout, keep_cluster
 def main(argv=None):
     p = argparse.ArgumentParser(prog="bench_ha", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--files", type=int, default=100_000, help="files for the verification bench")
+    p.add_argument("--files", type=int,
+                   help="files for the verification bench (default 100,000; 5,000 with --quick)")
     p.add_argument("--quick", action="store_true", help="fewer trials and reads (a smoke run)")
     p.add_argument("--replicas", type=int, default=1, help="replicas for detection and reads (1 or 2)")
     p.add_argument("--only", choices=("detection", "failover", "verification"), action="append",
@@ -459,7 +460,7 @@ def main(argv=None):
             finally:
                 cluster.stop()
         if "verification" in parts:
-            files = min(args.files, 5000) if quick and args.files == 100_000 else args.files
+            files = args.files or (5000 if quick else 100_000)
             print(f"verification of {files} files on return", flush=True)
             results["parts"]["verification"] = measure_verification(
                 root / "verify", files, trials=1 if quick else 3, deep_trials=1 if quick else 2,

@@ -25,6 +25,10 @@ USER_OF = {OWNER: "alice", MASTER: "bob", EDITOR: "carol", READER: "dave", NONE:
 # gina is the grantee of the grant and revoke cells; the rest serve the coverage tests.
 EXTRA_USERS = ["gina", "fiona", "hank", "ivy", "kate"]
 DOC = b"alice's document\n"
+# conftest's fast settings, with more misses before a peer counts as down: this cluster lives
+# for the whole module, and on a loaded machine a node that stalls for 0.6 s would be marked
+# down and lose its replicas or redirects for a moment. Nothing here waits for a down mark.
+STEADY = {**FAST, "heartbeat_misses": 10}
 
 
 class Who:
@@ -36,7 +40,7 @@ class Who:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    cluster = Cluster.create(tmp_path_factory.mktemp("matrix"), 3, 1, True, base_port=0, **FAST)
+    cluster = Cluster.create(tmp_path_factory.mktemp("matrix"), 3, 1, True, base_port=0, **STEADY)
     try:
         cluster.start()
         yield _populate(cluster)
@@ -45,9 +49,12 @@ def world(tmp_path_factory):
 
 
 def _populate(cluster):
+    probe = Api(cluster)
+    wait_for(lambda: all(probe.sees(a, b, "running") for a in cluster.names for b in cluster.names
+                         if a != b), timeout=20, what="every node to see every other running")
     root = AdminApi(cluster)
     names = [u for u in USER_OF.values() if u != "alice"] + EXTRA_USERS
-    # bcrypt makes each account and login cost a few hundred ms: do them side by side.
+    # Accounts and logins each cost a bcrypt hash: do them side by side.
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(root.add_user, names))
         admins = dict(zip(names, pool.map(root.as_user, names)))

@@ -1,0 +1,125 @@
+"""Deterministic stand-ins at the network boundary for the TUI's snapshot and paging tests.
+
+``FakeAdmin`` answers the AdminClient calls the Files and Sharing screens make, from fixed
+in-memory data, with the same shapes and paging rules as the admin server.
+"""
+from datetime import timezone
+
+from textual.app import App
+
+from securifile.tui.screens.files import FilesScreen
+from securifile.tui.screens.sharing import SharingScreen
+from securifile.tui.session import Session
+
+UTC = timezone.utc
+
+
+def record(owner, path, size, *, version=1, modified="2026-11-20T09:30:00+00:00",
+           origin="node1", replicas=("node2",), role="owner", digest=None):
+    return {"owner": owner, "path": path, "size": size,
+            "digest": digest or (format(abs(hash((owner, path))) % (1 << 64), "016x") * 4)[:64],
+            "algorithm": "sha256", "version": version, "modified": modified,
+            "created": "2026-11-01T08:00:00+00:00", "origin": origin,
+            "under_replicated": not replicas,
+            "replicas": [{"server": s, "priority": i + 1} for i, s in enumerate(replicas)],
+            "role": role}
+
+
+class FakeAdmin:
+    """The AdminClient methods the screens call, over fixed data; records grant changes."""
+
+    def __init__(self, files=(), shared=(), grants=None, users=()):
+        self.records = {f"{r['owner']}/{r['path']}": r for r in files}
+        self._shared = list(shared)
+        self._grants = {k: list(v) for k, v in (grants or {}).items()}
+        self._users = list(users)
+        self.calls = []
+
+    def files(self, prefix, *, recursive=False, limit=None, after=None):
+        self.calls.append(("files", prefix, limit, after))
+        owner, _, folder = prefix.rstrip("/").partition("/")
+        lead = f"{folder}/" if folder else ""
+        inside = sorted((r for r in self.records.values()
+                         if r["owner"] == owner and r["path"].startswith(lead)),
+                        key=lambda r: r["path"])
+        direct = inside if recursive else [r for r in inside if "/" not in r["path"][len(lead):]]
+        if after:
+            direct = [r for r in direct if r["path"] > after]
+        limit = limit or 500
+        page, more = direct[:limit], len(direct) > limit
+        folders = []
+        if not recursive and after is None:
+            folders = sorted({lead + r["path"][len(lead):].split("/", 1)[0]
+                              for r in inside if "/" in r["path"][len(lead):]})
+        return {"owner": owner, "folder": folder, "files": [dict(r) for r in page],
+                "folders": folders, "next": page[-1]["path"] if more else None}
+
+    def shared(self):
+        return list(self._shared)
+
+    def grants(self, target):
+        owner, _, path = target.partition("/")
+        return {"owner": owner, "path": path, "grants": list(self._grants.get(target, []))}
+
+    def grant(self, target, username, role):
+        grants = self._grants.setdefault(target, [])
+        grants[:] = [g for g in grants if g["username"] != username]
+        grants.append({"username": username, "role": role, "granted_by": "alice"})
+
+    def revoke(self, target, username):
+        self._grants[target] = [g for g in self._grants.get(target, [])
+                                if g["username"] != username]
+
+    def users(self):
+        return [{"username": u} for u in self._users]
+
+
+def alice_admin():
+    """Alice's namespace, two grants to her, and grants she gave on docs/."""
+    files = [
+        record("alice", "report-2026.pdf", 2_516_582, version=3, replicas=("node3",)),
+        record("alice", "notes.txt", 1_234, modified="2026-11-23T17:45:10+00:00",
+               origin="node2", replicas=("node1",)),
+        record("alice", "backup-of-the-whole-laptop-before-the-move.tar.gz", 7_400_000_000,
+               version=2, origin="node3", replicas=()),
+        record("alice", "empty.log", 0, replicas=("node1",)),
+        record("alice", "docs/plan.md", 4_096),
+        record("alice", "docs/minutes/2026-11-02.md", 2_048),
+        record("alice", "photos/beach.jpg", 3_500_000),
+        record("bob", "projects/site/index.html", 9_000, role="editor"),
+        record("carol", "budget.xlsx", 52_000, role="reader"),
+    ]
+    shared = [{"owner": "bob", "path": "projects/", "role": "editor"},
+              {"owner": "carol", "path": "budget.xlsx", "role": "reader"}]
+    grants = {"alice/docs/": [{"username": "bob", "role": "editor", "granted_by": "alice"},
+                              {"username": "carol", "role": "reader", "granted_by": "alice"}],
+              "bob/projects/": [{"username": "alice", "role": "editor", "granted_by": "bob"},
+                                {"username": "dave", "role": "master", "granted_by": "bob"}]}
+    return FakeAdmin(files, shared, grants, users=["admin", "alice", "bob", "carol", "dave"])
+
+
+def fake_session(admin, username="alice"):
+    return Session(client=None, admin=admin, username=username, is_admin=False,
+                   admin_url="https://admin.example:8440")
+
+
+class FilesApp(App):
+    """A minimal app around the Files screen, as the real app shell pushes it."""
+
+    def __init__(self, session, local_dir=None, tz=UTC):
+        super().__init__()
+        self.session, self.local_dir, self.tz = session, local_dir, tz
+
+    def on_mount(self):
+        self.push_screen(FilesScreen(self.session, local_dir=self.local_dir, tz=self.tz))
+
+
+class SharingApp(App):
+    """A minimal app showing only the Sharing dialog for one target."""
+
+    def __init__(self, session, target, role=None):
+        super().__init__()
+        self.session, self.target, self.role = session, target, role
+
+    def on_mount(self):
+        self.push_screen(SharingScreen(self.session, self.target, role=self.role))

@@ -1,0 +1,59 @@
+"""Turn what the client library raises into a sentence a user can act on.
+
+Workers never let a traceback reach the screen: their errors come here and leave as a
+notification (title, message, severity), or as the login screen's message.
+"""
+from securifile.common.adminclient import AdminUnreachable
+from securifile.common.client import (
+    ClientError, LocalFileError, NoServerAvailable, PermissionDenied, RateLimited, ServerError,
+    TLSFailure, Unauthorized,
+)
+
+
+def describe(error):
+    """(title, message) for an error a worker raised."""
+    if isinstance(error, Unauthorized):
+        return "Not logged in", f"{error.message}: log in again (ctrl+l)"
+    if isinstance(error, PermissionDenied):
+        return "Not allowed", error.message
+    if isinstance(error, RateLimited):
+        return "Too many attempts", error.message
+    if isinstance(error, ServerError):
+        return "The server refused", f"{error.message} ({error.code})"
+    if isinstance(error, AdminUnreachable):
+        return "Admin server unreachable", f"{error}; retrying"
+    if isinstance(error, TLSFailure):
+        return "TLS failure", str(error)
+    if isinstance(error, NoServerAvailable):
+        return "No storage server", str(error)
+    if isinstance(error, LocalFileError):
+        return "Local file", str(error)
+    if isinstance(error, ClientError):
+        return "Error", str(error)
+    if isinstance(error, OSError):
+        return "System error", error.strerror or str(error)
+    return "Unexpected error", f"{type(error).__name__}: {error}"
+
+
+def login_problem(error, admin_url, ca=None):
+    """The login screen's explanation of why a login failed."""
+    if isinstance(error, Unauthorized):
+        return "Wrong user name or password."
+    if isinstance(error, PermissionDenied) and error.code == "account_expired":
+        return f"Your account has expired: {error.message}. Ask an administrator to extend it."
+    if isinstance(error, PermissionDenied) and error.code == "account_disabled":
+        return f"Your account is disabled: {error.message}. Ask an administrator."
+    if isinstance(error, RateLimited):
+        return f"Too many failed attempts: {error.message}. Wait, then try again."
+    if isinstance(error, ServerError):
+        return f"The admin server refused the login: {error.message} ({error.code})."
+    if isinstance(error, TLSFailure):
+        where = f"that {ca} is" if ca else "the CA certificate field names"
+        return (f"TLS failed: {error}. Check {where} the cluster's CA certificate "
+                f"(certs/ca.crt where the cluster was set up).")
+    if isinstance(error, AdminUnreachable):
+        return (f"Cannot reach the admin server at {admin_url}: {error.cause}. "
+                f"Check the URL and that the admin server runs.")
+    if isinstance(error, OSError):
+        return f"Cannot read a local file: {error.strerror or error}."
+    return f"Login failed: {describe(error)[1]}"

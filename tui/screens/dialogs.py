@@ -1,0 +1,141 @@
+"""Small modal screens shared by the others: confirm, show a message, F1 help."""
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Label, Static
+
+DIALOG_CSS = """
+{name} {{
+    align: center middle;
+    background: $background 60%;
+}}
+{name} > Vertical {{
+    width: 72;
+    max-width: 100%;
+    height: auto;
+    max-height: 100%;
+    border: thick $primary 80%;
+    background: $surface;
+    padding: 1 2;
+}}
+{name} .dialog-title {{
+    text-style: bold;
+    width: 100%;
+    margin-bottom: 1;
+}}
+{name} .dialog-buttons {{
+    height: auto;
+    width: 100%;
+    align-horizontal: right;
+    margin-top: 1;
+}}
+{name} .dialog-buttons Button {{
+    margin-left: 2;
+}}
+"""
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Ask before something that cannot be undone; dismisses with True only on 'yes'."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmScreen")
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes", id="confirm.yes"),
+        Binding("n,escape", "answer(False)", "No", id="confirm.no"),
+    ]
+
+    def __init__(self, question, *, title="Are you sure?", yes="Yes", danger=True):
+        super().__init__()
+        self.question, self.title_text, self.yes, self.danger = question, title, yes, danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static(self.question)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("No", id="no")
+                yield Button(self.yes, id="yes", variant="error" if self.danger else "primary")
+
+    def on_mount(self):
+        self.query_one("#no", Button).focus()  # Enter on a stray key press does nothing harmful
+
+    @on(Button.Pressed)
+    def pressed(self, event):
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer):
+        self.dismiss(answer)
+
+
+class MessageScreen(ModalScreen[None]):
+    """Something the user must read (and may copy), such as a generated password."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(name="MessageScreen")
+    BINDINGS = [Binding("escape,enter", "close", "Close", id="message.close")]
+
+    def __init__(self, title, body):
+        super().__init__()
+        self.title_text, self.body = title, body
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static(self.body, id="message-body")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Close", id="close", variant="primary")
+
+    @on(Button.Pressed, "#close")
+    def action_close(self):
+        self.dismiss(None)
+
+
+HELP_TEXT = """\
+SecuriFile keeps every file on several servers and encrypts every connection.
+
+Screens: F2 files, F3 servers, F4 users. Ctrl+P opens the command palette: every
+action below can be searched there by name, as can the theme. Tab moves between
+panels; the arrow keys move in a table, Enter selects. The mouse works too:
+click a row, a button, or a key in the footer.
+
+The servers screen polls the admin server every few seconds; its plots show used,
+available and total (capacity) storage of each server, on a logarithmic byte axis
+(l switches to linear). On a small terminal, one sparkline per server replaces them
+(v switches).
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    """F1: the keys of the screen it was opened from, and a few words on the rest."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(name="HelpScreen") + """
+    HelpScreen > Vertical { width: 84; height: 90%; }
+    HelpScreen VerticalScroll { height: 1fr; }
+    HelpScreen DataTable { height: auto; margin-top: 1; }
+    """
+    BINDINGS = [Binding("escape,f1,q", "close", "Close", id="help.close")]
+
+    def __init__(self, title, keys):
+        super().__init__()
+        self.title_text = title
+        self.keys = keys  # [(key display, description)]
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"Help: {self.title_text}", classes="dialog-title")
+            with VerticalScroll():
+                yield Static(HELP_TEXT)
+                table = DataTable(cursor_type="none", show_cursor=False, id="help-keys")
+                table.add_column("Key", key="key")
+                table.add_column("Action", key="action")
+                for key, description in self.keys:
+                    table.add_row(Text(key, style="bold"), description)
+                yield table
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Close", id="close", variant="primary")
+
+    @on(Button.Pressed, "#close")
+    def action_close(self):
+        self.dismiss(None)

@@ -1,0 +1,357 @@
+"""The servers screen: each storage server's state and since when, its storage over time,
+and the live audit events; administrators take servers offline and online from here.
+
+Every few seconds one thread worker asks the admin server for the server list and, per
+server, for the storage samples newer than the newest already held; the answer comes back
+as a ``ServersFetched`` message, the table is updated cell by cell (rows keyed by server
+name) and the plots are redrawn from their capped series.
+"""
+from datetime import datetime, timezone
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer
+from textual.worker import WorkerState, get_current_worker
+
+from ..format import human_size, since
+from ..widgets.events import EventsPanel
+from ..widgets.status import SessionBar
+from ..widgets.storage_plot import WINDOW, StorageChart, StorageSeries, StorageSparkline
+from .dialogs import ConfirmScreen
+
+COLUMNS = (("name", "Server"), ("status", "Status"), ("since", "Since"), ("used", "Used"),
+           ("available", "Available"), ("pct", "Use%"))
+STATUS_STYLES = {"running": "bold green", "down": "bold red", "failed": "bold white on red",
+                 "verifying": "bold yellow", "offline": "bold magenta", "unknown": "dim"}
+# Below this size the plots give way to one sparkline per server.
+COMPACT_WIDTH, COMPACT_HEIGHT = 100, 32
+CHART_MIN_WIDTH = 40
+
+
+class ServersFetched(Message):
+    """The server list and each server's new storage samples, fetched together."""
+
+    def __init__(self, listing, samples):
+        super().__init__()
+        self.listing = listing
+        self.samples = samples
+
+
+class ServerStateSet(Message):
+    """The admin server accepted an offline or online request."""
+
+    def __init__(self, server, state):
+        super().__init__()
+        self.server, self.state = server, state
+
+
+def shown_status(server):
+    """The status, with a pending administrative change: ``running → offline``."""
+    status = server.get("status") or "unknown"
+    wanted = server.get("admin_state") or "online"
+    if wanted == "offline" and status != "offline":
+        return f"{status} → offline"
+    if wanted == "online" and status == "offline":
+        return "offline → online"
+    return status
+
+
+class ServersScreen(Screen):
+    """Server states, storage plots (or sparklines) and events."""
+
+    TITLE = "Servers"
+    DEFAULT_CSS = """
+    ServersScreen #servers-table {
+        height: auto;
+        max-height: 12;
+        border: round $panel-lighten-2;
+        border-title-color: $foreground;
+    }
+    ServersScreen #servers-table:focus { border: round $primary; }
+    ServersScreen #plots {
+        layout: grid;
+        grid-size: 3;
+        grid-gutter: 0 1;
+        height: 1fr;
+        min-height: 9;
+        overflow-y: auto;
+    }
+    ServersScreen #sparklines {
+        height: auto;
+        max-height: 10;
+        border: round $panel-lighten-2;
+        border-title-color: $foreground;
+        padding: 0 1;
+    }
+    ServersScreen EventsPanel { height: 12; }
+    ServersScreen.-compact #plots { display: none; }
+    ServersScreen.-compact EventsPanel { height: 1fr; min-height: 5; }
+    ServersScreen #sparklines { display: none; }
+    ServersScreen.-compact #sparklines { display: block; }
+    """
+    BINDINGS = [
+        Binding("r", "refresh", "Refresh", id="servers.refresh", show=False,
+                tooltip="Ask the admin server now"),
+        Binding("o", "offline", "Offline", id="servers.offline",
+                tooltip="Take the selected server offline (administrators)"),
+        Binding("n", "online", "Online", id="servers.online",
+                tooltip="Put the selected server back online (administrators)"),
+        Binding("v", "toggle_view", "View", id="servers.view",
+                tooltip="Switch between plots and one sparkline per server"),
+        Binding("l", "toggle_scale", "Log/lin", id="servers.scale",
+                tooltip="Switch the plots between a logarithmic and a linear byte axis"),
+        Binding("e", "focus_events", "Events", id="servers.events", show=False,
+                tooltip="Move to the events panel"),
+        Binding("s", "focus_servers", "Servers table", id="servers.table", show=False,
+                tooltip="Move to the servers table"),
+    ]
+
+    def __init__(self, session, *, poll_seconds=2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.session = session
+        self.poll_seconds = poll_seconds
+        self.servers = {}  # name -> the latest server dict from the API
+        self.series = {}  # name -> StorageSeries
+        self.charts = {}
+        self.sparks = {}
+        self.view = None  # None: by terminal size; "plots" or "sparklines" once chosen
+        self.scale = "log"
+        self._timer = None
+
+    # -- layout --
+
+    def compose(self) -> ComposeResult:
+        yield SessionBar("Servers", self.session)
+        table = DataTable(cursor_type="row", id="servers-table")
+        table.border_title = "Servers"
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        yield table
+        yield Container(id="plots")
+        sparks = Vertical(id="sparklines")
+        sparks.border_title = "Used storage, last 10 minutes"
+        yield sparks
+        yield EventsPanel(self.session.admin, poll_seconds=self.poll_seconds, tz=self.app.tz)
+        yield Footer()
+
+    def on_mount(self):
+        self.apply_view(self.app.size)
+        self.poll()
+        self._timer = self.set_interval(self.poll_seconds, self.poll)
+
+    def on_screen_suspend(self):
+        if self._timer is not None:
+            self._timer.pause()
+
+    def on_screen_resume(self):
+        if self._timer is not None:
+            self._timer.resume()
+            self.poll()
+
+    def on_resize(self, event):
+        self.apply_view(event.size)
+
+    def apply_view(self, size):
+        view = self.view or ("sparklines" if size.width < COMPACT_WIDTH
+                             or size.height < COMPACT_HEIGHT else "plots")
+        self.set_class(view == "sparklines", "-compact")
+        self.refresh_bindings()
+        columns = max(1, min(len(self.charts) or 1, size.width // CHART_MIN_WIDTH))
+        self.query_one("#plots").styles.grid_size_columns = columns
+        self.redraw()
+
+    @property
+    def table(self):
+        return self.query_one("#servers-table", DataTable)
+
+    @property
+    def selected(self):
+        """The name of the server under the cursor, or None."""
+        table = self.table
+        if not table.row_count:
+            return None
+        try:
+            return table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        except Exception:  # no row under the cursor
+            return None
+
+    # -- polling --
+
+    def poll(self):
+        if any(w.node is self and w.group == "servers" and not w.is_finished for w in self.workers):
+            return  # the last answer has not come yet: do not pile requests up
+        default = (self.app.now() - WINDOW).isoformat()
+        since_by_name = {name: datetime.fromtimestamp(s.last_time(), timezone.utc).isoformat()
+                         for name, s in self.series.items() if s.last_time() is not None}
+        self.fetch(since_by_name, default)
+
+    @work(thread=True, exclusive=True, group="servers", exit_on_error=False)
+    def fetch(self, since_by_name, default_since):
+        admin = self.session.admin
+        listing = admin.servers()
+        samples = {}
+        for server in listing.get("servers", []):
+            name = server.get("name")
+            if name:
+                samples[name] = admin.storage(name, since=since_by_name.get(name, default_since))
+        if not get_current_worker().is_cancelled:
+            self.post_message(ServersFetched(listing, samples))
+
+    def on_worker_state_changed(self, event):
+        if event.worker.node is self and event.state == WorkerState.ERROR:
+            self.app.report_error(event.worker.error, source=event.worker.group or "servers")
+
+    def on_servers_fetched(self, message: ServersFetched):
+        self.app.clear_error("servers")
+        listing = [s for s in message.listing.get("servers", []) if s.get("name")]
+        self.update_table(listing)
+        for name, samples in message.samples.items():
+            self.series.setdefault(name, StorageSeries()).extend(samples)
+        self.sync_charts(listing)
+        self.redraw()
+        self.refresh_bindings()
+
+    def update_table(self, listing):
+        """Update cells in place, add new servers, remove the ones gone; keep the cursor."""
+        table = self.table
+        now = self.app.now()
+        names = [s["name"] for s in listing]
+        for gone in [n for n in self.servers if n not in names]:
+            table.remove_row(gone)
+            self.servers.pop(gone)
+        for server in listing:
+            name = server["name"]
+            cells = self.cells(server, now)
+            if name in self.servers:
+                for key, value in cells.items():
+                    table.update_cell(name, key, value)
+            else:
+                table.add_row(*cells.values(), key=name)
+            self.servers[name] = server
+        table.border_title = f"Servers ({len(listing)})"
+
+    def cells(self, server, now):
+        status = shown_status(server)
+        used = server.get("used_bytes")
+        avail = server.get("available_bytes")
+        total = (used or 0) + (avail or 0)
+        pct = f"{100 * (used or 0) / total:.1f}%" if total and used is not None else "-"
+        style = STATUS_STYLES.get(status.split(" ")[0], "")
+        return {
+            "name": Text(server["name"], style="bold"),
+            "status": Text(status, style=style),
+            "since": since(server.get("since"), now, self.app.tz),
+            "used": Text(human_size(used), justify="right"),
+            "available": Text(human_size(avail), justify="right"),
+            "pct": Text(pct, justify="right"),
+        }
+
+    def sync_charts(self, listing):
+        names = [s["name"] for s in listing]
+        plots = self.query_one("#plots")
+        sparks = self.query_one("#sparklines")
+        for name in names:
+            series = self.series.setdefault(name, StorageSeries())
+            if name not in self.charts:
+                self.charts[name] = StorageChart(name, series, tz=self.app.tz)
+                plots.mount(self.charts[name])
+                self.sparks[name] = StorageSparkline(name, series)
+                sparks.mount(self.sparks[name])
+        for gone in [n for n in self.charts if n not in names]:
+            self.charts.pop(gone).remove()
+            self.sparks.pop(gone).remove()
+        columns = max(1, min(len(self.charts) or 1, self.app.size.width // CHART_MIN_WIDTH))
+        plots.styles.grid_size_columns = columns
+
+    def redraw(self):
+        """Redraw every plot (or sparkline) for the window ending now."""
+        now = self.app.now()
+        compact = self.has_class("-compact")
+        for name, chart in self.charts.items():
+            status = shown_status(self.servers.get(name, {}))
+            if compact:
+                self.sparks[name].show(now, status)
+            else:
+                chart.scale = self.scale
+                chart.show(now, status)
+
+    # -- actions --
+
+    def on_data_table_row_highlighted(self, event):
+        if event.data_table.id == "servers-table":
+            self.refresh_bindings()  # offline or online, as the selected server allows
+
+    def check_action(self, action, parameters):
+        if action in ("offline", "online"):
+            if not self.session.is_admin:
+                return False  # not offered at all
+            if not self.is_mounted or not self.query("#servers-table"):
+                return None
+            server = self.servers.get(self.selected or "", {})
+            wanted = server.get("admin_state") or "online"
+            if action == "offline":
+                return wanted != "offline"  # one of the two at a time, for the footer's sake
+            return wanted == "offline"
+        if action == "toggle_scale":
+            return not self.has_class("-compact")
+        return True
+
+    def action_refresh(self):
+        self.poll()
+
+    def action_toggle_view(self):
+        current = "sparklines" if self.has_class("-compact") else "plots"
+        self.view = "plots" if current == "sparklines" else "sparklines"
+        self.apply_view(self.app.size)
+
+    def action_toggle_scale(self):
+        self.scale = "linear" if self.scale == "log" else "log"
+        self.notify(f"Plots use a {self.scale} byte axis", timeout=2)
+        self.redraw()
+
+    def action_focus_events(self):
+        self.query_one(EventsPanel).table.focus()
+
+    def action_focus_servers(self):
+        self.table.focus()
+
+    def action_offline(self):
+        self.ask_state("offline")
+
+    def action_online(self):
+        self.ask_state("online")
+
+    def ask_state(self, state):
+        name = self.selected
+        if name is None:
+            self.notify("Select a server first", severity="warning")
+            return
+        if state == "offline":
+            question = (f"Take {name} offline? Clients stop using it and its files are served "
+                        f"from their replicas until it is put back online.")
+        else:
+            question = (f"Put {name} back online? Its copies are verified against the other "
+                        f"servers before it serves files again.")
+
+        def answered(yes):
+            if yes:
+                self.set_state(name, state)
+
+        self.app.push_screen(ConfirmScreen(question, title=f"{name}: {state}",
+                                           yes=f"Take {state}" if state == "offline" else "Put online",
+                                           danger=state == "offline"), answered)
+
+    @work(thread=True, group="server-state", exit_on_error=False)
+    def set_state(self, name, state):
+        self.session.admin.set_server_state(name, state)
+        self.post_message(ServerStateSet(name, state))
+
+    def on_server_state_set(self, message: ServerStateSet):
+        self.notify(f"{message.server} is being taken {message.state}" if message.state == "offline"
+                    else f"{message.server} is being put back online", title="Servers")
+        self.poll()

@@ -1,0 +1,454 @@
+"""The users screen: every account with its file count and volume, and the files of the
+selected one; administrators also see e-mail and validity, and add and remove accounts.
+
+The account list is polled and updated in place (rows keyed by user name). Moving the cursor
+to a user loads that user's files page by page in a thread worker, each page appended as it
+arrives, so a user with many files does not hold the screen up.
+"""
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, Static
+from textual.worker import WorkerState, get_current_worker
+
+from ..format import date_time, human_size, valid_until
+from ..widgets.status import SessionBar
+from .dialogs import DIALOG_CSS, ConfirmScreen, MessageScreen
+
+FILES_PAGE = 500
+FILES_CAP = 20000  # rows; past this the list says how many more there are
+USER_COLUMNS = (("username", "User"), ("files", "Files"), ("volume", "Volume"))
+ADMIN_COLUMNS = (("email", "E-mail"), ("valid", "Valid until"), ("role", "Role"))
+FILE_COLUMNS = (("path", "Path"), ("size", "Size"), ("version", "Ver"), ("modified", "Modified"),
+                ("replicas", "Copies"), ("digest", "Digest"))
+
+
+class UsersFetched(Message):
+    def __init__(self, users):
+        super().__init__()
+        self.users = users
+
+
+class FilesPage(Message):
+    """One page of a user's files; ``first`` starts a new listing, ``last`` ends it."""
+
+    def __init__(self, username, page, first, last):
+        super().__init__()
+        self.username, self.page, self.first, self.last = username, page, first, last
+
+
+class UserAdded(Message):
+    def __init__(self, result):
+        super().__init__()
+        self.result = result
+
+
+class UserRemoved(Message):
+    def __init__(self, username):
+        super().__init__()
+        self.username = username
+
+
+class AddUserScreen(ModalScreen[dict]):
+    """The new account's name, e-mail, validity, optional password and role."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(name="AddUserScreen") + """
+    AddUserScreen Input { margin-bottom: 0; }
+    AddUserScreen #add-user-error { color: $error; height: auto; }
+    AddUserScreen .field { height: auto; }
+    AddUserScreen .field Label { width: 14; padding-top: 1; }
+    AddUserScreen .field Input { width: 1fr; }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="add-user.cancel")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Add a user", classes="dialog-title")
+            for field, label, placeholder in (
+                    ("username", "User name", "letters, digits, . _ -"),
+                    ("email", "E-mail", "the account e-mail goes there"),
+                    ("days", "Valid (days)", "365"),
+                    ("password", "Password", "empty: generate one")):
+                with Horizontal(classes="field"):
+                    yield Label(label)
+                    yield Input(placeholder=placeholder, id=f"add-{field}",
+                                password=field == "password",
+                                value="365" if field == "days" else "")
+            yield Checkbox("Administrator", id="add-admin")
+            yield Static("", id="add-user-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Add", id="add", variant="primary")
+
+    @on(Input.Submitted)
+    def next_field(self, event):
+        fields = list(self.query(Input))
+        index = fields.index(event.input)
+        if index + 1 < len(fields):
+            fields[index + 1].focus()
+        else:
+            self.submit()
+
+    @on(Button.Pressed, "#add")
+    def submit(self):
+        value = {f: self.query_one(f"#add-{f}", Input).value.strip()
+                 for f in ("username", "email", "days")}
+        password = self.query_one("#add-password", Input).value
+        problem = None
+        if not value["username"]:
+            problem = "A user name is needed."
+        elif "@" not in value["email"]:
+            problem = "An e-mail address is needed (the account e-mail is sent there)."
+        else:
+            try:
+                days = float(value["days"] or "365")
+                if days <= 0:
+                    raise ValueError
+            except ValueError:
+                problem = "The validity is a positive number of days."
+        if problem:
+            self.query_one("#add-user-error", Static).update(problem)
+            return
+        self.dismiss({"username": value["username"], "email": value["email"], "valid_days": days,
+                      "password": password or None,
+                      "admin": self.query_one("#add-admin", Checkbox).value})
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self):
+        self.dismiss(None)
+
+
+class UsersScreen(Screen):
+    """Accounts on the left (or top), the selected account's files on the right (or below)."""
+
+    TITLE = "Users"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    DEFAULT_CSS = """
+    UsersScreen #users-body { layout: vertical; }
+    UsersScreen.-wide #users-body { layout: horizontal; }
+    UsersScreen #users-table, UsersScreen #user-files {
+        border: round $panel-lighten-2;
+        border-title-color: $foreground;
+        height: 1fr;
+    }
+    UsersScreen #users-table:focus, UsersScreen #user-files:focus { border: round $primary; }
+    UsersScreen.-narrow #users-table { height: 2fr; max-height: 14; }
+    UsersScreen.-narrow #user-files { height: 3fr; }
+    UsersScreen.-wide #users-table { width: 1fr; }
+    UsersScreen.-wide #user-files { width: 1fr; }
+    """
+    BINDINGS = [
+        Binding("r", "refresh", "Refresh", id="users.refresh", show=False,
+                tooltip="Ask the admin server now"),
+        Binding("a", "add_user", "Add user", id="users.add", tooltip="Create an account (administrators)"),
+        Binding("delete,x", "remove_user", "Remove", id="users.remove",
+                tooltip="Remove the selected account (administrators)"),
+        Binding("s", "sharing", "Sharing", id="users.sharing",
+                tooltip="Grants on the selected file"),
+    ]
+
+    def __init__(self, session, *, poll_seconds=5.0, **kwargs):
+        super().__init__(**kwargs)
+        self.session = session
+        self.poll_seconds = poll_seconds
+        self.users = {}  # username -> the API's dict
+        self.shown_user = None  # whose files the right table holds
+        self.listing = {}  # path -> file dict of shown_user
+        self._seen = set()
+        self._files_owner = None  # whose rows the files table holds (shown_user once loaded)
+        self._timer = None
+        self._select_timer = None
+
+    def compose(self) -> ComposeResult:
+        yield SessionBar("Users", self.session)
+        with Horizontal(id="users-body"):
+            users = DataTable(cursor_type="row", id="users-table")
+            users.border_title = "Users"
+            for key, label in USER_COLUMNS + (ADMIN_COLUMNS if self.session.is_admin else ()):
+                users.add_column(label, key=key)
+            yield users
+            files = DataTable(cursor_type="row", id="user-files")
+            files.border_title = "Files"
+            for key, label in FILE_COLUMNS:
+                files.add_column(label, key=key)
+            yield files
+        yield Footer()
+
+    @property
+    def users_table(self):
+        return self.query_one("#users-table", DataTable)
+
+    @property
+    def files_table(self):
+        return self.query_one("#user-files", DataTable)
+
+    def on_mount(self):
+        self.users_table.focus()
+        self.poll()
+        self._timer = self.set_interval(self.poll_seconds, self.poll)
+
+    def on_screen_suspend(self):
+        if self._timer is not None:
+            self._timer.pause()
+
+    def on_screen_resume(self):
+        if self._timer is not None:
+            self._timer.resume()
+            self.poll()
+
+    # -- the account list --
+
+    def poll(self):
+        if not any(w.node is self and w.group == "users" and not w.is_finished for w in self.workers):
+            self.fetch_users()
+
+    @work(thread=True, exclusive=True, group="users", exit_on_error=False)
+    def fetch_users(self):
+        users = self.session.admin.users()
+        if not get_current_worker().is_cancelled:
+            self.post_message(UsersFetched(users))
+
+    def on_users_fetched(self, message: UsersFetched):
+        self.app.clear_error("users")
+        table = self.users_table
+        fresh = {u["username"]: u for u in message.users if u.get("username")}
+        for gone in [n for n in self.users if n not in fresh]:
+            table.remove_row(gone)
+            del self.users[gone]
+        for name, user in fresh.items():
+            cells = self.user_cells(user)
+            old = self.users.get(name)
+            if old is None:
+                table.add_row(*cells.values(), key=name)
+            elif old != user:
+                for key, value in cells.items():
+                    table.update_cell(name, key, value)
+            self.users[name] = user
+            if name == self.shown_user and old is not None and (
+                    old.get("file_count"), old.get("total_bytes")) != (
+                    user.get("file_count"), user.get("total_bytes")):
+                self.load_files(name)  # their files changed: list them again
+        table.border_title = f"Users ({len(self.users)})"
+        if self.shown_user is None and self.users:
+            self.select_soon()
+
+    def user_cells(self, user):
+        cells = {
+            "username": Text(user["username"], style="bold" if user.get("admin") else ""),
+            "files": Text(str(user.get("file_count", 0)), justify="right"),
+            "volume": Text(human_size(user.get("total_bytes", 0)), justify="right"),
+        }
+        if self.session.is_admin:
+            role = "disabled" if user.get("disabled") else "admin" if user.get("admin") else "user"
+            until = valid_until(user.get("valid_until"), self.app.now(), self.app.tz)
+            cells.update({
+                "email": user.get("email") or "",
+                "valid": Text(until, style="red" if until.startswith("expired") else ""),
+                "role": Text(role, style="bold" if role == "admin" else "dim" if role == "disabled" else ""),
+            })
+        return cells
+
+    @property
+    def selected_user(self):
+        table = self.users_table
+        if not table.row_count:
+            return None
+        try:
+            return table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        except Exception:  # no row under the cursor
+            return None
+
+    # -- the selected user's files --
+
+    @on(DataTable.RowHighlighted, "#users-table")
+    def user_highlighted(self, event):
+        self.refresh_bindings()
+        self.select_soon()
+
+    @on(DataTable.RowHighlighted, "#user-files")
+    def file_highlighted(self, event):
+        self.refresh_bindings()
+
+    @on(DataTable.RowSelected, "#users-table")
+    def user_selected(self, event):
+        self.show_files(event.row_key.value)
+        self.files_table.focus()
+
+    def select_soon(self):
+        """Follow the cursor, but not on every row it passes while a key is held down."""
+        if self._select_timer is not None:
+            self._select_timer.stop()
+        self._select_timer = self.set_timer(0.15, lambda: self.show_files(self.selected_user))
+
+    def show_files(self, username):
+        if username is None or username == self.shown_user:
+            return
+        self.shown_user = username
+        self.load_files(username)
+
+    def load_files(self, username):
+        table = self.files_table
+        table.border_title = f"Files of {username} (loading…)"
+        if username != self._files_owner:
+            table.clear()  # another user's list: nothing to update in place
+            self.listing = {}
+            self._files_owner = username
+        self.fetch_files(username)
+
+    @work(thread=True, exclusive=True, group="user-files", exit_on_error=False)
+    def fetch_files(self, username):
+        worker = get_current_worker()
+        after, fetched, first = None, 0, True
+        while not worker.is_cancelled:
+            page = self.session.admin.user_files(username, limit=FILES_PAGE, after=after)
+            fetched += len(page.get("files", []))
+            after = page.get("next")
+            last = not after or fetched >= FILES_CAP
+            if worker.is_cancelled:
+                return
+            self.post_message(FilesPage(username, page, first, last))
+            first = False
+            if last:
+                return
+
+    def on_files_page(self, message: FilesPage):
+        if message.username != self.shown_user:
+            return  # the cursor has moved on
+        table = self.files_table
+        if message.first:
+            self._seen = set()
+        for f in message.page.get("files", []):
+            path = f.get("path")
+            if not path:
+                continue
+            self._seen.add(path)
+            cells = self.file_cells(f)
+            if path in self.listing:
+                if self.listing[path] != f:
+                    for key, value in cells.items():
+                        table.update_cell(path, key, value)
+            else:
+                table.add_row(*cells.values(), key=path)
+            self.listing[path] = f
+        page = message.page
+        count, total = page.get("file_count", len(self._seen)), page.get("total_bytes", 0)
+        if message.last:
+            for gone in [p for p in self.listing if p not in self._seen]:
+                table.remove_row(gone)
+                del self.listing[gone]
+            more = f", first {len(self.listing)} shown" if count > len(self.listing) else ""
+            table.border_title = (f"Files of {message.username}: {count} "
+                                  f"({human_size(total)}){more}")
+        else:
+            table.border_title = f"Files of {message.username}: {len(self._seen)} of {count}…"
+
+    def file_cells(self, f):
+        digest = f.get("digest") or ""
+        return {
+            "path": f.get("path", ""),
+            "size": Text(human_size(f.get("size")), justify="right"),
+            "version": Text(str(f.get("version", "")), justify="right"),
+            "modified": date_time(f.get("modified"), self.app.tz),
+            "replicas": Text(str(len(f.get("replicas") or [])), justify="right"),
+            "digest": f"{f.get('algorithm', '')}:{digest[:10]}" if digest else "",
+        }
+
+    @property
+    def selected_file(self):
+        table = self.files_table
+        if not table.row_count:
+            return None
+        try:
+            return table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        except Exception:  # no row under the cursor
+            return None
+
+    # -- actions --
+
+    def check_action(self, action, parameters):
+        if action in ("add_user", "remove_user"):
+            if not self.session.is_admin:
+                return False
+            if action == "remove_user":
+                user = self.selected_user if self.is_mounted and self.query("#users-table") else None
+                return (user is not None and user != self.session.username) or None
+        if action == "sharing":
+            if self.app.sharing_screen_class() is None:
+                return False
+            mounted = self.is_mounted and self.query("#user-files")
+            return bool(mounted and self.selected_file and self.shown_user) or None
+        return True
+
+    def action_refresh(self):
+        self.poll()
+        if self.shown_user:
+            self.load_files(self.shown_user)
+
+    def action_add_user(self):
+        def added(values):
+            if values:
+                self.add_user(values)
+
+        self.app.push_screen(AddUserScreen(), added)
+
+    @work(thread=True, group="add-user", exit_on_error=False)
+    def add_user(self, values):
+        result = self.session.admin.add_user(values["username"], values["email"],
+                                             values["valid_days"], password=values["password"],
+                                             admin=values["admin"])
+        self.post_message(UserAdded(result))
+
+    def on_user_added(self, message: UserAdded):
+        r = message.result
+        self.poll()
+        if r.get("password"):
+            mail = ("The account e-mail was sent." if r.get("email_sent")
+                    else f"The account e-mail could not be sent: {r.get('email_error', '')}")
+            self.app.push_screen(MessageScreen(
+                f"User {r['username']} added",
+                f"Generated password (shown once, pass it on safely):\n\n  {r['password']}\n\n"
+                f"Valid until {date_time(r.get('valid_until'), self.app.tz)}. {mail}"))
+        else:
+            self.notify(f"User {r['username']} added, valid until "
+                        f"{date_time(r.get('valid_until'), self.app.tz)}", title="Users")
+
+    def action_remove_user(self):
+        name = self.selected_user
+        if name is None:
+            return
+        user = self.users.get(name, {})
+        question = (f"Remove the account {name}? It owns {user.get('file_count', 0)} files "
+                    f"({human_size(user.get('total_bytes', 0))}). The user can no longer log "
+                    f"in; this cannot be undone.")
+
+        def answered(yes):
+            if yes:
+                self.remove_user(name)
+
+        self.app.push_screen(ConfirmScreen(question, title=f"Remove {name}", yes="Remove"), answered)
+
+    @work(thread=True, group="remove-user", exit_on_error=False)
+    def remove_user(self, name):
+        self.session.admin.remove_user(name)
+        self.post_message(UserRemoved(name))
+
+    def on_user_removed(self, message: UserRemoved):
+        self.notify(f"User {message.username} removed", title="Users")
+        if self.shown_user == message.username:
+            self.shown_user = None
+        self.poll()
+
+    def action_sharing(self):
+        screen_class = self.app.sharing_screen_class()
+        path = self.selected_file
+        if screen_class is None or path is None or self.shown_user is None:
+            return
+        self.app.push_screen(screen_class(self.session, f"{self.shown_user}/{path}"))
+
+    def on_worker_state_changed(self, event):
+        if event.worker.node is self and event.state == WorkerState.ERROR:
+            self.app.report_error(event.worker.error, source=event.worker.group or "users")

@@ -1,0 +1,130 @@
+"""The live audit events panel: what happened on the cluster, newest at the bottom.
+
+It asks the admin server only for events after the last one it holds
+(``GET /api/v1/events?after=ID``), appends them as rows keyed by event id, and drops the
+oldest beyond a cap. Administrators see every event; other users their own and those on
+their files (the admin server filters).
+"""
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import DataTable
+from textual.worker import WorkerState, get_current_worker
+
+from ..format import clock_time, human_size
+
+FIRST_LOAD = 50
+PAGE = 200
+CAP = 300
+COLUMNS = (("at", "Time"), ("kind", "Kind"), ("user", "User"), ("operation", "Operation"),
+           ("target", "Target"), ("result", "Result"), ("details", "Details"))
+
+
+class EventsFetched(Message):
+    def __init__(self, events):
+        super().__init__()
+        self.events = events
+
+
+def result_style(result):
+    text = (result or "").lower()
+    if text in ("ok", "success", "created", "modified") or text.startswith("2"):
+        return "green"
+    if text in ("denied", "forbidden", "error", "failed", "fail") or text.startswith(("4", "5")):
+        return "red"
+    return ""
+
+
+class EventsPanel(Vertical):
+    """Recent audit events, polled every ``poll_seconds`` while the panel is mounted."""
+
+    DEFAULT_CSS = """
+    EventsPanel {
+        height: 1fr;
+        border: round $panel-lighten-2;
+        border-title-color: $foreground;
+    }
+    EventsPanel > DataTable {
+        height: 1fr;
+        scrollbar-size-vertical: 1;
+    }
+    """
+
+    def __init__(self, admin, *, poll_seconds=2.0, cap=CAP, tz=None, **kwargs):
+        super().__init__(**kwargs)
+        self.admin = admin
+        self.poll_seconds = poll_seconds
+        self.cap = cap
+        self.tz = tz
+        self.last_id = 0
+        self.border_title = "Events"
+
+    def compose(self) -> ComposeResult:
+        table = DataTable(cursor_type="row", id="events-table")
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        yield table
+
+    @property
+    def table(self):
+        return self.query_one(DataTable)
+
+    def on_mount(self):
+        self.poll()
+        self.set_interval(self.poll_seconds, self.poll)
+
+    def poll(self):
+        if not any(w.node is self and w.group == "events" and not w.is_finished
+                   for w in self.workers):
+            self.fetch(self.last_id)
+
+    @work(thread=True, exclusive=True, group="events", exit_on_error=False)
+    def fetch(self, after):
+        events = self.admin.events(after=after, limit=PAGE if after else FIRST_LOAD)
+        if not get_current_worker().is_cancelled:
+            self.post_message(EventsFetched(events))
+
+    def on_worker_state_changed(self, event):
+        if event.worker.group == "events" and event.state == WorkerState.ERROR:
+            event.stop()
+            self.app.report_error(event.worker.error, source="events")
+
+    def on_events_fetched(self, message: EventsFetched):
+        message.stop()
+        self.add_events(message.events)
+
+    def add_events(self, events):
+        """Append new events (by id), drop the oldest beyond the cap, follow the tail."""
+        table = self.table
+        at_end = table.cursor_row >= table.row_count - 1
+        for e in events:
+            try:
+                eid = int(e.get("id") or 0)
+            except (TypeError, ValueError):
+                continue
+            if eid <= self.last_id:
+                continue
+            self.last_id = eid
+            table.add_row(*self.cells(e), key=str(eid))
+        while table.row_count > self.cap:
+            table.remove_row(next(iter(table.rows)))
+        self.border_title = f"Events ({table.row_count})" if table.row_count else "Events"
+        if at_end and table.row_count:
+            table.move_cursor(row=table.row_count - 1, animate=False)
+
+    def cells(self, e):
+        target = e.get("path") or e.get("server") or ""
+        result = e.get("result") or ""
+        details = e.get("message") or ""
+        if e.get("bytes"):
+            details = f"{human_size(e['bytes'])} {details}".strip()
+        return (clock_time(e.get("at"), self.tz), e.get("kind") or "", e.get("username") or "",
+                e.get("operation") or "", _clip(target, 32), Text(result, style=result_style(result)),
+                _clip(details, 60))
+
+
+def _clip(text, width):
+    text = str(text)
+    return text if len(text) <= width else text[:width - 1] + "…"
