@@ -151,6 +151,7 @@ class FileHandler(NodeHandler):
             return self.redirect_to(self.redirect_after_body, self.fp)
         digest = self.writer.commit(self.expected_digest)
         loc = await self.node.finish_upload(self.fp, self.existing, digest, self.writer.size)
+        await self._release_lock()  # before the answer: the client may write again at once
         body = loc.to_json()
         body["under_replicated"] = len(loc.current_holders) - 1 < self.node.replicas
         body["replicas_wanted"] = self.node.replicas
@@ -223,10 +224,18 @@ class FileHandler(NodeHandler):
         if self.locked is not None:
             await self.node.renew_lock(self.locked, self.principal.name, self.lock_token)
 
+    async def _release_lock(self):
+        if self.locked is not None:
+            self.renewal.stop()
+            locked, self.locked = self.locked, None
+            await self.node.unlock_everywhere(locked, self.lock_token)
+
     def _cleanup(self):
         if self.writer is not None:
             self.writer.abort()
         if self.locked is not None:
+            # An upload that failed or broke off: give the lock back in the background (the
+            # lease bounds how long it could linger if that does not get through).
             self.renewal.stop()
             asyncio.ensure_future(self.node.unlock_everywhere(self.locked, self.lock_token))
             self.locked = None

@@ -2,8 +2,9 @@
 
 Revocations reach every node within the decision cache's lifetime; with the admin server
 killed, owners keep their files and shared access fails closed; node reports keep the
-catalogue exactly equal to what the nodes store, also across an admin outage; storage
-samples arrive; expired and removed accounts are refused even with a token still valid.
+catalogue exactly equal to what the nodes store, also across an admin outage and when a
+deletion is reported before the creation it undoes; storage samples arrive; expired and
+removed accounts are refused even with a token still valid.
 Each test makes its own users, so its namespace (and its usage counters) are its own.
 """
 import hashlib
@@ -183,20 +184,19 @@ class Ledger:
     def __init__(self, cluster, owner, api):
         self.cluster, self.owner, self.api = cluster, owner, api
         self.files = {}
-        self.data = {}
 
     def put(self, node, rel, data):
         _node, r = self.api.follow(node, "PUT", f"{self.owner}/{rel}", body=data)
         assert r.status in (200, 201), r
         body = r.json()
         assert body["digest"] == hashlib.sha256(data).hexdigest() and body["size"] == len(data)
-        self.files[rel], self.data[rel] = body, data
+        self.files[rel] = body
         return body
 
     def delete(self, node, rel):
         r = self.api.request(node, "DELETE", f"{self.owner}/{rel}")
         assert r.status == 204, r
-        del self.files[rel], self.data[rel]
+        del self.files[rel]
 
     def expected(self):
         return {rel: {"owner": self.owner, "path": rel, "size": f["size"], "digest": f["digest"],
@@ -452,16 +452,9 @@ def test_removed_account_is_refused_even_with_a_valid_token(cluster, root):
     assert alice_admin.get(acl("alice/for-remy/")).json()["grants"] == []
 
 
-# -- a known hole: a deletion reported before the creation it undoes ---------------------------
+# -- a deletion reported before the creation it undoes -----------------------------------------
 
 
-class ResurrectedFile(AssertionError):
-    """The catalogue lists a file that every node has deleted."""
-
-
-@pytest.mark.xfail(strict=True, raises=ResurrectedFile,
-                   reason="admin/catalog.py forgets a deleted file's version, so a create "
-                   "reported late (by another node than the delete) brings the file back")
 def test_delete_reported_before_the_create_does_not_resurrect_the_file(cluster, root):
     gus = new_user(root, "gus")
     ledger = Ledger(cluster, "gus", gus.node_api())
@@ -484,10 +477,7 @@ def test_delete_reported_before_the_create_does_not_resurrect_the_file(cluster, 
     try:
         back = datetime.now(timezone.utc)
         wait_for(lambda: sampled_since("node1", back), timeout=10, what="node1's queue to drain")
-        try:
-            eventually(lambda: catalogue_diff(root, ledger, gus), timeout=2,
-                       what="the catalogue to forget the deleted file")
-        except AssertionError as e:
-            raise ResurrectedFile(str(e)) from None
+        eventually(lambda: catalogue_diff(root, ledger, gus), timeout=5,
+                   what="the catalogue to keep the deleted file deleted")
     finally:
         all_running(cluster)
