@@ -1,6 +1,7 @@
 """``securifile-tui``: the full-screen terminal client (Textual), usable over SSH in 80x24.
 
     securifile-tui [--cluster cluster.json] [--login] [--admin URL] [--ca PEM] [--user NAME]
+                   [--screen files|servers|users]
 
 Who it runs as: the identity in ``--cluster`` (the file ``securifile up`` writes), else the
 login ``securifile login`` saved, else whoever logs in on the login screen (``--login``
@@ -8,6 +9,7 @@ always asks). Each screen is a Textual mode with its own stack: F2 files, F3 ser
 F4 users; F1 help, Ctrl+P the command palette, which offers every key of the screen.
 """
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -31,6 +33,12 @@ from .session import Session
 
 SCREENS = (("files", "Files", "f2"), ("servers", "Servers", "f3"), ("users", "Users", "f4"))
 REPEAT_QUIET_SECONDS = 60  # the same polling error is notified again after this long
+
+
+def offered(binding):
+    """Whether help and the palette list a binding: the footer's, and the hidden ones we named
+    (refresh, focus moves), not the tables' cursor keys or Textual's own system keys."""
+    return bool(binding.description) and not binding.system and (binding.show or bool(binding.id))
 
 
 class StartScreen(Screen):
@@ -115,15 +123,14 @@ class SecuriFileApp(App):
     def on_mount(self):
         if self.session is not None:
             self.start_session(self.session)
-        elif self.cluster_file and not self.force_login:
-            self.connect(cluster_file=self.cluster_file)
-        elif not self.force_login:
-            self.connect(saved=True)
-        else:
+        elif self.force_login:
             self.ask_login()
+        else:
+            self.connect(self.cluster_file)
 
     @work(thread=True, exclusive=True, group="connect", exit_on_error=False)
-    def connect(self, cluster_file=None, saved=False):
+    def connect(self, cluster_file=None):
+        """A session from the cluster file, else from the saved login; else the login screen."""
         prefill = {}
         try:
             if cluster_file:
@@ -154,15 +161,25 @@ class SecuriFileApp(App):
         self.start_session(message.session)
 
     def on_session_failed(self, message: SessionFailed):
-        self.prefill = {k: v or self.prefill.get(k) for k, v in message.prefill.items()} or self.prefill
+        for key, value in message.prefill.items():  # what was given on the command line wins
+            self.prefill[key] = self.prefill.get(key) or value
         self.ask_login(message.text)
 
     def ask_login(self, message=""):
+        """Show the login screen, in a mode of its own, prefilled with what is known."""
         from .screens.login import LoginScreen
 
         remembered = self.prefs.load()
         values = {k: self.prefill.get(k) or remembered.get(k) or "" for k in ("admin_url", "ca", "username")}
-        self.push_screen(LoginScreen(message=message, **values), self.start_session)
+        if "login" in self._modes:
+            if self.current_mode == "login":
+                return
+            self.remove_mode("login")
+        self.add_mode("login", lambda: LoginScreen(message=message, **values))
+        self.switch_mode("login")
+
+    def on_login_screen_logged_in(self, message):
+        self.start_session(message.session)
 
     def remember_login(self, admin_url, username, ca):
         """After a good login: the server, the user and the CA file, never the password."""
@@ -177,6 +194,8 @@ class SecuriFileApp(App):
                 self.add_mode(mode, factory)
         start = self.start or ("files" if "files" in self._modes else "servers")
         self.switch_mode(start if start in self._modes else "servers")
+        if "login" in self._modes:
+            self.remove_mode("login")
         if session.admin_url and not session.admin_url.lower().startswith("https:"):
             self.notify(f"{session.admin_url} is plain HTTP: passwords, tokens and files cross "
                         f"the network unencrypted.", title="Not encrypted", severity="warning",
@@ -203,11 +222,12 @@ class SecuriFileApp(App):
 
     def _optional_screen(self, module, name):
         """A screen another module provides, or None while it does not exist (or is broken)."""
-        import importlib
-
+        path = f"{__package__}.screens.{module}"
         try:
-            return getattr(importlib.import_module(f"{__package__}.screens.{module}"), name)
-        except ModuleNotFoundError:
+            return getattr(importlib.import_module(path), name)
+        except ModuleNotFoundError as e:
+            if e.name != path:  # the module is there, but something it imports is not
+                self.report_error(e, source=f"import-{module}")
             return None
         except Exception as e:  # a half-written module must not take the other screens down
             self.report_error(e, source=f"import-{module}")
@@ -237,22 +257,22 @@ class SecuriFileApp(App):
         keys, seen = [], set()
         for key, active in screen.active_bindings.items():
             binding = active.binding
-            if not binding.description or (binding.action, binding.description) in seen:
+            if not offered(binding) or (binding.action, binding.description) in seen:
                 continue
             seen.add((binding.action, binding.description))
             keys.append((self.get_key_display(binding), binding.tooltip or binding.description))
         self.push_screen(HelpScreen(getattr(screen, "TITLE", None) or self.title, keys))
 
     async def action_logout(self):
-        """Forget the session and show the login screen (the saved login stays)."""
+        """Forget the session and show the login screen (a saved login stays saved)."""
         if self.session is None:
             return
-        await self.switch_mode("_default")
-        for mode in [m for m in list(self._modes) if m != "_default"]:
-            await self.remove_mode(mode)
         old, self.session = self.session, None
-        old.close()
         self.ask_login("Logged out.")
+        for mode, _, _ in SCREENS:
+            if mode in self._modes:
+                await self.remove_mode(mode)
+        old.close()
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
@@ -267,8 +287,7 @@ class SecuriFileApp(App):
         seen = set()
         for active in screen.active_bindings.values():
             node, binding = active.node, active.binding
-            if (not binding.description or not active.enabled or node is self
-                    or binding.action in seen):
+            if not offered(binding) or not active.enabled or node is self or binding.action in seen:
                 continue
             seen.add(binding.action)
             help_text = f"{binding.tooltip or binding.description} ({self.get_key_display(binding)})"
@@ -309,6 +328,8 @@ def main(argv=None):
     p.add_argument("--admin", help="the admin server URL to prefill on the login screen")
     p.add_argument("--ca", help="the cluster's CA certificate to prefill on the login screen")
     p.add_argument("--user", help="the user name to prefill on the login screen")
+    p.add_argument("--screen", choices=[m for m, _, _ in SCREENS],
+                   help="the screen to start on (default: files)")
     args = p.parse_args(argv)
     if args.cluster and not os.path.isfile(args.cluster):
         p.error(f"--cluster {args.cluster}: no such file")
@@ -322,7 +343,7 @@ def main(argv=None):
     app = SecuriFileApp(
         cluster_file=args.cluster, login=args.login,
         admin_url=args.admin or prefill.get("admin_url"), ca=args.ca or prefill.get("ca"),
-        username=args.user)
+        username=args.user, start=args.screen)
     app.run()
     return app.return_code or 0
 

@@ -19,7 +19,7 @@ DIALOG_CSS = """
     max-height: 100%;
     border: thick $primary 80%;
     background: $surface;
-    padding: 1 2;
+    padding: 1 2 0 2;
 }}
 {name} .dialog-title {{
     text-style: bold;
@@ -30,10 +30,13 @@ DIALOG_CSS = """
     height: auto;
     width: 100%;
     align-horizontal: right;
-    margin-top: 1;
+    margin: 1 0;
 }}
 {name} .dialog-buttons Button {{
     margin-left: 2;
+}}
+{name} Input {{
+    background: $background;
 }}
 """
 
@@ -56,8 +59,9 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Label(self.title_text, classes="dialog-title")
             yield Static(self.question)
             with Horizontal(classes="dialog-buttons"):
-                yield Button("No", id="no")
-                yield Button(self.yes, id="yes", variant="error" if self.danger else "primary")
+                yield Button("No (n)", id="no", compact=True)
+                yield Button(f"{self.yes} (y)", id="yes", compact=True,
+                             variant="error" if self.danger else "primary")
 
     def on_mount(self):
         self.query_one("#no", Button).focus()  # Enter on a stray key press does nothing harmful
@@ -85,26 +89,24 @@ class MessageScreen(ModalScreen[None]):
             yield Label(self.title_text, classes="dialog-title")
             yield Static(self.body, id="message-body")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Close", id="close", variant="primary")
+                yield Button("Close", id="close", variant="primary", compact=True)
 
     @on(Button.Pressed, "#close")
     def action_close(self):
         self.dismiss(None)
 
 
-HELP_TEXT = """\
-SecuriFile keeps every file on several servers and encrypts every connection.
-
-Screens: F2 files, F3 servers, F4 users. Ctrl+P opens the command palette: every
-action below can be searched there by name, as can the theme. Tab moves between
-panels; the arrow keys move in a table, Enter selects. The mouse works too:
-click a row, a button, or a key in the footer.
-
-The servers screen polls the admin server every few seconds; its plots show used,
-available and total (capacity) storage of each server, on a logarithmic byte axis
-(l switches to linear). On a small terminal, one sparkline per server replaces them
-(v switches).
-"""
+HELP_TEXT = (
+    "SecuriFile keeps every file on several servers and encrypts every connection.\n\n"
+    "Screens: F2 files, F3 servers, F4 users. Ctrl+P opens the command palette: every action "
+    "below can be found there by name, and so can the theme. Tab moves between panels; the "
+    "arrow keys move in a table and Enter selects. The mouse works too: click a row, a button "
+    "or a key in the footer.\n\n"
+    "The servers screen asks the admin server every few seconds. Its plots show the used, "
+    "available and total (capacity) storage of each server over the last ten minutes, on a "
+    "logarithmic byte axis (l switches to linear); on a small terminal one sparkline per "
+    "server replaces them (v switches)."
+)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -113,7 +115,7 @@ class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = DIALOG_CSS.format(name="HelpScreen") + """
     HelpScreen > Vertical { width: 84; height: 90%; }
     HelpScreen VerticalScroll { height: 1fr; }
-    HelpScreen DataTable { height: auto; margin-top: 1; }
+    HelpScreen DataTable { height: auto; margin-bottom: 1; }
     """
     BINDINGS = [Binding("escape,f1,q", "close", "Close", id="help.close")]
 
@@ -126,15 +128,15 @@ class HelpScreen(ModalScreen[None]):
         with Vertical():
             yield Label(f"Help: {self.title_text}", classes="dialog-title")
             with VerticalScroll():
-                yield Static(HELP_TEXT)
                 table = DataTable(cursor_type="none", show_cursor=False, id="help-keys")
                 table.add_column("Key", key="key")
                 table.add_column("Action", key="action")
                 for key, description in self.keys:
                     table.add_row(Text(key, style="bold"), description)
                 yield table
+                yield Static(HELP_TEXT, id="help-text")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Close", id="close", variant="primary")
+                yield Button("Close", id="close", variant="primary", compact=True)
 
     @on(Button.Pressed, "#close")
     def action_close(self):

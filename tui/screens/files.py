@@ -21,8 +21,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static, Tree
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, DataTable, Footer, Input, Label, Static, Tree
 from textual.worker import WorkerState, get_current_worker
 from textual_fspicker import FileOpen, SelectDirectory
 
@@ -31,15 +31,16 @@ from securifile.common.client import (
 )
 from securifile.tui.errors import describe
 from securifile.tui.format import date_time, human_size
+from securifile.tui.screens.dialogs import ConfirmScreen
 from securifile.tui.screens.sharing import OWNER, SharingScreen, at_least, role_on
-from securifile.tui.widgets.dialogs import ConfirmModal, NamePrompt
-from securifile.tui.widgets.palette import ScreenBindings
+from securifile.tui.widgets.status import SessionBar
 from securifile.tui.widgets.transfers import CANCELLED, DONE, FAILED, TransfersPanel
 
 PAGE = 500
 # How long to keep asking the catalogue after a change before showing what it says anyway.
 CATALOGUE_WAIT = 8.0
 CATALOGUE_POLL = 0.25
+SETTLE_WINDOW = 2 * 500  # files re-read per poll while waiting; later pages stay as loaded
 # A deleted file stays hidden this long even if a listing still names it (reports lag).
 GONE_SECONDS = 15.0
 # (label, key, width): fixed widths keep the layout still while pages of rows arrive; the
@@ -124,6 +125,11 @@ def folder_key(ref):
 class FileTable(DataTable):
     """The folder's table; tells the screen when the view has been scrolled to the end."""
 
+    BINDINGS = [
+        Binding("home", "scroll_top", "First row", show=False),
+        Binding("end", "scroll_bottom", "Last row", show=False),
+    ]
+
     class NearEnd(Message):
         pass
 
@@ -131,6 +137,66 @@ class FileTable(DataTable):
         super().watch_scroll_y(old_value, new_value)
         if new_value > old_value and self.max_scroll_y and new_value >= self.max_scroll_y - 1:
             self.post_message(self.NearEnd())
+
+
+class NamePrompt(ModalScreen[str | None]):
+    """Asks for a name; ``check(name)`` returns what is wrong with it, or None."""
+
+    DEFAULT_CSS = """
+    NamePrompt {
+        align: center middle;
+        & > Vertical {
+            width: 64;
+            max-width: 100%;
+            height: auto;
+            border: thick $primary 80%;
+            background: $surface;
+            padding: 1 2 0 2;
+        }
+        .prompt-title { text-style: bold; margin-bottom: 1; }
+        #prompt-error { color: $error; height: auto; }
+        #prompt-help { color: $text-muted; margin-top: 1; }
+        .prompt-buttons { height: auto; align-horizontal: right; margin: 1 0; }
+        .prompt-buttons Button { margin-left: 2; }
+    }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="prompt.cancel")]
+
+    def __init__(self, title, question, *, help_text="", check=None, yes="Create"):
+        super().__init__()
+        self.title_text, self.question, self.help_text = title, question, help_text
+        self.check, self.yes = check, yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text, classes="prompt-title")
+            yield Label(self.question, markup=False)
+            yield Input(id="prompt-name")
+            yield Static("", id="prompt-error", markup=False)
+            if self.help_text:
+                yield Static(self.help_text, id="prompt-help", markup=False)
+            with Horizontal(classes="prompt-buttons"):
+                yield Button("Cancel (esc)", id="cancel", compact=True)
+                yield Button(f"{self.yes} (enter)", id="ok", variant="primary", compact=True)
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#ok")
+    def _submit(self, event):
+        event.stop()
+        name = self.query_one("#prompt-name", Input).value.strip()
+        problem = "A name is needed." if not name else (self.check(name) if self.check else None)
+        if problem:
+            self.query_one("#prompt-error", Static).update(problem)
+        else:
+            self.dismiss(name)
+
+    @on(Input.Changed)
+    def _clear_error(self):
+        self.query_one("#prompt-error", Static).update("")
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self):
+        self.dismiss(None)
 
 
 class FilesScreen(Screen):
@@ -142,7 +208,6 @@ class FilesScreen(Screen):
 
     TITLE = "Files"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide")]
-    COMMANDS = {ScreenBindings}
     DEFAULT_CSS = """
     FilesScreen {
         #files-body { height: 1fr; }
@@ -180,8 +245,9 @@ class FilesScreen(Screen):
                 tooltip="Upload a local folder and everything in it", id="files.upload_folder"),
         Binding("d", "download", "Download",
                 tooltip="Download the highlighted file or folder", id="files.download"),
-        Binding("n", "new_folder", "New folder", id="files.new_folder"),
-        Binding("delete", "delete", "Delete", tooltip="Delete the highlighted file or folder",
+        Binding("n", "new_folder", "New folder", id="files.new_folder",
+                tooltip="Make a folder here (kept once a file is uploaded into it)"),
+        Binding("delete,x", "delete", "Delete", tooltip="Delete the highlighted file or folder",
                 id="files.delete"),
         Binding("s", "share", "Share", tooltip="See and change who has access",
                 id="files.share"),
@@ -195,7 +261,8 @@ class FilesScreen(Screen):
                 id="files.more"),
         Binding("c", "cancel_transfer", "Cancel", tooltip="Cancel the latest transfer",
                 id="files.cancel"),
-        Binding("ctrl+r", "refresh", "Refresh", id="files.refresh"),
+        Binding("ctrl+r", "refresh", "Refresh", id="files.refresh",
+                tooltip="Ask the admin server for this folder and the grants again"),
     ]
 
     class Listed(Message):
@@ -239,11 +306,12 @@ class FilesScreen(Screen):
         self._tree_nodes = {}  # FolderRef -> [TreeNode] showing it
         self._file_count = 0  # file rows loaded; workers read it to refresh as many
         self._select_after_load = None
+        self._closing = False
 
     # -- layout --
 
     def compose(self) -> ComposeResult:
-        yield Header(show_clock=False)
+        yield SessionBar("Files", self.session)
         with Horizontal(id="files-body"):
             tree = Tree("Folders", id="folder-tree")
             tree.show_root = False
@@ -253,7 +321,8 @@ class FilesScreen(Screen):
                 yield Static("", id="files-location", markup=False)
                 yield FileTable(id="files-table", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="files-detail", markup=False)
-        yield TransfersPanel(id="transfers")
+        self._transfers = TransfersPanel(id="transfers")
+        yield self._transfers
         yield Footer(compact=True)
 
     @property
@@ -266,10 +335,11 @@ class FilesScreen(Screen):
 
     @property
     def transfers(self):
-        return self.query_one("#transfers", TransfersPanel)
+        return self._transfers
 
     def on_mount(self):
-        self.sub_title = f"{self.me} @ {self.session.admin_url}"
+        if self.tz is None:
+            self.tz = getattr(self.app, "tz", None)  # the app shell may fix the zone shown
         self._add_columns(self.app.size.width)
         mine = self.tree.root.add(f"{self.me} (my files)", TreeItem("folder", FolderRef(self.me)),
                                   expand=True)
@@ -369,7 +439,7 @@ class FilesScreen(Screen):
         if ref == SHARED:
             return
         deadline = time.monotonic() + CATALOGUE_WAIT
-        window = self._file_count
+        window = min(self._file_count, SETTLE_WINDOW)
         while True:
             listing = self._fetch(ref, at_least_files=window)
             paths = {f"{r['owner']}/{r['path']}" for r in listing["files"]}
@@ -379,14 +449,24 @@ class FilesScreen(Screen):
                        and not any(p in paths for p in absent)
                        and all(f in names for f in folders_present)
                        and not any(f in names for f in folders_absent))
-            if settled or time.monotonic() > deadline:
+            if settled or self._closing or time.monotonic() > deadline:
                 break
             time.sleep(CATALOGUE_POLL)
         self.post_message(self.Listed(ref, listing, "refresh", None))
 
     def _ui(self, callback, *args, **kwargs):
         """Run ``callback`` on the UI thread (from a worker) and wait for it."""
-        return self.app.call_from_thread(callback, *args, **kwargs)
+        if self._closing:
+            return None
+        try:
+            return self.app.call_from_thread(callback, *args, **kwargs)
+        except RuntimeError:  # the app is shutting down: nobody is left to tell
+            return None
+
+    def on_unmount(self):
+        """Leaving (the app quits): stop transfers, or their threads would keep it alive."""
+        self._closing = True
+        self.transfers.cancel_all()
 
     def _end_transfer(self, transfer, state, detail, note=None, severity="information"):
         self._ui(self.transfers.finish, transfer, state, detail)
@@ -467,7 +547,7 @@ class FilesScreen(Screen):
     @work(thread=True, exit_on_error=False, group="transfer")
     def delete_folder(self, entry, ref, transfer):
         admin, client = self.session.admin, self.session.client
-        targets, after = [], None
+        targets, deleted, after = [], [], None
         try:
             while True:
                 page = admin.files(entry.target, recursive=True, limit=PAGE, after=after)
@@ -475,7 +555,6 @@ class FilesScreen(Screen):
                 after = page.get("next")
                 if not after:
                     break
-            deleted = []
             transfer.progress(0, len(targets))
             for target in targets:
                 if transfer.cancel.is_set():
@@ -516,21 +595,31 @@ class FilesScreen(Screen):
         if self._folder != SHARED:
             for entry in self._entries.values():
                 if entry.is_folder and entry.folder.owner != self.me:
-                    entry.role = self.folder_role(entry.folder)
+                    role = self.folder_role(entry.folder)
+                    if role != entry.role:
+                        entry.role = role
+                        self.table.update_cell(entry.key, "role", role or "")
             self._update_location()
         self.refresh_bindings()
 
     def on_files_screen_listed(self, message):
         ref, listing = message.ref, message.listing
         if ref != SHARED and message.mode != "more":
+            # A pending folder is real once the catalogue has something in it.
+            real = {FolderRef(ref.owner, p) for p in listing.get("folders", [])}
+            if listing.get("files") or real:
+                real.add(ref)
+            if self._pending & real:
+                self._pending -= real
+                self._relabel_tree(real)
             self._sync_tree_children(ref, listing.get("folders", []))
         if ref != self._folder:
             return
-        if message.mode == "open" and message.generation != self._generation:
-            return
+        if message.generation is not None and message.generation != self._generation:
+            return  # an answer for a visit to this folder that has since been left
         entries = self._entries_from(ref, listing, message.mode)
+        self._loading_more = False  # a refresh replaces a page load it overtook
         if message.mode == "more":
-            self._loading_more = False
             for entry in entries:
                 if entry.key not in self._entries:
                     self._add_row(entry)
@@ -574,9 +663,7 @@ class FilesScreen(Screen):
                 entries.append(Entry("folder", child.name, child.owner, child.prefix,
                                      role=self.folder_role(child), folder=child))
             for pending in sorted(self._pending):
-                if pending in real:
-                    self._pending.discard(pending)
-                elif pending.parent == ref:
+                if pending.parent == ref and pending not in real:
                     entries.append(Entry("folder", pending.name, pending.owner, pending.prefix,
                                          role=OWNER, folder=pending, pending=True))
         now = time.monotonic()
@@ -734,6 +821,13 @@ class FilesScreen(Screen):
                 self._register_node(child_ref, child)
             node.allow_expand = bool(wanted)
 
+    def _relabel_tree(self, refs):
+        for ref in refs:
+            for node in self._tree_nodes.get(ref, []):
+                if node.parent is not None and node.parent.data is not None \
+                        and node.parent.data.kind == "folder":
+                    node.set_label(self._tree_label(ref))
+
     def _tree_label(self, ref):
         label = Text(ref.name)
         if ref in self._pending:
@@ -847,12 +941,13 @@ class FilesScreen(Screen):
             return True if entry is not None or here != SHARED else None
         if action == "details":
             return True if entry is not None else None
+        # These three show only while they apply, leaving the footer room at 80 columns.
         if action == "parent":
-            return True if here != SHARED and (here.parent or here.owner != self.me) else None
+            return here != SHARED and bool(here.parent or here.owner != self.me)
         if action == "more":
-            return True if self._next and here != SHARED else None
+            return bool(self._next and here != SHARED)
         if action == "cancel_transfer":
-            return True if self.transfers.running else None
+            return bool(self.transfers.running)
         return True
 
     # -- actions --
@@ -1008,8 +1103,7 @@ class FilesScreen(Screen):
                 version = (existing.record or {}).get("version") if existing else None
                 message = (f"Replace {remote}{f' (version {version})' if version else ''} with "
                            f"{local}? It becomes a new version.")
-            self.app.push_screen(ConfirmModal("Replace?", message, confirm_label="Replace",
-                                              variant="warning"), go)
+            self.app.push_screen(ConfirmScreen(message, title="Replace?", yes="Replace"), go)
         else:
             go()
 
@@ -1041,9 +1135,9 @@ class FilesScreen(Screen):
 
             if local.exists():
                 what = "Files in the folder" if entry.is_folder else "It"
-                self.app.push_screen(ConfirmModal(
-                    "Overwrite?", f"{local} exists. {what} will be overwritten by "
-                    f"{entry.target}.", confirm_label="Overwrite", variant="warning"), go)
+                self.app.push_screen(ConfirmScreen(
+                    f"{local} exists. {what} will be overwritten by {entry.target}.",
+                    title="Overwrite?", yes="Overwrite"), go)
             else:
                 go()
 
@@ -1073,7 +1167,7 @@ class FilesScreen(Screen):
                 self.delete_file(entry, ref)
             self.refresh_bindings()
 
-        self.app.push_screen(ConfirmModal("Delete?", message), confirmed)
+        self.app.push_screen(ConfirmScreen(message, title="Delete?", yes="Delete"), confirmed)
 
 
 __all__ = ["FilesScreen", "FolderRef", "SHARED", "PAGE"]

@@ -11,6 +11,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, LoadingIndicator, Static
 from textual.worker import WorkerState
@@ -23,7 +24,12 @@ HINT = ("Your user name or e-mail and password, as in the account e-mail. "
 
 
 class LoginScreen(Screen):
-    """Dismisses with the new Session."""
+    """Posts ``LoginScreen.LoggedIn`` with the new Session (the app takes it from there)."""
+
+    class LoggedIn(Message):
+        def __init__(self, session):
+            super().__init__()
+            self.session = session
 
     TITLE = "Log in"
     DEFAULT_CSS = """
@@ -37,17 +43,18 @@ class LoginScreen(Screen):
         max-height: 100%;
         border: thick $primary 70%;
         background: $surface;
-        padding: 0 2;
+        padding: 1 2 0 2;
         overflow-y: auto;
     }
     LoginScreen #login-title { text-style: bold; width: 100%; content-align: center middle; }
     LoginScreen #login-hint { color: $text-muted; margin-bottom: 1; }
-    LoginScreen .field { height: 3; }
-    LoginScreen .field Label { width: 16; padding-top: 1; }
-    LoginScreen .field Input { width: 1fr; }
+    LoginScreen .field { height: 1; margin-bottom: 1; }
+    LoginScreen .field Label { width: 16; }
+    LoginScreen .field Input { width: 1fr; background: $background; }
     LoginScreen #login-warning { color: $error; text-style: bold; height: auto; }
     LoginScreen #login-message { color: $error; height: auto; min-height: 1; }
-    LoginScreen #login-buttons { height: 3; align-horizontal: right; }
+    LoginScreen #login-buttons { height: 1; align-horizontal: right; margin: 1 0; }
+    LoginScreen #login-buttons Button { margin-left: 2; }
     LoginScreen LoadingIndicator { height: 1; width: 10; display: none; }
     LoginScreen.-busy LoadingIndicator { display: block; }
     """
@@ -73,13 +80,13 @@ class LoginScreen(Screen):
                 with Horizontal(classes="field"):
                     yield Label(label)
                     yield Input(value=self.initial.get(field, ""), placeholder=placeholder,
-                                password=field == "password", id=f"login-{field}")
+                                password=field == "password", id=f"login-{field}", compact=True)
             yield Static("", id="login-warning")
             yield Static(self.message, id="login-message")
             with Horizontal(id="login-buttons"):
                 yield LoadingIndicator()
-                yield Button("Quit", id="login-quit")
-                yield Button("Log in", id="login-button", variant="primary")
+                yield Button("Quit", id="login-quit", compact=True)
+                yield Button("Log in", id="login-button", variant="primary", compact=True)
         yield Footer()
 
     def on_mount(self):
@@ -148,7 +155,7 @@ class LoginScreen(Screen):
         if event.state == WorkerState.SUCCESS:
             session, admin_url, username, ca = event.worker.result
             self.app.remember_login(admin_url, username, ca)
-            self.dismiss(session)
+            self.post_message(self.LoggedIn(session))
         elif event.state == WorkerState.ERROR:
             self.remove_class("-busy")
             self.query_one("#login-button", Button).disabled = False

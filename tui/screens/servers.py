@@ -15,19 +15,20 @@ from textual.binding import Binding
 from textual.containers import Container, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer
+from textual.widgets import Footer
 from textual.worker import WorkerState, get_current_worker
 
 from ..format import human_size, since
 from ..widgets.events import EventsPanel
 from ..widgets.status import SessionBar
+from ..widgets.table import LiveTable
 from ..widgets.storage_plot import WINDOW, StorageChart, StorageSeries, StorageSparkline
 from .dialogs import ConfirmScreen
 
 COLUMNS = (("name", "Server"), ("status", "Status"), ("since", "Since"), ("used", "Used"),
            ("available", "Available"), ("pct", "Use%"))
 STATUS_STYLES = {"running": "bold green", "down": "bold red", "failed": "bold white on red",
-                 "verifying": "bold yellow", "offline": "bold magenta", "unknown": "dim"}
+                 "verifying": "bold yellow", "offline": "bold cyan", "unknown": "dim"}
 # Below this size the plots give way to one sparkline per server.
 COMPACT_WIDTH, COMPACT_HEIGHT = 100, 32
 CHART_MIN_WIDTH = 40
@@ -95,7 +96,7 @@ class ServersScreen(Screen):
     ServersScreen.-compact #sparklines { display: block; }
     """
     BINDINGS = [
-        Binding("r", "refresh", "Refresh", id="servers.refresh", show=False,
+        Binding("r,ctrl+r", "refresh", "Refresh", id="servers.refresh", show=False,
                 tooltip="Ask the admin server now"),
         Binding("o", "offline", "Offline", id="servers.offline",
                 tooltip="Take the selected server offline (administrators)"),
@@ -127,7 +128,7 @@ class ServersScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield SessionBar("Servers", self.session)
-        table = DataTable(cursor_type="row", id="servers-table")
+        table = LiveTable(cursor_type="row", id="servers-table")
         table.border_title = "Servers"
         for key, label in COLUMNS:
             table.add_column(label, key=key)
@@ -145,12 +146,14 @@ class ServersScreen(Screen):
         self._timer = self.set_interval(self.poll_seconds, self.poll)
 
     def on_screen_suspend(self):
-        if self._timer is not None:
+        if self._timer is not None:  # out of sight: stop asking the admin server
             self._timer.pause()
+            self.query_one(EventsPanel).pause()
 
     def on_screen_resume(self):
         if self._timer is not None:
             self._timer.resume()
+            self.query_one(EventsPanel).resume()
             self.poll()
 
     def on_resize(self, event):
@@ -167,18 +170,12 @@ class ServersScreen(Screen):
 
     @property
     def table(self):
-        return self.query_one("#servers-table", DataTable)
+        return self.query_one("#servers-table", LiveTable)
 
     @property
     def selected(self):
         """The name of the server under the cursor, or None."""
-        table = self.table
-        if not table.row_count:
-            return None
-        try:
-            return table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
-        except Exception:  # no row under the cursor
-            return None
+        return self.table.cursor_key
 
     # -- polling --
 
@@ -217,22 +214,14 @@ class ServersScreen(Screen):
         self.refresh_bindings()
 
     def update_table(self, listing):
-        """Update cells in place, add new servers, remove the ones gone; keep the cursor."""
+        """Update cells in place, add new servers, remove the ones gone; the cursor stays."""
         table = self.table
         now = self.app.now()
-        names = [s["name"] for s in listing]
-        for gone in [n for n in self.servers if n not in names]:
-            table.remove_row(gone)
-            self.servers.pop(gone)
+        for name in table.prune({s["name"] for s in listing}):
+            self.servers.pop(name, None)
         for server in listing:
-            name = server["name"]
-            cells = self.cells(server, now)
-            if name in self.servers:
-                for key, value in cells.items():
-                    table.update_cell(name, key, value)
-            else:
-                table.add_row(*cells.values(), key=name)
-            self.servers[name] = server
+            table.upsert(server["name"], self.cells(server, now))
+            self.servers[server["name"]] = server
         table.border_title = f"Servers ({len(listing)})"
 
     def cells(self, server, now):

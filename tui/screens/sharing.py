@@ -16,8 +16,7 @@ from textual.worker import WorkerState, get_current_worker
 
 from securifile.common.adminclient import ROLES
 from securifile.tui.errors import describe
-from securifile.tui.widgets.dialogs import ConfirmModal
-from securifile.tui.widgets.palette import ScreenBindings
+from securifile.tui.screens.dialogs import ConfirmScreen
 
 OWNER = "owner"
 RANK = {None: 0, "reader": 1, "editor": 2, "master": 3, OWNER: 4}
@@ -94,12 +93,14 @@ class SharingScreen(ModalScreen[bool]):
     }
     """
     BINDINGS = [
-        Binding("g", "grant", "Grant/change", id="sharing.grant"),
-        Binding("r,delete", "revoke", "Revoke", id="sharing.revoke"),
-        Binding("ctrl+r", "refresh", "Refresh", id="sharing.refresh"),
-        Binding("escape", "close", "Close", id="sharing.close"),
+        Binding("g", "grant", "Grant/change", id="sharing.grant",
+                tooltip="Give the picked user the picked role (or change their role)"),
+        Binding("r,delete", "revoke", "Revoke", id="sharing.revoke",
+                tooltip="Take the highlighted user's role away"),
+        Binding("ctrl+r", "refresh", "Refresh", id="sharing.refresh",
+                tooltip="Ask the admin server for the grants again"),
+        Binding("escape", "close", "Close", id="sharing.close", tooltip="Back"),
     ]
-    COMMANDS = {ScreenBindings}
 
     class Loaded(Message):
         def __init__(self, grants, role, users):
@@ -183,9 +184,9 @@ class SharingScreen(ModalScreen[bool]):
             if yes:
                 self.apply_revoke(username)
 
-        self.app.push_screen(ConfirmModal(
-            "Revoke access", f"Take {username}'s {role} role on {self.target} away?\n"
-            f"It stops working everywhere within seconds.", confirm_label="Revoke"), confirmed)
+        self.app.push_screen(ConfirmScreen(
+            f"Take {username}'s {role} role on {self.target} away? It stops working "
+            f"everywhere within seconds.", title="Revoke access?", yes="Revoke"), confirmed)
 
     @on(Button.Pressed, "#grant-apply")
     def _grant_pressed(self, event):
@@ -231,6 +232,10 @@ class SharingScreen(ModalScreen[bool]):
         if event.state == WorkerState.ERROR:
             title, message = describe(event.worker.error)
             self.notify(message, title=title, severity="error")
+            if event.worker.group == "sharing-load" and not self._loaded:
+                self.query_one("#sharing-summary", Static).update(
+                    f"Access to {describe_target(self.target)}.\nCould not load the grants: "
+                    f"{message} (ctrl+r retries).")
 
     # -- results --
 

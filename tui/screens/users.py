@@ -17,6 +17,7 @@ from textual.worker import WorkerState, get_current_worker
 
 from ..format import date_time, human_size, valid_until
 from ..widgets.status import SessionBar
+from ..widgets.table import LiveTable
 from .dialogs import DIALOG_CSS, ConfirmScreen, MessageScreen
 
 FILES_PAGE = 500
@@ -57,10 +58,9 @@ class AddUserScreen(ModalScreen[dict]):
     """The new account's name, e-mail, validity, optional password and role."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="AddUserScreen") + """
-    AddUserScreen Input { margin-bottom: 0; }
     AddUserScreen #add-user-error { color: $error; height: auto; }
-    AddUserScreen .field { height: auto; }
-    AddUserScreen .field Label { width: 14; padding-top: 1; }
+    AddUserScreen .field { height: 1; margin-bottom: 1; }
+    AddUserScreen .field Label { width: 14; }
     AddUserScreen .field Input { width: 1fr; }
     """
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="add-user.cancel")]
@@ -76,13 +76,13 @@ class AddUserScreen(ModalScreen[dict]):
                 with Horizontal(classes="field"):
                     yield Label(label)
                     yield Input(placeholder=placeholder, id=f"add-{field}",
-                                password=field == "password",
+                                password=field == "password", compact=True,
                                 value="365" if field == "days" else "")
-            yield Checkbox("Administrator", id="add-admin")
+            yield Checkbox("Administrator", id="add-admin", compact=True)
             yield Static("", id="add-user-error")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Cancel", id="cancel")
-                yield Button("Add", id="add", variant="primary")
+                yield Button("Cancel", id="cancel", compact=True)
+                yield Button("Add", id="add", variant="primary", compact=True)
 
     @on(Input.Submitted)
     def next_field(self, event):
@@ -126,7 +126,7 @@ class UsersScreen(Screen):
     """Accounts on the left (or top), the selected account's files on the right (or below)."""
 
     TITLE = "Users"
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (150, "-wide")]
     DEFAULT_CSS = """
     UsersScreen #users-body { layout: vertical; }
     UsersScreen.-wide #users-body { layout: horizontal; }
@@ -142,7 +142,7 @@ class UsersScreen(Screen):
     UsersScreen.-wide #user-files { width: 1fr; }
     """
     BINDINGS = [
-        Binding("r", "refresh", "Refresh", id="users.refresh", show=False,
+        Binding("r,ctrl+r", "refresh", "Refresh", id="users.refresh", show=False,
                 tooltip="Ask the admin server now"),
         Binding("a", "add_user", "Add user", id="users.add", tooltip="Create an account (administrators)"),
         Binding("delete,x", "remove_user", "Remove", id="users.remove",
@@ -166,12 +166,12 @@ class UsersScreen(Screen):
     def compose(self) -> ComposeResult:
         yield SessionBar("Users", self.session)
         with Horizontal(id="users-body"):
-            users = DataTable(cursor_type="row", id="users-table")
+            users = LiveTable(cursor_type="row", id="users-table")
             users.border_title = "Users"
             for key, label in USER_COLUMNS + (ADMIN_COLUMNS if self.session.is_admin else ()):
                 users.add_column(label, key=key)
             yield users
-            files = DataTable(cursor_type="row", id="user-files")
+            files = LiveTable(cursor_type="row", id="user-files")
             files.border_title = "Files"
             for key, label in FILE_COLUMNS:
                 files.add_column(label, key=key)
@@ -180,11 +180,11 @@ class UsersScreen(Screen):
 
     @property
     def users_table(self):
-        return self.query_one("#users-table", DataTable)
+        return self.query_one("#users-table", LiveTable)
 
     @property
     def files_table(self):
-        return self.query_one("#user-files", DataTable)
+        return self.query_one("#user-files", LiveTable)
 
     def on_mount(self):
         self.users_table.focus()
@@ -216,24 +216,20 @@ class UsersScreen(Screen):
         self.app.clear_error("users")
         table = self.users_table
         fresh = {u["username"]: u for u in message.users if u.get("username")}
-        for gone in [n for n in self.users if n not in fresh]:
-            table.remove_row(gone)
-            del self.users[gone]
+        for name in table.prune(fresh):
+            self.users.pop(name, None)
         for name, user in fresh.items():
-            cells = self.user_cells(user)
             old = self.users.get(name)
-            if old is None:
-                table.add_row(*cells.values(), key=name)
-            elif old != user:
-                for key, value in cells.items():
-                    table.update_cell(name, key, value)
+            table.upsert(name, self.user_cells(user))
             self.users[name] = user
-            if name == self.shown_user and old is not None and (
+            if name == self.shown_user and old is not None and self.may_list(name) and (
                     old.get("file_count"), old.get("total_bytes")) != (
                     user.get("file_count"), user.get("total_bytes")):
                 self.load_files(name)  # their files changed: list them again
         table.border_title = f"Users ({len(self.users)})"
         if self.shown_user is None and self.users:
+            if not self.session.is_admin and self.session.username in self.users:
+                table.move_cursor(row=table.get_row_index(self.session.username))
             self.select_soon()
 
     def user_cells(self, user):
@@ -254,13 +250,7 @@ class UsersScreen(Screen):
 
     @property
     def selected_user(self):
-        table = self.users_table
-        if not table.row_count:
-            return None
-        try:
-            return table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
-        except Exception:  # no row under the cursor
-            return None
+        return self.users_table.cursor_key
 
     # -- the selected user's files --
 
@@ -288,7 +278,18 @@ class UsersScreen(Screen):
         if username is None or username == self.shown_user:
             return
         self.shown_user = username
-        self.load_files(username)
+        if self.may_list(username):
+            self.load_files(username)
+            return
+        user = self.users.get(username, {})  # the counts are public, the list is not
+        self.files_table.clear()
+        self.listing, self._files_owner = {}, None
+        self.files_table.border_title = (
+            f"Files of {username}: {user.get('file_count', 0)} "
+            f"({human_size(user.get('total_bytes', 0))}), listed to {username} and administrators only")
+
+    def may_list(self, username):
+        return self.session.is_admin or username == self.session.username
 
     def load_files(self, username):
         table = self.files_table
@@ -326,20 +327,13 @@ class UsersScreen(Screen):
             if not path:
                 continue
             self._seen.add(path)
-            cells = self.file_cells(f)
-            if path in self.listing:
-                if self.listing[path] != f:
-                    for key, value in cells.items():
-                        table.update_cell(path, key, value)
-            else:
-                table.add_row(*cells.values(), key=path)
+            table.upsert(path, self.file_cells(f))
             self.listing[path] = f
         page = message.page
         count, total = page.get("file_count", len(self._seen)), page.get("total_bytes", 0)
         if message.last:
-            for gone in [p for p in self.listing if p not in self._seen]:
-                table.remove_row(gone)
-                del self.listing[gone]
+            for gone in table.prune(self._seen):
+                self.listing.pop(gone, None)
             more = f", first {len(self.listing)} shown" if count > len(self.listing) else ""
             table.border_title = (f"Files of {message.username}: {count} "
                                   f"({human_size(total)}){more}")
@@ -359,13 +353,7 @@ class UsersScreen(Screen):
 
     @property
     def selected_file(self):
-        table = self.files_table
-        if not table.row_count:
-            return None
-        try:
-            return table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
-        except Exception:  # no row under the cursor
-            return None
+        return self.files_table.cursor_key
 
     # -- actions --
 
@@ -375,17 +363,18 @@ class UsersScreen(Screen):
                 return False
             if action == "remove_user":
                 user = self.selected_user if self.is_mounted and self.query("#users-table") else None
-                return (user is not None and user != self.session.username) or None
+                return user is not None and user != self.session.username
         if action == "sharing":
             if self.app.sharing_screen_class() is None:
                 return False
+            # the grants on a file are the owner's (and masters') business, not every admin's
             mounted = self.is_mounted and self.query("#user-files")
-            return bool(mounted and self.selected_file and self.shown_user) or None
+            return bool(mounted and self.selected_file and self.shown_user == self.session.username)
         return True
 
     def action_refresh(self):
         self.poll()
-        if self.shown_user:
+        if self.shown_user and self.may_list(self.shown_user):
             self.load_files(self.shown_user)
 
     def action_add_user(self):

@@ -10,16 +10,16 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import DataTable
 from textual.worker import WorkerState, get_current_worker
 
 from ..format import clock_time, human_size
+from .table import LiveTable
 
 FIRST_LOAD = 50
 PAGE = 200
 CAP = 300
-COLUMNS = (("at", "Time"), ("kind", "Kind"), ("user", "User"), ("operation", "Operation"),
-           ("target", "Target"), ("result", "Result"), ("details", "Details"))
+COLUMNS = (("at", "Time"), ("user", "User"), ("event", "Event"), ("target", "Target"),
+           ("result", "Result"), ("details", "Details"))
 
 
 class EventsFetched(Message):
@@ -46,7 +46,7 @@ class EventsPanel(Vertical):
         border: round $panel-lighten-2;
         border-title-color: $foreground;
     }
-    EventsPanel > DataTable {
+    EventsPanel > LiveTable {
         height: 1fr;
         scrollbar-size-vertical: 1;
     }
@@ -59,21 +59,32 @@ class EventsPanel(Vertical):
         self.cap = cap
         self.tz = tz
         self.last_id = 0
+        self._timer = None
         self.border_title = "Events"
 
     def compose(self) -> ComposeResult:
-        table = DataTable(cursor_type="row", id="events-table")
+        table = LiveTable(cursor_type="row", id="events-table")
         for key, label in COLUMNS:
             table.add_column(label, key=key)
         yield table
 
     @property
     def table(self):
-        return self.query_one(DataTable)
+        return self.query_one(LiveTable)
 
     def on_mount(self):
         self.poll()
-        self.set_interval(self.poll_seconds, self.poll)
+        self._timer = self.set_interval(self.poll_seconds, self.poll)
+
+    def pause(self):
+        """Stop asking while the panel is out of sight (its screen is not the current one)."""
+        if self._timer is not None:
+            self._timer.pause()
+
+    def resume(self):
+        if self._timer is not None:
+            self._timer.resume()
+            self.poll()
 
     def poll(self):
         if not any(w.node is self and w.group == "events" and not w.is_finished
@@ -120,9 +131,9 @@ class EventsPanel(Vertical):
         details = e.get("message") or ""
         if e.get("bytes"):
             details = f"{human_size(e['bytes'])} {details}".strip()
-        return (clock_time(e.get("at"), self.tz), e.get("kind") or "", e.get("username") or "",
-                e.get("operation") or "", _clip(target, 32), Text(result, style=result_style(result)),
-                _clip(details, 60))
+        event = e.get("operation") or e.get("kind") or ""
+        return (clock_time(e.get("at"), self.tz), e.get("username") or "", event,
+                _clip(target, 32), Text(result, style=result_style(result)), _clip(details, 80))
 
 
 def _clip(text, width):

@@ -90,8 +90,9 @@ def legend(app, latest, width=80, compact=False):
     pct = f" ({100 * used / total:.1f}%)" if total else ""
     if compact:
         return Text.assemble((human_size(used), used_c), " of ", (human_size(total), cap_c), pct)
-    for words in (("used", "available", "capacity"), ("used", "free", "total"), ("used", "free", None)):
-        parts = [(f"━ {words[0]} ", used_c), human_size(used), pct, "  ",
+    for words, share in ((("used", "available", "capacity"), pct), (("used", "free", "total"), pct),
+                         (("used", "free", None), pct), (("used", "free", None), "")):
+        parts = [(f"━ {words[0]} ", used_c), human_size(used), share, "  ",
                  (f"━ {words[1]} ", avail_c), human_size(avail)]
         if words[2]:
             parts += ["  ", (f"━ {words[2]} ", cap_c), human_size(total)]
@@ -99,6 +100,17 @@ def legend(app, latest, width=80, compact=False):
         if len(text) <= width:
             return text
     return text
+
+
+class StorageLegend(Static):
+    """The legend line, worded to fit the width it is drawn at."""
+
+    def __init__(self, series, **kwargs):
+        super().__init__(**kwargs)
+        self.series = series
+
+    def render(self):
+        return legend(self.app, self.series.latest, width=self.content_region.width or 80)
 
 
 class StoragePlot(PlotextPlot):
@@ -154,8 +166,11 @@ class StoragePlot(PlotextPlot):
             used = [max(1, u) for u in used]  # log(0): nothing stored is drawn as one byte
             avail = [max(1, a) for a in avail]
             ticks = [t for t in log_byte_ticks(min(used), top, most=rows) if t <= top]
-            if not ticks or math.log10(top) - math.log10(ticks[-1]) > 0.3:
-                ticks.append(top)  # the top label is the capacity itself
+            # the top label is the capacity itself, instead of a round value just below it
+            if len(ticks) > 1 and math.log10(top) - math.log10(ticks[-1]) < 0.3:
+                ticks[-1] = top
+            elif not ticks or ticks[-1] != top:
+                ticks.append(top)
             # plotext takes the limits of a log axis as exponents
             plt.ylim(math.log10(ticks[0]), math.log10(max(top, ticks[-1])) + 0.05)
         else:
@@ -183,7 +198,7 @@ class StorageChart(Vertical):
         border-title-color: $foreground;
         padding: 0 0;
     }
-    StorageChart > .storage-legend {
+    StorageChart > StorageLegend {
         height: 1;
         padding: 0 1;
     }
@@ -202,7 +217,7 @@ class StorageChart(Vertical):
         self._shown = None
 
     def compose(self) -> ComposeResult:
-        yield Static(classes="storage-legend")
+        yield StorageLegend(self.series)
         yield StoragePlot(self.series, tz=self.tz)
 
     @property
@@ -220,8 +235,7 @@ class StorageChart(Vertical):
         if not self.children:
             return
         self.plot.scale = self.scale
-        legend_line = self.query_one(".storage-legend", Static)
-        legend_line.update(legend(self.app, self.series.latest, width=legend_line.content_region.width or 80))
+        self.query_one(StorageLegend).refresh()
         self.plot.show(now)
 
 
@@ -241,8 +255,7 @@ class StorageSparkline(Horizontal):
         margin: 0 1;
     }
     StorageSparkline > .spark-numbers {
-        width: auto;
-        min-width: 22;
+        width: 28;
     }
     """
 

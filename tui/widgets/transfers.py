@@ -76,28 +76,29 @@ class TransferRow(Horizontal):
     def __init__(self, transfer):
         super().__init__(id=f"transfer-{transfer.id}")
         self.transfer = transfer
+        self._bar = ProgressBar(total=None, show_eta=False)
+        self._amount = Label("", classes="transfer-amount")
+        self._cancel = Button("✕", compact=True, variant="error", tooltip="Cancel this transfer",
+                              id=f"cancel-{transfer.id}")
 
     def compose(self) -> ComposeResult:
-        yield Label(self.transfer.title, classes="transfer-title")
-        yield ProgressBar(total=None, show_eta=False)
-        yield Label("", classes="transfer-amount")
-        yield Button("✕", compact=True, variant="error", tooltip="Cancel this transfer",
-                     id=f"cancel-{self.transfer.id}")
+        yield Label(self.transfer.title, classes="transfer-title", markup=False)
+        yield self._bar
+        yield self._amount
+        yield self._cancel
 
     def on_mount(self):
         self.redraw()
 
     def redraw(self):
         t = self.transfer
-        bar = self.query_one(ProgressBar)
         if t.total is not None:
-            bar.update(total=max(t.total, 1), progress=t.done if t.total else 1)
-        text = t.amount() if t.running else (t.detail or t.state)
-        self.query_one(".transfer-amount", Label).update(text)
+            self._bar.update(total=max(t.total, 1), progress=t.done if t.total else 1)
+        self._amount.update(t.amount() if t.running else (t.detail or t.state))
         self.set_class(t.state == DONE, "-done")
         self.set_class(t.state == FAILED, "-failed")
         self.set_class(t.state == CANCELLED, "-cancelled")
-        self.query_one(Button).disabled = not t.running
+        self._cancel.disabled = not t.running
 
 
 class TransfersPanel(VerticalScroll):
@@ -178,13 +179,14 @@ class TransfersPanel(VerticalScroll):
 
     def _redraw(self):
         for row in self.query(TransferRow):
-            row.redraw()
+            if row.is_mounted:
+                row.redraw()
 
     @on(Button.Pressed)
     def _cancel_pressed(self, event):
         event.stop()
         for row in self.query(TransferRow):
-            if event.button in row.children:
+            if event.button is row._cancel:
                 row.transfer.cancel.set()
 
 
