@@ -3,6 +3,8 @@
 ``FakeAdmin`` answers the AdminClient calls the Files and Sharing screens make, from fixed
 in-memory data, with the same shapes and paging rules as the admin server.
 """
+import hashlib
+import time
 from datetime import timezone
 
 from textual.app import App
@@ -17,7 +19,7 @@ UTC = timezone.utc
 def record(owner, path, size, *, version=1, modified="2026-11-20T09:30:00+00:00",
            origin="node1", replicas=("node2",), role="owner", digest=None):
     return {"owner": owner, "path": path, "size": size,
-            "digest": digest or (format(abs(hash((owner, path))) % (1 << 64), "016x") * 4)[:64],
+            "digest": digest or hashlib.sha256(f"{owner}/{path}".encode()).hexdigest(),
             "algorithm": "sha256", "version": version, "modified": modified,
             "created": "2026-11-01T08:00:00+00:00", "origin": origin,
             "under_replicated": not replicas,
@@ -34,9 +36,15 @@ class FakeAdmin:
         self._grants = {k: list(v) for k, v in (grants or {}).items()}
         self._users = list(users)
         self.calls = []
+        self.failures = {}  # method name -> the exception it raises
+
+    def _maybe_fail(self, name):
+        if name in self.failures:
+            raise self.failures[name]
 
     def files(self, prefix, *, recursive=False, limit=None, after=None):
         self.calls.append(("files", prefix, limit, after))
+        self._maybe_fail("files")
         owner, _, folder = prefix.rstrip("/").partition("/")
         lead = f"{folder}/" if folder else ""
         inside = sorted((r for r in self.records.values()
@@ -103,8 +111,22 @@ def fake_session(admin, username="alice"):
                    admin_url="https://admin.example:8440")
 
 
+async def until(pilot, predicate, timeout=20.0, what="the screen"):
+    """Let the app run until ``predicate()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await pilot.pause(0.05)
+
+
 class FilesApp(App):
     """A minimal app around the Files screen, as the real app shell pushes it."""
+
+    TITLE = "SecuriFile"
 
     def __init__(self, session, local_dir=None, tz=UTC):
         super().__init__()
@@ -116,6 +138,8 @@ class FilesApp(App):
 
 class SharingApp(App):
     """A minimal app showing only the Sharing dialog for one target."""
+
+    TITLE = "SecuriFile"
 
     def __init__(self, session, target, role=None):
         super().__init__()

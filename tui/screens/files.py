@@ -1089,8 +1089,7 @@ class FilesScreen(Screen):
         def go(yes=True):
             if not yes:
                 return
-            arrow = "↑"
-            title = f"{arrow} {local.name}{'/' if folder else ''} → {ref.prefix}"
+            title = f"↑ {local.name}{'/' if folder else ''} → {ref.prefix}"
             transfer = self.transfers.add(title)
             self.upload(local, remote, transfer, ref, folder)
             self.refresh_bindings()

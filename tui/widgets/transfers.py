@@ -49,7 +49,9 @@ class Transfer:
         return self.state == RUNNING
 
     def amount(self):
-        """``3.0 MiB / 12.0 MiB`` or ``4 / 10 files``."""
+        """``3.0 MiB / 12.0 MiB`` or ``4 / 10 files``; ``preparing…`` before the first report."""
+        if self.total is None:
+            return "preparing…"  # an upload reads the whole file for its digest first
         if self.unit == "files":
             return f"{self.done} / {self.total if self.total is not None else '?'} files"
         total = human_size(self.total) if self.total is not None else "?"
