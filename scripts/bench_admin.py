@@ -624,8 +624,8 @@ class AdminServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"admin server exited ({self.proc.returncode}); see "
-                                   f"{self.workdir / 'admin.log'}")
+                tail = (self.workdir / "admin.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"admin server exited ({self.proc.returncode}):\n{tail}")
             try:
                 if self.get("/status")[0] == 200:
                     return
@@ -925,6 +925,8 @@ def create_throwaway(server_url):
 
 def main(argv=None):
     args = parse_args(argv)
+    # SIGTERM (a killed job) unwinds like Ctrl-C: the server stops, the database is dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     drop = None
     if args.database:
         url = args.database

@@ -57,14 +57,23 @@ def parse_args(argv):
     parser.add_argument("--write-doc", action="store_true",
                         help="regenerate the figures in docs/PERFORMANCE.md from the merged results")
     parser.add_argument("--doc", default=os.path.join(REPO, "docs", "PERFORMANCE.md"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: print (and with --write-doc, write) bench-results/latest.json")
     parser.add_argument("--no-install", action="store_true",
                         help="do not apt-get install missing reference servers")
-    parser.add_argument("--max-foreign-cpu", type=float, default=0.2,
-                        help="cores other processes may use during a run before it is retaken")
+    parser.add_argument("--max-foreign-cpu", type=float, default=0.3,
+                        help="cores other processes may use during a transfer before it is retaken")
     parser.add_argument("--retries", type=int, default=2,
-                        help="times a run disturbed by other processes is taken again")
-    parser.add_argument("--quiet-wait", type=float, default=120,
-                        help="seconds to wait for other processes to calm down before a run")
+                        help="times a transfer disturbed by other processes is taken again")
+    parser.add_argument("--quiet-wait", type=float, default=30,
+                        help="seconds to wait for other processes to calm down before a transfer")
+    parser.add_argument("--patience", type=float, default=1800,
+                        help="seconds after which the bench stops waiting and retaking, and "
+                             "keeps what it gets")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="run the bench, the servers under test and curl at this niceness "
+                             "(e.g. -5 as root) so that other work on a shared machine disturbs "
+                             "the figures less; every system gets the same")
     parser.add_argument("--profile", action="store_true",
                         help="after the timed runs, sample our nodes with py-spy during one more "
                              "upload, download and small-file batch (raw stacks in bench-results/)")
@@ -165,38 +174,64 @@ def settle():
     os.sync()
 
 
+PRIORITY = {"nice": 0}  # set once in main() from --nice
+
+
 def watch_memory(target):
+    """Peak RSS of the server's processes; with --nice, also gives each new one the priority.
+
+    vsftpd starts every FTP session in a session (and so a scheduler autogroup) of its own,
+    which would otherwise run at normal priority while nginx and our nodes do not.
+    """
+    nice = PRIORITY["nice"]
     return PeakMemorySampler(target.root_pids + target.side_pids, labels=target.labels,
-                             headline=target.root_pids)
+                             headline=target.root_pids, interval_s=0.1 if nice else 0.2,
+                             on_new_process=(lambda pid: set_priority(pid, nice)) if nice else None)
+
+
+def undisturbed(label, transfer, args, before=None, target=None):
+    """Run ``transfer()`` when the machine is quiet; take it again if others got busy meanwhile.
+
+    The machine is shared: a transfer during which processes outside the bench kept more
+    than ``--max-foreign-cpu`` cores busy is taken again (at most ``--retries`` times).
+    ``before`` undoes what a disturbed attempt left (an uploaded file) before the next one.
+    """
+    for attempt in range(args.retries + 1):
+        if attempt and before:
+            before()
+        patient = time.monotonic() < args.patient_until
+        wait_for_quiet(args.max_foreign_cpu, args.quiet_wait if patient else 0, log)
+        settle()
+        with ForeignCpu(server_pids=target.root_pids if target else ()) as foreign:
+            result = transfer()
+        result["server_cpu_s"] = round(foreign.server_cpu_s, 2)
+        result["foreign_cores"] = round(foreign.cores, 2)
+        result["waiting_cores"] = round(foreign.waiting_cores, 2)
+        result["attempts"] = attempt + 1
+        if foreign.cores <= args.max_foreign_cpu:
+            return result
+        again = attempt < args.retries and time.monotonic() < args.patient_until
+        log(f"{label}: others used {foreign.cores:.2f} cores"
+            + ("; taking it again" if again else "; keeping it, marked"))
+        if not again:
+            return result
+    return result
 
 
 def measure_system(server, target, files, args):
-    """Big upload, download and small uploads, ``args.runs`` times, watching peak memory.
-
-    A run during which other processes on the machine kept more than ``--max-foreign-cpu``
-    cores busy is taken again (at most ``--retries`` times), after waiting for quiet.
-    """
-    timeout = transfer_timeout(files.big_size)
+    """Big upload, download and small uploads, ``args.runs`` times, watching peak memory."""
     runs = []
     with watch_memory(target) as memory:
         for run in range(args.runs):
-            for attempt in range(args.retries + 1):
-                wait_for_quiet(args.max_foreign_cpu, args.quiet_wait, log)
-                with ForeignCpu() as foreign:
-                    figures = one_run(server, target, files, run, timeout,
-                                      verify=run == 0 and attempt == 0 and not args.no_verify)
-                figures["foreign_cores"] = round(foreign.cores, 2)
-                log(f"{target.name} run {run + 1}/{args.runs}: "
-                    f"up {figures['upload']['mb_per_s']:.0f} MB/s, "
-                    f"down {figures['download']['mb_per_s']:.0f} MB/s, "
-                    f"{figures['small']['files_per_s']:.0f} small files/s "
-                    f"(others used {foreign.cores:.2f} cores)")
-                if foreign.cores <= args.max_foreign_cpu:
-                    break
-                if attempt < args.retries:
-                    log("taking this run again: the machine was not quiet")
+            figures = one_run(server, target, files, run, args,
+                              verify=run == 0 and not args.no_verify)
+            log(f"{target.name} run {run + 1}/{args.runs}: "
+                f"up {figures['upload']['mb_per_s']:.0f} MB/s, "
+                f"down {figures['download']['mb_per_s']:.0f} MB/s, "
+                f"{figures['small']['files_per_s']:.0f} small files/s")
             runs.append(figures)
     rss = memory.result()
+    every = [r[kind] for r in runs for kind in ("upload", "download", "small")]
     return {
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "upload_mb_s": median([r["upload"]["mb_per_s"] for r in runs]),
@@ -208,24 +243,37 @@ def measure_system(server, target, files, args):
         "total_rss_mib": rss["max_total_mib"],
         "rss": rss,
         "runs": runs,
-        "foreign_cores_max": max(r["foreign_cores"] for r in runs),
+        "foreign_cores_max": max(t["foreign_cores"] for t in every),
+        "waiting_cores_max": max(t["waiting_cores"] for t in every),
+        "niceness": PRIORITY["nice"],
+        # CPU seconds the server's processes spent per GiB moved and per small file
+        "server_cpu_s_per_gib_up": median([r["upload"]["server_cpu_s"] for r in runs])
+        * MIB * 1024 / files.big_size,
+        "server_cpu_s_per_gib_down": median([r["download"]["server_cpu_s"] for r in runs])
+        * MIB * 1024 / files.big_size,
+        "server_cpu_ms_per_small_file": median([r["small"]["server_cpu_s"] for r in runs])
+        * 1000 / len(files.small),
+        "retaken": sum(t["attempts"] - 1 for t in every),
         "verified_sha256": not args.no_verify,
         "redirects_on_download": max(r["download"].get("redirects", 0) for r in runs),
     }
 
 
-def one_run(server, target, files, run, timeout, verify):
+def one_run(server, target, files, run, args, verify):
+    timeout = transfer_timeout(files.big_size)
     remote = f"big-{run}.bin"
-    settle()
-    up = upload(target, files.big, remote, files.big_size, timeout)
-    settle()
-    down = download(target, remote, files.big_size, timeout)
+    up = undisturbed(f"{target.name} upload", lambda: upload(
+        target, files.big, remote, files.big_size, timeout), args,
+        before=lambda: server.delete(remote), target=target)
+    down = undisturbed(f"{target.name} download", lambda: download(
+        target, remote, files.big_size, timeout), args, target=target)
     if verify and download_digest(target, remote, timeout) != files.big_sha256:
         raise BenchError(f"{target.name}: the downloaded file differs from the upload")
     server.delete(remote)
-    settle()
-    # a fresh folder per attempt: a retried run must not overwrite the files of the one before
-    small = upload_many(target, files.small, f"small/run{run}-{time.monotonic_ns()}", timeout)
+    # a fresh folder per attempt: a retaken batch must not overwrite the files of the one before
+    small = undisturbed(f"{target.name} small files", lambda: upload_many(
+        target, files.small, f"small/run{run}-{time.monotonic_ns()}", timeout), args,
+        target=target)
     return {"upload": up, "download": down, "small": small}
 
 
@@ -233,12 +281,12 @@ def measure_move(server, target, files, size, args):
     """Peak RSS of every node while a file of ``size`` goes up and comes back down."""
     path, size, sha256 = files.move_file(size)
     timeout = transfer_timeout(size)
-    wait_for_quiet(args.max_foreign_cpu, args.quiet_wait, log)
-    settle()
     with watch_memory(target) as memory:
-        up = upload(target, path, "move.bin", size, timeout)
-        settle()
-        down = download(target, "move.bin", size, timeout)
+        up = undisturbed(f"{target.name} {format_size(size)} upload", lambda: upload(
+            target, path, "move.bin", size, timeout), args,
+            before=lambda: server.delete("move.bin"))
+        down = undisturbed(f"{target.name} {format_size(size)} download", lambda: download(
+            target, "move.bin", size, timeout), args)
     server.delete("move.bin")
     rss = memory.result()
     log(f"{target.name} moving {format_size(size)}: peak RSS {rss['max_process_mib']} MiB")
@@ -303,6 +351,10 @@ def run_ours(args, files, workdir, results):
                                     servers=args.servers, replicas=replicas)
         log(f"starting {cluster.name} with {args.servers} servers")
         target = cluster.start()
+        if args.nice:  # the launcher runs in a session of its own: a group of its own
+            set_priority(cluster.proc.pid, args.nice)
+            for pid in target.root_pids + target.side_pids:
+                set_priority(pid, args.nice)
         try:
             figures = measure_system(cluster, target, files, args)
             if args.move_bytes:
@@ -325,6 +377,27 @@ def check_disk(workdir, args):
         raise BenchError(f"{format_size(need)} of scratch space needed, {free // MIB} MiB free")
 
 
+def set_priority(pid, nice):
+    """Niceness for a process and its autogroup (with autogroups, nice alone only ranks the
+    processes of one session against each other, not against other sessions' work)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+        with open(f"/proc/{pid}/autogroup", "w") as f:
+            f.write(str(nice))
+    except ProcessLookupError:
+        pass
+    except OSError as exc:
+        log(f"could not set priority {nice} for {pid}: {exc}")
+
+
+def autogroup_nice(pid):
+    try:
+        with open(f"/proc/{pid}/autogroup") as f:
+            return int(f.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _interrupt(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -333,13 +406,27 @@ def main(argv=None):
     args = parse_args(argv if argv is not None else sys.argv[1:])
     # SIGTERM takes the same way out as Ctrl-C, so servers the bench started are stopped
     signal.signal(signal.SIGTERM, _interrupt)
+    # the autogroup is the whole session's (the shell that started the bench too): put it back
+    group_nice_before = autogroup_nice(os.getpid())
+    if args.nice:
+        PRIORITY["nice"] = args.nice
+        set_priority(os.getpid(), args.nice)
     args.stamp = time.strftime("%Y%m%d-%H%M%S")
+    args.patient_until = time.monotonic() + args.patience
+    if args.report_only:
+        with open(os.path.join(args.results_dir, "latest.json")) as f:
+            merged = json.load(f)
+        bench_report.print_report(merged, print)
+        if args.write_doc:
+            bench_report.write_doc(args.doc, merged)
+        return 0
     workdir = args.workdir or tempfile.mkdtemp(prefix="securifile-bench-")
     os.makedirs(workdir, exist_ok=True)
     results = {
         "machine": machine_info(),
         "settings": {"size": args.size_bytes, "runs": args.runs, "small_count": args.small_count,
                      "small_size": args.small_bytes},
+        "niceness": os.getpriority(os.PRIO_PROCESS, 0),
         "systems": {},
     }
     failed = None
@@ -357,6 +444,8 @@ def main(argv=None):
         failed = "interrupted"
         log("interrupted")
     finally:
+        if args.nice and group_nice_before is not None:
+            set_priority(os.getpid(), group_nice_before)
         if args.keep:
             log(f"scratch kept in {workdir}")
         else:
@@ -373,7 +462,7 @@ def main(argv=None):
         json.dump(merged, f, indent=2)
     bench_report.print_report(merged, print)
     log(f"results in {args.results_dir}/{stamp}.json (merged view: latest.json)")
-    if args.write_doc:
+    if args.write_doc and not failed:
         bench_report.write_doc(args.doc, merged)
         log(f"figures written to {args.doc}")
     return 1 if failed else 0

@@ -163,8 +163,10 @@ class PeakMemorySampler:
     largest process is the figure reported (the others are recorded beside it).
     """
 
-    def __init__(self, root_pids, interval_s=0.2, reset=True, labels=None, headline=None):
+    def __init__(self, root_pids, interval_s=0.2, reset=True, labels=None, headline=None,
+                 on_new_process=None):
         self.root_pids = list(root_pids)
+        self.on_new_process = on_new_process
         self.labels = labels or {}
         self.headline = set(headline or root_pids)
         self.interval_s = interval_s
@@ -198,6 +200,8 @@ class PeakMemorySampler:
                 continue
             name, hwm, rss = status
             label = self.labels.get(root, name) if pid == root else f"{self.labels.get(root, name)}/{name}"
+            if pid not in self.peaks and self.on_new_process:
+                self.on_new_process(pid)
             known = self.peaks.setdefault(pid, {"name": label, "root": root, "peak_kib": 0})
             known["peak_kib"] = max(known["peak_kib"], hwm)
             if root in self.headline:
@@ -239,25 +243,55 @@ def _tree_jiffies(root_pid):
     return total
 
 
+def _tree_run_delay_ns(root_pid):
+    """Nanoseconds the threads of the tree spent runnable but waiting for a CPU."""
+    total = 0
+    for pid in process_tree([root_pid]):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total
+
+
 class ForeignCpu:
     """How many cores processes outside the bench's own tree kept busy during a block.
 
     The machine is shared (test suites, other clusters); a figure taken while something else
-    burnt CPU is not a figure of the server under test.
+    burnt CPU is not a figure of the server under test. ``waiting_cores`` is how long the
+    bench's own threads (servers, curl) sat runnable without a CPU, in cores: contention
+    among themselves as well as with others, kept to compare like with like.
     """
 
-    def __init__(self, root_pid=None):
+    def __init__(self, root_pid=None, server_pids=()):
         self.root_pid = root_pid or os.getpid()
+        self.server_pids = list(server_pids)
         self.cores = None
+        self.waiting_cores = None
+        self.server_cpu_s = None  # CPU seconds the server's own processes used
+
+    def _server_jiffies(self):
+        return sum(_tree_jiffies(pid) for pid in self.server_pids)
 
     def __enter__(self):
         self._t0, self._busy0, self._ours0 = time.monotonic(), _busy_jiffies(), _tree_jiffies(self.root_pid)
+        self._wait0 = _tree_run_delay_ns(self.root_pid)
+        self._server0 = self._server_jiffies()
         return self
 
     def __exit__(self, *exc):
         seconds = max(time.monotonic() - self._t0, 1e-3)
         foreign = (_busy_jiffies() - self._busy0) - (_tree_jiffies(self.root_pid) - self._ours0)
         self.cores = max(0.0, foreign / CLOCK_TICKS / seconds)
+        waited = _tree_run_delay_ns(self.root_pid) - self._wait0
+        self.waiting_cores = max(0.0, waited / 1e9 / seconds)
+        self.server_cpu_s = (self._server_jiffies() - self._server0) / CLOCK_TICKS
 
 
 def wait_for_quiet(max_cores, max_wait_s, log):

@@ -54,7 +54,9 @@ def _fmt(fmt, value):
 
 
 def _fmt_ratio(value):
-    return "–" if value is None else f"{value:.2f}x"
+    if value is None:
+        return "–"
+    return f"{value:.3f}x" if value < 0.1 else f"{value:.2f}x"
 
 
 def _label(name, systems):
@@ -75,6 +77,20 @@ def figures_table(systems):
     for name in names:
         cells = [_fmt(fmt, systems[name].get(key)) for key, _t, fmt in METRICS]
         lines.append(f"| {_label(name, systems)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def cpu_table(systems):
+    """How much CPU the servers themselves spent: where a figure is bound by our own work."""
+    names = [n for n in (NGINX, VSFTPD, *OURS) if systems.get(n, {}).get("server_cpu_s_per_gib_up")]
+    if not names:
+        return []
+    lines = ["| system | server CPU s per GiB up | per GiB down | server CPU ms per 4 KiB upload |",
+             "|---|---|---|---|"]
+    for n in names:
+        s = systems[n]
+        lines.append(f"| {_label(n, systems)} | {s['server_cpu_s_per_gib_up']:.2f} | "
+                     f"{s['server_cpu_s_per_gib_down']:.2f} | {s['server_cpu_ms_per_small_file']:.2f} |")
     return lines
 
 
@@ -130,12 +146,15 @@ def machine_lines(machine):
 
 
 def disturbance_line(systems):
-    seen = [f"{name} {systems[name]['foreign_cores_max']:.2f}" for name in (NGINX, VSFTPD, *OURS)
-            if name in systems and systems[name].get("foreign_cores_max") is not None]
-    if not seen:
+    names = [n for n in (NGINX, VSFTPD, *OURS)
+             if n in systems and systems[n].get("foreign_cores_max") is not None]
+    if not names:
         return []
-    return ["CPU used by other processes during the runs kept (most in any run, in cores): "
-            + ", ".join(seen) + "."]
+    seen = ", ".join(f"{n} {systems[n]['foreign_cores_max']:.2f}" for n in names)
+    waited = ", ".join(f"{n} {systems[n].get('waiting_cores_max', 0):.2f}" for n in names)
+    return [f"CPU used by processes outside the bench during a kept transfer (most, in cores): "
+            f"{seen}. Time the servers and curl sat runnable without a CPU (most, in cores): "
+            f"{waited}."]
 
 
 def settings_line(settings):
@@ -168,7 +187,7 @@ def print_report(results, out):
             out(line)
     out("")
     out(f"Figures ({settings_line(results['settings'])}; MB/s = 10^6 B/s):")
-    for line in figures_table(systems) + [""] + disturbance_line(systems) + [""] + ratios_table(systems) + [""] + targets_table(systems):
+    for line in figures_table(systems) + [""] + disturbance_line(systems) + [""] + cpu_table(systems) + [""] + ratios_table(systems) + [""] + targets_table(systems):
         out(line)
 
 
@@ -189,6 +208,10 @@ def markdown_block(results):
         *figures_table(systems),
         "",
         *disturbance_line(systems),
+        "",
+        "### CPU spent by the servers (all their processes, from /proc)",
+        "",
+        *(cpu_table(systems) or ["not measured"]),
         "",
         "### Our figures as ratios to the references",
         "",
