@@ -96,7 +96,13 @@ class ServerRegistry:
                           and status[obs] == RUNNING and fresh[obs]}
                 needed = 1 if len(servers) <= 2 or not fresh[name] else 2
                 fallback = RUNNING if seen.get(name) == RUNNING else status[name]
-                new[name] = aggregate(judges, fallback, needed)
+                verdict = aggregate(judges, fallback, needed)
+                own = seen.get(name)
+                if fresh[name] and verdict == RUNNING and own in (FAILED, VERIFYING):
+                    # A server that still reports, and says it is failed or being verified,
+                    # serves nobody whatever the others saw (one judge may be all it has).
+                    verdict = own
+                new[name] = verdict
             if new == status:
                 break
             status = new

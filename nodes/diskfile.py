@@ -16,6 +16,7 @@ from securifile.common.digests import new_hasher
 from securifile.common.errors import ApiError, Conflict, InsufficientStorage, NotFound
 
 READ_CHUNK = 1 << 20
+WRITE_BUFFER = 1 << 20
 
 
 class DigestMismatch(ApiError):
@@ -157,7 +158,9 @@ class DiskWriter:
         self.hasher = new_hasher(algorithm)
         self.size = 0
         fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="up-")
-        self._file = os.fdopen(fd, "wb", buffering=0)
+        # Buffered: a TLS record brings at most 16 KiB, and one write() each costs more than
+        # the copy into a 1 MiB buffer.
+        self._file = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
         self._tmp = Path(name)
         self.done = False
 
@@ -183,7 +186,13 @@ class DiskWriter:
                 raise DigestMismatch(
                     f"{self.algorithm} digest of the received bytes is {digest}, "
                     f"not {expected_digest} as the client said")
-            os.fsync(self._file.fileno())
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise InsufficientStorage("the server ran out of disk space") from None
+                raise
             self._file.close()
             target = self.store.path_for(self.fp)
             self._make_parents(target)

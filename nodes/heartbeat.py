@@ -49,7 +49,8 @@ class HeartbeatLoop:
         if seq != self._pulled.get(name, 0):
             # Catch up first: a returning peer is challenged on the newest records.
             await self._pull(name, seq)
-        if self.peers.record_ack(name, seq, answer.get("boot"), answer.get("status", "running")):
+        if self.peers.record_ack(name, seq, answer.get("boot"), answer.get("status", "running"),
+                                 int(answer.get("round", 0))):
             self.on_return(name)
 
     async def _pull(self, name, seq):

@@ -150,8 +150,9 @@ class FileHandler(NodeHandler):
         if self.redirect_after_body is not None:
             return self.redirect_to(self.redirect_after_body, self.fp)
         digest = self.writer.commit(self.expected_digest)
-        loc = await self.node.finish_upload(self.fp, self.existing, digest, self.writer.size)
-        await self._release_lock()  # before the answer: the client may write again at once
+        # The lock goes before the answer: the client may write the file again at once.
+        loc = await self.node.finish_upload(self.fp, self.existing, digest, self.writer.size,
+                                            unlock=self._release_lock)
         body = loc.to_json()
         body["under_replicated"] = len(loc.current_holders) - 1 < self.node.replicas
         body["replicas_wanted"] = self.node.replicas
@@ -284,7 +285,8 @@ class HeartbeatHandler(ApiHandler):
         if body.get("from") in self.node.urls:
             self.node.pulled_by[body["from"]] = int(body.get("pulled", 0))
         self.send_json({"name": self.node.name, "status": self.node.peers.self_status,
-                        "seq": self.node.locations.seq, "boot": self.node.boot})
+                        "seq": self.node.locations.seq, "boot": self.node.boot,
+                        "round": self.node.peers.round})
 
 
 class ChallengeHandler(ApiHandler):

@@ -27,11 +27,12 @@ class PeerTable:
         # Until a peer answers, it is assumed running: a fresh cluster starts together and a
         # wrong guess costs one failed redirect, which the client retries elsewhere.
         self._peers = {n: {"status": RUNNING, "misses": 0, "since": now, "seq": 0, "boot": None,
-                           "checked_boot": None}
+                           "round": 0, "checked": None, "self": RUNNING}
                        for n in peer_names if n != self_name}
         self.self_status = self_status
         self.self_since = now
         self.verdicts = {}  # challenger -> True (passed) / False (failed), for this return
+        self.round = 0  # goes up each time this node starts being verified again
 
     @property
     def names(self):
@@ -46,10 +47,15 @@ class PeerTable:
         return self.self_since if name == self.self_name else self._peers[name]["since"]
 
     def is_running(self, name):
-        return self.status(name) == RUNNING
+        """Running in this node's view, and by the peer's own word (a peer that another node
+        failed, or that is still being verified by others, serves nobody)."""
+        if name == self.self_name:
+            return self.self_status == RUNNING
+        p = self._peers.get(name)
+        return p is not None and p["status"] == RUNNING and p["self"] == RUNNING
 
     def running_peers(self):
-        return [n for n, p in self._peers.items() if p["status"] == RUNNING]
+        return [n for n in self._peers if self.is_running(n)]
 
     def _set(self, name, status, detail=""):
         p = self._peers[name]
@@ -61,26 +67,32 @@ class PeerTable:
 
     # -- heartbeats ------------------------------------------------------------------------
 
-    def record_ack(self, name, seq=0, boot=None, status=RUNNING):
-        """A heartbeat answered. True when this node should now challenge the peer."""
+    def record_ack(self, name, seq=0, boot=None, status=RUNNING, round_=0):
+        """A heartbeat answered. True when this node should now challenge the peer.
+
+        A peer is challenged when it answers after being down, when it restarted (a new boot
+        id), or when it says it is being verified in a round this node has not checked yet
+        (it was put back online, possibly too quickly to be seen down).
+        """
         p = self._peers[name]
         p["misses"] = 0
         p["seq"] = seq
+        p["self"] = status
         restarted = boot is not None and p["boot"] is not None and boot != p["boot"]
         if boot is not None:
             p["boot"] = boot
-        if p["status"] == FAILED and not restarted:
-            return False  # heartbeats go on; only a return from down re-opens the question
+        p["round"] = round_
         if p["status"] == VERIFYING:
             return False  # a challenge is under way
-        returning = p["status"] == DOWN or restarted or (
-            status == VERIFYING and p["checked_boot"] != p["boot"])
-        if returning:
+        new_round = status == VERIFYING and p["checked"] != (p["boot"], p["round"])
+        if p["status"] == DOWN or restarted or new_round:
             self._set(name, VERIFYING, "answered again: challenging its copies")
             return True
-        if p["status"] != RUNNING:
+        if p["status"] == RUNNING:
+            return False
+        if p["status"] != FAILED:
             self._set(name, RUNNING)
-        return False
+        return False  # failed: heartbeats go on; only a return re-opens the question
 
     def record_miss(self, name):
         p = self._peers[name]
@@ -93,7 +105,7 @@ class PeerTable:
     def challenge_done(self, name, passed, detail=""):
         """This node's challenge of ``name`` ended: running if passed, failed otherwise."""
         p = self._peers[name]
-        p["checked_boot"] = p["boot"]
+        p["checked"] = (p["boot"], p["round"])
         if p["status"] == VERIFYING:
             self._set(name, RUNNING if passed else FAILED, detail)
 
@@ -103,6 +115,11 @@ class PeerTable:
             return
         self.verdicts[challenger] = passed
         log.warning("verdict from %s: %s %s", challenger, "passed" if passed else "FAILED", detail)
+        if not passed and self.self_status == RUNNING:
+            # A verdict that comes in after the others passed this node (its challenger was
+            # slow or unreachable for a moment) still counts: a bad copy must not be served.
+            self.set_self(FAILED, detail or "a challenge failed")
+            return
         self._reconsider_self(detail)
 
     def _reconsider_self(self, detail=""):
@@ -121,6 +138,7 @@ class PeerTable:
         old, self.self_status, self.self_since = self.self_status, status, self.clock()
         if status == VERIFYING:
             self.verdicts = {}
+            self.round += 1
         log.warning("this node (%s): %s -> %s %s", self.self_name, old, status, detail)
         self.on_change(self.self_name, old, status, detail)
         self._reconsider_self()

@@ -30,6 +30,9 @@ class Reporter:
         self.http = AsyncHTTPClient(force_instance=True)
         self._db = sqlite3.connect(str(db_path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # With the write-ahead log this survives a crash of the process; only a power cut can
+        # lose the newest events, where a sync per queued event would cost every upload one.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS queue (id INTEGER PRIMARY KEY AUTOINCREMENT, "
                          "kind TEXT NOT NULL, event TEXT NOT NULL)")
         self.dropped = 0

@@ -8,7 +8,7 @@ import time
 
 import uuid
 
-from securifile.common.errors import Conflict, NotFound, Unavailable
+from securifile.common.errors import Conflict, Locked, NotFound, Unavailable
 from securifile.common.syslog import access_event
 
 from .challenge import stat_key
@@ -91,8 +91,11 @@ class StorageNode:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def finish_upload(self, fp, existing, digest, size):
-        """After the local commit: copy to replicas, publish the location, return it."""
+    async def finish_upload(self, fp, existing, digest, size, unlock=None):
+        """After the local commit: copy to replicas, publish the location, return it.
+
+        ``unlock`` (a coroutine function) gives the lock back once every node has the record.
+        """
         now = time.time()
         if existing is None:
             # A name that was deleted before starts above its tombstone's version.
@@ -117,7 +120,11 @@ class StorageNode:
             loc.stale = [h for h in existing.holders if h not in current]
         self.locations.apply(loc)
         self.on_file_change(loc, len(loc.current_holders) - 1 < self.replicas)
+        # Every node learns the new record before the lock goes: a writer elsewhere in
+        # between would otherwise take the file for new and lose this version.
         await self.broadcast([loc])
+        if unlock is not None:
+            await unlock()
         return loc
 
     async def _replicate(self, fp, loc, wanted, fresh):

@@ -6,9 +6,9 @@ from securifile.scripts.cluster import Cluster
 from .databases import db_url, sessions  # noqa: F401  (fixtures)
 from .helpers import AdminApi, Api
 
-# Fast tests: 0.25 s beats (4 misses -> down within about 1.25 s; fewer make a node that a
+# Fast tests: 0.5 s beats (4 misses -> down within about 2 s; shorter makes a node that a
 # loaded CI machine stalls for a moment look dead), short decision cache, frequent reports.
-FAST = dict(heartbeat_interval=0.25, heartbeat_misses=4, authz_cache_seconds=0.5,
+FAST = dict(heartbeat_interval=0.5, heartbeat_misses=4, authz_cache_seconds=0.5,
             sample_interval=0.5, report_interval=0.2, bcrypt_rounds=4)
 
 
