@@ -206,7 +206,7 @@ class Catalog:
         folder_key = folder + "/" if folder else ""
         whole = role_of(folder_key) is not None
         with self.sessions() as s:
-            q = select(File).where(File.owner == owner)
+            q = select(File).where(File.owner == owner).options(selectinload(File.placements))
             if recursive:
                 if folder:
                     q = q.where(File.path >= folder + "/", File.path < upper_bound(folder))
@@ -230,8 +230,9 @@ class Catalog:
             if not recursive and after is None:
                 fq = select(Folder.path).where(Folder.owner == owner, Folder.parent == folder)
                 names = s.scalars(fq.order_by(Folder.path).limit(5000)).all()
+                below = [] if whole or caller == owner else _grant_paths(s, caller, owner)
                 folders = [p for p in names if whole or role_of(p + "/") is not None
-                           or any(covers_below(g, p) for g in _grant_paths(s, caller, owner))]
+                           or any(covers_below(g, p) for g in below)]
         return {"owner": owner, "folder": folder, "files": files, "folders": folders,
                 "next": rows[-1].path if more else None}
 
@@ -252,9 +253,9 @@ class Catalog:
                  "created": iso(u.created_at), "file_count": count or 0, "total_bytes": total or 0}
                 for u, count, total in rows]
 
-    def owned_files(self, owner, limit=1000, after=None):
+    def owned_files(self, owner, limit=500, after=None):
         with self.sessions() as s:
-            q = select(File).where(File.owner == owner)
+            q = select(File).where(File.owner == owner).options(selectinload(File.placements))
             if after:
                 q = q.where(File.path > after)
             rows = s.scalars(q.order_by(File.path).limit(limit + 1)).all()

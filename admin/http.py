@@ -161,7 +161,7 @@ class UserFilesHandler(AdminHandler):
         if username != self.user.username and not self.user.admin:
             raise Forbidden("only the owner and administrators see a user's file list")
         self.send_json(await asyncio.to_thread(
-            self.admin.catalog.owned_files, username, self.arg_int("limit", 1000),
+            self.admin.catalog.owned_files, username, self.arg_int("limit", 500),
             self.get_query_argument("after", None)))
 
 
@@ -174,9 +174,7 @@ class FilesHandler(AdminHandler):
             raise ApiError("prefix must name a folder (end it with '/')", code="bad_prefix")
         caller = self.user.username
 
-        def role_of(p):
-            return self.admin.acl.role(caller, owner, p)
-
+        role_of = await asyncio.to_thread(self.admin.acl.role_function, caller, owner)
         if role_of(path) is None and not any(
                 g["owner"] == owner and g["path"].startswith(path)
                 for g in self.admin.acl.shared_with(caller)):
