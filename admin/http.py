@@ -177,7 +177,7 @@ class FilesHandler(AdminHandler):
         role_of = await asyncio.to_thread(self.admin.acl.role_function, caller, owner)
         if role_of(path) is None and not any(
                 g["owner"] == owner and g["path"].startswith(path)
-                for g in self.admin.acl.shared_with(caller)):
+                for g in await asyncio.to_thread(self.admin.acl.shared_with, caller)):
             raise Forbidden(f"{caller} has no access to {owner}/{path}")
         recursive = self.get_query_argument("recursive", "0") in ("1", "true", "yes")
         result = await asyncio.to_thread(
