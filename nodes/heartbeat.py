@@ -12,10 +12,12 @@ from tornado.ioloop import PeriodicCallback
 from .peerclient import PeerError
 
 log = logging.getLogger("securifile.heartbeat")
+BEAT_TIMEOUT = 0.8  # of the interval
 
 
 class HeartbeatLoop:
-    def __init__(self, peers, peer_client, urls, interval, sync_locations, on_return=None):
+    def __init__(self, peers, peer_client, urls, interval, sync_locations, on_return=None,
+                 cursors=None):
         self.peers = peers
         self.client = peer_client
         self.urls = urls
@@ -24,7 +26,10 @@ class HeartbeatLoop:
         self.on_return = on_return or (lambda name: None)  # a peer to challenge
         self._in_flight = set()
         self._tasks = set()
-        self._pulled = {}  # peer -> last sequence number pulled from it
+        # peer -> last sequence number pulled from it; kept in ``cursors`` (the location
+        # map) so that a restart does not pull every record of every peer again.
+        self._cursors = cursors
+        self._pulled = dict(cursors.pull_cursors()) if cursors is not None else {}
         self._periodic = None
 
     def _due(self):
@@ -37,18 +42,24 @@ class HeartbeatLoop:
     async def _beat(self, name):
         self._in_flight.add(name)
         try:
-            answer = await self.client.heartbeat(self.urls[name], timeout=self.interval,
-                                                 pulled=self._pulled.get(name, 0))
-        except PeerError as e:
-            log.debug("heartbeat to %s missed: %s", name, e)
-            self.peers.record_miss(name)
-            return
+            try:
+                # Given up before the next beat is due: a hung peer (SIGSTOP) then misses one
+                # beat per interval, as a dead one does, not one every other interval.
+                answer = await self.client.heartbeat(self.urls[name],
+                                                     timeout=self.interval * BEAT_TIMEOUT,
+                                                     pulled=self._pulled.get(name, 0))
+            except PeerError as e:
+                log.debug("heartbeat to %s missed: %s", name, e)
+                self.peers.record_miss(name)
+                return
+            seq = int(answer.get("seq", 0))
+            if seq != self._pulled.get(name, 0):
+                # Catch up first: a returning peer is challenged on the newest records. The
+                # peer stays in flight meanwhile, so that the next beats do not start the
+                # same long pull again from the same point.
+                await self._pull(name, seq)
         finally:
             self._in_flight.discard(name)
-        seq = int(answer.get("seq", 0))
-        if seq != self._pulled.get(name, 0):
-            # Catch up first: a returning peer is challenged on the newest records.
-            await self._pull(name, seq)
         if self.peers.record_ack(name, seq, answer.get("boot"), answer.get("status", "running"),
                                  int(answer.get("round", 0))):
             self.on_return(name)
@@ -63,13 +74,19 @@ class HeartbeatLoop:
                 if records:
                     self.sync_locations(records)
                     since = records[-1]["seq"]
+                    self._advance(name, since)  # a pull cut short goes on from here
                 if len(records) < page.get("limit", 1000):
                     break
-            self._pulled[name] = max(since, seq)
+            self._advance(name, max(since, seq))
         except PeerError as e:
             log.warning("pulling locations from %s failed: %s", name, e)
         except Exception:
             log.exception("applying locations from %s failed", name)
+
+    def _advance(self, name, seq):
+        self._pulled[name] = seq
+        if self._cursors is not None:
+            self._cursors.save_pull_cursor(name, seq)
 
     def start(self):
         self._periodic = PeriodicCallback(self._tick, self.interval * 1000)

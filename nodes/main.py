@@ -79,7 +79,7 @@ def build_node(cfg, name, deep=False):
     app = make_app(node, authenticator, authoriser, cfg.tls, cfg.max_body_bytes,
                    BODY_CHUNK, load_openapi(), deep)
     heartbeat = HeartbeatLoop(peers, client, urls, cfg.heartbeat_interval, node.apply_locations,
-                              verifier.start)
+                              verifier.start, cursors=locations)
     node.verifier = verifier
     return app, node, heartbeat, server_ctx, me, reporter
 

@@ -13,6 +13,7 @@ from .challenge import BATCH, ChallengeResult, check_answer, new_challenge
 from .peerclient import PeerError
 
 log = logging.getLogger("securifile.verification")
+IN_FLIGHT = 2  # challenge batches sent to a peer at a time
 
 
 class Verifier:
@@ -33,9 +34,7 @@ class Verifier:
 
     def files_to_check(self, peer):
         """Files both hold where this node's copy is current (so it can judge the peer's)."""
-        me = self.node.name
-        return [loc for loc in self.node.locations.shared_with(me, peer)
-                if me not in loc.stale and self.node.locations.copy_version(loc.file_path) == loc.version]
+        return self.node.locations.checkable(self.node.name, peer)
 
     async def run(self, peer):
         node = self.node
@@ -67,10 +66,23 @@ class Verifier:
         self.log_challenge(peer, "sent", f"{len(locs)} files")
         by_key = {(loc.owner, loc.path): loc for loc in locs}
         result = ChallengeResult()
-        for start in range(0, max(len(locs), 1), BATCH):
-            challenge = new_challenge(node.name, locs[start:start + BATCH], self.rng)
-            answer = await node.client.challenge(node.urls[peer], challenge, self.timeout)
-            await asyncio.to_thread(check_answer, node.store, by_key, challenge, answer, result)
+        batches = iter([locs[i:i + BATCH] for i in range(0, max(len(locs), 1), BATCH)])
+
+        async def send_batches():
+            # IN_FLIGHT senders: the peer finds the next batch waiting when it finishes one,
+            # and each answer is checked (a read of every file here) while it answers another.
+            for batch in batches:
+                challenge = new_challenge(node.name, batch, self.rng)
+                answer = await node.client.challenge(node.urls[peer], challenge, self.timeout)
+                await asyncio.to_thread(check_answer, node.store, by_key, challenge, answer,
+                                        result)
+
+        senders = [asyncio.ensure_future(send_batches()) for _ in range(IN_FLIGHT)]
+        try:
+            await asyncio.gather(*senders)
+        finally:
+            for task in senders:
+                task.cancel()
         return result
 
     async def _repair(self, peer, keys):

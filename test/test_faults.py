@@ -638,7 +638,7 @@ class _Store:
 
 
 class _Copies:
-    """What answer_challenge reads of a node's copies table."""
+    """What answer_challenge reads and writes of a node's copies table."""
 
     def __init__(self, rows):
         self.rows = rows
@@ -646,9 +646,14 @@ class _Copies:
     def copy_record(self, fp):
         return self.rows.get((fp.owner, fp.rel))
 
-    def update_copy_digest(self, fp, digest, key):
-        version = self.rows[(fp.owner, fp.rel)][0]
-        self.rows[(fp.owner, fp.rel)] = (version, digest, key)
+    def copy_records(self, fps):
+        return {(fp.owner, fp.rel): self.rows[(fp.owner, fp.rel)] for fp in fps
+                if (fp.owner, fp.rel) in self.rows}
+
+    def update_copy_digests(self, updates):
+        for fp, digest, key in updates:
+            version = self.rows[(fp.owner, fp.rel)][0]
+            self.rows[(fp.owner, fp.rel)] = (version, digest, key)
 
 
 def test_an_answer_to_another_nonce_or_from_other_bytes_does_not_pass(tmp_path):

@@ -205,3 +205,125 @@ def test_location_json_round_trip_ignores_the_feed_sequence():
     back = Location.from_json(d)
     assert back == record
     assert back.file_path == fp("x")
+
+
+# -- the holders index and the order columns (what challenges of many files rely on) -------
+
+def test_holders_index_follows_new_replicas_and_tombstones(lmap):
+    lmap.apply(loc("a", origin="n1", replicas=[("n2", 1)]))
+    lmap.apply(loc("a", version=2, origin="n1", replicas=[("n3", 1)]))  # moved from n2 to n3
+    assert paths(lmap.held_by("n2")) == []
+    assert paths(lmap.held_by("n3")) == ["a"]
+    assert paths(lmap.shared_with("n1", "n3")) == ["a"]
+    assert lmap.shared_with("n2", "n3") == []
+    assert lmap.apply(loc("a", version=1, replicas=[("n2", 1)], modified=T0 + 9)) is False
+    assert paths(lmap.held_by("n2")) == []  # an ignored older record leaves the index alone
+    lmap.apply(loc("a", version=3, origin="n1", replicas=[("n3", 1)], deleted=True))
+    assert lmap.held_by("n1") == [] and lmap.held_by("n3") == []
+    assert lmap.shared_with("n1", "n3") == []
+
+
+def test_checkable_needs_my_own_current_copy_and_me_not_stale(lmap):
+    for name in ("same", "mine-older", "i-am-stale", "not-shared", "no-copy"):
+        replicas = [("n3", 1)] if name == "not-shared" else [("n2", 1)]
+        stale = ["n1"] if name == "i-am-stale" else []
+        lmap.apply(Location("alice", name, "n1", "d", "sha256", 10, 2,
+                            [Replica(s, p) for s, p in replicas], T0, stale=stale))
+        if name != "no-copy":
+            lmap.record_copy(fp(name), 1 if name == "mine-older" else 2, "d", 10)
+    assert paths(lmap.checkable("n1", "n2")) == ["same"]
+    assert sorted(paths(lmap.shared_with("n1", "n2"))) == ["i-am-stale", "mine-older", "no-copy",
+                                                           "same"]
+    # Brought up to date: no longer stale, so checkable again.
+    fresh = lmap.get(fp("i-am-stale"))
+    fresh.stale, fresh.modified = [], T0 + 1
+    lmap.apply(fresh)
+    assert paths(lmap.checkable("n1", "n2")) == ["i-am-stale", "same"]
+
+
+def test_a_map_written_before_the_holders_index_is_upgraded_on_open(tmp_path):
+    import json
+    import sqlite3
+    db = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(db, isolation_level=None)
+    old.executescript("""
+        CREATE TABLE locations (owner TEXT NOT NULL, path TEXT NOT NULL, record TEXT NOT NULL,
+            deleted INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (owner, path));
+        CREATE TABLE copies (owner TEXT NOT NULL, path TEXT NOT NULL, version INTEGER NOT NULL,
+            digest TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (owner, path));
+    """)
+    records = [loc("a", version=2, modified=T0 + 0.1), loc("b", origin="n3", replicas=[("n1", 1)]),
+               loc("gone", version=3, deleted=True)]
+    for seq, r in enumerate(records, start=1):
+        old.execute("INSERT INTO locations VALUES (?, ?, ?, ?, ?)",
+                    (r.owner, r.path, json.dumps(r.to_json()), int(r.deleted), seq))
+    old.execute("INSERT INTO copies VALUES ('alice', 'a', 2, 'd2', 10)")
+    old.close()
+    m = LocationMap(db)
+    try:
+        assert m.seq == 3
+        assert sorted(paths(m.held_by("n1"))) == ["a", "b"]
+        assert m.checkable("n1", "n2") == [("alice", "a", 2, "d2", "sha256", 10)]
+        assert m.apply(records[0]) is False  # known: judged by the upgraded columns
+        assert m.apply(loc("a", version=2, modified=T0 + 0.2)) is True
+        assert m.apply(loc("gone", version=3)) is False  # the tombstone still wins
+        assert m.copy_records([fp("a"), fp("b")]) == {("alice", "a"): (2, "d2", "")}
+    finally:
+        m.close()
+    again = LocationMap(db)  # the upgrade runs once
+    try:
+        assert sorted(paths(again.held_by("n1"))) == ["a", "b"]
+    finally:
+        again.close()
+
+
+def test_copy_records_in_bulk_and_digest_updates_in_one_go(lmap):
+    names = [f"f{i:04d}" for i in range(1200)]  # more than one IN (...) query's worth
+    for i, name in enumerate(names):
+        lmap.record_copy(fp(name), 1, f"d{i}", 10, "k")
+    lmap.record_copy(fp("x", owner="bob"), 4, "db", 10, "kb")
+    wanted = [fp(n) for n in names] + [fp("x", owner="bob"), fp("missing")]
+    got = lmap.copy_records(wanted)
+    assert len(got) == 1201 and got[("alice", "f0007")] == (1, "d7", "k")
+    assert got[("bob", "x")] == (4, "db", "kb") and ("alice", "missing") not in got
+    lmap.update_copy_digests([(fp("f0001"), "new", "k2"), (fp("x", owner="bob"), "nb", "kb2")])
+    assert lmap.copy_record(fp("f0001")) == (1, "new", "k2")
+    assert lmap.copy_record(fp("x", owner="bob")) == (4, "nb", "kb2")
+
+
+def test_a_transaction_is_all_or_nothing(lmap):
+    with pytest.raises(RuntimeError):
+        with lmap.transaction():
+            lmap.apply(loc("a"))
+            lmap.record_copy(fp("a"), 1, "d", 10)
+            raise RuntimeError("half way")
+    assert lmap.get(fp("a")) is None and lmap.copy_version(fp("a")) is None
+    assert lmap.held_by("n1") == []
+    with lmap.transaction():
+        lmap.apply(loc("a"))
+        lmap.apply(loc("b"))
+    assert paths(lmap.held_by("n1")) == ["a", "b"]
+
+
+def test_to_json_is_what_asdict_gives():
+    from dataclasses import asdict
+    record = Location("alice", "x", "n1", "d", "sha256", 10, 3, [Replica("n2", 1)], T0,
+                      stale=["n2"])
+    expected = asdict(record)
+    assert record.to_json() == expected
+    assert list(record.to_json()) == list(expected)  # the same key order: the same JSON text
+
+
+def test_pull_cursors_survive_a_reopen(tmp_path):
+    db = tmp_path / "locations.db"
+    m = LocationMap(db)
+    assert m.pull_cursors() == {}
+    m.save_pull_cursor("n2", 40)
+    m.save_pull_cursor("n3", 7)
+    m.save_pull_cursor("n2", 41)
+    m.close()
+    m = LocationMap(db)
+    try:
+        assert m.pull_cursors() == {"n2": 41, "n3": 7}
+    finally:
+        m.close()

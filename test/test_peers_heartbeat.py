@@ -12,7 +12,7 @@ from tornado.testing import bind_unused_port
 from securifile.common.auth import PEER_SECRET_HEADER
 from securifile.nodes.heartbeat import HeartbeatLoop
 from securifile.nodes.locationmap import Location, LocationMap, Replica
-from securifile.nodes.peerclient import PeerClient
+from securifile.nodes.peerclient import PeerClient, PeerError
 from securifile.nodes.peers import DOWN, FAILED, RUNNING, VERIFYING, PeerTable
 
 SECRET = "cluster-secret"
@@ -388,5 +388,96 @@ def test_a_peer_refusing_our_secret_counts_as_missed(tmp_path):
             server.stop()
             client.http.close()
             peer.locations.close()
+
+    run(scenario())
+
+
+def test_one_pull_at_a_time_per_peer_and_a_restart_goes_on_from_the_saved_cursor(tmp_path):
+    async def scenario():
+        locations = LocationMap(tmp_path / "peer.db")
+        for i in range(9):
+            locations.apply(record(i))
+        peer = FakePeer(locations, page_limit=3)
+        server, port = await serve(peer)
+        mine = LocationMap(tmp_path / "mine.db")
+        slow = asyncio.Event()
+        received = []
+
+        def sync(records):
+            received.extend(records)
+
+        table = PeerTable("me", ["me", "p"])
+        client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
+        loop = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}"}, 2.0, sync,
+                             cursors=mine)
+        real_pull = client.pull_locations
+
+        async def held_pull(base, since):
+            await slow.wait()  # the first pull is slow: beats due meanwhile must not pull too
+            return await real_pull(base, since)
+
+        client.pull_locations = held_pull
+        try:
+            first = asyncio.ensure_future(loop.run_once())
+            await asyncio.sleep(0.2)
+            await loop.run_once()  # the peer is still being pulled from: skipped
+            slow.set()
+            await first
+            assert peer.pulls == [0, 3, 6, 9]
+            assert len(received) == 9
+            assert mine.pull_cursors() == {"p": 9}
+
+            # A new loop (a restart) reads only what came after the saved cursor.
+            locations.apply(record(9))
+            client.pull_locations = real_pull
+            again = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}"}, 2.0, sync,
+                                  cursors=mine)
+            await again.run_once()
+            assert peer.pulls[4:] == [9]
+            assert [r["path"] for r in received[9:]] == ["f09"]
+        finally:
+            server.stop()
+            client.http.close()
+            locations.close()
+            mine.close()
+
+    run(scenario())
+
+
+def test_a_pull_cut_short_goes_on_from_its_last_page(tmp_path):
+    async def scenario():
+        locations = LocationMap(tmp_path / "peer.db")
+        for i in range(9):
+            locations.apply(record(i))
+        peer = FakePeer(locations, page_limit=3)
+        server, port = await serve(peer)
+        mine = LocationMap(tmp_path / "mine.db")
+        received = []
+        table = PeerTable("me", ["me", "p"])
+        client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
+        real_pull = client.pull_locations
+        calls = []
+
+        async def failing_third(base, since):
+            calls.append(since)
+            if len(calls) == 3:
+                raise PeerError("connection reset")
+            return await real_pull(base, since)
+
+        client.pull_locations = failing_third
+        loop = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}"}, 2.0,
+                             received.extend, cursors=mine)
+        try:
+            await loop.run_once()
+            assert calls == [0, 3, 6] and len(received) == 6
+            assert mine.pull_cursors() == {"p": 6}
+            await loop.run_once()  # the next beat asks only for the rest
+            assert calls[3:] == [6, 9] and len(received) == 9  # (a full page: one more ask)
+            assert mine.pull_cursors() == {"p": 9}
+        finally:
+            server.stop()
+            client.http.close()
+            locations.close()
+            mine.close()
 
     run(scenario())
