@@ -983,6 +983,9 @@ def test_the_database_shows_a_server_down_only_when_two_running_observers_agree(
                     and not h["detail"].startswith("partition")}
         assert len(agreeing) >= 2, history(admin, "node4")
         assert {listed(admin, n) for n in ["node1", "node2", "node3"]} == {"running"}
+        # Two observers are enough for the database; reads through the third wait until it
+        # has noticed too (until then it would still send users to the hung node).
+        wait_seen(cluster, ["node1", "node2", "node3"], "node4", "down", DETECT)
         assert_readable(api, files, ["node1", "node2", "node3"])
     finally:
         cluster.signal("node4", signal.SIGCONT)
