@@ -15,7 +15,7 @@ from .challenge import stat_key
 from .locationmap import Location, Replica
 from .locks import LockTable
 from .peerclient import PeerError
-from .peers import OFFLINE, RUNNING, VERIFYING
+from .peers import DOWN, OFFLINE, RUNNING, VERIFYING
 from .placement import place_replicas, serving_holder
 
 log = logging.getLogger("securifile.storage")
@@ -228,7 +228,9 @@ class StorageNode:
 
     async def broadcast(self, locs):
         records = [loc.to_json() for loc in locs]
-        peers = [p for p in self.peers.names if self.peers.is_running(p)]
+        # Every peer that answers heartbeats, not only those trusted to serve: one that has
+        # just come back may already serve, and must not answer 404 for what it was not told.
+        peers = [p for p in self.peers.names if self.peers.status(p) != DOWN]
 
         async def push(p):
             try:
