@@ -2,7 +2,6 @@
 import hashlib
 import http.client
 import json
-import ssl
 import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit

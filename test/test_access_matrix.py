@@ -12,9 +12,8 @@ from urllib.parse import quote
 
 import pytest
 
-from securifile.scripts.cluster import Cluster
 
-from .conftest import FAST
+from .clusters import FAST, start_cluster
 from .helpers import AdminApi, Api, wait_for
 
 PASSWORD = "correct horse battery"
@@ -40,9 +39,8 @@ class Who:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    cluster = Cluster.create(tmp_path_factory.mktemp("matrix"), 3, 1, True, base_port=0, **STEADY)
+    cluster = start_cluster(tmp_path_factory, "matrix", **STEADY)
     try:
-        cluster.start()
         yield _populate(cluster)
     finally:
         cluster.stop()

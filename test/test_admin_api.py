@@ -20,9 +20,8 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import create_engine, text
 
 from securifile.common.tls import client_context
-from securifile.scripts.cluster import Cluster
 
-from .conftest import FAST
+from .clusters import start_cluster
 from .databases import fresh_postgres_database
 from .helpers import AdminApi, Api, Response, wait_for
 
@@ -30,26 +29,6 @@ PASSWORD = "correct horse battery"
 
 
 # -- fixtures and helpers ------------------------------------------------------------------
-
-
-def start_cluster(tmp_path_factory, name, servers=3, attempts=3, **settings):
-    """``servers`` nodes, one replica, TLS and an admin server (SQLite unless ``settings``
-    name a database_url), started.
-
-    The free ports the launcher picks can be taken by someone else before the servers bind
-    them (parallel test workers make that likely); then it starts over on other ports.
-    """
-    for attempt in range(attempts):
-        cluster = Cluster.create(tmp_path_factory.mktemp(name), servers, 1, True, base_port=0,
-                                 **FAST, **settings)
-        try:
-            cluster.start()
-            return cluster
-        except (RuntimeError, TimeoutError):
-            cluster.stop()
-            logs = "".join(p.read_text(errors="replace") for p in (cluster.data_dir / "logs").glob("*.log"))
-            if "Address already in use" not in logs or attempt == attempts - 1:
-                raise
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, inspect
 
 from .databases import fresh_postgres_database
 from .helpers import AdminApi, Api, wait_for
-from .test_admin_api import start_cluster
+from .clusters import start_cluster
 
 ADMIN_CLI = str(Path(sys.executable).parent / "securifile-admin")
 

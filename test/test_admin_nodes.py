@@ -22,9 +22,8 @@ from securifile.admin import db
 from securifile.admin.models import User
 from securifile.common.tls import client_context
 from securifile.scripts.certs import write_token
-from securifile.scripts.cluster import Cluster
 
-from .conftest import FAST
+from .clusters import FAST, start_cluster
 from .helpers import AdminApi, Api, disk_copy, wait_for
 
 NODES = ("node1", "node2", "node3")
@@ -37,10 +36,8 @@ STEADY = {**FAST, "heartbeat_misses": 10}
 
 @pytest.fixture(scope="module")
 def module_cluster(tmp_path_factory):
-    cluster = Cluster.create(tmp_path_factory.mktemp("admin-nodes"), 3, 1, True, base_port=0,
-                             **STEADY)
+    cluster = start_cluster(tmp_path_factory, "admin-nodes", **STEADY)
     try:
-        cluster.start()
         yield cluster
     finally:
         cluster.stop()

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-import pytest
 
 from securifile.common.client import Client
 from securifile.common.digests import repr_digest

@@ -3,7 +3,6 @@ import hashlib
 import os
 import subprocess
 
-import pytest
 
 from .helpers import Api, disk_copy, sha256_file, wait_for
 
