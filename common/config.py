@@ -46,6 +46,12 @@ class Config:
     peer_timeout: float = 10.0
     challenge_timeout: float = 60.0  # a verification that takes longer fails the peer
     lock_lease_seconds: float = 30.0
+    # A holder down or failed this long is replaced by a copy on another running server
+    # (HDFS waits about 10 minutes, Ceph 10; a few minutes here). Repairs run every
+    # ``repair_interval`` seconds, at most ``repair_batch`` files a round.
+    repair_after: float = 300.0
+    repair_interval: float = 5.0
+    repair_batch: int = 50
     capacity_bytes: int = 0  # 0: the free space of the data directory's file system
     max_body_bytes: int = 1 << 40
     # The admin server (empty admin_url: nodes run without one, owners-only access).
@@ -97,6 +103,8 @@ class Config:
         if self.servers and not 0 <= self.replicas <= len(self.servers) - 1:
             raise ValueError(
                 f"replicas must be between 0 and n-1 = {len(self.servers) - 1}, not {self.replicas}")
+        if self.repair_after < 0 or self.repair_interval <= 0 or self.repair_batch < 1:
+            raise ValueError("repair_after must be >= 0, repair_interval > 0, repair_batch >= 1")
         if self.heartbeat_interval <= 0 or self.heartbeat_misses < 1:
             raise ValueError("heartbeat interval must be positive and misses at least 1")
         return self

@@ -42,6 +42,18 @@ class Location:
     # Holders that missed this version (down during a modification): never served from
     # until a running holder has brought them up to date.
     stale: list = field(default_factory=list)
+    # Orders the records of one path: strictly greater for every change (a new version, a
+    # delete, or a change of holders), taken from the write lock's reservations on a
+    # majority, so two different records never carry the same stamp. ``coordinator`` is the
+    # node that made the change. Records written before stamps existed: stamp = version.
+    stamp: int = 0
+    coordinator: str = ""
+
+    def __post_init__(self):
+        if not self.stamp:
+            self.stamp = self.version
+        if not self.coordinator:
+            self.coordinator = self.origin
 
     @property
     def file_path(self):
@@ -59,8 +71,8 @@ class Location:
 
     @property
     def order(self):
-        """What ``newer_than`` compares: the version, then deterministic tie-breaks."""
-        return (self.version, self.modified, self.origin, self.deleted)
+        """What ``newer_than`` compares: the stamp; the rest only orders legacy records."""
+        return (self.stamp, self.coordinator, self.version, self.modified, self.deleted)
 
     def newer_than(self, other):
         """Total order on versions of one file; ties break deterministically."""
@@ -73,7 +85,8 @@ class Location:
                 "digest": self.digest, "algorithm": self.algorithm, "size": self.size,
                 "version": self.version,
                 "replicas": [{"server": r.server, "priority": r.priority} for r in self.replicas],
-                "modified": self.modified, "deleted": self.deleted, "stale": list(self.stale)}
+                "modified": self.modified, "deleted": self.deleted, "stale": list(self.stale),
+                "stamp": self.stamp, "coordinator": self.coordinator}
 
     @classmethod
     def from_json(cls, d):
@@ -99,7 +112,8 @@ class FileVersion(NamedTuple):
 
 
 def _copied(loc):
-    return (loc.version, loc.modified, loc.origin, loc.digest, loc.algorithm, loc.size)
+    return (loc.version, loc.modified, loc.origin, loc.digest, loc.algorithm, loc.size,
+            loc.stamp, loc.coordinator)
 
 
 _SCHEMA = """
@@ -116,6 +130,8 @@ CREATE TABLE IF NOT EXISTS locations (
     digest TEXT NOT NULL DEFAULT '',
     algorithm TEXT NOT NULL DEFAULT '',
     size INTEGER NOT NULL DEFAULT 0,
+    stamp INTEGER NOT NULL DEFAULT 0,
+    coordinator TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (owner, path)
 );
 CREATE INDEX IF NOT EXISTS locations_seq ON locations (seq);
@@ -146,10 +162,13 @@ CREATE TABLE IF NOT EXISTS copies (
 """
 
 
-SCHEMA_VERSION = 1  # 1: columns copied out of the record, and the holders table
+# 1: columns copied out of the record, and the holders table; 2: stamp and coordinator
+SCHEMA_VERSION = 2
 _COPIED_COLUMNS = {"version": "INTEGER NOT NULL DEFAULT 0", "modified": "REAL NOT NULL DEFAULT 0",
                    "origin": "TEXT NOT NULL DEFAULT ''", "digest": "TEXT NOT NULL DEFAULT ''",
-                   "algorithm": "TEXT NOT NULL DEFAULT ''", "size": "INTEGER NOT NULL DEFAULT 0"}
+                   "algorithm": "TEXT NOT NULL DEFAULT ''", "size": "INTEGER NOT NULL DEFAULT 0",
+                   "stamp": "INTEGER NOT NULL DEFAULT 0",
+                   "coordinator": "TEXT NOT NULL DEFAULT ''"}
 _IN_CHUNK = 500  # names per "IN (...)" query, well under SQLite's limit on parameters
 
 
@@ -187,7 +206,8 @@ class LocationMap:
                     loc = Location.from_json(json.loads(record))
                     self._db.execute(
                         "UPDATE locations SET version = ?, modified = ?, origin = ?, digest = ?, "
-                        "algorithm = ?, size = ? WHERE owner = ? AND path = ?",
+                        "algorithm = ?, size = ?, stamp = ?, coordinator = ? "
+                        "WHERE owner = ? AND path = ?",
                         (*_copied(loc), loc.owner, loc.path))
                     self._index_holders(loc)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -235,16 +255,16 @@ class LocationMap:
         with self._lock:
             # The order columns, not the JSON: most records a peer sends are known already.
             row = self._db.execute(
-                "SELECT version, modified, origin, deleted FROM locations "
+                "SELECT stamp, coordinator, version, modified, deleted FROM locations "
                 "WHERE owner = ? AND path = ?", (loc.owner, loc.path)).fetchone()
-            if row is not None and not loc.order > (row[0], row[1], row[2], bool(row[3])):
+            if row is not None and not loc.order > (*row[:4], bool(row[4])):
                 return False
             with self.transaction():
                 self._seq += 1
                 self._db.execute(
                     "INSERT OR REPLACE INTO locations "
                     "(owner, path, record, deleted, seq, version, modified, origin, digest, "
-                    "algorithm, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "algorithm, size, stamp, coordinator) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (loc.owner, loc.path, json.dumps(loc.to_json()), int(loc.deleted), self._seq,
                      *_copied(loc)))
                 self._db.execute("DELETE FROM holders WHERE owner = ? AND path = ?",
@@ -326,6 +346,20 @@ class LocationMap:
             "WHERE a.server = ? AND b.stale = 0 AND l.deleted = 0 ORDER BY a.owner, a.path",
             (me, other))
         return list(map(FileVersion._make, rows))
+
+    def needing_repair(self, wanted, lost, running, limit):
+        """Live records that lack a copy: fewer than ``wanted`` current holders, a holder in
+        ``lost``, or a stale holder in ``running`` (it can be sent the current copy)."""
+        lost, running = sorted(lost), sorted(running)
+        lost_in = ",".join("?" * len(lost)) or "NULL"
+        running_in = ",".join("?" * len(running)) or "NULL"
+        return self._records(
+            "SELECT l.record FROM locations l WHERE l.deleted = 0 AND ("
+            "  (SELECT COUNT(*) FROM holders h WHERE h.owner = l.owner AND h.path = l.path "
+            "   AND h.stale = 0) < ? "
+            "  OR EXISTS (SELECT 1 FROM holders h WHERE h.owner = l.owner AND h.path = l.path "
+            f"   AND (h.server IN ({lost_in}) OR (h.stale = 1 AND h.server IN ({running_in}))))"
+            ") LIMIT ?", (wanted, *lost, *running, limit))
 
     def _records(self, sql, params):
         return [Location.from_json(json.loads(r)) for (r,) in self._db.execute(sql, params)]

@@ -26,7 +26,9 @@ from .heartbeat import HeartbeatLoop
 from .http import load_openapi, make_app
 from .locationmap import LocationMap
 from .peerclient import PeerClient
-from .peers import RUNNING, VERIFYING, PeerTable
+from .peers import DOWN, RUNNING, VERIFYING, PeerTable
+from .quorum import Quorum
+from .repair import RepairLoop
 from .verification import Verifier
 from .reporter import Reporter
 from .storage import StorageNode
@@ -60,8 +62,16 @@ def build_node(cfg, name, deep=False):
         server_ctx = peer_ctx = None
         secret = (layout.root / "peer-secret").read_text().strip()
     client = PeerClient(name, peer_ctx, secret, cfg.peer_timeout)
+    detection = cfg.heartbeat_interval * cfg.heartbeat_misses
+    witness = None
+    if cfg.admin_url and len(peer_names) % 2 == 0:
+        async def witness(side):
+            return await client.ask_witness(cfg.admin_url, side, detection * 2, cfg.heartbeat_interval)
+    quorum = Quorum(peers, len(peer_names), detection, witness)
     node = StorageNode(name, urls, cfg.replicas, cfg.digest, store, locations, peers, client,
-                       random.SystemRandom(), cfg.lock_lease_seconds)
+                       random.SystemRandom(), cfg.lock_lease_seconds, quorum,
+                       call_timeout=min(cfg.peer_timeout, detection))
+    quorum.on_change = node.quorum_changed
     node.boot = uuid.uuid4().hex
     verifier = Verifier(node, cfg.challenge_timeout)
     authenticator = Authenticator(load_public_key(layout.token_public_key), peer_names, secret)
@@ -79,8 +89,19 @@ def build_node(cfg, name, deep=False):
     app = make_app(node, authenticator, authoriser, cfg.tls, cfg.max_body_bytes,
                    BODY_CHUNK, load_openapi(), deep)
     heartbeat = HeartbeatLoop(peers, client, urls, cfg.heartbeat_interval, node.apply_locations,
-                              verifier.start, cursors=locations)
+                              verifier.start, cursors=locations, quorum=quorum)
     node.verifier = verifier
+    node.repair = RepairLoop(node, cfg.repair_after, cfg.repair_interval, cfg.repair_batch)
+    reported = peers.on_change
+
+    def on_change(subject, old, new, detail=""):
+        reported(subject, old, new, detail)
+        if subject != name:
+            if new == DOWN:
+                quorum.lost(subject)
+            node.peer_changed(subject, old, new)
+
+    peers.on_change = on_change
     return app, node, heartbeat, server_ctx, me, reporter
 
 
@@ -123,6 +144,7 @@ async def serve(cfg, name, deep=False):
     server = make_server(app, server_ctx)
     server.listen(me.port, address=me.host)
     heartbeat.start()
+    node.repair.start()
     purge = PeriodicCallback(node.purge_tombstones, 60_000)
     purge.start()
     if reporter is not None:
@@ -139,6 +161,7 @@ async def serve(cfg, name, deep=False):
     await stop.wait()
     log.info("node %s stopping", name)
     heartbeat.stop()
+    node.repair.stop()
     purge.stop()
     if reporter is not None:
         reporter.stop()

@@ -60,6 +60,7 @@ class PeerClient:
             raise PeerError(f"{method} {url}: {e!r}") from None
 
     async def _json(self, url, method="GET", payload=None, timeout=None):
+        """``payload`` sent as JSON; the JSON object answered."""
         body = None if payload is None else json.dumps(payload)
         headers = {"Content-Type": "application/json"} if body is not None else None
         resp = await self._fetch(url, method, body, timeout, headers)
@@ -82,19 +83,35 @@ class PeerClient:
         return await self._json(base + "/peer/verdict", "POST",
                                 {"challenger": self.self_name, "passed": passed, "detail": detail})
 
-    async def lock(self, base, fp, holder, lease, token):
-        return await self._json(base + "/peer/locks", "POST", {
-            "owner": fp.owner, "path": fp.rel, "holder": holder, "lease": lease, "token": token})
+    async def lock(self, base, fp, holder, lease, token, known=0, stamp=None, timeout=None):
+        """Take or renew a lock; the answer has the stamp reserved (``stamp``: at least this
+        one) and the peer's record when it is newer than the stamp ``known`` here."""
+        body = {"owner": fp.owner, "path": fp.rel, "holder": holder, "lease": lease,
+                "token": token, "known": known}
+        if stamp is not None:
+            body["stamp"] = stamp
+        return await self._json(base + "/peer/locks", "POST", body, timeout)
 
-    async def unlock(self, base, fp, token):
+    async def unlock(self, base, fp, token, timeout=None):
         return await self._json(base + "/peer/locks", "POST", {
-            "owner": fp.owner, "path": fp.rel, "token": token, "release": True})
+            "owner": fp.owner, "path": fp.rel, "token": token, "release": True}, timeout)
 
-    async def push_locations(self, base, records):
-        return await self._json(base + "/peer/locations", "POST", {"records": records})
+    async def push_locations(self, base, records, release=None, timeout=None):
+        """Records to apply, and the locks they end (given back once applied)."""
+        body = {"records": records}
+        if release:
+            body["release"] = release
+        return await self._json(base + "/peer/locations", "POST", body, timeout)
 
     async def pull_locations(self, base, since, limit=1000):
         return await self._json(f"{base}/peer/locations?since={since}&limit={limit}")
+
+    async def ask_witness(self, admin_url, side, lease, timeout):
+        """Ask the admin server (the witness) for the tie-break lease for ``side``: the lease
+        in seconds when granted, 0 when another side holds it."""
+        answer = await self._json(admin_url.rstrip("/") + "/api/v1/witness", "POST",
+                                  {"side": side, "lease": lease}, timeout)
+        return float(answer.get("lease", 0)) if answer.get("granted") else 0.0
 
     async def delete_copy(self, base, fp, version):
         await self._fetch(file_url(base, fp) + f"?version={version}", "DELETE")

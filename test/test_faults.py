@@ -115,6 +115,14 @@ def wait_own(cluster, name, status, timeout=VERIFY, never=()):
     wait_seen(cluster, [name], name, status, timeout, never)
 
 
+def wait_serving(cluster, name, timeout=VERIFY):
+    """Until ``name`` is running and hears a majority: it serves users."""
+    def serving():
+        st = cluster.status(name)
+        return st is not None and st["status"] == "running" and st.get("quorum")
+    wait_for(serving, timeout, what=f"{name} serving")
+
+
 def copy_on_disk(cluster, node, path):
     owner, rel = path.split("/", 1)
     return disk_copy(cluster, node, owner, rel)
@@ -157,9 +165,12 @@ def wait_current(cluster, api, path, version):
 
 
 def record_on(api, node, path):
-    """The location record ``node`` keeps for ``path`` (from its folder listing)."""
+    """The location record ``node`` keeps for ``path`` (from its folder listing); None also
+    while the node does not serve yet (it has not heard from a majority since its start)."""
     owner, rel = path.split("/", 1)
     r = api.request(node, "GET", f"/files/{owner}/", raw_path=True)
+    if r.status == 503 and error_of(r) in ("not_synced", "server_not_running"):
+        return None
     assert r.status == 200, r
     return next((f for f in r.json()["files"] if f["path"] == rel), None)
 
