@@ -62,8 +62,13 @@ class Quorum:
         has, detail = self._decide()
         if not has and self.witness is not None and self.tied() and self._asking is None:
             # Just tied (a peer went silent): ask now rather than at the next round.
-            self._asking = asyncio.ensure_future(self.refresh())
-            self._asking.add_done_callback(self._asked)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # called outside the event loop: the next round asks
+                loop = None
+            if loop is not None:
+                self._asking = loop.create_task(self.refresh())
+                self._asking.add_done_callback(self._asked)
         self._note(has, detail)
         return has
 
@@ -107,4 +112,4 @@ class Quorum:
                 # Counted from before the question, and shortened, so this side stops
                 # before the witness could grant the other side.
                 self._witness_side, self._witness_until = side, asked + lease * 0.8
-        self.has()
+        self._note(*self._decide())

@@ -80,15 +80,15 @@ class StorageNode:
 
     def require_serving(self):
         """Unavailable (503) unless this node is running and hears a majority."""
-        if self.peers.self_status != RUNNING:
-            raise Unavailable(f"server {self.name} is {self.peers.self_status}",
-                              code="server_not_running")
         if self.quorum is not None and not self.quorum.has():
             if not self.quorum.ever:
                 raise Unavailable(f"server {self.name} has not caught up with its peers yet",
                                   code="not_synced")
             raise Unavailable(f"server {self.name} is cut off from the majority of the cluster: "
                               f"{self.quorum.detail()}", code="no_quorum")
+        if self.peers.self_status != RUNNING:
+            raise Unavailable(f"server {self.name} is {self.peers.self_status}",
+                              code="server_not_running")
 
     def _enough(self, count):
         return self.quorum is None or self.quorum.enough(count)

@@ -169,7 +169,7 @@ def record_on(api, node, path):
     while the node does not serve yet (it has not heard from a majority since its start)."""
     owner, rel = path.split("/", 1)
     r = api.request(node, "GET", f"/files/{owner}/", raw_path=True)
-    if r.status == 503 and error_of(r) in ("not_synced", "server_not_running"):
+    if r.status == 503 and error_of(r)["code"] in ("not_synced", "server_not_running"):
         return None
     assert r.status == 200, r
     return next((f for f in r.json()["files"] if f["path"] == rel), None)
