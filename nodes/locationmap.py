@@ -420,6 +420,25 @@ class LocationMap:
                 "UPDATE copies SET digest = ?, stat_key = ? WHERE owner = ? AND path = ?",
                 [(digest, key, fp.owner, fp.rel) for fp, digest, key in updates])
 
+    def unclaimed_copies(self, me, limit=1000):
+        """Copies on this node's disk that no live record names it a holder of: left by a
+        crash during replication (the record never came) or by a repair that lost its race.
+        ``[(FilePath, version)]``."""
+        rows = self._db.execute(
+            "SELECT c.owner, c.path, c.version FROM copies c LEFT JOIN holders h "
+            "ON h.owner = c.owner AND h.path = c.path AND h.server = ? "
+            "WHERE h.server IS NULL LIMIT ?", (me, limit)).fetchall()
+        return [(FilePath(o, p), v) for o, p, v in rows]
+
+    def copies_ahead(self, limit=1000):
+        """Copies of a newer version than their live record: a coordinator that crashed after
+        copying a modification but before publishing it. ``[(FilePath, version, digest, size)]``."""
+        rows = self._db.execute(
+            "SELECT c.owner, c.path, c.version, c.digest, c.size FROM copies c JOIN locations l "
+            "ON l.owner = c.owner AND l.path = c.path WHERE l.deleted = 0 AND c.version > l.version "
+            "LIMIT ?", (limit,)).fetchall()
+        return [(FilePath(o, p), v, d, n) for o, p, v, d, n in rows]
+
     def has_copies(self):
         return self._db.execute("SELECT 1 FROM copies LIMIT 1").fetchone() is not None
 

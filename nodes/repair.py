@@ -13,6 +13,13 @@ brings the record back to an origin and ``replicas`` current replicas:
   or there was no server to take one) gets new replicas as soon as servers can take them.
 A holder that comes back after it was replaced drops its copy when it learns the record.
 
+Crash leftovers are settled here too, once no lock guards the file and the copy is older
+than a grace period: a copy no live record names this node a holder of is removed; a copy of
+a newer version than its record (a coordinator died after copying a modification, before
+publishing it) is adopted: published as the current version, the other holders stale until
+they are sent it. The old bytes were replaced already, so adopting is what keeps the file
+readable; the write was never acknowledged, so either outcome is allowed.
+
 Like HDFS's re-replication, it runs at a bounded rate: ``batch`` files per round.
 """
 import asyncio
@@ -30,7 +37,7 @@ log = logging.getLogger("securifile.repair")
 
 
 class RepairLoop:
-    def __init__(self, node, repair_after, interval, batch, clock=time.time):
+    def __init__(self, node, repair_after, interval, batch, clock=time.time, grace=60.0):
         self.node = node
         self.repair_after = repair_after
         self.interval = interval
@@ -38,6 +45,9 @@ class RepairLoop:
         self.clock = clock
         self.repaired = 0  # record changes made
         self.failures = 0
+        self.grace = grace  # a copy younger than this may still be waiting for its record
+        self.removed = 0
+        self.adopted = 0
         self._task = None
 
     def lost_holders(self):
@@ -70,7 +80,46 @@ class RepairLoop:
                 self.failures += 1
                 log.exception("repair of %s failed", loc.file_path)
         self.repaired += changed
+        await self.settle_leftovers()
         return changed
+
+    def _settled(self, fp):
+        """No lock on ``fp`` here and its copy older than the grace period."""
+        if self.node.locks.held(fp) is not None:
+            return False
+        try:
+            return self.clock() - self.node.store.path_for(fp).stat().st_mtime >= self.grace
+        except OSError:
+            return True
+
+    async def settle_leftovers(self):
+        """Remove unclaimed copies, adopt copies ahead of their record (see above)."""
+        node = self.node
+        unclaimed = await asyncio.to_thread(node.locations.unclaimed_copies, node.name, self.batch)
+        for fp, version in unclaimed:
+            if self._settled(fp):
+                log.warning("removing %s (version %d): no record names this server", fp, version)
+                node._drop_local(fp)
+                self.removed += 1
+        ahead = await asyncio.to_thread(node.locations.copies_ahead, self.batch)
+        for fp, version, digest, size in ahead:
+            if not self._settled(fp):
+                continue
+            me = node.name
+
+            def adopt(cur, version=version, digest=digest, size=size):
+                if cur.version >= version or me not in cur.holders:
+                    return False
+                cur.version, cur.digest, cur.size = version, digest, size
+                cur.stale = [h for h in cur.holders if h != me]
+
+            try:
+                if await node.amend(fp, adopt, "(repair)") is not None:
+                    log.warning("adopted %s version %d: its coordinator never published it",
+                                fp, version)
+                    self.adopted += 1
+            except (Locked, Unavailable) as e:
+                log.info("adopting %s put off: %s", fp, e)
 
     async def repair(self, loc, lost, running):
         """Copy what ``loc`` lacks, then publish the new holders; True if the record changed."""
