@@ -62,6 +62,11 @@ class NodeHandler(ApiHandler):
     def sent_here(self):
         return self.get_query_argument("holder", None) == self.node.name
 
+    def avoided(self):
+        """Servers the client asks not to be sent to (``avoid=NAME[,NAME...]``): holders it
+        has just failed to reach, which this node may still believe running."""
+        return frozenset(n for n in self.get_query_argument("avoid", "").split(",") if n)
+
     def redirect_to(self, target, fp):
         """307 to the holder ``target``, naming it in the URL so that it serves at once."""
         url = files_url(self.node.urls[target], fp) + "?holder=" + quote(target)
@@ -108,7 +113,7 @@ class FileHandler(NodeHandler):
         fp = self.fp
         self.role = await self.authoriser.check(self.principal, WRITE, fp)
         self.node.locks.check(fp)  # a writer anywhere else: 423 at once, before any redirect
-        kind, where = self.node.route_write(fp, self.sent_here())
+        kind, where = self.node.route_write(fp, self.sent_here(), self.avoided())
         if kind == "redirect":
             if self._answer_after_body():
                 self.redirect_after_body = where
@@ -181,7 +186,7 @@ class FileHandler(NodeHandler):
     async def _send_file(self, head):
         fp = self.fp
         await self.authoriser.check(self.principal, READ, fp)
-        kind, where = self.node.route_read(fp, self.sent_here())
+        kind, where = self.node.route_read(fp, self.sent_here(), self.avoided())
         if kind == "redirect":
             return self.redirect_to(where, fp)
         loc = where

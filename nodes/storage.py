@@ -54,19 +54,20 @@ class StorageNode:
             return self.peers.is_running(name)
         return self.peers.is_running(name) and self.locations.copy_version(loc.file_path) == loc.version
 
-    def route_read(self, fp, sent_here=False):
+    def route_read(self, fp, sent_here=False, avoid=frozenset()):
         """('serve', loc) when this node answers, ('redirect', name) of the holder to ask.
 
         ``sent_here`` says another node already chose this one (the redirect named it): a
         holder with a current copy then serves, even if its own view of the holders ahead
-        of it lags behind the redirecting node's.
+        of it lags behind the redirecting node's. Holders named in ``avoid`` (the client
+        could not reach them) are passed over as redirect targets.
         """
         loc = self.locations.get(fp)
         if loc is None:
             raise NotFound(f"no file {fp}")
         if sent_here and self.name in loc.holders and self._can_serve(loc, self.name):
             return "serve", loc
-        target = serving_holder(loc, lambda n: self._can_serve(loc, n))
+        target = serving_holder(loc, lambda n: n not in avoid and self._can_serve(loc, n))
         if target is None:
             raise Unavailable(
                 f"no server holding {fp} is running (holders: {', '.join(loc.holders)})",
@@ -75,7 +76,7 @@ class StorageNode:
             return "serve", loc
         return "redirect", target
 
-    def route_write(self, fp, sent_here=False):
+    def route_write(self, fp, sent_here=False, avoid=frozenset()):
         """For a PUT: ('local', existing loc or None) or ('redirect', name of the coordinator)."""
         loc = self.locations.get(fp)
         if loc is None:
@@ -86,7 +87,7 @@ class StorageNode:
             if self.locations.has_folder(fp):
                 raise Conflict(f"{fp} is a folder", code="is_a_folder")
             return "local", None
-        kind, where = self.route_read(fp, sent_here)
+        kind, where = self.route_read(fp, sent_here, avoid)
         return ("local", loc) if kind == "serve" else (kind, where)
 
     # -- writes ----------------------------------------------------------------------------
