@@ -213,12 +213,13 @@ class _Unreachable(Exception):
         self.url, self.cause = url, cause
 
 
-class _NobodyServing(Exception):
-    """Internal: a round over the servers found none serving; ``failures`` as (url, error)."""
+class _TryAgain(Exception):
+    """Internal: nothing serves the request now, but something may in a moment (servers
+    restarting, a holder being verified); ``error`` is the answer once waiting stops."""
 
-    def __init__(self, failures):
-        super().__init__("no server serving")
-        self.failures = failures
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
 
 
 def not_serving(err):
@@ -1285,24 +1286,25 @@ class Client:
         while True:
             try:
                 return self._request_round(method, path, headers, body, avoid, retrying)
-            except _NobodyServing as e:
+            except _TryAgain as e:
                 if not backoff.pause():
-                    raise NoServerServing(e.failures, self.unavailable_wait) from None
+                    raise e.error from None
                 retrying = True
 
     def _refresh_for_round(self, retrying):
-        """The server list for a round; _NobodyServing while the admin server says all the
-        servers are on their way back (verifying), so that the round is tried again."""
+        """The server list for a round; _TryAgain while the admin server says all the
+        servers are on their way back (verifying)."""
         try:
             self._maybe_refresh(force=retrying)
         except NoRunningServer as e:
             if any(s.get("status") in COMING_BACK for s in e.servers):
-                raise _NobodyServing([(self._admin.url, e)]) from None
+                raise _TryAgain(NoServerServing([(self._admin.url, e)], self.unavailable_wait)) from None
             raise
 
     def _request_round(self, method, path, headers, body, avoid, retrying):
-        """One pass over the servers. Raises _NobodyServing if each one that answered said
-        it does not serve now, NoServerAvailable if none answered at all."""
+        """One pass over the servers. Raises _TryAgain if each one that answered said it
+        does not serve now, or a node said the file is served again soon (``Retry-After``);
+        NoServerAvailable if no server answered at all."""
         self._refresh_for_round(retrying)
         tried, failures = set(), []
         holder_attempts, delay = 0, 0.25
@@ -1323,7 +1325,7 @@ class Client:
                 entry = self._selector.current(exclude=tried)
             if entry is None:
                 if any(not_serving(err) for _, err in failures):
-                    raise _NobodyServing(failures)
+                    raise _TryAgain(NoServerServing(failures, self.unavailable_wait))
                 raise NoServerAvailable(failures)
             try:
                 resp = self._follow(method, entry + with_avoid(path, avoid), headers, body)
@@ -1349,9 +1351,10 @@ class Client:
                 delay = min(delay * 2, 1.0)
                 continue
             if resp.status == 503:
+                soon = resp.header("Retry-After") is not None
                 err = self._error(resp)
                 if not not_serving(err):
-                    raise err
+                    raise _TryAgain(err) if soon else err
                 holder = holder_named(resp.url)
                 if server_origin(resp.url) != server_origin(entry) and holder and holder not in avoid:
                     avoid.append(holder)  # the holder it sent us to does not serve now

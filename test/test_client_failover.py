@@ -4,6 +4,8 @@ A server taken offline answers 503 ``server_not_running``: the client moves to t
 server, and a node that still redirects to the offline holder is asked again with
 ``avoid``. A killed origin does not answer: the read goes to the next holder at once, named
 by the node that is asked again with ``avoid``, not after the heartbeats have noticed.
+Right after a whole-cluster restart the servers answer that they are verifying, or that a
+holder is (``Retry-After``): the client waits for them instead of failing.
 """
 import time
 
@@ -83,3 +85,23 @@ def test_a_read_whose_origin_was_killed_goes_to_the_next_holder_at_once(cluster)
             sent_to_origin = [u for u in client.asked if u.startswith(cluster.url(origin))]
             if sent_to_origin:  # the node still thought it running: avoid made it move on
                 assert any(f"avoid={origin}" in u for u in client.asked), client.asked
+
+
+def test_reads_right_after_a_whole_cluster_restart_all_succeed(cluster):
+    paths = [f"alice/restart/f{i}.txt" for i in range(15)]
+    with client_starting_at(cluster, "node1") as client:
+        for path in paths:
+            client.put_bytes(path.encode(), path)
+    for name in cluster.names:
+        cluster.procs[name].terminate()
+    for name in cluster.names:
+        cluster.procs[name].wait(timeout=30)
+    for name in cluster.names:
+        cluster.start_node(name)
+    wait_for(lambda: all(cluster.status(n) for n in cluster.names), timeout=30,
+             what="every server to answer again")
+    # At once, while they verify each other: the client with the admin server's list, as users run it.
+    with Client.from_cluster_file(cluster.data_dir / "cluster.json", connect_timeout=2) as client:
+        for _ in range(3):
+            for path in paths:
+                assert client.get_bytes(path) == path.encode()

@@ -448,6 +448,22 @@ def test_servers_that_do_not_answer_at_all_fail_at_once():
     assert not isinstance(err.value, sfc.NoServerServing) and clock.now == 1000.0
 
 
+def test_a_file_served_again_soon_is_asked_for_again():
+    """No holder runs, but one is being verified: the node says ``Retry-After``."""
+    soon = http_response(503, json.dumps({"error": {
+        "code": "no_holder_running", "message": "no server holding alice/x.bin is running"}}).encode(),
+        {"Retry-After": "1", "Content-Type": "application/json"})
+    data = b"verified"
+    client, clock = waiting_client(serve({A + X: [soon, soon, file_answer(data)]}))
+    assert client.get_bytes("alice/x.bin") == data
+    assert clock.now - 1000.0 == pytest.approx(0.25 + 0.5)
+
+    client, clock = waiting_client(serve({A + X: [soon]}), unavailable_wait=3.0)
+    with pytest.raises(NoHolderAvailable) as err:
+        client.get_bytes("alice/x.bin")
+    assert err.value.code == "no_holder_running" and clock.now - 1000.0 <= 3.0
+
+
 def test_avoid_and_holder_helpers():
     assert sfc.with_avoid(X, []) == X
     assert sfc.with_avoid(X, ["node1", "node 2"]) == X + "?avoid=node1,node%202"
