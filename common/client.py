@@ -1299,6 +1299,8 @@ class Client:
         except NoRunningServer as e:
             if any(s.get("status") in COMING_BACK for s in e.servers):
                 raise _TryAgain(NoServerServing([(self._admin.url, e)], self.unavailable_wait)) from None
+            if retrying and self._selector.servers:
+                return  # servers answered a moment ago: their word beats the admin's lagging list
             raise
 
     def _request_round(self, method, path, headers, body, avoid, retrying):

@@ -380,6 +380,21 @@ def test_client_waits_while_the_admin_lists_every_server_as_verifying(fakes):
     assert "node1 verifying" in str(err.value)
 
 
+def test_a_server_that_answered_is_asked_again_though_the_admin_lists_it_down(fakes):
+    """The admin server's list lags behind a restart; the server's own answer counts."""
+    admin, (n1, _, _) = fakes
+    states = ["running", "down"]
+    admin.routes["/api/v1/servers"] = lambda: (200, listing(
+        ("node1", n1.url, states.pop(0) if len(states) > 1 else states[0], "online")))
+    answers = [(503, {"error": {"code": "server_not_running", "message": "node1 is verifying"}}),
+               (200, b"node1")]
+    n1.routes["/files/alice/x"] = lambda: answers.pop(0)
+    pauses = []
+    with Client([], admin_url=admin.url, sleep=pauses.append) as client:
+        assert client.get_bytes("alice/x") == b"node1"
+    assert pauses == [0.25]
+
+
 def test_client_reads_the_list_again_when_it_is_due(fakes):
     admin, (n1, n2, _) = fakes
     state = {"node1": "running", "node2": "down"}
