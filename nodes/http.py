@@ -63,9 +63,8 @@ class NodeHandler(ApiHandler):
         return self.get_query_argument("holder", None) == self.node.name
 
     def avoided(self):
-        """Servers the client asks not to be sent to (``avoid=NAME[,NAME...]``): holders it
-        has just failed to reach, which this node may still believe running."""
-        return frozenset(n for n in self.get_query_argument("avoid", "").split(",") if n)
+        """Servers the client could not reach (``avoid=a,b``): not redirect targets now."""
+        return {n for n in self.get_query_argument("avoid", "").split(",") if n}
 
     def redirect_to(self, target, fp):
         """307 to the holder ``target``, naming it in the URL so that it serves at once."""

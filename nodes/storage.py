@@ -54,20 +54,21 @@ class StorageNode:
             return self.peers.is_running(name)
         return self.peers.is_running(name) and self.locations.copy_version(loc.file_path) == loc.version
 
-    def route_read(self, fp, sent_here=False, avoid=frozenset()):
+    def route_read(self, fp, sent_here=False, avoid=()):
         """('serve', loc) when this node answers, ('redirect', name) of the holder to ask.
 
         ``sent_here`` says another node already chose this one (the redirect named it): a
         holder with a current copy then serves, even if its own view of the holders ahead
-        of it lags behind the redirecting node's. Holders named in ``avoid`` (the client
-        could not reach them) are passed over as redirect targets.
+        of it lags behind the redirecting node's. ``avoid`` names servers the client could
+        not reach: they are passed over until this node sees them down too.
         """
         loc = self.locations.get(fp)
         if loc is None:
             raise NotFound(f"no file {fp}")
         if sent_here and self.name in loc.holders and self._can_serve(loc, self.name):
             return "serve", loc
-        target = serving_holder(loc, lambda n: n not in avoid and self._can_serve(loc, n))
+        target = serving_holder(
+            loc, lambda n: (n == self.name or n not in avoid) and self._can_serve(loc, n))
         if target is None:
             # A holder being verified (after a restart, say) serves in a moment: say so.
             soon = any(self.peers.coming_back(h) for h in loc.holders
@@ -80,7 +81,7 @@ class StorageNode:
             return "serve", loc
         return "redirect", target
 
-    def route_write(self, fp, sent_here=False, avoid=frozenset()):
+    def route_write(self, fp, sent_here=False, avoid=()):
         """For a PUT: ('local', existing loc or None) or ('redirect', name of the coordinator)."""
         loc = self.locations.get(fp)
         if loc is None:
