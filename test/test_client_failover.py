@@ -65,6 +65,7 @@ def test_a_server_taken_offline_is_left_for_another_for_reads_and_writes(cluster
     # Straight away, before the others have marked it down: the client starts at it.
     with client_starting_at(cluster, origin) as client:
         assert client.get_bytes("alice/kept.txt") == b"held by the server going offline"
+        assert client.asked[0].startswith(cluster.url(origin))  # it answered 503 server_not_running
         written = client.put_bytes(b"written while a server is offline", "alice/new.txt")
         assert client.current_server != cluster.url(origin)
         assert client.pauses == []
