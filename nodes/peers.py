@@ -54,6 +54,11 @@ class PeerTable:
         p = self._peers.get(name)
         return p is not None and p["status"] == RUNNING and p["self"] == RUNNING
 
+    def coming_back(self, name):
+        """Being verified, in this node's view or by its own word: it may serve in a moment."""
+        p = self._peers.get(name)
+        return p is not None and VERIFYING in (p["status"], p["self"]) and p["status"] != FAILED
+
     def running_peers(self):
         return [n for n in self._peers if self.is_running(n)]
 

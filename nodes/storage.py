@@ -122,9 +122,13 @@ class StorageNode:
         target = serving_holder(
             loc, lambda n: (n == self.name or n not in avoid) and self._can_serve(loc, n))
         if target is None:
+            # A holder being verified (after a restart, say) serves in a moment: say so.
+            soon = any(self.peers.coming_back(h) for h in loc.holders
+                       if h not in avoid and h not in loc.stale)
             raise Unavailable(
                 f"no server holding {fp} is running (holders: {', '.join(loc.holders)})",
-                code="no_holder_running", file=fp.full)
+                code="no_holder_running", file=fp.full,
+                headers={"Retry-After": "1"} if soon else None)
         if target == self.name:
             return "serve", loc
         return "redirect", target

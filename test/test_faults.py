@@ -357,6 +357,8 @@ def test_killing_the_origin_mid_download_the_client_finishes_from_the_replica(ma
     assert api.node_for(info["server"]) == replica  # the end of the file came from the replica
     assert info["verified"] and info["digest"] == sha(data) and info["size"] == len(data)
     assert out.getvalue() == data
+    # The client went on at once (avoid); plain redirects need the replica to see it down.
+    wait_seen(cluster, [replica], origin, "down")
     assert_readable(api, {"alice/big/movie.bin": data}, [replica])
 
 
