@@ -14,15 +14,16 @@ from tornado.log import access_log
 from tornado.ioloop import PeriodicCallback
 from tornado.iostream import StreamClosedError
 
-from securifile.common.digests import ALGORITHMS, repr_digest
+from securifile.common.digests import ALGORITHMS, new_hasher, repr_digest
 from securifile.common.errors import ApiError, Unavailable
 from securifile.common.paths import parse_path
 from securifile.common.ranges import RangeNotSatisfiable, parse_range
 from securifile.common.web import ADMIN_SERVER, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
 
 from .access import DELETE, LIST, READ, WRITE
-from .challenge import answer_challenge
+from .challenge import ChallengeRefused, answer_challenge
 from .peers import OFFLINE, RUNNING
+from .quarantine import quarantine_if_bad
 
 
 SMALL_BODY = 1 << 20
@@ -49,6 +50,26 @@ def content_digest(header, algorithm):
                 raise ApiError("Content-Digest is not valid base64", code="invalid_digest") from None
     raise ApiError(f"Content-Digest names no {want} digest; this cluster uses {want}",
                    code="unsupported_digest")
+
+
+class CopyCorrupt(Exception):
+    """The bytes read from disk do not hash to the record's digest."""
+
+
+def verified(chunks, hasher, digest):
+    """``chunks``, each passed on only once the next one is read, the last only once the
+    whole hashes to ``digest``; CopyCorrupt instead of the last chunk otherwise. One chunk
+    is held at a time, so memory stays flat."""
+    held = None
+    for chunk in chunks:
+        hasher.update(chunk)
+        if held is not None:
+            yield held
+        held = chunk
+    if hasher.hexdigest() != digest:
+        raise CopyCorrupt(f"the bytes hash to {hasher.hexdigest()}, not {digest}")
+    if held is not None:
+        yield held
 
 
 class NodeHandler(ApiHandler):
@@ -213,11 +234,25 @@ class FileHandler(NodeHandler):
         if head:
             return self.finish()
         self.transferred = end - start
+        chunks = self.node.store.open_chunks(fp, start, end, self.read_chunk)
+        if rng is None and self.verify_reads:
+            chunks = verified(chunks, new_hasher(loc.algorithm), loc.digest)
         try:
-            for chunk in self.node.store.open_chunks(fp, start, end, self.read_chunk):
+            for chunk in chunks:
                 self.write(chunk)
                 await self.flush()
         except StreamClosedError:
+            return
+        except CopyCorrupt as e:
+            # The last chunk is held back: the client sees fewer bytes than Content-Length
+            # (a broken transfer, which it retries elsewhere), never a whole wrong file.
+            self.transferred = None
+            self.request.connection.close()
+            self._log_access("corrupt")
+            try:
+                await quarantine_if_bad(self.node, fp, f"a read found it changed on disk: {e}")
+            except Exception:  # the transfer is broken off already; the scrubber tries again
+                logging.getLogger("securifile.node").exception("quarantine of %s failed", fp)
             return
         self.finish()
 
@@ -296,8 +331,14 @@ class ChallengeHandler(ApiHandler):
 
     async def post(self):
         challenge = self.json_body()
-        answer = await asyncio.to_thread(answer_challenge, self.node.store, self.node.locations,
-                                         challenge, self.deep)
+        # In no-TLS mode the caller names itself in a header (behind the cluster secret).
+        challenger = self.principal.name if self.principal.name != "?" else None
+        try:
+            answer = await asyncio.to_thread(answer_challenge, self.node.store,
+                                             self.node.locations, challenge, self.deep,
+                                             challenger)
+        except ChallengeRefused as e:
+            raise ApiError(str(e), code="challenge_refused") from None
         self.send_json(answer)
 
 
@@ -416,9 +457,11 @@ class OpenApiHandler(ApiHandler):
         self.send_json(self.openapi)
 
 
-def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, openapi, deep=False):
+def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, openapi, deep=False,
+             verify_reads=True):
     deps = dict(node=node, authenticator=authenticator)
-    files = dict(deps, authoriser=authoriser, max_body_bytes=max_body_bytes, read_chunk=read_chunk)
+    files = dict(deps, authoriser=authoriser, max_body_bytes=max_body_bytes, read_chunk=read_chunk,
+                 verify_reads=verify_reads)
     return tornado.web.Application(
         [
             (r"/files/(.+)", FileHandler, files),

@@ -29,6 +29,7 @@ from .peerclient import PeerClient
 from .peers import RUNNING, VERIFYING, PeerTable
 from .verification import Verifier
 from .reporter import Reporter
+from .scrubber import Scrubber
 from .storage import StorageNode
 
 log = logging.getLogger("securifile.node")
@@ -63,7 +64,7 @@ def build_node(cfg, name, deep=False):
     node = StorageNode(name, urls, cfg.replicas, cfg.digest, store, locations, peers, client,
                        random.SystemRandom(), cfg.lock_lease_seconds)
     node.boot = uuid.uuid4().hex
-    verifier = Verifier(node, cfg.challenge_timeout)
+    verifier = Verifier(node, cfg.challenge_timeout, retry_delay=cfg.heartbeat_interval)
     authenticator = Authenticator(load_public_key(layout.token_public_key), peer_names, secret)
     reporter = None
     if cfg.admin_url:
@@ -77,10 +78,15 @@ def build_node(cfg, name, deep=False):
     else:
         authoriser = OwnerOnlyAuthoriser()
     app = make_app(node, authenticator, authoriser, cfg.tls, cfg.max_body_bytes,
-                   BODY_CHUNK, load_openapi(), deep)
+                   BODY_CHUNK, load_openapi(), deep, cfg.verify_reads)
     heartbeat = HeartbeatLoop(peers, client, urls, cfg.heartbeat_interval, node.apply_locations,
                               verifier.start, cursors=locations)
+    verifier.catch_up = heartbeat.catch_up  # a peer claims versions this node has not seen
     node.verifier = verifier
+    node.scrubber = None
+    if cfg.scrub_files_per_second > 0:
+        node.scrubber = Scrubber(node, cfg.scrub_bytes_per_second, cfg.scrub_files_per_second,
+                                 cfg.scrub_interval)
     return app, node, heartbeat, server_ctx, me, reporter
 
 
@@ -123,6 +129,8 @@ async def serve(cfg, name, deep=False):
     server = make_server(app, server_ctx)
     server.listen(me.port, address=me.host)
     heartbeat.start()
+    if node.scrubber is not None:
+        node.scrubber.start()
     purge = PeriodicCallback(node.purge_tombstones, 60_000)
     purge.start()
     if reporter is not None:
@@ -140,6 +148,8 @@ async def serve(cfg, name, deep=False):
     log.info("node %s stopping", name)
     heartbeat.stop()
     purge.stop()
+    if node.scrubber is not None:
+        await node.scrubber.stop()
     if reporter is not None:
         reporter.stop()
         try:

@@ -39,6 +39,7 @@ class StorageNode:
         # Told of every change this node coordinated: (location, under_replicated).
         self.on_file_change = lambda loc, under_replicated: None
         self.audit = None  # a SyslogSender for the audit log, when one is configured
+        self.quarantined = 0  # bad copies moved aside since start
 
     def log_access(self, user, op, path, result, size=None):
         """One line in the audit log for a user's file access; never fails the request."""
@@ -286,3 +287,28 @@ class StorageNode:
             "available_bytes": available,
             "replicas": self.replicas,
         }
+
+    async def copy_lost(self, fp, reason):
+        """This node no longer holds a good copy of ``fp``'s current version: publish the
+        record with this node stale (same version), so nobody reads from it until a holder
+        sends it a good copy again."""
+        loc = self.locations.get(fp)
+        if loc is None or self.name not in loc.current_holders:
+            return
+        try:
+            token = await self.lock_everywhere(fp, self.name)
+        except Locked:  # a writer is at work: its new version replaces this copy anyway
+            log.warning("%s lost (%s) while being modified; left to the writer", fp, reason)
+            return
+        try:
+            loc = self.locations.get(fp)
+            if loc is None or self.name not in loc.current_holders:
+                return
+            loc.stale = loc.stale + [self.name]
+            loc.modified = max(time.time(), loc.modified + 1e-6)
+            self.locations.apply(loc)
+            self.on_file_change(loc, len(loc.current_holders) - 1 < self.replicas)
+            await self.broadcast([loc])
+        finally:
+            await self.unlock_everywhere(fp, token)
+        log.warning("copy of %s lost (%s): published stale on %s", fp, reason, self.name)

@@ -263,11 +263,13 @@ def test_a_map_written_before_the_holders_index_is_upgraded_on_open(tmp_path):
     try:
         assert m.seq == 3
         assert sorted(paths(m.held_by("n1"))) == ["a", "b"]
-        assert m.checkable("n1", "n2") == [("alice", "a", 2, "d2", "sha256", 10)]
+        assert m.checkable("n1", "n2") == [("alice", "a", 2, "d2", "sha256", 10, False)]
         assert m.apply(records[0]) is False  # known: judged by the upgraded columns
         assert m.apply(loc("a", version=2, modified=T0 + 0.2)) is True
         assert m.apply(loc("gone", version=3)) is False  # the tombstone still wins
-        assert m.copy_records([fp("a"), fp("b")]) == {("alice", "a"): (2, "d2", "")}
+        # The old digest column was the cache; the committed digest comes from the record.
+        assert m.copy_records([fp("a"), fp("b")]) == {("alice", "a"): (2, records[0].digest,
+                                                                       "d2", "")}
     finally:
         m.close()
     again = LocationMap(db)  # the upgrade runs once
@@ -284,11 +286,11 @@ def test_copy_records_in_bulk_and_digest_updates_in_one_go(lmap):
     lmap.record_copy(fp("x", owner="bob"), 4, "db", 10, "kb")
     wanted = [fp(n) for n in names] + [fp("x", owner="bob"), fp("missing")]
     got = lmap.copy_records(wanted)
-    assert len(got) == 1201 and got[("alice", "f0007")] == (1, "d7", "k")
-    assert got[("bob", "x")] == (4, "db", "kb") and ("alice", "missing") not in got
-    lmap.update_copy_digests([(fp("f0001"), "new", "k2"), (fp("x", owner="bob"), "nb", "kb2")])
-    assert lmap.copy_record(fp("f0001")) == (1, "new", "k2")
-    assert lmap.copy_record(fp("x", owner="bob")) == (4, "nb", "kb2")
+    assert len(got) == 1201 and got[("alice", "f0007")] == (1, "d7", "d7", "k")
+    assert got[("bob", "x")] == (4, "db", "db", "kb") and ("alice", "missing") not in got
+    lmap.update_disk_digests([(fp("f0001"), "new", "k2"), (fp("x", owner="bob"), "nb", "kb2")])
+    assert lmap.copy_record(fp("f0001")) == (1, "d1", "new", "k2")  # committed digest kept
+    assert lmap.copy_record(fp("x", owner="bob")) == (4, "db", "nb", "kb2")
 
 
 def test_a_transaction_is_all_or_nothing(lmap):
