@@ -243,14 +243,15 @@ class FileHandler(NodeHandler):
                 await self.flush()
         except StreamClosedError:
             return
-        except CopyCorrupt as e:
+        except CopyCorrupt:
             # The last chunk is held back: the client sees fewer bytes than Content-Length
             # (a broken transfer, which it retries elsewhere), never a whole wrong file.
             self.transferred = None
+            self.broken_off = "the copy does not match its digest"
             self.request.connection.close()
             self._log_access("corrupt")
             try:
-                await quarantine_if_bad(self.node, fp, f"a read found it changed on disk: {e}")
+                await quarantine_if_bad(self.node, fp, "a full read did not match the digest")
             except Exception:  # the transfer is broken off already; the scrubber tries again
                 logging.getLogger("securifile.node").exception("quarantine of %s failed", fp)
             return
@@ -486,6 +487,10 @@ def log_request(handler):
     """Tornado's access log, without the steady stream of successful peer calls."""
     status = handler.get_status()
     if status < 400 and handler.request.path.startswith("/peer/"):
+        return
+    broken_off = getattr(handler, "broken_off", None)
+    if broken_off:
+        access_log.warning("%d %s broken off: %s", status, handler._request_summary(), broken_off)
         return
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),

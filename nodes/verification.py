@@ -40,6 +40,7 @@ class Verifier:
         self.rng = rng or random.SystemRandom()
         self.catch_up = catch_up or _no_catch_up  # coroutine: pull the peer's location changes
         self.retry_delay = retry_delay  # between rounds: time for the peer to pull ours
+        self.probe_timeout = PROBE_TIMEOUT
         self.running = {}  # peer -> asyncio.Task
         self.log_challenge = lambda peer, what, detail: None  # the audit log, when set
 
@@ -97,7 +98,7 @@ class Verifier:
         """A peer that answers a heartbeat but not the challenge fails; one that answers
         nothing is unreachable (down, or cut off), and the challenge is abandoned."""
         try:
-            await self.node.client.heartbeat(self.node.urls[peer], PROBE_TIMEOUT)
+            await self.node.client.heartbeat(self.node.urls[peer], self.probe_timeout)
         except PeerError as e:
             return ABANDONED, f"{detail}; no heartbeat answered either ({e})"
         return FAILED, f"{detail} while the peer answers heartbeats"
