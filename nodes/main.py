@@ -86,7 +86,8 @@ def build_node(cfg, name, deep=False):
     node.scrubber = None
     if cfg.scrub_files_per_second > 0:
         node.scrubber = Scrubber(node, cfg.scrub_bytes_per_second, cfg.scrub_files_per_second,
-                                 cfg.scrub_interval)
+                                 cfg.scrub_interval,
+                                 may_run=lambda: node.peers.self_status == RUNNING)
     return app, node, heartbeat, server_ctx, me, reporter
 
 

@@ -6,6 +6,9 @@ of work, from a cursor saved in the location map, so a restart goes on where it 
 the hashing runs in a thread, paced by bytes per second and files per second. A copy whose
 bytes do not hash to its committed digest is quarantined and published stale
 (``quarantine``); one bad item is logged and counted, never fatal to the loop.
+
+It scrubs only while the node is running: a node just back is judged by its peers'
+challenges first, and a copy damaged while it was away must fail it, not quietly vanish.
 """
 import asyncio
 import logging
@@ -51,8 +54,9 @@ class _Stopped(Exception):
 
 class Scrubber:
     def __init__(self, node, bytes_per_second, files_per_second, interval, clock=time.monotonic,
-                 sleep=asyncio.sleep, thread_sleep=time.sleep):
+                 sleep=asyncio.sleep, thread_sleep=time.sleep, may_run=lambda: True):
         self.node = node
+        self.may_run = may_run  # False while the node is not running: nothing is scrubbed
         self.bytes_per_second = bytes_per_second
         self.files_per_second = files_per_second
         self.interval = interval  # pause after a complete pass
@@ -69,6 +73,8 @@ class Scrubber:
 
     async def run_once(self):
         """Scrub the next slice of copies after the saved cursor."""
+        if not self.may_run():
+            return ScrubReport()
         locations = self.node.locations
         owner, path = locations.get_state(CURSOR, ["", ""])
         rows = await asyncio.to_thread(locations.copies_after, owner, path, self.slice_files)
@@ -78,7 +84,7 @@ class Scrubber:
         last = None  # the cursor to save: the last copy scrubbed
         try:
             for owner, path, version, digest in rows:
-                if self._stopping:
+                if self._stopping or not self.may_run():
                     break
                 await self._scrub_one(FilePath(owner, path), version, digest, data, report)
                 last = [owner, path]
@@ -130,7 +136,12 @@ class Scrubber:
             except Exception:
                 log.exception("scrub slice failed")
                 report = None
-            await self.sleep(self.interval if report is None or report.wrapped else 0)
+            if report is None or report.wrapped:
+                await self.sleep(self.interval)
+            elif not self.may_run():
+                await self.sleep(min(self.interval, 1.0))  # until the node runs again
+            else:
+                await self.sleep(0)
 
     def start(self):
         self._task = asyncio.ensure_future(self.run_forever())

@@ -227,3 +227,17 @@ def test_verified_chunks_hold_back_the_last_until_the_digest_matches():
             got.append(chunk)
     assert got == chunks[:-1]  # never the whole (wrong) file
     assert list(verified(iter([]), new_hasher("sha256"), sha(b""))) == []
+
+
+def test_nothing_is_scrubbed_while_the_node_is_not_running(node):
+    """A node just back is judged by its peers' challenges: a copy damaged while it was away
+    must fail it, not be quietly quarantined first."""
+    fp = node.put("f", os.urandom(1000))
+    rot(node.store.path_for(fp), 3)
+    running = [False]
+    s = Scrubber(node, 1e9, 100, 60, clock=FakeTime().clock, sleep=FakeTime().sleep,
+                 may_run=lambda: running[0])
+    report = asyncio.run(s.run_once())
+    assert report.checked == 0 and node.lost == [] and node.store.path_for(fp).exists()
+    running[0] = True
+    assert asyncio.run(s.run_once()).bad == 1 and node.lost
