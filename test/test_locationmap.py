@@ -329,3 +329,33 @@ def test_pull_cursors_survive_a_reopen(tmp_path):
         assert m.pull_cursors() == {"n2": 41, "n3": 7}
     finally:
         m.close()
+
+
+def test_a_map_whose_copies_kept_re_hashes_in_the_digest_column_is_split_on_open(tmp_path):
+    """Before the cache had its own column, a re-hash overwrote ``digest``: on open that value
+    becomes the cache, and the committed digest comes back from the record where the copy is
+    of the record's version."""
+    import sqlite3
+    db = tmp_path / "old.sqlite3"
+    m = LocationMap(db)
+    m.apply(loc("rotten", version=2, digest="committed"))
+    m.apply(loc("older", version=3, digest="v3"))
+    m.close()
+    old = sqlite3.connect(db, isolation_level=None)
+    old.executescript("""
+        DROP TABLE copies;
+        CREATE TABLE copies (owner TEXT NOT NULL, path TEXT NOT NULL, version INTEGER NOT NULL,
+            digest TEXT NOT NULL, size INTEGER NOT NULL, stat_key TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (owner, path));
+        INSERT INTO copies VALUES ('alice', 'rotten', 2, 'rehash-of-rot', 10, 'k1');
+        INSERT INTO copies VALUES ('alice', 'older', 2, 'v2', 10, 'k2');
+    """)
+    old.close()
+    m = LocationMap(db)
+    try:
+        assert m.copy_record(fp("rotten")) == (2, "committed", "rehash-of-rot", "k1")
+        assert m.copy_record(fp("older")) == (2, "v2", "v2", "k2")  # no record of its version
+        m.record_copy(fp("new"), 1, "d", 10, "k")
+        assert m.copy_record(fp("new")) == (1, "d", "d", "k")
+    finally:
+        m.close()

@@ -4,6 +4,8 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
+import struct
 
 import tornado.web
 from tornado.httpserver import HTTPServer
@@ -15,7 +17,7 @@ from securifile.nodes.challenge import answer_challenge, stat_key
 from securifile.nodes.diskfile import DiskStore
 from securifile.nodes.heartbeat import HeartbeatLoop
 from securifile.nodes.locationmap import Location, LocationMap, Replica
-from securifile.nodes.peerclient import PeerClient
+from securifile.nodes.peerclient import PeerClient, PeerError
 from securifile.nodes.peers import DOWN, FAILED, RUNNING, VERIFYING, PeerTable
 from securifile.nodes.verification import ABANDONED, FAILED as OUT_FAILED, PASSED, ROUNDS, \
     UNDECIDED, Verifier
@@ -244,6 +246,7 @@ def test_a_claimed_newer_version_is_caught_up_then_left_to_its_current_holders(t
         verifier = Verifier(me, timeout=5, catch_up=beats.catch_up)
         assert await verifier.run("peer") == PASSED
         assert me.locations.get(v1.file_path).version == 2  # caught up
+        assert peer.challenges == 2  # 'doc' claimed newer first, then no longer ours to judge
         assert me.peers.status("peer") == RUNNING and peer.verdicts == [True]
     scenario(tmp_path, body)
 
@@ -306,3 +309,41 @@ def test_a_refusal_is_asked_again_after_the_peer_catches_up(tmp_path):
         assert await verifier.run("peer") == PASSED
         assert peer.challenges == 2
     scenario(tmp_path, body)
+
+
+def test_the_peer_client_tells_an_unreachable_peer_from_a_stuck_one(tmp_path):
+    """Refused or reset: unreachable. Accepted and never answered: timed out."""
+    async def main():
+        client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=0.5)
+
+        async def stuck(reader, writer):
+            await reader.read(1 << 16)
+            await asyncio.sleep(5)
+
+        async def resets(reader, writer):
+            await reader.read(1 << 16)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.close()  # linger 0: a reset, not an orderly close
+
+        servers = [await asyncio.start_server(h, "127.0.0.1", 0) for h in (stuck, resets)]
+        try:
+            urls = [f"http://127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in servers]
+            closed = socket.socket()
+            closed.bind(("127.0.0.1", 0))
+            refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+            closed.close()
+            errors = {}
+            for name, url in (("stuck", urls[0]), ("reset", urls[1]), ("refused", refused)):
+                try:
+                    await client.challenge(url, {"nonce": "00", "files": []}, 0.5)
+                except PeerError as e:
+                    errors[name] = (e.unreachable, e.timed_out)
+            assert errors == {"stuck": (False, True), "reset": (True, False),
+                              "refused": (True, False)}
+        finally:
+            for s in servers:
+                s.close()
+            client.http.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
