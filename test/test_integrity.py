@@ -80,3 +80,18 @@ def test_the_scrubber_finds_rot_that_nobody_reads(make_cluster):
     for node in cluster.names:
         served_by, r = api.follow(node, "GET", PATH)
         assert (served_by, r.status) == (origin, 200) and r.body == DATA
+
+
+def test_with_verified_reads_off_a_rotten_copy_is_served_whole(make_cluster):
+    """What ``verify_reads = false`` (a benchmark's setting) gives up: the copy goes out as
+    it is, wrong bytes and all, under the right ETag."""
+    cluster = settled(make_cluster, servers=3, replicas=1, verify_reads=False,
+                      scrub_files_per_second=0)
+    api = Api(cluster)
+    origin, replica = holders_of(put_ok(api, "node1", PATH, DATA))
+    rot(copy_on_disk(cluster, replica, PATH), 99)
+    cluster.kill(origin)
+    wait_seen(cluster, [replica], origin, "down", DETECT)
+    served_by, r = api.follow(replica, "GET", PATH)
+    assert (served_by, r.status, len(r.body)) == (replica, 200, len(DATA))
+    assert r.body != DATA and not quarantined(cluster, replica)

@@ -12,7 +12,6 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.testing import bind_unused_port
 
-from securifile.common.paths import FilePath
 from securifile.nodes.challenge import answer_challenge, stat_key
 from securifile.nodes.diskfile import DiskStore
 from securifile.nodes.heartbeat import HeartbeatLoop
