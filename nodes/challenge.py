@@ -169,7 +169,7 @@ def ranges_refusal(ranges):
                 or not all(isinstance(v, int) and not isinstance(v, bool) for v in r)):
             return "a range is [offset, length]"
         if r[0] < 0 or not 0 <= r[1] <= MAX_RANGE_LENGTH:
-            return f"a range starts in the file and is at most {MAX_RANGE_LENGTH} bytes"
+            return f"a range has an offset of 0 or more and at most {MAX_RANGE_LENGTH} bytes"
     return None
 
 

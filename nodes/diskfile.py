@@ -2,10 +2,10 @@
 
 Layout: ``ROOT/files/<owner>/<rel path>`` holds committed files (the user's namespace is a
 folder named after them); ``ROOT/tmp`` holds uploads in flight; ``ROOT/quarantine`` keeps
-copies found bad (for the administrator to look at), out of every user's reach. A file appears at its name
-only by an atomic rename after fsync, so a reader sees the old bytes or the new ones, never
-half of either, and a crash or a broken-off body leaves at most a temp file that the next
-start sweeps away.
+copies found bad, out of every user's reach, for the administrator to look at. A file
+appears at its name only by an atomic rename after fsync, so a reader sees the old bytes or
+the new ones, never half of either, and a crash or a broken-off body leaves at most a temp
+file that the next start sweeps away.
 """
 import errno
 import os
