@@ -70,9 +70,14 @@ class HeartbeatLoop:
         if returned:
             self.on_return(name)
 
+    async def catch_up(self, name):
+        """Pull whatever ``name`` has that this node has not applied yet (a challenger
+        whose map is behind the peer it judges)."""
+        await self._pull(name, None)
+
     async def _pull(self, name, seq):
         # A peer whose sequence went backwards lost its map: start again from zero.
-        since = self._pulled.get(name, 0) if seq >= self._pulled.get(name, 0) else 0
+        since = self._pulled.get(name, 0) if seq is None or seq >= self._pulled.get(name, 0) else 0
         try:
             for _ in range(10_000):  # bounded: 10 million records per round at most
                 page = await self.client.pull_locations(self.urls[name], since)
@@ -83,7 +88,8 @@ class HeartbeatLoop:
                     self._advance(name, since)  # a pull cut short goes on from here
                 if len(records) < page.get("limit", 1000):
                     break
-            self._advance(name, max(since, seq))
+            if seq is not None:
+                self._advance(name, max(since, seq))
         except PeerError as e:
             log.warning("pulling locations from %s failed: %s", name, e)
         except Exception:

@@ -14,15 +14,16 @@ from tornado.log import access_log
 from tornado.ioloop import PeriodicCallback
 from tornado.iostream import StreamClosedError
 
-from securifile.common.digests import ALGORITHMS, repr_digest
+from securifile.common.digests import ALGORITHMS, new_hasher, repr_digest
 from securifile.common.errors import ApiError, Unavailable
 from securifile.common.paths import parse_path
 from securifile.common.ranges import RangeNotSatisfiable, parse_range
 from securifile.common.web import ADMIN_SERVER, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
 
 from .access import DELETE, LIST, READ, WRITE
-from .challenge import answer_challenge
+from .challenge import ChallengeRefused, answer_challenge
 from .peers import OFFLINE
+from .quarantine import quarantine_if_bad
 from .storage import under_replicated
 
 
@@ -50,6 +51,26 @@ def content_digest(header, algorithm):
                 raise ApiError("Content-Digest is not valid base64", code="invalid_digest") from None
     raise ApiError(f"Content-Digest names no {want} digest; this cluster uses {want}",
                    code="unsupported_digest")
+
+
+class CopyCorrupt(Exception):
+    """The bytes read from disk do not hash to the record's digest."""
+
+
+def verified(chunks, hasher, digest):
+    """``chunks``, each passed on only once the next one is read, the last only once the
+    whole hashes to ``digest``; CopyCorrupt instead of the last chunk otherwise. One chunk
+    is held at a time, so memory stays flat."""
+    held = None
+    for chunk in chunks:
+        hasher.update(chunk)
+        if held is not None:
+            yield held
+        held = chunk
+    if hasher.hexdigest() != digest:
+        raise CopyCorrupt(f"the bytes hash to {hasher.hexdigest()}, not {digest}")
+    if held is not None:
+        yield held
 
 
 class NodeHandler(ApiHandler):
@@ -234,11 +255,26 @@ class FileHandler(NodeHandler):
         if head:
             return self.finish()
         self.transferred = end - start
+        chunks = self.node.store.open_chunks(fp, start, end, self.read_chunk)
+        if rng is None and self.verify_reads:
+            chunks = verified(chunks, new_hasher(loc.algorithm), loc.digest)
         try:
-            for chunk in self.node.store.open_chunks(fp, start, end, self.read_chunk):
+            for chunk in chunks:
                 self.write(chunk)
                 await self.flush()
         except StreamClosedError:
+            return
+        except CopyCorrupt:
+            # The last chunk is held back: the client sees fewer bytes than Content-Length
+            # (a broken transfer, which it retries elsewhere), never a whole wrong file.
+            self.transferred = None
+            self.broken_off = "the copy does not match its digest"
+            self.request.connection.close()
+            self._log_access("corrupt")
+            try:
+                await quarantine_if_bad(self.node, fp, "a full read did not match the digest")
+            except Exception:  # the transfer is broken off already; the scrubber tries again
+                logging.getLogger("securifile.node").exception("quarantine of %s failed", fp)
             return
         self.finish()
 
@@ -318,8 +354,14 @@ class ChallengeHandler(ApiHandler):
 
     async def post(self):
         challenge = self.json_body()
-        answer = await asyncio.to_thread(answer_challenge, self.node.store, self.node.locations,
-                                         challenge, self.deep)
+        # In no-TLS mode the caller names itself in a header (behind the cluster secret).
+        challenger = self.principal.name if self.principal.name != "?" else None
+        try:
+            answer = await asyncio.to_thread(answer_challenge, self.node.store,
+                                             self.node.locations, challenge, self.deep,
+                                             challenger)
+        except ChallengeRefused as e:
+            raise ApiError(str(e), code="challenge_refused") from None
         self.send_json(answer)
 
 
@@ -441,9 +483,11 @@ class OpenApiHandler(ApiHandler):
         self.send_json(self.openapi)
 
 
-def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, openapi, deep=False):
+def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, openapi, deep=False,
+             verify_reads=True):
     deps = dict(node=node, authenticator=authenticator)
-    files = dict(deps, authoriser=authoriser, max_body_bytes=max_body_bytes, read_chunk=read_chunk)
+    files = dict(deps, authoriser=authoriser, max_body_bytes=max_body_bytes, read_chunk=read_chunk,
+                 verify_reads=verify_reads)
     return tornado.web.Application(
         [
             (r"/files/(.+)", FileHandler, files),
@@ -468,6 +512,10 @@ def log_request(handler):
     """Tornado's access log, without the steady stream of successful peer calls."""
     status = handler.get_status()
     if status < 400 and handler.request.path.startswith("/peer/"):
+        return
+    broken_off = getattr(handler, "broken_off", None)
+    if broken_off:
+        access_log.warning("%d %s broken off: %s", status, handler._request_summary(), broken_off)
         return
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),

@@ -9,18 +9,25 @@ import os
 from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.simple_httpclient import HTTPStreamClosedError, HTTPTimeoutError
 
 from securifile.common.auth import PEER_SECRET_HEADER
 COPY_CHUNK = 1 << 20
 
 
 class PeerError(Exception):
-    """A peer did not do what was asked (unreachable, refused, or a wrong digest)."""
+    """A peer did not do what was asked (unreachable, refused, or a wrong digest).
 
-    def __init__(self, message, status=None, body=None):
+    ``unreachable``: the connection was refused, reset or closed under the call (the peer is
+    gone, or cut off); ``timed_out``: no answer in time (the peer may be alive but stuck).
+    """
+
+    def __init__(self, message, status=None, body=None, unreachable=False, timed_out=False):
         super().__init__(message)
         self.status = status
         self.body = body or {}
+        self.unreachable = unreachable
+        self.timed_out = timed_out
 
 
 def file_url(base, fp, prefix="/peer/replicas/"):
@@ -49,6 +56,10 @@ class PeerClient:
             request_timeout=timeout or self.timeout, **kw)
         try:
             return await self.http.fetch(req)
+        except HTTPTimeoutError as e:
+            raise PeerError(f"{method} {url}: {e}", timed_out=True) from None
+        except HTTPStreamClosedError as e:
+            raise PeerError(f"{method} {url}: {e}", unreachable=True) from None
         except HTTPClientError as e:
             detail = e.response.body[:300].decode("utf-8", "replace") if e.response else ""
             try:
@@ -56,8 +67,10 @@ class PeerClient:
             except ValueError:
                 body = {}
             raise PeerError(f"{method} {url}: {e.code} {detail}", e.code, body) from None
-        except (OSError, TimeoutError) as e:
-            raise PeerError(f"{method} {url}: {e!r}") from None
+        except TimeoutError as e:
+            raise PeerError(f"{method} {url}: {e!r}", timed_out=True) from None
+        except OSError as e:  # refused, reset, no route
+            raise PeerError(f"{method} {url}: {e!r}", unreachable=True) from None
 
     async def _json(self, url, method="GET", payload=None, timeout=None):
         """``payload`` sent as JSON; the JSON object answered."""

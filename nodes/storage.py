@@ -70,6 +70,7 @@ class StorageNode:
         self.on_file_change = lambda loc, under_replicated: None
         self.audit = None  # a SyslogSender for the audit log, when one is configured
         self._background = set()
+        self.quarantined = 0  # bad copies moved aside since start
 
     def log_access(self, user, op, path, result, size=None):
         """One line in the audit log for a user's file access; never fails the request."""

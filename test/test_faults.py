@@ -29,7 +29,7 @@ from securifile.common.digests import repr_digest
 from securifile.common.tls import client_context
 from securifile.nodes.challenge import (CORRUPT, OK, REPLAYED, STALE, ChallengeResult,
                                         answer_challenge, check_answer, new_challenge, stat_key)
-from securifile.nodes.locationmap import Location
+from securifile.nodes.locationmap import CopyRecord, Location
 
 from .helpers import AdminApi, Api, Response, disk_copy, wait_for
 
@@ -650,22 +650,23 @@ class _Store:
 
 
 class _Copies:
-    """What answer_challenge reads and writes of a node's copies table."""
+    """What answer_challenge reads and writes of a node's copies table; every record names
+    the challenger as a holder."""
 
     def __init__(self, rows):
-        self.rows = rows
-
-    def copy_record(self, fp):
-        return self.rows.get((fp.owner, fp.rel))
+        self.rows = {k: CopyRecord(v, d, d, key) for k, (v, d, key) in rows.items()}
 
     def copy_records(self, fps):
         return {(fp.owner, fp.rel): self.rows[(fp.owner, fp.rel)] for fp in fps
                 if (fp.owner, fp.rel) in self.rows}
 
-    def update_copy_digests(self, updates):
+    def named_holder(self, fps, server):
+        return {(fp.owner, fp.rel) for fp in fps}
+
+    def update_disk_digests(self, updates):
         for fp, digest, key in updates:
-            version = self.rows[(fp.owner, fp.rel)][0]
-            self.rows[(fp.owner, fp.rel)] = (version, digest, key)
+            self.rows[(fp.owner, fp.rel)] = self.rows[(fp.owner, fp.rel)]._replace(
+                disk_digest=digest, stat_key=key)
 
 
 def test_an_answer_to_another_nonce_or_from_other_bytes_does_not_pass(tmp_path):
