@@ -26,8 +26,9 @@ from securifile.common.certs import CertLayout
 from securifile.common.config import load_config
 from securifile.common.errors import ApiError
 from securifile.common.logsetup import setup_logging
+from securifile.common.private_files import private_dir, restrict_umask
 from securifile.common.tls import client_context, server_context
-from securifile.common.tokens import load_public_key
+from securifile.common.tokens import load_private_key, load_public_key
 from securifile.common.web import MAX_HEADER_READ
 
 from . import db
@@ -41,7 +42,7 @@ ADMIN_NAME = "admin"
 
 
 def open_service(cfg, with_node_client=True):
-    cfg.admin_data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(cfg.admin_data_dir)
     engine = db.make_engine(cfg.effective_database_url)
     db.upgrade(engine)
     layout = CertLayout(cfg.certs_dir)
@@ -52,7 +53,7 @@ def open_service(cfg, with_node_client=True):
                                  layout.server_key(ADMIN_NAME))
             node_client = NodeStateClient(ctx)
         else:
-            node_client = NodeStateClient(None, (layout.root / "peer-secret").read_text().strip())
+            node_client = NodeStateClient(None, load_private_key(layout.token_private_key))
     service = AdminService(cfg, db.session_factory(engine), node_client)
     service.servers.register(cfg.servers)
     return service
@@ -103,7 +104,9 @@ def start_syslog_receiver(cfg, service, ctx):
         await asyncio.to_thread(service.record_event, event)
 
     receiver = SyslogReceiver(cfg.admin_data_dir / "audit.log", on_event, ctx,
-                              allowed_roles={"node", "admin"} if ctx else None)
+                              allowed_roles={"node", "admin"} if ctx else None,
+                              allowed_names={s.name for s in cfg.servers} | {ADMIN_NAME}
+                              if ctx else None)
     receiver.listen(cfg.syslog_port, address=urlsplit(cfg.admin_url).hostname)
     service.receiver_stats = receiver.stats
     log.info("syslog receiver on port %d (%s)", cfg.syslog_port, "TLS" if ctx else "TCP")
@@ -220,6 +223,7 @@ def build_parser():
 
 
 def main(argv=None):
+    restrict_umask()
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config, overrides={"tls": args.tls})
     setup_logging(args.log_level if args.command == "serve" else "WARNING", "admin", cfg.tls)
