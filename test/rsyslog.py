@@ -25,6 +25,12 @@ def find_rsyslogd():
     return None
 
 
+def has_gtls_driver():
+    """The shipped config needs rsyslog's GnuTLS stream driver (Debian: rsyslog-gnutls)."""
+    return any(Path(d).glob("**/lmnsd_gtls.so") for d in ("/usr/lib", "/usr/lib64")
+               if Path(d).is_dir())
+
+
 def render_config(template, **values):
     """Replace each @NAME@ with values[name.lower()]; every placeholder must be given."""
     def replace(m):
