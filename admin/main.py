@@ -3,12 +3,15 @@
     securifile-admin --config cluster.toml serve
     securifile-admin --config cluster.toml db upgrade
     securifile-admin --config cluster.toml user add NAME --email E --valid-days D [--admin] [--password-stdin]
+    securifile-admin --config cluster.toml user enrol NAME
     securifile-admin --config cluster.toml user remove NAME
     securifile-admin --config cluster.toml user list
     securifile-admin --config cluster.toml server offline|online NAME
 
-Exit status: 0 done, 1 refused (the reason is printed), 2 bad usage. Nothing prompts when
-standard input is not a terminal, so provisioning scripts can pipe passwords in.
+Without a password, the account's owner gets a single-use enrolment code by e-mail and sets
+the password with it; ``user enrol`` sends a new code (a forgotten password). Exit status: 0
+done, 1 refused (the reason is printed), 2 bad usage. Nothing prompts when standard input is
+not a terminal, so provisioning scripts can pipe passwords in.
 """
 import argparse
 import asyncio
@@ -149,9 +152,9 @@ def read_password(args):
         if not line:
             raise ApiError("no password on standard input", code="missing_password")
         return line
-    if args.generate or not sys.stdin.isatty():
-        return None  # generated, printed once and e-mailed
-    first = getpass.getpass("Password (empty to generate one): ")
+    if not sys.stdin.isatty():
+        return None  # the owner enrols with the e-mailed code
+    first = getpass.getpass("Password (empty: the owner sets it with an e-mailed code): ")
     if first and getpass.getpass("Again: ") != first:
         raise ApiError("the passwords differ", code="password_mismatch")
     return first or None
@@ -172,6 +175,10 @@ def run_command(cfg, args):
             result = asyncio.run(service.create_user(
                 args.name, args.email, args.valid_days, read_password(args), args.admin,
                 by="securifile-admin"))
+            print(json.dumps(result, indent=2))
+            return 0
+        if args.user_command == "enrol":
+            result = asyncio.run(service.reset_enrolment(args.name, by="securifile-admin"))
             print(json.dumps(result, indent=2))
             return 0
         if args.user_command == "remove":
@@ -205,14 +212,15 @@ def build_parser():
     d.add_argument("db_command", choices=["upgrade"])
     u = sub.add_parser("user", help="accounts")
     us = u.add_subparsers(dest="user_command", required=True)
-    add = us.add_parser("add", help="create an account and e-mail its owner")
+    add = us.add_parser("add", help="create an account and e-mail its owner (an enrolment code "
+                        "unless a password is given)")
     add.add_argument("name")
     add.add_argument("--email", required=True)
     add.add_argument("--valid-days", type=float, default=365)
     add.add_argument("--admin", action="store_true")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    add.add_argument("--generate", action="store_true", help="generate a password (the default "
-                     "when stdin is not a terminal)")
+    en = us.add_parser("enrol", help="e-mail a user a new enrolment code (older codes die)")
+    en.add_argument("name")
     rm = us.add_parser("remove", help="remove an account")
     rm.add_argument("name")
     us.add_parser("list", help="list accounts")
