@@ -517,3 +517,59 @@ def test_without_tls_the_peer_secret_cannot_act_as_the_admin_server(make_cluster
     assert r.returncode == 0 and "plain HTTP" in r.stderr, r.stderr
     r = person.run("--quiet", "ls")
     assert r.returncode == 0 and "plain HTTP" in r.stderr, r.stderr
+
+
+# -- 6. the TUI's password screen ----------------------------------------------------------------
+
+
+class PasswordAdmin:
+    """The one AdminClient call the password screen makes, answered like the server does."""
+
+    def __init__(self):
+        self.changed = []
+
+    def change_password(self, current, new):
+        from securifile.common.client import ServerError
+        if current != PASSWORD:
+            raise ServerError(401, "bad_credentials", "the current password is wrong")
+        self.changed.append(new)
+
+
+def test_the_tui_changes_the_password_and_shows_the_servers_reason(tmp_path):
+    import asyncio
+
+    from textual.app import App
+
+    from securifile.tui.screens.password import PasswordScreen
+
+    from .tui_fakes import fake_session, until
+
+    admin = PasswordAdmin()
+
+    class PasswordApp(App):
+        def on_mount(self):
+            self.push_screen(PasswordScreen(fake_session(admin)))
+
+    async def main():
+        app = PasswordApp()
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await until(pilot, lambda: isinstance(app.screen, PasswordScreen)
+                                 and app.screen, what="the password screen")
+            screen.query_one("#current").value = "not my password"
+            screen.query_one("#new").value = NEW_PASSWORD
+            screen.query_one("#again").value = NEW_PASSWORD + "x"
+            screen.action_change()
+            await pilot.pause()
+            assert "differ" in str(screen.query_one("#password-error").render())
+            screen.query_one("#again").value = NEW_PASSWORD
+            screen.action_change()
+            await until(pilot, lambda: "wrong" in str(screen.query_one("#password-error").render()),
+                        what="the server's refusal")
+            screen.query_one("#current").value = PASSWORD
+            screen.action_change()
+            await until(pilot, lambda: admin.changed, what="the change")
+            await until(pilot, lambda: not isinstance(app.screen, PasswordScreen),
+                        what="the screen to close")
+        assert admin.changed == [NEW_PASSWORD]
+
+    asyncio.run(main())
