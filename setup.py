@@ -52,6 +52,7 @@ setup(
             "pytest-xdist>=3.5",
             "aiosmtpd>=1.4",
             "pytest-textual-snapshot>=1.0",
+            "schemathesis>=4.32,<5",
         ],
     },
     entry_points={

@@ -22,12 +22,11 @@ import signal
 import sys
 from urllib.parse import urlsplit
 
-from tornado.httpserver import HTTPServer
-
 from securifile.common.auth import Authenticator
 from securifile.common.certs import CertLayout
 from securifile.common.config import load_config
 from securifile.common.errors import ApiError
+from securifile.common.limits import LimitedHTTPServer, ServerLimits, node_callers
 from securifile.common.logsetup import setup_logging
 from securifile.common.private_files import private_dir, restrict_umask
 from securifile.common.tls import client_context, server_context
@@ -77,7 +76,10 @@ async def serve(cfg):
     if service.syslog is not None:
         service.syslog.start()
     app = make_app(service, authenticator)
-    server = HTTPServer(app, ssl_options=ctx, max_header_size=MAX_HEADER_READ)
+    # Small bodies for everybody; the nodes' reports may be long (common/limits.py).
+    server = LimitedHTTPServer(app, ServerLimits.from_config(cfg),
+                               node_callers(authenticator, ("/api/v1/reports",)),
+                               ssl_options=ctx, max_header_size=MAX_HEADER_READ)
     u = urlsplit(cfg.admin_url)
     server.listen(u.port, address=u.hostname)
     log.info("admin server listening on %s (database %s)", cfg.admin_url,
@@ -107,6 +109,7 @@ def start_syslog_receiver(cfg, service, ctx):
         await asyncio.to_thread(service.record_event, event)
 
     receiver = SyslogReceiver(cfg.admin_data_dir / "audit.log", on_event, ctx,
+                              limits=ServerLimits.from_config(cfg),
                               allowed_roles={"node", "admin"} if ctx else None,
                               allowed_names={s.name for s in cfg.servers} | {ADMIN_NAME}
                               if ctx else None)

@@ -12,10 +12,13 @@ import re
 import ssl
 from pathlib import Path
 
+from tornado import gen
+from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 from tornado.tcpserver import TCPServer
 
 from securifile.common.certs import subject_identity
+from securifile.common.limits import ConnectionGate, ServerLimits, handshake_deadline
 from securifile.common.private_files import open_private_append, private_dir
 from securifile.common.syslog import SyslogParseError, parse_message
 
@@ -46,6 +49,11 @@ class FrameDecoder:
         self._max_digits = len(str(max_frame))
         self._buf = bytearray()
         self.error = None
+
+    @property
+    def pending(self):
+        """Whether a frame has begun and not ended."""
+        return bool(self._buf)
 
     def feed(self, data):
         self._buf += data
@@ -112,7 +120,7 @@ class SyslogReceiver(TCPServer):
 
     def __init__(self, log_path, on_event=None, ssl_options=None, *, allowed_roles=None,
                  allowed_names=None, max_frame=DEFAULT_MAX_FRAME, read_chunk_size=64 * 1024,
-                 logger=None):
+                 logger=None, limits=None):
         if (allowed_roles is not None or allowed_names is not None) and ssl_options is None:
             raise ValueError("allowed_roles and allowed_names need TLS (client certificates)")
         super().__init__(ssl_options=ssl_options, max_buffer_size=max_frame + read_chunk_size,
@@ -126,14 +134,19 @@ class SyslogReceiver(TCPServer):
         self.logger = logger or log
         self.counters = {"connections": 0, "received": 0, "malformed": 0, "framing_errors": 0,
                          "rejected": 0, "forged": 0, "callback_errors": 0,
-                         "write_errors": 0}
+                         "write_errors": 0, "timeouts": 0}
         self._streams = set()
+        # Connections, the TLS handshake, silence and a frame begun but never ended are
+        # bounded (common/limits.py): nobody holds the receiver's sockets for free.
+        self.limits = limits or ServerLimits()
+        self.gate = ConnectionGate(self.limits, "syslog receiver")
         if not self.log_path.parent.exists():
             private_dir(self.log_path.parent)
         self._file = open_private_append(self.log_path)
 
     def stats(self):
-        return dict(self.counters, open_connections=len(self._streams))
+        return dict(self.counters, open_connections=len(self._streams),
+                    refused_connections=self.gate.refused)
 
     def reopen(self):
         """Reopen the log file (after logrotate moved it)."""
@@ -149,6 +162,8 @@ class SyslogReceiver(TCPServer):
 
     async def handle_stream(self, stream, address):
         peer = address[0] if isinstance(address, tuple) else str(address)
+        if not self.gate.admit(stream, address):
+            return
         self.counters["connections"] += 1
         self._streams.add(stream)
         state = {"peer": peer, "peer_name": None, "malformed_logged": 0, "forged_logged": 0}
@@ -156,9 +171,16 @@ class SyslogReceiver(TCPServer):
             if self.ssl_options is not None and not await self._admit(stream, state):
                 return
             decoder = FrameDecoder(self.max_frame)
+            frame_deadline = None
             while True:
-                data = await stream.read_bytes(self.read_chunk_size, partial=True)
+                data = await self._read(stream, frame_deadline, state)
+                if data is None:
+                    return
                 frames = decoder.feed(data)
+                if not decoder.pending:
+                    frame_deadline = None
+                elif frame_deadline is None or frames:
+                    frame_deadline = IOLoop.current().time() + self.limits.body_timeout
                 if frames:
                     await self._deliver(frames, state)
                 if decoder.error is not None:
@@ -171,13 +193,31 @@ class SyslogReceiver(TCPServer):
         except Exception:
             self.logger.exception("syslog connection from %s failed", peer)
         finally:
+            self.gate.closed()
             self._streams.discard(stream)
             stream.close()
+
+    async def _read(self, stream, frame_deadline, state):
+        """The next bytes, or None when the sender stayed silent too long (idle_timeout),
+        or left a frame unfinished too long (body_timeout)."""
+        deadline = IOLoop.current().time() + self.limits.idle_timeout
+        if frame_deadline is not None:
+            deadline = min(deadline, frame_deadline)
+        try:
+            return await gen.with_timeout(
+                deadline, stream.read_bytes(self.read_chunk_size, partial=True),
+                quiet_exceptions=StreamClosedError)
+        except TimeoutError:
+            self.counters["timeouts"] += 1
+            self.logger.info("syslog from %s: %s; closing the connection", state["peer"],
+                             "a frame left unfinished" if frame_deadline is not None
+                             and frame_deadline <= deadline else "silent too long")
+            return None
 
     async def _admit(self, stream, state):
         """Finish the TLS handshake and, when roles are required, check the certificate."""
         try:
-            await stream.wait_for_handshake()
+            await handshake_deadline(stream, self.limits.handshake_timeout)
         except (StreamClosedError, ssl.SSLError, OSError) as e:
             self.counters["rejected"] += 1
             self.logger.info("syslog TLS handshake with %s failed: %s", state["peer"], e)

@@ -61,6 +61,16 @@ class Config:
     verify_reads: bool = True
     capacity_bytes: int = 0  # 0: the free space of the data directory's file system
     max_body_bytes: int = 1 << 40
+    # What an anonymous client can make a server hold (common/limits.py): the body limit
+    # before a streaming file handler raises it after authentication, and fellow servers'
+    # JSON bodies; TLS handshake, idle (between requests) and small-body timeouts; open
+    # connections per server and per syslog receiver.
+    max_json_body_bytes: int = 64 * 1024
+    max_peer_body_bytes: int = 64 << 20
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    body_timeout: float = 30.0
+    max_connections: int = 512
     # The admin server (empty admin_url: nodes run without one, owners-only access).
     admin_url: str = ""
     database_url: str = ""  # empty: SQLite in DATA_DIR/admin/admin.sqlite3
@@ -116,6 +126,9 @@ class Config:
             raise ValueError("heartbeat interval must be positive and misses at least 1")
         if self.scrub_files_per_second < 0 or self.scrub_interval < 0:
             raise ValueError("scrub_files_per_second and scrub_interval cannot be negative")
+        if min(self.max_json_body_bytes, self.max_peer_body_bytes, self.max_connections) < 1 \
+                or min(self.handshake_timeout, self.idle_timeout, self.body_timeout) <= 0:
+            raise ValueError("body limits, connection limit and timeouts must be positive")
         if self.scrub_files_per_second and self.scrub_bytes_per_second <= 0:
             raise ValueError("scrub_bytes_per_second must be positive while the scrubber runs")
         return self

@@ -15,6 +15,7 @@ from tornado.iostream import StreamClosedError
 
 from securifile.common.digests import ALGORITHMS, new_hasher, repr_digest
 from securifile.common.errors import ApiError, Unavailable
+from securifile.common.limits import allow_streamed_body
 from securifile.common.paths import parse_path
 from securifile.common.ranges import RangeNotSatisfiable, parse_range
 from securifile.common.web import ADMIN_SERVER, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
@@ -96,6 +97,9 @@ class FileHandler(NodeHandler):
             if self.request.method != "PUT" or not self._answer_after_body():
                 raise
             self.failure = e
+        if self.failure is not None or self.redirect_after_body is not None:
+            # Read a small refused body to its end (and drop it) before answering.
+            self.request.connection.set_max_body_size(SMALL_BODY)
 
     def _answer_after_body(self):
         """Whether a refused upload should be read to its end before the answer goes out.
@@ -145,7 +149,7 @@ class FileHandler(NodeHandler):
                            code="forbidden")
         self.renewal = PeriodicCallback(self._renew_lock, self.node.lock_lease * 1000 / 3)
         self.renewal.start()
-        self.request.connection.set_max_body_size(self.max_body_bytes)
+        allow_streamed_body(self.request, self.max_body_bytes)
         self.writer = self.node.store.writer(fp, self.node.algorithm)
 
     def data_received(self, chunk):
@@ -418,7 +422,7 @@ class ReplicaHandler(ApiHandler):
             length = h.get("Content-Length")
             if length and length.isdigit():
                 self.node.store.check_room(int(length))
-            self.request.connection.set_max_body_size(self.max_body_bytes)
+            allow_streamed_body(self.request, self.max_body_bytes)
             self.writer = self.node.store.writer(self.fp, algorithm)
 
     def data_received(self, chunk):

@@ -9,12 +9,12 @@ import sys
 import uuid
 from urllib.parse import urlsplit
 
-from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
 from securifile.common.auth import PEER_SECRET_HEADER, Authenticator
 from securifile.common.certs import CertLayout
 from securifile.common.config import load_config
+from securifile.common.limits import LimitedHTTPServer, ServerLimits, node_callers
 from securifile.common.logsetup import setup_logging
 from securifile.common.syslog import SyslogSender, status_event
 from securifile.common.tls import client_context, server_context
@@ -111,7 +111,7 @@ def build_node(cfg, name, deep=False):
         node.scrubber = Scrubber(node, cfg.scrub_bytes_per_second, cfg.scrub_files_per_second,
                                  cfg.scrub_interval,
                                  may_run=lambda: node.peers.self_status == RUNNING)
-    return app, node, heartbeat, server_ctx, me, reporter
+    return app, node, heartbeat, server_ctx, me, reporter, authenticator
 
 
 def open_syslog(cfg, name):
@@ -126,17 +126,19 @@ def open_syslog(cfg, name):
     return SyslogSender(host, cfg.syslog_port, ctx, app_name="securifile-node", hostname=name)
 
 
-def make_server(app, server_ctx):
-    server = HTTPServer(app, ssl_options=server_ctx, chunk_size=BODY_CHUNK,
-                        max_body_size=1 << 50, idle_connection_timeout=300,
-                        max_header_size=MAX_HEADER_READ)
+def make_server(app, server_ctx, limits, authenticator):
+    """The node's HTTP server: small bodies only, until a file handler has authenticated
+    the caller (common/limits.py); fellow nodes may send long JSON to /peer/ routes."""
+    server = LimitedHTTPServer(app, limits, node_callers(authenticator, ("/peer/",)),
+                               ssl_options=server_ctx, chunk_size=BODY_CHUNK,
+                               max_header_size=MAX_HEADER_READ)
     if server_ctx is not None:
         server.read_chunk_size = TLS_READ_CHUNK
     return server
 
 
 async def serve(cfg, name, deep=False):
-    app, node, heartbeat, server_ctx, me, reporter = build_node(cfg, name, deep)
+    app, node, heartbeat, server_ctx, me, reporter, authenticator = build_node(cfg, name, deep)
     audit = open_syslog(cfg, name)
     if audit is not None:
         audit.start()
@@ -150,7 +152,7 @@ async def serve(cfg, name, deep=False):
             audit.log_event(status_event(name, subject, old, new, detail))
 
         node.peers.on_change = on_change
-    server = make_server(app, server_ctx)
+    server = make_server(app, server_ctx, ServerLimits.from_config(cfg), authenticator)
     server.listen(me.port, address=me.host)
     heartbeat.start()
     node.repair.start()
