@@ -13,7 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from securifile.common.errors import ApiError, Conflict, Forbidden, NotFound, Unauthenticated
-from securifile.common.paths import check_username
+from securifile.common.paths import EMAIL_RE, MAX_EMAIL_LENGTH, check_username
 
 from .models import Enrolment, Grant, User
 from .passwords import BCRYPT_ROUNDS, MAX_BYTES, check_password, hash_password
@@ -33,12 +33,11 @@ def aware(dt):
 
 
 def check_email(email):
-    if not isinstance(email, str) or email.count("@") != 1 or len(email) > 254 \
-            or any(c.isspace() or ord(c) < 32 for c in email):
-        raise ApiError(f"invalid e-mail address {email!r}", code="invalid_email")
-    local, domain = email.split("@")
-    if not local or not domain or domain.startswith(".") or domain.endswith("."):
-        raise ApiError(f"invalid e-mail address {email!r}", code="invalid_email")
+    """An address the account e-mail can be sent to (checked before the account exists)."""
+    if not isinstance(email, str) or len(email) > MAX_EMAIL_LENGTH \
+            or not EMAIL_RE.fullmatch(email):
+        raise ApiError(f"invalid e-mail address {email!r}: use name@host.domain in ASCII",
+                       code="invalid_email")
     return email.lower()
 
 

@@ -5,6 +5,7 @@ account), ADMIN (an administrator's), NODE (a node certificate from our CA).
 """
 import asyncio
 import logging
+import re
 from datetime import datetime, timezone
 
 import tornado.web
@@ -32,16 +33,22 @@ def split_target(raw, allow_folder=True):
     return fp.owner, (fp.rel + "/" if fp.rel and folder else fp.rel)
 
 
+# RFC 3339 date-time, as the OpenAPI document's ``format: date-time`` says.
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+
+
 def parse_time(text):
-    """An ISO 8601 time from a query; '+00:00' typed unencoded into curl arrives as ' 00:00'."""
-    if not text:
+    """An RFC 3339 time from a query; '+00:00' typed unencoded into curl arrives as ' 00:00'."""
+    if text is None:
         return None
     for candidate in (text, "+".join(text.rsplit(" ", 1))):
-        try:
-            return datetime.fromisoformat(candidate)
-        except ValueError:
-            continue
-    raise ApiError("since must be an ISO 8601 time", code="bad_argument")
+        if RFC3339.fullmatch(candidate):
+            try:
+                return datetime.fromisoformat(candidate.upper())
+            except ValueError:
+                break
+    raise ApiError("since must be an RFC 3339 time, e.g. 2026-01-31T12:00:00+00:00",
+                   code="bad_argument")
 
 
 class AdminHandler(ApiHandler):
@@ -164,14 +171,16 @@ class UsersHandler(AdminHandler):
     to share, never the whole directory with its admin flags and usage."""
 
     async def get(self):
-        wanted = self.get_query_argument("username", None)
+        wanted = self.get_query_argument("username", None, strip=False)
+        if wanted is not None:
+            check_username(wanted)
+        limit = self.arg_int("limit", 1000)
         if self.user.admin:
-            users = await asyncio.to_thread(self.admin.catalog.users, self.arg_int("limit", 1000),
+            users = await asyncio.to_thread(self.admin.catalog.users, limit,
                                             self.get_query_argument("after", None), wanted)
             self.send_json({"users": users})
             return
         if wanted is not None:
-            check_username(wanted)
             found = await asyncio.to_thread(self.admin.accounts.exists, wanted)
             self.send_json({"users": [{"username": wanted}] if found else []})
             return
@@ -185,9 +194,16 @@ class UsersHandler(AdminHandler):
         if not self.user.admin:
             raise Forbidden("administrators only", code="admin_only")
         body = self.json_body()
+        valid_days, admin = body.get("valid_days", 365), body.get("admin", False)
+        if isinstance(valid_days, bool) or not isinstance(valid_days, (int, float)):
+            raise ApiError("valid_days must be a number of days", code="invalid_validity")
+        if not isinstance(admin, bool):
+            raise ApiError("admin must be true or false", code="bad_argument")
+        if not isinstance(body.get("password"), (str, type(None))):
+            raise ApiError("password must be a string (or absent: an enrolment code is "
+                           "e-mailed)", code="weak_password")
         result = await self.admin.create_user(
-            body.get("username"), body.get("email"), body.get("valid_days", 365),
-            body.get("password"), bool(body.get("admin", False)))
+            body.get("username"), body.get("email"), valid_days, body.get("password"), admin)
         self.send_json(result, status=201)
 
 
@@ -212,7 +228,7 @@ class UserFilesHandler(AdminHandler):
 
 class FilesHandler(AdminHandler):
     async def get(self):
-        prefix = self.get_query_argument("prefix", None) or self.user.username + "/"
+        prefix = self.get_query_argument("prefix", None, strip=False) or self.user.username + "/"
         owner, path = split_target(prefix)
         folder = path.rstrip("/")
         if path and not path.endswith("/"):
@@ -253,7 +269,7 @@ class AclHandler(AdminHandler):
 
     async def delete(self, raw):
         owner, path = split_target(raw)
-        grantee = check_username(self.get_query_argument("username", ""))
+        grantee = check_username(self.get_query_argument("username", "", strip=False))
         await self.admin.revoke(self.user.username, owner, path, grantee)
         self.set_status(204)
         self.finish()
@@ -273,8 +289,8 @@ class AuthorizeHandler(AdminHandler):
     auth = NODE
 
     async def get(self):
-        user = check_username(self.get_query_argument("user", ""))
-        owner, path = split_target(self.get_query_argument("path", ""))
+        user = check_username(self.get_query_argument("user", "", strip=False))
+        owner, path = split_target(self.get_query_argument("path", "", strip=False))
         self.send_json(await asyncio.to_thread(self.admin.decide, user, owner, path))
 
 

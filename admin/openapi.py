@@ -1,95 +1,150 @@
-"""The admin server's OpenAPI 3 document, built from one table of its routes."""
+"""The admin server's OpenAPI 3 document: what the server accepts and every answer it gives.
 
-OBJ = {"type": "object"}
+``test/test_openapi_fuzz.py`` runs schemathesis against the served document with every
+check, so a pattern, a required field or a status written here is one the server keeps.
+"""
+from securifile.common.openapi_parts import (
+    EMAIL, ERROR_RESPONSE, FOLDER_PATH, OBJECT, PATH_OR_FOLDER, USERNAME, json_body, path_param,
+    query_param)
+
+ROLE = {"type": "string", "enum": ["master", "editor", "reader"]}
+SECRET = {"type": "string", "minLength": 1}
+INTEGER = {"type": "integer"}
+CLAMPED = "clamped to the range the server allows"
 
 
-def _op(summary, auth="user", body=None, ok=200, params=(), errors=(400, 401, 403)):
-    op = {"summary": summary, "responses": {str(ok): {"description": "success", "content": {
-        "application/json": {"schema": OBJ}}}}}
-    for code in errors:
+def _op(summary, auth="user", body=None, ok=200, params=(), errors=(), description=None):
+    """One operation. Every authenticated one can answer 401 (no or bad credentials) and
+    403 (an inactive account, a server certificate, or a role it lacks); every one with a
+    JSON body 400 (not a JSON object, or a field out of its schema), 413 (over the small
+    body limit) and 415 (not declared JSON); anything may be 431 (oversized headers)."""
+    content = {} if ok == 204 else {"content": {"application/json": {"schema": OBJECT}}}
+    op = {"summary": summary, "responses": {str(ok): {"description": "success", **content}}}
+    codes = set(errors) | {431}
+    if auth != "public":
+        codes |= {401, 403}
+    if body is not None:
+        codes |= {400, 413, 415}
+        op["requestBody"] = json_body(body)
+    if params:
+        op["parameters"] = list(params)
+        codes.add(400)
+    for code in sorted(codes):
         op["responses"][str(code)] = {"$ref": "#/components/responses/Error"}
     if auth == "public":
         op["security"] = []
     elif auth == "node":
         op["security"] = [{"nodeCertificate": []}]
-    elif auth == "admin":
-        op["description"] = "Administrators only."
-    if body:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "properties": {k: {"type": t} for k, t in body.items()}}}}}
-    if params:
-        op["parameters"] = [{"name": n, "in": "query", "schema": {"type": "string"},
-                             "description": d} for n, d in params]
+    if description or auth == "admin":
+        op["description"] = " ".join(filter(None, [description, "Administrators only."
+                                                   if auth == "admin" else None]))
     return op
 
 
-def _path_params(*names):
-    return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
+def _obj(required, **props):
+    return {"type": "object", "required": list(required), "properties": props}
 
+
+NAME = path_param("name", {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
+                  "a server's name")
+USER_IN_PATH = path_param("username", USERNAME)
 
 ROUTES = {
-    "/api/v1/login": {"post": _op("log in by user name or e-mail; returns a bearer token",
-                                  "public", {"username": "string", "password": "string"},
-                                  errors=(400, 401, 403, 429))},
+    "/api/v1/login": {"post": _op(
+        "log in by user name or e-mail; returns a bearer token", "public",
+        _obj(["username", "password"], username=SECRET, password=SECRET),
+        errors=(401, 403, 429),
+        description="401 wrong name or password; 403 the account expired or is disabled; "
+                    "429 too many failures (back off for the seconds in Retry-After).")},
     "/api/v1/me": {"get": _op("the caller's account")},
-    "/api/v1/me/password": {"post": _op("change the caller's password (proving the current one)",
-                                        body={"current_password": "string",
-                                              "new_password": "string"},
-                                        ok=204, errors=(400, 401, 403, 415, 429))},
-    "/api/v1/enrol": {"post": _op("set the password of a new or reset account with its e-mailed "
-                                  "single-use enrolment code", "public",
-                                  {"username": "string", "code": "string", "password": "string"},
-                                  errors=(400, 401, 403, 415))},
-    "/api/v1/certificates": {"post": _op("sign a CSR into a client certificate valid no longer "
-                                         "than the account", body={"csr": "string"}, ok=201)},
+    "/api/v1/me/password": {"post": _op(
+        "change the caller's password (proving the current one)",
+        body=_obj(["current_password", "new_password"], current_password=SECRET,
+                  new_password={"type": "string"}),
+        ok=204, errors=(401, 404, 429),
+        description="400 weak_password: the new password fails the policy (at least 12 "
+                    "characters, not the name or e-mail, a zxcvbn score of 3 or more).")},
+    "/api/v1/enrol": {"post": _op(
+        "set the password of a new or reset account with its e-mailed single-use enrolment "
+        "code", "public",
+        _obj(["username", "code", "password"], username=SECRET, code=SECRET, password=SECRET),
+        errors=(401, 403),
+        description="401 an unknown, used or expired code; 400 weak_password as for "
+                    "/api/v1/me/password.")},
+    "/api/v1/certificates": {"post": _op(
+        "sign a CSR into a client certificate valid no longer than the account",
+        body=_obj(["csr"], csr={"type": "string", "description": "PEM certificate request; "
+                                "EC P-256/P-384, Ed25519 or RSA >= 3072 bits"}),
+        ok=201, description="400 bad_csr: not a PEM CSR, or a refused key.")},
     "/api/v1/servers": {"get": _op("storage servers with status and storage")},
     "/api/v1/servers/{name}/storage": {
-        "parameters": _path_params("name"),
-        "get": _op("storage samples (time series)", params=[("since", "ISO 8601 time"),
-                                                            ("limit", "at most this many")])},
-    "/api/v1/servers/{name}/history": {"parameters": _path_params("name"),
+        "parameters": [NAME],
+        "get": _op("storage samples (time series)", params=[
+            query_param("since", {"type": "string", "format": "date-time"},
+                        "ISO 8601 time: samples after it"),
+            query_param("limit", INTEGER, f"at most this many ({CLAMPED}: 1-20000)")])},
+    "/api/v1/servers/{name}/history": {"parameters": [NAME],
                                        "get": _op("status changes, newest first")},
-    "/api/v1/servers/{name}/offline": {"parameters": _path_params("name"),
-                                       "post": _op("take a server offline", "admin")},
-    "/api/v1/servers/{name}/online": {"parameters": _path_params("name"),
-                                      "post": _op("put a server back online", "admin")},
+    "/api/v1/servers/{name}/offline": {"parameters": [NAME], "post": _op(
+        "take a server offline", "admin", errors=(404, 503))},
+    "/api/v1/servers/{name}/online": {"parameters": [NAME], "post": _op(
+        "put a server back online", "admin", errors=(404, 503))},
     "/api/v1/users": {
         "get": _op("users with file count and total volume: every account for administrators; "
                    "oneself and the users one shares with for others",
-                   params=[("limit", ""), ("after", ""),
-                           ("username", "exactly this account (names only for non-administrators)")]),
-        "post": _op("create an account and e-mail its owner (an enrolment code unless a password "
-                    "is given)", "admin",
-                    {"username": "string", "email": "string", "valid_days": "number",
-                     "password": "string", "admin": "boolean"}, ok=201,
-                    errors=(400, 401, 403, 409, 415))},
-    "/api/v1/users/{username}": {"parameters": _path_params("username"),
-                                 "delete": _op("remove an account (never the last administrator)",
-                                               "admin", ok=204, errors=(400, 401, 403, 404, 409))},
-    "/api/v1/users/{username}/enrolment": {
-        "parameters": _path_params("username"),
-        "post": _op("e-mail the user a new enrolment code (older codes die)", "admin", ok=201,
-                    errors=(400, 401, 403, 404))},
-    "/api/v1/users/{username}/files": {"parameters": _path_params("username"),
-                                       "get": _op("the files a user owns")},
-    "/api/v1/files": {"get": _op("files (and subfolders) the caller may see under a folder",
-                                 params=[("prefix", "owner/folder/"), ("recursive", "1 for all below"),
-                                         ("limit", ""), ("after", "paging cursor")])},
+                   params=[query_param("limit", INTEGER, f"administrators: at most this many "
+                                       f"({CLAMPED}: 1-5000)"),
+                           query_param("after", {"type": "string"}, "paging cursor: a user name"),
+                           query_param("username", USERNAME, "exactly this account (only its "
+                                       "name for non-administrators)")]),
+        "post": _op(
+            "create an account and e-mail its owner (an enrolment code unless a password is "
+            "given)", "admin",
+            _obj(["username", "email"], username=USERNAME, email=EMAIL,
+                 valid_days={"type": "number", "minimum": 0, "exclusiveMinimum": True,
+                             "maximum": 3650, "default": 365},
+                 password={"type": "string"}, admin={"type": "boolean", "default": False}),
+            ok=201, errors=(409,),
+            description="400 weak_password: a given password fails the policy; 409 the name "
+                        "or e-mail is taken.")},
+    "/api/v1/users/{username}": {"parameters": [USER_IN_PATH], "delete": _op(
+        "remove an account (never the last administrator)", "admin", ok=204,
+        errors=(400, 404, 409))},
+    "/api/v1/users/{username}/enrolment": {"parameters": [USER_IN_PATH], "post": _op(
+        "e-mail the user a new enrolment code (older codes die)", "admin", ok=201,
+        errors=(400, 404))},
+    "/api/v1/users/{username}/files": {"parameters": [USER_IN_PATH], "get": _op(
+        "the files a user owns (the owner and administrators)", errors=(400,), params=[
+            query_param("limit", INTEGER, f"at most this many ({CLAMPED}: 1-5000)"),
+            query_param("after", {"type": "string"}, "paging cursor: a path")])},
+    "/api/v1/files": {"get": _op(
+        "files (and subfolders) the caller may see under a folder", params=[
+            query_param("prefix", FOLDER_PATH, "owner/folder/ (default: the caller's namespace)"),
+            query_param("recursive", {"type": "string"}, "1, true or yes: everything below"),
+            query_param("limit", INTEGER, f"at most this many ({CLAMPED}: 1-5000)"),
+            query_param("after", {"type": "string"}, "paging cursor: a path")])},
     "/api/v1/shared": {"get": _op("grants other users gave the caller")},
     "/api/v1/acl/{owner}/{path}": {
-        "parameters": _path_params("owner", "path"),
-        "get": _op("grants on a file or folder (folder: path ends in '/')"),
+        "parameters": [path_param("owner", USERNAME),
+                       path_param("path", PATH_OR_FOLDER, "a file, or a folder ending in '/'")],
+        "get": _op("grants on a file or folder", errors=(400,)),
         "put": _op("grant or change a role (owner or master)",
-                   body={"username": "string", "role": "string"}),
-        "delete": _op("revoke a grant (owner or master)", ok=204,
-                      params=[("username", "whose grant")])},
-    "/api/v1/events": {"get": _op("recent audit events", params=[("after", "event id")])},
-    "/api/v1/authorize": {"get": _op("a user's role on a path (for nodes)", "node",
-                                     params=[("user", ""), ("path", "owner/path")])},
-    "/api/v1/reports": {"post": _op("file, status and storage reports (for nodes)", "node",
-                                    {"reports": "array"})},
-    "/status": {"get": _op("the admin server's own status", "public", errors=())},
-    "/api/v1/openapi.json": {"get": _op("this document", "public", errors=())},
+                   body=_obj(["username", "role"], username=USERNAME, role=ROLE),
+                   errors=(404,), description="404 no such user."),
+        "delete": _op("revoke a grant (owner or master)", ok=204, errors=(404,),
+                      params=[query_param("username", USERNAME, "whose grant", required=True)])},
+    "/api/v1/events": {"get": _op("recent audit events (administrators: all; others: their "
+                                  "own and their files')", params=[
+        query_param("after", INTEGER, "only events after this id"),
+        query_param("limit", INTEGER, f"at most this many ({CLAMPED}: 1-1000)")])},
+    "/api/v1/authorize": {"get": _op("a user's role on a path (for nodes)", "node", params=[
+        query_param("user", USERNAME, "", required=True),
+        query_param("path", PATH_OR_FOLDER, "owner/path", required=True)])},
+    "/api/v1/reports": {"post": _op(
+        "file, status and storage reports (for nodes)", "node",
+        _obj(["reports"], reports={"type": "array", "items": OBJECT}))},
+    "/status": {"get": _op("the admin server's own status", "public")},
+    "/api/v1/openapi.json": {"get": _op("this document", "public")},
 }
 
 
@@ -98,15 +153,16 @@ def document():
         "openapi": "3.0.3",
         "info": {"title": "SecuriFile admin server", "version": "1",
                  "description": "Accounts, access roles, server status and storage, and the "
-                                "file catalogue. Errors: {\"error\": {\"code\", \"message\"}}."},
+                                "file catalogue. Errors: {\"error\": {\"code\", \"message\"}}. "
+                                "JSON bodies must be declared 'Content-Type: application/json' "
+                                "and stay under the small body limit (64 KiB by default)."},
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "clientCertificate": {"type": "mutualTLS"},
                 "nodeCertificate": {"type": "mutualTLS",
                                     "description": "a node certificate from the cluster's CA"}},
-            "responses": {"Error": {"description": "error", "content": {"application/json": {
-                "schema": {"type": "object", "properties": {"error": {"type": "object"}}}}}}}},
+            "responses": {"Error": ERROR_RESPONSE}},
         "security": [{"bearer": []}, {"clientCertificate": []}],
         "paths": ROUTES,
     }

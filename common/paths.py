@@ -13,6 +13,12 @@ MAX_SEGMENT_BYTES = 255
 MAX_PATH_BYTES = 1024
 MAX_DEPTH = 64
 USERNAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# An e-mail address the mailer can write into a To: header: an ASCII dot-atom local part
+# and a host name (RFC 5321/5322, without quoted local parts or address literals).
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+EMAIL_RE = re.compile(rf"^{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*$")
+MAX_EMAIL_LENGTH = 254
 
 
 @dataclass(frozen=True, order=True)

@@ -34,6 +34,9 @@ class ApiHandler(tornado.web.RequestHandler):
         self.request_id = uuid.uuid4().hex[:16]
         self.set_header("X-Request-Id", self.request_id)
         self.principal = None
+        if self.request.method not in self.allowed_methods():
+            # Before authentication and parsing: a method the route lacks is a 405 for anybody.
+            raise tornado.web.HTTPError(405)
         size = sum(len(k) + len(v) + 4 for k, v in self.request.headers.get_all())
         if size > MAX_HEADER_BYTES:
             raise ApiError(f"request headers exceed {MAX_HEADER_BYTES} bytes", status=431,
