@@ -21,6 +21,7 @@ import http.client
 import itertools
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -191,12 +192,23 @@ class Lab:
         self.created = []
 
 
+def sweep_orphans():
+    """Remove the namespaces of labs whose test process is gone (killed before its
+    finalizers ran); those of running test processes stay."""
+    listed = ip("netns", "list", check=False).stdout.split()
+    for pid in {m.group(1) for name in listed if (m := re.match(r"sf(\d+)x\d+-", name))}:
+        if not os.path.exists(f"/proc/{pid}"):
+            for name in [n for n in listed if n.startswith(f"sf{pid}x")]:
+                ip("netns", "delete", name, check=False)
+
+
 def lab_or_skip(servers):
     """A created Lab, or pytest.skip saying why namespaces cannot be created here."""
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root (the harness runs `ip netns add`)")
     if shutil.which("ip") is None:
         pytest.skip("no `ip` command (iproute2) to create network namespaces")
+    sweep_orphans()
     lab = Lab(servers)
     try:
         return lab.create()

@@ -324,7 +324,7 @@ def holders_current(cluster, client, path, value, replicas):
 
 @pytest.mark.timeout(int(SECONDS + CONVERGE + 200))
 def test_under_a_nemesis_no_acknowledged_operation_is_lost_and_holders_converge(
-        make_netns_cluster, make_cluster, monkeypatch, tmp_path):
+        make_netns_cluster, make_cluster, monkeypatch):
     rng = random.Random(SEED)
     replicas = rng.choice([1, 2])
     monkeypatch.setenv("SECURIFILE_REPAIR_AFTER", REPAIR_AFTER)
@@ -343,11 +343,12 @@ def test_under_a_nemesis_no_acknowledged_operation_is_lost_and_holders_converge(
                                                      daemon=True)]
 
     def failure(message):
-        log = tmp_path / "history.txt"
-        log.write_text(history.describe() + "\n")
+        print(f"the whole history (start, acknowledgement, thread, operation, path, outcome, "
+              f"server, value):\n{history.describe()}")  # pytest shows it with the failure
         return (f"nemesis seed {SEED} (r={replicas}, partitions={partitions}; replay with "
-                f"SECURIFILE_NEMESIS_SEED={SEED}): {message}\nfull history: {log}\n"
-                f"last of it:\n{history.describe(last=60)}")
+                f"SECURIFILE_NEMESIS_SEED={SEED}): {message}\n"
+                f"the end of the history (all of it in the captured output):\n"
+                f"{history.describe(last=40)}")
 
     wait_for(lambda: all(Api(cluster).sees(o, p, "running") for o in cluster.names
                          for p in cluster.names if p != o), 30, what="every node running")
