@@ -96,6 +96,18 @@ def test_a_cluster_serves_across_namespaces(make_netns_cluster):
         _, got = api.follow(node, "GET", "alice/a.txt")
         assert got.status == 200 and got.body == b"across namespaces", (node, got)
 
+    # Cut off, node3 misses its peers' heartbeats and they miss its; the client still
+    # reaches it. Healed, the heartbeats flow again (whatever the verdict on node3).
+    cluster.cut("node3")
+    apart = [("node1", "node3"), ("node2", "node3"), ("node3", "node1"), ("node3", "node2")]
+    wait_for(lambda: all(api.sees(o, p, "down") for o, p in apart), 20,
+             what="node3 and its peers to see each other down")
+    assert api.sees("node1", "node2", "running") and api.sees("node2", "node1", "running")
+    cluster.heal("node3")
+    wait_for(lambda: not any(api.sees(o, p, "down") for o, p in [("node1", "node3"),
+                                                                 ("node3", "node1")]),
+             20, what="the heartbeats between node1 and node3 to flow again")
+
 
 # -- the scenarios ------------------------------------------------------------------------
 
