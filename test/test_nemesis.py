@@ -211,12 +211,13 @@ class Workload:
 # -- the nemesis -----------------------------------------------------------------------------
 
 class Nemesis:
-    """Kills (SIGKILL), stops (SIGSTOP) and cuts off one server at a time, sometimes two or
-    the admin server too; every fault is healed before the next round."""
+    """Kills (SIGKILL), stops (SIGSTOP), restarts (SIGTERM, started again at once) and cuts
+    off one server at a time, sometimes two or the admin server too; every fault is healed
+    before the next round."""
 
     def __init__(self, cluster, rng, history, stop, partitions):
         self.cluster, self.rng, self.history, self.stop = cluster, rng, history, stop
-        self.kinds = ["kill", "stop"] + (["cut"] if partitions else [])
+        self.kinds = ["kill", "stop", "restart"] + (["cut"] if partitions else [])
         self.faults = {}
         self.errors = []
 
@@ -239,6 +240,12 @@ class Nemesis:
 
     def inject(self, name, kind):
         self.history.event(f"{kind} {name}")
+        if kind == "restart":  # over as soon as it is done
+            proc = self.cluster.procs[name]
+            proc.terminate()
+            proc.wait(timeout=30)
+            self.cluster.start_node(name)
+            return
         if kind == "kill":
             self.cluster.kill(name)
         elif kind == "stop":
