@@ -268,21 +268,20 @@ class NetnsCluster(Cluster):
 def make_netns_cluster(tmp_path_factory):
     """Start a cluster in fresh namespaces: ``make_netns_cluster(servers=3, replicas=1,
     **config)``; every process is stopped and every namespace removed afterwards."""
-    made = []
+    labs, clusters = [], []
 
     def make(servers=3, replicas=1, tls=True, **settings):
-        lab = lab_or_skip(servers)
-        made.append((lab, None))
-        cluster = NetnsCluster.create_in(lab, tmp_path_factory.mktemp("netns"), replicas, tls,
-                                         **{**FAST, **settings})
-        made[-1] = (lab, cluster)
+        labs.append(lab_or_skip(servers))
+        cluster = NetnsCluster.create_in(labs[-1], tmp_path_factory.mktemp("netns"), replicas,
+                                         tls, **{**FAST, **settings})
+        clusters.append(cluster)
         cluster.start()
         return cluster
 
     yield make
-    for lab, cluster in made:
-        try:
-            if cluster is not None:
-                cluster.stop()
-        finally:
+    try:
+        for cluster in clusters:
+            cluster.stop()
+    finally:
+        for lab in labs:
             lab.remove()
