@@ -115,6 +115,7 @@ BEATS = dict(heartbeat_interval=0.5)  # 4 misses: a peer is down about 2 s after
 DETECT = 10.0  # cut to "down" (and to no_quorum): generous for a loaded machine
 VERIFY = 30.0  # a healed or returning server checked and running again
 CUT_SECONDS = 22.0  # how long the split-brain report kept node3 cut off
+STOP_SLACK = 3.0  # how much later than its peers' verdict the cut-off server may stop serving
 QUICK_WRITE = 5.0  # a majority write must not wait out the peer timeout (10 s) on the cut peer
 
 
@@ -188,10 +189,22 @@ def test_a_server_cut_off_from_its_peers_stops_serving_and_is_brought_up_to_date
 
     cluster.cut("node3")
     cut_at = time.monotonic()
-    wait_for(lambda: refused_no_quorum(api.get("node3", "alice/kept.bin")), DETECT,
-             what="node3 to answer users 503 no_quorum")
+    # node3 must stop serving no later than its peers give it up and write without it.
+    since = {}
+
+    def both_sides_know():
+        now = time.monotonic()
+        if "minority" not in since and refused_no_quorum(api.get("node3", "alice/kept.bin")):
+            since["minority"] = now
+        if "majority" not in since and all(view(cluster, o, "node3") == "down"
+                                           for o in ("node1", "node2")):
+            since["majority"] = now
+        return len(since) == 2
+    wait_for(both_sides_know, DETECT,
+             what="node3 to answer 503 no_quorum and node1 and node2 to see it down")
+    assert since["minority"] <= since["majority"] + STOP_SLACK, \
+        f"node3 served {since['minority'] - since['majority']:.1f} s after its peers gave it up"
     assert quorum(cluster, "node3") is False
-    wait_seen(cluster, ["node1", "node2"], "node3", "down")
     assert quorum(cluster, "node1") is True and quorum(cluster, "node2") is True
 
     # The majority reads and writes, without waiting on the unreachable peer.
