@@ -247,6 +247,25 @@ class ReportsHandler(AdminHandler):
         self.send_json({"received": len(reports), "applied": applied})
 
 
+class WitnessHandler(AdminHandler):
+    """A node that reaches exactly half of the servers asks for the tie-break lease."""
+
+    auth = NODE
+
+    def post(self):
+        body = self.json_body()
+        side = body.get("side")
+        if not isinstance(side, list) or not all(isinstance(n, str) for n in side):
+            raise ApiError("side must be a list of server names", code="bad_side")
+        try:
+            lease = float(body.get("lease", 0))
+        except (TypeError, ValueError):
+            raise ApiError("lease must be a number of seconds", code="bad_lease") from None
+        granted = self.admin.witness.ask(self.principal.name, side, lease)
+        self.send_json({"granted": granted, "lease": lease if granted else 0,
+                        "side": self.admin.witness.side})
+
+
 class StatusHandler(AdminHandler):
     auth = PUBLIC
 
@@ -293,6 +312,7 @@ def make_app(admin, authenticator):
         (r"/api/v1/events", EventsHandler),
         (r"/api/v1/authorize", AuthorizeHandler),
         (r"/api/v1/reports", ReportsHandler),
+        (r"/api/v1/witness", WitnessHandler),
         (r"/api/v1/openapi.json", OpenApiHandler),
         (r"/status", StatusHandler),
     ]

@@ -43,6 +43,7 @@ class File(Base):
     __table_args__ = (
         UniqueConstraint("owner", "path", name="uq_files_owner_path"),
         Index("ix_files_owner_folder_path", "owner", "folder", "path"),
+        Index("ix_files_under_replicated", "under_replicated"),
     )
 
     id: Mapped[int] = mapped_column(SerialId, primary_key=True)

@@ -6,12 +6,12 @@ Failed outranks down when enough observers say failed.
 """
 from datetime import datetime, timezone
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from securifile.common.errors import NotFound
 
 from .catalog import epoch, iso, ts
-from .models import Observation, Server, StatusChange
+from .models import File, Observation, Placement, Server, StatusChange
 
 RUNNING, DOWN, FAILED, UNKNOWN, VERIFYING = "running", "down", "failed", "unknown", "verifying"
 
@@ -130,10 +130,23 @@ class ServerRegistry:
             row.admin_state = state
             return row.url
 
+    def under_replicated_counts(self, s):
+        """``{server: files it holds (origin or replica) that lack copies}``."""
+        counts = {}
+        as_origin = s.execute(select(File.origin, func.count()).where(File.under_replicated)
+                              .group_by(File.origin)).all()
+        as_replica = s.execute(select(Placement.server, func.count())
+                               .join(File, File.id == Placement.file_id)
+                               .where(File.under_replicated).group_by(Placement.server)).all()
+        for name, n in [*as_origin, *as_replica]:
+            counts[name] = counts.get(name, 0) + n
+        return counts
+
     def listing(self):
         with self.sessions() as s:
             rows = s.scalars(select(Server).order_by(Server.name)).all()
-        return [{"name": r.name, "url": r.url,
+            under = self.under_replicated_counts(s)
+        return [{"name": r.name, "url": r.url, "under_replicated": under.get(r.name, 0),
                  "status": "offline" if r.admin_state == "offline" and r.status != RUNNING else r.status,
                  "admin_state": r.admin_state, "since": iso(r.since),
                  "used_bytes": r.used_bytes, "available_bytes": r.available_bytes,

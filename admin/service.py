@@ -20,6 +20,7 @@ from .catalog import Catalog, iso
 from .mailer import MailError, Mailer, MailSettings, account_email, account_removed_email
 from .models import Event
 from .servers import ServerRegistry
+from .witness import Witness
 
 log = logging.getLogger("securifile.admin")
 EVENTS_KEPT = 10_000
@@ -50,6 +51,7 @@ class AdminService:
         self._ca = None
         self._token_key = None
         self.openapi = {}
+        self.witness = Witness()
 
     # -- audit -----------------------------------------------------------------------------
 

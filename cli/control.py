@@ -153,10 +153,11 @@ class ControlCommands:
 
         def text():
             rows = [[s["name"], s["url"], s.get("status"), s.get("admin_state"), when(s.get("since")),
-                     human_size(s.get("used_bytes")), human_size(s.get("available_bytes"))]
+                     human_size(s.get("used_bytes")), human_size(s.get("available_bytes")),
+                     str(s.get("under_replicated", 0))]
                     for s in listing.get("servers", [])]
-            lines = [format_table(["name", "url", "status", "admin", "since", "used", "available"],
-                                  rows),
+            lines = [format_table(["name", "url", "status", "admin", "since", "used", "available",
+                                   "under-replicated"], rows),
                      f"replicas per file: {listing.get('replicas')}"]
             if listing.get("tls") is False:
                 lines.append("WARNING: ENCRYPTION DISABLED (debug mode)")

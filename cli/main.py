@@ -47,6 +47,9 @@ def _connection_options():
                    help=f"file holding a bearer token (or set ${TOKEN_ENV})")
     g.add_argument("--timeout", metavar="SECONDS", type=float, default=S,
                    help="longest silence on a connection (default 60)")
+    g.add_argument("--wait", metavar="SECONDS", type=float, default=S,
+                   help="how long to keep asking while no server serves, as during a "
+                        "restart (default 15)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=S,
                    help="show a progress bar (default: on a terminal or for large transfers)")
     g.add_argument("-q", "--quiet", action="store_true", default=S,
@@ -55,7 +58,7 @@ def _connection_options():
 
 
 CONNECTION_DEFAULTS = dict(cluster=None, server=None, ca=None, cert=None, key=None,
-                           token_file=None, timeout=60.0, progress=None, quiet=False)
+                           token_file=None, timeout=60.0, wait=15.0, progress=None, quiet=False)
 
 
 def build_parser():
@@ -364,7 +367,7 @@ def run(args, env=None):
             return control.ControlCommands(admin, args, settings, env=env).run()
     if args.server:  # servers named on the command line are used as given
         settings = dataclasses.replace(settings, admin_url=None)
-    with Client.from_settings(settings, timeout=args.timeout) as client:
+    with Client.from_settings(settings, timeout=args.timeout, unavailable_wait=args.wait) as client:
         return getattr(Commands(client, args, settings), args.command)()
 
 

@@ -2,10 +2,12 @@
 
 One synchronous client for the CLI, the tests and the TUI's thread workers. It takes the
 running servers from the admin server when it knows one (``GET /api/v1/servers``), starts at a
-random one, moves on when a server does not answer, follows ``307`` to the node that holds
-a file (only to servers it knows), and when that holder is unreachable asks again until the
-cluster has noticed and names the next holder. Bodies stream in chunks both ways, so memory
-stays flat for any file size.
+random one, moves on when a server does not answer or says it does not serve now (503
+``server_not_running``, ``no_quorum``, ``not_synced``), follows ``307`` to the node that holds
+a file (only to servers it knows), and when that holder does not answer or does not serve,
+asks again naming it in ``avoid`` so that the node redirects to the next holder. When no
+server serves, it asks again with a growing pause for a bounded time. Bodies stream in
+chunks both ways, so memory stays flat for any file size.
 
 An instance is safe to share between threads: the server choice is guarded by a lock and
 keep-alive connections are kept per thread.
@@ -22,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urljoin, urlsplit
 
 from .digests import ALGORITHMS
 from .errors import InvalidPath
@@ -34,11 +36,18 @@ CHUNK_SIZE = 1 << 20
 # cost the upload of the whole file first (Tornado answers before reading the body).
 EXPECT_CONTINUE_MIN = 64 << 10
 ERROR_BODY_LIMIT = 64 << 10
+ERROR_CODE_HEADER = "X-SecuriFile-Error"
 DEFAULT_PORTS = {"http": 80, "https": 443}
 REDIRECT_STATUSES = (307, 308)
 UPLOAD_ALGORITHM = "sha256"
 # While the admin server does not answer, ask it again this often for the server list.
 ADMIN_RETRY_SECONDS = 5.0
+# 503 codes by which a server says that it serves nobody now (it is verifying, failed or
+# offline, cut off from the majority, or just restarted and not yet caught up): the next
+# server may serve. Other 503s (``no_holder_running``) are about the file, not the server.
+NOT_SERVING_CODES = frozenset({"server_not_running", "no_quorum", "not_synced"})
+# States in the admin server's list that end on their own, soon (a restart's verification).
+COMING_BACK = frozenset({"verifying"})
 
 
 # --- exceptions -------------------------------------------------------------------------
@@ -132,6 +141,17 @@ class NoRunningServer(NoServerAvailable):
         super().__init__([], f"no storage server is running ({states or 'none registered'})")
 
 
+class NoServerServing(NoServerAvailable):
+    """Every server that answered said it does not serve now, and still did after ``waited``
+    seconds of asking again."""
+
+    def __init__(self, failures, waited):
+        self.waited = waited
+        detail = "; ".join(f"{url}: {_describe(err)}" for url, err in failures)
+        super().__init__(failures, f"no server is serving now, still after {waited:g} s of "
+                                   f"retrying ({detail or 'no servers'})")
+
+
 class HolderUnreachable(TransportError):
     """The servers kept naming a holder that does not answer, past the retry budget."""
 
@@ -193,6 +213,40 @@ class _Unreachable(Exception):
         self.url, self.cause = url, cause
 
 
+class _TryAgain(Exception):
+    """Internal: nothing serves the request now, but something may in a moment (servers
+    restarting, a holder being verified); ``error`` is the answer once waiting stops."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
+def not_serving(err):
+    """True for a server's answer that it serves nobody now (the next server may)."""
+    return isinstance(err, ServerError) and err.status == 503 and err.code in NOT_SERVING_CODES
+
+
+class Backoff:
+    """Pauses that double from ``first`` up to ``cap``, within ``budget`` seconds in all."""
+
+    def __init__(self, budget, clock, sleep, first=0.25, cap=2.0):
+        self.budget, self.clock, self.sleep = budget, clock, sleep
+        self.delay, self.cap = first, cap
+        self.deadline = None
+
+    def pause(self):
+        """Sleep before the next try; False (without sleeping) once the budget is spent."""
+        now = self.clock()
+        if self.deadline is None:
+            self.deadline = now + self.budget
+        if now + self.delay > self.deadline:
+            return False
+        self.sleep(self.delay)
+        self.delay = min(self.delay * 2, self.cap)
+        return True
+
+
 # --- pure helpers -----------------------------------------------------------------------
 
 def parse_remote(remote, *, folder=False):
@@ -201,6 +255,19 @@ def parse_remote(remote, *, folder=False):
         return parse_path(remote, allow_folder=folder)
     except InvalidPath as e:
         raise BadRequest(e.status, e.code, f"{e.message}: {remote!r}") from None
+
+
+def holder_named(url):
+    """The server name a node put in its redirect (``?holder=NAME``), or None."""
+    names = parse_qs(urlsplit(url).query).get("holder")
+    return names[0] if names else None
+
+
+def with_avoid(path, avoid):
+    """``path`` asking the node to send us to none of the servers named in ``avoid``."""
+    if not avoid:
+        return path
+    return f"{path}{'&' if '?' in path else '?'}avoid={quote(','.join(avoid), safe=',')}"
 
 
 def file_url_path(remote):
@@ -520,7 +587,8 @@ def error_from_response(resp):
         resp.release()
     # HEAD errors (and some proxies) carry no JSON: fall back to the status and the name
     name = unquote(urlsplit(resp.url).path).removeprefix("/files/")
-    code = DEFAULT_CODES.get(resp.status, f"http_{resp.status}")
+    # HEAD answers have no body: the code comes in a header too
+    code = resp.header(ERROR_CODE_HEADER) or DEFAULT_CODES.get(resp.status, f"http_{resp.status}")
     message, details = f"{name}: {resp.raw.reason or 'error'}", {}
     try:
         err = json.loads(text)["error"]
@@ -817,20 +885,24 @@ class Client:
     ``token`` (bearer) and/or a client certificate ``cert``/``key``; ``ca`` is the system's
     CA for HTTPS. ``timeout`` is the longest silence on an open connection,
     ``connect_timeout`` bounds connect and handshake. When a holder named by a redirect does
-    not answer, the client asks again up to ``holder_retries`` times within
-    ``holder_deadline`` seconds.
+    not answer, the client asks again naming it in ``avoid``; a node that still names it
+    (an older one) is asked again up to ``holder_retries`` times within ``holder_deadline``
+    seconds. When every server says it does not serve now, the client asks again with a
+    growing pause for up to ``unavailable_wait`` seconds (a cluster restarting, a majority
+    forming) before it gives up with ``NoServerServing``.
     """
 
     def __init__(self, servers, *, ca=None, cert=None, key=None, token=None, admin_url=None,
                  timeout=60.0, connect_timeout=5.0, chunk_size=CHUNK_SIZE, max_redirects=8,
-                 holder_retries=20, holder_deadline=20.0, server_list_ttl=30.0, rng=None,
-                 clock=time.monotonic, sleep=time.sleep):
+                 holder_retries=20, holder_deadline=20.0, server_list_ttl=30.0,
+                 unavailable_wait=15.0, rng=None, clock=time.monotonic, sleep=time.sleep):
         self._configured = list(servers)
         self._selector = ServerSelector(servers, allow_empty=bool(admin_url), rng=rng, clock=clock)
         self._token = token
         self.chunk_size = chunk_size
         self.max_redirects = max_redirects
         self.holder_retries, self.holder_deadline = holder_retries, holder_deadline
+        self.unavailable_wait = unavailable_wait
         self._clock, self._sleep = clock, sleep
         urls = self._selector.servers + ([admin_url] if admin_url else [])
         secure = any(u.lower().startswith("https:") for u in urls) or ca or cert
@@ -1203,8 +1275,39 @@ class Client:
         return self._transport.exchange(method, url, headers, body)
 
     def _request(self, method, path, headers, body):
-        """Send to the current server, failing over and following redirects to holders."""
-        self._maybe_refresh()
+        """Send to a server that serves, failing over and following redirects to holders.
+
+        Rounds over the servers are repeated, with a growing pause, while every server that
+        answers says it does not serve now, up to ``unavailable_wait`` seconds.
+        """
+        avoid = []  # holders that did not answer or serve: the nodes send us elsewhere
+        backoff = Backoff(self.unavailable_wait, self._clock, self._sleep)
+        retrying = False
+        while True:
+            try:
+                return self._request_round(method, path, headers, body, avoid, retrying)
+            except _TryAgain as e:
+                if not backoff.pause():
+                    raise e.error from None
+                retrying = True
+
+    def _refresh_for_round(self, retrying):
+        """The server list for a round; _TryAgain while the admin server says all the
+        servers are on their way back (verifying)."""
+        try:
+            self._maybe_refresh(force=retrying)
+        except NoRunningServer as e:
+            if any(s.get("status") in COMING_BACK for s in e.servers):
+                raise _TryAgain(NoServerServing([(self._admin.url, e)], self.unavailable_wait)) from None
+            if retrying and self._selector.servers:
+                return  # servers answered a moment ago: their word beats the admin's lagging list
+            raise
+
+    def _request_round(self, method, path, headers, body, avoid, retrying):
+        """One pass over the servers. Raises _TryAgain if each one that answered said it
+        does not serve now, or a node said the file is served again soon (``Retry-After``);
+        NoServerAvailable if no server answered at all."""
+        self._refresh_for_round(retrying)
         tried, failures = set(), []
         holder_attempts, delay = 0, 0.25
         deadline = self._clock() + self.holder_deadline
@@ -1223,23 +1326,44 @@ class Client:
                         pass
                 entry = self._selector.current(exclude=tried)
             if entry is None:
+                if any(not_serving(err) for _, err in failures):
+                    raise _TryAgain(NoServerServing(failures, self.unavailable_wait))
                 raise NoServerAvailable(failures)
             try:
-                resp = self._follow(method, entry + path, headers, body)
+                resp = self._follow(method, entry + with_avoid(path, avoid), headers, body)
             except _Unreachable as e:
                 if server_origin(e.url) == server_origin(entry):
                     tried.add(entry)
                     failures.append((entry, e.cause))
                     self._selector.failed(entry)
                     continue
-                # A holder named by a redirect is gone. The servers notice within a few
-                # heartbeats and then name the next holder, so ask again, for a while.
                 self._selector.failed(e.url)
+                holder = holder_named(e.url)
+                if holder and holder not in avoid:
+                    # Ask again, naming the holder that did not answer: the node sends us to
+                    # the next holder at once, without waiting for heartbeats to notice.
+                    avoid.append(holder)
+                    continue
+                # A node that does not take ``avoid`` names it again. The servers notice
+                # within a few heartbeats and then name the next holder, so ask, for a while.
                 holder_attempts += 1
                 if holder_attempts > self.holder_retries or self._clock() + delay > deadline:
                     raise HolderUnreachable(_base_url(e.url), e.cause, holder_attempts) from e.cause
                 self._sleep(delay)
                 delay = min(delay * 2, 1.0)
+                continue
+            if resp.status == 503:
+                soon = resp.header("Retry-After") is not None
+                err = self._error(resp)
+                if not not_serving(err):
+                    raise _TryAgain(err) if soon else err
+                holder = holder_named(resp.url)
+                if server_origin(resp.url) != server_origin(entry) and holder and holder not in avoid:
+                    avoid.append(holder)  # the holder it sent us to does not serve now
+                    continue
+                self._selector.failed(entry)
+                tried.add(entry)
+                failures.append((entry, err))
                 continue
             self._selector.answered(entry)
             return resp
@@ -1402,7 +1526,8 @@ __all__ = [
     "AtomicFile", "tls_context", "error_from_response", "default_login_dir",
     "ClientError", "ServerError", "BadRequest", "Unauthorized", "PermissionDenied",
     "FileNotFound", "PathConflict", "FileLocked", "RateLimited", "NoHolderAvailable",
-    "StorageFull", "TransportError", "NoServerAvailable", "NoRunningServer", "HolderUnreachable",
+    "StorageFull", "TransportError", "NoServerAvailable", "NoRunningServer", "NoServerServing",
+    "HolderUnreachable", "NOT_SERVING_CODES", "not_serving", "holder_named", "with_avoid",
     "RedirectRefused", "TooManyRedirects", "TLSFailure", "ProtocolError", "DigestMismatch", "TransferCancelled", "LocalFileError",
     "parse_remote", "file_url_path", "folder_url_path", "content_digest", "parse_digest_field",
     "server_origin", "read_token_file", "plan_upload", "plan_download",

@@ -46,6 +46,19 @@ class Config:
     peer_timeout: float = 10.0
     challenge_timeout: float = 60.0  # a verification that takes longer fails the peer
     lock_lease_seconds: float = 30.0
+    # A holder down or failed this long is replaced by a copy on another running server
+    # (HDFS waits about 10 minutes, Ceph 10; a few minutes here). Repairs run every
+    # ``repair_interval`` seconds, at most ``repair_batch`` files a round.
+    repair_after: float = 300.0
+    repair_interval: float = 5.0
+    repair_batch: int = 50
+    # Integrity: the scrubber re-hashes every copy at these rates (files/s 0: no scrubber)
+    # and waits scrub_interval seconds after each complete pass; full reads verify the
+    # digest as they stream unless verify_reads is off.
+    scrub_bytes_per_second: float = 10e6
+    scrub_files_per_second: float = 50.0
+    scrub_interval: float = 300.0
+    verify_reads: bool = True
     capacity_bytes: int = 0  # 0: the free space of the data directory's file system
     max_body_bytes: int = 1 << 40
     # The admin server (empty admin_url: nodes run without one, owners-only access).
@@ -97,8 +110,14 @@ class Config:
         if self.servers and not 0 <= self.replicas <= len(self.servers) - 1:
             raise ValueError(
                 f"replicas must be between 0 and n-1 = {len(self.servers) - 1}, not {self.replicas}")
+        if self.repair_after < 0 or self.repair_interval <= 0 or self.repair_batch < 1:
+            raise ValueError("repair_after must be >= 0, repair_interval > 0, repair_batch >= 1")
         if self.heartbeat_interval <= 0 or self.heartbeat_misses < 1:
             raise ValueError("heartbeat interval must be positive and misses at least 1")
+        if self.scrub_files_per_second < 0 or self.scrub_interval < 0:
+            raise ValueError("scrub_files_per_second and scrub_interval cannot be negative")
+        if self.scrub_files_per_second and self.scrub_bytes_per_second <= 0:
+            raise ValueError("scrub_bytes_per_second must be positive while the scrubber runs")
         return self
 
 

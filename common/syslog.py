@@ -28,9 +28,11 @@ ENTERPRISE_NUMBER = 32473
 SD_ACCESS = f"access@{ENTERPRISE_NUMBER}"
 SD_STATUS = f"status@{ENTERPRISE_NUMBER}"
 SD_LOSS = f"loss@{ENTERPRISE_NUMBER}"
+SD_INTEGRITY = f"integrity@{ENTERPRISE_NUMBER}"
 MSGID_ACCESS = "ACCESS"
 MSGID_STATUS = "STATUS"
 MSGID_LOSS = "LOSS"
+MSGID_INTEGRITY = "INTEGRITY"
 
 # RFC 5425 says receivers SHOULD accept 8192 octets; longer MSG parts are cut to fit.
 DEFAULT_MAX_MESSAGE_BYTES = 8192
@@ -313,6 +315,15 @@ def status_event(server, subject, old, new, detail="", *, severity=None):
                       "detail": detail or None}}
     msg = f"{server}: {subject} {old} -> {new}" + (f": {detail}" if detail else "")
     return SyslogEvent(int(severity), MSGID_STATUS, sd, msg)
+
+
+def integrity_event(server, path, result, detail=""):
+    """``server`` found its copy of ``path`` bad and did ``result`` (e.g. 'quarantined');
+    a WARNING: a disk is losing data."""
+    sd = {SD_INTEGRITY: {"server": server, "path": path, "result": result,
+                         "detail": detail or None}}
+    msg = f"{server}: copy of {path} {result}" + (f": {detail}" if detail else "")
+    return SyslogEvent(int(Severity.WARNING), MSGID_INTEGRITY, sd, msg)
 
 
 # --------------------------------------------------------------------------------- sender

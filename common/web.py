@@ -70,6 +70,8 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         if isinstance(exc, ApiError):
             self.set_status(exc.status)
+            # The code in a header as well, for HEAD answers, which carry no body.
+            self.set_header("X-SecuriFile-Error", exc.code)
             for name, value in exc.headers.items():
                 self.set_header(name, value)
             if exc.status == 401:

@@ -1,11 +1,17 @@
 """Digest challenges: how a running node checks the copies a returning node holds.
 
 The challenger lists the files it shares with the returning node (it holds a copy it can
-compare against), with their versions, a fresh nonce and a few byte ranges per file. The
+compare against), with their versions, a fresh nonce and byte ranges per file drawn from
+the kernel's generator: one 4 KiB range per MiB (2 to 256), the whole of a small file. The
 returning node answers each with the version it holds, the digest of its copy (reusing a
 digest computed earlier only when size, mtime, ctime and inode are unchanged) and an HMAC
 keyed by the nonce over the requested ranges, which it can only compute from the bytes
 themselves: stored digests replayed without the data do not pass.
+
+The answering node reads only what a challenge may ask: ranges within bounds and inside the
+file, and only of files whose record names the challenger as a holder; anything else it
+answers as refused, which proves nothing either way. A claimed newer version, or a refusal,
+is never a pass: the challenger catches up and asks again (``verification``).
 
 No HTTP here: the transport sends the dicts these functions build and read.
 """
@@ -16,27 +22,45 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 
-from securifile.common.digests import file_digest
+from securifile.common.digests import ALGORITHMS, file_digest
 from securifile.common.paths import FilePath
 
-RANGE_BYTES = 1024
-RANGES_PER_FILE = 2
+RANGE_BYTES = 4096
+BYTES_PER_RANGE = 1 << 20  # one range per MiB of file
+MIN_RANGES, MAX_RANGES = 2, 256
+MAX_RANGE_LENGTH = MIN_RANGES * RANGE_BYTES  # a small file asked whole
 BATCH = 5000  # files per challenge request
 
 OK, STALE, MISSING, CORRUPT, REPLAYED = "ok", "stale", "missing", "corrupt", "replayed"
-NEWER = "newer"  # the challenger's map is behind: nothing to judge yet
+NEWER = "newer"  # the challenger's map is behind: nothing to judge until it catches up
+REFUSED = "refused"  # the peer would not answer for this file (its map does not name us)
+INCONCLUSIVE = (NEWER, REFUSED)
+
+
+class ChallengeRefused(ValueError):
+    """A challenge out of bounds as a whole (too many files, not the expected shape)."""
 
 
 def stat_key(path):
-    return _key(os.stat(path))
+    return stat_key_of(os.stat(path))
 
 
-def _key(st):
+def stat_key_of(st):
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
 
 
-def choose_ranges(size, rng, count=RANGES_PER_FILE, length=RANGE_BYTES):
-    """A few (offset, length) ranges inside a file of ``size`` bytes; the whole of a small file."""
+def range_count(size):
+    """How many ranges a file of ``size`` bytes is asked for: the sample grows with the file."""
+    return min(MAX_RANGES, max(MIN_RANGES, -(-size // BYTES_PER_RANGE)))
+
+
+def choose_ranges(size, rng, length=RANGE_BYTES):
+    """(offset, length) ranges inside a file of ``size`` bytes; the whole of a small file.
+
+    ``rng`` must be unpredictable to the peer (``random.SystemRandom``): a peer that could
+    guess the ranges could keep those bytes and lose the rest.
+    """
+    count = range_count(size)
     if size <= length * count:
         return [[0, size]]
     # One draw of 64 bits per range, in one call: a SystemRandom call reads the kernel's
@@ -99,25 +123,68 @@ def new_challenge(challenger, locations, rng):
     return {"challenger": challenger, "nonce": nonce, "files": files}
 
 
-def answer_challenge(store, locations, challenge, deep=False):
-    """The returning node's answer, computed from its own disk."""
-    nonce = challenge["nonce"]
-    fps = [FilePath(item["owner"], item["path"]) for item in challenge["files"]]
+def answer_challenge(store, locations, challenge, deep=False, challenger=None):
+    """The returning node's answer, computed from its own disk.
+
+    ``challenger`` is the authenticated caller (else the name the challenge gives): only
+    files whose record here names it as a holder are answered, each range checked first.
+    """
+    files = challenge.get("files")
+    if not isinstance(files, list) or len(files) > BATCH:
+        raise ChallengeRefused(f"a challenge lists at most {BATCH} files")
+    nonce = challenge.get("nonce")
+    try:
+        bytes.fromhex(nonce)
+    except (TypeError, ValueError):
+        raise ChallengeRefused("the nonce must be hex") from None
+    challenger = challenger or challenge.get("challenger")
+    try:
+        fps = [FilePath(item["owner"], item["path"]) for item in files]
+    except (KeyError, TypeError):
+        raise ChallengeRefused("each file needs an owner and a path") from None
     records = locations.copy_records(fps)  # one query per few hundred files, not one each
+    allowed = locations.named_holder(fps, challenger)
     paths = DiskPaths(store)
     rehashed = []  # (fp, digest, stat key) to store, in one transaction at the end
-    answers = [_answer_one(paths, records.get((fp.owner, fp.rel)), fp, item["algorithm"],
-                           nonce, item["ranges"], deep, rehashed)
-               for fp, item in zip(fps, challenge["files"])]
+    answers = []
+    for fp, item in zip(fps, files):
+        key = (fp.owner, fp.rel)
+        record = records.get(key)
+        if record is not None and key not in allowed:  # (no copy: "missing" reads nothing)
+            answers.append({"owner": fp.owner, "path": fp.rel, "refused": "not a holder"})
+            continue
+        answers.append(_answer_one(paths, record, fp, item.get("algorithm"), nonce,
+                                   item.get("ranges"), deep, rehashed))
     if rehashed:
-        locations.update_copy_digests(rehashed)
+        locations.update_disk_digests(rehashed)
     return {"files": answers}
+
+
+def ranges_refusal(ranges):
+    """Why ``ranges`` is more than a challenge may ask of one file, or None."""
+    if not isinstance(ranges, list) or not 0 < len(ranges) <= MAX_RANGES:
+        return f"between 1 and {MAX_RANGES} ranges per file"
+    for r in ranges:
+        if (not isinstance(r, (list, tuple)) or len(r) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in r)):
+            return "a range is [offset, length]"
+        if r[0] < 0 or not 0 <= r[1] <= MAX_RANGE_LENGTH:
+            return f"a range has an offset of 0 or more and at most {MAX_RANGE_LENGTH} bytes"
+    return None
+
+
+def _inside(ranges, size):
+    return all(offset + length <= size for offset, length in ranges)
 
 
 def _answer_one(paths, record, fp, algorithm, nonce, ranges, deep, rehashed):
     out = {"owner": fp.owner, "path": fp.rel, "version": None, "digest": None, "mac": None}
     if record is None:
         return out
+    refusal = ("unknown digest algorithm" if algorithm not in ALGORITHMS
+               else ranges_refusal(ranges))
+    if refusal is not None:
+        return {"owner": fp.owner, "path": fp.rel, "refused": refusal}
     path = paths(fp)
     try:
         # One open, then fstat and pread on it: one lookup of the name, not two. Non-blocking,
@@ -129,12 +196,15 @@ def _answer_one(paths, record, fp, algorithm, nonce, ranges, deep, rehashed):
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return out
-        version, digest, cached_key = record
-        key = _key(st)
-        if deep or key != cached_key or not digest:
+        key = stat_key_of(st)
+        digest = record.disk_digest
+        if deep or key != record.stat_key or not digest:
             digest = file_digest(path, algorithm)
             rehashed.append((fp, digest, key))
-        out.update(version=version, digest=digest, mac=_fd_mac(fd, nonce, ranges))
+        # Ranges past the end of this copy: it is not the challenger's (its digest will say
+        # so); no bytes are read for them.
+        mac = _fd_mac(fd, nonce, ranges) if _inside(ranges, st.st_size) else None
+        out.update(version=record.version, digest=digest, mac=mac)
     finally:
         os.close(fd)
     return out
@@ -155,8 +225,13 @@ class ChallengeResult:
         return [k for k, v in self.outcomes.items() if v == STALE]
 
     @property
+    def inconclusive(self):
+        """Files judged neither way yet: a claimed newer version, or a refusal."""
+        return [k for k, v in self.outcomes.items() if v in INCONCLUSIVE]
+
+    @property
     def passed(self):
-        return not self.failed
+        return not self.failed and not self.inconclusive
 
     def summary(self):
         counts = {}
@@ -174,8 +249,12 @@ def check_answer(store, locations_by_key, challenge, answer, result):
         key = (item["owner"], item["path"])
         loc = locations_by_key[key]
         a = got.get(key)
-        if a is None or a.get("version") is None:
-            result.outcomes[key] = MISSING
+        if a is not None and a.get("refused"):
+            result.outcomes[key] = REFUSED
+        elif a is None or a.get("version") is None:
+            # A copy the record already names stale (its holder lost it, or missed this
+            # version): nothing is claimed, so it is brought up to date, not failed.
+            result.outcomes[key] = STALE if getattr(loc, "other_stale", False) else MISSING
         elif a["version"] < loc.version:
             result.outcomes[key] = STALE
         elif a["version"] > loc.version:

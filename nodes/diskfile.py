@@ -1,15 +1,17 @@
 """How file bytes lie on a node's disk, free of any HTTP.
 
 Layout: ``ROOT/files/<owner>/<rel path>`` holds committed files (the user's namespace is a
-folder named after them); ``ROOT/tmp`` holds uploads in flight. A file appears at its name
-only by an atomic rename after fsync, so a reader sees the old bytes or the new ones, never
-half of either, and a crash or a broken-off body leaves at most a temp file that the next
-start sweeps away.
+folder named after them); ``ROOT/tmp`` holds uploads in flight; ``ROOT/quarantine`` keeps
+copies found bad, out of every user's reach, for the administrator to look at. A file
+appears at its name only by an atomic rename after fsync, so a reader sees the old bytes or
+the new ones, never half of either, and a crash or a broken-off body leaves at most a temp
+file that the next start sweeps away.
 """
 import errno
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from securifile.common.digests import new_hasher
@@ -38,6 +40,7 @@ class DiskStore:
         self.root = Path(root).resolve()
         self.files_dir = self.root / "files"
         self.tmp_dir = self.root / "tmp"
+        self.quarantine_dir = self.root / "quarantine"
         self.capacity_bytes = capacity_bytes
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +92,26 @@ class DiskStore:
         except (FileNotFoundError, NotADirectoryError):  # gone, or a parent is a file
             return False
         self._adjust_used(-size)
+        self._remove_empty_parents(fp, path)
+        return True
+
+    def quarantine(self, fp):
+        """Move a bad copy to ``ROOT/quarantine/<owner>/<rel>.<ns time>``; its new path, or
+        None if there was no file to move."""
+        path = self.path_for(fp)
+        target = self.quarantine_dir / fp.owner / f"{fp.rel}.{time.time_ns()}"
+        try:
+            size = path.stat().st_size
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        self._adjust_used(-size)
+        _fsync_dir(path.parent)
+        self._remove_empty_parents(fp, path)
+        return target
+
+    def _remove_empty_parents(self, fp, path):
         parent = path.parent
         owner_root = self.files_dir / fp.owner
         while parent != owner_root and parent != self.files_dir:
@@ -97,7 +120,6 @@ class DiskStore:
             except OSError:
                 break
             parent = parent.parent
-        return True
 
     def _adjust_used(self, delta):
         if self._used is not None:

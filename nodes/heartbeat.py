@@ -17,7 +17,7 @@ BEAT_TIMEOUT = 0.8  # of the interval
 
 class HeartbeatLoop:
     def __init__(self, peers, peer_client, urls, interval, sync_locations, on_return=None,
-                 cursors=None):
+                 cursors=None, quorum=None):
         self.peers = peers
         self.client = peer_client
         self.urls = urls
@@ -31,6 +31,7 @@ class HeartbeatLoop:
         self._cursors = cursors
         self._pulled = dict(cursors.pull_cursors()) if cursors is not None else {}
         self._periodic = None
+        self.quorum = quorum  # told of every answer; asked to refresh once a round
 
     def _due(self):
         return [n for n in self.peers.names if n not in self._in_flight]
@@ -38,6 +39,8 @@ class HeartbeatLoop:
     async def run_once(self):
         """One round: a heartbeat to every peer whose previous one has finished."""
         await asyncio.gather(*(self._beat(n) for n in self._due()))
+        if self.quorum is not None:
+            await self.quorum.refresh()
 
     async def _beat(self, name):
         self._in_flight.add(name)
@@ -60,13 +63,21 @@ class HeartbeatLoop:
                 await self._pull(name, seq)
         finally:
             self._in_flight.discard(name)
-        if self.peers.record_ack(name, seq, answer.get("boot"), answer.get("status", "running"),
-                                 int(answer.get("round", 0))):
+        returned = self.peers.record_ack(name, seq, answer.get("boot"),
+                                         answer.get("status", "running"), int(answer.get("round", 0)))
+        if self.quorum is not None:
+            self.quorum.heard(name)  # after the pull: a majority heard means records caught up
+        if returned:
             self.on_return(name)
+
+    async def catch_up(self, name):
+        """Pull whatever ``name`` has that this node has not applied yet (a challenger
+        whose map is behind the peer it judges)."""
+        await self._pull(name, None)
 
     async def _pull(self, name, seq):
         # A peer whose sequence went backwards lost its map: start again from zero.
-        since = self._pulled.get(name, 0) if seq >= self._pulled.get(name, 0) else 0
+        since = self._pulled.get(name, 0) if seq is None or seq >= self._pulled.get(name, 0) else 0
         try:
             for _ in range(10_000):  # bounded: 10 million records per round at most
                 page = await self.client.pull_locations(self.urls[name], since)
@@ -77,7 +88,8 @@ class HeartbeatLoop:
                     self._advance(name, since)  # a pull cut short goes on from here
                 if len(records) < page.get("limit", 1000):
                     break
-            self._advance(name, max(since, seq))
+            if seq is not None:
+                self._advance(name, max(since, seq))
         except PeerError as e:
             log.warning("pulling locations from %s failed: %s", name, e)
         except Exception:
@@ -94,8 +106,11 @@ class HeartbeatLoop:
 
     def _tick(self):
         # Each peer on its own task: one hung peer must not delay the beats to the others.
-        for name in self._due():
-            task = asyncio.ensure_future(self._beat(name))
+        beats = [self._beat(name) for name in self._due()]
+        if self.quorum is not None:
+            beats.append(self.quorum.refresh())
+        for beat in beats:
+            task = asyncio.ensure_future(beat)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             task.add_done_callback(_log_failure)

@@ -14,15 +14,17 @@ from tornado.log import access_log
 from tornado.ioloop import PeriodicCallback
 from tornado.iostream import StreamClosedError
 
-from securifile.common.digests import ALGORITHMS, repr_digest
+from securifile.common.digests import ALGORITHMS, new_hasher, repr_digest
 from securifile.common.errors import ApiError, Unavailable
 from securifile.common.paths import parse_path
 from securifile.common.ranges import RangeNotSatisfiable, parse_range
 from securifile.common.web import ADMIN_SERVER, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
 
 from .access import DELETE, LIST, READ, WRITE
-from .challenge import answer_challenge
-from .peers import OFFLINE, RUNNING
+from .challenge import ChallengeRefused, answer_challenge
+from .peers import OFFLINE
+from .quarantine import quarantine_if_bad
+from .storage import under_replicated
 
 
 SMALL_BODY = 1 << 20
@@ -51,16 +53,38 @@ def content_digest(header, algorithm):
                    code="unsupported_digest")
 
 
+class CopyCorrupt(Exception):
+    """The bytes read from disk do not hash to the record's digest."""
+
+
+def verified(chunks, hasher, digest):
+    """``chunks``, each passed on only once the next one is read, the last only once the
+    whole hashes to ``digest``; CopyCorrupt instead of the last chunk otherwise. One chunk
+    is held at a time, so memory stays flat."""
+    held = None
+    for chunk in chunks:
+        hasher.update(chunk)
+        if held is not None:
+            yield held
+        held = chunk
+    if hasher.hexdigest() != digest:
+        raise CopyCorrupt(f"the bytes hash to {hasher.hexdigest()}, not {digest}")
+    if held is not None:
+        yield held
+
+
 class NodeHandler(ApiHandler):
     """Shared by the user-facing handlers: a node that is not running serves nobody."""
 
     def require_running(self):
-        if self.node.peers.self_status != RUNNING:
-            raise Unavailable(f"server {self.node.name} is {self.node.peers.self_status}",
-                              code="server_not_running")
+        self.node.require_serving()
 
     def sent_here(self):
         return self.get_query_argument("holder", None) == self.node.name
+
+    def avoided(self):
+        """Servers the client could not reach (``avoid=a,b``): not redirect targets now."""
+        return {n for n in self.get_query_argument("avoid", "").split(",") if n}
 
     def redirect_to(self, target, fp):
         """307 to the holder ``target``, naming it in the URL so that it serves at once."""
@@ -75,7 +99,7 @@ class FileHandler(NodeHandler):
 
     async def prepare(self):
         self.writer = None
-        self.locked = None
+        self.ticket = None
         self.failure = None
         self.redirect_after_body = None
         self.transferred = None
@@ -104,21 +128,19 @@ class FileHandler(NodeHandler):
         length = self.request.headers.get("Content-Length", "")
         return length.isdigit() and int(length) <= SMALL_BODY
 
+    def _redirect_upload(self, where):
+        if self._answer_after_body():
+            self.redirect_after_body = where
+        else:
+            self.redirect_to(where, self.fp)
+
     async def _start_upload(self):
         fp = self.fp
         self.role = await self.authoriser.check(self.principal, WRITE, fp)
         self.node.locks.check(fp)  # a writer anywhere else: 423 at once, before any redirect
-        kind, where = self.node.route_write(fp, self.sent_here())
+        kind, where = self.node.route_write(fp, self.sent_here(), self.avoided())
         if kind == "redirect":
-            if self._answer_after_body():
-                self.redirect_after_body = where
-            else:
-                self.redirect_to(where, fp)
-            return
-        self.existing = where
-        if self.existing is None and self.principal.name != fp.owner:
-            raise ApiError("only the owner creates files in a namespace", status=403,
-                           code="forbidden")
+            return self._redirect_upload(where)
         length = self.request.headers.get("Content-Length")
         if length is not None:
             if not length.isdigit():
@@ -129,8 +151,17 @@ class FileHandler(NodeHandler):
             self.node.store.check_room(int(length))
         self.expected_digest = content_digest(
             self.request.headers.get("Content-Digest"), self.node.algorithm)
-        self.lock_token = await self.node.lock_everywhere(fp, self.principal.name)
-        self.locked = fp
+        self.ticket = await self.node.lock(fp, self.principal.name)
+        # The lock brought the majority's newest record: the route may have changed.
+        kind, where = self.node.route_write(fp, self.sent_here(), self.avoided())
+        if kind == "redirect":
+            self._give_back_lock()
+            return self._redirect_upload(where)
+        self.existing = where
+        if self.existing is None and self.principal.name != fp.owner:
+            self._give_back_lock()
+            raise ApiError("only the owner creates files in a namespace", status=403,
+                           code="forbidden")
         self.renewal = PeriodicCallback(self._renew_lock, self.node.lock_lease * 1000 / 3)
         self.renewal.start()
         self.request.connection.set_max_body_size(self.max_body_bytes)
@@ -150,11 +181,20 @@ class FileHandler(NodeHandler):
         if self.redirect_after_body is not None:
             return self.redirect_to(self.redirect_after_body, self.fp)
         digest = self.writer.commit(self.expected_digest)
-        # The lock goes before the answer: the client may write the file again at once.
-        loc = await self.node.finish_upload(self.fp, self.existing, digest, self.writer.size,
-                                            unlock=self._release_lock)
+        self.renewal.stop()
+        ticket, self.ticket = self.ticket, None
+        # The record releases the lock on every peer before the answer goes out: the client
+        # may write the file again at once.
+        try:
+            loc, confirmed = await self.node.finish_upload(ticket, digest, self.writer.size)
+        except BaseException:
+            self.node.release(ticket)
+            raise
+        if not confirmed:
+            raise Unavailable(f"{self.fp.full} was stored on {self.node.name} but no majority "
+                              "confirmed its record: it may or may not last", code="no_quorum")
         body = loc.to_json()
-        body["under_replicated"] = len(loc.current_holders) - 1 < self.node.replicas
+        body["under_replicated"] = under_replicated(loc, self.node.replicas)
         body["replicas_wanted"] = self.node.replicas
         self.send_json(body, status=201 if self.existing is None else 200)
 
@@ -168,7 +208,9 @@ class FileHandler(NodeHandler):
 
     async def delete(self, _path):
         await self.authoriser.check(self.principal, DELETE, self.fp)
-        await self.node.delete(self.fp)
+        if not await self.node.delete(self.fp, self.principal.name):
+            raise Unavailable(f"{self.fp.full} was deleted on {self.node.name} but no majority "
+                              "confirmed it: it may or may not last", code="no_quorum")
         self.set_status(204)
         self.finish()
 
@@ -181,7 +223,7 @@ class FileHandler(NodeHandler):
     async def _send_file(self, head):
         fp = self.fp
         await self.authoriser.check(self.principal, READ, fp)
-        kind, where = self.node.route_read(fp, self.sent_here())
+        kind, where = self.node.route_read(fp, self.sent_here(), self.avoided())
         if kind == "redirect":
             return self.redirect_to(where, fp)
         loc = where
@@ -213,33 +255,46 @@ class FileHandler(NodeHandler):
         if head:
             return self.finish()
         self.transferred = end - start
+        chunks = self.node.store.open_chunks(fp, start, end, self.read_chunk)
+        if rng is None and self.verify_reads:
+            chunks = verified(chunks, new_hasher(loc.algorithm), loc.digest)
         try:
-            for chunk in self.node.store.open_chunks(fp, start, end, self.read_chunk):
+            for chunk in chunks:
                 self.write(chunk)
                 await self.flush()
         except StreamClosedError:
             return
+        except CopyCorrupt:
+            # The last chunk is held back: the client sees fewer bytes than Content-Length
+            # (a broken transfer, which it retries elsewhere), never a whole wrong file.
+            self.transferred = None
+            self.broken_off = "the copy does not match its digest"
+            self.request.connection.close()
+            self._log_access("corrupt")
+            try:
+                await quarantine_if_bad(self.node, fp, "a full read did not match the digest")
+            except Exception:  # the transfer is broken off already; the scrubber tries again
+                logging.getLogger("securifile.node").exception("quarantine of %s failed", fp)
+            return
         self.finish()
 
     async def _renew_lock(self):
-        if self.locked is not None:
-            await self.node.renew_lock(self.locked, self.principal.name, self.lock_token)
+        if self.ticket is not None:
+            await self.node.renew(self.ticket)
 
-    async def _release_lock(self):
-        if self.locked is not None:
-            self.renewal.stop()
-            locked, self.locked = self.locked, None
-            await self.node.unlock_everywhere(locked, self.lock_token)
+    def _give_back_lock(self):
+        if self.ticket is not None:
+            if getattr(self, "renewal", None) is not None:
+                self.renewal.stop()
+            ticket, self.ticket = self.ticket, None
+            self.node.release(ticket)
 
     def _cleanup(self):
         if self.writer is not None:
             self.writer.abort()
-        if self.locked is not None:
-            # An upload that failed or broke off: give the lock back in the background (the
-            # lease bounds how long it could linger if that does not get through).
-            self.renewal.stop()
-            asyncio.ensure_future(self.node.unlock_everywhere(self.locked, self.lock_token))
-            self.locked = None
+        # An upload that failed or broke off: the lock goes (the lease bounds how long it
+        # could linger on a peer that does not hear of it).
+        self._give_back_lock()
 
     def on_finish(self):
         self._cleanup()
@@ -281,6 +336,9 @@ class HeartbeatHandler(ApiHandler):
     def post(self):
         if self.node.peers.self_status == OFFLINE:
             raise Unavailable(f"{self.node.name} is offline", code="server_offline")
+        if self.node.quorum is not None:
+            # A node back from a hang learns it was cut off before it answers as running.
+            self.node.quorum.has()
         body = self.json_body()
         if body.get("from") in self.node.urls:
             self.node.pulled_by[body["from"]] = int(body.get("pulled", 0))
@@ -296,8 +354,14 @@ class ChallengeHandler(ApiHandler):
 
     async def post(self):
         challenge = self.json_body()
-        answer = await asyncio.to_thread(answer_challenge, self.node.store, self.node.locations,
-                                         challenge, self.deep)
+        # In no-TLS mode the caller names itself in a header (behind the cluster secret).
+        challenger = self.principal.name if self.principal.name != "?" else None
+        try:
+            answer = await asyncio.to_thread(answer_challenge, self.node.store,
+                                             self.node.locations, challenge, self.deep,
+                                             challenger)
+        except ChallengeRefused as e:
+            raise ApiError(str(e), code="challenge_refused") from None
         self.send_json(answer)
 
 
@@ -322,10 +386,12 @@ class LocksHandler(ApiHandler):
         fp = parse_path(f"{body.get('owner')}/{body.get('path')}")
         if body.get("release"):
             self.node.locks.release(fp, body.get("token"))
-        else:
-            self.node.locks.acquire(fp, str(body.get("holder")), self.principal.name,
-                                    str(body.get("token")), float(body.get("lease", 30)))
-        self.send_json({"ok": True})
+            return self.send_json({"ok": True})
+        stamp = body.get("stamp")
+        self.send_json(self.node.grant_lock(
+            fp, str(body.get("holder")), self.principal.name, str(body.get("token")),
+            float(body.get("lease", 30)), int(body.get("known", 0)),
+            None if stamp is None else int(stamp)))
 
 
 class LocationsHandler(ApiHandler):
@@ -338,8 +404,9 @@ class LocationsHandler(ApiHandler):
         self.send_json({"records": records, "seq": self.node.locations.seq, "limit": limit})
 
     def post(self):
-        records = self.json_body().get("records", [])
-        self.node.apply_locations(records)
+        body = self.json_body()
+        records = body.get("records", [])
+        self.node.apply_locations(records, body.get("release", ()))
         self.send_json({"applied": len(records)})
 
 
@@ -416,9 +483,11 @@ class OpenApiHandler(ApiHandler):
         self.send_json(self.openapi)
 
 
-def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, openapi, deep=False):
+def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, openapi, deep=False,
+             verify_reads=True):
     deps = dict(node=node, authenticator=authenticator)
-    files = dict(deps, authoriser=authoriser, max_body_bytes=max_body_bytes, read_chunk=read_chunk)
+    files = dict(deps, authoriser=authoriser, max_body_bytes=max_body_bytes, read_chunk=read_chunk,
+                 verify_reads=verify_reads)
     return tornado.web.Application(
         [
             (r"/files/(.+)", FileHandler, files),
@@ -443,6 +512,10 @@ def log_request(handler):
     """Tornado's access log, without the steady stream of successful peer calls."""
     status = handler.get_status()
     if status < 400 and handler.request.path.startswith("/peer/"):
+        return
+    broken_off = getattr(handler, "broken_off", None)
+    if broken_off:
+        access_log.warning("%d %s broken off: %s", status, handler._request_summary(), broken_off)
         return
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),

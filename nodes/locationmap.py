@@ -42,6 +42,18 @@ class Location:
     # Holders that missed this version (down during a modification): never served from
     # until a running holder has brought them up to date.
     stale: list = field(default_factory=list)
+    # Orders the records of one path: strictly greater for every change (a new version, a
+    # delete, or a change of holders), taken from the write lock's reservations on a
+    # majority, so two different records never carry the same stamp. ``coordinator`` is the
+    # node that made the change. Records written before stamps existed: stamp = version.
+    stamp: int = 0
+    coordinator: str = ""
+
+    def __post_init__(self):
+        if not self.stamp:
+            self.stamp = self.version
+        if not self.coordinator:
+            self.coordinator = self.origin
 
     @property
     def file_path(self):
@@ -59,8 +71,8 @@ class Location:
 
     @property
     def order(self):
-        """What ``newer_than`` compares: the version, then deterministic tie-breaks."""
-        return (self.version, self.modified, self.origin, self.deleted)
+        """What ``newer_than`` compares: the stamp; the rest only orders legacy records."""
+        return (self.stamp, self.coordinator, self.version, self.modified, self.deleted)
 
     def newer_than(self, other):
         """Total order on versions of one file; ties break deterministically."""
@@ -73,7 +85,8 @@ class Location:
                 "digest": self.digest, "algorithm": self.algorithm, "size": self.size,
                 "version": self.version,
                 "replicas": [{"server": r.server, "priority": r.priority} for r in self.replicas],
-                "modified": self.modified, "deleted": self.deleted, "stale": list(self.stale)}
+                "modified": self.modified, "deleted": self.deleted, "stale": list(self.stale),
+                "stamp": self.stamp, "coordinator": self.coordinator}
 
     @classmethod
     def from_json(cls, d):
@@ -92,14 +105,26 @@ class FileVersion(NamedTuple):
     digest: str
     algorithm: str
     size: int
+    other_stale: bool = False  # the record names the other server stale (it said so itself)
 
     @property
     def file_path(self):
         return FilePath(self.owner, self.path)
 
 
+class CopyRecord(NamedTuple):
+    """This node's own copy of a file: the version, the committed digest, and the cache of
+    the last hash of its bytes with the stat key it was computed under."""
+
+    version: int
+    digest: str
+    disk_digest: str
+    stat_key: str
+
+
 def _copied(loc):
-    return (loc.version, loc.modified, loc.origin, loc.digest, loc.algorithm, loc.size)
+    return (loc.version, loc.modified, loc.origin, loc.digest, loc.algorithm, loc.size,
+            loc.stamp, loc.coordinator)
 
 
 _SCHEMA = """
@@ -116,6 +141,8 @@ CREATE TABLE IF NOT EXISTS locations (
     digest TEXT NOT NULL DEFAULT '',
     algorithm TEXT NOT NULL DEFAULT '',
     size INTEGER NOT NULL DEFAULT 0,
+    stamp INTEGER NOT NULL DEFAULT 0,
+    coordinator TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (owner, path)
 );
 CREATE INDEX IF NOT EXISTS locations_seq ON locations (seq);
@@ -137,19 +164,28 @@ CREATE TABLE IF NOT EXISTS copies (
     owner TEXT NOT NULL,
     path TEXT NOT NULL,
     version INTEGER NOT NULL,
-    digest TEXT NOT NULL,
+    digest TEXT NOT NULL,  -- committed: what the bytes must hash to; never a re-hash
     size INTEGER NOT NULL,
-    -- what the file looked like when ``digest`` was computed: (size, mtime, ctime, inode)
+    -- what the file looked like when ``disk_digest`` was computed: (size, mtime, ctime, inode)
     stat_key TEXT NOT NULL DEFAULT '',
+    disk_digest TEXT NOT NULL DEFAULT '',  -- the last hash of the bytes on disk (a cache)
     PRIMARY KEY (owner, path)
+);
+-- Small facts of this node's own loops, such as where the scrubber stopped.
+CREATE TABLE IF NOT EXISTS state (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 """
 
 
-SCHEMA_VERSION = 1  # 1: columns copied out of the record, and the holders table
+# 1: columns copied out of the record, and the holders table; 2: stamp and coordinator
+SCHEMA_VERSION = 2
 _COPIED_COLUMNS = {"version": "INTEGER NOT NULL DEFAULT 0", "modified": "REAL NOT NULL DEFAULT 0",
                    "origin": "TEXT NOT NULL DEFAULT ''", "digest": "TEXT NOT NULL DEFAULT ''",
-                   "algorithm": "TEXT NOT NULL DEFAULT ''", "size": "INTEGER NOT NULL DEFAULT 0"}
+                   "algorithm": "TEXT NOT NULL DEFAULT ''", "size": "INTEGER NOT NULL DEFAULT 0",
+                   "stamp": "INTEGER NOT NULL DEFAULT 0",
+                   "coordinator": "TEXT NOT NULL DEFAULT ''"}
 _IN_CHUNK = 500  # names per "IN (...)" query, well under SQLite's limit on parameters
 
 
@@ -187,10 +223,29 @@ class LocationMap:
                     loc = Location.from_json(json.loads(record))
                     self._db.execute(
                         "UPDATE locations SET version = ?, modified = ?, origin = ?, digest = ?, "
-                        "algorithm = ?, size = ? WHERE owner = ? AND path = ?",
+                        "algorithm = ?, size = ?, stamp = ?, coordinator = ? "
+                        "WHERE owner = ? AND path = ?",
                         (*_copied(loc), loc.owner, loc.path))
                     self._index_holders(loc)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if "disk_digest" not in columns:
+            self._split_disk_digest()
+
+    def _split_disk_digest(self):
+        """Maps written before the cache had its own column kept re-hashes in ``digest``.
+
+        That value becomes the cache (it is valid for its stat key); the committed digest
+        is taken back from the location record wherever this copy is of the record's version.
+        """
+        with self.transaction():
+            self._db.execute("ALTER TABLE copies ADD COLUMN disk_digest TEXT NOT NULL DEFAULT ''")
+            self._db.execute("UPDATE copies SET disk_digest = digest")
+            self._db.execute(
+                "UPDATE copies SET digest = (SELECT l.digest FROM locations l "
+                "WHERE l.owner = copies.owner AND l.path = copies.path) "
+                "WHERE EXISTS (SELECT 1 FROM locations l WHERE l.owner = copies.owner "
+                "AND l.path = copies.path AND l.version = copies.version AND l.deleted = 0 "
+                "AND l.digest != '')")
 
     @property
     def seq(self):
@@ -235,16 +290,16 @@ class LocationMap:
         with self._lock:
             # The order columns, not the JSON: most records a peer sends are known already.
             row = self._db.execute(
-                "SELECT version, modified, origin, deleted FROM locations "
+                "SELECT stamp, coordinator, version, modified, deleted FROM locations "
                 "WHERE owner = ? AND path = ?", (loc.owner, loc.path)).fetchone()
-            if row is not None and not loc.order > (row[0], row[1], row[2], bool(row[3])):
+            if row is not None and not loc.order > (*row[:4], bool(row[4])):
                 return False
             with self.transaction():
                 self._seq += 1
                 self._db.execute(
                     "INSERT OR REPLACE INTO locations "
                     "(owner, path, record, deleted, seq, version, modified, origin, digest, "
-                    "algorithm, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "algorithm, size, stamp, coordinator) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (loc.owner, loc.path, json.dumps(loc.to_json()), int(loc.deleted), self._seq,
                      *_copied(loc)))
                 self._db.execute("DELETE FROM holders WHERE owner = ? AND path = ?",
@@ -319,13 +374,28 @@ class LocationMap:
         """Files shared with ``other`` (as ``shared_with``) of which ``me`` holds a copy of the
         current version and is not marked stale: the copies ``me`` can judge ``other``'s by."""
         rows = self._db.execute(
-            "SELECT l.owner, l.path, l.version, l.digest, l.algorithm, l.size FROM holders a "
+            "SELECT l.owner, l.path, l.version, l.digest, l.algorithm, l.size, a.stale "
+            "FROM holders a "
             "JOIN holders b ON b.owner = a.owner AND b.path = a.path AND b.server = ? "
             "JOIN locations l ON l.owner = a.owner AND l.path = a.path "
             "JOIN copies c ON c.owner = l.owner AND c.path = l.path AND c.version = l.version "
             "WHERE a.server = ? AND b.stale = 0 AND l.deleted = 0 ORDER BY a.owner, a.path",
             (me, other))
         return list(map(FileVersion._make, rows))
+
+    def needing_repair(self, wanted, lost, running, limit):
+        """Live records that lack a copy: fewer than ``wanted`` current holders, a holder in
+        ``lost``, or a stale holder in ``running`` (it can be sent the current copy)."""
+        lost, running = sorted(lost), sorted(running)
+        lost_in = ",".join("?" * len(lost)) or "NULL"
+        running_in = ",".join("?" * len(running)) or "NULL"
+        return self._records(
+            "SELECT l.record FROM locations l WHERE l.deleted = 0 AND ("
+            "  (SELECT COUNT(*) FROM holders h WHERE h.owner = l.owner AND h.path = l.path "
+            "   AND h.stale = 0) < ? "
+            "  OR EXISTS (SELECT 1 FROM holders h WHERE h.owner = l.owner AND h.path = l.path "
+            f"   AND (h.server IN ({lost_in}) OR (h.stale = 1 AND h.server IN ({running_in}))))"
+            ") LIMIT ?", (wanted, *lost, *running, limit))
 
     def _records(self, sql, params):
         return [Location.from_json(json.loads(r)) for (r,) in self._db.execute(sql, params)]
@@ -349,19 +419,22 @@ class LocationMap:
     # whose copy is older than the location record must not serve it.
 
     def record_copy(self, fp, version, digest, size, stat_key=""):
+        """A copy just written and checked: ``digest`` is both committed and what the disk holds."""
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO copies (owner, path, version, digest, size, stat_key) "
-                "VALUES (?, ?, ?, ?, ?, ?)", (fp.owner, fp.rel, version, digest, size, stat_key))
+                "INSERT OR REPLACE INTO copies (owner, path, version, digest, size, stat_key, "
+                "disk_digest) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (fp.owner, fp.rel, version, digest, size, stat_key, digest))
 
     def copy_record(self, fp):
-        """(version, digest, stat_key) of this node's copy, or None."""
-        return self._db.execute(
-            "SELECT version, digest, stat_key FROM copies WHERE owner = ? AND path = ?",
+        """CopyRecord of this node's copy, or None."""
+        row = self._db.execute(
+            "SELECT version, digest, disk_digest, stat_key FROM copies WHERE owner = ? AND path = ?",
             (fp.owner, fp.rel)).fetchone()
+        return CopyRecord._make(row) if row else None
 
     def copy_records(self, fps):
-        """``{(owner, rel): (version, digest, stat_key)}`` for those of ``fps`` held here."""
+        """``{(owner, rel): CopyRecord}`` for those of ``fps`` held here."""
         by_owner = {}
         for fp in fps:
             by_owner.setdefault(fp.owner, []).append(fp.rel)
@@ -370,21 +443,71 @@ class LocationMap:
             for start in range(0, len(rels), _IN_CHUNK):
                 chunk = rels[start:start + _IN_CHUNK]
                 rows = self._db.execute(
-                    "SELECT path, version, digest, stat_key FROM copies WHERE owner = ? AND path IN "
-                    f"({','.join('?' * len(chunk))})", (owner, *chunk))
-                for path, version, digest, key in rows:
-                    out[(owner, path)] = (version, digest, key)
+                    "SELECT path, version, digest, disk_digest, stat_key FROM copies "
+                    f"WHERE owner = ? AND path IN ({','.join('?' * len(chunk))})", (owner, *chunk))
+                for path, *rest in rows:
+                    out[(owner, path)] = CopyRecord._make(rest)
         return out
 
-    def update_copy_digest(self, fp, digest, stat_key):
-        self.update_copy_digests([(fp, digest, stat_key)])
+    def update_disk_digest(self, fp, digest, stat_key):
+        self.update_disk_digests([(fp, digest, stat_key)])
 
-    def update_copy_digests(self, updates):
-        """Many ``(fp, digest, stat_key)`` at once, in one transaction."""
+    def update_disk_digests(self, updates):
+        """Many ``(fp, disk digest, stat_key)`` at once, in one transaction; the committed
+        digest is left as it is."""
         with self.transaction():
             self._db.executemany(
-                "UPDATE copies SET digest = ?, stat_key = ? WHERE owner = ? AND path = ?",
+                "UPDATE copies SET disk_digest = ?, stat_key = ? WHERE owner = ? AND path = ?",
                 [(digest, key, fp.owner, fp.rel) for fp, digest, key in updates])
+
+    def unclaimed_copies(self, me, limit=1000):
+        """Copies on this node's disk that no live record names it a holder of: left by a
+        crash during replication (the record never came) or by a repair that lost its race.
+        ``[(FilePath, version)]``."""
+        rows = self._db.execute(
+            "SELECT c.owner, c.path, c.version FROM copies c LEFT JOIN holders h "
+            "ON h.owner = c.owner AND h.path = c.path AND h.server = ? "
+            "WHERE h.server IS NULL LIMIT ?", (me, limit)).fetchall()
+        return [(FilePath(o, p), v) for o, p, v in rows]
+
+    def copies_ahead(self, limit=1000):
+        """Copies of a newer version than their live record: a coordinator that crashed after
+        copying a modification but before publishing it. ``[(FilePath, version, digest, size)]``."""
+        rows = self._db.execute(
+            "SELECT c.owner, c.path, c.version, c.digest, c.size FROM copies c JOIN locations l "
+            "ON l.owner = c.owner AND l.path = c.path WHERE l.deleted = 0 AND c.version > l.version "
+            "LIMIT ?", (limit,)).fetchall()
+        return [(FilePath(o, p), v, d, n) for o, p, v, d, n in rows]
+    def copies_after(self, owner, path, limit):
+        """Up to ``limit`` of this node's copies after (owner, path), in that order: a slice
+        of a scan that goes on from a saved cursor. Rows are (owner, path, version, digest)."""
+        return self._db.execute(
+            "SELECT owner, path, version, digest FROM copies WHERE (owner, path) > (?, ?) "
+            "ORDER BY owner, path LIMIT ?", (owner, path, limit)).fetchall()
+
+    def get_state(self, name, default=None):
+        row = self._db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_state(self, name, value):
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO state (name, value) VALUES (?, ?)",
+                             (name, json.dumps(value)))
+
+    def named_holder(self, fps, server):
+        """The keys of those of ``fps`` whose live record names ``server`` as a holder."""
+        by_owner = {}
+        for fp in fps:
+            by_owner.setdefault(fp.owner, []).append(fp.rel)
+        out = set()
+        for owner, rels in by_owner.items():
+            for start in range(0, len(rels), _IN_CHUNK):
+                chunk = rels[start:start + _IN_CHUNK]
+                rows = self._db.execute(
+                    "SELECT path FROM holders WHERE server = ? AND owner = ? AND path IN "
+                    f"({','.join('?' * len(chunk))})", (server, owner, *chunk))
+                out.update((owner, path) for (path,) in rows)
+        return out
 
     def has_copies(self):
         return self._db.execute("SELECT 1 FROM copies LIMIT 1").fetchone() is not None

@@ -26,9 +26,12 @@ from .heartbeat import HeartbeatLoop
 from .http import load_openapi, make_app
 from .locationmap import LocationMap
 from .peerclient import PeerClient
-from .peers import RUNNING, VERIFYING, PeerTable
+from .peers import DOWN, RUNNING, VERIFYING, PeerTable
+from .quorum import Quorum
+from .repair import RepairLoop
 from .verification import Verifier
 from .reporter import Reporter
+from .scrubber import Scrubber
 from .storage import StorageNode
 
 log = logging.getLogger("securifile.node")
@@ -60,10 +63,19 @@ def build_node(cfg, name, deep=False):
         server_ctx = peer_ctx = None
         secret = (layout.root / "peer-secret").read_text().strip()
     client = PeerClient(name, peer_ctx, secret, cfg.peer_timeout)
+    detection = cfg.heartbeat_interval * cfg.heartbeat_misses
+    async def ask_witness(side):
+        return await client.ask_witness(cfg.admin_url, side, detection * 2, cfg.heartbeat_interval)
+
+    # Only an even number of servers can split in two halves: only they need the witness.
+    tie_break = ask_witness if cfg.admin_url and len(peer_names) % 2 == 0 else None
+    quorum = Quorum(peers, len(peer_names), detection, tie_break)
     node = StorageNode(name, urls, cfg.replicas, cfg.digest, store, locations, peers, client,
-                       random.SystemRandom(), cfg.lock_lease_seconds)
+                       random.SystemRandom(), cfg.lock_lease_seconds, quorum,
+                       call_timeout=min(cfg.peer_timeout, detection))
+    quorum.on_change = node.quorum_changed
     node.boot = uuid.uuid4().hex
-    verifier = Verifier(node, cfg.challenge_timeout)
+    verifier = Verifier(node, cfg.challenge_timeout, retry_delay=cfg.heartbeat_interval)
     authenticator = Authenticator(load_public_key(layout.token_public_key), peer_names, secret)
     reporter = None
     if cfg.admin_url:
@@ -77,10 +89,27 @@ def build_node(cfg, name, deep=False):
     else:
         authoriser = OwnerOnlyAuthoriser()
     app = make_app(node, authenticator, authoriser, cfg.tls, cfg.max_body_bytes,
-                   BODY_CHUNK, load_openapi(), deep)
+                   BODY_CHUNK, load_openapi(), deep, cfg.verify_reads)
     heartbeat = HeartbeatLoop(peers, client, urls, cfg.heartbeat_interval, node.apply_locations,
-                              verifier.start, cursors=locations)
+                              verifier.start, cursors=locations, quorum=quorum)
     node.verifier = verifier
+    node.repair = RepairLoop(node, cfg.repair_after, cfg.repair_interval, cfg.repair_batch)
+    reported = peers.on_change
+
+    def on_change(subject, old, new, detail=""):
+        reported(subject, old, new, detail)
+        if subject != name:
+            if new == DOWN:
+                quorum.lost(subject)
+            node.peer_changed(subject, old, new)
+
+    peers.on_change = on_change
+    verifier.catch_up = heartbeat.catch_up  # a peer claims versions this node has not seen
+    node.scrubber = None
+    if cfg.scrub_files_per_second > 0:
+        node.scrubber = Scrubber(node, cfg.scrub_bytes_per_second, cfg.scrub_files_per_second,
+                                 cfg.scrub_interval,
+                                 may_run=lambda: node.peers.self_status == RUNNING)
     return app, node, heartbeat, server_ctx, me, reporter
 
 
@@ -123,6 +152,9 @@ async def serve(cfg, name, deep=False):
     server = make_server(app, server_ctx)
     server.listen(me.port, address=me.host)
     heartbeat.start()
+    node.repair.start()
+    if node.scrubber is not None:
+        node.scrubber.start()
     purge = PeriodicCallback(node.purge_tombstones, 60_000)
     purge.start()
     if reporter is not None:
@@ -139,7 +171,10 @@ async def serve(cfg, name, deep=False):
     await stop.wait()
     log.info("node %s stopping", name)
     heartbeat.stop()
+    node.repair.stop()
     purge.stop()
+    if node.scrubber is not None:
+        await node.scrubber.stop()
     if reporter is not None:
         reporter.stop()
         try:

@@ -9,18 +9,25 @@ import os
 from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.simple_httpclient import HTTPStreamClosedError, HTTPTimeoutError
 
 from securifile.common.auth import PEER_SECRET_HEADER
 COPY_CHUNK = 1 << 20
 
 
 class PeerError(Exception):
-    """A peer did not do what was asked (unreachable, refused, or a wrong digest)."""
+    """A peer did not do what was asked (unreachable, refused, or a wrong digest).
 
-    def __init__(self, message, status=None, body=None):
+    ``unreachable``: the connection was refused, reset or closed under the call (the peer is
+    gone, or cut off); ``timed_out``: no answer in time (the peer may be alive but stuck).
+    """
+
+    def __init__(self, message, status=None, body=None, unreachable=False, timed_out=False):
         super().__init__(message)
         self.status = status
         self.body = body or {}
+        self.unreachable = unreachable
+        self.timed_out = timed_out
 
 
 def file_url(base, fp, prefix="/peer/replicas/"):
@@ -49,6 +56,10 @@ class PeerClient:
             request_timeout=timeout or self.timeout, **kw)
         try:
             return await self.http.fetch(req)
+        except HTTPTimeoutError as e:
+            raise PeerError(f"{method} {url}: {e}", timed_out=True) from None
+        except HTTPStreamClosedError as e:
+            raise PeerError(f"{method} {url}: {e}", unreachable=True) from None
         except HTTPClientError as e:
             detail = e.response.body[:300].decode("utf-8", "replace") if e.response else ""
             try:
@@ -56,10 +67,13 @@ class PeerClient:
             except ValueError:
                 body = {}
             raise PeerError(f"{method} {url}: {e.code} {detail}", e.code, body) from None
-        except (OSError, TimeoutError) as e:
-            raise PeerError(f"{method} {url}: {e!r}") from None
+        except TimeoutError as e:
+            raise PeerError(f"{method} {url}: {e!r}", timed_out=True) from None
+        except OSError as e:  # refused, reset, no route
+            raise PeerError(f"{method} {url}: {e!r}", unreachable=True) from None
 
     async def _json(self, url, method="GET", payload=None, timeout=None):
+        """``payload`` sent as JSON; the JSON object answered."""
         body = None if payload is None else json.dumps(payload)
         headers = {"Content-Type": "application/json"} if body is not None else None
         resp = await self._fetch(url, method, body, timeout, headers)
@@ -82,19 +96,35 @@ class PeerClient:
         return await self._json(base + "/peer/verdict", "POST",
                                 {"challenger": self.self_name, "passed": passed, "detail": detail})
 
-    async def lock(self, base, fp, holder, lease, token):
-        return await self._json(base + "/peer/locks", "POST", {
-            "owner": fp.owner, "path": fp.rel, "holder": holder, "lease": lease, "token": token})
+    async def lock(self, base, fp, holder, lease, token, known=0, stamp=None, timeout=None):
+        """Take or renew a lock; the answer has the stamp reserved (``stamp``: at least this
+        one) and the peer's record when it is newer than the stamp ``known`` here."""
+        body = {"owner": fp.owner, "path": fp.rel, "holder": holder, "lease": lease,
+                "token": token, "known": known}
+        if stamp is not None:
+            body["stamp"] = stamp
+        return await self._json(base + "/peer/locks", "POST", body, timeout)
 
-    async def unlock(self, base, fp, token):
+    async def unlock(self, base, fp, token, timeout=None):
         return await self._json(base + "/peer/locks", "POST", {
-            "owner": fp.owner, "path": fp.rel, "token": token, "release": True})
+            "owner": fp.owner, "path": fp.rel, "token": token, "release": True}, timeout)
 
-    async def push_locations(self, base, records):
-        return await self._json(base + "/peer/locations", "POST", {"records": records})
+    async def push_locations(self, base, records, release=None, timeout=None):
+        """Records to apply, and the locks they end (given back once applied)."""
+        body = {"records": records}
+        if release:
+            body["release"] = release
+        return await self._json(base + "/peer/locations", "POST", body, timeout)
 
     async def pull_locations(self, base, since, limit=1000):
         return await self._json(f"{base}/peer/locations?since={since}&limit={limit}")
+
+    async def ask_witness(self, admin_url, side, lease, timeout):
+        """Ask the admin server (the witness) for the tie-break lease for ``side``: the lease
+        in seconds when granted, 0 when another side holds it."""
+        answer = await self._json(admin_url.rstrip("/") + "/api/v1/witness", "POST",
+                                  {"side": side, "lease": lease}, timeout)
+        return float(answer.get("lease", 0)) if answer.get("granted") else 0.0
 
     async def delete_copy(self, base, fp, version):
         await self._fetch(file_url(base, fp) + f"?version={version}", "DELETE")

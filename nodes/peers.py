@@ -2,8 +2,12 @@
 
 A peer is running, down (missed ``misses_allowed`` heartbeats in a row), verifying (it
 answered again and this node's challenge of its copies is under way) or failed (the
-challenge found a bad copy, or did not complete). Heartbeats go on to down and failed
-peers; a failed peer stays failed until it has been down (taken offline) and comes back.
+challenge found a bad copy, or timed out while the peer still answered heartbeats).
+Heartbeats go on to down and failed peers; a failed peer stays failed until it has been
+down (taken offline) and comes back. A challenge with no verdict yet (the peer claims
+versions this node has not caught up with) leaves the peer verifying and is asked again at
+a later heartbeat; one broken off because the peer became unreachable counts it down, so it
+is challenged again when it answers: a partition never leaves a server failed.
 
 A node is itself verifying when it starts with files on disk, or is put back online, until
 every peer it can reach has passed it; one failing verdict makes it failed. Only a running
@@ -27,7 +31,8 @@ class PeerTable:
         # Until a peer answers, it is assumed running: a fresh cluster starts together and a
         # wrong guess costs one failed redirect, which the client retries elsewhere.
         self._peers = {n: {"status": RUNNING, "misses": 0, "since": now, "seq": 0, "boot": None,
-                           "round": 0, "checked": None, "self": RUNNING}
+                           "round": 0, "checked": None, "self": RUNNING,
+                           "ask_again": False}
                        for n in peer_names if n != self_name}
         self.self_status = self_status
         self.self_since = now
@@ -53,6 +58,11 @@ class PeerTable:
             return self.self_status == RUNNING
         p = self._peers.get(name)
         return p is not None and p["status"] == RUNNING and p["self"] == RUNNING
+
+    def coming_back(self, name):
+        """Being verified, in this node's view or by its own word: it may serve in a moment."""
+        p = self._peers.get(name)
+        return p is not None and VERIFYING in (p["status"], p["self"]) and p["status"] != FAILED
 
     def running_peers(self):
         return [n for n in self._peers if self.is_running(n)]
@@ -83,7 +93,9 @@ class PeerTable:
             p["boot"] = boot
         p["round"] = round_
         if p["status"] == VERIFYING:
-            return False  # a challenge is under way
+            # A challenge is under way, unless the last one ended with no verdict.
+            ask_again, p["ask_again"] = p["ask_again"], False
+            return ask_again
         new_round = status == VERIFYING and p["checked"] != (p["boot"], p["round"])
         if p["status"] == DOWN or restarted or new_round:
             self._set(name, VERIFYING, "answered again: challenging its copies")
@@ -106,8 +118,24 @@ class PeerTable:
         """This node's challenge of ``name`` ended: running if passed, failed otherwise."""
         p = self._peers[name]
         p["checked"] = (p["boot"], p["round"])
+        p["ask_again"] = False
         if p["status"] == VERIFYING:
             self._set(name, RUNNING if passed else FAILED, detail)
+
+    def challenge_undecided(self, name, detail=""):
+        """No verdict yet: ``name`` stays verifying, and its next heartbeat starts another."""
+        p = self._peers[name]
+        if p["status"] == VERIFYING:
+            p["ask_again"] = True
+            log.warning("challenge of %s: no verdict yet, asked again later %s", name, detail)
+
+    def challenge_abandoned(self, name, detail=""):
+        """The peer became unreachable during the challenge: down, challenged when it answers."""
+        p = self._peers[name]
+        p["ask_again"] = False
+        if p["status"] == VERIFYING:
+            p["misses"] = max(p["misses"], self.misses_allowed)
+            self._set(name, DOWN, detail)
 
     def receive_verdict(self, challenger, passed, detail=""):
         """A peer's verdict on this node's copies."""

@@ -1,14 +1,22 @@
-"""The storage logic of one node: where a request goes, how a file is placed and copied.
+"""The storage logic of one node: where a request goes, how a file is placed, copied and
+changed under a majority's lock.
+
+Every change of a file's record (a new version, a delete, a change of holders) is made by one
+coordinator holding the file's lock from a majority of the servers, takes a stamp above
+every stamp those servers know or reserved (see ``locks``), and is published to every
+reachable peer before the lock goes; it counts as done once a majority stores it.
 
 No HTTP here: handlers call these methods and turn the domain errors into status codes.
 """
 import asyncio
+import copy
 import logging
 import time
-
 import uuid
+from dataclasses import dataclass, field
 
 from securifile.common.errors import Conflict, Locked, NotFound, Unavailable
+from securifile.common.paths import FilePath
 from securifile.common.syslog import access_event
 
 from .challenge import stat_key
@@ -21,9 +29,27 @@ from .placement import place_replicas, serving_holder
 log = logging.getLogger("securifile.storage")
 
 
+@dataclass
+class Ticket:
+    """A file's lock, held on this node and on a majority: what a change is made under."""
+
+    fp: object
+    user: str
+    token: str
+    stamp: int
+    granted: list  # the peers that granted it (this node not included)
+    existing: object = None  # the file's newest record known to the majority (may be a tombstone)
+    renewed: float = field(default_factory=time.monotonic)
+
+
+def under_replicated(loc, replicas):
+    """Fewer current copies than the origin and ``replicas`` replicas."""
+    return not loc.deleted and len(loc.current_holders) < replicas + 1
+
+
 class StorageNode:
     def __init__(self, name, urls, replicas, algorithm, store, locations, peers, peer_client, rng,
-                 lock_lease=30.0):
+                 lock_lease=30.0, quorum=None, call_timeout=3.0):
         self.name = name
         self.urls = urls
         self.replicas = replicas
@@ -35,15 +61,42 @@ class StorageNode:
         self.rng = rng
         self.locks = LockTable()
         self.lock_lease = lock_lease
+        self.quorum = quorum
+        # Lock and record calls wait this long for a peer: one that does not answer within
+        # it cannot be counted on, and must not hold every write up for a long timeout.
+        self.call_timeout = call_timeout
         self.pulled_by = {}  # peer -> the last of this node's sequence numbers it has pulled
         # Told of every change this node coordinated: (location, under_replicated).
         self.on_file_change = lambda loc, under_replicated: None
         self.audit = None  # a SyslogSender for the audit log, when one is configured
+        self._background = set()
+        self.quarantined = 0  # bad copies moved aside since start
 
     def log_access(self, user, op, path, result, size=None):
         """One line in the audit log for a user's file access; never fails the request."""
         if self.audit is not None:
             self.audit.log_event(access_event(user, op, path, self.name, result, size))
+
+    # -- may this node serve? --------------------------------------------------------------
+
+    def require_serving(self):
+        """Unavailable (503) unless this node is running and hears a majority."""
+        if self.quorum is not None and not self.quorum.has():
+            if not self.quorum.ever:
+                raise Unavailable(f"server {self.name} has not caught up with its peers yet",
+                                  code="not_synced")
+            raise Unavailable(f"server {self.name} is cut off from the majority of the cluster: "
+                              f"{self.quorum.detail()}", code="no_quorum")
+        if self.peers.self_status != RUNNING:
+            raise Unavailable(f"server {self.name} is {self.peers.self_status}",
+                              code="server_not_running")
+
+    def _enough(self, count):
+        return self.quorum is None or self.quorum.enough(count)
+
+    def _voters(self):
+        """Peers that may answer a lock or take a record: all but those seen down."""
+        return [p for p in self.peers.names if self.peers.status(p) != DOWN]
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -54,28 +107,34 @@ class StorageNode:
             return self.peers.is_running(name)
         return self.peers.is_running(name) and self.locations.copy_version(loc.file_path) == loc.version
 
-    def route_read(self, fp, sent_here=False):
+    def route_read(self, fp, sent_here=False, avoid=()):
         """('serve', loc) when this node answers, ('redirect', name) of the holder to ask.
 
         ``sent_here`` says another node already chose this one (the redirect named it): a
         holder with a current copy then serves, even if its own view of the holders ahead
-        of it lags behind the redirecting node's.
+        of it lags behind the redirecting node's. ``avoid`` names servers the client could
+        not reach: they are passed over until this node sees them down too.
         """
         loc = self.locations.get(fp)
         if loc is None:
             raise NotFound(f"no file {fp}")
         if sent_here and self.name in loc.holders and self._can_serve(loc, self.name):
             return "serve", loc
-        target = serving_holder(loc, lambda n: self._can_serve(loc, n))
+        target = serving_holder(
+            loc, lambda n: (n == self.name or n not in avoid) and self._can_serve(loc, n))
         if target is None:
+            # A holder being verified (after a restart, say) serves in a moment: say so.
+            soon = any(self.peers.coming_back(h) for h in loc.holders
+                       if h not in avoid and h not in loc.stale)
             raise Unavailable(
                 f"no server holding {fp} is running (holders: {', '.join(loc.holders)})",
-                code="no_holder_running", file=fp.full)
+                code="no_holder_running", file=fp.full,
+                headers={"Retry-After": "1"} if soon else None)
         if target == self.name:
             return "serve", loc
         return "redirect", target
 
-    def route_write(self, fp, sent_here=False):
+    def route_write(self, fp, sent_here=False, avoid=()):
         """For a PUT: ('local', existing loc or None) or ('redirect', name of the coordinator)."""
         loc = self.locations.get(fp)
         if loc is None:
@@ -86,46 +145,192 @@ class StorageNode:
             if self.locations.has_folder(fp):
                 raise Conflict(f"{fp} is a folder", code="is_a_folder")
             return "local", None
-        kind, where = self.route_read(fp, sent_here)
+        kind, where = self.route_read(fp, sent_here, avoid)
         return ("local", loc) if kind == "serve" else (kind, where)
+
+    # -- locks -----------------------------------------------------------------------------
+
+    def _known_stamp(self, fp):
+        loc = self.locations.get(fp, include_deleted=True)
+        return loc.stamp if loc else 0
+
+    async def lock(self, fp, user):
+        """Take ``fp``'s lock here and from a majority; a Ticket with the change's stamp.
+
+        Locked (423) if any server holds it for someone else; Unavailable (503) without a
+        majority. Newer records that the granting peers hold are applied here first, so the
+        ticket's ``existing`` is the newest acknowledged state of the file.
+        """
+        self.require_serving()
+        token = uuid.uuid4().hex
+        known = self._known_stamp(fp)
+        self.locks.acquire(fp, user, self.name, token, self.lock_lease)
+        stamps = [self.locks.reserve(fp, known)]
+        peers = self._voters()
+        results = await asyncio.gather(
+            *(self.client.lock(self.urls[p], fp, user, self.lock_lease, token, known,
+                               timeout=self.call_timeout) for p in peers),
+            return_exceptions=True)
+        granted = [p for p, r in zip(peers, results) if isinstance(r, dict)]
+        refused = [r for r in results if isinstance(r, PeerError) and r.status == 423]
+        ticket = Ticket(fp, user, token, 0, granted)
+        if refused:
+            self.release(ticket)
+            err = refused[0].body.get("error", {})
+            raise Locked(err.get("message", f"{fp.full} is locked elsewhere"),
+                         holder=err.get("holder"), node=err.get("node"))
+        if not self._enough(1 + len(granted)):
+            self.release(ticket)
+            raise Unavailable(f"only {1 + len(granted)} of {len(self.peers.names) + 1} servers "
+                              f"granted the lock on {fp.full}: no majority", code="no_quorum")
+        newer = [r["record"] for r in results if isinstance(r, dict) and r.get("record")]
+        if newer:
+            self.apply_locations(newer)
+        stamps += [int(r.get("stamp", 0)) for r in results if isinstance(r, dict)]
+        ticket.stamp = max(stamps)
+        ticket.existing = self.locations.get(fp, include_deleted=True)
+        if any(s != ticket.stamp for s in stamps):
+            # Someone knew a higher stamp: every granting server reserves the chosen one too,
+            # so any later majority (which shares a server with this one) goes above it.
+            await self.renew(ticket)
+        return ticket
+
+    async def renew(self, ticket):
+        """Renew the lease on the granting peers (and raise their reservation to the stamp);
+        remembers when a majority last confirmed it."""
+        fp = ticket.fp
+        self.locks.acquire(fp, ticket.user, self.name, ticket.token, self.lock_lease)
+        self.locks.raise_reservation(fp, ticket.stamp)
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(self.client.lock(self.urls[p], fp, ticket.user, self.lock_lease, ticket.token,
+                               ticket.stamp - 1, stamp=ticket.stamp, timeout=self.call_timeout)
+              for p in ticket.granted), return_exceptions=True)
+        if self._enough(1 + sum(isinstance(r, dict) for r in results)):
+            ticket.renewed = started
+
+    def check_held(self, ticket):
+        """Unavailable unless a majority confirmed the lock recently enough that it cannot
+        have run out anywhere: a change is published only under a live lock."""
+        if time.monotonic() - ticket.renewed > self.lock_lease * 0.8:
+            raise Unavailable(f"the lock on {ticket.fp.full} could not be renewed on a majority",
+                              code="no_quorum")
+
+    def release(self, ticket, skip=()):
+        """Give the lock back here at once, on the peers in the background."""
+        self.locks.release(ticket.fp, ticket.token)
+        for p in ticket.granted:
+            if p not in skip:
+                self._spawn(self._unlock_peer(p, ticket))
+
+    async def _unlock_peer(self, peer, ticket):
+        try:
+            await self.client.unlock(self.urls[peer], ticket.fp, ticket.token,
+                                     timeout=self.call_timeout)
+        except PeerError as e:  # its lease runs out, or it drops the lock seeing us down
+            log.debug("unlock of %s on %s failed: %s", ticket.fp, peer, e)
+
+    def _spawn(self, coro):
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def peer_changed(self, name, old, new):
+        """A peer seen down or back from a restart: its uploads died with it, so the locks it
+        coordinated go now rather than when their leases run out."""
+        if new in (DOWN, VERIFYING) and self.locks.release_node(name):
+            log.warning("released the locks coordinated by %s (%s)", name, new)
+
+    # -- publishing records ----------------------------------------------------------------
+
+    async def publish(self, locs, ticket=None):
+        """Apply ``locs`` here and send them to every reachable peer, releasing ``ticket``'s
+        lock there with them. True when a majority (this node included) stores them."""
+        for loc in locs:
+            self._apply_own(loc)
+        records = [loc.to_json() for loc in locs]
+        release = ([{"owner": ticket.fp.owner, "path": ticket.fp.rel, "token": ticket.token}]
+                   if ticket else None)
+        peers = self._voters()
+
+        async def push(p):
+            try:
+                await self.client.push_locations(self.urls[p], records, release,
+                                                 timeout=self.call_timeout)
+                return True
+            except PeerError as e:
+                log.warning("records to %s failed (it will pull them later): %s", p, e)
+                return False
+
+        acked = await asyncio.gather(*(push(p) for p in peers))
+        if ticket is not None:
+            self.release(ticket, skip={p for p, ok in zip(peers, acked) if ok})
+        return self._enough(1 + sum(acked))
+
+    def _apply_own(self, loc):
+        if self.locations.apply(loc):
+            self.on_file_change(loc, under_replicated(loc, self.replicas))
+
+    async def amend(self, fp, change, why):
+        """Change the holders of ``fp``'s current record under its lock; the new record, or
+        None when ``change`` had nothing to do (or the file is gone).
+
+        ``change(loc)`` edits a copy of the newest record and returns False to drop it.
+        Locked or Unavailable pass to the caller, which tries again later.
+        """
+        ticket = await self.lock(fp, why)
+        published = False
+        try:
+            cur = ticket.existing
+            if cur is None or cur.deleted:
+                return None
+            new = copy.deepcopy(cur)
+            if change(new) is False:
+                return None
+            new.stamp, new.coordinator = ticket.stamp, self.name
+            new.modified = max(time.time(), cur.modified + 1e-6)
+            published = True
+            await self.publish([new], ticket)
+            return new
+        finally:
+            if not published:
+                self.release(ticket)
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def finish_upload(self, fp, existing, digest, size, unlock=None):
-        """After the local commit: copy to replicas, publish the location, return it.
+    async def finish_upload(self, ticket, digest, size):
+        """After the local commit: copy to replicas, publish the record; (record, confirmed).
 
-        ``unlock`` (a coroutine function) gives the lock back once every node has the record.
+        ``confirmed`` is False when no majority stored the record: the change may or may not
+        last, and the client is told so.
         """
-        now = time.time()
-        if existing is None:
+        fp, existing, now = ticket.fp, ticket.existing, time.time()
+        if existing is None or existing.deleted:
             # A name that was deleted before starts above its tombstone's version.
-            prior = self.locations.get(fp, include_deleted=True)
-            version = prior.version + 1 if prior else 1
-            loc = Location(fp.owner, fp.rel, self.name, digest, self.algorithm, size, version, [], now)
+            version = existing.version + 1 if existing else 1
+            loc = Location(fp.owner, fp.rel, self.name, digest, self.algorithm, size, version, [],
+                           now, stamp=ticket.stamp, coordinator=self.name)
             wanted = place_replicas(self.peers.running_peers(), self.replicas, self.rng)
+            fresh = True
         else:
             loc = Location(fp.owner, fp.rel, existing.origin, digest, self.algorithm, size,
-                           existing.version + 1, [], now)
+                           existing.version + 1, [], now, stamp=ticket.stamp,
+                           coordinator=self.name)
             wanted = [h for h in existing.holders if h != self.name and self.peers.is_running(h)]
+            fresh = False
         self.record_copy(fp, loc.version, digest, size)
-        confirmed = await self._replicate(fp, loc, wanted, fresh=existing is None)
-        if existing is None:
+        confirmed = await self._replicate(fp, loc, wanted, fresh)
+        if fresh:
             loc.origin = self.name
             loc.replicas = [Replica(s, i) for i, s in enumerate(confirmed, start=1)]
         else:
             # Holders keep their places; those that missed this version are stale until a
-            # running holder brings them up to date (when they come back and are challenged).
+            # running holder brings them up to date (the repair loop, or the challenge).
             loc.replicas = list(existing.replicas)
             current = set(confirmed) | {self.name}
             loc.stale = [h for h in existing.holders if h not in current]
-        self.locations.apply(loc)
-        self.on_file_change(loc, len(loc.current_holders) - 1 < self.replicas)
-        # Every node learns the new record before the lock goes: a writer elsewhere in
-        # between would otherwise take the file for new and lose this version.
-        await self.broadcast([loc])
-        if unlock is not None:
-            await unlock()
-        return loc
+        self.check_held(ticket)
+        return loc, await self.publish([loc], ticket)
 
     async def _replicate(self, fp, loc, wanted, fresh):
         """Copy to each wanted server concurrently; a fresh file replaces a failed target."""
@@ -156,94 +361,80 @@ class StorageNode:
         """Note the copy just committed, with the stat key that lets challenges reuse its digest."""
         self.locations.record_copy(fp, version, digest, size, stat_key(self.store.path_for(fp)))
 
-    async def mark_fresh(self, peer, locs):
-        """``peer`` now holds the current version of each of ``locs``: publish that."""
-        changed = []
-        for loc in locs:
-            if peer in loc.stale:
-                loc.stale = [h for h in loc.stale if h != peer]
-                loc.modified = max(time.time(), loc.modified + 1e-6)
-                self.locations.apply(loc)
-                self.on_file_change(loc, len(loc.current_holders) - 1 < self.replicas)
-                changed.append(loc)
-        if changed:
-            await self.broadcast(changed)
-
-    # -- locks -----------------------------------------------------------------------------
-
-    async def lock_everywhere(self, fp, user):
-        """Lock ``fp`` here and on every running peer; Locked (423) if anyone holds it.
-
-        Returns the lock's token. A peer that does not answer is down and cannot take
-        writes; one that says the file is locked wins, and what was taken is given back.
-        """
-        token = uuid.uuid4().hex
-        self.locks.acquire(fp, user, self.name, token, self.lock_lease)
-        peers = self.peers.running_peers()
-        results = await asyncio.gather(
-            *(self.client.lock(self.urls[p], fp, user, self.lock_lease, token) for p in peers),
-            return_exceptions=True)
-        refused = [r for r in results if isinstance(r, PeerError) and r.status == 423]
-        if refused:
-            await self.unlock_everywhere(fp, token)
-            err = refused[0].body.get("error", {})
-            raise Locked(err.get("message", f"{fp.full} is locked elsewhere"),
-                         holder=err.get("holder"), node=err.get("node"))
-        return token
-
-    async def renew_lock(self, fp, user, token):
-        self.locks.acquire(fp, user, self.name, token, self.lock_lease)
-        await asyncio.gather(*(self.client.lock(self.urls[p], fp, user, self.lock_lease, token)
-                               for p in self.peers.running_peers()), return_exceptions=True)
-
-    async def unlock_everywhere(self, fp, token):
-        self.locks.release(fp, token)
-        await asyncio.gather(*(self.client.unlock(self.urls[p], fp, token)
-                               for p in self.peers.names), return_exceptions=True)
-
-    async def delete(self, fp):
-        """Tombstone the record everywhere and remove every copy that can be reached."""
-        loc = self.locations.get(fp)
-        if loc is None:
+    async def delete(self, fp, user):
+        """Tombstone the record under the file's lock; every holder drops its copy when the
+        tombstone reaches it (now, or when it pulls it on its return)."""
+        ticket = await self.lock(fp, user)
+        loc = ticket.existing
+        if loc is None or loc.deleted:
+            self.release(ticket)
             raise NotFound(f"no file {fp}")
         tomb = Location(fp.owner, fp.rel, loc.origin, loc.digest, loc.algorithm, 0,
-                        loc.version + 1, list(loc.replicas), time.time(), deleted=True)
-        self.locations.apply(tomb)
-        self.on_file_change(tomb, False)
+                        loc.version + 1, list(loc.replicas), time.time(), deleted=True,
+                        stamp=ticket.stamp, coordinator=self.name)
         self._drop_local(fp)
-        await asyncio.gather(*(self._delete_remote(h, fp, tomb.version)
-                               for h in loc.holders if h != self.name))
-        await self.broadcast([tomb])
+        return await self.publish([tomb], ticket)
 
-    async def _delete_remote(self, server, fp, version):
+    async def mark_fresh(self, peer, locs):
+        """``peer`` now holds the current version of each of ``locs``: publish that."""
+        for loc in locs:
+            if peer not in loc.stale:
+                continue
+            version = loc.version
+
+            def fresh(cur):
+                if cur.version != version or peer not in cur.stale:
+                    return False
+                cur.stale = [h for h in cur.stale if h != peer]
+
+            try:
+                await self.amend(loc.file_path, fresh, "(repair)")
+            except (Locked, Unavailable) as e:
+                log.warning("could not publish the repaired copy of %s on %s: %s",
+                            loc.file_path, peer, e)
+
+    async def copy_lost(self, fp, reason):
+        """This node lost its good copy of ``fp`` (quarantined): publish itself as stale, so
+        nobody reads from it and the serving holder sends it a good copy again."""
+        me = self.name
+        self._drop_local(fp)
+
+        def stale(cur):
+            if me not in cur.holders or me in cur.stale:
+                return False
+            cur.stale = [*cur.stale, me]
+
+        log.warning("copy of %s lost here (%s): marked stale for repair", fp, reason)
         try:
-            await self.client.delete_copy(self.urls[server], fp, version)
-        except PeerError as e:
-            # The tombstone still reaches it through the location sync when it is back.
-            log.warning("could not delete %s on %s now: %s", fp, server, e)
+            await self.amend(fp, stale, "(repair)")
+        except (Locked, Unavailable) as e:
+            log.warning("could not publish the lost copy of %s yet: %s", fp, e)
 
     def _drop_local(self, fp):
         self.store.delete(fp)
         self.locations.forget_copy(fp)
 
-    async def broadcast(self, locs):
-        records = [loc.to_json() for loc in locs]
-        # Every peer that answers heartbeats, not only those trusted to serve: one that has
-        # just come back may already serve, and must not answer 404 for what it was not told.
-        peers = [p for p in self.peers.names if self.peers.status(p) != DOWN]
-
-        async def push(p):
-            try:
-                await self.client.push_locations(self.urls[p], records)
-            except PeerError as e:
-                log.warning("location broadcast to %s failed (it will pull later): %s", p, e)
-
-        await asyncio.gather(*(push(p) for p in peers))
-
     # -- what peers send -------------------------------------------------------------------
 
-    def apply_locations(self, records):
-        """Apply records from a peer; drop local copies that a newer record no longer names."""
+    def grant_lock(self, fp, holder, node, token, lease, known, stamp=None):
+        """A peer asks for ``fp``'s lock: the answer carries the stamp reserved here, and this
+        node's record when it is newer than what the asker knows."""
+        self.locks.acquire(fp, holder, node, token, lease)
+        loc = self.locations.get(fp, include_deleted=True)
+        own = loc.stamp if loc else 0
+        if stamp is not None:
+            self.locks.raise_reservation(fp, stamp)
+            reserved = stamp
+        else:
+            reserved = self.locks.reserve(fp, max(known, own))
+        answer = {"ok": True, "stamp": reserved}
+        if loc is not None and own > known:
+            answer["record"] = loc.to_json()
+        return answer
+
+    def apply_locations(self, records, release=()):
+        """Apply records from a peer; drop local copies that a newer record no longer names;
+        then give back the locks ``release`` names (the change they guarded is done)."""
         for rec in records:
             loc = Location.from_json(rec)
             if not self.locations.apply(loc):
@@ -252,6 +443,8 @@ class StorageNode:
             held = self.locations.copy_version(fp)
             if held is not None and (loc.deleted or self.name not in loc.holders) and held <= loc.version:
                 self._drop_local(fp)
+        for item in release or ():
+            self.locks.release(FilePath(item["owner"], item["path"]), item["token"])
 
     def accept_copy(self, fp, version, digest, size):
         self.record_copy(fp, version, digest, size)
@@ -270,6 +463,12 @@ class StorageNode:
             self.peers.set_self(VERIFYING if self.peers.names else RUNNING,
                                 "put back online by the administrator")
 
+    def quorum_changed(self, has, detail):
+        """Cut off from the majority: verifying from now on, so that when it rejoins it
+        serves only once its peers have checked its copies, like any returning server."""
+        if not has and self.peers.self_status == RUNNING and self.quorum.ever:
+            self.peers.set_self(VERIFYING, f"cut off from the majority ({detail})")
+
     def purge_tombstones(self):
         """Forget deletions that every peer has pulled from this node."""
         if set(self.pulled_by) >= set(self.peers.names) and self.peers.names:
@@ -281,6 +480,7 @@ class StorageNode:
         return {
             "name": self.name,
             "status": self.peers.self_status,
+            "quorum": self.quorum.has() if self.quorum is not None else True,
             "peers": self.peers.snapshot(),
             "used_bytes": used,
             "available_bytes": available,

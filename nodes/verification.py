@@ -3,10 +3,18 @@
 One challenge per return: the files this node shares with the peer go out in batches with a
 deadline; a copy that is only older (it missed a modification while down) is sent afresh,
 after which the peer's name leaves the file's stale list everywhere. Any missing, corrupt or
-replayed copy, or a challenge that does not complete in time, fails the peer.
+replayed copy fails the peer.
+
+A file the peer claims at a newer version, or refuses to answer for, is judged neither way:
+this node pulls the peer's location changes and asks about those files again, a few rounds
+at most. Still undecided, the peer stays verifying and is challenged again at a later
+heartbeat. A challenge that times out while the peer still answers a heartbeat fails it; one
+broken off because the peer became unreachable is abandoned (the peer counts as down and
+is challenged when it answers), so that a partition never leaves a server failed.
 """
 import asyncio
 import logging
+import random
 import time
 
 from .challenge import BATCH, ChallengeResult, check_answer, new_challenge
@@ -14,13 +22,25 @@ from .peerclient import PeerError
 
 log = logging.getLogger("securifile.verification")
 IN_FLIGHT = 2  # challenge batches sent to a peer at a time
+ROUNDS = 3  # catch-ups, each followed by a challenge of the files still undecided
+PROBE_TIMEOUT = 5.0  # the heartbeat that tells a stuck peer from an unreachable one
+
+PASSED, FAILED, UNDECIDED, ABANDONED = "passed", "failed", "undecided", "abandoned"
+
+
+async def _no_catch_up(peer):
+    return None
 
 
 class Verifier:
-    def __init__(self, node, timeout=60.0, rng=None):
+    def __init__(self, node, timeout=60.0, rng=None, catch_up=None, retry_delay=0.0):
         self.node = node
         self.timeout = timeout
-        self.rng = rng or node.rng
+        # Ranges the peer must not guess: the kernel's generator unless a test brings its own.
+        self.rng = rng or random.SystemRandom()
+        self.catch_up = catch_up or _no_catch_up  # coroutine: pull the peer's location changes
+        self.retry_delay = retry_delay  # between rounds: time for the peer to pull ours
+        self.probe_timeout = PROBE_TIMEOUT
         self.running = {}  # peer -> asyncio.Task
         self.log_challenge = lambda peer, what, detail: None  # the audit log, when set
 
@@ -37,36 +57,81 @@ class Verifier:
         return self.node.locations.checkable(self.node.name, peer)
 
     async def run(self, peer):
+        """Challenge ``peer`` and act on the outcome; returns PASSED, FAILED, UNDECIDED or
+        ABANDONED."""
         node = self.node
         started = time.monotonic()
         try:
             result = await asyncio.wait_for(self._challenge(peer), self.timeout)
-            if result.stale and result.passed:
+            if result.stale and not result.failed:
                 await self._repair(peer, result.stale)
-            passed, detail = result.passed, result.summary()
+            outcome = PASSED if result.passed else FAILED if result.failed else UNDECIDED
+            detail = result.summary()
         except asyncio.TimeoutError:
-            passed, detail = False, f"challenge did not complete within {self.timeout:.0f} s"
+            outcome, detail = await self._timed_out(
+                peer, f"challenge did not complete within {self.timeout:.0f} s")
         except PeerError as e:
-            passed, detail = False, f"challenge interrupted: {e}"
+            if e.unreachable:
+                outcome, detail = ABANDONED, f"challenge broken off, peer unreachable: {e}"
+            elif e.timed_out:
+                outcome, detail = await self._timed_out(peer, f"challenge timed out: {e}")
+            else:
+                outcome, detail = FAILED, f"challenge refused: {e}"
         except Exception as e:  # a bug must not leave the peer verifying for ever
             log.exception("challenge of %s failed", peer)
-            passed, detail = False, f"challenge error: {e!r}"
+            outcome, detail = FAILED, f"challenge error: {e!r}"
         detail = f"{detail} ({time.monotonic() - started:.2f} s)"
-        self.log_challenge(peer, "passed" if passed else "failed", detail)
-        node.peers.challenge_done(peer, passed, detail)
+        self.log_challenge(peer, outcome, detail)
+        if outcome == UNDECIDED:
+            node.peers.challenge_undecided(peer, detail)
+        elif outcome == ABANDONED:
+            node.peers.challenge_abandoned(peer, detail)
+        else:
+            node.peers.challenge_done(peer, outcome == PASSED, detail)
+            try:
+                await node.client.send_verdict(node.urls[peer], outcome == PASSED, detail)
+            except PeerError as e:
+                log.warning("could not tell %s its verdict: %s", peer, e)
+        return outcome
+
+    async def _timed_out(self, peer, detail):
+        """A peer that answers a heartbeat but not the challenge fails; one that answers
+        nothing is unreachable (down, or cut off), and the challenge is abandoned."""
         try:
-            await node.client.send_verdict(node.urls[peer], passed, detail)
+            await self.node.client.heartbeat(self.node.urls[peer], self.probe_timeout)
         except PeerError as e:
-            log.warning("could not tell %s its verdict: %s", peer, e)
-        return passed
+            return ABANDONED, f"{detail}; no heartbeat answered either ({e})"
+        return FAILED, f"{detail} while the peer answers heartbeats"
 
     async def _challenge(self, peer):
-        node = self.node
         locs = await asyncio.to_thread(self.files_to_check, peer)
         self.log_challenge(peer, "sent", f"{len(locs)} files")
-        by_key = {(loc.owner, loc.path): loc for loc in locs}
         result = ChallengeResult()
-        batches = iter([locs[i:i + BATCH] for i in range(0, max(len(locs), 1), BATCH)])
+        await self._check(peer, locs, result, empty_too=True)
+        for _ in range(ROUNDS):
+            undecided = result.inconclusive
+            if not undecided or result.failed:
+                break
+            await self.catch_up(peer)
+            if self.retry_delay:
+                await asyncio.sleep(self.retry_delay)
+            current = {(loc.owner, loc.path): loc
+                       for loc in await asyncio.to_thread(self.files_to_check, peer)}
+            for key in undecided:  # judged again below, or no longer this node's to judge
+                del result.outcomes[key]
+            await self._check(peer, [current[k] for k in undecided if k in current], result)
+        return result
+
+    async def _check(self, peer, locs, result, empty_too=False):
+        """Challenge ``peer`` on ``locs`` in batches; each file's outcome goes into ``result``.
+
+        ``empty_too``: with no file to check, still send an empty challenge, so that a pass
+        means the peer answered one.
+        """
+        node = self.node
+        by_key = {(loc.owner, loc.path): loc for loc in locs}
+        count = max(len(locs), 1) if empty_too else len(locs)
+        batches = iter([locs[i:i + BATCH] for i in range(0, count, BATCH)])
 
         async def send_batches():
             # IN_FLIGHT senders: the peer finds the next batch waiting when it finishes one,
@@ -83,7 +148,6 @@ class Verifier:
         finally:
             for task in senders:
                 task.cancel()
-        return result
 
     async def _repair(self, peer, keys):
         """Send current copies of the files ``peer`` holds an older version of."""

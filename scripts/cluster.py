@@ -178,8 +178,9 @@ class Cluster:
             return None
 
     def wait_ready(self, names, timeout=30):
-        """Wait until each server answers and says it is running (a returning node answers
-        first as verifying, until its peers have checked its copies)."""
+        """Wait until each server answers and says it is running and hears a majority (a
+        returning node answers first as verifying, until its peers have checked its copies;
+        every node first catches up with a majority of its peers)."""
         deadline = time.monotonic() + timeout
         pending = list(names)
         while pending:
@@ -189,7 +190,8 @@ class Cluster:
                     raise RuntimeError(f"{name} exited with {proc.returncode}; see "
                                        f"{self.data_dir / 'logs' / (name + '.log')}")
                 status = self.status(name)
-                if status is not None and status.get("status") == "running":
+                if status is not None and status.get("status") == "running" \
+                        and status.get("quorum", True):
                     pending.remove(name)
             if pending and time.monotonic() > deadline:
                 raise TimeoutError(f"servers not running after {timeout}s: "
@@ -312,11 +314,15 @@ def main(argv=None):
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--user", default="alice", help="the first user, given a certificate and token")
     p.add_argument("--digest", default="sha256", help="sha1, sha256, sha512 or sha3-256")
+    p.add_argument("--repair-after", type=float, metavar="SECONDS",
+                   default=float(os.environ.get("SECURIFILE_REPAIR_AFTER", 300)),
+                   help="replace a holder down or failed this long by a copy elsewhere "
+                        "(default 300, or SECURIFILE_REPAIR_AFTER)")
     args = p.parse_args(argv)
     try:
         cluster = Cluster.create(args.data_dir, args.servers, args.replicas, args.tls,
                                  args.base_port, args.host, args.certs_dir, args.user,
-                                 digest=args.digest)
+                                 digest=args.digest, repair_after=args.repair_after)
     except ValueError as e:
         p.error(str(e))
     busy = [s.url for s in cluster.cfg.servers if port_in_use(s.host, s.port)]

@@ -8,9 +8,10 @@ FAST = dict(heartbeat_interval=0.5, heartbeat_misses=4, authz_cache_seconds=0.5,
 
 
 def start_cluster(tmp_path_factory, name="cluster", servers=3, replicas=1, tls=True,
-                  attempts=3, **settings):
+                  attempts=3, before_start=None, **settings):
     """A started cluster (admin server and ``servers`` nodes) with FAST settings overridden
-    by ``settings``.
+    by ``settings``; ``before_start(cluster)`` runs on each created cluster before it starts
+    (to put old data directories in place, say).
 
     The free ports the launcher picks can be taken by someone else before the servers bind
     them (parallel test workers make that likely); then it starts over on other ports.
@@ -19,6 +20,8 @@ def start_cluster(tmp_path_factory, name="cluster", servers=3, replicas=1, tls=T
         cluster = Cluster.create(tmp_path_factory.mktemp(name), servers, replicas, tls,
                                  base_port=0, **{**FAST, **settings})
         try:
+            if before_start is not None:
+                before_start(cluster)
             cluster.start()
             return cluster
         except (RuntimeError, TimeoutError):

@@ -7,11 +7,13 @@ import pytest
 
 from securifile.common.errors import ApiError
 from securifile.common.paths import FilePath
-from securifile.nodes.challenge import (CORRUPT, MISSING, OK, REPLAYED, STALE, ChallengeResult,
-                                        DiskPaths, answer_challenge, check_answer, choose_ranges,
-                                        new_challenge, stat_key)
+from securifile.nodes.challenge import (BATCH, CORRUPT, MAX_RANGE_LENGTH, MAX_RANGES, MISSING,
+                                        NEWER, OK, RANGE_BYTES, REFUSED, REPLAYED, STALE,
+                                        ChallengeRefused, ChallengeResult, DiskPaths,
+                                        answer_challenge, check_answer, choose_ranges,
+                                        new_challenge, range_count, stat_key)
 from securifile.nodes.diskfile import DiskStore
-from securifile.nodes.locationmap import Location, LocationMap
+from securifile.nodes.locationmap import FileVersion, Location, LocationMap
 
 
 def sha(data):
@@ -31,7 +33,9 @@ class Node:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         self.locations.record_copy(fp, version, sha(data), len(data), stat_key(path))
-        return Location("alice", rel, "n1", sha(data), "sha256", len(data), version)
+        loc = Location("alice", rel, "n1", sha(data), "sha256", len(data), version)
+        self.locations.apply(loc)  # the record names the challenger (n1) as a holder
+        return loc
 
 
 @pytest.fixture
@@ -72,17 +76,20 @@ def test_outcomes_missing_stale_corrupt_and_cache_fooled(pair):
     theirs.put("fooled", data, version=2)
     fooled = theirs.store.path_for(FilePath("alice", "fooled"))
     fooled.write_bytes(os.urandom(5000))
-    theirs.locations.update_copy_digest(FilePath("alice", "fooled"), sha(data), stat_key(fooled))
+    theirs.locations.update_disk_digest(FilePath("alice", "fooled"), sha(data), stat_key(fooled))
     theirs.locations.record_copy(FilePath("alice", "folder"), 2, sha(data), 5000)
+    theirs.locations.apply(locs[-1])
     theirs.store.path_for(FilePath("alice", "folder")).mkdir()
     result, _answer = run(mine, theirs, locs)
     assert result.outcomes == {("alice", "ok"): OK, ("alice", "gone"): MISSING,
                                ("alice", "old"): STALE, ("alice", "bad"): CORRUPT,
                                ("alice", "fooled"): REPLAYED, ("alice", "folder"): MISSING}
-    # --deep re-hashes: the fooled cache no longer hides the change, and is corrected.
+    # --deep re-hashes: the fooled cache no longer hides the change, and is corrected; the
+    # committed digest (what the bytes should be) stays as it was.
     result, _answer = run(mine, theirs, locs, deep=True)
     assert result.outcomes[("alice", "fooled")] == CORRUPT
-    assert theirs.locations.copy_record(FilePath("alice", "fooled"))[1] == sha(fooled.read_bytes())
+    record = theirs.locations.copy_record(FilePath("alice", "fooled"))
+    assert record.disk_digest == sha(fooled.read_bytes()) and record.digest == sha(data)
 
 
 def test_a_digest_out_of_date_is_recomputed_and_stored_once(pair):
@@ -91,10 +98,10 @@ def test_a_digest_out_of_date_is_recomputed_and_stored_once(pair):
     locs = [mine.put("f", data)]
     theirs.put("f", data)
     fp = FilePath("alice", "f")
-    theirs.locations.update_copy_digest(fp, sha(data), "stat key of another time")
+    theirs.locations.update_disk_digest(fp, sha(data), "stat key of another time")
     result, _answer = run(mine, theirs, locs)
     assert result.passed
-    assert theirs.locations.copy_record(fp)[2] == stat_key(theirs.store.path_for(fp))
+    assert theirs.locations.copy_record(fp).stat_key == stat_key(theirs.store.path_for(fp))
 
 
 def test_disk_paths_are_path_for_for_every_name(tmp_path):
@@ -114,15 +121,102 @@ def test_disk_paths_are_path_for_for_every_name(tmp_path):
             assert os.path.normpath(paths(fp)) == os.path.normpath(expected), rel
 
 
-def test_ranges_are_inside_the_file_and_cover_small_files_whole():
-    rng = random.Random(5)
+def test_the_sample_grows_with_the_file_and_covers_small_files_whole():
+    rng = random.SystemRandom()
     assert choose_ranges(100, rng) == [[0, 100]]
-    assert choose_ranges(2048, rng) == [[0, 2048]]
-    for size in (2049, 5000, 1 << 40):
-        for _ in range(200):
+    assert choose_ranges(MAX_RANGE_LENGTH, rng) == [[0, MAX_RANGE_LENGTH]]
+    for size, count in ((MAX_RANGE_LENGTH + 1, 2), (1 << 20, 2), (5 << 20, 5),
+                        ((100 << 20) + 1, 101), (1 << 40, MAX_RANGES)):
+        for _ in range(20):
             ranges = choose_ranges(size, rng)
-            assert len(ranges) == 2 and ranges == sorted(ranges)
-            assert all(0 <= off and off + length <= size and length == 1024
+            assert len(ranges) == count == range_count(size) and ranges == sorted(ranges)
+            assert all(0 <= off and off + length <= size and length == RANGE_BYTES
                        for off, length in ranges)
     offsets = {choose_ranges(1 << 20, rng)[0][0] for _ in range(50)}
     assert len(offsets) > 40  # they move
+
+
+def test_a_claimed_newer_version_or_a_refusal_is_never_a_pass(pair):
+    mine, theirs = pair
+    data = os.urandom(5000)
+    locs = [mine.put(name, data, version=2) for name in ("ok", "ahead", "foreign")]
+    theirs.put("ok", data, version=2)
+    theirs.put("ahead", data, version=3)
+    fp = FilePath("alice", "foreign")
+    path = theirs.store.path_for(fp)
+    path.write_bytes(data)
+    theirs.locations.record_copy(fp, 2, sha(data), len(data), stat_key(path))
+    theirs.locations.apply(Location("alice", "foreign", "n7", sha(data), "sha256", 5000, 2))
+    result, answer = run(mine, theirs, locs)
+    assert result.outcomes == {("alice", "ok"): OK, ("alice", "ahead"): NEWER,
+                               ("alice", "foreign"): REFUSED}
+    assert not result.passed and not result.failed
+    assert sorted(result.inconclusive) == [("alice", "ahead"), ("alice", "foreign")]
+    refused = next(a for a in answer["files"] if a["path"] == "foreign")
+    assert refused["refused"] and "mac" not in refused and "digest" not in refused
+
+
+def test_ranges_beyond_the_bounds_are_refused_and_past_the_end_read_nothing(pair):
+    mine, theirs = pair
+    data = os.urandom(20_000)
+    loc = mine.put("f", data)
+    theirs.put("f", data)
+    item = {"owner": "alice", "path": "f", "version": 1, "algorithm": "sha256"}
+    nonce = "00" * 16
+
+    def answer(ranges):
+        challenge = {"challenger": "n1", "nonce": nonce, "files": [dict(item, ranges=ranges)]}
+        return answer_challenge(theirs.store, theirs.locations, challenge)["files"][0]
+
+    assert answer([[0, RANGE_BYTES]])["mac"]
+    for bad in ([[0, MAX_RANGE_LENGTH + 1]], [[-1, 10]], [[0, RANGE_BYTES]] * (MAX_RANGES + 1),
+                [], [[0]], [["0", 10]], "everything", [[0, True]]):
+        got = answer(bad)
+        assert got.get("refused") and "mac" not in got, bad
+    past_end = answer([[len(data) - 10, 100]])  # inside the bounds, past this copy's end
+    assert past_end["digest"] == sha(data) and past_end["mac"] is None
+    challenge = new_challenge("n1", [loc], random.SystemRandom())
+    challenge["files"][0]["ranges"] = [[len(data) - 10, 100]]
+    got = check_answer(mine.store, {("alice", "f"): loc}, challenge,
+                       {"files": [past_end]}, ChallengeResult())
+    assert got.outcomes == {("alice", "f"): REPLAYED}  # no proof: never a pass
+
+
+def test_a_challenge_out_of_bounds_as_a_whole_is_refused(pair):
+    _mine, theirs = pair
+    with pytest.raises(ChallengeRefused):
+        answer_challenge(theirs.store, theirs.locations, {
+            "nonce": "00", "files": [{"owner": "alice", "path": f"{i}", "ranges": [[0, 1]]}
+                                     for i in range(BATCH + 1)]})
+    with pytest.raises(ChallengeRefused):
+        answer_challenge(theirs.store, theirs.locations, {"nonce": "not hex", "files": []})
+    with pytest.raises(ChallengeRefused):
+        answer_challenge(theirs.store, theirs.locations, {"nonce": "00", "files": ["x"]})
+
+
+def test_only_the_authenticated_challenger_counts_as_a_holder(pair):
+    """The name in the body is what a no-TLS peer says; the handler passes the name from
+    the certificate, which wins."""
+    mine, theirs = pair
+    data = os.urandom(100)
+    loc = mine.put("f", data)
+    theirs.put("f", data)
+    challenge = new_challenge("n1", [loc], random.SystemRandom())
+    assert answer_challenge(theirs.store, theirs.locations, challenge)["files"][0]["mac"]
+    got = answer_challenge(theirs.store, theirs.locations, challenge, challenger="n9")
+    assert got["files"][0]["refused"]
+
+
+def test_a_copy_the_record_names_stale_and_missing_is_stale_not_failed(pair):
+    mine, theirs = pair
+    data = os.urandom(100)
+    loc = mine.put("lost", data)
+    version = FileVersion("alice", "lost", 1, sha(data), "sha256", 100, other_stale=True)
+    challenge = new_challenge("n1", [version], random.SystemRandom())
+    answer = answer_challenge(theirs.store, theirs.locations, challenge)
+    result = check_answer(mine.store, {("alice", "lost"): version}, challenge, answer,
+                          ChallengeResult())
+    assert result.outcomes == {("alice", "lost"): STALE}
+    plain = check_answer(mine.store, {("alice", "lost"): loc}, challenge, answer,
+                         ChallengeResult())
+    assert plain.outcomes == {("alice", "lost"): MISSING}

@@ -24,7 +24,7 @@ from securifile.cli import login as cli_login
 from securifile.cli.output import UsageError
 from securifile.common.adminclient import AdminUnreachable, acl_target, usable_servers
 from securifile.common.certs import CertificateAuthority
-from securifile.common.client import Client, LoginFolder, NoRunningServer
+from securifile.common.client import Client, LoginFolder, NoRunningServer, NoServerServing
 
 from .helpers import wait_for
 
@@ -359,6 +359,40 @@ def test_client_does_not_fall_back_to_servers_the_admin_says_are_down(fakes):
         with pytest.raises(NoRunningServer):
             client.get_bytes("alice/x")
     assert n1.seen == [] and n2.seen == []
+
+
+def test_client_waits_while_the_admin_lists_every_server_as_verifying(fakes):
+    """A whole-cluster restart: the servers are checking each other's copies. Ask again."""
+    admin, (n1, n2, _) = fakes
+    answers = ["verifying", "verifying", "running"]
+    admin.routes["/api/v1/servers"] = lambda: (200, listing(
+        ("node1", n1.url, answers.pop(0) if len(answers) > 1 else answers[0], "online"),
+        ("node2", n2.url, "down", "online")))
+    pauses = []
+    with Client([], admin_url=admin.url, sleep=pauses.append) as client:
+        assert client.get_bytes("alice/x") == b"node1"
+    assert pauses == [0.25, 0.5] and n2.seen == []
+
+    answers[:] = ["verifying"]
+    with Client([], admin_url=admin.url, sleep=pauses.append, unavailable_wait=0.1) as client:
+        with pytest.raises(NoServerServing) as err:
+            client.get_bytes("alice/x")
+    assert "node1 verifying" in str(err.value)
+
+
+def test_a_server_that_answered_is_asked_again_though_the_admin_lists_it_down(fakes):
+    """The admin server's list lags behind a restart; the server's own answer counts."""
+    admin, (n1, _, _) = fakes
+    states = ["running", "down"]
+    admin.routes["/api/v1/servers"] = lambda: (200, listing(
+        ("node1", n1.url, states.pop(0) if len(states) > 1 else states[0], "online")))
+    answers = [(503, {"error": {"code": "server_not_running", "message": "node1 is verifying"}}),
+               (200, b"node1")]
+    n1.routes["/files/alice/x"] = lambda: answers.pop(0)
+    pauses = []
+    with Client([], admin_url=admin.url, sleep=pauses.append) as client:
+        assert client.get_bytes("alice/x") == b"node1"
+    assert pauses == [0.25]
 
 
 def test_client_reads_the_list_again_when_it_is_due(fakes):

@@ -319,6 +319,159 @@ def test_holder_retries_are_bounded_by_count_and_deadline():
     assert clock.now - 1000.0 <= 2.0
 
 
+# --- servers that do not serve now, holders to avoid ------------------------------------
+
+def by_full_url(routes):
+    """A responder from {url with query: [answers...]} (the last answer repeats)."""
+    def respond(method, url, headers):
+        answers = routes[url]
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        return answer(method, url, headers) if callable(answer) else answer
+    return respond
+
+
+def not_serving(code):
+    return json_error(503, code, f"this server does not serve now ({code})")
+
+
+@pytest.mark.parametrize("code", ["server_not_running", "no_quorum", "not_synced"])
+def test_a_server_that_says_it_does_not_serve_is_left_for_the_next(code):
+    data = b"from B"
+    client = ScriptedClient([A, B, C], serve({A + X: [not_serving(code)], B + X: [file_answer(data)]}),
+                            token="T0K")
+    assert client.get_bytes("alice/x.bin") == data
+    assert client.current_server == B and client.sleeps == []
+    client.stat("alice/x.bin")  # stays with B
+    assert [u for _, u, _, _ in client.sent] == [A + X, B + X, B + X]
+
+
+def test_a_head_answer_carries_the_code_in_a_header():
+    gone = http_response(503, headers={"X-SecuriFile-Error": "server_not_running"}, length=0)
+    client = ScriptedClient([A, B], serve({A + X: [gone], B + X: [file_answer(b"abc")]}))
+    assert client.stat("alice/x.bin")["size"] == 3
+    assert client.current_server == B
+
+
+def test_no_holder_running_is_about_the_file_and_answers_at_once():
+    client = ScriptedClient([A, B], serve({
+        A + X: [json_error(503, "no_holder_running", "no server holding alice/x.bin is running")],
+        B + X: [file_answer(b"never asked")]}))
+    with pytest.raises(NoHolderAvailable) as err:
+        client.get_bytes("alice/x.bin")
+    assert err.value.code == "no_holder_running"
+    assert [u for _, u, _, _ in client.sent] == [A + X] and client.sleeps == []
+
+
+def test_an_unreachable_holder_is_named_in_avoid_and_the_next_one_serves_at_once():
+    data = b"replica bytes"
+    client = ScriptedClient([A, B, C], by_full_url({
+        A + X: [redirect(B + X + "?holder=b")],  # B is the origin, C priority 1
+        B + X + "?holder=b": [Down(ConnectionRefusedError())],
+        A + X + "?avoid=b": [redirect(C + X + "?holder=c")],
+        C + X + "?holder=c": [file_answer(data)],
+    }), token="T0K")
+    assert client.get_bytes("alice/x.bin") == data
+    assert client.sleeps == [] and client.current_server == A
+    assert [u for _, u, _, _ in client.sent] == [
+        A + X, B + X + "?holder=b", A + X + "?avoid=b", C + X + "?holder=c"]
+    assert all(h["Authorization"] == "Bearer T0K" for _, _, h, _ in client.sent)
+
+
+def test_a_holder_that_does_not_serve_is_avoided_too_and_avoids_add_up():
+    data = b"third holder"
+    client = ScriptedClient([A, B, C], by_full_url({
+        A + X: [redirect(B + X + "?holder=b")],
+        B + X + "?holder=b": [not_serving("server_not_running")],
+        A + X + "?avoid=b": [redirect(C + X + "?holder=c")],
+        C + X + "?holder=c": [Down(ConnectionResetError())],
+        A + X + "?avoid=b,c": [file_answer(data)],
+    }))
+    assert client.get_bytes("alice/x.bin") == data
+    assert client.sleeps == [] and client.current_server == A
+
+
+def test_a_redirect_without_avoid_support_falls_back_to_asking_again():
+    """An older node names the dead holder again, avoid or not: wait for the cluster."""
+    data = b"bytes"
+    answers = [redirect(B + X + "?holder=b")] * 2 + [redirect(C + X + "?holder=c")]
+    client = ScriptedClient([A, B, C], serve({
+        A + X: [lambda m, u, h: answers.pop(0)],
+        B + X: [Down(ConnectionRefusedError())],
+        C + X: [file_answer(data)],
+    }))
+    assert client.get_bytes("alice/x.bin") == data
+    assert client.sleeps == [0.25]
+    assert [u for _, u, _, _ in client.sent] == [
+        A + X, B + X + "?holder=b", A + X + "?avoid=b", B + X + "?holder=b", A + X + "?avoid=b",
+        C + X + "?holder=c"]
+
+
+def waiting_client(routes, **kwargs):
+    clock = FakeClock()
+
+    def sleep(seconds):
+        clock.now += seconds
+
+    client = ScriptedClient([A, B], routes, clock=clock, sleep=sleep, **kwargs)
+    return client, clock
+
+
+def test_when_no_server_serves_the_client_asks_again_with_growing_pauses():
+    data = b"after the restart"
+    rounds = {"n": 0}
+
+    def entry(method, url, headers):
+        rounds["n"] += 1
+        return not_serving("not_synced") if rounds["n"] < 3 else file_answer(data)
+
+    client, clock = waiting_client(serve({A + X: [entry], B + X: [not_serving("server_not_running")]}))
+    assert client.get_bytes("alice/x.bin") == data
+    assert clock.now - 1000.0 == pytest.approx(0.25 + 0.5)
+
+
+def test_when_no_server_serves_for_long_the_client_gives_up_with_a_clear_error():
+    client, clock = waiting_client(serve({A + X: [not_serving("no_quorum")],
+                                          B + X: [Down(ConnectionRefusedError("refused"))]}),
+                                   unavailable_wait=5.0)
+    with pytest.raises(sfc.NoServerServing) as err:
+        client.get_bytes("alice/x.bin")
+    assert isinstance(err.value, NoServerAvailable)
+    assert 3.0 < clock.now - 1000.0 <= 5.0
+    assert "no server is serving now" in str(err.value) and "no_quorum" in str(err.value)
+    assert {url for url, _ in err.value.failures} == {A, B}
+
+
+def test_servers_that_do_not_answer_at_all_fail_at_once():
+    client, clock = waiting_client(lambda m, u, h: ConnectionRefusedError("refused"))
+    with pytest.raises(NoServerAvailable) as err:
+        client.get_bytes("alice/x.bin")
+    assert not isinstance(err.value, sfc.NoServerServing) and clock.now == 1000.0
+
+
+def test_a_file_served_again_soon_is_asked_for_again():
+    """No holder runs, but one is being verified: the node says ``Retry-After``."""
+    soon = http_response(503, json.dumps({"error": {
+        "code": "no_holder_running", "message": "no server holding alice/x.bin is running"}}).encode(),
+        {"Retry-After": "1", "Content-Type": "application/json"})
+    data = b"verified"
+    client, clock = waiting_client(serve({A + X: [soon, soon, file_answer(data)]}))
+    assert client.get_bytes("alice/x.bin") == data
+    assert clock.now - 1000.0 == pytest.approx(0.25 + 0.5)
+
+    client, clock = waiting_client(serve({A + X: [soon]}), unavailable_wait=3.0)
+    with pytest.raises(NoHolderAvailable) as err:
+        client.get_bytes("alice/x.bin")
+    assert err.value.code == "no_holder_running" and clock.now - 1000.0 <= 3.0
+
+
+def test_avoid_and_holder_helpers():
+    assert sfc.with_avoid(X, []) == X
+    assert sfc.with_avoid(X, ["node1", "node 2"]) == X + "?avoid=node1,node%202"
+    assert sfc.with_avoid(X + "?a=1", ["n"]) == X + "?a=1&avoid=n"
+    assert sfc.holder_named(B + X + "?holder=node2") == "node2"
+    assert sfc.holder_named(B + X) is None
+
+
 def test_server_errors_carry_the_json_error():
     client = ScriptedClient([A], serve({A + X: [json_error(423, "locked", "alice/x.bin is being modified")]}))
     with pytest.raises(FileLocked) as err:
@@ -560,7 +713,9 @@ def test_connection_options_go_before_or_after_the_command():
     assert args.server == ["https://a:1", "https://b:2"] and args.progress is False
     assert args.local == "."
     _, args = cli.parse_args(["rm", "-r", "alice/d/"])
-    assert args.recursive and args.server is None
+    assert args.recursive and args.server is None and args.wait == 15.0
+    _, args = cli.parse_args(["ls", "--wait", "2.5"])
+    assert args.wait == 2.5
 
 
 def test_usage_errors_exit_2(capsys, monkeypatch):
@@ -796,6 +951,29 @@ def test_http_dead_holder_then_next_holder(nodes):
     client = make_client([a.url, b.url, dead])
     assert client.get_bytes("alice/x.bin") == b"replica"
     assert answers == [] and client.current_server == a.url
+
+
+def test_http_dead_holder_is_avoided_without_waiting(nodes):
+    a, b, _ = nodes
+    dead = dead_url()
+    a.routes[("GET", X)] = lambda req: (307, {"Location": f"{dead}{X}?holder=origin"}, b"")
+    a.routes[("GET", X + "?avoid=origin")] = lambda req: (
+        307, {"Location": f"{b.url}{X}?holder=replica"}, b"")
+    b.routes[("GET", X + "?holder=replica")] = serves(b"replica")
+    pauses = []
+    client = Client([a.url, b.url, dead], rng=FixedRng(0), sleep=pauses.append, connect_timeout=2)
+    assert client.get_bytes("alice/x.bin") == b"replica"
+    assert pauses == [] and client.current_server == a.url
+
+
+def test_http_server_not_running_is_left_for_the_next(nodes):
+    a, b, _ = nodes
+    a.routes[("GET", X)] = lambda req: (503, {"Content-Type": "application/json"}, json.dumps(
+        {"error": {"code": "server_not_running", "message": "server node1 is verifying"}}).encode())
+    b.routes[("GET", X)] = serves(b"from b")
+    client = make_client([a.url, b.url])
+    assert client.get_bytes("alice/x.bin") == b"from b"
+    assert client.current_server == b.url
 
 
 def test_http_large_put_is_redirected_before_the_body_is_sent(nodes, tmp_path):

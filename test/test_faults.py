@@ -29,7 +29,7 @@ from securifile.common.digests import repr_digest
 from securifile.common.tls import client_context
 from securifile.nodes.challenge import (CORRUPT, OK, REPLAYED, STALE, ChallengeResult,
                                         answer_challenge, check_answer, new_challenge, stat_key)
-from securifile.nodes.locationmap import Location
+from securifile.nodes.locationmap import CopyRecord, Location
 
 from .helpers import AdminApi, Api, Response, disk_copy, wait_for
 
@@ -115,6 +115,14 @@ def wait_own(cluster, name, status, timeout=VERIFY, never=()):
     wait_seen(cluster, [name], name, status, timeout, never)
 
 
+def wait_serving(cluster, name, timeout=VERIFY):
+    """Until ``name`` is running and hears a majority: it serves users."""
+    def serving():
+        st = cluster.status(name)
+        return st is not None and st["status"] == "running" and st.get("quorum")
+    wait_for(serving, timeout, what=f"{name} serving")
+
+
 def copy_on_disk(cluster, node, path):
     owner, rel = path.split("/", 1)
     return disk_copy(cluster, node, owner, rel)
@@ -157,9 +165,12 @@ def wait_current(cluster, api, path, version):
 
 
 def record_on(api, node, path):
-    """The location record ``node`` keeps for ``path`` (from its folder listing)."""
+    """The location record ``node`` keeps for ``path`` (from its folder listing); None also
+    while the node does not serve yet (it has not heard from a majority since its start)."""
     owner, rel = path.split("/", 1)
     r = api.request(node, "GET", f"/files/{owner}/", raw_path=True)
+    if r.status == 503 and error_of(r)["code"] in ("not_synced", "server_not_running"):
+        return None
     assert r.status == 200, r
     return next((f for f in r.json()["files"] if f["path"] == rel), None)
 
@@ -346,6 +357,8 @@ def test_killing_the_origin_mid_download_the_client_finishes_from_the_replica(ma
     assert api.node_for(info["server"]) == replica  # the end of the file came from the replica
     assert info["verified"] and info["digest"] == sha(data) and info["size"] == len(data)
     assert out.getvalue() == data
+    # The client went on at once (avoid); plain redirects need the replica to see it down.
+    wait_seen(cluster, [replica], origin, "down")
     assert_readable(api, {"alice/big/movie.bin": data}, [replica])
 
 
@@ -637,22 +650,23 @@ class _Store:
 
 
 class _Copies:
-    """What answer_challenge reads and writes of a node's copies table."""
+    """What answer_challenge reads and writes of a node's copies table; every record names
+    the challenger as a holder."""
 
     def __init__(self, rows):
-        self.rows = rows
-
-    def copy_record(self, fp):
-        return self.rows.get((fp.owner, fp.rel))
+        self.rows = {k: CopyRecord(v, d, d, key) for k, (v, d, key) in rows.items()}
 
     def copy_records(self, fps):
         return {(fp.owner, fp.rel): self.rows[(fp.owner, fp.rel)] for fp in fps
                 if (fp.owner, fp.rel) in self.rows}
 
-    def update_copy_digests(self, updates):
+    def named_holder(self, fps, server):
+        return {(fp.owner, fp.rel) for fp in fps}
+
+    def update_disk_digests(self, updates):
         for fp, digest, key in updates:
-            version = self.rows[(fp.owner, fp.rel)][0]
-            self.rows[(fp.owner, fp.rel)] = (version, digest, key)
+            self.rows[(fp.owner, fp.rel)] = self.rows[(fp.owner, fp.rel)]._replace(
+                disk_digest=digest, stat_key=key)
 
 
 def test_an_answer_to_another_nonce_or_from_other_bytes_does_not_pass(tmp_path):

@@ -55,34 +55,49 @@ def free_port_run(count, worker):
 
 @pytest.fixture
 def launched(tmp_path, worker_id):
-    """`securifile up` as the README runs it (certs/ and var/ in the cwd)."""
+    """`securifile up` as the README runs it (certs/ and var/ in the cwd).
+
+    The launcher leads its own process group, which its servers join: whatever happens in
+    the test, stopping it and then killing that group leaves no server behind.
+    """
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
     base = free_port_run(3, worker_id)
     proc = subprocess.Popen([str(BIN / "securifile"), "up", "--servers", "3", "--replicas", "1",
                              "--base-port", str(base)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    lines = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip("\n"))
-        if "Ctrl-C" in line:
-            break
-    assert lines and "Ctrl-C" in lines[-1], "\n".join(lines)
-    yield proc, lines, tmp_path, env, base
+                            text=True, start_new_session=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+            if "Ctrl-C" in line:
+                break
+        assert lines and "Ctrl-C" in lines[-1], "\n".join(lines)
+        yield proc, lines, tmp_path, env, base
+    finally:
+        stop_launcher(proc)
+
+
+def stop_launcher(proc):
+    """Stop ``securifile up`` as an operator would (SIGTERM), then kill what is left of its
+    process group: servers it did not stop, and it too if it hung."""
     if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-        cluster = json.loads((tmp_path / "var" / "cluster.json").read_text())
-        for s in cluster["servers"]:
-            try:
-                os.kill(s["pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the launcher stopped every server itself: nothing of the group is left
+    proc.wait()
+    proc.stdout.close()
 
 
 def run(cmd, cwd, env):

@@ -263,11 +263,13 @@ def test_a_map_written_before_the_holders_index_is_upgraded_on_open(tmp_path):
     try:
         assert m.seq == 3
         assert sorted(paths(m.held_by("n1"))) == ["a", "b"]
-        assert m.checkable("n1", "n2") == [("alice", "a", 2, "d2", "sha256", 10)]
+        assert m.checkable("n1", "n2") == [("alice", "a", 2, "d2", "sha256", 10, False)]
         assert m.apply(records[0]) is False  # known: judged by the upgraded columns
         assert m.apply(loc("a", version=2, modified=T0 + 0.2)) is True
         assert m.apply(loc("gone", version=3)) is False  # the tombstone still wins
-        assert m.copy_records([fp("a"), fp("b")]) == {("alice", "a"): (2, "d2", "")}
+        # The old digest column was the cache; the committed digest comes from the record.
+        assert m.copy_records([fp("a"), fp("b")]) == {("alice", "a"): (2, records[0].digest,
+                                                                       "d2", "")}
     finally:
         m.close()
     again = LocationMap(db)  # the upgrade runs once
@@ -284,11 +286,11 @@ def test_copy_records_in_bulk_and_digest_updates_in_one_go(lmap):
     lmap.record_copy(fp("x", owner="bob"), 4, "db", 10, "kb")
     wanted = [fp(n) for n in names] + [fp("x", owner="bob"), fp("missing")]
     got = lmap.copy_records(wanted)
-    assert len(got) == 1201 and got[("alice", "f0007")] == (1, "d7", "k")
-    assert got[("bob", "x")] == (4, "db", "kb") and ("alice", "missing") not in got
-    lmap.update_copy_digests([(fp("f0001"), "new", "k2"), (fp("x", owner="bob"), "nb", "kb2")])
-    assert lmap.copy_record(fp("f0001")) == (1, "new", "k2")
-    assert lmap.copy_record(fp("x", owner="bob")) == (4, "nb", "kb2")
+    assert len(got) == 1201 and got[("alice", "f0007")] == (1, "d7", "d7", "k")
+    assert got[("bob", "x")] == (4, "db", "db", "kb") and ("alice", "missing") not in got
+    lmap.update_disk_digests([(fp("f0001"), "new", "k2"), (fp("x", owner="bob"), "nb", "kb2")])
+    assert lmap.copy_record(fp("f0001")) == (1, "d1", "new", "k2")  # committed digest kept
+    assert lmap.copy_record(fp("x", owner="bob")) == (4, "db", "nb", "kb2")
 
 
 def test_a_transaction_is_all_or_nothing(lmap):
@@ -325,5 +327,35 @@ def test_pull_cursors_survive_a_reopen(tmp_path):
     m = LocationMap(db)
     try:
         assert m.pull_cursors() == {"n2": 41, "n3": 7}
+    finally:
+        m.close()
+
+
+def test_a_map_whose_copies_kept_re_hashes_in_the_digest_column_is_split_on_open(tmp_path):
+    """Before the cache had its own column, a re-hash overwrote ``digest``: on open that value
+    becomes the cache, and the committed digest comes back from the record where the copy is
+    of the record's version."""
+    import sqlite3
+    db = tmp_path / "old.sqlite3"
+    m = LocationMap(db)
+    m.apply(loc("rotten", version=2, digest="committed"))
+    m.apply(loc("older", version=3, digest="v3"))
+    m.close()
+    old = sqlite3.connect(db, isolation_level=None)
+    old.executescript("""
+        DROP TABLE copies;
+        CREATE TABLE copies (owner TEXT NOT NULL, path TEXT NOT NULL, version INTEGER NOT NULL,
+            digest TEXT NOT NULL, size INTEGER NOT NULL, stat_key TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (owner, path));
+        INSERT INTO copies VALUES ('alice', 'rotten', 2, 'rehash-of-rot', 10, 'k1');
+        INSERT INTO copies VALUES ('alice', 'older', 2, 'v2', 10, 'k2');
+    """)
+    old.close()
+    m = LocationMap(db)
+    try:
+        assert m.copy_record(fp("rotten")) == (2, "committed", "rehash-of-rot", "k1")
+        assert m.copy_record(fp("older")) == (2, "v2", "v2", "k2")  # no record of its version
+        m.record_copy(fp("new"), 1, "d", 10, "k")
+        assert m.copy_record(fp("new")) == (1, "d", "d", "k")
     finally:
         m.close()

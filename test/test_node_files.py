@@ -56,8 +56,8 @@ def test_every_node_knows_the_location_and_it_survives_restart(make_cluster):
         assert r.status == 307 and r.headers["Location"].startswith(cluster.url("node1"))
 
 
-def test_redirect_chain_origin_then_priority_one_then_503(make_cluster):
-    cluster = make_cluster(servers=4, replicas=2)
+def test_redirect_chain_origin_then_priority_one_then_priority_two(make_cluster):
+    cluster = make_cluster(servers=5, replicas=2)
     api = Api(cluster)
     body = api.put("node1", "alice/ha.bin", b"abc" * 1000).json()
     p1, p2 = holders_of(body)[1:]
@@ -71,10 +71,21 @@ def test_redirect_chain_origin_then_priority_one_then_503(make_cluster):
     cluster.kill(p1)
     wait_for(lambda: api.sees(observer, p1, "down"), what="priority 1 seen down")
     served_by, r = api.follow(observer, "GET", "alice/ha.bin")
-    assert (served_by, r.status) == (p2, 200)
+    assert (served_by, r.status, r.body) == (p2, 200, b"abc" * 1000)
 
-    cluster.kill(p2)
-    wait_for(lambda: api.sees(observer, p2, "down"), what="priority 2 seen down")
+    cluster.kill(p2)  # two of five left: not a majority, so they stop serving
+    wait_for(lambda: api.get(observer, "alice/ha.bin").status == 503, what="no quorum")
+    assert api.get(observer, "alice/ha.bin").json()["error"]["code"] == "no_quorum"
+
+
+def test_when_every_holder_is_down_the_majority_answers_503_naming_the_file(make_cluster):
+    cluster = make_cluster(servers=5, replicas=1)
+    api = Api(cluster)
+    holders = holders_of(api.put("node1", "alice/ha.bin", b"abc").json())
+    observer = next(n for n in cluster.names if n not in holders)
+    for h in holders:
+        cluster.kill(h)
+        wait_for(lambda: api.sees(observer, h, "down"), what=f"{h} seen down")
     r = api.get(observer, "alice/ha.bin")
     assert r.status == 503
     err = r.json()["error"]

@@ -115,6 +115,20 @@ def test_a_peer_that_says_it_is_verifying_is_challenged_once_per_boot(table):
     assert table.status("n2") == RUNNING
 
 
+def test_a_peer_being_verified_is_coming_back_until_it_says_it_runs(table):
+    assert not table.coming_back("n2")
+    table.record_ack("n2", boot="b1", status=VERIFYING)  # this node challenges it
+    assert table.coming_back("n2") and not table.is_running("n2")
+    table.challenge_done("n2", True)  # passed here; others still check it
+    assert table.status("n2") == RUNNING and table.coming_back("n2") and not table.is_running("n2")
+    table.record_ack("n2", boot="b1", status=RUNNING)
+    assert table.is_running("n2") and not table.coming_back("n2")
+    table.record_ack("n3", boot="c1", status=VERIFYING)
+    table.challenge_done("n3", False)
+    assert not table.coming_back("n3")  # failed: not soon
+    assert not table.coming_back("n9")
+
+
 def test_a_returning_node_runs_once_every_reachable_peer_passed_it(changes):
     t = PeerTable("a", ["a", "b", "c"], self_status=VERIFYING,
                   on_change=lambda *c: changes.append(c[:3]))

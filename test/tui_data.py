@@ -32,13 +32,13 @@ def _samples(used_at, available_total, until_minutes_ago=0):
 SERVERS = [
     {"name": "node1", "url": "https://10.0.0.1:8441", "status": "running", "admin_state": "online",
      "since": at(58), "used_bytes": int(1.5 * GiB), "available_bytes": 398 * GiB,
-     "sampled_at": at(0, 5)},
+     "sampled_at": at(0, 5), "under_replicated": 12},
     {"name": "node2", "url": "https://10.0.0.2:8441", "status": "down", "admin_state": "online",
      "since": at(4), "used_bytes": 820 * MiB, "available_bytes": 120 * GiB,
-     "sampled_at": at(4, 10)},
+     "sampled_at": at(4, 10), "under_replicated": 12},
     {"name": "node3", "url": "https://10.0.0.3:8441", "status": "offline", "admin_state": "offline",
      "since": at(25), "used_bytes": 12 * MiB, "available_bytes": int(1.8 * 1024 * GiB),
-     "sampled_at": at(0, 3)},
+     "sampled_at": at(0, 3), "under_replicated": 0},
 ]
 
 STORAGE = {

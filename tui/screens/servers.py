@@ -26,7 +26,7 @@ from ..widgets.storage_plot import WINDOW, StorageChart, StorageSeries, StorageS
 from .dialogs import ConfirmScreen
 
 COLUMNS = (("name", "Server"), ("status", "Status"), ("since", "Since"), ("used", "Used"),
-           ("available", "Available"), ("pct", "Use%"))
+           ("available", "Available"), ("pct", "Use%"), ("under", "Under-repl."))
 STATUS_STYLES = {"running": "bold green", "down": "bold red", "failed": "bold white on red",
                  "verifying": "bold yellow", "offline": "bold cyan", "unknown": "dim"}
 # Below this size the plots give way to one sparkline per server.
@@ -238,6 +238,9 @@ class ServersScreen(Screen):
             "used": Text(human_size(used), justify="right"),
             "available": Text(human_size(avail), justify="right"),
             "pct": Text(pct, justify="right"),
+            # Files held here that lack copies elsewhere: what the repair is still putting back.
+            "under": Text(str(under := server.get("under_replicated", 0)),
+                          style="bold red" if under else "dim", justify="right"),
         }
 
     def sync_charts(self, listing):

@@ -1,0 +1,68 @@
+"""A copy found bad: confirmed, moved aside, logged, and published stale to be repaired.
+
+The scrubber and verified reads both come here. A fresh read confirms the damage first,
+against the committed digest: a read can race a new version renamed into place, and a copy
+that changed meanwhile (another inode, another committed version) is left alone.
+"""
+import asyncio
+import logging
+import os
+
+from securifile.common.digests import new_hasher
+from securifile.common.syslog import integrity_event
+
+log = logging.getLogger("securifile.quarantine")
+CHUNK = 1 << 20
+
+
+def hash_open_file(path, algorithm, chunk_size=CHUNK, pace=None):
+    """(hex digest, stat at open) of the file at ``path``, hashed through one descriptor;
+    (None, None) if there is no file. ``pace(nbytes)`` is called after each chunk."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        st = os.fstat(f.fileno())
+        h = new_hasher(algorithm)
+        while chunk := f.read(chunk_size):
+            h.update(chunk)
+            if pace is not None:
+                pace(len(chunk))
+    return h.hexdigest(), st
+
+
+def _current_inode(path):
+    try:
+        return os.stat(path).st_ino
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+async def quarantine_if_bad(node, fp, reason):
+    """Quarantine this node's copy of ``fp`` if its bytes do not hash to the committed
+    digest, and tell the cluster the copy is lost. True when it was quarantined."""
+    record = node.locations.copy_record(fp)
+    if record is None:
+        return False
+    loc = node.locations.get(fp)
+    algorithm = loc.algorithm if loc is not None else node.algorithm
+    path = node.store.path_for(fp)
+    digest, st = await asyncio.to_thread(hash_open_file, path, algorithm)
+    inode = st.st_ino if st is not None else None
+    # Back on the loop: no commit can land between these checks and the move below.
+    now = node.locations.copy_record(fp)
+    if now is None or now[:2] != record[:2] or _current_inode(path) != inode:
+        return False  # replaced or removed meanwhile: not the copy that was found bad
+    if digest == record.digest:
+        return False
+    moved = node.store.quarantine(fp)
+    node.locations.forget_copy(fp)
+    detail = (f"{reason}; the bytes hash to {digest or '(no file)'}, committed {record.digest}"
+              f"; kept at {moved}" if moved else f"{reason}; the file is missing")
+    log.warning("copy of %s quarantined: %s", fp.full, detail)
+    node.quarantined += 1
+    if node.audit is not None:
+        node.audit.log_event(integrity_event(node.name, fp.full, "quarantined", detail))
+    await node.copy_lost(fp, reason)
+    return True

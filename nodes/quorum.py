@@ -1,0 +1,115 @@
+"""Whether this node may serve: it hears from a majority of the servers.
+
+A server that cannot reach more than half of the cluster (itself included) stops serving
+users and takes no writes, so a partition never has two sides accepting changes (Ceph's and
+MinIO's rule, not Swift's). In an even split, exactly half wins only with the witness's
+grant: the admin server gives a short lease to one side at a time. So with 3 servers any one
+may be lost; with 2, either may be lost while the admin server answers; the admin server's
+loss alone changes nothing while a strict majority of servers hear each other.
+
+"Hears" means: answered a heartbeat within the detection window (``misses`` intervals),
+whatever its status (a verifying or failed server still votes on locks). At start nothing
+has answered yet, so a node serves only after it has heard from, and pulled the location
+records of, a majority.
+"""
+import asyncio
+import logging
+import time
+
+log = logging.getLogger("securifile.quorum")
+
+
+class Quorum:
+    def __init__(self, peers, cluster_size, window, witness=None, clock=time.monotonic,
+                 on_change=None):
+        self.peers = peers
+        self.size = cluster_size
+        self.window = window
+        self.witness = witness  # async (side: list of names) -> lease seconds, or None
+        self.clock = clock
+        self.on_change = on_change or (lambda has, detail: None)
+        self._last_ack = {}
+        self._witness_side = None
+        self._witness_until = 0.0
+        self._state = self.size == 1
+        self.ever = self._state  # had quorum at least once since start
+        self._asking = None
+
+    def heard(self, name):
+        """``name`` answered a heartbeat (after its records were pulled) just now."""
+        self._last_ack[name] = self.clock()
+
+    def lost(self, name):
+        """``name`` was seen down: it no longer counts, whatever its last answer."""
+        self._last_ack.pop(name, None)
+
+    def reachable(self):
+        now = self.clock()
+        near = [n for n, t in self._last_ack.items() if now - t <= self.window]
+        return sorted([self.peers.self_name, *near])
+
+    def _decide(self):
+        side = self.reachable()
+        if 2 * len(side) > self.size:
+            return True, f"{len(side)} of {self.size} servers reachable"
+        if 2 * len(side) == self.size and self._witness_side == side \
+                and self.clock() < self._witness_until:
+            return True, f"{len(side)} of {self.size} servers reachable, with the witness"
+        return False, f"only {len(side)} of {self.size} servers reachable ({', '.join(side)})"
+
+    def has(self):
+        """True while this node may serve and coordinate writes."""
+        has, detail = self._decide()
+        if not has and self.witness is not None and self.tied() and self._asking is None:
+            # Just tied (a peer went silent): ask now rather than at the next round.
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # called outside the event loop: the next round asks
+                loop = None
+            if loop is not None:
+                self._asking = loop.create_task(self.refresh())
+                self._asking.add_done_callback(self._asked)
+        self._note(has, detail)
+        return has
+
+    def _asked(self, _task):
+        self._asking = None
+
+    def detail(self):
+        return self._decide()[1]
+
+    def enough(self, count):
+        """Whether ``count`` servers (this one among them) are a majority for a lock or a
+        record: more than half, or exactly half while this side holds the witness's grant."""
+        if 2 * count > self.size:
+            return True
+        return 2 * count == self.size and self.has() and self.tied()
+
+    def tied(self):
+        return 2 * len(self.reachable()) == self.size
+
+    def _note(self, has, detail):
+        if has != self._state:
+            self._state = has
+            log.warning("quorum %s: %s", "reached" if has else "LOST", detail)
+            if has:
+                self.ever = True
+            self.on_change(has, detail)
+
+    async def refresh(self):
+        """Once per heartbeat round: ask the witness when exactly half are reachable."""
+        if self.witness is not None and self.tied():
+            side = self.reachable()
+            asked = self.clock()
+            try:
+                lease = await self.witness(side)
+            except Exception as e:  # the witness unreachable: what was granted runs out
+                log.debug("witness did not answer: %s", e)
+                lease = None
+            if lease == 0:  # refused: another side holds it
+                self._witness_side = None
+            elif lease:
+                # Counted from before the question, and shortened, so this side stops
+                # before the witness could grant the other side.
+                self._witness_side, self._witness_until = side, asked + lease * 0.8
+        self._note(*self._decide())

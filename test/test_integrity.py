@@ -1,0 +1,97 @@
+"""Probe tests: bit rot in a replica copy (one byte flipped, size and mtime kept) is never
+delivered as a whole file; it is quarantined, logged, published stale, and read elsewhere."""
+import http.client
+import os
+
+from .helpers import AdminApi, Api, wait_for
+from .test_faults import (DETECT, VERIFY, copy_on_disk, holders_of, put_ok, record_on, settled,
+                          wait_seen)
+from .test_scrubber import rot
+
+PATH = "alice/rot/report.bin"
+
+
+def quarantined(cluster, node):
+    folder = cluster.cfg.node_data_dir(node) / "quarantine" / "alice" / "rot"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def named_stale(api, observers, node):
+    return all(node in (record_on(api, o, PATH) or {}).get("stale", []) for o in observers)
+
+
+def integrity_events(admin):
+    r = admin.get("/api/v1/events?after=0&limit=1000")
+    assert r.status == 200, r
+    return [e for e in r.json()["events"] if e["kind"] == "integrity"]
+
+
+def read(api, node):
+    """'whole' for a complete 200 (whose body must be the original), 'broken' for a transfer
+    cut short, else the status."""
+    try:
+        _served_by, r = api.follow(node, "GET", PATH)
+    except (http.client.HTTPException, OSError):
+        return "broken"
+    if r.status != 200:
+        return r.status
+    return "whole" if r.body == DATA else "WRONG BYTES"
+
+
+DATA = os.urandom(3 << 20)  # several read chunks
+
+
+def test_a_rotten_replica_read_after_its_origin_died_is_never_served_whole(make_cluster):
+    # No scrub pass before the reads: the read itself must catch the rot.
+    cluster = settled(make_cluster, servers=3, replicas=2, scrub_interval=3600)
+    api, admin = Api(cluster), AdminApi(cluster)
+    origin, first, second = holders_of(put_ok(api, "node1", PATH, DATA))
+    rot(copy_on_disk(cluster, first, PATH), len(DATA) // 2)
+    cluster.kill(origin)
+    wait_seen(cluster, [first, second], origin, "down", DETECT)
+
+    outcomes = [read(api, node) for node in (first, second) for _ in range(12)]
+    assert "WRONG BYTES" not in outcomes, outcomes
+    assert outcomes[0] == "broken", outcomes  # first asked: it serves, and breaks off
+    assert set(outcomes) <= {"whole", "broken"}, outcomes
+
+    # The copy is moved aside, the others know it is stale, and reads come from a holder.
+    assert len(quarantined(cluster, first)) == 1
+    assert not copy_on_disk(cluster, first, PATH).exists()
+    wait_for(lambda: named_stale(api, [first, second], first), VERIFY,
+             what=f"{first} named stale for the file")
+    for node in (first, second):
+        served_by, r = api.follow(node, "GET", PATH)
+        assert (served_by, r.status) == (second, 200) and r.body == DATA
+    (event,) = wait_for(lambda: integrity_events(admin), VERIFY, what="the integrity event")
+    assert event["server"] == first and event["path"] == PATH and "quarantined" in event["message"]
+
+
+def test_the_scrubber_finds_rot_that_nobody_reads(make_cluster):
+    cluster = settled(make_cluster, servers=3, replicas=1, scrub_interval=0.2)
+    api, admin = Api(cluster), AdminApi(cluster)
+    origin, replica = holders_of(put_ok(api, "node1", PATH, DATA))
+    rot(copy_on_disk(cluster, replica, PATH), 7)
+    wait_for(lambda: quarantined(cluster, replica), VERIFY, what="the scrubber's quarantine")
+    wait_for(lambda: named_stale(api, cluster.names, replica), VERIFY,
+             what=f"{replica} named stale everywhere")
+    (event,) = wait_for(lambda: integrity_events(admin), VERIFY, what="the integrity event")
+    assert event["server"] == replica and "scrub" in event["message"]
+    for node in cluster.names:
+        served_by, r = api.follow(node, "GET", PATH)
+        assert (served_by, r.status) == (origin, 200) and r.body == DATA
+
+
+def test_with_verified_reads_off_a_rotten_copy_is_served_whole(make_cluster):
+    """What ``verify_reads = false`` (a benchmark's setting) gives up: the copy goes out as
+    it is, wrong bytes and all, under the right ETag."""
+    cluster = settled(make_cluster, servers=3, replicas=1, verify_reads=False,
+                      scrub_files_per_second=0)
+    api = Api(cluster)
+    origin, replica = holders_of(put_ok(api, "node1", PATH, DATA))
+    rot(copy_on_disk(cluster, replica, PATH), 99)
+    cluster.kill(origin)
+    wait_seen(cluster, [replica], origin, "down", DETECT)
+    served_by, r = api.follow(replica, "GET", PATH)
+    assert (served_by, r.status, len(r.body)) == (replica, 200, len(DATA))
+    assert r.body != DATA and not quarantined(cluster, replica)
