@@ -27,12 +27,14 @@ from .history import (ABSENT, DELETE, FAIL, OK, READ, UNKNOWN, WRITE, History, O
 SEED = int(os.environ.get("SECURIFILE_NEMESIS_SEED") or random.SystemRandom().randrange(1 << 32))
 SECONDS = float(os.environ.get("SECURIFILE_NEMESIS_SECONDS") or 45)
 PATHS = [f"alice/nemesis/{name}" for name in ("a", "b", "c", "d", "e")]
-SETTINGS = dict(heartbeat_interval=0.5, lock_lease_seconds=5.0, peer_timeout=4.0)
-REPAIR_AFTER = "3"
+# A holder away for 3 s is replaced, so holders converge within the run's bound.
+SETTINGS = dict(heartbeat_interval=0.5, lock_lease_seconds=5.0, peer_timeout=4.0,
+                repair_after=3.0, repair_interval=1.0)
 REQUEST_TIMEOUT = 12.0  # longer than a stop lasts: a request to a stopped server is answered
 CONVERGE = 90.0
-# Refusals before anything was done: the operation took no effect.
-REFUSED_503 = {"no_quorum", "server_not_running", "not_synced"}
+# Refusals before anything was done: the operation took no effect. Not no_quorum: a
+# coordinator that lost its majority after publishing says so too ("may or may not last").
+REFUSED_503 = {"server_not_running", "not_synced"}
 
 
 # -- the checker, on histories made by hand ---------------------------------------------------
@@ -331,10 +333,9 @@ def holders_current(cluster, client, path, value, replicas):
 
 @pytest.mark.timeout(int(SECONDS + CONVERGE + 200))
 def test_under_a_nemesis_no_acknowledged_operation_is_lost_and_holders_converge(
-        make_netns_cluster, make_cluster, monkeypatch):
+        make_netns_cluster, make_cluster):
     rng = random.Random(SEED)
     replicas = rng.choice([1, 2])
-    monkeypatch.setenv("SECURIFILE_REPAIR_AFTER", REPAIR_AFTER)
     try:
         cluster, partitions = make_netns_cluster(servers=3, replicas=replicas, **SETTINGS), True
     except pytest.skip.Exception as e:
