@@ -16,6 +16,7 @@ import signal
 import ssl
 import threading
 import time
+from collections import Counter
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -268,6 +269,18 @@ class Nemesis:
             del self.faults[name]
 
 
+def status_changes(cluster, limit=80):
+    """The servers' log lines about peers going down, failed, verifying or running: what a
+    failure needs besides the history (pytest soon removes the logs of old runs)."""
+    lines = []
+    for log in sorted((cluster.data_dir / "logs").glob("*.log")):
+        found = [line.rstrip() for line in log.read_text(errors="replace").splitlines()
+                 if any(word in line for word in (" -> ", "FAILED", "quorum", "Traceback",
+                                                  "ERROR"))]
+        lines += [f"{log.stem}: {line}" for line in found[-limit:]]
+    return "server logs (status lines):\n" + "\n".join(lines)
+
+
 # -- the test -----------------------------------------------------------------------------
 
 def sha(data):
@@ -353,6 +366,7 @@ def test_under_a_nemesis_no_acknowledged_operation_is_lost_and_holders_converge(
     def failure(message):
         print(f"the whole history (start, acknowledgement, thread, operation, path, outcome, "
               f"server, value):\n{history.describe()}")  # pytest shows it with the failure
+        print(status_changes(cluster))
         return (f"nemesis seed {SEED} (r={replicas}, partitions={partitions}; replay with "
                 f"SECURIFILE_NEMESIS_SEED={SEED}): {message}\n"
                 f"the end of the history (all of it in the captured output):\n"
@@ -372,6 +386,9 @@ def test_under_a_nemesis_no_acknowledged_operation_is_lost_and_holders_converge(
     assert not any(t.is_alive() for t in threads), failure("a thread did not stop")
     assert not workload.errors and not nemesis.errors, failure(
         f"errors: {workload.errors + nemesis.errors}")
+    print("operations:", ", ".join(f"{kind} {outcome} {n}" for (kind, outcome), n in sorted(
+        Counter((op.kind, op.outcome) for op in history.ops).items())),
+        f"; faults: {len(history.events)} events")
     acknowledged = [op for op in history.ops if op.outcome == OK and op.kind != READ]
     assert acknowledged, failure("no write or delete was acknowledged at all")
 
