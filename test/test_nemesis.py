@@ -275,8 +275,8 @@ def status_changes(cluster, limit=80):
     lines = []
     for log in sorted((cluster.data_dir / "logs").glob("*.log")):
         found = [line.rstrip() for line in log.read_text(errors="replace").splitlines()
-                 if any(word in line for word in (" -> ", "FAILED", "quorum", "Traceback",
-                                                  "ERROR"))]
+                 if "tornado.access" not in line and any(
+                     word in line for word in (" -> ", "FAILED", "quorum", "Traceback", "ERROR"))]
         lines += [f"{log.stem}: {line}" for line in found[-limit:]]
     return "server logs (status lines):\n" + "\n".join(lines)
 
