@@ -1,6 +1,9 @@
 """A randomized nemesis: writers, readers and a deleter on five paths while servers are
 killed, stopped, restarted and (in network namespaces, where the harness can make them)
-partitioned; then a checker reads the history (test/history.py).
+partitioned; then a checker reads the history (test/history.py): no read returned bytes
+nobody wrote or a value already superseded, each path ends with a value nothing acknowledged
+superseded, every live file has r+1 current holders on disk, and no server was ever judged
+failed (nothing here corrupts a copy).
 
 Seeded: a failure prints its seed. ``SECURIFILE_NEMESIS_SEED=N`` replays the same choices
 (the timing of real processes differs from run to run); ``SECURIFILE_NEMESIS_SECONDS=S``
@@ -269,6 +272,14 @@ class Nemesis:
             del self.faults[name]
 
 
+def failed_verdicts(cluster):
+    """Log lines of servers judging one another failed: kills, stops, restarts and cuts
+    corrupt nothing, and failed is for real corruption only."""
+    return [f"{log.stem}: {line.strip()}"
+            for log in sorted((cluster.data_dir / "logs").glob("node*.log"))
+            for line in log.read_text(errors="replace").splitlines() if "-> failed" in line]
+
+
 def status_changes(cluster, limit=80):
     """The servers' log lines about peers going down, failed, verifying or running: what a
     failure needs besides the history (pytest soon removes the logs of old runs)."""
@@ -420,4 +431,5 @@ def test_under_a_nemesis_no_acknowledged_operation_is_lost_and_holders_converge(
                 problems.append(f"{e}: {why[path]}")
     except (AssertionError, RuntimeError, TimeoutError) as e:
         problems.append(str(e))
+    problems += [f"judged failed without corruption: {line}" for line in failed_verdicts(cluster)]
     assert not problems, failure("\n".join(problems))
