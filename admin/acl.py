@@ -118,3 +118,11 @@ class AccessControl:
             rows = s.scalars(select(Grant).where(Grant.grantee == username)
                              .order_by(Grant.owner, Grant.path)).all()
             return [{"owner": g.owner, "path": g.path, "role": g.role} for g in rows]
+
+    def contacts(self, username):
+        """The users ``username`` already shares with, either way: the names a non-administrator
+        may see in a user list (anybody else only by exact name)."""
+        with self.sessions() as s:
+            given = s.scalars(select(Grant.grantee).where(Grant.owner == username)).all()
+            got = s.scalars(select(Grant.owner).where(Grant.grantee == username)).all()
+        return sorted(set(given) | set(got) - {username})

@@ -244,10 +244,13 @@ class Catalog:
             return s.scalar(select(File).where(File.owner == owner, File.path == path)
                             .options(selectinload(File.placements)))
 
-    def users(self, limit=1000, after=None):
+    def users(self, limit=1000, after=None, only=None):
+        """Accounts with their usage, by name; ``only``: just that account (or none)."""
         with self.sessions() as s:
             q = (select(User, OwnerUsage.file_count, OwnerUsage.total_bytes)
                  .join(OwnerUsage, OwnerUsage.owner == User.username, isouter=True))
+            if only is not None:
+                q = q.where(User.username == only)
             if after:
                 q = q.where(User.username > after)
             rows = s.execute(q.order_by(User.username).limit(limit)).all()

@@ -4,13 +4,19 @@ from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.orm import sessionmaker
+
+from securifile.common.private_files import private_file
 
 
 def make_engine(url):
     """An engine for ``url``; SQLite gets WAL and foreign keys, as PostgreSQL has them."""
     if url.startswith("sqlite"):
+        path = make_url(url).database
+        if path and path != ":memory:":
+            # Password hashes live here: 0600, and SQLite gives its WAL files the same mode.
+            private_file(path)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

@@ -23,7 +23,7 @@ from .challenge import stat_key
 from .locationmap import Location, Replica
 from .locks import LockTable
 from .peerclient import PeerError
-from .peers import DOWN, OFFLINE, RUNNING, VERIFYING
+from .peers import DOWN, FAILED, OFFLINE, RUNNING, VERIFYING
 from .placement import place_replicas, serving_holder
 
 log = logging.getLogger("securifile.storage")
@@ -81,6 +81,9 @@ class StorageNode:
 
     def require_serving(self):
         """Unavailable (503) unless this node is running and hears a majority."""
+        status = self.peers.self_status
+        if status in (FAILED, OFFLINE):  # whatever the majority says, it serves nobody
+            raise Unavailable(f"server {self.name} is {status}", code="server_not_running")
         if self.quorum is not None and not self.quorum.has():
             if not self.quorum.ever:
                 raise Unavailable(f"server {self.name} has not caught up with its peers yet",

@@ -10,7 +10,6 @@ what the test fixtures use to start, kill and restart nodes.
 import argparse
 import asyncio
 import json
-import secrets
 import os
 import signal
 import socket
@@ -25,6 +24,7 @@ from pathlib import Path
 from securifile.common.certs import (DEFAULT_SERVER_NAMES, ROLE_ADMIN, CertLayout, ensure_ca,
                                      ensure_server_cert)
 from securifile.common.config import Config, ServerEntry, dump_config, load_config
+from securifile.common.private_files import private_dir, private_file, restrict_umask
 from securifile.common.tls import client_context
 
 from .certs import ensure_peer_secret, issue_user, write_token
@@ -84,8 +84,7 @@ class Cluster:
         give each its own address (servers in network namespaces); each certificate names
         its server's address. Nothing is started.
         """
-        data_dir = Path(data_dir).resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = private_dir(Path(data_dir).resolve())
         certs_dir = Path(certs_dir).resolve() if certs_dir else data_dir / "certs"
         hosts = list(hosts or [host] * servers)
         admin_host = admin_host or host
@@ -110,7 +109,7 @@ class Cluster:
         for s in entries:
             ensure_server_cert(layout, ca, s.name, hosts=server_names(s.host))
         config_path = data_dir / "cluster.toml"
-        config_path.write_text(dump_config(cfg))
+        private_file(config_path).write_text(dump_config(cfg))
         user = {}
         if admin:
             ensure_server_cert(layout, ca, ADMIN_NAME, ROLE_ADMIN, server_names(admin_host))
@@ -137,8 +136,7 @@ class Cluster:
         return [s.name for s in self.cfg.servers]
 
     def _spawn(self, name, cmd):
-        log_dir = self.data_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir = private_dir(self.data_dir / "logs")
         with open(log_dir / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=log,
                                                 stdin=subprocess.DEVNULL)
@@ -256,7 +254,7 @@ class Cluster:
 
     def write_json(self):
         path = self.data_dir / "cluster.json"
-        tmp = path.with_suffix(".json.tmp")
+        tmp = private_file(path.with_suffix(".json.tmp"))
         tmp.write_text(json.dumps(self.describe(), indent=2) + "\n")
         os.replace(tmp, path)
         return path
@@ -268,15 +266,15 @@ def first_accounts(cfg, folder, username, days):
     Run again on an existing data folder, it keeps the accounts and files it made before.
     """
     from securifile.admin.main import open_service
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o700)
+    from securifile.admin.passwords import generate_password
+    private_dir(folder)
     service = open_service(cfg, with_node_client=False)
     for name, email, is_admin in (("admin", "admin@localhost", True),
                                   (username, f"{username}@localhost", False)):
         path = folder / f"{name}.json"
         if not name or path.exists():
             continue
-        password = secrets.token_urlsafe(12)
+        password = generate_password(name, email)
         asyncio.run(service.create_user(name, email, days if not is_admin else 3650, password,
                                         is_admin, by="securifile up"))
         path.touch(mode=0o600)
@@ -303,6 +301,7 @@ def curl_examples(cluster):
 
 
 def main(argv=None):
+    restrict_umask()
     p = argparse.ArgumentParser(prog="securifile up", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--servers", type=int, default=3, help="number of storage nodes (n)")
