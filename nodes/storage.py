@@ -243,6 +243,8 @@ class StorageNode:
         coordinated go now rather than when their leases run out."""
         if new in (DOWN, VERIFYING) and self.locks.release_node(name):
             log.warning("released the locks coordinated by %s (%s)", name, new)
+        if new in (DOWN, FAILED):
+            self._serve_unjudged(f"{name} {new}")
 
     # -- publishing records ----------------------------------------------------------------
 
@@ -471,6 +473,16 @@ class StorageNode:
         serves only once its peers have checked its copies, like any returning server."""
         if not has and self.peers.self_status == RUNNING and self.quorum.ever:
             self.peers.set_self(VERIFYING, f"cut off from the majority ({detail})")
+        elif has:
+            self._serve_unjudged(detail)
+
+    def _serve_unjudged(self, detail):
+        """Verifying, with the majority, and no peer left to judge it (two servers, one dead,
+        the witness breaking the tie): nobody can check its copies; it serves (the scrubber
+        still checks them), rather than wait for a peer that may never come back."""
+        if (self.peers.self_status == VERIFYING and self.quorum is not None and self.quorum.has()
+                and not any(self.peers.status(p) not in (DOWN, FAILED) for p in self.peers.names)):
+            self.peers.set_self(RUNNING, f"serving with the majority, no peer to verify it ({detail})")
 
     def purge_tombstones(self):
         """Forget deletions that every peer has pulled from this node."""
