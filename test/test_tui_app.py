@@ -28,6 +28,7 @@ from securifile.tui.widgets.storage_plot import StorageLegend, StorageSeries
 
 from .helpers import AdminApi, Api, wait_for
 from .tui_data import NOW, fixed_session
+from .tui_fakes import type_ahead
 
 MiB = 1 << 20
 POLL = 0.3  # seconds between the screens' calls to the admin server in these tests
@@ -85,10 +86,10 @@ def test_login_opens_the_client_and_remembers_the_server_and_user_but_not_the_pa
     async def scenario():
         app = login_app(cluster, tmp_path)
         async with app.run_test(size=(80, 24)) as pilot:
-            await until(pilot, lambda: isinstance(app.screen, LoginScreen), what="the login screen")
-            await type_into(pilot, "#login-user", "admin@localhost")  # the e-mail works too
-            await type_into(pilot, "#login-password", password)
-            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, LoginScreen) and app.screen.focused,
+                        what="the login screen")
+            # The e-mail works too. Typed at full speed, as a password manager does.
+            type_ahead(app, [*"admin@localhost", "tab", *password, "enter"])
             await until(pilot, lambda: isinstance(app.screen, ServersScreen), what="the servers screen")
             assert app.session.username == "admin" and app.session.is_admin
 
@@ -142,6 +143,49 @@ def test_login_says_why_it_failed(cluster, tmp_path):
 
     run(scenario)
     assert not (tmp_path / "tui.json").exists()  # nothing remembered from failed logins
+
+
+class NoNetworkLogin(LoginScreen):
+    """The login screen with the attempt recorded instead of sent."""
+
+    attempts = []
+
+    def attempt(self, admin_url, username, password, ca):
+        self.attempts.append((username, password))
+
+
+def test_keys_typed_ahead_on_the_login_screen_land_in_the_field_they_were_typed_for(tmp_path):
+    """Tab, Shift+Tab and Enter move on before the keys behind them are routed, and Enter
+    on the password logs in with every key typed before it."""
+    from textual.app import App
+
+    class LoginApp(App):
+        def on_mount(self):
+            self.push_screen(NoNetworkLogin(admin_url="https://admin.example:8440"))
+
+    def fields(screen):
+        return {f: screen.query_one(f"#login-{f}", Input).value for f in ("ca", "user", "password")}
+
+    async def scenario():
+        app = LoginApp()
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await until(pilot, lambda: isinstance(app.screen, NoNetworkLogin)
+                                 and app.screen.focused and app.screen)
+            assert screen.focused.id == "login-user"  # the first empty field after the URL
+            type_ahead(app, [*"alice", "tab", *"pass word", "shift+tab", "shift+tab", *"ca.pem"])
+            await until(pilot, lambda: fields(screen)["ca"] == "ca.pem", what="the CA field typed")
+            assert fields(screen) == {"ca": "ca.pem", "user": "alice", "password": "pass word"}
+
+            for f in ("ca", "user", "password"):
+                screen.query_one(f"#login-{f}", Input).value = ""
+            screen.set_focus(screen.query_one("#login-user"))
+            await pilot.pause()
+            type_ahead(app, [*"bob", "enter", *"correct horse", "enter"])
+            await until(pilot, lambda: NoNetworkLogin.attempts, what="the login attempt")
+            assert NoNetworkLogin.attempts == [("bob", "correct horse")]
+            assert fields(screen) == {"ca": "", "user": "bob", "password": "correct horse"}
+
+    run(scenario)
 
 
 # --- servers ------------------------------------------------------------------------------------

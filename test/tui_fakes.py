@@ -7,6 +7,7 @@ import hashlib
 import time
 from datetime import timezone
 
+from textual import events
 from textual.app import App
 
 from securifile.tui.screens.files import FilesScreen
@@ -121,6 +122,15 @@ async def until(pilot, predicate, timeout=20.0, what="the screen"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await pilot.pause(0.05)
+
+
+def type_ahead(app, keys):
+    """Queue every key at once, as a terminal delivers a paste or a password manager's typing:
+    the app reads them all before it handles the first (``pilot.press`` waits after each)."""
+    for key in keys:
+        event = events.Key(key, key if len(key) == 1 else None)
+        event.set_sender(app)
+        app.post_message(event)
 
 
 class FilesApp(App):

@@ -8,6 +8,7 @@ password; ``securifile login`` saves a token for password-less starts instead.
 from pathlib import Path
 
 from textual import on, work
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -58,10 +59,19 @@ class LoginScreen(Screen):
     LoginScreen LoadingIndicator { height: 1; width: 10; display: none; }
     LoginScreen.-busy LoadingIndicator { display: block; }
     """
+    FIELDS = ("admin", "ca", "user", "password")
     BINDINGS = [
         Binding("ctrl+s", "login", "Log in", id="login.submit"),
         Binding("escape", "app.quit", "Quit", id="login.quit"),
+        # Keys typed ahead (a paste, a password manager) are routed to the focused field as
+        # the app reads them. A focus move decided later (a Tab bubbling up from the input,
+        # an Input.Submitted message, a deferred focus()) lets the keys behind it land in the
+        # old field; as priority bindings these move focus before the next key is routed.
+        Binding("tab", "move_focus(1)", show=False, priority=True),
+        Binding("shift+tab", "move_focus(-1)", show=False, priority=True),
+        Binding("enter", "submit_field", show=False, priority=True),
     ]
+    AUTO_FOCUS = ""  # on_mount picks the first empty field
 
     def __init__(self, *, admin_url="", ca="", username="", message="", **kwargs):
         super().__init__(**kwargs)
@@ -93,7 +103,10 @@ class LoginScreen(Screen):
         self.show_warning(self.initial["admin"])
         first_empty = next((f for f in ("admin", "user", "password")
                             if not self.query_one(f"#login-{f}", Input).value), "password")
-        self.query_one(f"#login-{first_empty}", Input).focus()
+        self.set_focus(self.field(first_empty))  # now, not after keys already queued
+
+    def field(self, name):
+        return self.query_one(f"#login-{name}", Input)
 
     def value(self, field):
         return self.query_one(f"#login-{field}", Input).value.strip()
@@ -108,14 +121,25 @@ class LoginScreen(Screen):
                 "network in the clear." if url.startswith("http:") else "")
         self.query_one("#login-warning", Static).update(text)
 
-    @on(Input.Submitted)
-    def next_field(self, event):
-        order = ["admin", "ca", "user", "password"]
-        field = event.input.id.removeprefix("login-")
-        if field == "password" or (field == "user" and self.value("password")):
-            self.action_login()
+    def action_move_focus(self, step):
+        if step > 0:
+            self.focus_next()
         else:
-            self.query_one(f"#login-{order[order.index(field) + 1]}", Input).focus()
+            self.focus_previous()
+
+    def action_submit_field(self):
+        """Enter in a field: on to the next one, or log in from the password (or from the
+        user field when the password is filled). Enter on a button presses it."""
+        focused = self.focused
+        if not isinstance(focused, Input):
+            raise SkipAction()
+        name = focused.id.removeprefix("login-")
+        if name == "password" or (name == "user" and self.field("password").value):
+            # The keys typed before this Enter may still wait in the field's queue: log in
+            # from that queue, after them, so the password read is the whole password.
+            focused.call_later(self.action_login)
+        else:
+            self.set_focus(self.field(self.FIELDS[self.FIELDS.index(name) + 1]))
 
     @on(Button.Pressed, "#login-button")
     def action_login(self):
@@ -162,6 +186,6 @@ class LoginScreen(Screen):
             text = login_problem(event.worker.error, self.value("admin"), self.value("ca") or None)
             self.say(text)
             self.notify(text, title="Login failed", severity="error")
-            password = self.query_one("#login-password", Input)
+            password = self.field("password")
             password.value = ""
-            password.focus()
+            self.set_focus(password)
