@@ -198,8 +198,12 @@ class AdminClient:
         self.request("DELETE", acl_target(target)[1], query={"username": username},
                      expected=(204,))
 
-    def events(self, *, after=0, limit=100):
-        return self.request("GET", "/api/v1/events", query={"after": after, "limit": limit})["events"]
+    def events(self, *, after=None, limit=100):
+        """``{"events", "next"}``: the newest ``limit`` audit events, or with ``after`` (an
+        event id) the first ``limit`` after it, ``next`` naming the cursor while more follow."""
+        page = self.request("GET", "/api/v1/events", query={"after": after, "limit": limit})
+        page.setdefault("next", None)  # an admin server from before paging
+        return page
 
     # -- servers --
 

@@ -24,11 +24,13 @@ from securifile.tui.screens.login import LoginScreen
 from securifile.tui.screens.servers import ServersScreen, shown_status
 from securifile.tui.screens.users import AddUserScreen, UsersScreen
 from securifile.tui.session import Session
+from securifile.tui.widgets import events as events_panel
+from securifile.tui.widgets.events import EventsPanel
 from securifile.tui.widgets.storage_plot import StorageLegend, StorageSeries
 
 from .helpers import AdminApi, Api, wait_for
 from .tui_data import NOW, fixed_session
-from .tui_fakes import type_ahead
+from .tui_fakes import FakeEvents, type_ahead
 
 MiB = 1 << 20
 POLL = 0.3  # seconds between the screens' calls to the admin server in these tests
@@ -369,6 +371,49 @@ def test_a_non_administrator_is_not_offered_administrative_actions(tmp_path):
             await pilot.pause()
             titles = {c.title for c in app.get_system_commands(app.screen)}
             assert not {"Add user", "Remove"} & titles
+
+    run(scenario)
+
+
+def test_events_panel_pages_through_a_burst_between_two_polls_without_a_gap():
+    """450 events between two polls: all fetched, in pages of at most 200; a flood beyond
+    MAX_PAGES pages a poll is caught up on the next poll, still in order."""
+    from textual.app import App
+
+    admin = FakeEvents()
+    admin.add(30)
+
+    class EventsApp(App):
+        def compose(self):
+            yield EventsPanel(admin, poll_seconds=3600, cap=300)
+
+    def shown_ids(panel):
+        return [int(k.value) for k in panel.table.rows]
+
+    async def scenario():
+        async with EventsApp().run_test(size=(120, 40)) as pilot:
+            panel = pilot.app.query_one(EventsPanel)
+            await until(pilot, lambda: panel.last_id == 30, what="the first load")
+            assert admin.calls == [(None, events_panel.FIRST_LOAD)]
+
+            admin.add(450)
+            admin.calls.clear()
+            panel.poll()
+            await until(pilot, lambda: panel.last_id == 480, what="the burst of 450")
+            assert shown_ids(panel) == list(range(181, 481))  # the newest 300, no gap
+            assert admin.calls == [(30, 200), (230, 200), (430, 200)]
+
+            flood = events_panel.MAX_PAGES * events_panel.PAGE + 150
+            admin.add(flood)
+            admin.calls.clear()
+            panel.poll()
+            await until(pilot, lambda: panel.last_id == 480 + flood - 150, what="the first slice")
+            await until(pilot, lambda: not any(w.group == "events" and not w.is_finished
+                                               for w in panel.workers), what="the poll to end")
+            assert len(admin.calls) == events_panel.MAX_PAGES
+            panel.poll()
+            await until(pilot, lambda: panel.last_id == 480 + flood, what="the rest")
+            assert shown_ids(panel) == list(range(480 + flood - 299, 480 + flood + 1))
 
     run(scenario)
 
