@@ -216,9 +216,8 @@ class Catalog:
             else:
                 q = q.where(File.folder == folder)
             if not whole:
-                grants = [] if caller == owner else s.scalars(select(Grant).where(
-                    Grant.grantee == caller, Grant.owner == owner)).all()
-                visible = [_grant_clause(g.path) for g in grants if _under(g.path, folder_key)]
+                grants = [] if caller == owner else _grant_paths(s, caller, owner)
+                visible = [_grant_clause(g) for g in grants if _under(g, folder_key)]
                 if not visible:
                     q = q.where(False)
                 else:
@@ -245,16 +244,20 @@ class Catalog:
                             .options(selectinload(File.placements)))
 
     def users(self, limit=1000, after=None):
+        """A page of accounts by name (keyset: ``after`` is the last name of the page before;
+        a page shorter than ``limit`` is the last), with their totals from owner_usage."""
         with self.sessions() as s:
-            q = (select(User, OwnerUsage.file_count, OwnerUsage.total_bytes)
+            q = (select(User.username, User.email, User.admin, User.disabled, User.valid_until,
+                        User.created_at, OwnerUsage.file_count, OwnerUsage.total_bytes)
                  .join(OwnerUsage, OwnerUsage.owner == User.username, isouter=True))
             if after:
                 q = q.where(User.username > after)
             rows = s.execute(q.order_by(User.username).limit(limit)).all()
         return [{"username": u.username, "email": u.email, "admin": u.admin,
                  "disabled": u.disabled, "valid_until": iso(u.valid_until),
-                 "created": iso(u.created_at), "file_count": count or 0, "total_bytes": total or 0}
-                for u, count, total in rows]
+                 "created": iso(u.created_at), "file_count": u.file_count or 0,
+                 "total_bytes": u.total_bytes or 0}
+                for u in rows]
 
     def owned_files(self, owner, limit=500, after=None):
         with self.sessions() as s:
@@ -269,13 +272,16 @@ class Catalog:
                 "next": rows[limit - 1].path if len(rows) > limit else None}
 
     def samples(self, server, since, limit=2000):
+        """The newest ``limit`` samples at or after ``since`` (the time of the last sample a
+        client holds: it asks only for what is new), oldest first."""
         with self.sessions() as s:
-            q = select(StorageSample).where(StorageSample.server == server)
+            q = select(StorageSample.t, StorageSample.used_bytes, StorageSample.available_bytes
+                       ).where(StorageSample.server == server)
             if since is not None:
                 q = q.where(StorageSample.t >= since)
-            rows = s.scalars(q.order_by(StorageSample.t.desc()).limit(limit)).all()
-        return [{"t": iso(r.t), "used_bytes": r.used_bytes, "available_bytes": r.available_bytes}
-                for r in reversed(rows)]
+            rows = s.execute(q.order_by(StorageSample.t.desc()).limit(limit)).all()
+        return [{"t": iso(t), "used_bytes": used, "available_bytes": available}
+                for t, used, available in reversed(rows)]  # (Row.t is the row as a tuple)
 
     def prune_tombstones(self, before):
         """Deletions older than any report still queued on a node can be forgotten."""

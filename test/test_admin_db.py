@@ -545,6 +545,26 @@ def test_a_non_owner_sees_only_what_was_granted(sessions):
     assert len(paths(listing("carol", "", recursive=True))) == 4  # not private/, docs0.txt, ...
 
 
+def test_role_function_answers_as_role_does_for_every_kind_of_grant(sessions):
+    accounts, acl = new_accounts(sessions), AccessControl(sessions)
+    for name in ("alice", "bob", "carol"):
+        accounts.create(name, f"{name}@example.com", 30, PASSWORD)
+    acl.grant("alice", "alice", "docs/", "bob", "reader")
+    acl.grant("alice", "alice", "docs/a.txt", "bob", "master")
+    acl.grant("alice", "alice", "docs/sub/", "bob", "editor")
+    acl.grant("alice", "alice", "docs", "bob", "editor")  # a file named like the folder
+    acl.grant("alice", "alice", "", "carol", "reader")
+    acl.grant("alice", "alice", "x/y.txt", "carol", "editor")
+    probes = ["", "docs", "docs/", "docs/a.txt", "docs/b.txt", "docs/sub/", "docs/sub/c.txt",
+              "docs0.txt", "docsx/", "x/y.txt", "x/", "y.txt"]
+    for caller in ("alice", "bob", "carol"):
+        role_of = acl.role_function(caller, "alice")
+        assert [role_of(p) for p in probes] == [acl.role(caller, "alice", p) for p in probes]
+    bob = acl.role_function("bob", "alice")
+    assert [bob(p) for p in ("docs/a.txt", "docs/sub/c.txt", "docs/b.txt", "docs0.txt")] == [
+        "master", "editor", "reader", None]
+
+
 def test_users_with_their_totals_and_owned_files(sessions):
     accounts, catalog = new_accounts(sessions), Catalog(sessions)
     for name in ("alice", "bob"):
