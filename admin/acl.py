@@ -128,6 +128,7 @@ class AccessControl:
 
     def shared_with(self, username):
         with self.sessions() as s:
-            rows = s.scalars(select(Grant).where(Grant.grantee == username)
+            rows = s.execute(select(Grant.owner, Grant.path, Grant.role)
+                             .where(Grant.grantee == username)
                              .order_by(Grant.owner, Grant.path)).all()
-            return [{"owner": g.owner, "path": g.path, "role": g.role} for g in rows]
+        return [{"owner": owner, "path": path, "role": role} for owner, path, role in rows]

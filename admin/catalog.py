@@ -7,7 +7,8 @@ answer (or two nodes reporting one change) leaves the database as one report wou
 import logging
 from datetime import datetime, timezone
 
-from sqlalchemy import BigInteger, and_, any_, delete, func, literal, or_, select, update
+from sqlalchemy import (
+    BigInteger, String, and_, any_, delete, func, literal, or_, select, update)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
@@ -216,13 +217,14 @@ class Catalog:
                     q = q.where(File.path >= folder + "/", File.path < upper_bound(folder))
             else:
                 q = q.where(File.folder == folder)
+            grants = [] if whole or caller == owner else _grant_paths(s, caller, owner)
             if not whole:
-                grants = [] if caller == owner else _grant_paths(s, caller, owner)
-                visible = [_grant_clause(g) for g in grants if _under(g, folder_key)]
-                if not visible:
-                    q = q.where(False)
-                else:
-                    q = q.where(or_(*visible))
+                inside = [g for g in grants if _under(g, folder_key)]
+                visible = [_grant_clause(g) for g in inside if g.endswith("/")]
+                shared = [g for g in inside if not g.endswith("/")]
+                if shared:  # one parameter, not one OR term per file shared
+                    visible.append(_one_of(s, File.path, shared, String))
+                q = q.where(or_(*visible) if visible else False)
             if after:
                 q = q.where(File.path > after)
             rows = s.execute(q.order_by(File.path).limit(limit + 1)).all()
@@ -233,9 +235,8 @@ class Catalog:
             if not recursive and after is None:
                 fq = select(Folder.path).where(Folder.owner == owner, Folder.parent == folder)
                 names = s.scalars(fq.order_by(Folder.path).limit(5000)).all()
-                below = [] if whole or caller == owner else _grant_paths(s, caller, owner)
                 folders = [p for p in names if whole or role_of(p + "/") is not None
-                           or any(covers_below(g, p) for g in below)]
+                           or any(covers_below(g, p) for g in grants)]
         return {"owner": owner, "folder": folder, "files": files, "folders": folders,
                 "next": rows[-1].path if more else None}
 
@@ -316,12 +317,12 @@ def _page_json(s, rows, role_of):
     return [file_json(r, role_of(r.path), replicas.get(r.id, [])) for r in rows]
 
 
-def _one_of(s, column, ids):
-    """``column IN (ids)``; on PostgreSQL ``column = ANY(array)``, one parameter: rendering
-    and converting a page's hundreds of placeholders cost more than the query's run."""
+def _one_of(s, column, values, kind=BigInteger):
+    """``column IN (values)``; on PostgreSQL ``column = ANY(array)``, one parameter:
+    rendering and converting a page's hundreds of placeholders cost more than the query."""
     if s.get_bind().dialect.name == "postgresql":
-        return column == any_(literal(ids, ARRAY(BigInteger)))
-    return column.in_(ids)
+        return column == any_(literal(values, ARRAY(kind)))
+    return column.in_(values)
 
 
 def _under(grant_path, folder_key):

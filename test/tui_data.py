@@ -137,8 +137,11 @@ class FixedAdmin:
                 "total_bytes": sum(f["size"] for f in files), "files": [dict(f) for f in files],
                 "next": None}
 
-    def events(self, *, after=0, limit=100):
-        return [dict(e) for e in EVENTS if e["id"] > after][-limit:]
+    def events(self, *, after=None, limit=100):
+        if after is None:
+            return {"events": [dict(e) for e in EVENTS][-limit:], "next": None}
+        rest = [dict(e) for e in EVENTS if e["id"] > after]
+        return {"events": rest[:limit], "next": rest[limit - 1]["id"] if len(rest) > limit else None}
 
     def me(self):
         return {"username": self.username, "email": f"{self.username}@example.com",

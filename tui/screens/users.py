@@ -15,12 +15,14 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, Static
 from textual.worker import WorkerState, get_current_worker
 
+from securifile.common.adminclient import PAGE
+
 from ..format import date_time, human_size, valid_until
 from ..widgets.status import SessionBar
 from ..widgets.table import LiveTable
 from .dialogs import DIALOG_CSS, ConfirmScreen, MessageScreen
 
-FILES_PAGE = 500
+FILES_PAGE = PAGE
 FILES_CAP = 20000  # rows; past this the list says how many more there are
 USER_COLUMNS = (("username", "User"), ("files", "Files"), ("volume", "Volume"))
 ADMIN_COLUMNS = (("email", "E-mail"), ("valid", "Valid until"), ("role", "Role"))
