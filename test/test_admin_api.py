@@ -474,6 +474,9 @@ def test_openapi_documents_on_the_admin_server_and_every_node(shared):
     assert doc["openapi"].startswith("3.")
     for method, path in SPEC_ENDPOINTS:
         assert method in doc["paths"].get(path, {}), (method, path)
+    for path in ("/api/v1/users", "/api/v1/users/{username}/files", "/api/v1/files",
+                 "/api/v1/events"):  # every listing pages with a keyset cursor
+        assert {"after", "limit"} <= {p["name"] for p in doc["paths"][path]["get"]["parameters"]}
     for name in shared.names:
         node = Api(shared, cert=False, token="")
         r = node.request(name, "GET", "/api/v1/openapi.json", raw_path=True)
