@@ -190,6 +190,29 @@ def test_keys_typed_ahead_on_the_login_screen_land_in_the_field_they_were_typed_
     run(scenario)
 
 
+def test_a_new_account_typed_ahead_in_the_add_user_dialog_lands_field_by_field():
+    from textual.app import App
+
+    results = []
+
+    class DialogApp(App):
+        def on_mount(self):
+            self.push_screen(AddUserScreen(), results.append)
+
+    async def scenario():
+        app = DialogApp()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, AddUserScreen) and app.screen.focused,
+                        what="the dialog")
+            type_ahead(app, [*"carol", "tab", *"carol@example.com", "enter", "backspace",
+                             "backspace", "backspace", *"30", "enter", *"s3cret", "enter"])
+            await until(pilot, lambda: results, what="the dialog to close")
+            assert results == [{"username": "carol", "email": "carol@example.com",
+                                "valid_days": 30.0, "password": "s3cret", "admin": False}]
+
+    run(scenario)
+
+
 # --- servers ------------------------------------------------------------------------------------
 
 def test_servers_screen_shows_every_server_running_and_takes_one_offline_and_back(cluster, tmp_path):

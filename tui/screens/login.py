@@ -8,7 +8,6 @@ password; ``securifile login`` saves a token for password-less starts instead.
 from pathlib import Path
 
 from textual import on, work
-from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -19,12 +18,13 @@ from textual.worker import WorkerState
 
 from ..errors import login_problem
 from ..session import Session
+from ..typeahead import FIELD_KEYS, TypeAheadForm
 
 HINT = ("Your user name or e-mail and password, as in the account e-mail. "
         "Run 'securifile login' once to start without a password next time.")
 
 
-class LoginScreen(Screen):
+class LoginScreen(TypeAheadForm, Screen):
     """Posts ``LoginScreen.LoggedIn`` with the new Session (the app takes it from there)."""
 
     class LoggedIn(Message):
@@ -63,13 +63,7 @@ class LoginScreen(Screen):
     BINDINGS = [
         Binding("ctrl+s", "login", "Log in", id="login.submit"),
         Binding("escape", "app.quit", "Quit", id="login.quit"),
-        # Keys typed ahead (a paste, a password manager) are routed to the focused field as
-        # the app reads them. A focus move decided later (a Tab bubbling up from the input,
-        # an Input.Submitted message, a deferred focus()) lets the keys behind it land in the
-        # old field; as priority bindings these move focus before the next key is routed.
-        Binding("tab", "move_focus(1)", show=False, priority=True),
-        Binding("shift+tab", "move_focus(-1)", show=False, priority=True),
-        Binding("enter", "submit_field", show=False, priority=True),
+        *FIELD_KEYS,  # a login typed ahead (a paste, a password manager) lands field by field
     ]
     AUTO_FOCUS = ""  # on_mount picks the first empty field
 
@@ -121,25 +115,16 @@ class LoginScreen(Screen):
                 "network in the clear." if url.startswith("http:") else "")
         self.query_one("#login-warning", Static).update(text)
 
-    def action_move_focus(self, step):
-        if step > 0:
-            self.focus_next()
-        else:
-            self.focus_previous()
-
-    def action_submit_field(self):
-        """Enter in a field: on to the next one, or log in from the password (or from the
-        user field when the password is filled). Enter on a button presses it."""
-        focused = self.focused
-        if not isinstance(focused, Input):
-            raise SkipAction()
-        name = focused.id.removeprefix("login-")
+    def next_field(self, field):
+        """Enter: on to the next field, or log in from the password (or from the user field
+        when the password is filled)."""
+        name = field.id.removeprefix("login-")
         if name == "password" or (name == "user" and self.field("password").value):
-            # The keys typed before this Enter may still wait in the field's queue: log in
-            # from that queue, after them, so the password read is the whole password.
-            focused.call_later(self.action_login)
-        else:
-            self.set_focus(self.field(self.FIELDS[self.FIELDS.index(name) + 1]))
+            return None
+        return self.field(self.FIELDS[self.FIELDS.index(name) + 1])
+
+    def submit_form(self):
+        self.action_login()
 
     @on(Button.Pressed, "#login-button")
     def action_login(self):

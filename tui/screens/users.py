@@ -18,6 +18,7 @@ from textual.worker import WorkerState, get_current_worker
 from securifile.common.adminclient import PAGE
 
 from ..format import date_time, human_size, valid_until
+from ..typeahead import FIELD_KEYS, TypeAheadForm
 from ..widgets.status import SessionBar
 from ..widgets.table import LiveTable
 from .dialogs import DIALOG_CSS, ConfirmScreen, MessageScreen
@@ -56,7 +57,7 @@ class UserRemoved(Message):
         self.username = username
 
 
-class AddUserScreen(ModalScreen[dict]):
+class AddUserScreen(TypeAheadForm, ModalScreen[dict]):
     """The new account's name, e-mail, validity, optional password and role."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="AddUserScreen") + """
@@ -65,7 +66,7 @@ class AddUserScreen(ModalScreen[dict]):
     AddUserScreen .field Label { width: 14; }
     AddUserScreen .field Input { width: 1fr; }
     """
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="add-user.cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="add-user.cancel"), *FIELD_KEYS]
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -86,14 +87,8 @@ class AddUserScreen(ModalScreen[dict]):
                 yield Button("Cancel", id="cancel", compact=True)
                 yield Button("Add", id="add", variant="primary", compact=True)
 
-    @on(Input.Submitted)
-    def next_field(self, event):
-        fields = list(self.query(Input))
-        index = fields.index(event.input)
-        if index + 1 < len(fields):
-            fields[index + 1].focus()
-        else:
-            self.submit()
+    def submit_form(self):
+        self.submit()
 
     @on(Button.Pressed, "#add")
     def submit(self):
