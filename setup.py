@@ -41,6 +41,7 @@ setup(
         "textual-plotext>=1.0",
         "plotext>=5.2,<6",  # textual-plotext does not work with plotext 6
         "textual-fspicker>=1.0",
+        "zxcvbn>=4.4",
     ],
     extras_require={
         "test": [

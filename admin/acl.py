@@ -132,3 +132,11 @@ class AccessControl:
                              .where(Grant.grantee == username)
                              .order_by(Grant.owner, Grant.path)).all()
         return [{"owner": owner, "path": path, "role": role} for owner, path, role in rows]
+
+    def contacts(self, username):
+        """The users ``username`` already shares with, either way: the names a non-administrator
+        may see in a user list (anybody else only by exact name)."""
+        with self.sessions() as s:
+            given = s.scalars(select(Grant.grantee).where(Grant.owner == username)).all()
+            got = s.scalars(select(Grant.owner).where(Grant.grantee == username)).all()
+        return sorted(set(given) | set(got) - {username})

@@ -245,13 +245,16 @@ class Catalog:
             return s.scalar(select(File).where(File.owner == owner, File.path == path)
                             .options(selectinload(File.placements)))
 
-    def users(self, limit=1000, after=None):
+    def users(self, limit=1000, after=None, only=None):
         """A page of accounts by name (keyset: ``after`` is the last name of the page before;
-        a page shorter than ``limit`` is the last), with their totals from owner_usage."""
+        a page shorter than ``limit`` is the last), with their totals from owner_usage;
+        ``only``: just that account (or none)."""
         with self.sessions() as s:
             q = (select(User.username, User.email, User.admin, User.disabled, User.valid_until,
                         User.created_at, OwnerUsage.file_count, OwnerUsage.total_bytes)
                  .join(OwnerUsage, OwnerUsage.owner == User.username, isouter=True))
+            if only is not None:
+                q = q.where(User.username == only)
             if after:
                 q = q.where(User.username > after)
             rows = s.execute(q.order_by(User.username).limit(limit)).all()

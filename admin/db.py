@@ -7,13 +7,19 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from pg8000.converters import TIMESTAMPTZ
 from pg8000.converters import timestamptz_in as pg8000_timestamptz_in
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.orm import sessionmaker
+
+from securifile.common.private_files import private_file
 
 
 def make_engine(url):
     """An engine for ``url``; SQLite gets WAL and foreign keys, as PostgreSQL has them."""
     if url.startswith("sqlite"):
+        path = make_url(url).database
+        if path and path != ":memory:":
+            # Password hashes live here: 0600, and SQLite gives its WAL files the same mode.
+            private_file(path)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

@@ -18,7 +18,9 @@ def events_page(sessions, after, limit, viewer=None):
     who sees only their own events and those on their files (None: every event)."""
     q = select(*COLUMNS)
     if viewer is not None:
-        q = q.where(or_(Event.username == viewer, Event.path.startswith(viewer + "/")))
+        # autoescape: '_' and '%' in a name are literal, so 'bo_' never matches 'bob/'.
+        q = q.where(or_(Event.username == viewer,
+                        Event.path.startswith(viewer + "/", autoescape=True)))
     with sessions() as s:
         if after is None:
             rows = list(reversed(s.execute(q.order_by(Event.id.desc()).limit(limit)).all()))

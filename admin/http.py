@@ -87,6 +87,38 @@ class MeHandler(AdminHandler):
                         "valid_until": iso(u.valid_until)})
 
 
+class PasswordHandler(AdminHandler):
+    """The caller changes their own password, proving the current one."""
+
+    async def post(self):
+        body = self.json_body()
+        await self.admin.change_password(self.user.username, body.get("current_password"),
+                                         body.get("new_password"), self.request.remote_ip)
+        self.set_status(204)
+        self.finish()
+
+
+class EnrolHandler(AdminHandler):
+    """The owner of a new (or reset) account sets the password with the e-mailed code."""
+
+    auth = PUBLIC
+
+    async def post(self):
+        body = self.json_body()
+        self.send_json(await self.admin.enrol(body.get("username"), body.get("code"),
+                                              body.get("password")))
+
+
+class UserEnrolmentHandler(AdminHandler):
+    """An administrator e-mails a user a new enrolment code (a forgotten password)."""
+
+    auth = ADMIN
+
+    async def post(self, username):
+        self.send_json(await self.admin.reset_enrolment(check_username(username),
+                                                        self.user.username), status=201)
+
+
 class CertificateHandler(AdminHandler):
     async def post(self):
         csr = self.json_body().get("csr")
@@ -127,14 +159,27 @@ class ServerStateHandler(AdminHandler):
 
 
 class UsersHandler(AdminHandler):
+    """Administrators list every account. Anybody else sees their own account, the names of
+    the users they already share with, and (``?username=NAME``) whether NAME exists: enough
+    to share, never the whole directory with its admin flags and usage."""
+
     async def get(self):
-        users = await asyncio.to_thread(self.admin.catalog.users, self.arg_int("limit", 1000),
-                                        self.get_query_argument("after", None))
-        if not self.user.admin:
-            for u in users:
-                if u["username"] != self.user.username:
-                    u.pop("email"), u.pop("valid_until"), u.pop("created")
-        self.send_json({"users": users})
+        wanted = self.get_query_argument("username", None)
+        if self.user.admin:
+            users = await asyncio.to_thread(self.admin.catalog.users, self.arg_int("limit", 1000),
+                                            self.get_query_argument("after", None), wanted)
+            self.send_json({"users": users})
+            return
+        if wanted is not None:
+            check_username(wanted)
+            found = await asyncio.to_thread(self.admin.accounts.exists, wanted)
+            self.send_json({"users": [{"username": wanted}] if found else []})
+            return
+        mine = await asyncio.to_thread(self.admin.catalog.users, 1, None, self.user.username)
+        names = await asyncio.to_thread(self.admin.acl.contacts, self.user.username)
+        after = self.get_query_argument("after", None)
+        listed = sorted(mine + [{"username": n} for n in names], key=lambda u: u["username"])
+        self.send_json({"users": [u for u in listed if not after or u["username"] > after]})
 
     async def post(self):
         if not self.user.admin:
@@ -299,6 +344,8 @@ def make_app(admin, authenticator):
     routes = [
         (r"/api/v1/login", LoginHandler),
         (r"/api/v1/me", MeHandler),
+        (r"/api/v1/me/password", PasswordHandler),
+        (r"/api/v1/enrol", EnrolHandler),
         (r"/api/v1/certificates", CertificateHandler),
         (r"/api/v1/servers", ServersHandler),
         (r"/api/v1/servers/([^/]+)/storage", StorageHandler),
@@ -307,6 +354,7 @@ def make_app(admin, authenticator):
         (r"/api/v1/users", UsersHandler),
         (r"/api/v1/users/([^/]+)", UserHandler),
         (r"/api/v1/users/([^/]+)/files", UserFilesHandler),
+        (r"/api/v1/users/([^/]+)/enrolment", UserEnrolmentHandler),
         (r"/api/v1/files", FilesHandler),
         (r"/api/v1/shared", SharedHandler),
         (r"/api/v1/acl/(.+)", AclHandler),

@@ -36,6 +36,18 @@ class User(Base):
     valid_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class Enrolment(Base):
+    """A single-use code that lets an account's owner set their password; only its SHA-256
+    is kept, so the database alone does not let anyone enrol."""
+
+    __tablename__ = "enrolments"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"),
+                                         index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class File(Base):
     """A file as the nodes reported it; replicas are in Placement."""
 

@@ -44,6 +44,14 @@ ROUTES = {
                                   "public", {"username": "string", "password": "string"},
                                   errors=(400, 401, 403, 429))},
     "/api/v1/me": {"get": _op("the caller's account")},
+    "/api/v1/me/password": {"post": _op("change the caller's password (proving the current one)",
+                                        body={"current_password": "string",
+                                              "new_password": "string"},
+                                        ok=204, errors=(400, 401, 403, 415, 429))},
+    "/api/v1/enrol": {"post": _op("set the password of a new or reset account with its e-mailed "
+                                  "single-use enrolment code", "public",
+                                  {"username": "string", "code": "string", "password": "string"},
+                                  errors=(400, 401, 403, 415))},
     "/api/v1/certificates": {"post": _op("sign a CSR into a client certificate valid no longer "
                                          "than the account", body={"csr": "string"}, ok=201)},
     "/api/v1/servers": {"get": _op("storage servers with status and storage")},
@@ -62,15 +70,24 @@ ROUTES = {
     "/api/v1/servers/{name}/online": {"parameters": _path_params("name"),
                                       "post": _op("put a server back online", "admin")},
     "/api/v1/users": {
-        "get": _op("users with file count and total volume, by name",
+        "get": _op("users with file count and total volume, by name: every account for "
+                   "administrators; oneself and the users one shares with for others",
                    params=[_limit(1000), ("after", "paging cursor: the last user name of the "
                                                    "page before; a page shorter than limit is "
-                                                   "the last")]),
-        "post": _op("create an account and e-mail its owner", "admin",
+                                                   "the last"),
+                           ("username", "exactly this account (names only for non-administrators)")]),
+        "post": _op("create an account and e-mail its owner (an enrolment code unless a password "
+                    "is given)", "admin",
                     {"username": "string", "email": "string", "valid_days": "number",
-                     "password": "string", "admin": "boolean"}, ok=201, errors=(400, 401, 403, 409))},
+                     "password": "string", "admin": "boolean"}, ok=201,
+                    errors=(400, 401, 403, 409, 415))},
     "/api/v1/users/{username}": {"parameters": _path_params("username"),
-                                 "delete": _op("remove an account", "admin", ok=204)},
+                                 "delete": _op("remove an account (never the last administrator)",
+                                               "admin", ok=204, errors=(400, 401, 403, 404, 409))},
+    "/api/v1/users/{username}/enrolment": {
+        "parameters": _path_params("username"),
+        "post": _op("e-mail the user a new enrolment code (older codes die)", "admin", ok=201,
+                    errors=(400, 401, 403, 404))},
     "/api/v1/users/{username}/files": {"parameters": _path_params("username"),
                                        "get": _op("the files a user owns, by path, with "
                                                   "totals and 'next'",

@@ -18,7 +18,8 @@ from .accounts import Accounts, aware
 from .acl import AccessControl, allowed
 from .catalog import Catalog, iso
 from .events import events_page
-from .mailer import MailError, Mailer, MailSettings, account_email, account_removed_email
+from .mailer import (
+    MailError, Mailer, MailSettings, account_email, account_removed_email, enrolment_email)
 from .models import Event
 from .servers import ServerRegistry
 from .witness import Witness
@@ -147,6 +148,9 @@ class AdminService:
                 "not_after": iso(cert.not_valid_after_utc)}
 
     async def create_user(self, username, email, valid_days, password=None, admin=False, by="admin"):
+        """Create the account and e-mail its owner an enrolment code (when no password was
+        given). The answer carries the code only when the e-mail could not be sent, so that
+        the administrator can hand it over another way."""
         try:
             valid_days = float(valid_days)
         except (TypeError, ValueError):
@@ -155,17 +159,42 @@ class AdminService:
                                       password, admin)
         user = new.user
         mail = await self._mail(account_email(
-            user.username, user.email, new.password, self.cfg.admin_url, user.valid_until,
-            [s.url for s in self.cfg.servers]))
+            user.username, user.email, new.enrolment_code, self.cfg.admin_url, user.valid_until,
+            [s.url for s in self.cfg.servers], enrolment_expires=new.enrolment_expires))
         self.audit("account", f"account {user.username} created by {by}", username=user.username,
                    operation="create_user", result="ok")
         result = {"username": user.username, "email": user.email, "admin": user.admin,
-                  "valid_until": iso(user.valid_until), "email_sent": mail is None}
+                  "valid_until": iso(user.valid_until), "email_sent": mail is None,
+                  "enrolment_expires_at": iso(new.enrolment_expires)}
         if mail is not None:
             result["email_error"] = mail
-        if password is None:
-            result["password"] = new.password
+            if new.enrolment_code:
+                result["enrolment_code"] = new.enrolment_code
         return result
+
+    async def reset_enrolment(self, username, by="admin"):
+        """A new enrolment code e-mailed to the owner (a forgotten password)."""
+        user, code, expires = await asyncio.to_thread(self.accounts.issue_enrolment, username)
+        mail = await self._mail(enrolment_email(user.username, user.email, code,
+                                                self.cfg.admin_url, expires))
+        self.audit("account", f"enrolment code for {username} issued by {by}", username=username,
+                   operation="enrolment", result="ok")
+        result = {"username": user.username, "email_sent": mail is None,
+                  "enrolment_expires_at": iso(expires)}
+        if mail is not None:
+            result.update(email_error=mail, enrolment_code=code)
+        return result
+
+    async def enrol(self, username, code, password):
+        user = await asyncio.to_thread(self.accounts.enrol, username, code, password)
+        self.audit("account", f"{user.username} set a password with an enrolment code",
+                   username=user.username, operation="enrol", result="ok")
+        return {"username": user.username}
+
+    async def change_password(self, username, current, new, address):
+        await asyncio.to_thread(self.accounts.change_password, username, current, new, address)
+        self.audit("account", f"{username} changed the password", username=username,
+                   operation="passwd", result="ok")
 
     async def _mail(self, message):
         """Send; None when it went, the reason when not (the account stands either way)."""
@@ -214,7 +243,8 @@ class AdminService:
         if self.node_client is None:
             raise ApiError("no node client configured", status=500, code="internal_error")
         await self.node_client.set_state(url, state)
-        self.audit("status", f"{by} took server {name} {state}", username=by, server=name,
+        # 'subject', not 'server': the admin server signs its records as itself.
+        self.audit("status", f"{by} took server {name} {state}", username=by, subject=name,
                    operation=state, result="ok")
 
     def prune_samples(self, keep_days=7):

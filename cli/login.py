@@ -1,4 +1,5 @@
-"""``securifile login`` and ``logout``: a password login that leaves a certificate behind.
+"""``securifile login``, ``logout`` and ``enrol``: a password login that leaves a certificate
+behind, and setting the first password with an e-mailed enrolment code.
 
 Login asks the admin server for a token, creates an EC key here (it never leaves this
 machine), has a certificate request for it signed, and saves key, certificate, CA, token,
@@ -48,6 +49,61 @@ def read_password(username, from_stdin, stdin=None):
     if not password:
         raise UsageError("no password given (pipe it in, or use --password-stdin)")
     return password
+
+
+def read_secret(prompt, from_stdin, stdin=None):
+    """One secret: from a prompt on a terminal, else the next line of standard input."""
+    stdin = stdin or sys.stdin
+    if not from_stdin and stdin.isatty():
+        value = getpass.getpass(prompt)
+    else:
+        value = stdin.readline().rstrip("\r\n")
+    if not value:
+        raise UsageError(f"nothing given for the {prompt.rstrip(': ')}")
+    return value
+
+
+def read_new_password(from_stdin, stdin=None):
+    """A new password: asked twice on a terminal, one line of standard input otherwise."""
+    stdin = stdin or sys.stdin
+    password = read_secret("new password (12+ characters, hard to guess): ", from_stdin, stdin)
+    if not from_stdin and stdin.isatty() and getpass.getpass("again: ") != password:
+        raise UsageError("the two passwords differ")
+    return password
+
+
+def warn_plain_text(url):
+    """Always printed, whatever --quiet says: encryption is off."""
+    print(f"WARNING: {url} is plain HTTP: encryption is disabled, passwords and tokens "
+          f"cross the network in the clear", file=sys.stderr)
+
+
+def enrol(args, env, out, stdin=None):
+    """Set the first password with the enrolment code from the account e-mail."""
+    folder = LoginFolder.default(env)
+    saved = folder.read() if folder is not None and folder.exists() else {}
+    admin_url = args.admin or saved.get("admin_url")
+    if not admin_url or not args.user:
+        raise UsageError("give the admin server and your user name: --admin URL --user NAME "
+                         "(both are in the account e-mail)")
+    https = admin_url.lower().startswith("https:")
+    if https and not args.ca:
+        raise UsageError(f"{admin_url} uses TLS: give its CA certificate with --ca PEM")
+    if not https:
+        warn_plain_text(admin_url)
+    code = read_secret("enrolment code: ", args.password_stdin, stdin)
+    password = read_new_password(args.password_stdin, stdin)
+    try:
+        with AdminClient(admin_url, ca=args.ca, timeout=args.timeout) as admin:
+            admin.enrol(args.user, code, password)
+    except ServerError as e:
+        raise LoginFailed(f"enrolment failed: {e.message} ({e.code})") from e
+    except ClientError as e:
+        raise _login_error(e, admin_url, args.ca) from e
+    if not args.quiet:
+        print(f"password set for {args.user}; now run: securifile login --admin {admin_url} "
+              f"--user {args.user}", file=out)
+    return 0
 
 
 def trusted_cas(given, returned):
@@ -104,9 +160,8 @@ def login(args, env, out, stdin=None):
             f"http:// admin URL (encryption disabled, for debugging) needs none")
     if ca and not Path(ca).is_file():
         raise UsageError(f"--ca {ca}: no such file")
-    if not https and not args.quiet:
-        print(f"WARNING: {admin_url} is plain HTTP: encryption is disabled, the password and "
-              f"token cross the network in the clear", file=sys.stderr)
+    if not https:
+        warn_plain_text(admin_url)
     password = read_password(username, args.password_stdin, stdin)
     try:
         with AdminClient(admin_url, ca=ca, timeout=args.timeout) as admin:

@@ -11,12 +11,39 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ORGANISATION = "SecuriFile"
 ROLE_NODE, ROLE_ADMIN, ROLE_USER = "node", "admin", "user"
 DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
+# Every server certificate also names NAME.ROLE.securifile (e.g. node1.node.securifile). User
+# names cannot hold a dot, so a peer check by name (rsyslog's permittedPeer) matches server
+# certificates only, never a user's certificate with a server's name as its common name.
+IDENTITY_SUFFIX = ".securifile"
+STRONG_CURVES = (ec.SECP256R1, ec.SECP384R1)
+MIN_RSA_BITS = 3072
+
+
+def server_identity(name, role=ROLE_NODE):
+    """The DNS name that proves a certificate belongs to server ``name`` in ``role``."""
+    return f"{name}.{role}{IDENTITY_SUFFIX}"
+
+
+def check_key_strength(public_key):
+    """Raise ValueError unless the key is EC P-256/P-384, Ed25519 or RSA of 3072 bits or more."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if not isinstance(public_key.curve, STRONG_CURVES):
+            raise ValueError(f"EC curve {public_key.curve.name} is not accepted: use P-256 or P-384")
+    elif isinstance(public_key, ed25519.Ed25519PublicKey):
+        pass
+    elif isinstance(public_key, rsa.RSAPublicKey):
+        if public_key.key_size < MIN_RSA_BITS:
+            raise ValueError(f"RSA key of {public_key.key_size} bits is too weak: use "
+                             f"{MIN_RSA_BITS} bits or more, or an EC P-256 key")
+    else:
+        raise ValueError(f"{type(public_key).__name__} keys are not accepted: use EC P-256/P-384, "
+                         "Ed25519 or RSA >= 3072")
 
 
 def _now():
@@ -138,7 +165,7 @@ class CertificateAuthority:
         cert = self._issue(
             _name(name, role), key.public_key(), _now() + datetime.timedelta(days=days),
             [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-            _san(list(dict.fromkeys([name, *hosts]))),
+            _san(list(dict.fromkeys([name, server_identity(name, role), *hosts]))),
         )
         return cert, key
 
@@ -156,6 +183,7 @@ class CertificateAuthority:
         csr = x509.load_pem_x509_csr(csr_pem)
         if not csr.is_signature_valid:
             raise ValueError("CSR signature is invalid")
+        check_key_strength(csr.public_key())
         return self._issue(
             _name(username, ROLE_USER), csr.public_key(), not_after,
             [ExtendedKeyUsageOID.CLIENT_AUTH],
@@ -212,8 +240,20 @@ def ensure_ca(layout):
     return ca
 
 
+def names_server(cert_path, name, role):
+    """Whether the certificate carries the server identity name (older ones do not)."""
+    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    return server_identity(name, role) in san.get_values_for_type(x509.DNSName)
+
+
 def ensure_server_cert(layout, ca, name, role=ROLE_NODE, hosts=DEFAULT_SERVER_NAMES):
-    if not (layout.server_cert(name).exists() and layout.server_key(name).exists()):
+    """The server's certificate and key, issued when missing or lacking the identity name."""
+    if not (layout.server_cert(name).exists() and layout.server_key(name).exists()
+            and names_server(layout.server_cert(name), name, role)):
         cert, key = ca.issue_server(name, role, hosts)
         _write_cert(layout.server_cert(name), cert)
         _write_key(layout.server_key(name), key)

@@ -1043,7 +1043,7 @@ class Client:
             raise DigestMismatch(fp.full, UPLOAD_ALGORITHM, hexdigest, record["digest"])
         return record
 
-    def download(self, remote, out, *, progress=None, cancel=None):
+    def download(self, remote, out, *, progress=None, cancel=None, restarted=False):
         """Stream ``owner/path`` into the writable binary file ``out``; returns what was read.
 
         The bytes are checked against ``Repr-Digest``. If the holder dies mid-transfer the
@@ -1098,6 +1098,12 @@ class Client:
             break
         actual = hasher.hexdigest() if hasher else None
         if expected is not None and actual != expected:
+            if failures and not restarted:
+                # A transfer that broke off and resumed elsewhere: the part read before the
+                # break may have come from a bad copy (a node breaks a read off when its copy
+                # fails the digest). Read the whole file once more from the start.
+                return self.download(remote, _emptied(out, fp.full), progress=progress,
+                                     cancel=cancel, restarted=True)
             raise DigestMismatch(fp.full, algorithm, expected, actual)
         info.update(size=done, digest=actual, algorithm=algorithm, verified=expected is not None)
         return info
@@ -1422,6 +1428,12 @@ def _content_range(value):
         return first, (None if total == "*" else int(total))
     except ValueError:
         raise ProtocolError(f"bad Content-Range {value!r}") from None
+
+
+def _emptied(out, name):
+    """``out`` emptied for a download from the start (ProtocolError if it cannot be)."""
+    _rewind(out, name)
+    return out
 
 
 def _rewind(out, name):

@@ -23,8 +23,15 @@ def load_public_key(path):
     return Path(path).read_bytes()
 
 
-def mint_token(private_key_pem, username, ttl_seconds=86400, *, admin=False, not_after=None, now=None):
-    """A signed token for ``username``; it never outlives ``not_after`` (the account)."""
+ROLE_ADMIN_SERVER = "admin-server"
+
+
+def mint_token(private_key_pem, username, ttl_seconds=86400, *, admin=False, not_after=None,
+               now=None, role=None):
+    """A signed token for ``username``; it never outlives ``not_after`` (the account).
+
+    ``role``: a token for a service rather than a user (``ROLE_ADMIN_SERVER``: the admin
+    server calling nodes in no-TLS debug mode); user endpoints refuse such tokens."""
     now = int(now if now is not None else time.time())
     exp = now + int(ttl_seconds)
     if not_after is not None:
@@ -32,6 +39,8 @@ def mint_token(private_key_pem, username, ttl_seconds=86400, *, admin=False, not
     claims = {"iss": ISSUER, "sub": username, "iat": now, "exp": exp, "jti": uuid.uuid4().hex}
     if admin:
         claims["adm"] = True
+    if role:
+        claims["role"] = role
     return jwt.encode(claims, private_key_pem, algorithm=ALGORITHM), exp
 
 

@@ -3,7 +3,6 @@
 Each route's class says who may call it (``auth``): users for /files, nodes for /peer.
 """
 import asyncio
-import base64
 import email.utils
 import logging
 import json
@@ -22,6 +21,7 @@ from securifile.common.web import ADMIN_SERVER, NODE, PUBLIC, USER, ApiHandler, 
 
 from .access import DELETE, LIST, READ, WRITE
 from .challenge import ChallengeRefused, answer_challenge
+from .contentdigest import DeclaredDigests
 from .peers import OFFLINE
 from .quarantine import quarantine_if_bad
 from .storage import under_replicated
@@ -32,25 +32,6 @@ SMALL_BODY = 1 << 20
 
 def files_url(base, fp):
     return f"{base}/files/{quote(fp.owner, safe='')}/{quote(fp.rel, safe='/')}"
-
-
-def content_digest(header, algorithm):
-    """The hex digest the client declared for ``algorithm`` in ``Content-Digest``, if any."""
-    if not header:
-        return None
-    want = ALGORITHMS[algorithm][1]
-    for item in header.split(","):
-        token, _, value = item.strip().partition("=")
-        if token.strip().lower() == want:
-            value = value.strip()
-            if not (value.startswith(":") and value.endswith(":")):
-                raise ApiError("Content-Digest value must be ':base64:'", code="invalid_digest")
-            try:
-                return base64.b64decode(value[1:-1], validate=True).hex()
-            except ValueError:
-                raise ApiError("Content-Digest is not valid base64", code="invalid_digest") from None
-    raise ApiError(f"Content-Digest names no {want} digest; this cluster uses {want}",
-                   code="unsupported_digest")
 
 
 class CopyCorrupt(Exception):
@@ -149,7 +130,7 @@ class FileHandler(NodeHandler):
                 raise ApiError(f"file larger than {self.max_body_bytes} bytes", status=413,
                                code="too_large")
             self.node.store.check_room(int(length))
-        self.expected_digest = content_digest(
+        self.declared = DeclaredDigests.from_header(
             self.request.headers.get("Content-Digest"), self.node.algorithm)
         self.ticket = await self.node.lock(fp, self.principal.name)
         # The lock brought the majority's newest record: the route may have changed.
@@ -172,6 +153,7 @@ class FileHandler(NodeHandler):
             return
         try:
             self.writer.write(chunk)
+            self.declared.update(chunk)
         except ApiError as e:
             self.failure = e  # answered once the body is drained, in put()
 
@@ -180,7 +162,12 @@ class FileHandler(NodeHandler):
             raise self.failure
         if self.redirect_after_body is not None:
             return self.redirect_to(self.redirect_after_body, self.fp)
-        digest = self.writer.commit(self.expected_digest)
+        try:
+            self.declared.check_others()
+        except ApiError:
+            self.writer.abort()  # gone before the client hears of it
+            raise
+        digest = self.writer.commit(self.declared.own)
         self.renewal.stop()
         ticket, self.ticket = self.ticket, None
         # The record releases the lock on every peer before the answer goes out: the client

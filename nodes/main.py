@@ -2,6 +2,7 @@
 import argparse
 import asyncio
 import logging
+import os
 import random
 import signal
 import sys
@@ -190,6 +191,7 @@ async def serve(cfg, name, deep=False):
 
 
 def main(argv=None):
+    os.umask(0o077)  # data, location maps and WAL files readable by this account only
     p = argparse.ArgumentParser(prog="securifile-node", description=__doc__)
     p.add_argument("--config", required=True, help="cluster TOML file (as the launcher writes it)")
     p.add_argument("--name", required=True, help="this node's name in the configuration")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from securifile.common.certs import (
     DEFAULT_SERVER_NAMES, ROLE_ADMIN, ROLE_NODE, CertLayout, ensure_ca, ensure_server_cert,
-    ensure_user_cert)
+    ensure_user_cert, server_identity)
 from securifile.common.paths import check_username
 from securifile.common.tokens import load_private_key, mint_token
 
@@ -46,6 +46,14 @@ def write_token(layout, username, days, path=None, admin=False):
     return path
 
 
+def rsyslog_permitted_peers(node_names, admin_name="admin"):
+    """The rsyslog array (scripts/rsyslog.conf @PERMITTED_PEERS@) of the servers allowed to
+    write the audit log: the admin server and the configured nodes, by identity name."""
+    names = [server_identity(admin_name, ROLE_ADMIN)]
+    names += [server_identity(n, ROLE_NODE) for n in node_names]
+    return "[" + ", ".join(f'"{n}"' for n in names) + "]"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="securifile-certs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,7 +71,12 @@ def main(argv=None):
     t.add_argument("name")
     t.add_argument("--days", type=float, default=1)
     t.add_argument("--admin", action="store_true")
+    r = sub.add_parser("rsyslog-peers", help="print rsyslog's permittedPeer array for these nodes")
+    r.add_argument("nodes", nargs="+", metavar="NODE")
     args = p.parse_args(argv)
+    if args.command == "rsyslog-peers":
+        print(rsyslog_permitted_peers(args.nodes))
+        return 0
 
     layout = CertLayout(Path(args.dir))
     ca = ensure_ca(layout)

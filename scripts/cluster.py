@@ -10,7 +10,6 @@ what the test fixtures use to start, kill and restart nodes.
 import argparse
 import asyncio
 import json
-import secrets
 import os
 import signal
 import socket
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from securifile.common.certs import ROLE_ADMIN, CertLayout, ensure_ca, ensure_server_cert
 from securifile.common.config import Config, ServerEntry, dump_config, load_config
+from securifile.common.private_files import private_dir, private_file, restrict_umask
 from securifile.common.tls import client_context
 
 from .certs import ensure_peer_secret, issue_user, write_token
@@ -71,8 +71,7 @@ class Cluster:
         at ``base_port + 73`` (8514 by default); ``base_port=0`` takes free ports for all.
         Nothing is started.
         """
-        data_dir = Path(data_dir).resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = private_dir(Path(data_dir).resolve())
         certs_dir = Path(certs_dir).resolve() if certs_dir else data_dir / "certs"
         if base_port:
             ports = list(range(base_port, base_port + servers))
@@ -93,7 +92,7 @@ class Cluster:
         for s in entries:
             ensure_server_cert(layout, ca, s.name)
         config_path = data_dir / "cluster.toml"
-        config_path.write_text(dump_config(cfg))
+        private_file(config_path).write_text(dump_config(cfg))
         user = {}
         if admin:
             ensure_server_cert(layout, ca, ADMIN_NAME, ROLE_ADMIN)
@@ -120,8 +119,7 @@ class Cluster:
         return [s.name for s in self.cfg.servers]
 
     def _spawn(self, name, cmd):
-        log_dir = self.data_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir = private_dir(self.data_dir / "logs")
         with open(log_dir / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=log,
                                                 stdin=subprocess.DEVNULL)
@@ -239,7 +237,7 @@ class Cluster:
 
     def write_json(self):
         path = self.data_dir / "cluster.json"
-        tmp = path.with_suffix(".json.tmp")
+        tmp = private_file(path.with_suffix(".json.tmp"))
         tmp.write_text(json.dumps(self.describe(), indent=2) + "\n")
         os.replace(tmp, path)
         return path
@@ -251,15 +249,15 @@ def first_accounts(cfg, folder, username, days):
     Run again on an existing data folder, it keeps the accounts and files it made before.
     """
     from securifile.admin.main import open_service
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o700)
+    from securifile.admin.passwords import generate_password
+    private_dir(folder)
     service = open_service(cfg, with_node_client=False)
     for name, email, is_admin in (("admin", "admin@localhost", True),
                                   (username, f"{username}@localhost", False)):
         path = folder / f"{name}.json"
         if not name or path.exists():
             continue
-        password = secrets.token_urlsafe(12)
+        password = generate_password(name, email)
         asyncio.run(service.create_user(name, email, days if not is_admin else 3650, password,
                                         is_admin, by="securifile up"))
         path.touch(mode=0o600)
@@ -286,6 +284,7 @@ def curl_examples(cluster):
 
 
 def main(argv=None):
+    restrict_umask()
     p = argparse.ArgumentParser(prog="securifile up", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--servers", type=int, default=3, help="number of storage nodes (n)")

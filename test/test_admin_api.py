@@ -227,24 +227,29 @@ def test_storage_samples_and_since(shared, bob):
 
 def test_administrators_create_accounts_and_the_owner_gets_an_email(shared, admin):
     r = admin.call("POST", "/api/v1/users", {"username": "dora", "email": "Dora@Example.com",
-                                             "valid_days": 10, "password": "dora's secret pw"})
+                                             "valid_days": 10, "password": "the secret pw of D"})
     assert r.status == 201, r
     made = r.json()
     assert (made["username"], made["email"], made["email_sent"]) == ("dora", "dora@example.com", True)
-    assert "password" not in made  # it was chosen by the administrator, not generated
+    assert "password" not in made and "enrolment_code" not in made
     until = datetime.fromisoformat(made["valid_until"])
     [(subject, body)] = mails_to(shared, "dora@example.com")
     assert "account" in subject
-    assert "dora" in body and "dora's secret pw" in body and shared.cfg.admin_url in body
+    assert "dora" in body and shared.cfg.admin_url in body
+    assert "the secret pw of D" not in body  # never a password in an e-mail
     assert f"{until:%Y-%m-%d}" in body and "10 days" in body
-    assert login(shared, "dora", "dora's secret pw").status == 200
+    assert login(shared, "dora", "the secret pw of D").status == 200
 
-    generated = admin.call("POST", "/api/v1/users", {"username": "ezra", "email": "ezra@example.com",
+    enrolling = admin.call("POST", "/api/v1/users", {"username": "ezra", "email": "ezra@example.com",
                                                      "valid_days": 5})
-    assert generated.status == 201, generated
-    password = generated.json()["password"]
-    assert password in mails_to(shared, "ezra@example.com")[0][1]
-    assert login(shared, "ezra", password).status == 200
+    assert enrolling.status == 201, enrolling
+    assert "password" not in enrolling.json() and enrolling.json()["enrolment_expires_at"]
+    body = mails_to(shared, "ezra@example.com")[0][1]
+    code = body.split("Enrolment code:")[1].split()[0]
+    r = call(shared, "POST", "/api/v1/enrol", {"username": "ezra", "code": code,
+                                                "password": PASSWORD})
+    assert r.status == 200, r
+    assert login(shared, "ezra", PASSWORD).status == 200
 
 
 @pytest.mark.parametrize("payload, expected", [
@@ -272,7 +277,7 @@ def test_only_administrators_add_and_remove_accounts(shared, admin, bob):
     assert users["gina"]["email"] == "gina@example.com"
     assert (users["gina"]["file_count"], users["gina"]["total_bytes"]) == (0, 0)
     seen_by_bob = {u["username"]: u for u in bob.get("/api/v1/users").json()["users"]}
-    assert "email" not in seen_by_bob["gina"] and seen_by_bob["bob"]["email"] == "bob@example.com"
+    assert "gina" not in seen_by_bob and seen_by_bob["bob"]["email"] == "bob@example.com"
 
     r = admin.call("DELETE", "/api/v1/users/gina")
     assert r.status == 204 and not r.body

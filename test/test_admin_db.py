@@ -30,7 +30,8 @@ from securifile.common.errors import ApiError
 T0 = 1_700_000_000.0
 PASSWORD = "correct horse battery"
 TABLES = {"users", "files", "folders", "owner_usage", "placements", "grants", "servers",
-          "observations", "status_history", "storage_samples", "events", "applied_reports"}
+          "observations", "status_history", "storage_samples", "events", "applied_reports",
+          "enrolments"}
 
 
 class Clock:
@@ -126,7 +127,7 @@ def test_migrations_create_the_schema_and_upgrade_again_changes_nothing(db_url):
 def test_create_stores_a_bcrypt_hash_never_the_password(sessions):
     now = datetime(2030, 1, 1, tzinfo=timezone.utc)
     new = new_accounts(sessions, Clock(now)).create("bob", "Bob@Example.COM", 30, PASSWORD)
-    assert new.password == PASSWORD
+    assert new.enrolment_code is None  # a password was given: nothing to enrol
     with sessions() as s:
         row = s.scalar(select(User).where(User.username == "bob"))
         raw = s.execute(text("SELECT * FROM users")).all()
@@ -138,11 +139,15 @@ def test_create_stores_a_bcrypt_hash_never_the_password(sessions):
     assert not row.admin and not row.disabled
 
 
-def test_generated_password_when_none_is_given(sessions):
+def test_without_a_password_the_account_enrols_with_a_code(sessions):
     accounts = new_accounts(sessions)
     new = accounts.create("gen", "gen@example.com", 1)
-    assert len(new.password) >= accounts_module.MIN_PASSWORD
-    assert accounts.authenticate("gen", new.password, "10.0.0.1").username == "gen"
+    assert new.enrolment_code and len(new.enrolment_code) >= 32
+    with pytest.raises(ApiError) as e:  # no password works before enrolment
+        accounts.authenticate("gen", "anything at all 123", "10.0.0.1")
+    assert e.value.status == 401
+    assert accounts.enrol("gen", new.enrolment_code, PASSWORD).username == "gen"
+    assert accounts.authenticate("gen", PASSWORD, "10.0.0.1").username == "gen"
 
 
 def test_duplicate_user_name_or_email_is_a_conflict(sessions):
@@ -250,9 +255,9 @@ def test_failed_logins_are_limited_per_account(sessions):
     clock = Clock(1000.0)
     accounts.throttle = LoginThrottle(limit=5, window=300.0, clock=clock)
     for i in range(5):  # from five addresses: only the account ties them together
-        failed_login(accounts, "bob", f"10.0.0.{i}")
+        failed_login(accounts, "bob" if i % 2 else "bob@example.com", f"10.0.0.{i}")
     wait = assert_throttled(accounts, "bob", "10.0.1.1")  # even with the right password
-    assert_throttled(accounts, "BOB", "10.0.1.2")  # the same account however it is spelled
+    assert_throttled(accounts, "BOB@example.com", "10.0.1.2")  # by name or e-mail alike
     clock.advance(seconds=wait)
     assert accounts.authenticate("bob", PASSWORD, "10.0.1.1").username == "bob"
 
@@ -270,7 +275,7 @@ def test_failed_logins_are_limited_per_address(sessions):
     assert accounts.authenticate("bob", PASSWORD, "10.9.9.9").username == "bob"
     # Nothing is kept for long about names and addresses that failed once, long ago.
     for i in range(100):
-        accounts.throttle.check(("account", f"made-up-{i}"), ("address", f"10.8.0.{i}"))
+        accounts.throttle.check(("login", f"made-up-{i}"), ("address", f"10.8.0.{i}"))
     assert not [k for k in accounts.throttle._failures if "made-up" in k[1] or "10.8.0." in k[1]]
     throttle = LoginThrottle(limit=5, window=300.0, clock=clock, sweep_above=10)
     for i in range(10):

@@ -598,6 +598,21 @@ def test_a_holder_dying_mid_download_is_resumed_with_range_from_the_next():
     assert client.get_bytes("alice/x.bin") == data
 
 
+def test_a_broken_read_of_a_rotten_copy_is_read_again_whole_from_the_start():
+    # The first holder's copy is rotten: it sends all but the last chunk and breaks off (the
+    # node's check of the digest); the resumed rest comes from a good copy, but the prefix is
+    # bad, so the client reads the whole file again once.
+    data = bytes(range(200))
+    rotten = bytes([data[0] ^ 1]) + data[1:80]
+    head = {"Repr-Digest": f"sha-256=:{sha256_b64(data)}:", "ETag": '"v1"'}
+    client = ScriptedClient([A], serve({A + X: [
+        http_response(200, rotten, head, length=len(data)),
+        http_response(206, data[80:], {**head, "Content-Range": f"bytes 80-199/{len(data)}"}),
+        http_response(200, data, head)]}))
+    assert client.get_bytes("alice/x.bin") == data
+    assert [h.get("Range") for _m, _u, h, _b in client.sent] == [None, "bytes=80-", None]
+
+
 def test_a_restart_without_range_support_starts_over():
     data = b"abcdefghij" * 10
     head = {"Repr-Digest": f"sha-256=:{sha256_b64(data)}:"}

@@ -100,7 +100,8 @@ def test_peer_endpoints_refuse_users_and_strangers(cluster):
     assert r.status == 403
     layout = cluster.layout
     node = api.with_identity(layout.server_cert("node2"), layout.server_key("node2"))
-    r = node.request("node1", "POST", "/peer/heartbeat", body=b"{}", raw_path=True)
+    r = node.request("node1", "POST", "/peer/heartbeat", body=b"{}", raw_path=True,
+                     headers={"Content-Type": "application/json"})
     assert r.status == 200 and "seq" in r.json()
     # A node certificate is not a user's: it cannot read users' files.
     assert node.get("node1", "alice/x").status == 403

@@ -102,7 +102,9 @@ def test_the_last_server_standing_stops_serving_and_nothing_fails(make_cluster):
         wait_serving(cluster, n)
     assert not any(p["status"] == "failed" for n in cluster.names
                    for p in cluster.status(n)["peers"])
-    assert api.follow("node3", "GET", "alice/alone.txt")[1].body == b"kept"
+    # Each node learns that the others serve again from their next heartbeat answers.
+    wait_for(lambda: all(api.follow(n, "GET", "alice/alone.txt")[1].body == b"kept"
+                         for n in cluster.names), VERIFY, what="the file readable everywhere")
 
 
 def test_three_servers_go_on_without_the_admin_server(make_cluster):

@@ -334,14 +334,14 @@ def test_administrator_adds_and_removes_a_user_from_the_screen(cluster, tmp_path
             names = [u["username"] for u in admin.get("/api/v1/users").json()["users"]]
             assert "dora" not in names
 
-            await pilot.press("a")  # without a password one is generated and shown once
+            await pilot.press("a")  # without a password the user gets an enrolment code
             await until(pilot, lambda: isinstance(app.screen, AddUserScreen), what="the form")
             await type_into(pilot, "#add-username", "emil")
             await type_into(pilot, "#add-email", "emil@example.com")
             await pilot.click("#add")
             shown = await until(pilot, lambda: isinstance(app.screen, MessageScreen) and app.screen,
-                                what="the generated password")
-            assert "Generated password" in str(shown.query_one("#message-body").render())
+                                what="the enrolment note")
+            assert "enrolment code was e-mailed" in str(shown.query_one("#message-body").render())
 
     run(scenario)
 

@@ -263,6 +263,12 @@ class SecuriFileApp(App):
             keys.append((self.get_key_display(binding), binding.tooltip or binding.description))
         self.push_screen(HelpScreen(getattr(screen, "TITLE", None) or self.title, keys))
 
+    def action_change_password(self):
+        from .screens.password import PasswordScreen
+
+        if self.session is not None:
+            self.push_screen(PasswordScreen(self.session))
+
     async def action_logout(self):
         """Forget the session and show the login screen (a saved login stays saved)."""
         if self.session is None:
@@ -284,6 +290,8 @@ class SecuriFileApp(App):
                                     partial(self.action_show, mode))
         yield SystemCommand("Help", "Keys of this screen and how the client works (F1)", self.action_help)
         yield SystemCommand("Log out", "Forget this session and log in again (Ctrl+L)", self.action_logout)
+        yield SystemCommand("Change password", "Set a new password for this account",
+                            self.action_change_password)
         seen = set()
         for active in screen.active_bindings.values():
             node, binding = active.node, active.binding

@@ -75,7 +75,7 @@ class AddUserScreen(TypeAheadForm, ModalScreen[dict]):
                     ("username", "User name", "letters, digits, . _ -"),
                     ("email", "E-mail", "the account e-mail goes there"),
                     ("days", "Valid (days)", "365"),
-                    ("password", "Password", "empty: generate one")):
+                    ("password", "Password", "empty: the user sets it (e-mailed code)")):
                 with Horizontal(classes="field"):
                     yield Label(label)
                     yield Input(placeholder=placeholder, id=f"add-{field}",
@@ -391,13 +391,18 @@ class UsersScreen(Screen):
     def on_user_added(self, message: UserAdded):
         r = message.result
         self.poll()
-        if r.get("password"):
-            mail = ("The account e-mail was sent." if r.get("email_sent")
-                    else f"The account e-mail could not be sent: {r.get('email_error', '')}")
+        if r.get("enrolment_expires_at"):
+            until = date_time(r.get("enrolment_expires_at"), self.app.tz)
+            if r.get("email_sent"):
+                how = (f"An enrolment code was e-mailed to {r.get('email')}: with it the user "
+                       f"sets the password, once, until {until}.")
+            else:
+                how = (f"The account e-mail could not be sent: {r.get('email_error', '')}\n\n"
+                       f"Enrolment code (works once, until {until}; pass it on safely):"
+                       f"\n\n  {r.get('enrolment_code', '')}")
             self.app.push_screen(MessageScreen(
                 f"User {r['username']} added",
-                f"Generated password (shown once, pass it on safely):\n\n  {r['password']}\n\n"
-                f"Valid until {date_time(r.get('valid_until'), self.app.tz)}. {mail}"))
+                f"{how}\n\nValid until {date_time(r.get('valid_until'), self.app.tz)}."))
         else:
             self.notify(f"User {r['username']} added, valid until "
                         f"{date_time(r.get('valid_until'), self.app.tz)}", title="Users")
