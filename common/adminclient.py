@@ -163,14 +163,17 @@ class AdminClient:
         found = self.request("GET", "/api/v1/users", query={"username": username})["users"]
         return found[0] if found else None
 
+    def users_page(self, *, limit=PAGE, after=None):
+        """One page of accounts by name, after the name ``after`` (a short page is the last)."""
+        return self.request("GET", "/api/v1/users", query={"limit": limit, "after": after})["users"]
+
     def users(self, page_size=PAGE):
         """The accounts the caller may list, with file count and volume, page by page (keyset:
         each page after the last name of the one before; a short page is the last): every
         account for administrators; oneself and the users one shares with for others."""
         users, after = [], None
         while True:
-            page = self.request("GET", "/api/v1/users",
-                                query={"limit": page_size, "after": after})["users"]
+            page = self.users_page(limit=page_size, after=after)
             users += page
             if len(page) < page_size:
                 return users

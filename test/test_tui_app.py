@@ -374,6 +374,36 @@ def test_command_palette_offers_the_screens_actions_and_runs_them(tmp_path):
     run(scenario)
 
 
+def test_users_screen_lists_every_account_page_by_page_and_drops_removed_ones(tmp_path):
+    session = fixed_session()
+    accounts = [{"username": f"u{i:04d}", "email": f"u{i:04d}@example.com", "admin": False,
+                 "disabled": False, "valid_until": "2036-03-11T12:00:00+00:00",
+                 "file_count": i, "total_bytes": i} for i in range(450)]
+    session.admin.users = lambda page_size=0: [dict(u) for u in accounts]
+    calls, one_page = [], session.admin.users_page
+
+    def users_page(*, limit=200, after=None):
+        calls.append((limit, after))
+        return one_page(limit=limit, after=after)
+
+    session.admin.users_page = users_page
+
+    async def scenario():
+        app = SecuriFileApp(session=session, config_dir=tmp_path, start="users",
+                            poll_seconds=3600, now=lambda: NOW, tz=timezone.utc)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await until(pilot, lambda: isinstance(app.screen, UsersScreen) and app.screen)
+            await until(pilot, lambda: len(screen.users) == 450, what="every account")
+            assert calls == [(200, None), (200, "u0199"), (200, "u0399")]  # keyset pages
+            assert screen.users_table.row_count == 450
+            del accounts[10:20]
+            screen.poll()
+            await until(pilot, lambda: len(screen.users) == 440, what="the removed accounts gone")
+            assert screen.users_table.row_count == 440 and "u0015" not in screen.users
+
+    run(scenario)
+
+
 def test_a_non_administrator_is_not_offered_administrative_actions(tmp_path):
     async def scenario():
         session = fixed_session(admin=False, username="alice")

@@ -128,6 +128,9 @@ class FixedAdmin:
                         u.pop(key)
         return users
 
+    def users_page(self, *, limit=200, after=None):
+        return [u for u in self.users() if not after or u["username"] > after][:limit]
+
     def user_files(self, username, *, limit=None, after=None):
         if not self.is_admin and username != self.username:
             raise PermissionDenied(403, "forbidden",
