@@ -114,6 +114,8 @@ ROUTES = {
                                      params=[("user", ""), ("path", "owner/path")])},
     "/api/v1/reports": {"post": _op("file, status and storage reports (for nodes)", "node",
                                     {"reports": "array"})},
+    "/api/v1/witness": {"post": _op("the tie-break lease for a side of an even split (for nodes)",
+                                    "node", {"side": "array", "lease": "number"})},
     "/status": {"get": _op("the admin server's own status", "public", errors=())},
     "/api/v1/openapi.json": {"get": _op("this document", "public", errors=())},
 }
