@@ -175,8 +175,20 @@ class Verifier:
             loc = node.locations.get_key(owner, path)
             if loc is None:
                 continue
-            await node.client.send_copy(node.urls[peer], loc.file_path,
-                                        node.store.path_for(loc.file_path), loc)
+            try:
+                await node.client.send_copy(node.urls[peer], loc.file_path,
+                                            node.store.path_for(loc.file_path), loc)
+            except PeerError as e:
+                if e.status is None:
+                    raise  # the peer went away: the challenge is abandoned
+                # The peer answered, but refused the copy: the file changed under the
+                # transfer (a write in between). The repair loop sends it again later.
+                log.warning("copy of %s to %s refused (left to the repair loop): %s",
+                            loc.file_path, peer, e)
+                continue
+            except OSError as e:  # the file itself went (deleted or replaced meanwhile)
+                log.warning("copy of %s to %s not sent: %s", loc.file_path, peer, e)
+                continue
             repaired.append(loc)
         await node.mark_fresh(peer, repaired)
         log.warning("brought %d stale copies on %s up to date", len(repaired), peer)
