@@ -261,7 +261,9 @@ def check_answer(store, locations_by_key, challenge, answer, result):
         elif a["version"] > loc.version:
             result.outcomes[key] = NEWER
         elif a["digest"] != loc.digest:
-            result.outcomes[key] = CORRUPT
+            # Other bytes under the same version number: corrupt, unless the record already
+            # says this copy is not current (a write it missed, or lost, in a partition).
+            result.outcomes[key] = STALE if getattr(loc, "other_stale", False) else CORRUPT
         else:
             own = paths(loc.file_path)
             expected = ranges_mac(own, nonce, item["ranges"])

@@ -108,7 +108,12 @@ class StorageNode:
             return False
         if name != self.name:
             return self.peers.is_running(name)
-        return self.peers.is_running(name) and self.locations.copy_version(loc.file_path) == loc.version
+        if not self.peers.is_running(name):
+            return False
+        # Its own copy must be of this very version: same number and same committed digest
+        # (a write lost in a partition can leave other bytes under the same number).
+        held = self.locations.copy_record(loc.file_path)
+        return held is not None and held[0] == loc.version and held[1] == loc.digest
 
     def route_read(self, fp, sent_here=False, avoid=()):
         """('serve', loc) when this node answers, ('redirect', name) of the holder to ask.
