@@ -265,7 +265,10 @@ def check_answer(store, locations_by_key, challenge, answer, result):
             # says this copy is not current (a write it missed, or lost, in a partition).
             result.outcomes[key] = STALE if getattr(loc, "other_stale", False) else CORRUPT
         else:
-            own = paths(loc.file_path)
-            expected = ranges_mac(own, nonce, item["ranges"])
+            try:
+                expected = ranges_mac(paths(loc.file_path), nonce, item["ranges"])
+            except OSError:  # this node's own copy went meanwhile (deleted or replaced)
+                result.outcomes[key] = CHANGING
+                continue
             result.outcomes[key] = OK if hmac.compare_digest(expected, a.get("mac") or "") else REPLAYED
     return result
