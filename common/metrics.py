@@ -7,7 +7,8 @@ gauges, read from its state at scrape time rather than kept up to date on every 
 """
 import asyncio
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
+                               disable_created_metrics, generate_latest)
 from tornado.routing import PathMatches
 
 from .web import MONITOR, ApiHandler
@@ -20,6 +21,9 @@ NO_BODY_STATUSES = (204, 304)
 
 
 def new_registry():
+    # The library's switch is process-wide: the ``_created`` series would double every
+    # scrape with start times no dashboard reads.
+    disable_created_metrics()
     return CollectorRegistry(auto_describe=True)
 
 

@@ -2,11 +2,13 @@
 them, the series they carry after real traffic, and a real Prometheus server scraping a node
 over TLS with a monitoring certificate."""
 import json
+import re
 import shutil
 import subprocess
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,6 +22,7 @@ from .helpers import AdminApi, Api, wait_for
 from .netns import http_connection
 
 PROMETHEUS = "/usr/bin/prometheus"
+DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json"
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +167,21 @@ def test_heartbeat_misses_and_challenges_are_counted(cluster, admin_token):
     assert value(found, "securifile_challenges_total", peer="node3", outcome="failed") in (None, 0)
 
 
+def dashboard_queries():
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [t["expr"] for p in panels for t in p.get("targets", ())]
+
+
+def test_the_dashboard_queries_only_series_the_servers_expose(cluster, admin_token):
+    exposed = set()
+    for server in ("node1", "admin"):
+        exposed |= {name for name, _labels in
+                    samples(scrape(cluster, server, token=admin_token)[2])}
+    wanted = {name for expr in dashboard_queries()
+              for name in re.findall(r"securifile_[a-z_]+", expr)}
+    assert wanted and wanted <= exposed, wanted - exposed
+
+
 def prometheus_query(port, query):
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
     with urllib.request.urlopen(url, timeout=5) as r:
@@ -207,6 +225,8 @@ def test_a_real_prometheus_scrapes_a_node_over_tls_with_a_monitoring_certificate
             port, 'securifile_peer_status{job="securifile",status="running"}'),
             timeout=30, interval=0.5, what="a node series in prometheus")
         assert {p["metric"]["peer"] for p in peers} == {"node2", "node3"}
+        for expr in dashboard_queries():  # each panel's query is valid PromQL (else HTTP 400)
+            prometheus_query(port, expr.replace("$__rate_interval", "1m"))
     finally:
         proc.terminate()
         try:
