@@ -340,7 +340,7 @@ class AdminMetricsHandler(AdminHandler, MetricsHandler):
 
 def log_request(handler):
     status = handler.get_status()
-    if status < 400 and handler.request.path == "/api/v1/reports":
+    if status < 400 and handler.request.path in ("/api/v1/reports", "/metrics"):
         return
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),

@@ -84,15 +84,17 @@ class RequestMetrics:
     def observe(self, handler):
         request, status = handler.request, handler.get_status()
         route, seconds = self.route(handler), request.request_time()
-        self.requests.labels(route, request.method, str(status)).inc()
-        self.duration.labels(route, request.method).observe(seconds)
+        # Any token parses as a method: only the ones Tornado serves become label values.
+        method = request.method if request.method in handler.SUPPORTED_METHODS else "other"
+        self.requests.labels(route, method, str(status)).inc()
+        self.duration.labels(route, method).observe(seconds)
         self.received.labels(route).inc(request_length(handler))
         self.sent.labels(route).inc(response_length(handler))
         if route != self.transfer_route:
             return
-        if request.method == "PUT" and status in (200, 201):
+        if method == "PUT" and status in (200, 201):
             self.uploads.observe(seconds)
-        elif (request.method == "GET" and status in (200, 206) and
+        elif (method == "GET" and status in (200, 206) and
               handler._headers.get("Content-Type") == "application/octet-stream"):
             self.downloads.observe(seconds)  # a file's bytes, not a folder listing
 

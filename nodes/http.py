@@ -500,9 +500,9 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
 
 
 def log_request(handler):
-    """Tornado's access log, without the steady stream of successful peer calls."""
+    """Tornado's access log, without the steady stream of successful peer calls and scrapes."""
     status = handler.get_status()
-    if status < 400 and handler.request.path.startswith("/peer/"):
+    if status < 400 and handler.request.path.startswith(("/peer/", "/metrics")):
         return
     broken_off = getattr(handler, "broken_off", None)
     if broken_off:

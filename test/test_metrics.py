@@ -81,6 +81,9 @@ def test_a_node_counts_uploads_downloads_replication_and_sees_its_peers(cluster,
     assert r.status == 201, r
     assert api.get(node, "alice/metrics/one.bin").body == data
     assert api.get(node, "alice/no-such-file").status == 404
+    # Neither a scanner's paths nor made-up methods become label values.
+    assert api.request(node, "GET", "/wp-admin/x.php", raw_path=True).status == 404
+    assert api.request(node, "BREW", "/coffee", raw_path=True).status == 405
 
     found = node_metrics(cluster, node, admin_token)
     route = "/files/(.+)"
@@ -88,6 +91,11 @@ def test_a_node_counts_uploads_downloads_replication_and_sees_its_peers(cluster,
                  status="201") >= 1
     assert value(found, "securifile_http_requests_total", route=route, method="GET",
                  status="404") >= 1
+    assert value(found, "securifile_http_requests_total", route="unmatched", method="GET",
+                 status="404") >= 1
+    assert value(found, "securifile_http_requests_total", route="unmatched", method="other",
+                 status="405") >= 1
+    assert not [labels for name, labels in found if ("route", "/wp-admin/x.php") in labels]
     assert value(found, "securifile_upload_duration_seconds_count") >= 1
     assert value(found, "securifile_download_duration_seconds_count") >= 1
     assert value(found, "securifile_http_received_bytes_total", route=route) >= len(data)
