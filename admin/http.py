@@ -1,7 +1,8 @@
 """HTTP transport of the admin server: each handler parses, calls the logic, maps errors.
 
 ``auth`` on each class says who may call: PUBLIC, USER (token or certificate of an active
-account), ADMIN (an administrator's), NODE (a node certificate from our CA).
+account), ADMIN (an administrator's), NODE (a node certificate from our CA), MONITOR (a
+monitoring certificate or an active administrator's token).
 """
 import asyncio
 import logging
@@ -12,9 +13,11 @@ from tornado.log import access_log
 
 from securifile.common.errors import ApiError, Forbidden
 from securifile.common.paths import check_username, parse_path
-from securifile.common.web import NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
+from securifile.common.metrics import MetricsHandler
+from securifile.common.web import MONITOR, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
 
 from .catalog import iso
+from .metrics import AdminMetrics
 
 ADMIN = "admin"
 log = logging.getLogger("securifile.admin")
@@ -59,7 +62,7 @@ class AdminHandler(ApiHandler):
                 raise Forbidden(f"account {self.principal.name} no longer exists", code="no_such_user")
             self.admin.accounts.check_active(user)
             self.user = user
-            if wanted == ADMIN and not user.admin:
+            if wanted in (ADMIN, MONITOR) and not user.admin:
                 raise Forbidden("administrators only", code="admin_only")
 
     def arg_int(self, name, default, lo=1, hi=5000):
@@ -330,9 +333,14 @@ class OpenApiHandler(AdminHandler):
         self.send_json(self.admin.openapi)
 
 
+class AdminMetricsHandler(AdminHandler, MetricsHandler):
+    auth = MONITOR
+    scrape_in_thread = True  # the cluster gauges query the database
+
+
 def log_request(handler):
     status = handler.get_status()
-    if status < 400 and handler.request.path == "/api/v1/reports":
+    if status < 400 and handler.request.path in ("/api/v1/reports", "/metrics"):
         return
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),
@@ -341,6 +349,7 @@ def log_request(handler):
 
 def make_app(admin, authenticator):
     deps = dict(admin=admin, authenticator=authenticator)
+    metrics = AdminMetrics(admin)
     routes = [
         (r"/api/v1/login", LoginHandler),
         (r"/api/v1/me", MeHandler),
@@ -366,6 +375,7 @@ def make_app(admin, authenticator):
         (r"/status", StatusHandler),
     ]
     return tornado.web.Application(
-        [(pattern, cls, deps) for pattern, cls in routes],
+        [(pattern, cls, deps) for pattern, cls in routes]
+        + [(r"/metrics", AdminMetricsHandler, dict(deps, registry=metrics.registry))],
         default_handler_class=NotFoundHandler, default_handler_args=deps,
-        log_function=log_request)
+        log_function=metrics.requests.counting(log_request))

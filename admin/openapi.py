@@ -14,6 +14,9 @@ def _op(summary, auth="user", body=None, ok=200, params=(), errors=(400, 401, 40
         op["security"] = [{"nodeCertificate": []}]
     elif auth == "admin":
         op["description"] = "Administrators only."
+    elif auth == "monitor":
+        op["security"] = [{"bearer": []}, {"monitorCertificate": []}]
+        op["description"] = "An administrator's token or a monitoring certificate."
     if body:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "properties": {k: {"type": t} for k, t in body.items()}}}}}
@@ -38,6 +41,10 @@ AFTER_PATH = ("after", "paging cursor: the 'next' of the page before (a path); "
 def _path_params(*names):
     return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
 
+
+METRICS = _op("Prometheus metrics (text exposition format)", "monitor")
+METRICS["responses"]["200"] = {"description": "metrics", "content": {"text/plain": {
+    "schema": {"type": "string"}}}}
 
 ROUTES = {
     "/api/v1/login": {"post": _op("log in by user name or e-mail; returns a bearer token",
@@ -117,6 +124,7 @@ ROUTES = {
     "/api/v1/witness": {"post": _op("the tie-break lease for a side of an even split (for nodes)",
                                     "node", {"side": "array", "lease": "number"})},
     "/status": {"get": _op("the admin server's own status", "public", errors=())},
+    "/metrics": {"get": METRICS},
     "/api/v1/openapi.json": {"get": _op("this document", "public", errors=())},
 }
 
@@ -132,7 +140,10 @@ def document():
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "clientCertificate": {"type": "mutualTLS"},
                 "nodeCertificate": {"type": "mutualTLS",
-                                    "description": "a node certificate from the cluster's CA"}},
+                                    "description": "a node certificate from the cluster's CA"},
+                "monitorCertificate": {"type": "mutualTLS",
+                                       "description": "a monitoring certificate from the "
+                                                      "cluster's CA (securifile-certs monitor)"}},
             "responses": {"Error": {"description": "error", "content": {"application/json": {
                 "schema": {"type": "object", "properties": {"error": {"type": "object"}}}}}}}},
         "security": [{"bearer": []}, {"clientCertificate": []}],

@@ -6,7 +6,7 @@ authoriser's business, not this module's.
 import hmac
 from dataclasses import dataclass
 
-from .certs import ROLE_ADMIN, ROLE_NODE, ROLE_USER, subject_identity
+from .certs import ROLE_ADMIN, ROLE_MONITOR, ROLE_NODE, ROLE_USER, subject_identity
 from .errors import Forbidden, Unauthenticated
 from .tokens import ROLE_ADMIN_SERVER, verify_token
 
@@ -16,7 +16,7 @@ PEER_SECRET_HEADER = "X-SecuriFile-Peer-Secret"
 @dataclass(frozen=True)
 class Principal:
     name: str
-    kind: str  # "user" or "node"
+    kind: str  # "user", "node", "admin" (the admin server) or "monitor"
     admin: bool = False
 
 
@@ -40,8 +40,9 @@ class Authenticator:
             name, role = subject_identity(cert)
             if role == ROLE_USER and name:
                 return Principal(name, "user")
-            if role in (ROLE_NODE, ROLE_ADMIN):
-                raise Forbidden("server certificates cannot act as users", code="not_a_user")
+            if role in (ROLE_NODE, ROLE_ADMIN, ROLE_MONITOR):
+                raise Forbidden("server and monitoring certificates cannot act as users",
+                                code="not_a_user")
         claims = self._bearer_claims(request)
         if claims is not None:
             if claims.get("role"):
@@ -72,6 +73,23 @@ class Authenticator:
             return Principal(claims["sub"], "admin")
         raise Forbidden("this endpoint needs the admin server's certificate (or, without TLS, "
                         "its signed token)", code="not_the_admin")
+
+    def monitor(self, request):
+        """Who may read metrics: a monitoring certificate, or an administrator's token
+        (the admin server also checks that the account is still an active administrator)."""
+        cert = self.peer_certificate(request)
+        if cert:
+            name, role = subject_identity(cert)
+            if role == ROLE_MONITOR and name:
+                return Principal(name, "monitor")
+        claims = self._bearer_claims(request)
+        if claims is not None and not claims.get("role") and claims.get("adm"):
+            return Principal(claims["sub"], "user", True)
+        if claims is not None or cert:
+            raise Forbidden("metrics are for monitoring certificates and administrators",
+                            code="not_a_monitor")
+        raise Unauthenticated("authenticate with a monitoring certificate or an administrator's "
+                              "'Authorization: Bearer TOKEN'")
 
     def _secret(self, request, who):
         secret = request.headers.get(PEER_SECRET_HEADER, "")

@@ -1,7 +1,8 @@
 """The system's own certificate authority: CA, server and user certificates, token keys.
 
-The role of a certificate (node, admin, user) is its subject's organisational unit, so a
-node's peer endpoints can tell a fellow node from a user even though one CA signs both.
+The role of a certificate (node, admin, user, monitor) is its subject's organisational unit,
+so a node's peer endpoints can tell a fellow node from a user even though one CA signs both.
+A monitoring certificate (a Prometheus server's) reads /metrics and nothing else.
 """
 import datetime
 import ipaddress
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ORGANISATION = "SecuriFile"
-ROLE_NODE, ROLE_ADMIN, ROLE_USER = "node", "admin", "user"
+ROLE_NODE, ROLE_ADMIN, ROLE_USER, ROLE_MONITOR = "node", "admin", "user", "monitor"
 DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
 # Every server certificate also names NAME.ROLE.securifile (e.g. node1.node.securifile). User
 # names cannot hold a dot, so a peer check by name (rsyslog's permittedPeer) matches server
@@ -178,6 +179,15 @@ class CertificateAuthority:
         )
         return cert, key
 
+    def issue_monitor(self, name, days=825):
+        """A client certificate for a monitoring system: it reads /metrics, nothing else."""
+        key = _new_key()
+        cert = self._issue(
+            _name(name, ROLE_MONITOR), key.public_key(), _now() + datetime.timedelta(days=days),
+            [ExtendedKeyUsageOID.CLIENT_AUTH],
+        )
+        return cert, key
+
     def sign_user_csr(self, csr_pem, username, not_after):
         """Sign a user's CSR; the subject is ours to set, whatever the CSR asked for."""
         csr = x509.load_pem_x509_csr(csr_pem)
@@ -224,6 +234,12 @@ class CertLayout:
     def user_key(self, name):
         return self.root / "users" / f"{name}.key"
 
+    def monitor_cert(self, name):
+        return self.root / "monitors" / f"{name}.crt"
+
+    def monitor_key(self, name):
+        return self.root / "monitors" / f"{name}.key"
+
 
 def ensure_ca(layout):
     """Load the CA from the folder, creating it (and the token signing key) when missing."""
@@ -266,6 +282,14 @@ def ensure_user_cert(layout, ca, username, not_after):
         _write_cert(layout.user_cert(username), cert)
         _write_key(layout.user_key(username), key)
     return layout.user_cert(username), layout.user_key(username)
+
+
+def ensure_monitor_cert(layout, ca, name, days=825):
+    if not (layout.monitor_cert(name).exists() and layout.monitor_key(name).exists()):
+        cert, key = ca.issue_monitor(name, days)
+        _write_cert(layout.monitor_cert(name), cert)
+        _write_key(layout.monitor_key(name), key)
+    return layout.monitor_cert(name), layout.monitor_key(name)
 
 
 def write_cert_and_key(cert_path, key_path, cert, key):

@@ -85,6 +85,7 @@ def build_node(cfg, name, deep=False):
             headers[PEER_SECRET_HEADER] = secret
         authoriser = AdminAuthoriser(cfg.admin_url, peer_ctx, headers, cfg.authz_cache_seconds)
         reporter = Reporter(name, data / "reports.sqlite3", cfg.admin_url, peer_ctx, headers)
+        node.reporter = reporter  # its queue depth is a metric
         node.on_file_change = reporter.file_changed
         peers.on_change = reporter.status_changed
     else:

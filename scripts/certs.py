@@ -3,6 +3,7 @@
     securifile-certs --dir certs init
     securifile-certs --dir certs server node4 [--host 10.0.0.4] [--role admin]
     securifile-certs --dir certs user alice --days 365
+    securifile-certs --dir certs monitor prometheus --days 825
     securifile-certs --dir certs token alice --days 1 > alice.token
 """
 import argparse
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from securifile.common.certs import (
     DEFAULT_SERVER_NAMES, ROLE_ADMIN, ROLE_NODE, CertLayout, ensure_ca, ensure_server_cert,
-    ensure_user_cert, server_identity)
+    ensure_monitor_cert, ensure_user_cert, server_identity)
 from securifile.common.paths import check_username
 from securifile.common.tokens import load_private_key, mint_token
 
@@ -67,6 +68,9 @@ def main(argv=None):
     u = sub.add_parser("user", help="issue a user's client certificate")
     u.add_argument("name")
     u.add_argument("--days", type=float, default=365)
+    m = sub.add_parser("monitor", help="issue a client certificate that may only read /metrics")
+    m.add_argument("name")
+    m.add_argument("--days", type=float, default=825)
     t = sub.add_parser("token", help="print a signed bearer token for a user")
     t.add_argument("name")
     t.add_argument("--days", type=float, default=1)
@@ -89,6 +93,9 @@ def main(argv=None):
         print(cert)
     elif args.command == "user":
         cert, _key = issue_user(layout, ca, args.name, args.days)
+        print(cert)
+    elif args.command == "monitor":
+        cert, _key = ensure_monitor_cert(layout, ca, check_username(args.name), args.days)
         print(cert)
     elif args.command == "token":
         print(write_token(layout, check_username(args.name), args.days, admin=args.admin))
