@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from .acl import OWNER
+from .namespaces import current_uid, visible_clause
 from .models import (
     AppliedReport, DeletedFile, File, Folder, Grant, OwnerUsage, Placement, Server, StorageSample,
     User)
@@ -170,7 +171,8 @@ class Catalog:
         replicas = sorted(rec.get("replicas", []), key=lambda r: r["priority"])
         size = int(rec["size"])
         if row is None:
-            row = File(owner=owner, path=path, folder=folder_of(path), created_at=ts(rec["modified"]))
+            row = File(owner=owner, path=path, folder=folder_of(path), created_at=ts(rec["modified"]),
+                       owner_uid=current_uid(s, owner))
             grown, added = size, 1
         else:
             grown, added = size - row.size, 0
@@ -210,6 +212,9 @@ class Catalog:
         whole = role_of(folder_key) is not None
         with self.sessions() as s:
             q = select(File.__table__).where(File.owner == owner)
+            unsealed = visible_clause(s, owner)
+            if unsealed is not None:
+                q = q.where(unsealed)
             if recursive:
                 if folder:
                     q = q.where(File.path >= folder + "/", File.path < upper_bound(folder))
@@ -236,6 +241,10 @@ class Catalog:
                 below = [] if whole or caller == owner else _grant_paths(s, caller, owner)
                 folders = [p for p in names if whole or role_of(p + "/") is not None
                            or any(covers_below(g, p) for g in below)]
+                if unsealed is not None:  # only folders that hold a file still reachable
+                    folders = [p for p in folders if s.scalar(
+                        select(File.id).where(File.owner == owner, unsealed, File.path >= p + "/",
+                                              File.path < upper_bound(p)).limit(1)) is not None]
         return {"owner": owner, "folder": folder, "files": files, "folders": folders,
                 "next": rows[-1].path if more else None}
 
@@ -254,7 +263,7 @@ class Catalog:
             if after:
                 q = q.where(User.username > after)
             rows = s.execute(q.order_by(User.username).limit(limit)).all()
-        return [{"username": u.username, "email": u.email, "admin": u.admin,
+        return [{"username": u.username, "id": u.uid, "email": u.email, "admin": u.admin,
                  "disabled": u.disabled, "valid_until": iso(u.valid_until),
                  "created": iso(u.created_at), "file_count": count or 0, "total_bytes": total or 0}
                 for u, count, total in rows]
@@ -262,6 +271,9 @@ class Catalog:
     def owned_files(self, owner, limit=500, after=None):
         with self.sessions() as s:
             q = select(File.__table__).where(File.owner == owner)
+            visible = visible_clause(s, owner)
+            if visible is not None:
+                q = q.where(visible)
             if after:
                 q = q.where(File.path > after)
             rows = s.execute(q.order_by(File.path).limit(limit + 1)).all()

@@ -57,6 +57,7 @@ class AdminHandler(ApiHandler):
             user = await asyncio.to_thread(self.admin.accounts.get, self.principal.name)
             if user is None:
                 raise Forbidden(f"account {self.principal.name} no longer exists", code="no_such_user")
+            await asyncio.to_thread(self.admin.accounts.check_credential, user, self.principal)
             self.admin.accounts.check_active(user)
             self.user = user
             if wanted == ADMIN and not user.admin:
@@ -78,6 +79,15 @@ class LoginHandler(AdminHandler):
             self.admin.login, body.get("username", ""), body.get("password", ""),
             self.request.remote_ip)
         self.send_json(result)
+
+
+class LogoutHandler(AdminHandler):
+    """Revoke the credential of this request (the token, or the client certificate)."""
+
+    async def post(self):
+        await asyncio.to_thread(self.admin.logout, self.principal)
+        self.set_status(204)
+        self.finish()
 
 
 class MeHandler(AdminHandler):
@@ -275,7 +285,10 @@ class AuthorizeHandler(AdminHandler):
     async def get(self):
         user = check_username(self.get_query_argument("user", ""))
         owner, path = split_target(self.get_query_argument("path", ""))
-        self.send_json(await asyncio.to_thread(self.admin.decide, user, owner, path))
+        uid = self.get_query_argument("uid", None) or None
+        credential = self.get_query_argument("credential", None) or None
+        self.send_json(await asyncio.to_thread(self.admin.decide, user, owner, path, uid,
+                                               credential))
 
 
 class ReportsHandler(AdminHandler):
@@ -342,6 +355,7 @@ def make_app(admin, authenticator):
     deps = dict(admin=admin, authenticator=authenticator)
     routes = [
         (r"/api/v1/login", LoginHandler),
+        (r"/api/v1/logout", LogoutHandler),
         (r"/api/v1/me", MeHandler),
         (r"/api/v1/me/password", PasswordHandler),
         (r"/api/v1/enrol", EnrolHandler),

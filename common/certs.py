@@ -6,6 +6,7 @@ node's peer endpoints can tell a fellow node from a user even though one CA sign
 import datetime
 import ipaddress
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,12 +74,16 @@ def _write_cert(path, cert):
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _name(common_name, role):
-    return x509.Name([
+def _name(common_name, role, uid=None):
+    attributes = [
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANISATION),
         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
         x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-    ])
+    ]
+    if uid:
+        # The account's immutable id ('userId' in the subject Python's ssl module reports).
+        attributes.append(x509.NameAttribute(NameOID.USER_ID, uid))
+    return x509.Name(attributes)
 
 
 def _san(names):
@@ -169,23 +174,25 @@ class CertificateAuthority:
         )
         return cert, key
 
-    def issue_user(self, username, not_after):
-        """A client certificate for a user, valid no longer than ``not_after`` (the account)."""
+    def issue_user(self, username, not_after, uid=None):
+        """A client certificate for a user, valid no longer than ``not_after``; ``uid`` is the
+        account's immutable id, without which an admin-backed cluster refuses it."""
         key = _new_key()
         cert = self._issue(
-            _name(username, ROLE_USER), key.public_key(), not_after,
+            _name(username, ROLE_USER, uid), key.public_key(), not_after,
             [ExtendedKeyUsageOID.CLIENT_AUTH],
         )
         return cert, key
 
-    def sign_user_csr(self, csr_pem, username, not_after):
-        """Sign a user's CSR; the subject is ours to set, whatever the CSR asked for."""
+    def sign_user_csr(self, csr_pem, username, not_after, uid=None):
+        """Sign a user's CSR; the subject (name, role, account id) is ours to set, whatever
+        the CSR asked for."""
         csr = x509.load_pem_x509_csr(csr_pem)
         if not csr.is_signature_valid:
             raise ValueError("CSR signature is invalid")
         check_key_strength(csr.public_key())
         return self._issue(
-            _name(username, ROLE_USER), csr.public_key(), not_after,
+            _name(username, ROLE_USER, uid), csr.public_key(), not_after,
             [ExtendedKeyUsageOID.CLIENT_AUTH],
         )
 
@@ -260,12 +267,22 @@ def ensure_server_cert(layout, ca, name, role=ROLE_NODE, hosts=DEFAULT_SERVER_NA
     return layout.server_cert(name), layout.server_key(name)
 
 
-def ensure_user_cert(layout, ca, username, not_after):
-    if not (layout.user_cert(username).exists() and layout.user_key(username).exists()):
-        cert, key = ca.issue_user(username, not_after)
+def ensure_user_cert(layout, ca, username, not_after, uid=None):
+    """The user's certificate and key, issued when missing or made for another account id."""
+    path = layout.user_cert(username)
+    if not (path.exists() and layout.user_key(username).exists()
+            and (uid is None or certificate_uid(path) == uid)):
+        cert, key = ca.issue_user(username, not_after, uid)
         _write_cert(layout.user_cert(username), cert)
         _write_key(layout.user_key(username), key)
     return layout.user_cert(username), layout.user_key(username)
+
+
+def certificate_uid(cert_path):
+    """The account id a user certificate file carries (None for one without)."""
+    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    values = cert.subject.get_attributes_for_oid(NameOID.USER_ID)
+    return values[0].value if values else None
 
 
 def write_cert_and_key(cert_path, key_path, cert, key):
@@ -280,3 +297,15 @@ def subject_identity(peercert):
         for key, value in rdn:
             fields[key] = value
     return fields.get("commonName"), fields.get("organizationalUnitName")
+
+
+def peer_credential(peercert):
+    """(account id, credential id, not-after epoch) of a verified peer certificate dict."""
+    fields = {}
+    for rdn in peercert.get("subject", ()):
+        for key, value in rdn:
+            fields[key] = value
+    serial = peercert.get("serialNumber")
+    not_after = peercert.get("notAfter")
+    expires = ssl.cert_time_to_seconds(not_after) if not_after else None
+    return fields.get("userId"), f"cert:{serial}" if serial else None, expires
