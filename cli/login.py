@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from securifile.common.adminclient import AdminClient, AdminUnreachable
+from securifile.common.certs import BACKDATE
 from securifile.common.client import (
     ClientError, LoginFolder, PermissionDenied, RateLimited, ServerError, TLSFailure, Unauthorized,
 )
@@ -250,13 +251,15 @@ def certificate_dates(path):
 
 
 def renewal_due(folder, now=None):
-    """Whether the saved certificate has used up half its life (or is gone past its end)."""
+    """Whether the saved certificate has used up half its life (or is gone past its end);
+    its life counted from its issue, not from its back-dated start."""
     path = folder.file(folder.CERT)
     if not path.is_file() or not folder.file(folder.KEY).is_file():
         return False
     start, end = certificate_dates(path)
+    issued = min(start + BACKDATE, end)
     now = now or datetime.now(timezone.utc)
-    return now >= start + (end - start) / 2
+    return now >= issued + (end - issued) / 2
 
 
 def renew(folder, timeout):

@@ -23,6 +23,8 @@ DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
 # certificates only, never a user's certificate with a server's name as its common name.
 IDENTITY_SUFFIX = ".securifile"
 STRONG_CURVES = (ec.SECP256R1, ec.SECP384R1)
+# Certificates start this long before they are issued, for clocks a little behind.
+BACKDATE = datetime.timedelta(minutes=5)
 MIN_RSA_BITS = 3072
 
 
@@ -151,7 +153,7 @@ class CertificateAuthority:
             .issuer_name(self.cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_before(now - BACKDATE)
             .not_valid_after(min(not_after, self.cert.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
