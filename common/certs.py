@@ -270,14 +270,20 @@ def ensure_server_cert(layout, ca, name, role=ROLE_NODE, hosts=DEFAULT_SERVER_NA
 
 
 def ensure_user_cert(layout, ca, username, not_after, uid=None):
-    """The user's certificate and key, issued when missing or made for another account id."""
+    """The user's certificate and key, issued when missing, made for another account id, or
+    past half the life asked for (certificates are short-lived: a launcher run renews)."""
     path = layout.user_cert(username)
     if not (path.exists() and layout.user_key(username).exists()
-            and (uid is None or certificate_uid(path) == uid)):
+            and (uid is None or certificate_uid(path) == uid)
+            and _not_after(path) >= _now() + (not_after - _now()) / 2):
         cert, key = ca.issue_user(username, not_after, uid)
         _write_cert(layout.user_cert(username), cert)
         _write_key(layout.user_key(username), key)
     return layout.user_cert(username), layout.user_key(username)
+
+
+def _not_after(cert_path):
+    return x509.load_pem_x509_certificate(Path(cert_path).read_bytes()).not_valid_after_utc
 
 
 def certificate_uid(cert_path):

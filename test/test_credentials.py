@@ -382,6 +382,14 @@ def test_without_the_admin_server_a_node_refuses_accounts_it_saw_refused_and_exp
         assert r.status == 403, (name, r)
         assert error_code(r) == "account_inactive"
         assert users[name].put("node1", f"{name}/g.txt", b"g").status == 403
+    # A node restarted while the admin server is still away remembers them.
+    cluster.procs["node1"].terminate()
+    cluster.procs["node1"].wait(timeout=30)
+    cluster.restart("node1")
+    wait_for(lambda: users["olga"].get("node1", "olga/f.txt").status == 200, timeout=20,
+             what="node1 to serve again")
+    for name in ("dora", "remo"):
+        assert users[name].get("node1", f"{name}/f.txt").status == 403, name
     # The expiry a token carries holds offline: good until then, refused after.
     short, _ = mint_token(load_private_key(cluster.layout.token_private_key), "olga",
                           ttl_seconds=3, uid=uid)
