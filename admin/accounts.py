@@ -336,8 +336,7 @@ class Accounts:
         """Raise 401 when the caller's credential may not act for ``user``."""
         problem = self.credential_problem(user, principal.uid, principal.credential)
         if problem is not None:
-            state, reason = problem
-            raise Unauthenticated(reason, code="credential_revoked")
+            raise Unauthenticated(problem[1], code="credential_revoked")
 
     def _keep_an_admin(self, s, leaving):
         """Refuse to take away the last active administrator (nobody could administer)."""

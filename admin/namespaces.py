@@ -1,10 +1,11 @@
 """Sealed namespaces: what a removed account leaves behind under its name.
 
-A removed account's files stay on the nodes under its name until its purge date
-(``removed_namespace_days``). Until then they are sealed: nobody reaches them through a node
-or the catalogue, not even a later account that gets the same name (its id differs from
-the files' ``owner_uid``), and nobody lists a folder that holds one through a node. The
-checks cost one indexed lookup for names that never had a removed account.
+A removed account's files stay on the nodes under its name, sealed: nobody reaches them
+through a node or the catalogue, not even a later account that gets the same name (its id
+differs from the files' ``owner_uid``), and nobody lists a folder that holds one through a
+node. They are to be deleted after ``purge_after`` (``removed_namespace_days``); until the
+nodes do that (not yet: docs/SECURITY.md) they stay sealed. The checks cost one indexed
+lookup for names that never had a removed account.
 """
 from sqlalchemy import select
 

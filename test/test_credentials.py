@@ -192,6 +192,41 @@ def test_the_0005_migration_gives_accounts_ids_and_files_their_owners_id(db_url)
         engine.dispose()
 
 
+# -- the node's memory for deciding without the admin server -----------------------------------
+
+
+def test_a_nodes_memory_fails_closed_for_what_it_saw_and_forgets_what_was_lifted(tmp_path):
+    from securifile.common.auth import Principal
+    from securifile.nodes.access import AccountMemory
+    now = [1000.0]
+    path = tmp_path / "refused.json"
+    memory = AccountMemory(path, wall=lambda: now[0])
+    dora = Principal("dora", "user", uid="u-dora", credential="t1", expires=5000.0)
+    olga = Principal("olga", "user", uid="u-olga", credential="t2", expires=5000.0)
+    assert memory.refusal(dora, "dora") is None
+    memory.learn(dora, "dora/", {"active": False, "state": "disabled",
+                                 "reason": "account dora is disabled"})
+    memory.learn(olga, "olga/", {"active": True, "valid_until": 2000.0, "role": "owner"})
+    assert memory.refusal(dora, "dora") == "account dora is disabled"
+    assert memory.refusal(olga, "olga") is None
+    # Kept across a restart; an account enabled again is forgotten.
+    again = AccountMemory(path, wall=lambda: now[0])
+    assert again.refusal(dora, "dora") == "account dora is disabled"
+    again.learn(dora, "dora/", {"active": True, "valid_until": 9000.0})
+    assert again.refusal(dora, "dora") is None
+    assert AccountMemory(path, wall=lambda: now[0]).refusal(dora, "dora") is None
+    # A revoked credential, not the account; the account's end as last seen; no id at all.
+    again.learn(dora, "dora/", {"active": False, "state": "revoked", "reason": "logged out"})
+    assert again.refusal(dora, "dora") == "the credential was revoked"
+    assert again.refusal(Principal("dora", "user", uid="u-dora", credential="t3"), "dora") is None
+    now[0] = 2500.0
+    assert again.refusal(olga, "olga") == "the account has expired"
+    assert again.refusal(Principal("olga", "user"), "olga") == "the credential carries no account id"
+    now[0] = 6000.0
+    assert again.refusal(Principal("eve", "user", uid="u-eve", expires=5999.0), "eve") == \
+        "the credential has expired"
+
+
 # -- probes: a real cluster ----------------------------------------------------------------------
 
 
