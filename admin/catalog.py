@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from .acl import OWNER
-from .namespaces import current_uid, visible_clause
+from .namespaces import owner_uid_for, visible_clause
 from .models import (
     AppliedReport, DeletedFile, File, Folder, Grant, OwnerUsage, Placement, Server, StorageSample,
     User)
@@ -172,7 +172,7 @@ class Catalog:
         size = int(rec["size"])
         if row is None:
             row = File(owner=owner, path=path, folder=folder_of(path), created_at=ts(rec["modified"]),
-                       owner_uid=current_uid(s, owner))
+                       owner_uid=owner_uid_for(s, owner, ts(rec["modified"])))
             grown, added = size, 1
         else:
             grown, added = size - row.size, 0

@@ -7,6 +7,8 @@ node. They are to be deleted after ``purge_after`` (``removed_namespace_days``);
 nodes do that (not yet: docs/SECURITY.md) they stay sealed. The checks cost one indexed
 lookup for names that never had a removed account.
 """
+from datetime import timezone
+
 from sqlalchemy import select
 
 from .models import File, RemovedAccount, User
@@ -15,6 +17,21 @@ from .models import File, RemovedAccount, User
 def current_uid(s, owner):
     """The id of the account that holds the name now (None: nobody does)."""
     return s.scalar(select(User.uid).where(User.username == owner))
+
+
+def owner_uid_for(s, owner, written_at):
+    """The id to stamp on a file of ``owner`` that the catalogue sees for the first time,
+    written at ``written_at`` (the node's time): None (sealed) when nobody holds the name,
+    or when the name had a removed account and the file is older than the current one (a
+    late report of the removed account's file)."""
+    row = s.execute(select(User.uid, User.created_at).where(User.username == owner)).first()
+    if row is None:
+        return None
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(
+        tzinfo=timezone.utc)
+    if written_at < created and has_removed_account(s, owner):
+        return None
+    return row.uid
 
 
 def has_removed_account(s, owner):

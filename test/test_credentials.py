@@ -67,11 +67,11 @@ def add(service, name, days=30):
     return service.accounts.create(name, f"{name}@example.com", days, PASSWORD).user
 
 
-def report_file(catalog, owner, path, n):
+def report_file(catalog, owner, path, n, written=None):
     catalog.apply_report({"id": f"r-{owner}-{path}-{n}", "server": "node1", "events": [{
         "type": "file", "record": {"owner": owner, "path": path, "size": 3, "digest": "00",
                                    "algorithm": "sha256", "version": 1, "origin": "node1",
-                                   "modified": time.time(), "replicas": []}}]})
+                                   "modified": written or time.time(), "replicas": []}}]})
 
 
 def test_a_removed_accounts_credentials_files_and_grants_do_not_pass_to_the_next_of_its_name(
@@ -88,6 +88,7 @@ def test_a_removed_accounts_credentials_files_and_grants_do_not_pass_to_the_next
     service.acl.grant("alice", "alice", "", "bob", "editor")
     assert service.decide("carol", "bob", "old/secret.txt", service.accounts.get("carol").uid)["role"] == "reader"
 
+    written_before_removal = time.time()
     service.accounts.remove("bob")
     # Grants the removed account gave on its files and the ones it was given are gone.
     assert service.acl.shared_with("carol") == []
@@ -111,6 +112,9 @@ def test_a_removed_accounts_credentials_files_and_grants_do_not_pass_to_the_next
     service.acl.grant("bob", "bob", "", "carol", "reader")
     assert service.decide("carol", "bob", "old/secret.txt",
                           service.accounts.get("carol").uid)["role"] is None
+    # A node reports late a file the removed account wrote: sealed as well.
+    report_file(service.catalog, "bob", "late.txt", 3, written=written_before_removal)
+    assert service.decide("bob", "bob", "late.txt", new.uid)["role"] is None
     # Its own new files are its own, and the catalogue lists only those.
     report_file(service.catalog, "bob", "new.txt", 2)
     assert service.decide("bob", "bob", "new.txt", new.uid)["role"] == "owner"
