@@ -305,6 +305,14 @@ def renew_if_due(env, timeout, err):
             return None
         return renew(folder, timeout)
     except (ClientError, ValueError, OSError) as e:
+        try:
+            _start, end = certificate_dates(folder.file(folder.CERT))
+        except (ValueError, OSError):
+            end = None
+        if end is not None and end <= datetime.now(timezone.utc):
+            raise LoginFailed(f"the saved client certificate ran out on {when(end.isoformat())} "
+                              f"and could not be renewed ({e}): run 'securifile login' "
+                              "again") from e
         print(f"WARNING: could not renew the client certificate: {e}", file=err)
         return None
 

@@ -23,7 +23,7 @@ from securifile.admin import db
 from securifile.admin.catalog import Catalog
 from securifile.admin.models import File, User
 from securifile.admin.service import AdminService
-from securifile.common.certs import CertLayout, ensure_ca
+from securifile.common.certs import CertificateAuthority, CertLayout, ensure_ca
 from securifile.common.config import Config
 from securifile.common.tokens import load_private_key, load_public_key, mint_token, verify_token
 
@@ -391,6 +391,17 @@ def test_a_short_lived_certificate_is_renewed_by_the_cli(cluster, root, tmp_path
     assert "renewed" in out
     third = x509.load_pem_x509_certificate(path.read_bytes())
     assert third.serial_number != second.serial_number
+    # Run out, with no token left to renew it: the command says to log in again.
+    ca = CertificateAuthority.load(cluster.layout.ca_cert, cluster.layout.ca_key)
+    key = serialization.load_pem_private_key((person.login_dir / "client.key").read_bytes(), None)
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+           .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    old = ca.sign_user_csr(csr, "rita", datetime.now(timezone.utc) - timedelta(seconds=1),
+                           cert_uid(third))
+    path.write_bytes(old.public_bytes(serialization.Encoding.PEM))
+    (person.login_dir / "token").unlink()
+    r = person.run("whoami")
+    assert r.returncode == 1 and "securifile login" in r.stderr, r.stderr
 
 
 def test_without_the_admin_server_a_node_refuses_accounts_it_saw_refused_and_expired_tokens(
