@@ -97,7 +97,12 @@ class AdminAuthoriser:
                     answer = await self.decision(principal, target)
             else:
                 answer = await self.decision(principal, target)
-        except (HTTPClientError, OSError, ValueError) as e:
+        except HTTPClientError as e:
+            if e.code < 500:  # it answered, and would not decide: nobody passes
+                raise Unavailable(f"the admin server refused to decide (HTTP {e.code}); "
+                                  "ask the operator", code="admin_refused") from None
+            return self.offline(principal, fp, e)
+        except (OSError, ValueError) as e:
             return self.offline(principal, fp, e)
         if not answer.get("active"):
             raise Forbidden(f"account {principal.name}: {answer.get('reason')}",
