@@ -271,10 +271,11 @@ class AclHandler(AdminHandler):
 
 class EventsHandler(AdminHandler):
     async def get(self):
-        after = self.arg_int("after", 0, lo=0, hi=2**62)
-        events = await asyncio.to_thread(self.admin.recent_events, after,
-                                         self.arg_int("limit", 100, hi=1000), self.user)
-        self.send_json({"events": events})
+        after = None
+        if self.get_query_argument("after", None) is not None:
+            after = self.arg_int("after", 0, lo=0, hi=2**62)
+        self.send_json(await asyncio.to_thread(self.admin.recent_events, after,
+                                               self.arg_int("limit", 100, hi=1000), self.user))
 
 
 class AuthorizeHandler(AdminHandler):

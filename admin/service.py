@@ -6,7 +6,7 @@ import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select
 
 from securifile.common.certs import CertificateAuthority, CertLayout
 from securifile.common.errors import ApiError, NotFound
@@ -17,6 +17,7 @@ from securifile.common.syslog import status_event
 from .accounts import Accounts, aware
 from .acl import AccessControl, allowed
 from .catalog import Catalog, iso
+from .events import events_page
 from .mailer import (
     MailError, Mailer, MailSettings, account_email, account_removed_email, enrolment_email)
 from .models import Event
@@ -96,17 +97,8 @@ class AdminService:
                 s.execute(delete(Event).where(Event.id <= newest - keep))
 
     def recent_events(self, after, limit, user):
-        with self.sessions() as s:
-            q = select(Event).where(Event.id > after)
-            if not user.admin:
-                # autoescape: '_' and '%' in a name are literal, so 'bo_' never matches 'bob/'.
-                q = q.where(or_(Event.username == user.username,
-                                Event.path.startswith(user.username + "/", autoescape=True)))
-            rows = s.scalars(q.order_by(Event.id.desc()).limit(limit)).all()
-        return [{"id": e.id, "at": iso(e.at), "kind": e.kind, "server": e.server,
-                 "username": e.username, "operation": e.operation, "path": e.path,
-                 "result": e.result, "bytes": e.size, "message": e.message}
-                for e in reversed(rows)]
+        """A page of events (see events_page): every one for administrators."""
+        return events_page(self.sessions, after, limit, None if user.admin else user.username)
 
     def _log_status(self, server, old, new, detail):
         log.warning("server %s: %s -> %s (%s)", server, old, new, detail)

@@ -34,7 +34,8 @@ BATCH = 5000  # files per challenge request
 OK, STALE, MISSING, CORRUPT, REPLAYED = "ok", "stale", "missing", "corrupt", "replayed"
 NEWER = "newer"  # the challenger's map is behind: nothing to judge until it catches up
 REFUSED = "refused"  # the peer would not answer for this file (its map does not name us)
-INCONCLUSIVE = (NEWER, REFUSED)
+CHANGING = "changing"  # written while it was being checked: judged again once settled
+INCONCLUSIVE = (NEWER, REFUSED, CHANGING)
 
 
 class ChallengeRefused(ValueError):
