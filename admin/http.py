@@ -134,7 +134,8 @@ class CertificateHandler(AdminHandler):
         csr = self.json_body().get("csr")
         if not isinstance(csr, str):
             raise ApiError("send {\"csr\": PEM}", code="bad_csr")
-        self.send_json(await asyncio.to_thread(self.admin.sign_csr, self.user, csr), status=201)
+        self.send_json(await asyncio.to_thread(self.admin.sign_csr, self.user, csr,
+                                               self.principal), status=201)
 
 
 class ServersHandler(AdminHandler):

@@ -145,15 +145,21 @@ class AdminService:
         self.audit("login", f"{principal.name} logged out", username=principal.name,
                    operation="logout", result="ok")
 
-    def sign_csr(self, user, csr_pem):
+    def sign_csr(self, user, csr_pem, caller=None):
         """A short-lived certificate (``certificate_seconds``, never past the account's end)
-        for the caller's key; the client renews it before it runs out."""
+        for the caller's key; the client renews it before it runs out.
+
+        A renewal asked for with a certificate (``caller``'s credential) revokes that one:
+        one live certificate per chain, so a copy of it dies at the owner's next renewal
+        (and a thief's renewal shows, the owner's own certificate being refused)."""
         not_after = min(aware(user.valid_until),
                         self.clock() + timedelta(seconds=self.cfg.certificate_seconds))
         try:
             cert = self.ca.sign_user_csr(csr_pem.encode(), user.username, not_after, user.uid)
         except ValueError as e:
             raise ApiError(f"bad certificate request: {e}", code="bad_csr") from None
+        if caller is not None and (caller.credential or "").startswith("cert:"):
+            self.accounts.revoke_credential(caller.uid, caller.credential, caller.expires)
         from cryptography.hazmat.primitives import serialization
         self.audit("certificate", f"client certificate issued to {user.username}",
                    username=user.username, operation="certificate", result="ok")

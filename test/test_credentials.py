@@ -164,6 +164,17 @@ def test_certificates_are_short_lived_and_carry_the_account_id(service):
     end = short.valid_until if short.valid_until.tzinfo else short.valid_until.replace(
         tzinfo=timezone.utc)
     assert end - timedelta(seconds=1) <= cert.not_valid_after_utc <= end
+    # A renewal asked for with a certificate revokes it; one asked for with a token revokes
+    # nothing (the token stays good).
+    from securifile.common.auth import Principal
+    serial = f"cert:{cert.serial_number:X}"
+    by_cert = Principal("gus", "user", uid=short.uid, credential=serial,
+                        expires=cert.not_valid_after_utc.timestamp())
+    service.sign_csr(short, pem, by_cert)
+    assert service.decide("gus", "gus", "", short.uid, serial)["state"] == "revoked"
+    by_token = Principal("gus", "user", uid=short.uid, credential="jti-1", expires=time.time() + 60)
+    service.sign_csr(short, pem, by_token)
+    assert service.decide("gus", "gus", "", short.uid, "jti-1")["active"]
 
 
 def test_the_0005_migration_gives_accounts_ids_and_files_their_owners_id(db_url):
@@ -388,6 +399,10 @@ def test_a_short_lived_certificate_is_renewed_by_the_cli(cluster, root, tmp_path
     assert "renewed" in out
     third = x509.load_pem_x509_certificate(path.read_bytes())
     assert third.serial_number != second.serial_number
+    # The certificate a renewal was asked with is revoked: a copy of it dies with it.
+    refused_on_every_node(by_cert, "rita/renewed.txt")
+    by_third = node_with_cert(cluster, str(path), str(person.login_dir / "client.key"))
+    assert by_third.follow("node2", "GET", "rita/renewed.txt")[1].body == b"r"
     # Run out, with no token left to renew it: the command says to log in again.
     ca = CertificateAuthority.load(cluster.layout.ca_cert, cluster.layout.ca_key)
     key = serialization.load_pem_private_key((person.login_dir / "client.key").read_bytes(), None)
