@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from .acl import OWNER
+from .namespaces import owner_uid_for, visible_clause
 from .models import (
     AppliedReport, DeletedFile, File, Folder, Grant, OwnerUsage, Placement, Server, StorageSample,
     User)
@@ -172,7 +173,8 @@ class Catalog:
         replicas = sorted(rec.get("replicas", []), key=lambda r: r["priority"])
         size = int(rec["size"])
         if row is None:
-            row = File(owner=owner, path=path, folder=folder_of(path), created_at=ts(rec["modified"]))
+            row = File(owner=owner, path=path, folder=folder_of(path), created_at=ts(rec["modified"]),
+                       owner_uid=owner_uid_for(s, owner, ts(rec["modified"])))
             grown, added = size, 1
         else:
             grown, added = size - row.size, 0
@@ -212,6 +214,9 @@ class Catalog:
         whole = role_of(folder_key) is not None
         with self.sessions() as s:
             q = select(File.__table__).where(File.owner == owner)
+            unsealed = visible_clause(s, owner)
+            if unsealed is not None:
+                q = q.where(unsealed)
             if recursive:
                 if folder:
                     q = q.where(File.path >= folder + "/", File.path < upper_bound(folder))
@@ -237,6 +242,10 @@ class Catalog:
                 names = s.scalars(fq.order_by(Folder.path).limit(5000)).all()
                 folders = [p for p in names if whole or role_of(p + "/") is not None
                            or any(covers_below(g, p) for g in grants)]
+                if unsealed is not None:  # only folders that hold a file still reachable
+                    folders = [p for p in folders if s.scalar(
+                        select(File.id).where(File.owner == owner, unsealed, File.path >= p + "/",
+                                              File.path < upper_bound(p)).limit(1)) is not None]
         return {"owner": owner, "folder": folder, "files": files, "folders": folders,
                 "next": rows[-1].path if more else None}
 
@@ -250,15 +259,16 @@ class Catalog:
         a page shorter than ``limit`` is the last), with their totals from owner_usage;
         ``only``: just that account (or none)."""
         with self.sessions() as s:
-            q = (select(User.username, User.email, User.admin, User.disabled, User.valid_until,
-                        User.created_at, OwnerUsage.file_count, OwnerUsage.total_bytes)
+            q = (select(User.username, User.uid, User.email, User.admin, User.disabled,
+                        User.valid_until, User.created_at, OwnerUsage.file_count,
+                        OwnerUsage.total_bytes)
                  .join(OwnerUsage, OwnerUsage.owner == User.username, isouter=True))
             if only is not None:
                 q = q.where(User.username == only)
             if after:
                 q = q.where(User.username > after)
             rows = s.execute(q.order_by(User.username).limit(limit)).all()
-        return [{"username": u.username, "email": u.email, "admin": u.admin,
+        return [{"username": u.username, "id": u.uid, "email": u.email, "admin": u.admin,
                  "disabled": u.disabled, "valid_until": iso(u.valid_until),
                  "created": iso(u.created_at), "file_count": u.file_count or 0,
                  "total_bytes": u.total_bytes or 0}
@@ -267,6 +277,9 @@ class Catalog:
     def owned_files(self, owner, limit=500, after=None):
         with self.sessions() as s:
             q = select(File.__table__).where(File.owner == owner)
+            visible = visible_clause(s, owner)
+            if visible is not None:
+                q = q.where(visible)
             if after:
                 q = q.where(File.path > after)
             rows = s.execute(q.order_by(File.path).limit(limit + 1)).all()

@@ -60,6 +60,7 @@ class AdminHandler(ApiHandler):
             user = await asyncio.to_thread(self.admin.accounts.get, self.principal.name)
             if user is None:
                 raise Forbidden(f"account {self.principal.name} no longer exists", code="no_such_user")
+            await asyncio.to_thread(self.admin.accounts.check_credential, user, self.principal)
             self.admin.accounts.check_active(user)
             self.user = user
             if wanted in (ADMIN, MONITOR) and not user.admin:
@@ -81,6 +82,15 @@ class LoginHandler(AdminHandler):
             self.admin.login, body.get("username", ""), body.get("password", ""),
             self.request.remote_ip)
         self.send_json(result)
+
+
+class LogoutHandler(AdminHandler):
+    """Revoke the credential of this request (the token, or the client certificate)."""
+
+    async def post(self):
+        await asyncio.to_thread(self.admin.logout, self.principal)
+        self.set_status(204)
+        self.finish()
 
 
 class MeHandler(AdminHandler):
@@ -127,7 +137,8 @@ class CertificateHandler(AdminHandler):
         csr = self.json_body().get("csr")
         if not isinstance(csr, str):
             raise ApiError("send {\"csr\": PEM}", code="bad_csr")
-        self.send_json(await asyncio.to_thread(self.admin.sign_csr, self.user, csr), status=201)
+        self.send_json(await asyncio.to_thread(self.admin.sign_csr, self.user, csr,
+                                               self.principal), status=201)
 
 
 class ServersHandler(AdminHandler):
@@ -279,7 +290,10 @@ class AuthorizeHandler(AdminHandler):
     async def get(self):
         user = check_username(self.get_query_argument("user", ""))
         owner, path = split_target(self.get_query_argument("path", ""))
-        self.send_json(await asyncio.to_thread(self.admin.decide, user, owner, path))
+        uid = self.get_query_argument("uid", None) or None
+        credential = self.get_query_argument("credential", None) or None
+        self.send_json(await asyncio.to_thread(self.admin.decide, user, owner, path, uid,
+                                               credential))
 
 
 class ReportsHandler(AdminHandler):
@@ -352,6 +366,7 @@ def make_app(admin, authenticator):
     metrics = AdminMetrics(admin)
     routes = [
         (r"/api/v1/login", LoginHandler),
+        (r"/api/v1/logout", LogoutHandler),
         (r"/api/v1/me", MeHandler),
         (r"/api/v1/me/password", PasswordHandler),
         (r"/api/v1/enrol", EnrolHandler),

@@ -148,6 +148,10 @@ class AdminClient:
         self.request("POST", "/api/v1/me/password",
                      {"current_password": current, "new_password": new}, expected=(204,))
 
+    def logout(self):
+        """Revoke the credential this client calls with (its token, else its certificate)."""
+        return self.request("POST", "/api/v1/logout", expected=(204,))
+
     def me(self):
         """The caller's account: username, email, admin, valid_until."""
         return self.request("GET", "/api/v1/me")

@@ -67,6 +67,10 @@ class Config:
     syslog_host: str = ""  # empty: the admin server's built-in receiver
     syslog_port: int = 0
     token_ttl_seconds: int = 12 * 3600
+    # User certificates are short-lived: the client renews them (securifile renews when less
+    # than half of this is left); a removed account's namespace stays sealed this long.
+    certificate_seconds: float = 7 * 86400
+    removed_namespace_days: float = 30.0
     bcrypt_rounds: int = 12
     authz_cache_seconds: float = 3.0
     sample_interval: float = 2.0

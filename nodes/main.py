@@ -83,7 +83,8 @@ def build_node(cfg, name, deep=False):
         headers = {"X-SecuriFile-Node": name}
         if secret:
             headers[PEER_SECRET_HEADER] = secret
-        authoriser = AdminAuthoriser(cfg.admin_url, peer_ctx, headers, cfg.authz_cache_seconds)
+        authoriser = AdminAuthoriser(cfg.admin_url, peer_ctx, headers, cfg.authz_cache_seconds,
+                                     state_path=data / "refused-accounts.json")
         reporter = Reporter(name, data / "reports.sqlite3", cfg.admin_url, peer_ctx, headers)
         node.reporter = reporter  # its queue depth is a metric
         node.on_file_change = reporter.file_changed

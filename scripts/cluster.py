@@ -110,14 +110,17 @@ class Cluster:
             ensure_server_cert(layout, ca, s.name, hosts=server_names(s.host))
         config_path = data_dir / "cluster.toml"
         private_file(config_path).write_text(dump_config(cfg))
-        user = {}
+        user, uids = {}, {}
         if admin:
             ensure_server_cert(layout, ca, ADMIN_NAME, ROLE_ADMIN, server_names(admin_host))
-            first_accounts(cfg, data_dir / "credentials", username, user_days)
+            uids = first_accounts(cfg, data_dir / "credentials", username, user_days)
         if username:
-            cert, key = issue_user(layout, ca, username, user_days)
+            # Short-lived like every user certificate; `securifile login` gets fresh ones.
+            cert_days = min(user_days, cfg.certificate_seconds / 86400)
+            cert, key = issue_user(layout, ca, username, cert_days, uids.get(username))
             token = write_token(layout, username, user_days,
-                                data_dir / "credentials" / f"{username}.token")
+                                data_dir / "credentials" / f"{username}.token",
+                                uid=uids.get(username))
             user = {"username": username, "cert": str(cert), "key": str(key),
                     "token_file": str(token)}
             if admin:
@@ -261,7 +264,8 @@ class Cluster:
 
 
 def first_accounts(cfg, folder, username, days):
-    """The first administrator, and the first user, with their passwords in 0600 files.
+    """The first administrator, and the first user, with their passwords in 0600 files;
+    returns {name: account id} for the credentials the launcher writes.
 
     Run again on an existing data folder, it keeps the accounts and files it made before.
     """
@@ -280,7 +284,13 @@ def first_accounts(cfg, folder, username, days):
         path.touch(mode=0o600)
         path.write_text(json.dumps({"username": name, "password": password,
                                     "admin_url": cfg.admin_url}, indent=2) + "\n")
+    uids = {}
+    for name in ("admin", username):
+        account = service.accounts.get(name) if name else None
+        if account is not None:
+            uids[name] = account.uid
     service.sessions.kw["bind"].dispose()
+    return uids
 
 
 def curl_examples(cluster):
