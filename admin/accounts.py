@@ -4,6 +4,7 @@ import math
 import secrets
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -15,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from securifile.common.errors import ApiError, Conflict, Forbidden, NotFound, Unauthenticated
 from securifile.common.paths import EMAIL_RE, MAX_EMAIL_LENGTH, check_username
 
-from .models import Enrolment, Grant, User
+from .models import Enrolment, Grant, RemovedAccount, RevokedCredential, User
 from .passwords import BCRYPT_ROUNDS, MAX_BYTES, check_password, hash_password
 
 ENROLMENT_SECONDS = 24 * 3600
@@ -179,8 +180,9 @@ class _Outcome:
 
 class Accounts:
     def __init__(self, sessions, clock=utcnow, bcrypt_rounds=BCRYPT_ROUNDS,
-                 enrolment_seconds=ENROLMENT_SECONDS):
+                 enrolment_seconds=ENROLMENT_SECONDS, removed_namespace_days=30.0):
         self.sessions = sessions
+        self.removed_namespace_days = removed_namespace_days
         self.clock = clock
         self.rounds = bcrypt_rounds
         self.enrolment_seconds = enrolment_seconds
@@ -198,7 +200,7 @@ class Accounts:
         if password is not None:
             check_password(password, username, email)
         now = self.clock()
-        user = User(username=username, email=email,
+        user = User(uid=uuid.uuid4().hex, username=username, email=email,
                     password_hash=NO_PASSWORD if password is None else hash_password(password, self.rounds),
                     admin=bool(admin), disabled=False, created_at=now,
                     valid_until=now + timedelta(days=float(valid_days)))
@@ -278,16 +280,62 @@ class Accounts:
         return user
 
     def remove(self, username):
+        """Remove the account; its credentials die with it. Its id is recorded as removed
+        (tokens and certificates carry it: nodes learn it is gone on their next decision),
+        the grants it was given and the grants on its files go, and its files stay sealed
+        until the purge date (admin/namespaces.py)."""
         with self.sessions.begin() as s:
             user = s.scalar(select(User).where(User.username == username))
             if user is None:
                 raise NotFound(f"no user {username}", code="no_such_user")
             if user.admin:
                 self._keep_an_admin(s, user)
-            s.execute(delete(Grant).where(Grant.grantee == username))
+            s.execute(delete(Grant).where((Grant.grantee == username) | (Grant.owner == username)))
             s.execute(delete(Enrolment).where(Enrolment.user_id == user.id))
+            s.execute(delete(RevokedCredential).where(RevokedCredential.uid == user.uid))
+            now = self.clock()
+            s.add(RemovedAccount(uid=user.uid, username=user.username, removed_at=now,
+                                 purge_after=now + timedelta(days=self.removed_namespace_days)))
             s.delete(user)
         return user
+
+    # -- credentials -----------------------------------------------------------------------
+
+    def revoke_credential(self, uid, credential, expires):
+        """Refuse ``credential`` (a token's jti, 'cert:SERIAL') from now until it expires."""
+        if not uid or not credential:
+            return False
+        until = datetime.fromtimestamp(float(expires or 0), timezone.utc)
+        with self.sessions.begin() as s:
+            if s.get(RevokedCredential, credential) is None:
+                s.add(RevokedCredential(id=credential, uid=uid, expires_at=until))
+        return True
+
+    def prune_revoked(self):
+        """Forget revocations of credentials that have expired anyway."""
+        with self.sessions.begin() as s:
+            return s.execute(delete(RevokedCredential)
+                             .where(RevokedCredential.expires_at < self.clock())).rowcount
+
+    def credential_problem(self, user, uid, credential):
+        """(state, reason) when a credential with ``uid`` and id ``credential`` may not act
+        for ``user`` (None: no such account), else None. States: 'removed' (the id is not
+        the account's: removed, or a credential from before account ids), 'revoked'."""
+        if user is None or uid != user.uid:
+            if not uid:
+                return "removed", "the credential carries no account id: log in again"
+            return "removed", "the credential belongs to a removed account"
+        if credential:
+            with self.sessions() as s:
+                if s.get(RevokedCredential, credential) is not None:
+                    return "revoked", "the credential was revoked (logged out): log in again"
+        return None
+
+    def check_credential(self, user, principal):
+        """Raise 401 when the caller's credential may not act for ``user``."""
+        problem = self.credential_problem(user, principal.uid, principal.credential)
+        if problem is not None:
+            raise Unauthenticated(problem[1], code="credential_revoked")
 
     def _keep_an_admin(self, s, leaving):
         """Refuse to take away the last active administrator (nobody could administer)."""

@@ -1,7 +1,8 @@
 """HTTP transport of the admin server: each handler parses, calls the logic, maps errors.
 
 ``auth`` on each class says who may call: PUBLIC, USER (token or certificate of an active
-account), ADMIN (an administrator's), NODE (a node certificate from our CA).
+account), ADMIN (an administrator's), NODE (a node certificate from our CA), MONITOR (a
+monitoring certificate or an active administrator's token).
 """
 import asyncio
 import logging
@@ -13,9 +14,11 @@ from tornado.log import access_log
 
 from securifile.common.errors import ApiError, Forbidden
 from securifile.common.paths import check_username, parse_path
-from securifile.common.web import NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
+from securifile.common.metrics import MetricsHandler
+from securifile.common.web import MONITOR, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
 
 from .catalog import iso
+from .metrics import AdminMetrics
 
 ADMIN = "admin"
 log = logging.getLogger("securifile.admin")
@@ -64,9 +67,10 @@ class AdminHandler(ApiHandler):
             user = await asyncio.to_thread(self.admin.accounts.get, self.principal.name)
             if user is None:
                 raise Forbidden(f"account {self.principal.name} no longer exists", code="no_such_user")
+            await asyncio.to_thread(self.admin.accounts.check_credential, user, self.principal)
             self.admin.accounts.check_active(user)
             self.user = user
-            if wanted == ADMIN and not user.admin:
+            if wanted in (ADMIN, MONITOR) and not user.admin:
                 raise Forbidden("administrators only", code="admin_only")
 
     def arg_int(self, name, default, lo=1, hi=5000):
@@ -85,6 +89,15 @@ class LoginHandler(AdminHandler):
             self.admin.login, body.get("username", ""), body.get("password", ""),
             self.request.remote_ip)
         self.send_json(result)
+
+
+class LogoutHandler(AdminHandler):
+    """Revoke the credential of this request (the token, or the client certificate)."""
+
+    async def post(self):
+        await asyncio.to_thread(self.admin.logout, self.principal)
+        self.set_status(204)
+        self.finish()
 
 
 class MeHandler(AdminHandler):
@@ -131,7 +144,8 @@ class CertificateHandler(AdminHandler):
         csr = self.json_body().get("csr")
         if not isinstance(csr, str):
             raise ApiError("send {\"csr\": PEM}", code="bad_csr")
-        self.send_json(await asyncio.to_thread(self.admin.sign_csr, self.user, csr), status=201)
+        self.send_json(await asyncio.to_thread(self.admin.sign_csr, self.user, csr,
+                                               self.principal), status=201)
 
 
 class ServersHandler(AdminHandler):
@@ -277,10 +291,11 @@ class AclHandler(AdminHandler):
 
 class EventsHandler(AdminHandler):
     async def get(self):
-        after = self.arg_int("after", 0, lo=0, hi=2**62)
-        events = await asyncio.to_thread(self.admin.recent_events, after,
-                                         self.arg_int("limit", 100, hi=1000), self.user)
-        self.send_json({"events": events})
+        after = None
+        if self.get_query_argument("after", None) is not None:
+            after = self.arg_int("after", 0, lo=0, hi=2**62)
+        self.send_json(await asyncio.to_thread(self.admin.recent_events, after,
+                                               self.arg_int("limit", 100, hi=1000), self.user))
 
 
 class AuthorizeHandler(AdminHandler):
@@ -291,7 +306,10 @@ class AuthorizeHandler(AdminHandler):
     async def get(self):
         user = check_username(self.get_query_argument("user", "", strip=False))
         owner, path = split_target(self.get_query_argument("path", "", strip=False))
-        self.send_json(await asyncio.to_thread(self.admin.decide, user, owner, path))
+        uid = self.get_query_argument("uid", None) or None
+        credential = self.get_query_argument("credential", None) or None
+        self.send_json(await asyncio.to_thread(self.admin.decide, user, owner, path, uid,
+                                               credential))
 
 
 class ReportsHandler(AdminHandler):
@@ -345,9 +363,14 @@ class OpenApiHandler(AdminHandler):
         self.send_json(self.admin.openapi)
 
 
+class AdminMetricsHandler(AdminHandler, MetricsHandler):
+    auth = MONITOR
+    scrape_in_thread = True  # the cluster gauges query the database
+
+
 def log_request(handler):
     status = handler.get_status()
-    if status < 400 and handler.request.path == "/api/v1/reports":
+    if status < 400 and handler.request.path in ("/api/v1/reports", "/metrics"):
         return
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),
@@ -356,8 +379,10 @@ def log_request(handler):
 
 def make_app(admin, authenticator):
     deps = dict(admin=admin, authenticator=authenticator)
+    metrics = AdminMetrics(admin)
     routes = [
         (r"/api/v1/login", LoginHandler),
+        (r"/api/v1/logout", LogoutHandler),
         (r"/api/v1/me", MeHandler),
         (r"/api/v1/me/password", PasswordHandler),
         (r"/api/v1/enrol", EnrolHandler),
@@ -381,6 +406,7 @@ def make_app(admin, authenticator):
         (r"/status", StatusHandler),
     ]
     return tornado.web.Application(
-        [(pattern, cls, deps) for pattern, cls in routes],
+        [(pattern, cls, deps) for pattern, cls in routes]
+        + [(r"/metrics", AdminMetricsHandler, dict(deps, registry=metrics.registry))],
         default_handler_class=NotFoundHandler, default_handler_args=deps,
-        log_function=log_request)
+        log_function=metrics.requests.counting(log_request))

@@ -382,7 +382,7 @@ def account_email(username, email, enrolment_code, admin_url, valid_until, node_
     else:
         body.fields(("User name", username), ("Admin server", admin_url))
         body.para("Your administrator gives you your initial password by other means; change "
-                  f"it after your first login with: securifile passwd")
+                  "it after your first login with: securifile passwd")
     body.para(f"Your account is valid until {valid_until:%Y-%m-%d %H:%M} UTC "
               f"({days} day{'s' if days != 1 else ''} from now). After that date you can no "
               "longer log in; ask your administrator if you need it for longer.")

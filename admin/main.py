@@ -191,7 +191,7 @@ def run_command(cfg, args):
         for u in service.catalog.users(limit=100000):
             print(f"{u['username']:<20} {u['email']:<32} until {u['valid_until'][:10]} "
                   f"{'admin ' if u['admin'] else ''}{'disabled' if u['disabled'] else ''}"
-                  f" files={u['file_count']} bytes={u['total_bytes']}")
+                  f" files={u['file_count']} bytes={u['total_bytes']} id={u['id']}")
         return 0
     if args.command == "server":
         async def change():

@@ -4,7 +4,7 @@
 check, so a pattern, a required field or a status written here is one the server keeps.
 """
 from securifile.common.openapi_parts import (
-    EMAIL, ERROR_RESPONSE, FOLDER_PATH, OBJECT, PATH_OR_FOLDER, USERNAME, json_body, path_param,
+    EMAIL, ERROR_RESPONSE, FOLDER_PATH, OBJECT, OWNER_PATH, PATH_OR_FOLDER, USERNAME, json_body, path_param,
     query_param)
 
 ROLE = {"type": "string", "enum": ["master", "editor", "reader"]}
@@ -35,6 +35,9 @@ def _op(summary, auth="user", body=None, ok=200, params=(), errors=(), descripti
         op["security"] = []
     elif auth == "node":
         op["security"] = [{"nodeCertificate": []}]
+    elif auth == "monitor":
+        op["security"] = [{"bearer": []}, {"monitorCertificate": []}]
+        description = "An administrator's token or a monitoring certificate."
     if description or auth == "admin":
         op["description"] = " ".join(filter(None, [description, "Administrators only."
                                                    if auth == "admin" else None]))
@@ -48,6 +51,14 @@ def _obj(required, **props):
 NAME = path_param("name", {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
                   "a server's name")
 USER_IN_PATH = path_param("username", USERNAME)
+# Keyset paging: a page ends where the next one starts, by the rows' own key, so a deep page
+# costs what the first does and rows added meanwhile are neither skipped nor repeated.
+AFTER_PATH = query_param("after", {"type": "string"}, "paging cursor: the 'next' of the page "
+                         "before (a path); 'next' is null on the last page")
+
+METRICS = _op("Prometheus metrics (text exposition format)", "monitor")
+METRICS["responses"]["200"] = {"description": "metrics", "content": {"text/plain": {
+    "schema": {"type": "string"}}}}
 
 ROUTES = {
     "/api/v1/login": {"post": _op(
@@ -56,6 +67,9 @@ ROUTES = {
         errors=(401, 403, 429),
         description="401 wrong name or password; 403 the account expired or is disabled; "
                     "429 too many failures (back off for the seconds in Retry-After).")},
+    "/api/v1/logout": {"post": _op(
+        "revoke the credential of this request (token or client certificate) on the admin "
+        "server and every node", ok=204)},
     "/api/v1/me": {"get": _op("the caller's account")},
     "/api/v1/me/password": {"post": _op(
         "change the caller's password (proving the current one)",
@@ -79,10 +93,12 @@ ROUTES = {
     "/api/v1/servers": {"get": _op("storage servers with status and storage")},
     "/api/v1/servers/{name}/storage": {
         "parameters": [NAME],
-        "get": _op("storage samples (time series)", params=[
+        "get": _op("storage samples (time series), oldest first", params=[
             query_param("since", {"type": "string", "format": "date-time"},
-                        "ISO 8601 time: samples after it"),
-            query_param("limit", INTEGER, f"at most this many ({CLAMPED}: 1-20000)")])},
+                        "RFC 3339 time: samples at or after it (a client asks from the last "
+                        "sample it holds)"),
+            query_param("limit", INTEGER, f"the newest this many (default 2000; {CLAMPED}: "
+                        "1-20000)")])},
     "/api/v1/servers/{name}/history": {"parameters": [NAME],
                                        "get": _op("status changes, newest first")},
     "/api/v1/servers/{name}/offline": {"parameters": [NAME], "post": _op(
@@ -92,9 +108,11 @@ ROUTES = {
     "/api/v1/users": {
         "get": _op("users with file count and total volume: every account for administrators; "
                    "oneself and the users one shares with for others",
-                   params=[query_param("limit", INTEGER, f"administrators: at most this many "
-                                       f"({CLAMPED}: 1-5000)"),
-                           query_param("after", {"type": "string"}, "paging cursor: a user name"),
+                   params=[query_param("limit", INTEGER, f"administrators: rows per page "
+                                       f"(default 1000; {CLAMPED}: 1-5000)"),
+                           query_param("after", {"type": "string"}, "paging cursor: the last "
+                                       "user name of the page before; a page shorter than "
+                                       "limit is the last"),
                            query_param("username", USERNAME, "exactly this account (only its "
                                        "name for non-administrators)")]),
         "post": _op(
@@ -114,15 +132,16 @@ ROUTES = {
         "e-mail the user a new enrolment code (older codes die)", "admin", ok=201,
         errors=(400, 404))},
     "/api/v1/users/{username}/files": {"parameters": [USER_IN_PATH], "get": _op(
-        "the files a user owns (the owner and administrators)", errors=(400,), params=[
-            query_param("limit", INTEGER, f"at most this many ({CLAMPED}: 1-5000)"),
-            query_param("after", {"type": "string"}, "paging cursor: a path")])},
+        "the files a user owns, by path, with totals and 'next' (the owner and "
+        "administrators)", errors=(400,), params=[
+            query_param("limit", INTEGER, f"rows per page (default 500; {CLAMPED}: 1-5000)"),
+            AFTER_PATH])},
     "/api/v1/files": {"get": _op(
         "files (and subfolders) the caller may see under a folder", params=[
             query_param("prefix", FOLDER_PATH, "owner/folder/ (default: the caller's namespace)"),
             query_param("recursive", {"type": "string"}, "1, true or yes: everything below"),
-            query_param("limit", INTEGER, f"at most this many ({CLAMPED}: 1-5000)"),
-            query_param("after", {"type": "string"}, "paging cursor: a path")])},
+            query_param("limit", INTEGER, f"rows per page (default 500; {CLAMPED}: 1-5000)"),
+            AFTER_PATH])},
     "/api/v1/shared": {"get": _op("grants other users gave the caller")},
     "/api/v1/acl/{owner}/{path}": {
         "parameters": [path_param("owner", USERNAME),
@@ -133,17 +152,27 @@ ROUTES = {
                    errors=(404,), description="404 no such user."),
         "delete": _op("revoke a grant (owner or master)", ok=204, errors=(404,),
                       params=[query_param("username", USERNAME, "whose grant", required=True)])},
-    "/api/v1/events": {"get": _op("recent audit events (administrators: all; others: their "
-                                  "own and their files')", params=[
-        query_param("after", INTEGER, "only events after this id"),
-        query_param("limit", INTEGER, f"at most this many ({CLAMPED}: 1-1000)")])},
+    "/api/v1/events": {"get": _op(
+        "recent audit events {events, next}, oldest first (administrators: all; others: their "
+        "own and their files')", params=[
+            query_param("after", INTEGER, "paging cursor, an event id: the first 'limit' events "
+                        "after it, and 'next' (the cursor for the following page) while more "
+                        "follow; without it, the newest 'limit' events"),
+            query_param("limit", INTEGER, f"rows per page (default 100; {CLAMPED}: 1-1000)")])},
     "/api/v1/authorize": {"get": _op("a user's role on a path (for nodes)", "node", params=[
         query_param("user", USERNAME, "", required=True),
-        query_param("path", PATH_OR_FOLDER, "owner/path", required=True)])},
+        query_param("path", OWNER_PATH, "owner/path", required=True),
+        query_param("uid", {"type": "string"}, "the account id the credential carries"),
+        query_param("credential", {"type": "string"}, "the token's jti or cert:SERIAL")])},
     "/api/v1/reports": {"post": _op(
         "file, status and storage reports (for nodes)", "node",
         _obj(["reports"], reports={"type": "array", "items": OBJECT}))},
+    "/api/v1/witness": {"post": _op(
+        "the tie-break lease for a side of an even split (for nodes)", "node",
+        _obj(["side"], side={"type": "array", "items": {"type": "string"}},
+             lease={"type": "number"}))},
     "/status": {"get": _op("the admin server's own status", "public")},
+    "/metrics": {"get": METRICS},
     "/api/v1/openapi.json": {"get": _op("this document", "public")},
 }
 
@@ -161,7 +190,10 @@ def document():
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "clientCertificate": {"type": "mutualTLS"},
                 "nodeCertificate": {"type": "mutualTLS",
-                                    "description": "a node certificate from the cluster's CA"}},
+                                    "description": "a node certificate from the cluster's CA"},
+                "monitorCertificate": {"type": "mutualTLS",
+                                       "description": "a monitoring certificate from the "
+                                                      "cluster's CA (securifile-certs monitor)"}},
             "responses": {"Error": ERROR_RESPONSE}},
         "security": [{"bearer": []}, {"clientCertificate": []}],
         "paths": ROUTES,

@@ -1,6 +1,6 @@
 """``securifile``: the command-line client and ``up``.
 
-Files: put, get, rm, stat, ls, status. Login: login, logout, whoami. Sharing and accounts:
+Files: put, get, rm, stat, ls, status. Login: login, logout, renew, whoami. Sharing and accounts:
 share, unshare, grants, shared, users, and for administrators ``admin ...``.
 
 Servers and credentials come from the launcher's ``cluster.json`` (``--cluster`` or
@@ -106,7 +106,10 @@ def build_parser():
     p.add_argument("--password-stdin", action="store_true",
                    help="read the password from standard input (the default when it is not a terminal)")
     p.add_argument("--json", action="store_true", help="print what was saved as JSON")
-    command("logout", "forget the saved login (key, certificate, token)")
+    command("logout", "revoke the saved token and certificate at the admin server and forget "
+                      "them here")
+    command("renew", "get a fresh short-lived client certificate for the saved login now "
+                     "(other commands renew it when half its life is gone)")
     p = command("enrol", "set your first password with the enrolment code from the account e-mail")
     p.add_argument("--admin", metavar="URL", help="the admin server named in the e-mail")
     p.add_argument("--user", metavar="NAME", help="your user name")
@@ -379,6 +382,10 @@ def run(args, env=None):
         return login.logout(args, env, sys.stdout)
     if args.command == "enrol":
         return login.enrol(args, env, sys.stdout)
+    if args.command == "renew":
+        return login.renew_command(args, env, sys.stdout)
+    if not (args.cluster or env.get(CLUSTER_ENV) or args.cert):
+        login.renew_if_due(env, args.timeout, sys.stderr)
     settings = load_settings(args, env)
     plain = [u for u in [settings.admin_url, *settings.servers] if u and u.startswith("http:")]
     if plain:

@@ -6,7 +6,7 @@ authoriser's business, not this module's.
 import hmac
 from dataclasses import dataclass
 
-from .certs import ROLE_ADMIN, ROLE_NODE, ROLE_USER, subject_identity
+from .certs import ROLE_ADMIN, ROLE_MONITOR, ROLE_NODE, ROLE_USER, peer_credential, subject_identity
 from .errors import Forbidden, Unauthenticated
 from .tokens import ROLE_ADMIN_SERVER, verify_token
 
@@ -15,9 +15,16 @@ PEER_SECRET_HEADER = "X-SecuriFile-Peer-Secret"
 
 @dataclass(frozen=True)
 class Principal:
+    """The caller. A user's ``uid`` (the account id), ``credential`` (the token's jti or
+    'cert:SERIAL') and ``expires`` (epoch seconds) come from the credential itself, so that
+    the admin server and nodes can refuse a removed account's or a revoked credential."""
+
     name: str
-    kind: str  # "user" or "node"
+    kind: str  # "user", "node", "admin" (the admin server) or "monitor"
     admin: bool = False
+    uid: str | None = None
+    credential: str | None = None
+    expires: float | None = None
 
 
 class Authenticator:
@@ -39,14 +46,18 @@ class Authenticator:
         if cert:
             name, role = subject_identity(cert)
             if role == ROLE_USER and name:
-                return Principal(name, "user")
-            if role in (ROLE_NODE, ROLE_ADMIN):
-                raise Forbidden("server certificates cannot act as users", code="not_a_user")
+                uid, credential, expires = peer_credential(cert)
+                return Principal(name, "user", uid=uid, credential=credential, expires=expires)
+            if role in (ROLE_NODE, ROLE_ADMIN, ROLE_MONITOR):
+                raise Forbidden("server and monitoring certificates cannot act as users",
+                                code="not_a_user")
         claims = self._bearer_claims(request)
         if claims is not None:
             if claims.get("role"):
                 raise Forbidden("a service token cannot act as a user", code="not_a_user")
-            return Principal(claims["sub"], "user", bool(claims.get("adm")))
+            return Principal(claims["sub"], "user", bool(claims.get("adm")),
+                             uid=claims.get("uid"), credential=claims.get("jti"),
+                             expires=claims.get("exp"))
         raise Unauthenticated(
             "authenticate with a client certificate or 'Authorization: Bearer TOKEN'")
 
@@ -72,6 +83,23 @@ class Authenticator:
             return Principal(claims["sub"], "admin")
         raise Forbidden("this endpoint needs the admin server's certificate (or, without TLS, "
                         "its signed token)", code="not_the_admin")
+
+    def monitor(self, request):
+        """Who may read metrics: a monitoring certificate, or an administrator's token
+        (the admin server also checks that the account is still an active administrator)."""
+        cert = self.peer_certificate(request)
+        if cert:
+            name, role = subject_identity(cert)
+            if role == ROLE_MONITOR and name:
+                return Principal(name, "monitor")
+        claims = self._bearer_claims(request)
+        if claims is not None and not claims.get("role") and claims.get("adm"):
+            return Principal(claims["sub"], "user", True)
+        if claims is not None or cert:
+            raise Forbidden("metrics are for monitoring certificates and administrators",
+                            code="not_a_monitor")
+        raise Unauthenticated("authenticate with a monitoring certificate or an administrator's "
+                              "'Authorization: Bearer TOKEN'")
 
     def _secret(self, request, who):
         secret = request.headers.get(PEER_SECRET_HEADER, "")

@@ -12,7 +12,9 @@ USERNAME_PATTERN = USERNAME_RE.pattern
 _CHAR = "[ !-.0-\\[\\]-~\u00a1-\u00ac\u00ae-\u00ff]"
 _SEGMENT = f"(?!\\.\\.?(?:/|$)){_CHAR}{{1,63}}"
 FILE_PATTERN = f"^{_SEGMENT}(?:/{_SEGMENT}){{0,63}}$"
-PATH_OR_FOLDER_PATTERN = f"^{_SEGMENT}(?:/{_SEGMENT}){{0,63}}/?$"
+PATH_OR_OWNER_PATH_PATTERN = f"^[a-z][a-z0-9_-]{{0,31}}(?:/{_SEGMENT}(?:/{_SEGMENT}){{0,63}})?/?$"
+FOLDER_PATTERN = f"^{_SEGMENT}(?:/{_SEGMENT}){{0,63}}/?$"
+OWNER_PATH_PATTERN = f"^[a-z][a-z0-9_-]{{0,31}}(?:/{_SEGMENT}(?:/{_SEGMENT}){{0,63}})?/?$"
 FOLDER_PATTERN = f"^(?:[a-z][a-z0-9_-]{{0,31}}(?:/(?:{_SEGMENT}/){{0,63}})?)?$"
 EMAIL_PATTERN = EMAIL_RE.pattern
 PATH_MAX_LENGTH = 240  # characters; the rule is 1024 UTF-8 bytes with the owner
@@ -23,6 +25,7 @@ FILE_PATH = {"type": "string", "pattern": FILE_PATTERN, "maxLength": PATH_MAX_LE
 PATH_OR_FOLDER = {"type": "string", "pattern": PATH_OR_FOLDER_PATTERN,
                   "maxLength": PATH_MAX_LENGTH}
 FOLDER_PATH = {"type": "string", "pattern": FOLDER_PATTERN, "maxLength": PATH_MAX_LENGTH}
+OWNER_PATH = {"type": "string", "pattern": OWNER_PATH_PATTERN, "maxLength": PATH_MAX_LENGTH}
 EMAIL = {"type": "string", "pattern": EMAIL_PATTERN, "maxLength": MAX_EMAIL_LENGTH}
 OBJECT = {"type": "object"}
 

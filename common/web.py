@@ -10,6 +10,7 @@ from .errors import ApiError, error_body
 log = logging.getLogger("securifile.web")
 
 PUBLIC, USER, NODE, ADMIN_SERVER = "public", "user", "node", "admin-server"
+MONITOR = "monitor"  # /metrics: a monitoring certificate or an administrator's token
 # Servers read up to MAX_HEADER_READ bytes of headers (Tornado drops the connection beyond
 # that); between the two limits the client is told plainly what was wrong.
 MAX_HEADER_BYTES = 16 * 1024
@@ -17,7 +18,7 @@ MAX_HEADER_READ = 256 * 1024
 
 
 class ApiHandler(tornado.web.RequestHandler):
-    """Base handler: set ``auth`` on each subclass to PUBLIC, USER or NODE.
+    """Base handler: set ``auth`` on each subclass to PUBLIC, USER, NODE, ADMIN_SERVER or MONITOR.
 
     ``self.principal`` holds the authenticated caller after ``prepare``. Domain errors
     (ApiError) become their status with the JSON error shape; anything else is a logged 500
@@ -47,6 +48,8 @@ class ApiHandler(tornado.web.RequestHandler):
             self.principal = self.authenticator.node(self.request)
         elif self.auth == ADMIN_SERVER:
             self.principal = self.authenticator.admin_server(self.request)
+        elif self.auth == MONITOR:
+            self.principal = self.authenticator.monitor(self.request)
 
     def send_json(self, payload, status=200):
         self.set_status(status)

@@ -16,6 +16,7 @@ from tornado.iostream import StreamClosedError
 from securifile.common.digests import ALGORITHMS, new_hasher, repr_digest
 from securifile.common.errors import ApiError, Unavailable
 from securifile.common.limits import allow_streamed_body
+from securifile.common.metrics import MetricsHandler
 from securifile.common.paths import parse_path
 from securifile.common.ranges import RangeNotSatisfiable, parse_range
 from securifile.common.web import ADMIN_SERVER, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
@@ -23,6 +24,7 @@ from securifile.common.web import ADMIN_SERVER, NODE, PUBLIC, USER, ApiHandler, 
 from .access import DELETE, LIST, READ, WRITE
 from .challenge import ChallengeRefused, answer_challenge
 from .contentdigest import DeclaredDigests
+from .metrics import NodeMetrics
 from .peers import OFFLINE
 from .quarantine import quarantine_if_bad
 from .storage import under_replicated
@@ -479,6 +481,7 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
     deps = dict(node=node, authenticator=authenticator)
     files = dict(deps, authoriser=authoriser, max_body_bytes=max_body_bytes, read_chunk=read_chunk,
                  verify_reads=verify_reads)
+    metrics = NodeMetrics(node)
     return tornado.web.Application(
         [
             (r"/files/(.+)", FileHandler, files),
@@ -491,8 +494,9 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
             (r"/peer/challenge", ChallengeHandler, dict(deps, deep=deep)),
             (r"/peer/verdict", VerdictHandler, deps),
             (r"/peer/locks", LocksHandler, deps),
+            (r"/metrics", MetricsHandler, dict(deps, registry=metrics.registry)),
         ],
-        log_function=log_request,
+        log_function=metrics.requests.counting(log_request),
         default_handler_class=NotFoundHandler,
         default_handler_args=deps,
         compress_response=False,
@@ -500,9 +504,9 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
 
 
 def log_request(handler):
-    """Tornado's access log, without the steady stream of successful peer calls."""
+    """Tornado's access log, without the steady stream of successful peer calls and scrapes."""
     status = handler.get_status()
-    if status < 400 and handler.request.path.startswith("/peer/"):
+    if status < 400 and handler.request.path.startswith(("/peer/", "/metrics")):
         return
     broken_off = getattr(handler, "broken_off", None)
     if broken_off:

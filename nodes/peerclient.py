@@ -131,10 +131,13 @@ class PeerClient:
 
     async def send_copy(self, base, fp, disk_path, loc):
         """Stream a committed file to a peer; the peer answers only once its digest matches."""
-        size = os.path.getsize(disk_path)
+        # One open file for the size and the bytes: a write that replaces the file meanwhile
+        # (a rename) leaves this one whole, so what is sent is one version, never a mix.
+        f = open(disk_path, "rb")
+        size = os.fstat(f.fileno()).st_size
 
         async def produce(write):
-            with open(disk_path, "rb") as f:
+            with f:
                 while chunk := f.read(COPY_CHUNK):
                     await write(chunk)
 
@@ -147,8 +150,11 @@ class PeerClient:
         }
         # Allow a slow link (10 MB/s) its time on a big file, and a minute on a small one.
         timeout = max(60.0, size / 10e6)
-        resp = await self._fetch(file_url(base, fp), "PUT", timeout=timeout,
-                                 headers=headers, body_producer=produce)
+        try:
+            resp = await self._fetch(file_url(base, fp), "PUT", timeout=timeout,
+                                     headers=headers, body_producer=produce)
+        finally:
+            f.close()
         answer = json.loads(resp.body)
         if answer.get("digest") != loc.digest:
             raise PeerError(f"{base} stored digest {answer.get('digest')} for {fp}, not {loc.digest}")

@@ -379,7 +379,8 @@ def test_percent_encoded_paths_are_decoded_exactly_once(shared, alice, bob):
     assert bob_node.follow("node1", "GET", "alice/enc/aA.txt")[1].status == 200
     assert bob_node.follow("node1", "GET", "alice/enc/my file.txt")[1].status == 200
     assert bob_node.follow("node1", "GET", "alice/enc/a%41.txt")[1].status == 403
-    wait_for(lambda: "enc/a%41.txt" in paths(listing(alice, "alice/enc/")), what="the report")
+    wait_for(lambda: {"enc/a%41.txt", "enc/my file.txt"} <= set(paths(listing(alice, "alice/enc/"))),
+             what="the reports of the three uploads")
     assert paths(listing(bob, "alice/enc/")) == ["enc/aA.txt", "enc/my file.txt"]
 
 
@@ -448,7 +449,16 @@ def test_recent_events(shared, admin, bob):
     assert ids == sorted(ids)
     assert any(e["kind"] == "account" and e["username"] == "bob" and e["operation"] == "create_user"
                for e in events), events
-    assert admin.get(f"/api/v1/events?after={ids[-1] + 10**6}").json()["events"] == []
+    assert admin.get(f"/api/v1/events?after={ids[-1] + 10**6}").json() == {"events": [], "next": None}
+    paged, after = [], 0  # keyset pages of 2 from the start: every event, in order, no gap
+    for _ in range(len(ids)):
+        page = admin.get(f"/api/v1/events?after={after}&limit=2").json()
+        assert len(page["events"]) <= 2
+        paged += [e["id"] for e in page["events"]]
+        after = page["next"]
+        if after is None or len(paged) >= len(ids):
+            break
+    assert paged[:len(ids)] == ids and after in (None, paged[-1])
     own = bob.get("/api/v1/events?limit=1000").json()["events"]
     assert any(e["kind"] == "login" for e in own)
     assert all(e["username"] == "bob" or e["path"].startswith("bob/") for e in own)
@@ -470,6 +480,9 @@ def test_openapi_documents_on_the_admin_server_and_every_node(shared):
     assert doc["openapi"].startswith("3.")
     for method, path in SPEC_ENDPOINTS:
         assert method in doc["paths"].get(path, {}), (method, path)
+    for path in ("/api/v1/users", "/api/v1/users/{username}/files", "/api/v1/files",
+                 "/api/v1/events"):  # every listing pages with a keyset cursor
+        assert {"after", "limit"} <= {p["name"] for p in doc["paths"][path]["get"]["parameters"]}
     for name in shared.names:
         node = Api(shared, cert=False, token="")
         r = node.request(name, "GET", "/api/v1/openapi.json", raw_path=True)

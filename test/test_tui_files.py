@@ -338,10 +338,11 @@ def test_large_folder_loads_page_by_page():
             await until(pilot, lambda: screen._file_count == 3 * PAGE, what="the third page")
             table = screen.table
             assert table.row_count == 3 * PAGE
-            # Every page asked for 500 rows after the last one seen.
+            # Every page asked for PAGE rows after the last one seen (a keyset cursor).
             pages = [c for c in admin.calls if c[1] == "alice/big/"]
             assert [c[2] for c in pages] == [PAGE, PAGE, PAGE]
-            assert pages[1][3] == "big/file-00499.dat" and pages[2][3] == "big/file-00999.dat"
+            assert pages[1][3] == f"big/file-{PAGE - 1:05d}.dat"
+            assert pages[2][3] == f"big/file-{2 * PAGE - 1:05d}.dat"
             # A change shows in place on refresh: the row keeps its key and the cursor.
             admin.records["alice/big/file-00003.dat"]["version"] = 7
             table.move_cursor(row=table.get_row_index("f:alice/big/file-00003.dat"))

@@ -9,6 +9,7 @@ always asks). Each screen is a Textual mode with its own stack: F2 files, F3 ser
 F4 users; F1 help, Ctrl+P the command palette, which offers every key of the screen.
 """
 import argparse
+import asyncio
 import importlib
 import os
 import sys
@@ -270,7 +271,8 @@ class SecuriFileApp(App):
             self.push_screen(PasswordScreen(self.session))
 
     async def action_logout(self):
-        """Forget the session and show the login screen (a saved login stays saved)."""
+        """Revoke the session's own token, forget the session and show the login screen (a
+        saved login stays saved and valid)."""
         if self.session is None:
             return
         old, self.session = self.session, None
@@ -278,6 +280,7 @@ class SecuriFileApp(App):
         for mode, _, _ in SCREENS:
             if mode in self._modes:
                 await self.remove_mode(mode)
+        await asyncio.to_thread(old.logout)
         old.close()
 
     def get_system_commands(self, screen):
