@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import tornado.web
 from tornado.log import access_log
 
-from securifile.common.errors import ApiError, Forbidden
+from securifile.common.errors import ApiError, Forbidden, NotFound
 from securifile.common.paths import check_username, parse_path
 from securifile.common.metrics import MetricsHandler
 from securifile.common.web import MONITOR, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
@@ -235,6 +235,8 @@ class UserFilesHandler(AdminHandler):
         check_username(username)
         if username != self.user.username and not self.user.admin:
             raise Forbidden("only the owner and administrators see a user's file list")
+        if not await asyncio.to_thread(self.admin.accounts.exists, username):
+            raise NotFound(f"no user {username}", code="no_such_user")
         self.send_json(await asyncio.to_thread(
             self.admin.catalog.owned_files, username, self.arg_int("limit", 500),
             self.get_query_argument("after", None)))

@@ -133,7 +133,7 @@ ROUTES = {
         errors=(400, 404))},
     "/api/v1/users/{username}/files": {"parameters": [USER_IN_PATH], "get": _op(
         "the files a user owns, by path, with totals and 'next' (the owner and "
-        "administrators)", errors=(400,), params=[
+        "administrators; 404 for no such account)", errors=(400, 404), params=[
             query_param("limit", INTEGER, f"rows per page (default 500; {CLAMPED}: 1-5000)"),
             AFTER_PATH])},
     "/api/v1/files": {"get": _op(
