@@ -16,7 +16,7 @@ from securifile.common.tls import client_context
 from .clusters import start_cluster
 from .helpers import AdminApi, Api, wait_for
 
-HANDSHAKE, IDLE, BODY, CAP = 1.0, 6.0, 2.0, 12
+HANDSHAKE, IDLE, BODY, CAP = 1.0, 8.0, 2.0, 12
 MiB = 1 << 20
 
 
