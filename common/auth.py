@@ -94,7 +94,6 @@ class Authenticator:
                 return Principal(name, "monitor")
         claims = self._bearer_claims(request)
         if claims is not None and not claims.get("role") and claims.get("adm"):
-            # The token's account id and jti, so the admin server checks them like any other.
             return Principal(claims["sub"], "user", True, uid=claims.get("uid"),
                              credential=claims.get("jti"), expires=claims.get("exp"))
         if claims is not None or cert:
