@@ -185,7 +185,7 @@ async def serve(cfg, name, deep=False):
     await server.close_all_connections()
     if audit is not None:
         await audit.close()
-    node.client.http.close()
+    await node.client.close()
     node.locations.close()
 
 

@@ -485,4 +485,6 @@ class StorageNode:
             "used_bytes": used,
             "available_bytes": available,
             "replicas": self.replicas,
+            # New connections to peers (a TLS handshake each) and calls made over them.
+            "peer_client": self.client.stats(),
         }
