@@ -99,6 +99,7 @@ class FileHandler(NodeHandler):
 
     async def prepare(self):
         self.writer = None
+        self.pipeline = None
         self.ticket = None
         self.failure = None
         self.redirect_after_body = None
@@ -166,14 +167,24 @@ class FileHandler(NodeHandler):
         self.renewal.start()
         self.request.connection.set_max_body_size(self.max_body_bytes)
         self.writer = self.node.store.writer(fp, self.node.algorithm)
+        # The replicas, chosen now that the lock is held, receive the body as it arrives.
+        self.plan = self.node.plan_upload(self.ticket)
+        if length is not None:
+            self.pipeline = self.node.open_pipeline(self.plan, int(length), self.expected_digest)
 
     def data_received(self, chunk):
         if self.writer is None or self.failure is not None:
-            return
+            return None
         try:
             self.writer.write(chunk)
         except ApiError as e:
             self.failure = e  # answered once the body is drained, in put()
+            self._drop_pipeline()
+            return None
+        if self.pipeline is not None:
+            # Awaited by Tornado before it reads on: the slowest replica paces the client.
+            return self.pipeline.feed(chunk)
+        return None
 
     async def put(self, _path):
         if self.failure is not None:
@@ -181,12 +192,20 @@ class FileHandler(NodeHandler):
         if self.redirect_after_body is not None:
             return self.redirect_to(self.redirect_after_body, self.fp)
         digest = self.writer.commit(self.expected_digest)
+        piped = None
+        if self.pipeline is not None:
+            # Only now, the origin's copy committed under a live lock, do the replicas get
+            # the last bytes (and commit theirs).
+            self.node.check_held(self.ticket)
+            piped = await self.pipeline.finish(digest, max(30.0, self.node.client.timeout))
+            self.pipeline = None
         self.renewal.stop()
         ticket, self.ticket = self.ticket, None
         # The record releases the lock on every peer before the answer goes out: the client
         # may write the file again at once.
         try:
-            loc, confirmed = await self.node.finish_upload(ticket, digest, self.writer.size)
+            loc, confirmed = await self.node.finish_upload(ticket, digest, self.writer.size,
+                                                           self.plan, piped)
         except BaseException:
             self.node.release(ticket)
             raise
@@ -289,9 +308,15 @@ class FileHandler(NodeHandler):
             ticket, self.ticket = self.ticket, None
             self.node.release(ticket)
 
+    def _drop_pipeline(self):
+        if self.pipeline is not None:
+            self.pipeline.abort()
+            self.pipeline = None
+
     def _cleanup(self):
         if self.writer is not None:
             self.writer.abort()
+        self._drop_pipeline()  # the replicas see their bodies cut and keep nothing
         # An upload that failed or broke off: the lock goes (the lease bounds how long it
         # could linger on a peer that does not hear of it).
         self._give_back_lock()
@@ -445,7 +470,12 @@ class ReplicaHandler(ApiHandler):
     def put(self, _path):
         if self.failure is not None:
             raise self.failure
-        digest = self.writer.commit(self.expected)
+        # A body cut short never reaches here (the connection closed first); the length is
+        # checked anyway. No digest announced (a pipelined copy): the one computed is
+        # answered, and the origin compares it with its own.
+        length = self.request.headers.get("Content-Length")
+        digest = self.writer.commit(self.expected, int(length) if length and length.isdigit()
+                                    else None)
         self.node.accept_copy(self.fp, self.version, digest, self.writer.size)
         self.send_json({"server": self.node.name, "digest": digest, "size": self.writer.size})
 
