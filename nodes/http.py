@@ -28,6 +28,9 @@ from .storage import under_replicated
 
 
 SMALL_BODY = 1 << 20
+# A download is written this much at a time before waiting for the socket to take it:
+# fewer, larger flushes (each costs a trip through the event loop).
+FLUSH_BYTES = 4 << 20
 
 
 def files_url(base, fp):
@@ -100,6 +103,8 @@ class FileHandler(NodeHandler):
     async def prepare(self):
         self.writer = None
         self.pipeline = None
+        self.locking = None  # a small body's lock round, run while its bytes arrive
+        self.finished = False
         self.ticket = None
         self.failure = None
         self.redirect_after_body = None
@@ -152,12 +157,36 @@ class FileHandler(NodeHandler):
             self.node.store.check_room(int(length))
         self.expected_digest = content_digest(
             self.request.headers.get("Content-Digest"), self.node.algorithm)
-        self.ticket = await self.node.lock(fp, self.principal.name)
+        self.request.connection.set_max_body_size(self.max_body_bytes)
+        if self._answer_after_body():
+            # A small body without 100-continue is on its way already and is answered only
+            # once read: the lock round runs while it arrives into a temp file (nothing is
+            # committed before put() has the lock); its replicas get the committed copy.
+            self.writer = self.node.store.writer(fp, self.node.algorithm)
+            self.locking = asyncio.ensure_future(self._take_lock())
+            return
+        where = await self._take_lock()
+        if where is not None:
+            return self._redirect_upload(where)
+        self.writer = self.node.store.writer(fp, self.node.algorithm)
+        # The replicas, chosen now that the lock is held, receive the body as it arrives.
+        if length is not None:
+            self.pipeline = self.node.open_pipeline(self.plan, int(length), self.expected_digest)
+
+    async def _take_lock(self):
+        """Take the file's lock from a majority and plan the upload; the coordinator to
+        redirect to when the majority's newest record names another one."""
+        fp = self.fp
+        ticket = await self.node.lock(fp, self.principal.name)
+        if self.finished:  # the client went away while the lock round ran
+            self.node.release(ticket)
+            return None
+        self.ticket = ticket
         # The lock brought the majority's newest record: the route may have changed.
         kind, where = self.node.route_write(fp, self.sent_here(), self.avoided())
         if kind == "redirect":
             self._give_back_lock()
-            return self._redirect_upload(where)
+            return where
         self.existing = where
         if self.existing is None and self.principal.name != fp.owner:
             self._give_back_lock()
@@ -165,12 +194,8 @@ class FileHandler(NodeHandler):
                            code="forbidden")
         self.renewal = PeriodicCallback(self._renew_lock, self.node.lock_lease * 1000 / 3)
         self.renewal.start()
-        self.request.connection.set_max_body_size(self.max_body_bytes)
-        self.writer = self.node.store.writer(fp, self.node.algorithm)
-        # The replicas, chosen now that the lock is held, receive the body as it arrives.
         self.plan = self.node.plan_upload(self.ticket)
-        if length is not None:
-            self.pipeline = self.node.open_pipeline(self.plan, int(length), self.expected_digest)
+        return None
 
     def data_received(self, chunk):
         if self.writer is None or self.failure is not None:
@@ -187,6 +212,14 @@ class FileHandler(NodeHandler):
         return None
 
     async def put(self, _path):
+        if self.locking is not None:
+            locking, self.locking = self.locking, None
+            try:
+                where = await locking
+            except ApiError as e:
+                where, self.failure = None, self.failure or e
+            if where is not None and self.failure is None:
+                self.redirect_after_body = where
         if self.failure is not None:
             raise self.failure
         if self.redirect_after_body is not None:
@@ -278,9 +311,13 @@ class FileHandler(NodeHandler):
         if rng is None and self.verify_reads:
             chunks = verified(chunks, new_hasher(loc.algorithm), loc.digest)
         try:
+            pending = 0
             for chunk in chunks:
                 self.write(chunk)
-                await self.flush()
+                pending += len(chunk)
+                if pending >= FLUSH_BYTES:
+                    await self.flush()
+                    pending = 0
         except StreamClosedError:
             return
         except CopyCorrupt:
@@ -314,6 +351,11 @@ class FileHandler(NodeHandler):
             self.pipeline = None
 
     def _cleanup(self):
+        self.finished = True
+        if self.locking is not None:
+            # Its lock, if it gets one, is given back as soon as it has it (see _take_lock).
+            self.locking.add_done_callback(_retrieve)
+            self.locking = None
         if self.writer is not None:
             self.writer.abort()
         self._drop_pipeline()  # the replicas see their bodies cut and keep nothing
@@ -342,6 +384,11 @@ class FileHandler(NodeHandler):
             op += "-redirect"
         size = self.writer.size if self.writer is not None else self.transferred
         self.node.log_access(principal.name, op, fp.full or fp.owner + "/", result, size)
+
+
+def _retrieve(task):
+    if not task.cancelled():
+        task.exception()  # a refused lock nobody waits for any more: nothing to report
 
 
 class StatusHandler(ApiHandler):
