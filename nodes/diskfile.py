@@ -193,33 +193,39 @@ class DiskWriter:
         fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="up-")
         self._fd = fd
         self._tmp = Path(name)
-        self._buffer = bytearray()
+        self._pending = []  # pieces gathered until WRITE_BUFFER bytes are there
+        self._filled = 0
         self._synced = 0
         self._syncing = None
         self.done = False
 
     def write(self, chunk):
-        self._buffer += chunk
         self.size += len(chunk)
-        if len(self._buffer) >= WRITE_BUFFER:
+        self._pending.append(chunk)
+        self._filled += len(chunk)
+        if self._filled >= WRITE_BUFFER:
             self._drain()
             if self.size - self._synced >= SYNC_EVERY:
                 self._sync_behind()
 
     def _drain(self):
-        buf = self._buffer
-        self.hasher.update(buf)
+        if self._pending:
+            pending = self._pending
+            self._pending, self._filled = [], 0
+            self._put(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def _put(self, data):
+        self.hasher.update(data)
         try:
-            view, done = memoryview(buf), 0
-            while done < len(buf):
-                done += os.write(self._fd, view[done:])
-            view.release()
+            with memoryview(data) as view:
+                done = 0
+                while done < len(view):
+                    done += os.write(self._fd, view[done:])
         except OSError as e:
             self.abort()
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise InsufficientStorage("the server ran out of disk space") from None
             raise
-        buf.clear()
 
     def _sync_behind(self):
         """fdatasync what was written so far, in a worker thread, on a duplicate descriptor
@@ -232,8 +238,7 @@ class DiskWriter:
     def commit(self, expected_digest=None, expected_size=None):
         """fsync, check, and atomically rename into place; returns the hex digest."""
         try:
-            if self._buffer:
-                self._drain()
+            self._drain()
             digest = self.hasher.hexdigest()
             if expected_size is not None and self.size != expected_size:
                 raise ApiError(
@@ -284,7 +289,7 @@ class DiskWriter:
             except OSError:
                 pass
             self._fd = None
-        self._buffer.clear()
+        self._pending, self._filled = [], 0
         self._tmp.unlink(missing_ok=True)
 
 

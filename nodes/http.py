@@ -28,9 +28,6 @@ from .storage import under_replicated
 
 
 SMALL_BODY = 1 << 20
-# A download is written this much at a time before waiting for the socket to take it:
-# fewer, larger flushes (each costs a trip through the event loop).
-FLUSH_BYTES = 4 << 20
 
 
 def files_url(base, fp):
@@ -311,13 +308,9 @@ class FileHandler(NodeHandler):
         if rng is None and self.verify_reads:
             chunks = verified(chunks, new_hasher(loc.algorithm), loc.digest)
         try:
-            pending = 0
             for chunk in chunks:
-                self.write(chunk)
-                pending += len(chunk)
-                if pending >= FLUSH_BYTES:
-                    await self.flush()
-                    pending = 0
+                self.write(chunk)  # one chunk per flush: Tornado sends it without a copy
+                await self.flush()
         except StreamClosedError:
             return
         except CopyCorrupt:
