@@ -98,7 +98,7 @@ def _outcome(task):
 class Pipeline:
     """The body of one upload, sent on to ``targets`` while it arrives."""
 
-    def __init__(self, client, urls, fp, loc, size, targets, stall):
+    def __init__(self, client, urls, fp, loc, size, targets, stall, active=None):
         self.fp = fp
         self.size = size
         self.stall = stall
@@ -107,6 +107,14 @@ class Pipeline:
         self._pending = []
         self._pending_bytes = 0
         self._sent = 0
+        self._active = active if active is not None else set()  # the node's live pipelines
+        self._active.add(self)
+
+    def drop_peer(self, name, why):
+        for s in self.streams.values():
+            if s.name == name and not s.dropped:
+                log.warning("replica %s of %s dropped mid-stream: %s", name, self.fp, why)
+                s.drop(why)
 
     def feed(self, chunk):
         """Take the next piece of the body; an awaitable when it must wait for the replicas
@@ -136,6 +144,7 @@ class Pipeline:
         await asyncio.gather(*(s.send(None, self.stall) for s in live))
         answers = await asyncio.gather(*(s.answer(answer_timeout)
                                          for s in self.streams.values()))
+        self._active.discard(self)
         confirmed = {}
         for (slot, s), answer in zip(self.streams.items(), answers):
             if answer is None:
@@ -149,5 +158,6 @@ class Pipeline:
 
     def abort(self):
         """The upload failed or broke off: every replica sees its body cut."""
+        self._active.discard(self)
         for s in self.streams.values():
             s.drop("the upload was aborted")

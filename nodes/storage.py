@@ -81,6 +81,7 @@ class StorageNode:
         self.on_file_change = lambda loc, under_replicated: None
         self.audit = None  # a SyslogSender for the audit log, when one is configured
         self._background = set()
+        self.pipelines = set()  # uploads whose body is being streamed to replicas
         self.quarantined = 0  # bad copies moved aside since start
 
     def log_access(self, user, op, path, result, size=None):
@@ -251,6 +252,11 @@ class StorageNode:
         coordinated go now rather than when their leases run out."""
         if new in (DOWN, VERIFYING) and self.locks.release_node(name):
             log.warning("released the locks coordinated by %s (%s)", name, new)
+        if new == DOWN:
+            # A replica seen down (dead or hung) is dropped from the uploads streaming to
+            # it now, rather than after it has held each of them up for the stall timeout.
+            for pipeline in list(self.pipelines):
+                pipeline.drop_peer(name, "seen down")
 
     # -- publishing records ----------------------------------------------------------------
 
@@ -334,7 +340,7 @@ class StorageNode:
         announced = copy.copy(plan.loc)
         announced.digest = expected_digest  # None: the replica answers the one it computed
         return Pipeline(self.client, self.urls, plan.loc.file_path, announced, size,
-                        plan.targets, stall=self.client.timeout)
+                        plan.targets, stall=self.client.timeout, active=self.pipelines)
 
     async def finish_upload(self, ticket, digest, size, plan=None, piped=None):
         """After the local commit: copy to replicas, publish the record; (record, confirmed).

@@ -167,3 +167,32 @@ def test_a_stopped_replica_slows_the_client_down_and_keeps_its_place(make_cluste
     for node in ("node1", replica):
         with open(copy_on_disk(cluster, node, PATH), "rb") as f:
             assert hashlib.sha256(f.read()).hexdigest() == sha(body)
+
+
+def test_a_hung_replica_is_dropped_when_seen_down_and_a_spare_takes_its_place(make_cluster):
+    # A long stall timeout: the replica goes only because the origin sees it down.
+    cluster = settled(make_cluster, servers=3, replicas=1, peer_timeout=30.0)
+    api = Api(cluster)
+    up, body = start_upload(api, "node1", SIZE // 2)
+    hung = None
+    try:
+        hung = wait_for(lambda: receiving(cluster, ["node2", "node3"]), DETECT, interval=0.01,
+                        what="the replica to receive bytes mid-body")
+        cluster.signal(hung, signal.SIGSTOP)
+        wait_seen(cluster, ["node1"], hung, "down")
+        seen_down = time.monotonic()
+        up.send(body[SIZE // 2:])
+        r = up.response()
+        assert time.monotonic() - seen_down < 15, "the upload waited for the hung replica"
+    finally:
+        up.close()
+        if hung:
+            cluster.signal(hung, signal.SIGCONT)
+    assert r.status == 201, r
+    record = r.json()
+    spare = others(cluster, "node1", hung)[0]
+    assert holders_of(record) == ["node1", spare] and not record["under_replicated"]
+    assert sha(copy_on_disk(cluster, spare, PATH).read_bytes()) == sha(body)
+    # Resumed, the hung replica finds its body cut: it keeps nothing.
+    wait_for(lambda: no_temp_files(cluster, hung), DETECT, what=f"{hung} to drop its cut copy")
+    assert not copy_on_disk(cluster, hung, PATH).exists()
