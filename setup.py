@@ -45,6 +45,8 @@ setup(
         "textual-plotext>=1.0",
         "plotext>=5.2,<6",  # textual-plotext does not work with plotext 6
         "textual-fspicker>=1.0",
+        "zxcvbn>=4.4",
+        "prometheus-client>=0.20",  # the /metrics exposition format, kept upstream
     ],
     extras_require={
         "test": [

@@ -7,11 +7,14 @@ answer (or two nodes reporting one change) leaves the database as one report wou
 import logging
 from datetime import datetime, timezone
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import (
+    BigInteger, String, and_, any_, delete, func, literal, or_, select, update)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from .acl import OWNER
+from .namespaces import owner_uid_for, visible_clause
 from .models import (
     AppliedReport, DeletedFile, File, Folder, Grant, OwnerUsage, Placement, Server, StorageSample,
     User)
@@ -170,7 +173,8 @@ class Catalog:
         replicas = sorted(rec.get("replicas", []), key=lambda r: r["priority"])
         size = int(rec["size"])
         if row is None:
-            row = File(owner=owner, path=path, folder=folder_of(path), created_at=ts(rec["modified"]))
+            row = File(owner=owner, path=path, folder=folder_of(path), created_at=ts(rec["modified"]),
+                       owner_uid=owner_uid_for(s, owner, ts(rec["modified"])))
             grown, added = size, 1
         else:
             grown, added = size - row.size, 0
@@ -210,19 +214,22 @@ class Catalog:
         whole = role_of(folder_key) is not None
         with self.sessions() as s:
             q = select(File.__table__).where(File.owner == owner)
+            unsealed = visible_clause(s, owner)
+            if unsealed is not None:
+                q = q.where(unsealed)
             if recursive:
                 if folder:
                     q = q.where(File.path >= folder + "/", File.path < upper_bound(folder))
             else:
                 q = q.where(File.folder == folder)
+            grants = [] if whole or caller == owner else _grant_paths(s, caller, owner)
             if not whole:
-                grants = [] if caller == owner else s.scalars(select(Grant).where(
-                    Grant.grantee == caller, Grant.owner == owner)).all()
-                visible = [_grant_clause(g.path) for g in grants if _under(g.path, folder_key)]
-                if not visible:
-                    q = q.where(False)
-                else:
-                    q = q.where(or_(*visible))
+                inside = [g for g in grants if _under(g, folder_key)]
+                visible = [_grant_clause(g) for g in inside if g.endswith("/")]
+                shared = [g for g in inside if not g.endswith("/")]
+                if shared:  # one parameter, not one OR term per file shared
+                    visible.append(_one_of(s, File.path, shared, String))
+                q = q.where(or_(*visible) if visible else False)
             if after:
                 q = q.where(File.path > after)
             rows = s.execute(q.order_by(File.path).limit(limit + 1)).all()
@@ -233,9 +240,12 @@ class Catalog:
             if not recursive and after is None:
                 fq = select(Folder.path).where(Folder.owner == owner, Folder.parent == folder)
                 names = s.scalars(fq.order_by(Folder.path).limit(5000)).all()
-                below = [] if whole or caller == owner else _grant_paths(s, caller, owner)
                 folders = [p for p in names if whole or role_of(p + "/") is not None
-                           or any(covers_below(g, p) for g in below)]
+                           or any(covers_below(g, p) for g in grants)]
+                if unsealed is not None:  # only folders that hold a file still reachable
+                    folders = [p for p in folders if s.scalar(
+                        select(File.id).where(File.owner == owner, unsealed, File.path >= p + "/",
+                                              File.path < upper_bound(p)).limit(1)) is not None]
         return {"owner": owner, "folder": folder, "files": files, "folders": folders,
                 "next": rows[-1].path if more else None}
 
@@ -244,21 +254,32 @@ class Catalog:
             return s.scalar(select(File).where(File.owner == owner, File.path == path)
                             .options(selectinload(File.placements)))
 
-    def users(self, limit=1000, after=None):
+    def users(self, limit=1000, after=None, only=None):
+        """A page of accounts by name (keyset: ``after`` is the last name of the page before;
+        a page shorter than ``limit`` is the last), with their totals from owner_usage;
+        ``only``: just that account (or none)."""
         with self.sessions() as s:
-            q = (select(User, OwnerUsage.file_count, OwnerUsage.total_bytes)
+            q = (select(User.username, User.uid, User.email, User.admin, User.disabled,
+                        User.valid_until, User.created_at, OwnerUsage.file_count,
+                        OwnerUsage.total_bytes)
                  .join(OwnerUsage, OwnerUsage.owner == User.username, isouter=True))
+            if only is not None:
+                q = q.where(User.username == only)
             if after:
                 q = q.where(User.username > after)
             rows = s.execute(q.order_by(User.username).limit(limit)).all()
-        return [{"username": u.username, "email": u.email, "admin": u.admin,
+        return [{"username": u.username, "id": u.uid, "email": u.email, "admin": u.admin,
                  "disabled": u.disabled, "valid_until": iso(u.valid_until),
-                 "created": iso(u.created_at), "file_count": count or 0, "total_bytes": total or 0}
-                for u, count, total in rows]
+                 "created": iso(u.created_at), "file_count": u.file_count or 0,
+                 "total_bytes": u.total_bytes or 0}
+                for u in rows]
 
     def owned_files(self, owner, limit=500, after=None):
         with self.sessions() as s:
             q = select(File.__table__).where(File.owner == owner)
+            visible = visible_clause(s, owner)
+            if visible is not None:
+                q = q.where(visible)
             if after:
                 q = q.where(File.path > after)
             rows = s.execute(q.order_by(File.path).limit(limit + 1)).all()
@@ -269,13 +290,16 @@ class Catalog:
                 "next": rows[limit - 1].path if len(rows) > limit else None}
 
     def samples(self, server, since, limit=2000):
+        """The newest ``limit`` samples at or after ``since`` (the time of the last sample a
+        client holds: it asks only for what is new), oldest first."""
         with self.sessions() as s:
-            q = select(StorageSample).where(StorageSample.server == server)
+            q = select(StorageSample.t, StorageSample.used_bytes, StorageSample.available_bytes
+                       ).where(StorageSample.server == server)
             if since is not None:
                 q = q.where(StorageSample.t >= since)
-            rows = s.scalars(q.order_by(StorageSample.t.desc()).limit(limit)).all()
-        return [{"t": iso(r.t), "used_bytes": r.used_bytes, "available_bytes": r.available_bytes}
-                for r in reversed(rows)]
+            rows = s.execute(q.order_by(StorageSample.t.desc()).limit(limit)).all()
+        return [{"t": iso(t), "used_bytes": used, "available_bytes": available}
+                for t, used, available in reversed(rows)]  # (Row.t is the row as a tuple)
 
     def prune_tombstones(self, before):
         """Deletions older than any report still queued on a node can be forgotten."""
@@ -302,11 +326,19 @@ def _page_json(s, rows, role_of):
     replicas = {}
     if rows:
         q = (select(Placement.file_id, Placement.server, Placement.priority)
-             .where(Placement.file_id.in_([r.id for r in rows]))
+             .where(_one_of(s, Placement.file_id, [r.id for r in rows]))
              .order_by(Placement.file_id, Placement.priority))
         for file_id, server, priority in s.execute(q):
             replicas.setdefault(file_id, []).append({"server": server, "priority": priority})
     return [file_json(r, role_of(r.path), replicas.get(r.id, [])) for r in rows]
+
+
+def _one_of(s, column, values, kind=BigInteger):
+    """``column IN (values)``; on PostgreSQL ``column = ANY(array)``, one parameter:
+    rendering and converting a page's hundreds of placeholders cost more than the query."""
+    if s.get_bind().dialect.name == "postgresql":
+        return column == any_(literal(values, ARRAY(kind)))
+    return column.in_(values)
 
 
 def _under(grant_path, folder_key):

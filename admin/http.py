@@ -1,7 +1,8 @@
 """HTTP transport of the admin server: each handler parses, calls the logic, maps errors.
 
 ``auth`` on each class says who may call: PUBLIC, USER (token or certificate of an active
-account), ADMIN (an administrator's), NODE (a node certificate from our CA).
+account), ADMIN (an administrator's), NODE (a node certificate from our CA), MONITOR (a
+monitoring certificate or an active administrator's token).
 """
 import asyncio
 import logging
@@ -12,9 +13,11 @@ from tornado.log import access_log
 
 from securifile.common.errors import ApiError, Forbidden
 from securifile.common.paths import check_username, parse_path
-from securifile.common.web import NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
+from securifile.common.metrics import MetricsHandler
+from securifile.common.web import MONITOR, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
 
 from .catalog import iso
+from .metrics import AdminMetrics
 
 ADMIN = "admin"
 log = logging.getLogger("securifile.admin")
@@ -57,9 +60,10 @@ class AdminHandler(ApiHandler):
             user = await asyncio.to_thread(self.admin.accounts.get, self.principal.name)
             if user is None:
                 raise Forbidden(f"account {self.principal.name} no longer exists", code="no_such_user")
+            await asyncio.to_thread(self.admin.accounts.check_credential, user, self.principal)
             self.admin.accounts.check_active(user)
             self.user = user
-            if wanted == ADMIN and not user.admin:
+            if wanted in (ADMIN, MONITOR) and not user.admin:
                 raise Forbidden("administrators only", code="admin_only")
 
     def arg_int(self, name, default, lo=1, hi=5000):
@@ -80,6 +84,15 @@ class LoginHandler(AdminHandler):
         self.send_json(result)
 
 
+class LogoutHandler(AdminHandler):
+    """Revoke the credential of this request (the token, or the client certificate)."""
+
+    async def post(self):
+        await asyncio.to_thread(self.admin.logout, self.principal)
+        self.set_status(204)
+        self.finish()
+
+
 class MeHandler(AdminHandler):
     def get(self):
         u = self.user
@@ -87,12 +100,45 @@ class MeHandler(AdminHandler):
                         "valid_until": iso(u.valid_until)})
 
 
+class PasswordHandler(AdminHandler):
+    """The caller changes their own password, proving the current one."""
+
+    async def post(self):
+        body = self.json_body()
+        await self.admin.change_password(self.user.username, body.get("current_password"),
+                                         body.get("new_password"), self.request.remote_ip)
+        self.set_status(204)
+        self.finish()
+
+
+class EnrolHandler(AdminHandler):
+    """The owner of a new (or reset) account sets the password with the e-mailed code."""
+
+    auth = PUBLIC
+
+    async def post(self):
+        body = self.json_body()
+        self.send_json(await self.admin.enrol(body.get("username"), body.get("code"),
+                                              body.get("password")))
+
+
+class UserEnrolmentHandler(AdminHandler):
+    """An administrator e-mails a user a new enrolment code (a forgotten password)."""
+
+    auth = ADMIN
+
+    async def post(self, username):
+        self.send_json(await self.admin.reset_enrolment(check_username(username),
+                                                        self.user.username), status=201)
+
+
 class CertificateHandler(AdminHandler):
     async def post(self):
         csr = self.json_body().get("csr")
         if not isinstance(csr, str):
             raise ApiError("send {\"csr\": PEM}", code="bad_csr")
-        self.send_json(await asyncio.to_thread(self.admin.sign_csr, self.user, csr), status=201)
+        self.send_json(await asyncio.to_thread(self.admin.sign_csr, self.user, csr,
+                                               self.principal), status=201)
 
 
 class ServersHandler(AdminHandler):
@@ -127,14 +173,27 @@ class ServerStateHandler(AdminHandler):
 
 
 class UsersHandler(AdminHandler):
+    """Administrators list every account. Anybody else sees their own account, the names of
+    the users they already share with, and (``?username=NAME``) whether NAME exists: enough
+    to share, never the whole directory with its admin flags and usage."""
+
     async def get(self):
-        users = await asyncio.to_thread(self.admin.catalog.users, self.arg_int("limit", 1000),
-                                        self.get_query_argument("after", None))
-        if not self.user.admin:
-            for u in users:
-                if u["username"] != self.user.username:
-                    u.pop("email"), u.pop("valid_until"), u.pop("created")
-        self.send_json({"users": users})
+        wanted = self.get_query_argument("username", None)
+        if self.user.admin:
+            users = await asyncio.to_thread(self.admin.catalog.users, self.arg_int("limit", 1000),
+                                            self.get_query_argument("after", None), wanted)
+            self.send_json({"users": users})
+            return
+        if wanted is not None:
+            check_username(wanted)
+            found = await asyncio.to_thread(self.admin.accounts.exists, wanted)
+            self.send_json({"users": [{"username": wanted}] if found else []})
+            return
+        mine = await asyncio.to_thread(self.admin.catalog.users, 1, None, self.user.username)
+        names = await asyncio.to_thread(self.admin.acl.contacts, self.user.username)
+        after = self.get_query_argument("after", None)
+        listed = sorted(mine + [{"username": n} for n in names], key=lambda u: u["username"])
+        self.send_json({"users": [u for u in listed if not after or u["username"] > after]})
 
     async def post(self):
         if not self.user.admin:
@@ -216,10 +275,11 @@ class AclHandler(AdminHandler):
 
 class EventsHandler(AdminHandler):
     async def get(self):
-        after = self.arg_int("after", 0, lo=0, hi=2**62)
-        events = await asyncio.to_thread(self.admin.recent_events, after,
-                                         self.arg_int("limit", 100, hi=1000), self.user)
-        self.send_json({"events": events})
+        after = None
+        if self.get_query_argument("after", None) is not None:
+            after = self.arg_int("after", 0, lo=0, hi=2**62)
+        self.send_json(await asyncio.to_thread(self.admin.recent_events, after,
+                                               self.arg_int("limit", 100, hi=1000), self.user))
 
 
 class AuthorizeHandler(AdminHandler):
@@ -230,7 +290,10 @@ class AuthorizeHandler(AdminHandler):
     async def get(self):
         user = check_username(self.get_query_argument("user", ""))
         owner, path = split_target(self.get_query_argument("path", ""))
-        self.send_json(await asyncio.to_thread(self.admin.decide, user, owner, path))
+        uid = self.get_query_argument("uid", None) or None
+        credential = self.get_query_argument("credential", None) or None
+        self.send_json(await asyncio.to_thread(self.admin.decide, user, owner, path, uid,
+                                               credential))
 
 
 class ReportsHandler(AdminHandler):
@@ -284,9 +347,14 @@ class OpenApiHandler(AdminHandler):
         self.send_json(self.admin.openapi)
 
 
+class AdminMetricsHandler(AdminHandler, MetricsHandler):
+    auth = MONITOR
+    scrape_in_thread = True  # the cluster gauges query the database
+
+
 def log_request(handler):
     status = handler.get_status()
-    if status < 400 and handler.request.path == "/api/v1/reports":
+    if status < 400 and handler.request.path in ("/api/v1/reports", "/metrics"):
         return
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),
@@ -295,9 +363,13 @@ def log_request(handler):
 
 def make_app(admin, authenticator):
     deps = dict(admin=admin, authenticator=authenticator)
+    metrics = AdminMetrics(admin)
     routes = [
         (r"/api/v1/login", LoginHandler),
+        (r"/api/v1/logout", LogoutHandler),
         (r"/api/v1/me", MeHandler),
+        (r"/api/v1/me/password", PasswordHandler),
+        (r"/api/v1/enrol", EnrolHandler),
         (r"/api/v1/certificates", CertificateHandler),
         (r"/api/v1/servers", ServersHandler),
         (r"/api/v1/servers/([^/]+)/storage", StorageHandler),
@@ -306,6 +378,7 @@ def make_app(admin, authenticator):
         (r"/api/v1/users", UsersHandler),
         (r"/api/v1/users/([^/]+)", UserHandler),
         (r"/api/v1/users/([^/]+)/files", UserFilesHandler),
+        (r"/api/v1/users/([^/]+)/enrolment", UserEnrolmentHandler),
         (r"/api/v1/files", FilesHandler),
         (r"/api/v1/shared", SharedHandler),
         (r"/api/v1/acl/(.+)", AclHandler),
@@ -317,6 +390,7 @@ def make_app(admin, authenticator):
         (r"/status", StatusHandler),
     ]
     return tornado.web.Application(
-        [(pattern, cls, deps) for pattern, cls in routes],
+        [(pattern, cls, deps) for pattern, cls in routes]
+        + [(r"/metrics", AdminMetricsHandler, dict(deps, registry=metrics.registry))],
         default_handler_class=NotFoundHandler, default_handler_args=deps,
-        log_function=log_request)
+        log_function=metrics.requests.counting(log_request))

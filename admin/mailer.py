@@ -345,11 +345,13 @@ def _message(subject, to_name, to_email, body, sender, now):
     return message
 
 
-def account_email(username, email, password, admin_url, valid_until, node_urls=None,
-                  cert_note=None, *, sender=None, now=None):
-    """The e-mail to a new account's owner: login details, validity period, how to log in.
+def account_email(username, email, enrolment_code, admin_url, valid_until, node_urls=None,
+                  cert_note=None, *, enrolment_expires=None, sender=None, now=None):
+    """The e-mail to a new account's owner: how to set the password, validity, how to log in.
 
-    Without ``sender``, From is left for ``Mailer.send`` to fill with the configured sender.
+    It never holds a password: ``enrolment_code`` (single use, valid until
+    ``enrolment_expires``) lets the owner set one; without a code the administrator gave the
+    initial password by other means. Without ``sender``, From is left for ``Mailer.send``.
     """
     now = _utc(now or datetime.datetime.now(datetime.timezone.utc))
     valid_until = _utc(valid_until)
@@ -361,14 +363,31 @@ def account_email(username, email, password, admin_url, valid_until, node_urls=N
     body = _Body()
     body.para(f"Hello {username},")
     body.para(f"an account has been created for you on {PRODUCT}, the encrypted, replicated "
-              "file store. Your login details:")
-    body.fields(("User name", username), ("Initial password", password),
-                ("Admin server", admin_url))
+              "file store.")
+    if enrolment_code:
+        expires = _utc(enrolment_expires) if enrolment_expires else None
+        body.fields(("User name", username), ("Enrolment code", enrolment_code),
+                    ("Admin server", admin_url))
+        until = f" until {expires:%Y-%m-%d %H:%M} UTC" if expires else ""
+        body.para(f"First choose your password with the enrolment code. The code works once "
+                  f"and only{until}; if it has expired, ask your administrator for a new one. "
+                  f"The password needs at least 12 characters, must not contain your user name "
+                  f"or e-mail address, and must not be easy to guess.")
+        body.code(f"securifile enrol --admin {admin_url} --user {username}")
+        body.para("or with curl:")
+        body.code(f"curl {cacert}-H 'Content-Type: application/json' \\",
+                  f"     -d '{{\"username\": \"{username}\", \"code\": \"CODE\", "
+                  f"\"password\": \"NEW PASSWORD\"}}' \\",
+                  f"     {admin_url}/api/v1/enrol")
+    else:
+        body.fields(("User name", username), ("Admin server", admin_url))
+        body.para("Your administrator gives you your initial password by other means; change "
+                  "it after your first login with: securifile passwd")
     body.para(f"Your account is valid until {valid_until:%Y-%m-%d %H:%M} UTC "
               f"({days} day{'s' if days != 1 else ''} from now). After that date you can no "
               "longer log in; ask your administrator if you need it for longer.")
-    body.para("Please change this initial password after your first login, and do not "
-              "forward this e-mail.")
+    body.para("Do not forward this e-mail. Change your password at any time with "
+              "'securifile passwd'.")
     body.para("Log in with the command-line client (it asks for your password, creates your "
               "key and certificate and keeps them in your configuration folder):")
     body.code(f"securifile login --admin {admin_url} --user {username}")
@@ -391,6 +410,23 @@ def account_email(username, email, password, admin_url, valid_until, node_urls=N
         body.para(f"The servers use certificates from {PRODUCT}'s own certificate authority; "
                   "ask your administrator for its certificate (securifile-ca.pem above).")
     return _message(f"Your {PRODUCT} account", username, email, body, sender, now)
+
+
+def enrolment_email(username, email, enrolment_code, admin_url, enrolment_expires, *,
+                    sender=None, now=None):
+    """A new enrolment code (an administrator reset the password)."""
+    now = _utc(now or datetime.datetime.now(datetime.timezone.utc))
+    admin_url = admin_url.rstrip("/")
+    body = _Body()
+    body.para(f"Hello {username},")
+    body.para(f"an administrator has issued a new enrolment code for your {PRODUCT} account. "
+              f"It works once and only until {_utc(enrolment_expires):%Y-%m-%d %H:%M} UTC; "
+              "any older code no longer works.")
+    body.fields(("User name", username), ("Enrolment code", enrolment_code),
+                ("Admin server", admin_url))
+    body.code(f"securifile enrol --admin {admin_url} --user {username}")
+    body.para("If you did not ask for this, tell your administrator.")
+    return _message(f"Your {PRODUCT} enrolment code", username, email, body, sender, now)
 
 
 def account_removed_email(username, email, admin_url=None, *, sender=None, now=None):

@@ -3,12 +3,15 @@
     securifile-admin --config cluster.toml serve
     securifile-admin --config cluster.toml db upgrade
     securifile-admin --config cluster.toml user add NAME --email E --valid-days D [--admin] [--password-stdin]
+    securifile-admin --config cluster.toml user enrol NAME
     securifile-admin --config cluster.toml user remove NAME
     securifile-admin --config cluster.toml user list
     securifile-admin --config cluster.toml server offline|online NAME
 
-Exit status: 0 done, 1 refused (the reason is printed), 2 bad usage. Nothing prompts when
-standard input is not a terminal, so provisioning scripts can pipe passwords in.
+Without a password, the account's owner gets a single-use enrolment code by e-mail and sets
+the password with it; ``user enrol`` sends a new code (a forgotten password). Exit status: 0
+done, 1 refused (the reason is printed), 2 bad usage. Nothing prompts when standard input is
+not a terminal, so provisioning scripts can pipe passwords in.
 """
 import argparse
 import asyncio
@@ -26,8 +29,9 @@ from securifile.common.certs import CertLayout
 from securifile.common.config import load_config
 from securifile.common.errors import ApiError
 from securifile.common.logsetup import setup_logging
+from securifile.common.private_files import private_dir, restrict_umask
 from securifile.common.tls import client_context, server_context
-from securifile.common.tokens import load_public_key
+from securifile.common.tokens import load_private_key, load_public_key
 from securifile.common.web import MAX_HEADER_READ
 
 from . import db
@@ -41,7 +45,7 @@ ADMIN_NAME = "admin"
 
 
 def open_service(cfg, with_node_client=True):
-    cfg.admin_data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(cfg.admin_data_dir)
     engine = db.make_engine(cfg.effective_database_url)
     db.upgrade(engine)
     layout = CertLayout(cfg.certs_dir)
@@ -52,7 +56,7 @@ def open_service(cfg, with_node_client=True):
                                  layout.server_key(ADMIN_NAME))
             node_client = NodeStateClient(ctx)
         else:
-            node_client = NodeStateClient(None, (layout.root / "peer-secret").read_text().strip())
+            node_client = NodeStateClient(None, load_private_key(layout.token_private_key))
     service = AdminService(cfg, db.session_factory(engine), node_client)
     service.servers.register(cfg.servers)
     return service
@@ -103,7 +107,9 @@ def start_syslog_receiver(cfg, service, ctx):
         await asyncio.to_thread(service.record_event, event)
 
     receiver = SyslogReceiver(cfg.admin_data_dir / "audit.log", on_event, ctx,
-                              allowed_roles={"node", "admin"} if ctx else None)
+                              allowed_roles={"node", "admin"} if ctx else None,
+                              allowed_names={s.name for s in cfg.servers} | {ADMIN_NAME}
+                              if ctx else None)
     receiver.listen(cfg.syslog_port, address=urlsplit(cfg.admin_url).hostname)
     service.receiver_stats = receiver.stats
     log.info("syslog receiver on port %d (%s)", cfg.syslog_port, "TLS" if ctx else "TCP")
@@ -146,9 +152,9 @@ def read_password(args):
         if not line:
             raise ApiError("no password on standard input", code="missing_password")
         return line
-    if args.generate or not sys.stdin.isatty():
-        return None  # generated, printed once and e-mailed
-    first = getpass.getpass("Password (empty to generate one): ")
+    if not sys.stdin.isatty():
+        return None  # the owner enrols with the e-mailed code
+    first = getpass.getpass("Password (empty: the owner sets it with an e-mailed code): ")
     if first and getpass.getpass("Again: ") != first:
         raise ApiError("the passwords differ", code="password_mismatch")
     return first or None
@@ -171,6 +177,10 @@ def run_command(cfg, args):
                 by="securifile-admin"))
             print(json.dumps(result, indent=2))
             return 0
+        if args.user_command == "enrol":
+            result = asyncio.run(service.reset_enrolment(args.name, by="securifile-admin"))
+            print(json.dumps(result, indent=2))
+            return 0
         if args.user_command == "remove":
             asyncio.run(service.remove_user(args.name, by="securifile-admin"))
             print(f"removed {args.name}")
@@ -178,7 +188,7 @@ def run_command(cfg, args):
         for u in service.catalog.users(limit=100000):
             print(f"{u['username']:<20} {u['email']:<32} until {u['valid_until'][:10]} "
                   f"{'admin ' if u['admin'] else ''}{'disabled' if u['disabled'] else ''}"
-                  f" files={u['file_count']} bytes={u['total_bytes']}")
+                  f" files={u['file_count']} bytes={u['total_bytes']} id={u['id']}")
         return 0
     if args.command == "server":
         async def change():
@@ -202,14 +212,15 @@ def build_parser():
     d.add_argument("db_command", choices=["upgrade"])
     u = sub.add_parser("user", help="accounts")
     us = u.add_subparsers(dest="user_command", required=True)
-    add = us.add_parser("add", help="create an account and e-mail its owner")
+    add = us.add_parser("add", help="create an account and e-mail its owner (an enrolment code "
+                        "unless a password is given)")
     add.add_argument("name")
     add.add_argument("--email", required=True)
     add.add_argument("--valid-days", type=float, default=365)
     add.add_argument("--admin", action="store_true")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    add.add_argument("--generate", action="store_true", help="generate a password (the default "
-                     "when stdin is not a terminal)")
+    en = us.add_parser("enrol", help="e-mail a user a new enrolment code (older codes die)")
+    en.add_argument("name")
     rm = us.add_parser("remove", help="remove an account")
     rm.add_argument("name")
     us.add_parser("list", help="list accounts")
@@ -220,6 +231,7 @@ def build_parser():
 
 
 def main(argv=None):
+    restrict_umask()
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config, overrides={"tls": args.tls})
     setup_logging(args.log_level if args.command == "serve" else "WARNING", "admin", cfg.tls)

@@ -24,9 +24,14 @@ class Base(DeclarativeBase):
 
 
 class User(Base):
+    """An account. ``uid`` is its immutable id: tokens and certificates carry it, and every
+    decision compares it, so a later account of the same name never inherits them."""
+
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("uid", name="uq_users_uid"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(32))
     username: Mapped[str] = mapped_column(NameString, unique=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(100))
@@ -34,6 +39,41 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     valid_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RemovedAccount(Base):
+    """An account that was removed: its id never comes back, and while its namespace waits
+    for its purge (``purge_after``) the files it left stay sealed (see docs/SECURITY.md)."""
+
+    __tablename__ = "removed_accounts"
+
+    uid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    username: Mapped[str] = mapped_column(NameString, index=True)
+    removed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    purge_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RevokedCredential(Base):
+    """A token (``jti``) or certificate (``cert:SERIAL``) revoked before it expires, e.g. by
+    logout; kept until then, and handed to nodes through their decisions."""
+
+    __tablename__ = "revoked_credentials"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    uid: Mapped[str] = mapped_column(String(32), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Enrolment(Base):
+    """A single-use code that lets an account's owner set their password; only its SHA-256
+    is kept, so the database alone does not let anyone enrol."""
+
+    __tablename__ = "enrolments"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"),
+                                         index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class File(Base):
@@ -48,6 +88,9 @@ class File(Base):
 
     id: Mapped[int] = mapped_column(SerialId, primary_key=True)
     owner: Mapped[str] = mapped_column(NameString)
+    # The id of the account that owned the name when the file first appeared: a file of a
+    # removed account stays sealed from a new account of the same name.
+    owner_uid: Mapped[str | None] = mapped_column(String(32), nullable=True)
     path: Mapped[str] = mapped_column(PathString)
     folder: Mapped[str] = mapped_column(PathString)  # '' for the namespace root
     size: Mapped[int] = mapped_column(BigInteger)

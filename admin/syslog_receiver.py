@@ -16,6 +16,7 @@ from tornado.iostream import StreamClosedError
 from tornado.tcpserver import TCPServer
 
 from securifile.common.certs import subject_identity
+from securifile.common.private_files import open_private_append, private_dir
 from securifile.common.syslog import SyslogParseError, parse_message
 
 DEFAULT_MAX_FRAME = 64 * 1024
@@ -99,35 +100,44 @@ class SyslogReceiver(TCPServer):
 
     ``ssl_options``: an SSLContext for RFC 5425 over TLS. ``allowed_roles``: with TLS, only
     clients whose certificate (from our CA) has one of these roles may send, e.g.
-    ``{"node", "admin"}``; the context must then request client certificates. ``on_event``
+    ``{"node", "admin"}``; the context must then request client certificates.
+    ``allowed_names``: with TLS, only certificates with one of these common names (the
+    configured servers and the admin server) may send. With a certificate, every message is
+    bound to it: its HOSTNAME and every ``server`` parameter of its structured data must be
+    the certificate's name, or the message is dropped and counted as forged, so one server
+    cannot write records in another's name. ``on_event``
     gets each parsed message as a dict (see ``parse_message``) plus ``peer`` (address) and
     ``peer_name`` (certificate common name or None); it may be a coroutine function.
     """
 
     def __init__(self, log_path, on_event=None, ssl_options=None, *, allowed_roles=None,
-                 max_frame=DEFAULT_MAX_FRAME, read_chunk_size=64 * 1024, logger=None):
-        if allowed_roles is not None and ssl_options is None:
-            raise ValueError("allowed_roles needs TLS (client certificates)")
+                 allowed_names=None, max_frame=DEFAULT_MAX_FRAME, read_chunk_size=64 * 1024,
+                 logger=None):
+        if (allowed_roles is not None or allowed_names is not None) and ssl_options is None:
+            raise ValueError("allowed_roles and allowed_names need TLS (client certificates)")
         super().__init__(ssl_options=ssl_options, max_buffer_size=max_frame + read_chunk_size,
                          read_chunk_size=read_chunk_size)
         self.log_path = Path(log_path)
         self.on_event = on_event
         self.allowed_roles = set(allowed_roles) if allowed_roles is not None else None
+        self.allowed_names = set(allowed_names) if allowed_names is not None else None
         self.max_frame = max_frame
         self.read_chunk_size = read_chunk_size
         self.logger = logger or log
         self.counters = {"connections": 0, "received": 0, "malformed": 0, "framing_errors": 0,
-                         "rejected": 0, "callback_errors": 0, "write_errors": 0}
+                         "rejected": 0, "forged": 0, "callback_errors": 0,
+                         "write_errors": 0}
         self._streams = set()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.log_path, "ab")
+        if not self.log_path.parent.exists():
+            private_dir(self.log_path.parent)
+        self._file = open_private_append(self.log_path)
 
     def stats(self):
         return dict(self.counters, open_connections=len(self._streams))
 
     def reopen(self):
         """Reopen the log file (after logrotate moved it)."""
-        old, self._file = self._file, open(self.log_path, "ab")
+        old, self._file = self._file, open_private_append(self.log_path)
         old.close()
 
     def close(self):
@@ -141,7 +151,7 @@ class SyslogReceiver(TCPServer):
         peer = address[0] if isinstance(address, tuple) else str(address)
         self.counters["connections"] += 1
         self._streams.add(stream)
-        state = {"peer": peer, "peer_name": None, "malformed_logged": 0}
+        state = {"peer": peer, "peer_name": None, "malformed_logged": 0, "forged_logged": 0}
         try:
             if self.ssl_options is not None and not await self._admit(stream, state):
                 return
@@ -180,7 +190,22 @@ class SyslogReceiver(TCPServer):
             self.logger.warning("syslog from %s refused: certificate %s (role %s) is not one of %s",
                                 state["peer"], name, role, sorted(self.allowed_roles))
             return False
+        if self.allowed_names is not None and name not in self.allowed_names:
+            self.counters["rejected"] += 1
+            self.logger.warning("syslog from %s refused: certificate %s is not a configured "
+                                "server", state["peer"], name)
+            return False
         return True
+
+    @staticmethod
+    def claimed_servers(event):
+        """The server names a message speaks for: its HOSTNAME and its ``server`` parameters."""
+        names = {event.get("hostname")}
+        for params in (event.get("sd") or {}).values():
+            if "server" in params:
+                names.add(params["server"])
+        names.discard(None)
+        return names
 
     async def _deliver(self, frames, state):
         events = []
@@ -194,7 +219,16 @@ class SyslogReceiver(TCPServer):
                     self.logger.warning("malformed syslog message from %s: %s (%r)",
                                         state["peer"], e, raw[:120])
                 continue
-            event["peer"], event["peer_name"] = state["peer"], state["peer_name"]
+            name = state["peer_name"]
+            if name is not None and self.claimed_servers(event) - {name}:
+                self.counters["forged"] += 1
+                if state["forged_logged"] < _MALFORMED_LOGGED_PER_CONNECTION:
+                    state["forged_logged"] += 1
+                    self.logger.warning("syslog from %s (certificate %s) speaks for %s: dropped",
+                                        state["peer"], name,
+                                        sorted(self.claimed_servers(event) - {name}))
+                continue
+            event["peer"], event["peer_name"] = state["peer"], name
             events.append((raw, event))
         if not events:
             return

@@ -8,11 +8,23 @@ from securifile.common.client import LoginFolder
 
 from .output import format_table, human_size, to_json, when
 
-COMMANDS = ("whoami", "users", "share", "unshare", "grants", "shared", "admin")
+COMMANDS = ("whoami", "users", "share", "unshare", "grants", "shared", "passwd", "admin")
 
 
 def _target_name(owner, path):
     return f"{owner}/{path}" if path else f"{owner}/"
+
+
+def _enrolment_lines(result, whom):
+    if result.get("email_sent"):
+        until = when(result.get("enrolment_expires_at"))
+        return [f"e-mailed to {whom}" + (f" (the enrolment code works once, until {until})"
+                                          if result.get("enrolment_expires_at") else "")]
+    lines = [f"the e-mail to {whom} was NOT sent: {result.get('email_error', 'unknown error')}"]
+    if result.get("enrolment_code"):
+        lines.append(f"enrolment code (give it to the user; it works once, until "
+                     f"{when(result.get('enrolment_expires_at'))}): {result['enrolment_code']}")
+    return lines
 
 
 class ControlCommands:
@@ -65,8 +77,24 @@ class ControlCommands:
 
         return self.emit(me, text)
 
+    def passwd(self):
+        from .login import read_new_password, read_secret
+        stdin = sys.stdin
+        current = read_secret("current password: ", self.args.password_stdin, stdin)
+        new = read_new_password(self.args.password_stdin, stdin)
+        self.admin.change_password(current, new)
+        return self.emit({"username": self.settings.username, "changed": True},
+                         "password changed")
+
     def users(self):
-        users = self.admin.users()
+        if getattr(self.args, "name", None):
+            found = self.admin.find_user(self.args.name)
+            if found is None:
+                print(f"securifile: no user {self.args.name}", file=sys.stderr)
+                return 1
+            users = [found]
+        else:
+            users = self.admin.users()
         return self.emit({"users": users}, lambda: format_table(
             ["user", "e-mail", "admin", "valid until", "files", "volume"],
             [[u["username"], u.get("email"), "yes" if u.get("admin") else "",
@@ -122,16 +150,16 @@ class ControlCommands:
         def text():
             lines = [f"created {result['username']}{' (administrator)' if result.get('admin') else ''}"
                      f", valid until {when(result.get('valid_until'))}"]
-            if result.get("email_sent"):
-                lines.append(f"login details e-mailed to {result.get('email')}")
-            else:
-                lines.append(f"the e-mail to {result.get('email')} was NOT sent: "
-                             f"{result.get('email_error', 'unknown error')}")
-            if result.get("password"):
-                lines.append(f"initial password: {result['password']}")
+            lines += _enrolment_lines(result, result.get("email"))
             return "\n".join(lines)
 
         return self.emit(result, text)
+
+    def admin_user_enrol(self):
+        result = self.admin.reset_enrolment(self.args.name)
+        return self.emit(result, lambda: "\n".join(
+            [f"new enrolment code for {self.args.name}; older codes no longer work"]
+            + _enrolment_lines(result, self.args.name)))
 
     def admin_user_remove(self):
         self.admin.remove_user(self.args.name)
@@ -159,8 +187,8 @@ class ControlCommands:
             lines = [format_table(["name", "url", "status", "admin", "since", "used", "available",
                                    "under-replicated"], rows),
                      f"replicas per file: {listing.get('replicas')}"]
-            if listing.get("tls") is False:
-                lines.append("WARNING: ENCRYPTION DISABLED (debug mode)")
             return "\n".join(lines)
 
+        if listing.get("tls") is False:  # never hidden, not even by --quiet or --json
+            print("WARNING: ENCRYPTION DISABLED (debug mode)", file=sys.stderr)
         return self.emit(listing, text)

@@ -1,4 +1,6 @@
-"""``securifile login`` and ``logout``: a password login that leaves a certificate behind.
+"""``securifile login``, ``logout``, ``renew`` and ``enrol``: a password login that leaves a
+short-lived certificate behind (renewed by the client), a logout that revokes the saved
+credentials at the admin server, and setting the first password with an e-mailed code.
 
 Login asks the admin server for a token, creates an EC key here (it never leaves this
 machine), has a certificate request for it signed, and saves key, certificate, CA, token,
@@ -16,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from securifile.common.adminclient import AdminClient, AdminUnreachable
+from securifile.common.certs import BACKDATE
 from securifile.common.client import (
     ClientError, LoginFolder, PermissionDenied, RateLimited, ServerError, TLSFailure, Unauthorized,
 )
@@ -48,6 +51,61 @@ def read_password(username, from_stdin, stdin=None):
     if not password:
         raise UsageError("no password given (pipe it in, or use --password-stdin)")
     return password
+
+
+def read_secret(prompt, from_stdin, stdin=None):
+    """One secret: from a prompt on a terminal, else the next line of standard input."""
+    stdin = stdin or sys.stdin
+    if not from_stdin and stdin.isatty():
+        value = getpass.getpass(prompt)
+    else:
+        value = stdin.readline().rstrip("\r\n")
+    if not value:
+        raise UsageError(f"nothing given for the {prompt.rstrip(': ')}")
+    return value
+
+
+def read_new_password(from_stdin, stdin=None):
+    """A new password: asked twice on a terminal, one line of standard input otherwise."""
+    stdin = stdin or sys.stdin
+    password = read_secret("new password (12+ characters, hard to guess): ", from_stdin, stdin)
+    if not from_stdin and stdin.isatty() and getpass.getpass("again: ") != password:
+        raise UsageError("the two passwords differ")
+    return password
+
+
+def warn_plain_text(url):
+    """Always printed, whatever --quiet says: encryption is off."""
+    print(f"WARNING: {url} is plain HTTP: encryption is disabled, passwords and tokens "
+          f"cross the network in the clear", file=sys.stderr)
+
+
+def enrol(args, env, out, stdin=None):
+    """Set the first password with the enrolment code from the account e-mail."""
+    folder = LoginFolder.default(env)
+    saved = folder.read() if folder is not None and folder.exists() else {}
+    admin_url = args.admin or saved.get("admin_url")
+    if not admin_url or not args.user:
+        raise UsageError("give the admin server and your user name: --admin URL --user NAME "
+                         "(both are in the account e-mail)")
+    https = admin_url.lower().startswith("https:")
+    if https and not args.ca:
+        raise UsageError(f"{admin_url} uses TLS: give its CA certificate with --ca PEM")
+    if not https:
+        warn_plain_text(admin_url)
+    code = read_secret("enrolment code: ", args.password_stdin, stdin)
+    password = read_new_password(args.password_stdin, stdin)
+    try:
+        with AdminClient(admin_url, ca=args.ca, timeout=args.timeout) as admin:
+            admin.enrol(args.user, code, password)
+    except ServerError as e:
+        raise LoginFailed(f"enrolment failed: {e.message} ({e.code})") from e
+    except ClientError as e:
+        raise _login_error(e, admin_url, args.ca) from e
+    if not args.quiet:
+        print(f"password set for {args.user}; now run: securifile login --admin {admin_url} "
+              f"--user {args.user}", file=out)
+    return 0
 
 
 def trusted_cas(given, returned):
@@ -104,9 +162,8 @@ def login(args, env, out, stdin=None):
             f"http:// admin URL (encryption disabled, for debugging) needs none")
     if ca and not Path(ca).is_file():
         raise UsageError(f"--ca {ca}: no such file")
-    if not https and not args.quiet:
-        print(f"WARNING: {admin_url} is plain HTTP: encryption is disabled, the password and "
-              f"token cross the network in the clear", file=sys.stderr)
+    if not https:
+        warn_plain_text(admin_url)
     password = read_password(username, args.password_stdin, stdin)
     try:
         with AdminClient(admin_url, ca=ca, timeout=args.timeout) as admin:
@@ -145,12 +202,129 @@ def login(args, env, out, stdin=None):
     return 0
 
 
+def revoke_saved(folder, timeout):
+    """Have the admin server revoke the saved token and certificate (each used once, on its
+    own, so that each is the credential revoked). Returns what could not be revoked."""
+    settings = folder.settings()
+    failed = []
+    for what, kwargs in (("token", {"token": settings.token}),
+                         ("certificate", {"cert": settings.cert, "key": settings.key})):
+        if not all(kwargs.values()):
+            continue
+        try:
+            with AdminClient(settings.admin_url, ca=settings.ca, timeout=timeout,
+                             **kwargs) as admin:
+                admin.logout()
+        except Unauthorized:
+            pass  # expired or revoked already: nothing left to revoke
+        except (ClientError, OSError) as e:
+            failed.append(f"{what} ({e})")
+    return failed
+
+
 def logout(args, env, out):
+    """Revoke the token and certificate at the admin server, then forget them here."""
     folder = LoginFolder.default(env)
+    failed = []
+    if folder is not None and folder.exists():
+        try:
+            failed = revoke_saved(folder, args.timeout)
+        except ClientError as e:
+            failed = [str(e)]
     gone = folder.remove() if folder is not None else []
+    if failed:
+        print("WARNING: the admin server did not revoke the saved "
+              f"{'; '.join(failed)}: it stays valid until it expires", file=sys.stderr)
     if not args.quiet:
         if gone:
-            print(f"logged out: removed {', '.join(gone)} from {folder.path}", file=out)
+            print(f"logged out: revoked and removed {', '.join(gone)} from {folder.path}",
+                  file=out)
         else:
             print("not logged in", file=out)
+    return 1 if failed else 0
+
+
+def certificate_dates(path):
+    """(not before, not after) of a PEM certificate file."""
+    cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    return cert.not_valid_before_utc, cert.not_valid_after_utc
+
+
+def renewal_due(folder, now=None):
+    """Whether the saved certificate has used up half its life (or is gone past its end);
+    its life counted from its issue, not from its back-dated start."""
+    path = folder.file(folder.CERT)
+    if not path.is_file() or not folder.file(folder.KEY).is_file():
+        return False
+    start, end = certificate_dates(path)
+    issued = min(start + BACKDATE, end)
+    now = now or datetime.now(timezone.utc)
+    return now >= issued + (end - issued) / 2
+
+
+def renew(folder, timeout):
+    """A new key and short-lived certificate for the saved login. Asked for with the current
+    certificate while it lasts, else with the token; the admin server checks the account
+    (removed, disabled, expired) before it signs. Returns the new certificate's end."""
+    info = folder.read()
+    settings = folder.settings()
+    _start, end = certificate_dates(settings.cert)
+    if end > datetime.now(timezone.utc):
+        credentials = {"cert": settings.cert, "key": settings.key}
+    elif settings.token:
+        credentials = {"token": settings.token}
+    else:
+        raise LoginFailed("the certificate has expired and no token is saved: run "
+                          "'securifile login' again")
+    key_pem, csr_pem = new_key_and_csr(info["username"])
+    try:
+        with AdminClient(settings.admin_url, ca=settings.ca, timeout=timeout,
+                         **credentials) as admin:
+            signed = admin.sign_csr(csr_pem)
+    except ClientError as e:
+        raise _login_error(e, settings.admin_url, settings.ca) from e
+    info["certificate_not_after"] = signed.get("not_after")
+    token_path = folder.file(folder.TOKEN)
+    token = token_path.read_text().strip() if token_path.is_file() else ""
+    folder.save(info, token, key_pem=key_pem, cert_pem=signed["certificate"],
+                ca_pem=folder.file(folder.CA).read_text() if folder.file(folder.CA).is_file()
+                else None)
+    if not token:
+        folder.file(folder.TOKEN).unlink(missing_ok=True)
+    return signed.get("not_after")
+
+
+def renew_if_due(env, timeout, err):
+    """Renew the saved certificate before a command when half its life is gone; a failure
+    is a warning (the old certificate may still serve)."""
+    folder = LoginFolder.default(env)
+    if folder is None or not folder.exists():
+        return None
+    try:
+        if not renewal_due(folder):
+            return None
+        return renew(folder, timeout)
+    except (ClientError, ValueError, OSError) as e:
+        try:
+            _start, end = certificate_dates(folder.file(folder.CERT))
+        except (ValueError, OSError):
+            end = None
+        if end is not None and end <= datetime.now(timezone.utc):
+            raise LoginFailed(f"the saved client certificate ran out on {when(end.isoformat())} "
+                              f"and could not be renewed ({e}): run 'securifile login' "
+                              "again") from e
+        print(f"WARNING: could not renew the client certificate: {e}", file=err)
+        return None
+
+
+def renew_command(args, env, out):
+    """``securifile renew``: a fresh certificate now, whatever its age."""
+    folder = LoginFolder.default(env)
+    if folder is None or not folder.exists():
+        raise UsageError("not logged in: run 'securifile login' first")
+    if not folder.file(folder.CERT).is_file():
+        raise UsageError("this login has no certificate (plain-HTTP admin server)")
+    not_after = renew(folder, args.timeout)
+    if not args.quiet:
+        print(f"certificate renewed until {when(not_after)}", file=out)
     return 0

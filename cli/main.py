@@ -1,6 +1,6 @@
 """``securifile``: the command-line client and ``up``.
 
-Files: put, get, rm, stat, ls, status. Login: login, logout, whoami. Sharing and accounts:
+Files: put, get, rm, stat, ls, status. Login: login, logout, renew, whoami. Sharing and accounts:
 share, unshare, grants, shared, users, and for administrators ``admin ...``.
 
 Servers and credentials come from the launcher's ``cluster.json`` (``--cluster`` or
@@ -106,7 +106,16 @@ def build_parser():
     p.add_argument("--password-stdin", action="store_true",
                    help="read the password from standard input (the default when it is not a terminal)")
     p.add_argument("--json", action="store_true", help="print what was saved as JSON")
-    command("logout", "forget the saved login (key, certificate, token)")
+    command("logout", "revoke the saved token and certificate at the admin server and forget "
+                      "them here")
+    command("renew", "get a fresh short-lived client certificate for the saved login now "
+                     "(other commands renew it when half its life is gone)")
+    p = command("enrol", "set your first password with the enrolment code from the account e-mail")
+    p.add_argument("--admin", metavar="URL", help="the admin server named in the e-mail")
+    p.add_argument("--user", metavar="NAME", help="your user name")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the code and then the new password, one line each, from standard "
+                        "input (the default when it is not a terminal)")
 
     def control_command(name, help_text):
         p = command(name, help_text)
@@ -114,7 +123,14 @@ def build_parser():
         return p
 
     control_command("whoami", "show your account and where your login is kept")
-    control_command("users", "list the users with their number of files and volume")
+    p = control_command("users", "list the users with their number of files and volume "
+                                 "(administrators: everyone; others: themselves and whom they "
+                                 "share with)")
+    p.add_argument("name", metavar="NAME", nargs="?", help="look up exactly this user name")
+    p = control_command("passwd", "change your password")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the current and then the new password, one line each, from "
+                        "standard input (the default when it is not a terminal)")
     p = control_command("share", "give a user a role on a file or a folder (owner or master)")
     p.add_argument("target", metavar="TARGET", help="owner/path for a file, owner/dir/ for a folder")
     p.add_argument("user", metavar="USER")
@@ -135,14 +151,17 @@ def build_parser():
         q.add_argument("--json", action="store_true", help="print the server's answer as JSON")
         return q
 
-    q = admin_action("user-add", "create an account and e-mail its owner the login details")
+    q = admin_action("user-add", "create an account and e-mail its owner an enrolment code")
     q.add_argument("name", metavar="NAME")
     q.add_argument("--email", required=True, metavar="ADDRESS")
     q.add_argument("--valid-days", type=float, default=365, metavar="DAYS",
                    help="how long the account is valid (default 365)")
     q.add_argument("--admin", action="store_true", help="make the account an administrator")
     q.add_argument("--password-stdin", action="store_true",
-                   help="read the initial password from standard input (default: generated)")
+                   help="read the initial password from standard input (default: the owner "
+                        "sets it with the e-mailed enrolment code)")
+    q = admin_action("user-enrol", "e-mail a user a new enrolment code (a forgotten password)")
+    q.add_argument("name", metavar="NAME")
     q = admin_action("user-remove", "remove an account (its grants go with it)")
     q.add_argument("name", metavar="NAME")
     q = admin_action("offline", "take a storage server offline for repair")
@@ -361,7 +380,16 @@ def run(args, env=None):
         return login.login(args, env, sys.stdout)
     if args.command == "logout":
         return login.logout(args, env, sys.stdout)
+    if args.command == "enrol":
+        return login.enrol(args, env, sys.stdout)
+    if args.command == "renew":
+        return login.renew_command(args, env, sys.stdout)
+    if not (args.cluster or env.get(CLUSTER_ENV) or args.cert):
+        login.renew_if_due(env, args.timeout, sys.stderr)
     settings = load_settings(args, env)
+    plain = [u for u in [settings.admin_url, *settings.servers] if u and u.startswith("http:")]
+    if plain:
+        login.warn_plain_text(plain[0])
     if args.command in control.COMMANDS:
         with admin_client(settings, args) as admin:
             return control.ControlCommands(admin, args, settings, env=env).run()

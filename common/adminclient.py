@@ -17,7 +17,9 @@ from .client import (
 
 RUNNING, UNKNOWN, OFFLINE = "running", "unknown", "offline"
 ROLES = ("reader", "editor", "master")
-PAGE = 1000
+# Rows per page the clients ask for: every page answers in milliseconds at this size (see
+# docs/ADMIN-SCALE.md); the next page starts after the last row's key (``after``).
+PAGE = 200
 
 
 class AdminUnreachable(TransportError):
@@ -136,6 +138,20 @@ class AdminClient:
         self._token = result["token"]
         return result
 
+    def enrol(self, username, code, password):
+        """Set the password of a new (or reset) account with its e-mailed enrolment code."""
+        return self.request("POST", "/api/v1/enrol",
+                            {"username": username, "code": code, "password": password})
+
+    def change_password(self, current, new):
+        """Change the caller's password (the current one proves it is the owner)."""
+        self.request("POST", "/api/v1/me/password",
+                     {"current_password": current, "new_password": new}, expected=(204,))
+
+    def logout(self):
+        """Revoke the credential this client calls with (its token, else its certificate)."""
+        return self.request("POST", "/api/v1/logout", expected=(204,))
+
     def me(self):
         """The caller's account: username, email, admin, valid_until."""
         return self.request("GET", "/api/v1/me")
@@ -146,24 +162,40 @@ class AdminClient:
             csr_pem = csr_pem.decode("ascii")
         return self.request("POST", "/api/v1/certificates", {"csr": csr_pem}, expected=(200, 201))
 
+    def find_user(self, username):
+        """The account named exactly ``username`` (``{"username", ...}``), or None."""
+        found = self.request("GET", "/api/v1/users", query={"username": username})["users"]
+        return found[0] if found else None
+
+    def users_page(self, *, limit=PAGE, after=None):
+        """One page of accounts by name, after the name ``after`` (a short page is the last)."""
+        return self.request("GET", "/api/v1/users", query={"limit": limit, "after": after})["users"]
+
     def users(self, page_size=PAGE):
-        """Every account with its file count and total bytes (fetched page by page)."""
+        """The accounts the caller may list, with file count and volume, page by page (keyset:
+        each page after the last name of the one before; a short page is the last): every
+        account for administrators; oneself and the users one shares with for others."""
         users, after = [], None
         while True:
-            page = self.request("GET", "/api/v1/users",
-                                query={"limit": page_size, "after": after})["users"]
+            page = self.users_page(limit=page_size, after=after)
             users += page
             if len(page) < page_size:
                 return users
             after = page[-1]["username"]
 
     def add_user(self, username, email, valid_days, *, password=None, admin=False):
-        """Create an account (administrators only); the answer has the password if generated."""
+        """Create an account (administrators only). Without ``password`` its owner gets an
+        enrolment code by e-mail (in the answer too, when the e-mail could not be sent)."""
         payload = {"username": username, "email": email, "valid_days": valid_days,
                    "admin": bool(admin)}
         if password is not None:
             payload["password"] = password
         return self.request("POST", "/api/v1/users", payload, expected=(201,))
+
+    def reset_enrolment(self, username):
+        """E-mail ``username`` a new enrolment code (administrators only)."""
+        return self.request("POST", f"/api/v1/users/{quote(username, safe='')}/enrolment",
+                            expected=(201,))
 
     def remove_user(self, username):
         self.request("DELETE", "/api/v1/users/" + quote(username, safe=""), expected=(204,))
@@ -198,8 +230,12 @@ class AdminClient:
         self.request("DELETE", acl_target(target)[1], query={"username": username},
                      expected=(204,))
 
-    def events(self, *, after=0, limit=100):
-        return self.request("GET", "/api/v1/events", query={"after": after, "limit": limit})["events"]
+    def events(self, *, after=None, limit=100):
+        """``{"events", "next"}``: the newest ``limit`` audit events, or with ``after`` (an
+        event id) the first ``limit`` after it, ``next`` naming the cursor while more follow."""
+        page = self.request("GET", "/api/v1/events", query={"after": after, "limit": limit})
+        page.setdefault("next", None)  # an admin server from before paging
+        return page
 
     # -- servers --
 

@@ -6,18 +6,25 @@ authoriser's business, not this module's.
 import hmac
 from dataclasses import dataclass
 
-from .certs import ROLE_ADMIN, ROLE_NODE, ROLE_USER, subject_identity
+from .certs import ROLE_ADMIN, ROLE_MONITOR, ROLE_NODE, ROLE_USER, peer_credential, subject_identity
 from .errors import Forbidden, Unauthenticated
-from .tokens import verify_token
+from .tokens import ROLE_ADMIN_SERVER, verify_token
 
 PEER_SECRET_HEADER = "X-SecuriFile-Peer-Secret"
 
 
 @dataclass(frozen=True)
 class Principal:
+    """The caller. A user's ``uid`` (the account id), ``credential`` (the token's jti or
+    'cert:SERIAL') and ``expires`` (epoch seconds) come from the credential itself, so that
+    the admin server and nodes can refuse a removed account's or a revoked credential."""
+
     name: str
-    kind: str  # "user" or "node"
+    kind: str  # "user", "node", "admin" (the admin server) or "monitor"
     admin: bool = False
+    uid: str | None = None
+    credential: str | None = None
+    expires: float | None = None
 
 
 class Authenticator:
@@ -39,33 +46,67 @@ class Authenticator:
         if cert:
             name, role = subject_identity(cert)
             if role == ROLE_USER and name:
-                return Principal(name, "user")
-            if role in (ROLE_NODE, ROLE_ADMIN):
-                raise Forbidden("server certificates cannot act as users", code="not_a_user")
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            claims = verify_token(self.token_public_key, token.strip())
-            return Principal(claims["sub"], "user", bool(claims.get("adm")))
+                uid, credential, expires = peer_credential(cert)
+                return Principal(name, "user", uid=uid, credential=credential, expires=expires)
+            if role in (ROLE_NODE, ROLE_ADMIN, ROLE_MONITOR):
+                raise Forbidden("server and monitoring certificates cannot act as users",
+                                code="not_a_user")
+        claims = self._bearer_claims(request)
+        if claims is not None:
+            if claims.get("role"):
+                raise Forbidden("a service token cannot act as a user", code="not_a_user")
+            return Principal(claims["sub"], "user", bool(claims.get("adm")),
+                             uid=claims.get("uid"), credential=claims.get("jti"),
+                             expires=claims.get("exp"))
         raise Unauthenticated(
             "authenticate with a client certificate or 'Authorization: Bearer TOKEN'")
 
+    def _bearer_claims(self, request):
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return verify_token(self.token_public_key, token.strip())
+        return None
+
     def admin_server(self, request):
-        """The admin server itself (its certificate), or in no-TLS mode the cluster secret."""
+        """The admin server itself: its certificate, or in no-TLS mode a short-lived token
+        that only it can sign. The nodes' shared debug secret never passes here: a node
+        must not take its peers offline."""
         cert = self.peer_certificate(request)
         if cert:
             name, role = subject_identity(cert)
             if role == ROLE_ADMIN:
                 return Principal(name, "admin")
             raise Forbidden("this endpoint is for the admin server only", code="not_the_admin")
-        return self._secret(request, "admin server")
+        claims = self._bearer_claims(request)
+        if claims is not None and claims.get("role") == ROLE_ADMIN_SERVER:
+            return Principal(claims["sub"], "admin")
+        raise Forbidden("this endpoint needs the admin server's certificate (or, without TLS, "
+                        "its signed token)", code="not_the_admin")
+
+    def monitor(self, request):
+        """Who may read metrics: a monitoring certificate, or an administrator's token
+        (the admin server also checks that the account is still an active administrator)."""
+        cert = self.peer_certificate(request)
+        if cert:
+            name, role = subject_identity(cert)
+            if role == ROLE_MONITOR and name:
+                return Principal(name, "monitor")
+        claims = self._bearer_claims(request)
+        if claims is not None and not claims.get("role") and claims.get("adm"):
+            return Principal(claims["sub"], "user", True)
+        if claims is not None or cert:
+            raise Forbidden("metrics are for monitoring certificates and administrators",
+                            code="not_a_monitor")
+        raise Unauthenticated("authenticate with a monitoring certificate or an administrator's "
+                              "'Authorization: Bearer TOKEN'")
 
     def _secret(self, request, who):
         secret = request.headers.get(PEER_SECRET_HEADER, "")
         if self.peer_secret and secret and hmac.compare_digest(secret, self.peer_secret):
             return Principal(request.headers.get("X-SecuriFile-Node", "?"), "node")
         raise Forbidden(f"this endpoint needs a certificate of the {who} from the cluster's CA",
-                        code="not_a_node" if who == "node" else "not_the_admin")
+                        code="not_a_node")
 
     def node(self, request):
         cert = self.peer_certificate(request)

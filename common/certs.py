@@ -1,22 +1,53 @@
 """The system's own certificate authority: CA, server and user certificates, token keys.
 
-The role of a certificate (node, admin, user) is its subject's organisational unit, so a
-node's peer endpoints can tell a fellow node from a user even though one CA signs both.
+The role of a certificate (node, admin, user, monitor) is its subject's organisational unit,
+so a node's peer endpoints can tell a fellow node from a user even though one CA signs both.
+A monitoring certificate (a Prometheus server's) reads /metrics and nothing else.
 """
 import datetime
 import ipaddress
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ORGANISATION = "SecuriFile"
-ROLE_NODE, ROLE_ADMIN, ROLE_USER = "node", "admin", "user"
+ROLE_NODE, ROLE_ADMIN, ROLE_USER, ROLE_MONITOR = "node", "admin", "user", "monitor"
 DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
+# Every server certificate also names NAME.ROLE.securifile (e.g. node1.node.securifile). User
+# names cannot hold a dot, so a peer check by name (rsyslog's permittedPeer) matches server
+# certificates only, never a user's certificate with a server's name as its common name.
+IDENTITY_SUFFIX = ".securifile"
+STRONG_CURVES = (ec.SECP256R1, ec.SECP384R1)
+# Certificates start this long before they are issued, for clocks a little behind.
+BACKDATE = datetime.timedelta(minutes=5)
+MIN_RSA_BITS = 3072
+
+
+def server_identity(name, role=ROLE_NODE):
+    """The DNS name that proves a certificate belongs to server ``name`` in ``role``."""
+    return f"{name}.{role}{IDENTITY_SUFFIX}"
+
+
+def check_key_strength(public_key):
+    """Raise ValueError unless the key is EC P-256/P-384, Ed25519 or RSA of 3072 bits or more."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if not isinstance(public_key.curve, STRONG_CURVES):
+            raise ValueError(f"EC curve {public_key.curve.name} is not accepted: use P-256 or P-384")
+    elif isinstance(public_key, ed25519.Ed25519PublicKey):
+        pass
+    elif isinstance(public_key, rsa.RSAPublicKey):
+        if public_key.key_size < MIN_RSA_BITS:
+            raise ValueError(f"RSA key of {public_key.key_size} bits is too weak: use "
+                             f"{MIN_RSA_BITS} bits or more, or an EC P-256 key")
+    else:
+        raise ValueError(f"{type(public_key).__name__} keys are not accepted: use EC P-256/P-384, "
+                         "Ed25519 or RSA >= 3072")
 
 
 def _now():
@@ -46,12 +77,16 @@ def _write_cert(path, cert):
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _name(common_name, role):
-    return x509.Name([
+def _name(common_name, role, uid=None):
+    attributes = [
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANISATION),
         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
         x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-    ])
+    ]
+    if uid:
+        # The account's immutable id ('userId' in the subject Python's ssl module reports).
+        attributes.append(x509.NameAttribute(NameOID.USER_ID, uid))
+    return x509.Name(attributes)
 
 
 def _san(names):
@@ -119,7 +154,7 @@ class CertificateAuthority:
             .issuer_name(self.cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_before(now - BACKDATE)
             .not_valid_after(min(not_after, self.cert.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
@@ -138,26 +173,38 @@ class CertificateAuthority:
         cert = self._issue(
             _name(name, role), key.public_key(), _now() + datetime.timedelta(days=days),
             [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-            _san(list(dict.fromkeys([name, *hosts]))),
+            _san(list(dict.fromkeys([name, server_identity(name, role), *hosts]))),
         )
         return cert, key
 
-    def issue_user(self, username, not_after):
-        """A client certificate for a user, valid no longer than ``not_after`` (the account)."""
+    def issue_user(self, username, not_after, uid=None):
+        """A client certificate for a user, valid no longer than ``not_after``; ``uid`` is the
+        account's immutable id, without which an admin-backed cluster refuses it."""
         key = _new_key()
         cert = self._issue(
-            _name(username, ROLE_USER), key.public_key(), not_after,
+            _name(username, ROLE_USER, uid), key.public_key(), not_after,
             [ExtendedKeyUsageOID.CLIENT_AUTH],
         )
         return cert, key
 
-    def sign_user_csr(self, csr_pem, username, not_after):
-        """Sign a user's CSR; the subject is ours to set, whatever the CSR asked for."""
+    def issue_monitor(self, name, days=825):
+        """A client certificate for a monitoring system: it reads /metrics, nothing else."""
+        key = _new_key()
+        cert = self._issue(
+            _name(name, ROLE_MONITOR), key.public_key(), _now() + datetime.timedelta(days=days),
+            [ExtendedKeyUsageOID.CLIENT_AUTH],
+        )
+        return cert, key
+
+    def sign_user_csr(self, csr_pem, username, not_after, uid=None):
+        """Sign a user's CSR; the subject (name, role, account id) is ours to set, whatever
+        the CSR asked for."""
         csr = x509.load_pem_x509_csr(csr_pem)
         if not csr.is_signature_valid:
             raise ValueError("CSR signature is invalid")
+        check_key_strength(csr.public_key())
         return self._issue(
-            _name(username, ROLE_USER), csr.public_key(), not_after,
+            _name(username, ROLE_USER, uid), csr.public_key(), not_after,
             [ExtendedKeyUsageOID.CLIENT_AUTH],
         )
 
@@ -196,6 +243,12 @@ class CertLayout:
     def user_key(self, name):
         return self.root / "users" / f"{name}.key"
 
+    def monitor_cert(self, name):
+        return self.root / "monitors" / f"{name}.crt"
+
+    def monitor_key(self, name):
+        return self.root / "monitors" / f"{name}.key"
+
 
 def ensure_ca(layout):
     """Load the CA from the folder, creating it (and the token signing key) when missing."""
@@ -212,20 +265,56 @@ def ensure_ca(layout):
     return ca
 
 
+def names_server(cert_path, name, role):
+    """Whether the certificate carries the server identity name (older ones do not)."""
+    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    return server_identity(name, role) in san.get_values_for_type(x509.DNSName)
+
+
 def ensure_server_cert(layout, ca, name, role=ROLE_NODE, hosts=DEFAULT_SERVER_NAMES):
-    if not (layout.server_cert(name).exists() and layout.server_key(name).exists()):
+    """The server's certificate and key, issued when missing or lacking the identity name."""
+    if not (layout.server_cert(name).exists() and layout.server_key(name).exists()
+            and names_server(layout.server_cert(name), name, role)):
         cert, key = ca.issue_server(name, role, hosts)
         _write_cert(layout.server_cert(name), cert)
         _write_key(layout.server_key(name), key)
     return layout.server_cert(name), layout.server_key(name)
 
 
-def ensure_user_cert(layout, ca, username, not_after):
-    if not (layout.user_cert(username).exists() and layout.user_key(username).exists()):
-        cert, key = ca.issue_user(username, not_after)
+def ensure_user_cert(layout, ca, username, not_after, uid=None):
+    """The user's certificate and key, issued when missing, made for another account id, or
+    past half the life asked for (certificates are short-lived: a launcher run renews)."""
+    path = layout.user_cert(username)
+    if not (path.exists() and layout.user_key(username).exists()
+            and (uid is None or certificate_uid(path) == uid)
+            and _not_after(path) >= _now() + (not_after - _now()) / 2):
+        cert, key = ca.issue_user(username, not_after, uid)
         _write_cert(layout.user_cert(username), cert)
         _write_key(layout.user_key(username), key)
     return layout.user_cert(username), layout.user_key(username)
+
+
+def ensure_monitor_cert(layout, ca, name, days=825):
+    if not (layout.monitor_cert(name).exists() and layout.monitor_key(name).exists()):
+        cert, key = ca.issue_monitor(name, days)
+        _write_cert(layout.monitor_cert(name), cert)
+        _write_key(layout.monitor_key(name), key)
+    return layout.monitor_cert(name), layout.monitor_key(name)
+
+
+def _not_after(cert_path):
+    return x509.load_pem_x509_certificate(Path(cert_path).read_bytes()).not_valid_after_utc
+
+
+def certificate_uid(cert_path):
+    """The account id a user certificate file carries (None for one without)."""
+    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    values = cert.subject.get_attributes_for_oid(NameOID.USER_ID)
+    return values[0].value if values else None
 
 
 def write_cert_and_key(cert_path, key_path, cert, key):
@@ -240,3 +329,15 @@ def subject_identity(peercert):
         for key, value in rdn:
             fields[key] = value
     return fields.get("commonName"), fields.get("organizationalUnitName")
+
+
+def peer_credential(peercert):
+    """(account id, credential id, not-after epoch) of a verified peer certificate dict."""
+    fields = {}
+    for rdn in peercert.get("subject", ()):
+        for key, value in rdn:
+            fields[key] = value
+    serial = peercert.get("serialNumber")
+    not_after = peercert.get("notAfter")
+    expires = ssl.cert_time_to_seconds(not_after) if not_after else None
+    return fields.get("userId"), f"cert:{serial}" if serial else None, expires

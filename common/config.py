@@ -46,6 +46,10 @@ class Config:
     peer_timeout: float = 10.0
     challenge_timeout: float = 60.0  # a verification that takes longer fails the peer
     lock_lease_seconds: float = 30.0
+    # An upload slower than this (bytes a second, judged at every lock renewal) is cut off and
+    # its lock given back; 0: no minimum. At most this many uploads per user per node (0: any).
+    min_upload_rate: float = 4096.0
+    max_uploads_per_user: int = 16
     # A holder down or failed this long is replaced by a copy on another running server
     # (HDFS waits about 10 minutes, Ceph 10; a few minutes here). Repairs run every
     # ``repair_interval`` seconds, at most ``repair_batch`` files a round.
@@ -67,6 +71,10 @@ class Config:
     syslog_host: str = ""  # empty: the admin server's built-in receiver
     syslog_port: int = 0
     token_ttl_seconds: int = 12 * 3600
+    # User certificates are short-lived: the client renews them (securifile renews when less
+    # than half of this is left); a removed account's namespace stays sealed this long.
+    certificate_seconds: float = 7 * 86400
+    removed_namespace_days: float = 30.0
     bcrypt_rounds: int = 12
     authz_cache_seconds: float = 3.0
     sample_interval: float = 2.0

@@ -23,15 +23,29 @@ def load_public_key(path):
     return Path(path).read_bytes()
 
 
-def mint_token(private_key_pem, username, ttl_seconds=86400, *, admin=False, not_after=None, now=None):
-    """A signed token for ``username``; it never outlives ``not_after`` (the account)."""
+ROLE_ADMIN_SERVER = "admin-server"
+
+
+def mint_token(private_key_pem, username, ttl_seconds=86400, *, admin=False, not_after=None,
+               now=None, role=None, uid=None):
+    """A signed token for ``username``; it never outlives ``not_after`` (the account).
+
+    ``uid``: the account's immutable id. The admin server and nodes refuse a user token
+    whose id is not the current account's (a removed account's token, or one minted without).
+
+    ``role``: a token for a service rather than a user (``ROLE_ADMIN_SERVER``: the admin
+    server calling nodes in no-TLS debug mode); user endpoints refuse such tokens."""
     now = int(now if now is not None else time.time())
     exp = now + int(ttl_seconds)
     if not_after is not None:
         exp = min(exp, int(not_after))
     claims = {"iss": ISSUER, "sub": username, "iat": now, "exp": exp, "jti": uuid.uuid4().hex}
+    if uid:
+        claims["uid"] = uid
     if admin:
         claims["adm"] = True
+    if role:
+        claims["role"] = role
     return jwt.encode(claims, private_key_pem, algorithm=ALGORITHM), exp
 
 

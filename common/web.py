@@ -10,6 +10,7 @@ from .errors import ApiError, error_body
 log = logging.getLogger("securifile.web")
 
 PUBLIC, USER, NODE, ADMIN_SERVER = "public", "user", "node", "admin-server"
+MONITOR = "monitor"  # /metrics: a monitoring certificate or an administrator's token
 # Servers read up to MAX_HEADER_READ bytes of headers (Tornado drops the connection beyond
 # that); between the two limits the client is told plainly what was wrong.
 MAX_HEADER_BYTES = 16 * 1024
@@ -17,7 +18,7 @@ MAX_HEADER_READ = 256 * 1024
 
 
 class ApiHandler(tornado.web.RequestHandler):
-    """Base handler: set ``auth`` on each subclass to PUBLIC, USER or NODE.
+    """Base handler: set ``auth`` on each subclass to PUBLIC, USER, NODE, ADMIN_SERVER or MONITOR.
 
     ``self.principal`` holds the authenticated caller after ``prepare``. Domain errors
     (ApiError) become their status with the JSON error shape; anything else is a logged 500
@@ -44,6 +45,8 @@ class ApiHandler(tornado.web.RequestHandler):
             self.principal = self.authenticator.node(self.request)
         elif self.auth == ADMIN_SERVER:
             self.principal = self.authenticator.admin_server(self.request)
+        elif self.auth == MONITOR:
+            self.principal = self.authenticator.monitor(self.request)
 
     def send_json(self, payload, status=200):
         self.set_status(status)
@@ -51,6 +54,12 @@ class ApiHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(payload))
 
     def json_body(self):
+        """The request's JSON object; 415 unless it is declared as JSON (a form or plain
+        text from a browser never reaches a JSON route, whatever its bytes say)."""
+        ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise ApiError("send the body as JSON with 'Content-Type: application/json'",
+                           status=415, code="unsupported_media_type")
         try:
             body = json.loads(self.request.body or b"null")
         except (ValueError, UnicodeDecodeError):
@@ -65,9 +74,17 @@ class ApiHandler(tornado.web.RequestHandler):
         log.error("request %s %s %s failed", getattr(self, "request_id", "-"),
                   self.request.method, self.request.uri, exc_info=(typ, value, tb))
 
+    def allowed_methods(self):
+        """The methods this handler implements, for the ``Allow`` header of a 405."""
+        base = tornado.web.RequestHandler
+        return [m for m in self.SUPPORTED_METHODS
+                if getattr(type(self), m.lower(), None) is not getattr(base, m.lower(), None)]
+
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         self.set_header("Content-Type", "application/json")
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         if isinstance(exc, ApiError):
             self.set_status(exc.status)
             # The code in a header as well, for HEAD answers, which carry no body.

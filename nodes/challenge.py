@@ -34,7 +34,8 @@ BATCH = 5000  # files per challenge request
 OK, STALE, MISSING, CORRUPT, REPLAYED = "ok", "stale", "missing", "corrupt", "replayed"
 NEWER = "newer"  # the challenger's map is behind: nothing to judge until it catches up
 REFUSED = "refused"  # the peer would not answer for this file (its map does not name us)
-INCONCLUSIVE = (NEWER, REFUSED)
+CHANGING = "changing"  # written while it was being checked: judged again once settled
+INCONCLUSIVE = (NEWER, REFUSED, CHANGING)
 
 
 class ChallengeRefused(ValueError):
@@ -260,9 +261,14 @@ def check_answer(store, locations_by_key, challenge, answer, result):
         elif a["version"] > loc.version:
             result.outcomes[key] = NEWER
         elif a["digest"] != loc.digest:
-            result.outcomes[key] = CORRUPT
+            # Other bytes under the same version number: corrupt, unless the record already
+            # says this copy is not current (a write it missed, or lost, in a partition).
+            result.outcomes[key] = STALE if getattr(loc, "other_stale", False) else CORRUPT
         else:
-            own = paths(loc.file_path)
-            expected = ranges_mac(own, nonce, item["ranges"])
+            try:
+                expected = ranges_mac(paths(loc.file_path), nonce, item["ranges"])
+            except OSError:  # this node's own copy went meanwhile (deleted or replaced)
+                result.outcomes[key] = CHANGING
+                continue
             result.outcomes[key] = OK if hmac.compare_digest(expected, a.get("mac") or "") else REPLAYED
     return result

@@ -3,7 +3,6 @@
 Each route's class says who may call it (``auth``): users for /files, nodes for /peer.
 """
 import asyncio
-import base64
 import email.utils
 import logging
 import json
@@ -16,12 +15,15 @@ from tornado.iostream import StreamClosedError
 
 from securifile.common.digests import ALGORITHMS, new_hasher, repr_digest
 from securifile.common.errors import ApiError, Unavailable
+from securifile.common.metrics import MetricsHandler
 from securifile.common.paths import parse_path
 from securifile.common.ranges import RangeNotSatisfiable, parse_range
 from securifile.common.web import ADMIN_SERVER, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
 
 from .access import DELETE, LIST, READ, WRITE
 from .challenge import ChallengeRefused, answer_challenge
+from .contentdigest import DeclaredDigests
+from .metrics import NodeMetrics
 from .peers import OFFLINE
 from .quarantine import quarantine_if_bad
 from .storage import under_replicated
@@ -32,25 +34,6 @@ SMALL_BODY = 1 << 20
 
 def files_url(base, fp):
     return f"{base}/files/{quote(fp.owner, safe='')}/{quote(fp.rel, safe='/')}"
-
-
-def content_digest(header, algorithm):
-    """The hex digest the client declared for ``algorithm`` in ``Content-Digest``, if any."""
-    if not header:
-        return None
-    want = ALGORITHMS[algorithm][1]
-    for item in header.split(","):
-        token, _, value = item.strip().partition("=")
-        if token.strip().lower() == want:
-            value = value.strip()
-            if not (value.startswith(":") and value.endswith(":")):
-                raise ApiError("Content-Digest value must be ':base64:'", code="invalid_digest")
-            try:
-                return base64.b64decode(value[1:-1], validate=True).hex()
-            except ValueError:
-                raise ApiError("Content-Digest is not valid base64", code="invalid_digest") from None
-    raise ApiError(f"Content-Digest names no {want} digest; this cluster uses {want}",
-                   code="unsupported_digest")
 
 
 class CopyCorrupt(Exception):
@@ -152,7 +135,7 @@ class FileHandler(NodeHandler):
                 raise ApiError(f"file larger than {self.max_body_bytes} bytes", status=413,
                                code="too_large")
             self.node.store.check_room(int(length))
-        self.expected_digest = content_digest(
+        self.declared = DeclaredDigests.from_header(
             self.request.headers.get("Content-Digest"), self.node.algorithm)
         self.request.connection.set_max_body_size(self.max_body_bytes)
         if self._answer_after_body():
@@ -168,7 +151,7 @@ class FileHandler(NodeHandler):
         self.writer = self.node.store.writer(fp, self.node.algorithm)
         # The replicas, chosen now that the lock is held, receive the body as it arrives.
         if length is not None:
-            self.pipeline = self.node.open_pipeline(self.plan, int(length), self.expected_digest)
+            self.pipeline = self.node.open_pipeline(self.plan, int(length), self.declared.own)
 
     async def _take_lock(self):
         """Take the file's lock from a majority and plan the upload; the coordinator to
@@ -199,6 +182,7 @@ class FileHandler(NodeHandler):
             return None
         try:
             self.writer.write(chunk)
+            self.declared.update(chunk)
         except ApiError as e:
             self.failure = e  # answered once the body is drained, in put()
             self._drop_pipeline()
@@ -221,7 +205,12 @@ class FileHandler(NodeHandler):
             raise self.failure
         if self.redirect_after_body is not None:
             return self.redirect_to(self.redirect_after_body, self.fp)
-        digest = self.writer.commit(self.expected_digest)
+        try:
+            self.declared.check_others()
+        except ApiError:
+            self.writer.abort()  # gone before the client hears of it (the pipeline too)
+            raise
+        digest = self.writer.commit(self.declared.own)
         piped = None
         if self.pipeline is not None:
             # Only now, the origin's copy committed under a live lock, do the replicas get
@@ -558,6 +547,7 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
     deps = dict(node=node, authenticator=authenticator)
     files = dict(deps, authoriser=authoriser, max_body_bytes=max_body_bytes, read_chunk=read_chunk,
                  verify_reads=verify_reads)
+    metrics = NodeMetrics(node)
     return tornado.web.Application(
         [
             (r"/files/(.+)", FileHandler, files),
@@ -570,8 +560,9 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
             (r"/peer/challenge", ChallengeHandler, dict(deps, deep=deep)),
             (r"/peer/verdict", VerdictHandler, deps),
             (r"/peer/locks", LocksHandler, deps),
+            (r"/metrics", MetricsHandler, dict(deps, registry=metrics.registry)),
         ],
-        log_function=log_request,
+        log_function=metrics.requests.counting(log_request),
         default_handler_class=NotFoundHandler,
         default_handler_args=deps,
         compress_response=False,
@@ -579,9 +570,9 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
 
 
 def log_request(handler):
-    """Tornado's access log, without the steady stream of successful peer calls."""
+    """Tornado's access log, without the steady stream of successful peer calls and scrapes."""
     status = handler.get_status()
-    if status < 400 and handler.request.path.startswith("/peer/"):
+    if status < 400 and handler.request.path.startswith(("/peer/", "/metrics")):
         return
     broken_off = getattr(handler, "broken_off", None)
     if broken_off:

@@ -470,6 +470,17 @@ class LocationMap:
             "WHERE h.server IS NULL LIMIT ?", (me, limit)).fetchall()
         return [(FilePath(o, p), v) for o, p, v in rows]
 
+    def lost_copies(self, me, limit=1000):
+        """Live records that name ``me`` a current holder although it keeps no copy (one
+        quarantined while the change could not be published): ``[FilePath]``."""
+        rows = self._db.execute(
+            "SELECT h.owner, h.path FROM holders h JOIN locations l "
+            "ON l.owner = h.owner AND l.path = h.path LEFT JOIN copies c "
+            "ON c.owner = h.owner AND c.path = h.path "
+            "WHERE h.server = ? AND h.stale = 0 AND l.deleted = 0 AND c.owner IS NULL LIMIT ?",
+            (me, limit)).fetchall()
+        return [FilePath(o, p) for o, p in rows]
+
     def copies_ahead(self, limit=1000):
         """Copies of a newer version than their live record: a coordinator that crashed after
         copying a modification but before publishing it. ``[(FilePath, version, digest, size)]``."""

@@ -37,6 +37,11 @@ class LockTable:
             return None
         return lock
 
+    def held_count(self):
+        """Unexpired locks, for the metrics."""
+        now = self.clock()
+        return sum(1 for lock in self._locks.values() if lock.expires > now)
+
     def acquire(self, fp, holder, node, token, lease):
         """Take or renew the lock; Locked (423) if another token holds it."""
         lock = self.held(fp)

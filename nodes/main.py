@@ -2,6 +2,7 @@
 import argparse
 import asyncio
 import logging
+import os
 import random
 import signal
 import sys
@@ -68,7 +69,7 @@ def build_node(cfg, name, deep=False):
     client = PeerClient(name, peer_ctx, secret, cfg.peer_timeout)
     detection = cfg.heartbeat_interval * cfg.heartbeat_misses
     async def ask_witness(side):
-        return await client.ask_witness(cfg.admin_url, side, detection * 2, cfg.heartbeat_interval)
+        return await client.ask_witness(cfg.admin_url, side, detection * 2, detection)
 
     # Only an even number of servers can split in two halves: only they need the witness.
     tie_break = ask_witness if cfg.admin_url and len(peer_names) % 2 == 0 else None
@@ -85,8 +86,10 @@ def build_node(cfg, name, deep=False):
         headers = {"X-SecuriFile-Node": name}
         if secret:
             headers[PEER_SECRET_HEADER] = secret
-        authoriser = AdminAuthoriser(cfg.admin_url, peer_ctx, headers, cfg.authz_cache_seconds)
+        authoriser = AdminAuthoriser(cfg.admin_url, peer_ctx, headers, cfg.authz_cache_seconds,
+                                     state_path=data / "refused-accounts.json")
         reporter = Reporter(name, data / "reports.sqlite3", cfg.admin_url, peer_ctx, headers)
+        node.reporter = reporter  # its queue depth is a metric
         node.on_file_change = reporter.file_changed
         peers.on_change = reporter.status_changed
     else:
@@ -193,6 +196,7 @@ async def serve(cfg, name, deep=False):
 
 
 def main(argv=None):
+    os.umask(0o077)  # data, location maps and WAL files readable by this account only
     p = argparse.ArgumentParser(prog="securifile-node", description=__doc__)
     p.add_argument("--config", required=True, help="cluster TOML file (as the launcher writes it)")
     p.add_argument("--name", required=True, help="this node's name in the configuration")

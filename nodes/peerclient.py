@@ -213,18 +213,23 @@ class PeerClient:
 
     async def send_copy(self, base, fp, disk_path, loc):
         """Stream a committed file to a peer; the peer answers only once its digest matches."""
-        size = os.path.getsize(disk_path)
+        # One open file for the size and the bytes: a write that replaces the file meanwhile
+        # (a rename) leaves this one whole, so what is sent is one version, never a mix.
+        f = open(disk_path, "rb")
+        size = os.fstat(f.fileno()).st_size
 
         async def produce():
-            with open(disk_path, "rb") as f:
-                while chunk := f.read(COPY_CHUNK):
-                    yield chunk
+            while chunk := f.read(COPY_CHUNK):
+                yield chunk
 
         # Allow a slow link (10 MB/s) its time on a big file, and a minute on a small one.
         timeout = max(60.0, size / 10e6)
         url = file_url(base, fp)
-        data = await self._call(url, "PUT", produce(), timeout, copy_headers(loc, size),
-                                retry=False)
+        try:
+            data = await self._call(url, "PUT", produce(), timeout, copy_headers(loc, size),
+                                    retry=False)
+        finally:
+            f.close()
         answer = self._object(data, "PUT", url)
         if answer.get("digest") != loc.digest:
             raise PeerError(f"{base} stored digest {answer.get('digest')} for {fp}, not {loc.digest}")

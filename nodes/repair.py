@@ -93,7 +93,8 @@ class RepairLoop:
             return True
 
     async def settle_leftovers(self):
-        """Remove unclaimed copies, adopt copies ahead of their record (see above)."""
+        """Remove unclaimed copies, publish lost ones as stale, adopt copies ahead of their
+        record (see above)."""
         node = self.node
         unclaimed = await asyncio.to_thread(node.locations.unclaimed_copies, node.name, self.batch)
         for fp, version in unclaimed:
@@ -101,6 +102,9 @@ class RepairLoop:
                 log.warning("removing %s (version %d): no record names this server", fp, version)
                 node._drop_local(fp)
                 self.removed += 1
+        for fp in await asyncio.to_thread(node.locations.lost_copies, node.name, self.batch):
+            if node.locks.held(fp) is None:
+                await node.copy_lost(fp, "no copy here although the record names this server")
         ahead = await asyncio.to_thread(node.locations.copies_ahead, self.batch)
         for fp, version, digest, size in ahead:
             if not self._settled(fp):

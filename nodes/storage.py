@@ -23,7 +23,7 @@ from .challenge import stat_key
 from .locationmap import Location, Replica
 from .locks import LockTable
 from .peerclient import PeerError
-from .peers import DOWN, OFFLINE, RUNNING, VERIFYING
+from .peers import DOWN, FAILED, OFFLINE, RUNNING, VERIFYING
 from .pipeline import Pipeline
 from .placement import place_replicas, serving_holder
 
@@ -93,6 +93,9 @@ class StorageNode:
 
     def require_serving(self):
         """Unavailable (503) unless this node is running and hears a majority."""
+        status = self.peers.self_status
+        if status in (FAILED, OFFLINE):  # whatever the majority says, it serves nobody
+            raise Unavailable(f"server {self.name} is {status}", code="server_not_running")
         if self.quorum is not None and not self.quorum.has():
             if not self.quorum.ever:
                 raise Unavailable(f"server {self.name} has not caught up with its peers yet",
@@ -117,7 +120,12 @@ class StorageNode:
             return False
         if name != self.name:
             return self.peers.is_running(name)
-        return self.peers.is_running(name) and self.locations.copy_version(loc.file_path) == loc.version
+        if not self.peers.is_running(name):
+            return False
+        # Its own copy must be of this very version: same number and same committed digest
+        # (a write lost in a partition can leave other bytes under the same number).
+        held = self.locations.copy_record(loc.file_path)
+        return held is not None and held[0] == loc.version and held[1] == loc.digest
 
     def route_read(self, fp, sent_here=False, avoid=()):
         """('serve', loc) when this node answers, ('redirect', name) of the holder to ask.
@@ -257,6 +265,8 @@ class StorageNode:
             # it now, rather than after it has held each of them up for the stall timeout.
             for pipeline in list(self.pipelines):
                 pipeline.drop_peer(name, "seen down")
+        if new in (DOWN, FAILED):
+            self._serve_unjudged(f"{name} {new}")
 
     # -- publishing records ----------------------------------------------------------------
 
@@ -512,6 +522,16 @@ class StorageNode:
         serves only once its peers have checked its copies, like any returning server."""
         if not has and self.peers.self_status == RUNNING and self.quorum.ever:
             self.peers.set_self(VERIFYING, f"cut off from the majority ({detail})")
+        elif has:
+            self._serve_unjudged(detail)
+
+    def _serve_unjudged(self, detail):
+        """Verifying, with the majority, and no peer left to judge it (two servers, one dead,
+        the witness breaking the tie): nobody can check its copies; it serves (the scrubber
+        still checks them), rather than wait for a peer that may never come back."""
+        if (self.peers.self_status == VERIFYING and self.quorum is not None and self.quorum.has()
+                and not any(self.peers.status(p) not in (DOWN, FAILED) for p in self.peers.names)):
+            self.peers.set_self(RUNNING, f"serving with the majority, no peer to verify it ({detail})")
 
     def purge_tombstones(self):
         """Forget deletions that every peer has pulled from this node."""

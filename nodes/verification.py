@@ -17,7 +17,8 @@ import logging
 import random
 import time
 
-from .challenge import BATCH, ChallengeResult, check_answer, new_challenge
+from .challenge import (BATCH, CHANGING, CORRUPT, MISSING, REPLAYED, ChallengeResult,
+                        check_answer, new_challenge)
 from .peerclient import PeerError
 
 log = logging.getLogger("securifile.verification")
@@ -141,6 +142,7 @@ class Verifier:
                 answer = await node.client.challenge(node.urls[peer], challenge, self.timeout)
                 await asyncio.to_thread(check_answer, node.store, by_key, challenge, answer,
                                         result)
+                self._unsettled_to_changing(batch, result)
 
         senders = [asyncio.ensure_future(send_batches()) for _ in range(IN_FLIGHT)]
         try:
@@ -148,6 +150,22 @@ class Verifier:
         finally:
             for task in senders:
                 task.cancel()
+
+    def _unsettled_to_changing(self, batch, result):
+        """A bad outcome for a file that a write touched meanwhile (its lock is held here, or
+        its record moved on) proves nothing: the copies compared may be of two moments.
+        Such files are judged again, after the write, instead of failing the peer."""
+        node = self.node
+        for loc in batch:
+            key = (loc.owner, loc.path)
+            if result.outcomes.get(key) not in (MISSING, CORRUPT, REPLAYED):
+                continue
+            fp = loc.file_path
+            now = node.locations.get(fp)
+            if (node.locks.held(fp) is not None or now is None
+                    or (now.version, now.digest) != (loc.version, loc.digest)
+                    or node.locations.copy_version(fp) != loc.version):
+                result.outcomes[key] = CHANGING
 
     async def _repair(self, peer, keys):
         """Send current copies of the files ``peer`` holds an older version of."""
@@ -157,8 +175,20 @@ class Verifier:
             loc = node.locations.get_key(owner, path)
             if loc is None:
                 continue
-            await node.client.send_copy(node.urls[peer], loc.file_path,
-                                        node.store.path_for(loc.file_path), loc)
+            try:
+                await node.client.send_copy(node.urls[peer], loc.file_path,
+                                            node.store.path_for(loc.file_path), loc)
+            except PeerError as e:
+                if e.status is None:
+                    raise  # the peer went away: the challenge is abandoned
+                # The peer answered, but refused the copy: the file changed under the
+                # transfer (a write in between). The repair loop sends it again later.
+                log.warning("copy of %s to %s refused (left to the repair loop): %s",
+                            loc.file_path, peer, e)
+                continue
+            except OSError as e:  # the file itself went (deleted or replaced meanwhile)
+                log.warning("copy of %s to %s not sent: %s", loc.file_path, peer, e)
+                continue
             repaired.append(loc)
         await node.mark_fresh(peer, repaired)
         log.warning("brought %d stale copies on %s up to date", len(repaired), peer)

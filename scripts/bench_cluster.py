@@ -92,8 +92,9 @@ class SecuriFileCluster:
     def node_pids(self):
         return [server["pid"] for server in self.info["servers"]]
 
-    def target(self):
-        entry = self.info["servers"][0]["url"].rstrip("/")
+    def target(self, server=0):
+        """How curl reaches the cluster through the ``server``-th node (the first by default)."""
+        entry = self.info["servers"][server]["url"].rstrip("/")
         username = self.info["user"]["username"]
         admin = self.info.get("admin") or {}
         labels = {s["pid"]: s["name"] for s in self.info["servers"]}
@@ -104,6 +105,11 @@ class SecuriFileCluster:
                       side_pids=[admin["pid"]] if admin.get("pid") else [],
                       labels=labels, follow_redirects=True,
                       extra={"servers": [s["url"] for s in self.info["servers"]]})
+
+    def client_targets(self, count):
+        """One target per concurrent client, spread over the nodes in turn: real clients
+        each start at a server picked at random, so no one node takes every session."""
+        return [self.target(i % len(self.info["servers"])) for i in range(count)]
 
     def delete(self, remote):
         target = self.target()

@@ -18,6 +18,7 @@ import time
 
 import bench_report
 from bench_cluster import SecuriFileCluster
+from bench_concurrent import concurrent_big, concurrent_small
 from bench_measure import (MIB, BenchError, ForeignCpu, PeakMemorySampler, download,
                            download_digest, format_size, make_random_file, median, parse_size,
                            upload, upload_many, wait_for_quiet)
@@ -79,6 +80,16 @@ def parse_args(argv):
                              "upload, download and small-file batch (raw stacks in bench-results/)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the untimed download that checks the big file's SHA-256")
+    parser.add_argument("--clients", type=int, default=16,
+                        help="concurrent clients (curl processes, each a session of its own) "
+                             "for the concurrent figures; 0: skip them")
+    parser.add_argument("--concurrent-files", type=int, default=100,
+                        help="--small-size uploads per concurrent client")
+    parser.add_argument("--concurrent-size", default="64M",
+                        help="one upload of this size per concurrent client; 0: skip")
+    parser.add_argument("--concurrent-only", action="store_true",
+                        help="measure only the concurrent figures (no single-client transfers, "
+                             "no big file, no memory check), e.g. --only vsftpd,r2 --concurrent-only")
     args = parser.parse_args(argv)
     chosen = set()
     for word in filter(None, args.only.split(",")):
@@ -88,9 +99,14 @@ def parse_args(argv):
     args.chosen = chosen
     args.size_bytes = parse_size(args.size)
     args.small_bytes = parse_size(args.small_size)
-    args.move_bytes = parse_size(args.move_size)
+    args.move_bytes = 0 if args.concurrent_only else parse_size(args.move_size)
+    args.concurrent_bytes = parse_size(args.concurrent_size)
     if args.runs < 1 or args.small_count < 2 or args.size_bytes < 1:
         parser.error("--runs >= 1, --small-count >= 2 and a positive --size are needed")
+    if args.clients < 0 or args.clients > 64 or (args.clients and args.concurrent_files < 2):
+        parser.error("--clients 0..64, and --concurrent-files >= 2 with clients")
+    if args.concurrent_only and not args.clients:
+        parser.error("--concurrent-only needs --clients > 0")
     return args
 
 
@@ -137,20 +153,28 @@ def transfer_timeout(size):
 
 
 class Files:
-    """The random files the transfers use, made once per bench run."""
+    """The random files the transfers use, made once per bench run (the big one only when
+    single-client transfers are measured)."""
 
-    def __init__(self, workdir, size, small_count, small_size):
+    def __init__(self, workdir, size, small_count, small_size, big=True):
         self.workdir = workdir
-        self.big = os.path.join(workdir, "big.bin")
-        log(f"making a {format_size(size)} random file")
-        self.big_size, self.big_sha256 = size, make_random_file(self.big, size)
-        self.small = []
-        os.makedirs(os.path.join(workdir, "small"), exist_ok=True)
-        for i in range(small_count):
-            path = os.path.join(workdir, "small", f"{i:04d}.bin")
-            make_random_file(path, small_size)
-            self.small.append(path)
+        self.big, self.big_size, self.big_sha256 = None, size, None
+        if big:
+            self.big = os.path.join(workdir, "big.bin")
+            log(f"making a {format_size(size)} random file")
+            self.big_sha256 = make_random_file(self.big, size)
+        self.small_size = small_size
+        self.small = self.small_files(small_count)
         self.move = None
+
+    def small_files(self, count):
+        """``count`` random files of the small size (made once, shared by every use)."""
+        os.makedirs(os.path.join(self.workdir, "small"), exist_ok=True)
+        paths = [os.path.join(self.workdir, "small", f"{i:04d}.bin") for i in range(count)]
+        for path in paths:
+            if not os.path.exists(path):
+                make_random_file(path, self.small_size)
+        return paths
 
     def move_file(self, size):
         if self.move is None or self.move[1] != size:
@@ -158,6 +182,14 @@ class Files:
             log(f"making a {format_size(size)} random file for the memory check")
             self.move = (path, size, make_random_file(path, size))
         return self.move
+
+    def concurrent_file(self, size):
+        """The file each concurrent client uploads once (all read the same cached copy)."""
+        path = os.path.join(self.workdir, "concurrent.bin")
+        if not os.path.exists(path):
+            log(f"making a {format_size(size)} random file for the concurrent uploads")
+            make_random_file(path, size)
+        return path
 
     def drop_move_file(self):
         if self.move:
@@ -306,6 +338,77 @@ def measure_move(server, target, files, size, args):
             "peak_rss_mib": rss["max_process_mib"], "rss": rss}
 
 
+def measure_concurrent(server, target, files, args):
+    """``args.clients`` clients at once: small uploads, then one big upload each, ``args.runs``
+    times (medians), with the servers' CPU per upload and their peak memory."""
+    targets = (server.client_targets(args.clients) if hasattr(server, "client_targets")
+               else [target] * args.clients)
+    scratch = os.path.join(files.workdir, "clients")
+    small_paths = files.small_files(args.concurrent_files)
+    small_timeout = transfer_timeout(args.clients * args.concurrent_files * 1_000_000)
+    runs = []
+    with watch_memory(target) as memory:
+        for run in range(args.runs):
+            label = f"{target.name} {args.clients} clients"
+            small = undisturbed(f"{label} x {len(small_paths)} small files", lambda: concurrent_small(
+                targets, small_paths, f"conc/run{run}-{time.monotonic_ns()}", small_timeout,
+                scratch), args, target=target)
+            small["server_cpu_ms_per_upload"] = small["server_cpu_s"] * 1000 / small["uploads"]
+            figures = {"small": small}
+            log(f"{label}: {small['files_per_s']:.0f} small files/s, p50 {small['p50_ms']:.1f} "
+                f"ms, p99 {small['p99_ms']:.1f} ms, "
+                f"{small['server_cpu_ms_per_upload']:.2f} ms server CPU each")
+            if args.concurrent_bytes:
+                figures["big"] = concurrent_big_run(server, targets, files, args, label, scratch)
+            runs.append(figures)
+    small = [r["small"] for r in runs]
+    big = [r["big"] for r in runs if "big" in r]
+    result = {
+        "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "clients": args.clients,
+        "files_per_client": len(small_paths),
+        "small_size": files.small_size,
+        "small_per_s": median([s["files_per_s"] for s in small]),
+        "small_p50_ms": median([s["p50_ms"] for s in small]),
+        "small_p99_ms": median([s["p99_ms"] for s in small]),
+        "small_cpu_ms_per_upload": median([s["server_cpu_ms_per_upload"] for s in small]),
+        "peak_rss_mib": memory.result()["max_process_mib"],
+        "runs": runs,
+    }
+    if big:
+        result.update(
+            big_size=args.concurrent_bytes,
+            big_mb_s=median([b["mb_per_s"] for b in big]),
+            big_p50_s=median([b["p50_s"] for b in big]),
+            big_cpu_s_per_upload=median([b["server_cpu_s_per_upload"] for b in big]),
+        )
+    return result
+
+
+def concurrent_big_run(server, targets, files, args, label, scratch):
+    """Each client uploads one ``--concurrent-size`` file at once; the files are deleted after."""
+    size = args.concurrent_bytes
+    path = files.concurrent_file(size)
+    remotes = []
+
+    def transfer():
+        remotes[:] = [f"conc/big-{time.monotonic_ns()}-c{i:02d}.bin" for i in range(len(targets))]
+        return concurrent_big(targets, path, size, remotes, transfer_timeout(size * len(targets)),
+                              scratch)
+
+    def delete_all():
+        for remote in remotes:
+            server.delete(remote)
+
+    big = undisturbed(f"{label} x {format_size(size)}", transfer, args, before=delete_all,
+                      target=targets[0])
+    delete_all()
+    big["server_cpu_s_per_upload"] = big["server_cpu_s"] / big["uploads"]
+    log(f"{label}: {format_size(size)} each, {big['mb_per_s']:.0f} MB/s together, p50 "
+        f"{big['p50_s']:.2f} s, {big['server_cpu_s_per_upload']:.2f} s server CPU each")
+    return big
+
+
 def profile_pass(cluster, target, files, out_dir, args):
     """One untimed pass with py-spy on every node: where does each kind of transfer go?"""
     timeout = transfer_timeout(files.big_size)
@@ -346,7 +449,10 @@ def run_references(args, files, workdir, results):
         log(f"starting {cls.name}")
         target = server.start()
         try:
-            results["systems"][cls.name] = measure_system(server, target, files, args)
+            figures = {} if args.concurrent_only else measure_system(server, target, files, args)
+            if args.clients:
+                figures["concurrent"] = measure_concurrent(server, target, files, args)
+            results["systems"][cls.name] = figures
         finally:
             server.stop()
             shutil.rmtree(server.prefix, ignore_errors=True)
@@ -368,10 +474,12 @@ def run_ours(args, files, workdir, results):
             for pid in target.root_pids + target.side_pids:
                 set_priority(pid, args.nice)
         try:
-            figures = measure_system(cluster, target, files, args)
+            figures = {} if args.concurrent_only else measure_system(cluster, target, files, args)
+            if args.clients:
+                figures["concurrent"] = measure_concurrent(cluster, target, files, args)
             if args.move_bytes:
                 figures["move"] = measure_move(cluster, target, files, args.move_bytes, args)
-            if args.profile:
+            if args.profile and not args.concurrent_only:
                 figures["profile"] = profile_pass(cluster, target, files, os.path.join(
                     args.results_dir, "profiles", args.stamp), args)
             results["systems"][cluster.name] = figures
@@ -383,7 +491,8 @@ def run_ours(args, files, workdir, results):
 
 
 def check_disk(workdir, args):
-    need = args.size_bytes * 4 + args.move_bytes * 4 + 512 * MIB
+    need = (0 if args.concurrent_only else args.size_bytes * 4) + args.move_bytes * 4 \
+        + (args.concurrent_bytes * (args.clients + 1) * 3 if args.clients else 0) + 512 * MIB
     free = shutil.disk_usage(workdir).free
     if free < need:
         raise BenchError(f"{format_size(need)} of scratch space needed, {free // MIB} MiB free")
@@ -444,7 +553,8 @@ def main(argv=None):
     failed = None
     try:
         check_disk(workdir, args)
-        files = Files(workdir, args.size_bytes, args.small_count, args.small_bytes)
+        files = Files(workdir, args.size_bytes, args.small_count, args.small_bytes,
+                      big=not args.concurrent_only)
         if args.chosen & {"nginx", "vsftpd"}:
             run_references(args, files, workdir, results)
         if args.chosen & {"r0", "r2"}:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 MIB = 1024 * 1024
 SIZE_SUFFIXES = {"": 1, "K": 1024, "M": MIB, "G": 1024 * MIB}
 
-# curl's own numbers per transfer; one line each, parsed by ``_parse_write_out``.
+# curl's own numbers per transfer; one line each, parsed by ``parse_write_out``.
 WRITE_OUT = "%{http_code} %{size_upload} %{size_download} %{time_total} %{num_connects} %{num_redirects}\\n"
 
 
@@ -330,7 +330,7 @@ class Target:
         return f"{self.base_url}/{remote}"
 
 
-def _parse_write_out(text):
+def parse_write_out(text):
     transfers = []
     for line in text.splitlines():
         parts = line.split()
@@ -345,18 +345,33 @@ def _parse_write_out(text):
     return transfers
 
 
-def _run_curl(target, config_lines, timeout_s):
-    """Run one curl process with a config (one URL block per transfer) and parse its timings."""
-    common = [
+def curl_command(target, timeout_s, config="-"):
+    """The curl command line for ``target``, reading its transfers from the file ``config``."""
+    command = [
         "curl", "--silent", "--show-error", "--fail-early", "--globoff",
         "--write-out", WRITE_OUT, "--max-time", str(int(timeout_s)),
-        "--config", "-",
+        "--config", config,
     ] + target.curl_options
     if target.http:
         # curl waits for "100 Continue" before each body otherwise: one round trip per file.
-        common += ["--header", "Expect:"]
+        command += ["--header", "Expect:"]
         if target.follow_redirects:
-            common += ["--location"]
+            command += ["--location"]
+    return command
+
+
+def upload_config(target, uploads):
+    """curl config lines for ``uploads``, pairs of (local path, remote name)."""
+    lines = []
+    for path, remote in uploads:
+        lines += [f"url = {_quote(target.url(remote))}", f"upload-file = {_quote(path)}",
+                  'output = "/dev/null"']
+    return lines
+
+
+def _run_curl(target, config_lines, timeout_s):
+    """Run one curl process with a config (one URL block per transfer) and parse its timings."""
+    common = curl_command(target, timeout_s)
     config = "\n".join(config_lines) + "\n"
     started = time.monotonic()
     try:
@@ -365,14 +380,19 @@ def _run_curl(target, config_lines, timeout_s):
     except subprocess.TimeoutExpired as exc:
         raise BenchError(f"curl against {target.name} timed out after {timeout_s}s") from exc
     wall = time.monotonic() - started
-    transfers = _parse_write_out(proc.stdout)
+    transfers = parse_write_out(proc.stdout)
     if proc.returncode != 0:
         raise BenchError(f"curl against {target.name} failed ({proc.returncode}): "
                          f"{proc.stderr.strip()[:500]}")
     return transfers, wall
 
 
-def _check(target, transfers, expected, ok_codes):
+def upload_codes(target):
+    """What a stored upload answers: HTTP 200/201/204, FTP 226/250."""
+    return {200, 201, 204} if target.http else {226, 250}
+
+
+def check_transfers(target, transfers, expected, ok_codes):
     if len(transfers) != expected:
         raise BenchError(f"{target.name}: {len(transfers)} of {expected} transfers reported")
     bad = [t["code"] for t in transfers if t["code"] not in ok_codes]
@@ -390,7 +410,7 @@ def upload(target, local_path, remote, size, timeout_s):
              'output = "/dev/null"']
     transfers, wall = _run_curl(target, lines, timeout_s)
     ok = {200, 201, 204} if target.http else {226, 250}
-    _check(target, transfers, 1, ok)
+    check_transfers(target, transfers, 1, ok)
     t = transfers[0]
     if t["size_upload"] != size:
         raise BenchError(f"{target.name}: uploaded {t['size_upload']} of {size} bytes")
@@ -400,7 +420,7 @@ def upload(target, local_path, remote, size, timeout_s):
 def download(target, remote, size, timeout_s):
     lines = [f"url = {_quote(target.url(remote))}", 'output = "/dev/null"']
     transfers, wall = _run_curl(target, lines, timeout_s)
-    _check(target, transfers, 1, {200} if target.http else {226, 250})
+    check_transfers(target, transfers, 1, {200} if target.http else {226, 250})
     t = transfers[0]
     if t["size_download"] != size:
         raise BenchError(f"{target.name}: downloaded {t['size_download']} of {size} bytes")
@@ -436,12 +456,10 @@ def upload_many(target, local_paths, remote_prefix, timeout_s):
     vsftpd sometimes stalls 0.2-1 s on the first command), reported on its own as
     ``first_file_ms``. The rate over all files and over curl's wall time are kept beside it.
     """
-    lines = []
-    for i, path in enumerate(local_paths):
-        lines += [f"url = {_quote(target.url(f'{remote_prefix}/{i:04d}.bin'))}",
-                  f"upload-file = {_quote(path)}", 'output = "/dev/null"']
+    lines = upload_config(target, [(path, f"{remote_prefix}/{i:04d}.bin")
+                                   for i, path in enumerate(local_paths)])
     transfers, wall = _run_curl(target, lines, timeout_s)
-    _check(target, transfers, len(local_paths), {200, 201, 204} if target.http else {226, 250})
+    check_transfers(target, transfers, len(local_paths), {200, 201, 204} if target.http else {226, 250})
     busy = sum(t["time_total"] for t in transfers)
     steady = sum(t["time_total"] for t in transfers[1:])
     return {

@@ -3,6 +3,7 @@
     securifile-certs --dir certs init
     securifile-certs --dir certs server node4 [--host 10.0.0.4] [--role admin]
     securifile-certs --dir certs user alice --days 365
+    securifile-certs --dir certs monitor prometheus --days 825
     securifile-certs --dir certs token alice --days 1 > alice.token
 """
 import argparse
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from securifile.common.certs import (
     DEFAULT_SERVER_NAMES, ROLE_ADMIN, ROLE_NODE, CertLayout, ensure_ca, ensure_server_cert,
-    ensure_user_cert)
+    ensure_monitor_cert, ensure_user_cert, server_identity)
 from securifile.common.paths import check_username
 from securifile.common.tokens import load_private_key, mint_token
 
@@ -28,14 +29,16 @@ def ensure_peer_secret(layout):
     return path
 
 
-def issue_user(layout, ca, username, days):
+def issue_user(layout, ca, username, days, uid=None):
+    """The user's certificate for ``days``; ``uid``: the account's id on the admin server
+    (without it only a cluster without an admin server accepts the certificate)."""
     not_after = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=days)
-    return ensure_user_cert(layout, ca, check_username(username), not_after)
+    return ensure_user_cert(layout, ca, check_username(username), not_after, uid)
 
 
-def write_token(layout, username, days, path=None, admin=False):
+def write_token(layout, username, days, path=None, admin=False, uid=None):
     token, _exp = mint_token(load_private_key(layout.token_private_key), username,
-                             int(days * 86400), admin=admin)
+                             int(days * 86400), admin=admin, uid=uid)
     if path is None:
         return token
     path = Path(path)
@@ -44,6 +47,14 @@ def write_token(layout, username, days, path=None, admin=False):
     path.chmod(0o600)
     path.write_text(token + "\n")
     return path
+
+
+def rsyslog_permitted_peers(node_names, admin_name="admin"):
+    """The rsyslog array (scripts/rsyslog.conf @PERMITTED_PEERS@) of the servers allowed to
+    write the audit log: the admin server and the configured nodes, by identity name."""
+    names = [server_identity(admin_name, ROLE_ADMIN)]
+    names += [server_identity(n, ROLE_NODE) for n in node_names]
+    return "[" + ", ".join(f'"{n}"' for n in names) + "]"
 
 
 def main(argv=None):
@@ -58,12 +69,23 @@ def main(argv=None):
     s.add_argument("--role", choices=[ROLE_NODE, ROLE_ADMIN], default=ROLE_NODE)
     u = sub.add_parser("user", help="issue a user's client certificate")
     u.add_argument("name")
-    u.add_argument("--days", type=float, default=365)
+    u.add_argument("--days", type=float, default=7)
+    u.add_argument("--uid", help="the account's id on the admin server (securifile-admin "
+                                 "user list shows it)")
+    m = sub.add_parser("monitor", help="issue a client certificate that may only read /metrics")
+    m.add_argument("name")
+    m.add_argument("--days", type=float, default=825)
     t = sub.add_parser("token", help="print a signed bearer token for a user")
     t.add_argument("name")
     t.add_argument("--days", type=float, default=1)
     t.add_argument("--admin", action="store_true")
+    t.add_argument("--uid", help="the account's id on the admin server")
+    r = sub.add_parser("rsyslog-peers", help="print rsyslog's permittedPeer array for these nodes")
+    r.add_argument("nodes", nargs="+", metavar="NODE")
     args = p.parse_args(argv)
+    if args.command == "rsyslog-peers":
+        print(rsyslog_permitted_peers(args.nodes))
+        return 0
 
     layout = CertLayout(Path(args.dir))
     ca = ensure_ca(layout)
@@ -75,10 +97,14 @@ def main(argv=None):
                                         (*DEFAULT_SERVER_NAMES, *args.host))
         print(cert)
     elif args.command == "user":
-        cert, _key = issue_user(layout, ca, args.name, args.days)
+        cert, _key = issue_user(layout, ca, args.name, args.days, args.uid)
+        print(cert)
+    elif args.command == "monitor":
+        cert, _key = ensure_monitor_cert(layout, ca, check_username(args.name), args.days)
         print(cert)
     elif args.command == "token":
-        print(write_token(layout, check_username(args.name), args.days, admin=args.admin))
+        print(write_token(layout, check_username(args.name), args.days, admin=args.admin,
+                          uid=args.uid))
     return 0
 
 

@@ -10,7 +10,6 @@ what the test fixtures use to start, kill and restart nodes.
 import argparse
 import asyncio
 import json
-import secrets
 import os
 import signal
 import socket
@@ -22,8 +21,10 @@ import urllib.request
 from urllib.parse import urlsplit
 from pathlib import Path
 
-from securifile.common.certs import ROLE_ADMIN, CertLayout, ensure_ca, ensure_server_cert
+from securifile.common.certs import (DEFAULT_SERVER_NAMES, ROLE_ADMIN, CertLayout, ensure_ca,
+                                     ensure_server_cert)
 from securifile.common.config import Config, ServerEntry, dump_config, load_config
+from securifile.common.private_files import private_dir, private_file, restrict_umask
 from securifile.common.tls import client_context
 
 from .certs import ensure_peer_secret, issue_user, write_token
@@ -35,6 +36,15 @@ def port_in_use(host, port):
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
+
+
+def url_host(host):
+    return f"[{host}]" if ":" in host else host
+
+
+def server_names(host):
+    """What a server certificate names: the loopback names, and the server's own address."""
+    return tuple(dict.fromkeys((*DEFAULT_SERVER_NAMES, host)))
 
 
 def free_ports(count, host="127.0.0.1"):
@@ -64,26 +74,32 @@ class Cluster:
 
     @classmethod
     def create(cls, data_dir, servers=3, replicas=1, tls=True, base_port=8441, host="127.0.0.1",
-               certs_dir=None, username="alice", user_days=30, admin=True, **settings):
+               certs_dir=None, username="alice", user_days=30, admin=True, hosts=None,
+               admin_host=None, **settings):
         """Write certificates, configuration and first accounts for a new cluster.
 
         Ports: nodes from ``base_port`` up, the admin server just below, its syslog receiver
         at ``base_port + 73`` (8514 by default); ``base_port=0`` takes free ports for all.
-        Nothing is started.
+        Every server listens on ``host`` unless ``hosts`` (one per node) and ``admin_host``
+        give each its own address (servers in network namespaces); each certificate names
+        its server's address. Nothing is started.
         """
-        data_dir = Path(data_dir).resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = private_dir(Path(data_dir).resolve())
         certs_dir = Path(certs_dir).resolve() if certs_dir else data_dir / "certs"
+        hosts = list(hosts or [host] * servers)
+        admin_host = admin_host or host
+        if len(hosts) != servers:
+            raise ValueError(f"{servers} servers need {servers} hosts, not {len(hosts)}")
         if base_port:
             ports = list(range(base_port, base_port + servers))
             admin_port, syslog_port = base_port - 1, base_port + 73
         else:
             *ports, admin_port, syslog_port = free_ports(servers + 2, host)
         scheme = "https" if tls else "http"
-        entries = [ServerEntry(f"node{i + 1}", f"{scheme}://{host}:{port}")
+        entries = [ServerEntry(f"node{i + 1}", f"{scheme}://{url_host(hosts[i])}:{port}")
                    for i, port in enumerate(ports)]
         if admin:
-            settings.setdefault("admin_url", f"{scheme}://{host}:{admin_port}")
+            settings.setdefault("admin_url", f"{scheme}://{url_host(admin_host)}:{admin_port}")
             settings.setdefault("syslog_port", syslog_port)
         cfg = Config(servers=entries, replicas=replicas, tls=tls, certs_dir=certs_dir,
                      data_dir=data_dir, **settings).validate()
@@ -91,17 +107,20 @@ class Cluster:
         ca = ensure_ca(layout)
         ensure_peer_secret(layout)
         for s in entries:
-            ensure_server_cert(layout, ca, s.name)
+            ensure_server_cert(layout, ca, s.name, hosts=server_names(s.host))
         config_path = data_dir / "cluster.toml"
-        config_path.write_text(dump_config(cfg))
-        user = {}
+        private_file(config_path).write_text(dump_config(cfg))
+        user, uids = {}, {}
         if admin:
-            ensure_server_cert(layout, ca, ADMIN_NAME, ROLE_ADMIN)
-            first_accounts(cfg, data_dir / "credentials", username, user_days)
+            ensure_server_cert(layout, ca, ADMIN_NAME, ROLE_ADMIN, server_names(admin_host))
+            uids = first_accounts(cfg, data_dir / "credentials", username, user_days)
         if username:
-            cert, key = issue_user(layout, ca, username, user_days)
+            # Short-lived like every user certificate; `securifile login` gets fresh ones.
+            cert_days = min(user_days, cfg.certificate_seconds / 86400)
+            cert, key = issue_user(layout, ca, username, cert_days, uids.get(username))
             token = write_token(layout, username, user_days,
-                                data_dir / "credentials" / f"{username}.token")
+                                data_dir / "credentials" / f"{username}.token",
+                                uid=uids.get(username))
             user = {"username": username, "cert": str(cert), "key": str(key),
                     "token_file": str(token)}
             if admin:
@@ -120,8 +139,7 @@ class Cluster:
         return [s.name for s in self.cfg.servers]
 
     def _spawn(self, name, cmd):
-        log_dir = self.data_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir = private_dir(self.data_dir / "logs")
         with open(log_dir / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=log,
                                                 stdin=subprocess.DEVNULL)
@@ -239,33 +257,40 @@ class Cluster:
 
     def write_json(self):
         path = self.data_dir / "cluster.json"
-        tmp = path.with_suffix(".json.tmp")
+        tmp = private_file(path.with_suffix(".json.tmp"))
         tmp.write_text(json.dumps(self.describe(), indent=2) + "\n")
         os.replace(tmp, path)
         return path
 
 
 def first_accounts(cfg, folder, username, days):
-    """The first administrator, and the first user, with their passwords in 0600 files.
+    """The first administrator, and the first user, with their passwords in 0600 files;
+    returns {name: account id} for the credentials the launcher writes.
 
     Run again on an existing data folder, it keeps the accounts and files it made before.
     """
     from securifile.admin.main import open_service
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o700)
+    from securifile.admin.passwords import generate_password
+    private_dir(folder)
     service = open_service(cfg, with_node_client=False)
     for name, email, is_admin in (("admin", "admin@localhost", True),
                                   (username, f"{username}@localhost", False)):
         path = folder / f"{name}.json"
         if not name or path.exists():
             continue
-        password = secrets.token_urlsafe(12)
+        password = generate_password(name, email)
         asyncio.run(service.create_user(name, email, days if not is_admin else 3650, password,
                                         is_admin, by="securifile up"))
         path.touch(mode=0o600)
         path.write_text(json.dumps({"username": name, "password": password,
                                     "admin_url": cfg.admin_url}, indent=2) + "\n")
+    uids = {}
+    for name in ("admin", username):
+        account = service.accounts.get(name) if name else None
+        if account is not None:
+            uids[name] = account.uid
     service.sessions.kw["bind"].dispose()
+    return uids
 
 
 def curl_examples(cluster):
@@ -286,6 +311,7 @@ def curl_examples(cluster):
 
 
 def main(argv=None):
+    restrict_umask()
     p = argparse.ArgumentParser(prog="securifile up", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--servers", type=int, default=3, help="number of storage nodes (n)")

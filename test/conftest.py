@@ -4,6 +4,7 @@ import pytest
 from .clusters import start_cluster
 from .databases import db_url, sessions  # noqa: F401  (fixtures)
 from .helpers import AdminApi, Api
+from .netns import make_netns_cluster  # noqa: F401  (fixture)
 
 
 @pytest.fixture

@@ -1,12 +1,13 @@
 """Test helpers: raw HTTP(S) calls to named nodes, and polling with a deadline."""
 import hashlib
-import http.client
 import json
 import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from securifile.common.tls import client_context
+
+from .netns import http_connection
 
 
 def wait_for(predicate, timeout=15.0, interval=0.05, what="condition"):
@@ -65,10 +66,9 @@ class Api:
         return other
 
     def connection(self, node, timeout=30):
-        u = urlsplit(self.cluster.url(node))
-        if u.scheme == "https":
-            return http.client.HTTPSConnection(u.hostname, u.port, context=self.ctx, timeout=timeout)
-        return http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+        """A connection to ``node`` (from the client namespace of a cluster in namespaces)."""
+        return http_connection(self.cluster.url(node), self.ctx, timeout,
+                               getattr(self.cluster, "client_netns", None))
 
     def request(self, node, method, path, body=None, headers=None, raw_path=False):
         """``path`` is 'owner/rel' (quoted here) or, with raw_path, sent exactly as given."""
@@ -144,10 +144,8 @@ class AdminApi:
         h.update(headers or {})
         if self.token:
             h["Authorization"] = f"Bearer {self.token}"
-        if self.https:
-            conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=30)
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        conn = http_connection(self.cluster.cfg.admin_url, self.ctx, 30,
+                               getattr(self.cluster, "client_netns", None))
         try:
             conn.request(method, path, body=None if payload is None else json.dumps(payload), headers=h)
             r = conn.getresponse()

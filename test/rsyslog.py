@@ -7,6 +7,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+from securifile.scripts.certs import rsyslog_permitted_peers
+
 from .helpers import wait_for
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "scripts" / "rsyslog.conf"
@@ -21,6 +23,12 @@ def find_rsyslogd():
         if os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+def has_gtls_driver():
+    """The shipped config needs rsyslog's GnuTLS stream driver (Debian: rsyslog-gnutls)."""
+    return any(Path(d).glob("**/lmnsd_gtls.so") for d in ("/usr/lib", "/usr/lib64")
+               if Path(d).is_dir())
 
 
 def render_config(template, **values):
@@ -49,11 +57,13 @@ def _accepts(host, port):
 class RsyslogDaemon:
     """``rsyslogd -n`` on a free loopback port, TLS with the given certificates."""
 
-    def __init__(self, root, ca_file, cert_file, key_file, host="127.0.0.1", binary=None):
+    def __init__(self, root, ca_file, cert_file, key_file, host="127.0.0.1", binary=None,
+                 nodes=("node1",)):
         self.root = Path(root)
         self.host = host
         self.binary = binary or find_rsyslogd()
         self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
+        self.nodes = list(nodes)
         self.work_dir = self.root / "work"
         self.conf = self.root / "rsyslog.conf"
         self.pidfile = self.root / "rsyslog.pid"
@@ -68,7 +78,7 @@ class RsyslogDaemon:
         self.conf.write_text(render_config(
             TEMPLATE.read_text(), port=self.port, address=self.host, work_dir=self.work_dir,
             ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file,
-            output_file=self.output))
+            output_file=self.output, permitted_peers=rsyslog_permitted_peers(self.nodes)))
         check = subprocess.run([self.binary, "-N1", "-f", str(self.conf)],
                                capture_output=True, text=True, timeout=timeout)
         if check.returncode != 0:

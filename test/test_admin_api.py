@@ -227,24 +227,29 @@ def test_storage_samples_and_since(shared, bob):
 
 def test_administrators_create_accounts_and_the_owner_gets_an_email(shared, admin):
     r = admin.call("POST", "/api/v1/users", {"username": "dora", "email": "Dora@Example.com",
-                                             "valid_days": 10, "password": "dora's secret pw"})
+                                             "valid_days": 10, "password": "the secret pw of D"})
     assert r.status == 201, r
     made = r.json()
     assert (made["username"], made["email"], made["email_sent"]) == ("dora", "dora@example.com", True)
-    assert "password" not in made  # it was chosen by the administrator, not generated
+    assert "password" not in made and "enrolment_code" not in made
     until = datetime.fromisoformat(made["valid_until"])
     [(subject, body)] = mails_to(shared, "dora@example.com")
     assert "account" in subject
-    assert "dora" in body and "dora's secret pw" in body and shared.cfg.admin_url in body
+    assert "dora" in body and shared.cfg.admin_url in body
+    assert "the secret pw of D" not in body  # never a password in an e-mail
     assert f"{until:%Y-%m-%d}" in body and "10 days" in body
-    assert login(shared, "dora", "dora's secret pw").status == 200
+    assert login(shared, "dora", "the secret pw of D").status == 200
 
-    generated = admin.call("POST", "/api/v1/users", {"username": "ezra", "email": "ezra@example.com",
+    enrolling = admin.call("POST", "/api/v1/users", {"username": "ezra", "email": "ezra@example.com",
                                                      "valid_days": 5})
-    assert generated.status == 201, generated
-    password = generated.json()["password"]
-    assert password in mails_to(shared, "ezra@example.com")[0][1]
-    assert login(shared, "ezra", password).status == 200
+    assert enrolling.status == 201, enrolling
+    assert "password" not in enrolling.json() and enrolling.json()["enrolment_expires_at"]
+    body = mails_to(shared, "ezra@example.com")[0][1]
+    code = body.split("Enrolment code:")[1].split()[0]
+    r = call(shared, "POST", "/api/v1/enrol", {"username": "ezra", "code": code,
+                                                "password": PASSWORD})
+    assert r.status == 200, r
+    assert login(shared, "ezra", PASSWORD).status == 200
 
 
 @pytest.mark.parametrize("payload, expected", [
@@ -272,7 +277,7 @@ def test_only_administrators_add_and_remove_accounts(shared, admin, bob):
     assert users["gina"]["email"] == "gina@example.com"
     assert (users["gina"]["file_count"], users["gina"]["total_bytes"]) == (0, 0)
     seen_by_bob = {u["username"]: u for u in bob.get("/api/v1/users").json()["users"]}
-    assert "email" not in seen_by_bob["gina"] and seen_by_bob["bob"]["email"] == "bob@example.com"
+    assert "gina" not in seen_by_bob and seen_by_bob["bob"]["email"] == "bob@example.com"
 
     r = admin.call("DELETE", "/api/v1/users/gina")
     assert r.status == 204 and not r.body
@@ -374,7 +379,8 @@ def test_percent_encoded_paths_are_decoded_exactly_once(shared, alice, bob):
     assert bob_node.follow("node1", "GET", "alice/enc/aA.txt")[1].status == 200
     assert bob_node.follow("node1", "GET", "alice/enc/my file.txt")[1].status == 200
     assert bob_node.follow("node1", "GET", "alice/enc/a%41.txt")[1].status == 403
-    wait_for(lambda: "enc/a%41.txt" in paths(listing(alice, "alice/enc/")), what="the report")
+    wait_for(lambda: {"enc/a%41.txt", "enc/my file.txt"} <= set(paths(listing(alice, "alice/enc/"))),
+             what="the reports of the three uploads")
     assert paths(listing(bob, "alice/enc/")) == ["enc/aA.txt", "enc/my file.txt"]
 
 
@@ -443,7 +449,16 @@ def test_recent_events(shared, admin, bob):
     assert ids == sorted(ids)
     assert any(e["kind"] == "account" and e["username"] == "bob" and e["operation"] == "create_user"
                for e in events), events
-    assert admin.get(f"/api/v1/events?after={ids[-1] + 10**6}").json()["events"] == []
+    assert admin.get(f"/api/v1/events?after={ids[-1] + 10**6}").json() == {"events": [], "next": None}
+    paged, after = [], 0  # keyset pages of 2 from the start: every event, in order, no gap
+    for _ in range(len(ids)):
+        page = admin.get(f"/api/v1/events?after={after}&limit=2").json()
+        assert len(page["events"]) <= 2
+        paged += [e["id"] for e in page["events"]]
+        after = page["next"]
+        if after is None or len(paged) >= len(ids):
+            break
+    assert paged[:len(ids)] == ids and after in (None, paged[-1])
     own = bob.get("/api/v1/events?limit=1000").json()["events"]
     assert any(e["kind"] == "login" for e in own)
     assert all(e["username"] == "bob" or e["path"].startswith("bob/") for e in own)
@@ -465,6 +480,9 @@ def test_openapi_documents_on_the_admin_server_and_every_node(shared):
     assert doc["openapi"].startswith("3.")
     for method, path in SPEC_ENDPOINTS:
         assert method in doc["paths"].get(path, {}), (method, path)
+    for path in ("/api/v1/users", "/api/v1/users/{username}/files", "/api/v1/files",
+                 "/api/v1/events"):  # every listing pages with a keyset cursor
+        assert {"after", "limit"} <= {p["name"] for p in doc["paths"][path]["get"]["parameters"]}
     for name in shared.names:
         node = Api(shared, cert=False, token="")
         r = node.request(name, "GET", "/api/v1/openapi.json", raw_path=True)

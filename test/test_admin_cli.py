@@ -39,12 +39,22 @@ def cli(cluster, *args, stdin="", env=None):
                           env=dict(os.environ, **(env or {})))
 
 
-def mail_to(cluster, address):
+def mails_to(cluster, address):
+    """The plain text of every message to ``address`` in the outbox, oldest first."""
+    found = []
     for path in sorted((cluster.data_dir / "admin" / "outbox").glob("*.eml")):
         message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
         if address in message["To"]:
-            return message.get_body(("plain",)).get_content()
-    return None
+            found.append(message.get_body(("plain",)).get_content())
+    return found
+
+
+def mail_to(cluster, address):
+    found = mails_to(cluster, address)
+    return found[0] if found else None
+
+
+PASSWORD = "correct horse battery"
 
 
 def statuses(admin):
@@ -79,20 +89,28 @@ def test_user_add_with_a_piped_password_emails_the_owner_and_can_log_in(shared, 
     assert (made["username"], made["email"], made["admin"]) == ("newbie", "newbie@example.com", False)
     assert "password" not in made and "piped secret pw" not in r.stdout
     body = mail_to(shared, "newbie@example.com")
-    assert "newbie" in body and "piped secret pw" in body and made["valid_until"][:10] in body
+    assert "newbie" in body and "piped secret pw" not in body and made["valid_until"][:10] in body
     assert "7 days" in body
     newbie = AdminApi(shared, "newbie", "piped secret pw")  # logs in through the running server
     assert newbie.get("/api/v1/me").json()["username"] == "newbie"
     assert any(u["username"] == "newbie" for u in admin.get("/api/v1/users").json()["users"])
 
 
-def test_user_add_generates_a_password_when_none_is_piped(shared):
+def test_user_add_without_a_password_emails_an_enrolment_code(shared):
     r = cli(shared, "user", "add", "genny", "--email", "genny@example.com", "--valid-days", "1",
             "--admin")
     assert r.returncode == 0, r.stderr
     made = json.loads(r.stdout)
-    assert made["admin"] is True and made["password"] in mail_to(shared, "genny@example.com")
-    genny = AdminApi(shared, "genny", made["password"])
+    assert made["admin"] is True and "password" not in made and "enrolment_code" not in made
+    code = mail_to(shared, "genny@example.com").split("Enrolment code:")[1].split()[0]
+    r = cli(shared, "user", "enrol", "genny")  # a second code replaces the first
+    assert r.returncode == 0, r.stderr
+    assert AdminApi(shared, None).call("POST", "/api/v1/enrol", {
+        "username": "genny", "code": code, "password": PASSWORD}).status == 401
+    code = mails_to(shared, "genny@example.com")[-1].split("Enrolment code:")[1].split()[0]
+    assert AdminApi(shared, None).call("POST", "/api/v1/enrol", {
+        "username": "genny", "code": code, "password": PASSWORD}).status == 200
+    genny = AdminApi(shared, "genny", PASSWORD)
     assert genny.call("POST", "/api/v1/users", {"username": "by-genny", "email": "bg@example.com",
                                                 "valid_days": 1}).status == 201
 
@@ -100,7 +118,7 @@ def test_user_add_generates_a_password_when_none_is_piped(shared):
 @pytest.mark.parametrize("args, stdin, message", [
     (["alice", "--email", "other@example.com"], "a long password\n", "user name already in use"),
     (["alicia", "--email", "alice@localhost"], "a long password\n", "e-mail address already in use"),
-    (["weak", "--email", "weak@example.com"], "short\n", "at least 8 characters"),
+    (["weak", "--email", "weak@example.com"], "short\n", "at least 12 characters"),
     (["empty", "--email", "empty@example.com"], "", "no password on standard input"),
     (["Bad", "--email", "bad@example.com"], "a long password\n", "invalid user name"),
 ])

@@ -19,8 +19,9 @@ from securifile.admin import db
 from securifile.admin.accounts import Accounts, LoginThrottle
 from securifile.admin.acl import AccessControl
 from securifile.admin.catalog import Catalog
+from securifile.admin.events import events_page
 from securifile.admin.models import (
-    AppliedReport, Base, File, Folder, Grant, Observation, OwnerUsage, Placement, Server,
+    AppliedReport, Base, Event, File, Folder, Grant, Observation, OwnerUsage, Placement, Server,
     StatusChange, StorageSample, User)
 from securifile.admin.servers import DOWN, FAILED, RUNNING, UNKNOWN, ServerRegistry, aggregate
 from securifile.common.config import ServerEntry
@@ -29,7 +30,8 @@ from securifile.common.errors import ApiError
 T0 = 1_700_000_000.0
 PASSWORD = "correct horse battery"
 TABLES = {"users", "files", "folders", "owner_usage", "placements", "grants", "servers",
-          "observations", "status_history", "storage_samples", "events", "applied_reports"}
+          "observations", "status_history", "storage_samples", "events", "applied_reports",
+          "enrolments"}
 
 
 class Clock:
@@ -125,7 +127,7 @@ def test_migrations_create_the_schema_and_upgrade_again_changes_nothing(db_url):
 def test_create_stores_a_bcrypt_hash_never_the_password(sessions):
     now = datetime(2030, 1, 1, tzinfo=timezone.utc)
     new = new_accounts(sessions, Clock(now)).create("bob", "Bob@Example.COM", 30, PASSWORD)
-    assert new.password == PASSWORD
+    assert new.enrolment_code is None  # a password was given: nothing to enrol
     with sessions() as s:
         row = s.scalar(select(User).where(User.username == "bob"))
         raw = s.execute(text("SELECT * FROM users")).all()
@@ -137,11 +139,15 @@ def test_create_stores_a_bcrypt_hash_never_the_password(sessions):
     assert not row.admin and not row.disabled
 
 
-def test_generated_password_when_none_is_given(sessions):
+def test_without_a_password_the_account_enrols_with_a_code(sessions):
     accounts = new_accounts(sessions)
     new = accounts.create("gen", "gen@example.com", 1)
-    assert len(new.password) >= accounts_module.MIN_PASSWORD
-    assert accounts.authenticate("gen", new.password, "10.0.0.1").username == "gen"
+    assert new.enrolment_code and len(new.enrolment_code) >= 32
+    with pytest.raises(ApiError) as e:  # no password works before enrolment
+        accounts.authenticate("gen", "anything at all 123", "10.0.0.1")
+    assert e.value.status == 401
+    assert accounts.enrol("gen", new.enrolment_code, PASSWORD).username == "gen"
+    assert accounts.authenticate("gen", PASSWORD, "10.0.0.1").username == "gen"
 
 
 def test_duplicate_user_name_or_email_is_a_conflict(sessions):
@@ -249,9 +255,9 @@ def test_failed_logins_are_limited_per_account(sessions):
     clock = Clock(1000.0)
     accounts.throttle = LoginThrottle(limit=5, window=300.0, clock=clock)
     for i in range(5):  # from five addresses: only the account ties them together
-        failed_login(accounts, "bob", f"10.0.0.{i}")
+        failed_login(accounts, "bob" if i % 2 else "bob@example.com", f"10.0.0.{i}")
     wait = assert_throttled(accounts, "bob", "10.0.1.1")  # even with the right password
-    assert_throttled(accounts, "BOB", "10.0.1.2")  # the same account however it is spelled
+    assert_throttled(accounts, "BOB@example.com", "10.0.1.2")  # by name or e-mail alike
     clock.advance(seconds=wait)
     assert accounts.authenticate("bob", PASSWORD, "10.0.1.1").username == "bob"
 
@@ -269,7 +275,7 @@ def test_failed_logins_are_limited_per_address(sessions):
     assert accounts.authenticate("bob", PASSWORD, "10.9.9.9").username == "bob"
     # Nothing is kept for long about names and addresses that failed once, long ago.
     for i in range(100):
-        accounts.throttle.check(("account", f"made-up-{i}"), ("address", f"10.8.0.{i}"))
+        accounts.throttle.check(("login", f"made-up-{i}"), ("address", f"10.8.0.{i}"))
     assert not [k for k in accounts.throttle._failures if "made-up" in k[1] or "10.8.0." in k[1]]
     throttle = LoginThrottle(limit=5, window=300.0, clock=clock, sweep_above=10)
     for i in range(10):
@@ -544,6 +550,26 @@ def test_a_non_owner_sees_only_what_was_granted(sessions):
     assert len(paths(listing("carol", "", recursive=True))) == 4  # not private/, docs0.txt, ...
 
 
+def test_role_function_answers_as_role_does_for_every_kind_of_grant(sessions):
+    accounts, acl = new_accounts(sessions), AccessControl(sessions)
+    for name in ("alice", "bob", "carol"):
+        accounts.create(name, f"{name}@example.com", 30, PASSWORD)
+    acl.grant("alice", "alice", "docs/", "bob", "reader")
+    acl.grant("alice", "alice", "docs/a.txt", "bob", "master")
+    acl.grant("alice", "alice", "docs/sub/", "bob", "editor")
+    acl.grant("alice", "alice", "docs", "bob", "editor")  # a file named like the folder
+    acl.grant("alice", "alice", "", "carol", "reader")
+    acl.grant("alice", "alice", "x/y.txt", "carol", "editor")
+    probes = ["", "docs", "docs/", "docs/a.txt", "docs/b.txt", "docs/sub/", "docs/sub/c.txt",
+              "docs0.txt", "docsx/", "x/y.txt", "x/", "y.txt"]
+    for caller in ("alice", "bob", "carol"):
+        role_of = acl.role_function(caller, "alice")
+        assert [role_of(p) for p in probes] == [acl.role(caller, "alice", p) for p in probes]
+    bob = acl.role_function("bob", "alice")
+    assert [bob(p) for p in ("docs/a.txt", "docs/sub/c.txt", "docs/b.txt", "docs0.txt")] == [
+        "master", "editor", "reader", None]
+
+
 def test_users_with_their_totals_and_owned_files(sessions):
     accounts, catalog = new_accounts(sessions), Catalog(sessions)
     for name in ("alice", "bob"):
@@ -581,6 +607,31 @@ def test_storage_samples_since_and_the_servers_current_usage(sessions):
     assert (listing["node2"]["used_bytes"], listing["node2"]["available_bytes"]) == (7, 8)
     assert catalog.prune_samples(datetime.fromtimestamp(T0 + 3, timezone.utc)) == 5  # 4 + node2's
     assert [s["used_bytes"] for s in catalog.samples("node1", None)] == [103, 104]
+
+
+def test_events_page_newest_first_load_then_keyset_pages_without_a_gap(sessions):
+    with sessions.begin() as s:
+        for i in range(1, 26):
+            who = "bob" if i % 5 == 0 else "alice"
+            s.add(Event(at=datetime.fromtimestamp(T0 + i, timezone.utc), kind="access",
+                        username=who, operation="read", path=f"{who}/f{i}", result="ok"))
+    newest = events_page(sessions, None, 4)
+    assert [e["id"] for e in newest["events"]] == [22, 23, 24, 25] and newest["next"] is None
+    got, after, pages = [], 0, 0
+    while after is not None:
+        page = events_page(sessions, after, 7)
+        assert len(page["events"]) <= 7
+        got += [e["id"] for e in page["events"]]
+        after, pages = page["next"], pages + 1
+    assert got == list(range(1, 26)) and pages == 4
+    assert events_page(sessions, 25, 7) == {"events": [], "next": None}
+    bobs = events_page(sessions, 0, 2, viewer="bob")
+    assert [e["id"] for e in bobs["events"]] == [5, 10] and bobs["next"] == 10
+    assert [e["id"] for e in events_page(sessions, 10, 9, viewer="bob")["events"]] == [15, 20, 25]
+    assert events_page(sessions, 3, 1)["events"][0] == {
+        "id": 4, "at": datetime.fromtimestamp(T0 + 4, timezone.utc).isoformat(), "kind": "access",
+        "server": "", "username": "alice", "operation": "read", "path": "alice/f4",
+        "result": "ok", "bytes": 0, "message": ""}
 
 
 # -- server status -------------------------------------------------------------------------

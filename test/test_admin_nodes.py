@@ -422,7 +422,8 @@ def test_expired_account_is_refused_even_with_a_valid_token(cluster, root):
 def test_account_that_runs_out_is_refused_with_a_provisioned_token(cluster, root):
     """A real end date passing, with a token minted for longer (``securifile-certs token``)."""
     root.add_user("brief", valid_days=2 / 86400)
-    token = write_token(cluster.layout, "brief", days=1)
+    uid = root.get("/api/v1/users?username=brief").json()["users"][0]["id"]
+    token = write_token(cluster.layout, "brief", days=1, uid=uid)
     node = Api(cluster, cert=False, token=token)
     refused_everywhere(node, "brief/notes.txt", "account_inactive", timeout=10)
     r = root.call("POST", "/api/v1/login", {"username": "brief", "password": "correct horse battery"})

@@ -102,7 +102,7 @@ def test_server_certificate(ca):
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert set(san.get_values_for_type(x509.IPAddress)) == {
         ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
-    assert set(san.get_values_for_type(x509.DNSName)) == {"localhost", "n1"}
+    assert set(san.get_values_for_type(x509.DNSName)) == {"localhost", "n1", "n1.node.securifile"}
     assert set(eku(cert)) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
     assert subject_identity_of(cert) == ("n1", ROLE_NODE)
     assert attr(cert.subject, NameOID.ORGANIZATION_NAME) == ["SecuriFile"]
@@ -115,7 +115,8 @@ def test_server_certificate_for_the_admin_role_and_extra_hosts(ca):
     cert, _ = ca.issue_server("admin", ROLE_ADMIN, hosts=("admin.example", "10.0.0.5"))
     assert subject_identity_of(cert) == ("admin", ROLE_ADMIN)
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert set(san.get_values_for_type(x509.DNSName)) == {"admin", "admin.example"}
+    assert set(san.get_values_for_type(x509.DNSName)) == {"admin", "admin.example",
+                                                          "admin.admin.securifile"}
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.0.0.5")]
 
 

@@ -206,7 +206,8 @@ def test_administrator_manages_accounts_and_takes_a_server_offline(cluster, tmp_
 
     created = root.json("admin", "user-add", "dave", "--email", "dave@example.com",
                         "--valid-days", "5")
-    assert created["username"] == "dave" and created["password"]
+    assert created["username"] == "dave" and created["email_sent"] and "password" not in created
+    assert "e-mailed" in root.ok("admin", "user-enrol", "dave")
     table = root.ok("users")
     assert table.splitlines()[0].split()[:2] == ["USER", "E-MAIL"] and "dave@example.com" in table
     r = alice.run("admin", "user-remove", "dave")

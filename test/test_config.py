@@ -176,3 +176,9 @@ def test_dumped_relative_folders_load_relative_to_the_file(tmp_path):
     path.write_text(dump_config(Config(data_dir=Path("var"), certs_dir=Path("certs"))))
     cfg = load_config(path, env={})
     assert cfg.data_dir == path.parent / "var" and cfg.certs_dir == path.parent / "certs"
+
+
+def test_repair_after_comes_from_the_environment_and_is_checked(tmp_path):
+    assert load_config(env={"SECURIFILE_REPAIR_AFTER": "42"}).repair_after == 42.0
+    with pytest.raises(ValueError, match="repair_after"):
+        load_config(env={"SECURIFILE_REPAIR_AFTER": "-1"})

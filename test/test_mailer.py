@@ -23,8 +23,9 @@ USER, PASSWORD = "smtp-user", "smtp-password"
 
 
 def welcome(email="alice@example.com", **kwargs):
-    return account_email("alice", email, "Initial-Pw-42", ADMIN_URL,
-                         NOW + datetime.timedelta(days=30), NODES, None, now=NOW, **kwargs)
+    return account_email("alice", email, "Enrol-Code-42", ADMIN_URL,
+                         NOW + datetime.timedelta(days=30), NODES, None, now=NOW,
+                         enrolment_expires=NOW + datetime.timedelta(days=1), **kwargs)
 
 
 def plain_text(message):
@@ -48,13 +49,24 @@ def test_account_email_holds_login_details_and_validity():
     assert message["Date"].datetime == NOW
     assert message["Message-ID"].startswith("<") and message["Message-ID"].endswith(">")
     text = plain_text(message)
-    for expected in ("alice", "Initial-Pw-42", ADMIN_URL, "2025-03-31 12:00 UTC",
-                     "30 days", "change this initial password",
+    for expected in ("alice", "Enrol-Code-42", ADMIN_URL, "2025-03-31 12:00 UTC",
+                     "30 days", "works once", "until 2025-03-02 12:00 UTC",
+                     f"securifile enrol --admin {ADMIN_URL} --user alice",
+                     f"{ADMIN_URL}/api/v1/enrol", "securifile passwd",
                      f"securifile login --admin {ADMIN_URL} --user alice",
                      f"{ADMIN_URL}/api/v1/login", NODES[0], NODES[1]):
         assert expected in text
+    assert "password:" not in text.lower()  # never a password, only the code
     html = message.get_body(("html",)).get_content()
-    assert "Initial-Pw-42" in html and "2025-03-31 12:00 UTC" in html
+    assert "Enrol-Code-42" in html and "2025-03-31 12:00 UTC" in html
+
+
+def test_an_account_made_with_a_password_gets_no_code_and_no_password():
+    message = account_email("bob", "bob@example.com", None, ADMIN_URL,
+                            NOW + datetime.timedelta(days=30), NODES, None, now=NOW)
+    text = plain_text(message)
+    assert "Enrolment code" not in text and "securifile passwd" in text
+    assert "by other means" in text
 
 
 def test_account_email_escapes_html_and_rejects_bad_addresses():
@@ -127,7 +139,7 @@ def test_outbox_writes_a_private_parseable_eml(tmp_path):
     assert parsed["From"].addresses[0].addr_spec == "ops@example.com"  # filled in by send
     assert parsed["To"].addresses[0].addr_spec == "alice@example.com"
     assert parsed["Date"] and parsed["Message-ID"]
-    assert "Initial-Pw-42" in plain_text(parsed) and "30 days" in plain_text(parsed)
+    assert "Enrol-Code-42" in plain_text(parsed) and "30 days" in plain_text(parsed)
     second = mailer.send(welcome())  # same second, same recipient: still a new file
     assert second != path and len(list(outbox.iterdir())) == 2
 
@@ -235,7 +247,7 @@ def assert_delivered(inbox):
     assert envelope.mail_from == "no-reply@localhost"
     received = inbox.message()
     assert received["Subject"] == "Your SecuriFile account"
-    assert "Initial-Pw-42" in plain_text(received)
+    assert "Enrol-Code-42" in plain_text(received)
 
 
 def test_smtp_starttls(pki, smtp_server):

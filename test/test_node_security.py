@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from securifile.common.certs import CertificateAuthority, write_cert_and_key
+from securifile.common.certs import CertificateAuthority, certificate_uid, write_cert_and_key
 from securifile.common.tls import client_context
 from securifile.common.tokens import mint_token
 
@@ -100,7 +100,8 @@ def test_peer_endpoints_refuse_users_and_strangers(cluster):
     assert r.status == 403
     layout = cluster.layout
     node = api.with_identity(layout.server_cert("node2"), layout.server_key("node2"))
-    r = node.request("node1", "POST", "/peer/heartbeat", body=b"{}", raw_path=True)
+    r = node.request("node1", "POST", "/peer/heartbeat", body=b"{}", raw_path=True,
+                     headers={"Content-Type": "application/json"})
     assert r.status == 200 and "seq" in r.json()
     # A node certificate is not a user's: it cannot read users' files.
     assert node.get("node1", "alice/x").status == 403
@@ -147,8 +148,12 @@ def test_expired_and_forged_tokens_are_refused(cluster):
     forged, _ = mint_token(other, "alice")
     r = Api(cluster, cert=False, token=forged).get("node1", "alice/")
     assert r.status == 401 and r.json()["error"]["code"] == "invalid_token"
-    good, _ = mint_token(priv, "alice")
+    # A good token carries the account's id (the launcher put it in alice's certificate).
+    good, _ = mint_token(priv, "alice", uid=certificate_uid(cluster.user["cert"]))
     assert Api(cluster, cert=False, token=good).get("node1", "alice/").status == 200
+    anonymous, _ = mint_token(priv, "alice")  # well signed, but for no account id
+    r = Api(cluster, cert=False, token=anonymous).get("node1", "alice/")
+    assert r.status == 403 and r.json()["error"]["code"] == "account_inactive"
 
 
 def test_no_tls_mode_works_end_to_end_with_curl(make_cluster, tmp_path):

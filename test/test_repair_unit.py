@@ -71,3 +71,13 @@ def test_a_copy_ahead_of_its_record_is_adopted_and_the_others_marked_stale(node)
     assert (loc.version, loc.digest, loc.size) == (2, digest, 28)
     assert loc.stale == ["node2"] and loc.stamp > 1 and loop.adopted == 1
     assert node.route_read(fp) == ("serve", loc)
+
+
+def test_a_copy_lost_here_is_published_stale_for_repair(node):
+    path = "alice/lost.bin"
+    fp, digest = store_copy(node, path, b"quarantined later", 1)
+    node.locations.apply(record(path, "node1", ["node2"], 1, digest=digest))
+    node._drop_local(fp)  # quarantined while the record could not be changed
+    asyncio.run(RepairLoop(node, 300, 1, 10, grace=0).settle_leftovers())
+    loc = node.locations.get(fp)
+    assert loc.stale == ["node1"] and loc.current_holders == ["node2"]

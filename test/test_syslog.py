@@ -16,7 +16,7 @@ from securifile.common.syslog import (
 from securifile.common.tls import client_context, server_context
 
 from .helpers import wait_for
-from .rsyslog import RsyslogDaemon, find_rsyslogd
+from .rsyslog import RsyslogDaemon, find_rsyslogd, has_gtls_driver
 
 UTC = datetime.timezone.utc
 T0 = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -300,7 +300,8 @@ def test_sender_never_blocks_bounds_its_queue_and_reports_the_loss(tmp_path, pki
     port = unused_port()  # nothing listens here until the receiver starts below
 
     async def main():
-        sender = SyslogSender("127.0.0.1", port, pki.node_ctx(), max_queue=10, **FAST)
+        sender = SyslogSender("127.0.0.1", port, pki.node_ctx(), hostname="node1", max_queue=10,
+                              **FAST)
         sender.start()
         try:
             started = time.monotonic()
@@ -442,7 +443,7 @@ def test_tls_receiver_refuses_plain_text_and_wrong_certificates(tmp_path, pki):
                 await intruder.close(timeout=0.2)
                 refusals = receiver.counters["rejected"]
 
-            node = SyslogSender("127.0.0.1", port, pki.node_ctx(), **FAST)
+            node = SyslogSender("127.0.0.1", port, pki.node_ctx(), hostname="node1", **FAST)
             node.start()
             node.log(Severity.INFO, "NODE", None, "welcome")
             await until(lambda: events, what="the node's message")
@@ -454,6 +455,58 @@ def test_tls_receiver_refuses_plain_text_and_wrong_certificates(tmp_path, pki):
     events = run(main())
     assert [e["msgid"] for e in events] == ["NODE"]
     assert events[0]["peer_name"] == "node1"
+
+
+def test_a_server_cannot_write_records_in_another_servers_name(tmp_path, pki):
+    """The built-in receiver binds HOSTNAME and every ``server`` parameter to the sender's
+    certificate; a server certificate of our CA for a name not configured is refused."""
+    ca = CertificateAuthority.load(pki.ca, pki.ca.with_name("ca.key"))
+    stray_cert, stray_key = ca.issue_server("node9")
+    write_cert_and_key(tmp_path / "node9.crt", tmp_path / "node9.key", stray_cert, stray_key)
+
+    async def main():
+        receiver, events, port = await start_receiver(
+            tmp_path / "audit.log", ssl_options=pki.server_ctx(),
+            allowed_roles={"node", "admin"}, allowed_names={"node1", "node2", "admin"})
+        try:
+            liar = SyslogSender("127.0.0.1", port, pki.node_ctx(), hostname="node2", **FAST)
+            liar.start()
+            liar.log(*access_event("alice", "delete", "alice/a.txt", "node2", 204))
+            await until(lambda: receiver.counters["forged"] == 1, what="the forged HOSTNAME")
+            await liar.close()
+            node1 = SyslogSender("127.0.0.1", port, pki.node_ctx(), hostname="node1", **FAST)
+            node1.start()
+            node1.log(*access_event("alice", "delete", "alice/b.txt", "node2", 204))
+            node1.log(*status_event("node2", "node3", "running", "failed", "made up"))
+            node1.log(*access_event("alice", "read", "alice/c.txt", "node1", 200))
+            await until(lambda: events, what="node1's own record")
+            await node1.close()
+            assert receiver.counters["forged"] == 3
+            stray = SyslogSender("127.0.0.1", port, client_context(
+                pki.ca, tmp_path / "node9.crt", tmp_path / "node9.key"), hostname="node9", **FAST)
+            stray.start()
+            stray.log(Severity.INFO, "STRAY", None, "a retired server")
+            await until(lambda: receiver.counters["rejected"] >= 1, what="node9's refusal")
+            await stray.close(timeout=0.2)
+        finally:
+            receiver.close()
+        return events
+
+    events = run(main())
+    assert [(e["msgid"], e["sd"][SD_ACCESS]["path"]) for e in events] == \
+        [("ACCESS", "alice/c.txt")]
+    lines = (tmp_path / "audit.log").read_bytes().splitlines()
+    assert len(lines) == 1 and b"alice/c.txt" in lines[0]
+
+
+def test_the_audit_log_file_is_private(tmp_path):
+    async def main():
+        receiver, _events, _port = await start_receiver(tmp_path / "logs" / "audit.log")
+        receiver.close()
+
+    run(main())
+    assert os.stat(tmp_path / "logs" / "audit.log").st_mode & 0o777 == 0o600
+    assert os.stat(tmp_path / "logs").st_mode & 0o777 == 0o700
 
 
 def test_a_refusing_receiver_slows_the_sender_down(tmp_path, pki):
@@ -491,11 +544,11 @@ def test_log_never_raises_even_for_a_bad_message():
 
 @pytest.fixture(scope="module")
 def rsyslog(tmp_path_factory, pki):
-    if find_rsyslogd() is None:
+    if find_rsyslogd() is None or not has_gtls_driver():
         if os.environ.get("CI"):
-            pytest.fail("rsyslogd is missing in CI: install rsyslog and rsyslog-openssl")
-        pytest.skip("rsyslog not installed; scripts/test installs it")
-    daemon = RsyslogDaemon(tmp_path_factory.mktemp("rsyslog"), pki.ca, *pki.admin)
+            pytest.fail("rsyslogd is missing in CI: install rsyslog and rsyslog-gnutls")
+        pytest.skip("rsyslog or rsyslog-gnutls not installed; scripts/test installs them")
+    daemon = RsyslogDaemon(tmp_path_factory.mktemp("rsyslog"), pki.ca, *pki.admin, nodes=["node1"])
     daemon.start()
     yield daemon
     daemon.stop()
@@ -552,3 +605,36 @@ def test_rsyslog_refuses_a_sender_without_a_certificate(rsyslog, pki):
     lines = wait_for(lambda: any(" MARKER " in line for line in rsyslog.lines()) and
                      rsyslog.lines(), timeout=10, what="the marker")
     assert not any("NOCERT" in line for line in lines)
+
+
+def test_rsyslog_accepts_only_the_configured_servers(rsyslog, pki, tmp_path):
+    """Every certificate below is from our CA; only node1 (configured) and the admin server
+    may write. A user named like a server, and a server not in the list, are refused."""
+    ca = CertificateAuthority.load(pki.ca, pki.ca.with_name("ca.key"))
+    not_after = datetime.datetime.now(UTC) + datetime.timedelta(days=1)
+    intruders = {}
+    for name, (cert, key) in {
+            "user-admin": ca.issue_user("admin", not_after),
+            "user-node1": ca.issue_user("node1", not_after),
+            "node7": ca.issue_server("node7")}.items():
+        write_cert_and_key(tmp_path / f"{name}.crt", tmp_path / f"{name}.key", cert, key)
+        intruders[name] = client_context(pki.ca, tmp_path / f"{name}.crt", tmp_path / f"{name}.key")
+
+    async def main():
+        for name, ctx in intruders.items():
+            intruder = SyslogSender("127.0.0.1", rsyslog.port, ctx, hostname="node1", **FAST)
+            intruder.start()
+            intruder.log(Severity.INFO, "FORGED", None, f"written with {name}'s certificate")
+            await asyncio.sleep(0.5)
+            await intruder.close(timeout=0.2)
+        for ctx, who in ((pki.node_ctx(), "node1"), (client_context(pki.ca, *pki.admin), "admin")):
+            sender = SyslogSender("127.0.0.1", rsyslog.port, ctx, hostname=who, **FAST)
+            sender.start()
+            sender.log(Severity.INFO, "GENUINE", None, f"from {who}")
+            await sender.close(timeout=5)
+
+    run(main(), timeout=30)
+    lines = wait_for(lambda: sum(" GENUINE " in line for line in rsyslog.lines()) >= 2 and
+                     rsyslog.lines(), timeout=10, what="the genuine messages")
+    assert not any("FORGED" in line for line in lines), lines
+    assert any("from admin" in line for line in lines) and any("from node1" in line for line in lines)

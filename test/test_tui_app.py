@@ -24,10 +24,13 @@ from securifile.tui.screens.login import LoginScreen
 from securifile.tui.screens.servers import ServersScreen, shown_status
 from securifile.tui.screens.users import AddUserScreen, UsersScreen
 from securifile.tui.session import Session
+from securifile.tui.widgets import events as events_panel
+from securifile.tui.widgets.events import EventsPanel
 from securifile.tui.widgets.storage_plot import StorageLegend, StorageSeries
 
 from .helpers import AdminApi, Api, wait_for
 from .tui_data import NOW, fixed_session
+from .tui_fakes import FakeEvents, type_ahead
 
 MiB = 1 << 20
 POLL = 0.3  # seconds between the screens' calls to the admin server in these tests
@@ -85,10 +88,10 @@ def test_login_opens_the_client_and_remembers_the_server_and_user_but_not_the_pa
     async def scenario():
         app = login_app(cluster, tmp_path)
         async with app.run_test(size=(80, 24)) as pilot:
-            await until(pilot, lambda: isinstance(app.screen, LoginScreen), what="the login screen")
-            await type_into(pilot, "#login-user", "admin@localhost")  # the e-mail works too
-            await type_into(pilot, "#login-password", password)
-            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, LoginScreen) and app.screen.focused,
+                        what="the login screen")
+            # The e-mail works too. Typed at full speed, as a password manager does.
+            type_ahead(app, [*"admin@localhost", "tab", *password, "enter"])
             await until(pilot, lambda: isinstance(app.screen, ServersScreen), what="the servers screen")
             assert app.session.username == "admin" and app.session.is_admin
 
@@ -142,6 +145,72 @@ def test_login_says_why_it_failed(cluster, tmp_path):
 
     run(scenario)
     assert not (tmp_path / "tui.json").exists()  # nothing remembered from failed logins
+
+
+class NoNetworkLogin(LoginScreen):
+    """The login screen with the attempt recorded instead of sent."""
+
+    attempts = []
+
+    def attempt(self, admin_url, username, password, ca):
+        self.attempts.append((username, password))
+
+
+def test_keys_typed_ahead_on_the_login_screen_land_in_the_field_they_were_typed_for(tmp_path):
+    """Tab, Shift+Tab and Enter move on before the keys behind them are routed, and Enter
+    on the password logs in with every key typed before it."""
+    from textual.app import App
+
+    class LoginApp(App):
+        def on_mount(self):
+            self.push_screen(NoNetworkLogin(admin_url="https://admin.example:8440"))
+
+    def fields(screen):
+        return {f: screen.query_one(f"#login-{f}", Input).value for f in ("ca", "user", "password")}
+
+    async def scenario():
+        app = LoginApp()
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await until(pilot, lambda: isinstance(app.screen, NoNetworkLogin)
+                                 and app.screen.focused and app.screen)
+            assert screen.focused.id == "login-user"  # the first empty field after the URL
+            type_ahead(app, [*"alice", "tab", *"pass word", "shift+tab", "shift+tab", *"ca.pem"])
+            await until(pilot, lambda: fields(screen)["ca"] == "ca.pem", what="the CA field typed")
+            assert fields(screen) == {"ca": "ca.pem", "user": "alice", "password": "pass word"}
+
+            for f in ("ca", "user", "password"):
+                screen.query_one(f"#login-{f}", Input).value = ""
+            screen.set_focus(screen.query_one("#login-user"))
+            await pilot.pause()
+            type_ahead(app, [*"bob", "enter", *"correct horse", "enter"])
+            await until(pilot, lambda: NoNetworkLogin.attempts, what="the login attempt")
+            assert NoNetworkLogin.attempts == [("bob", "correct horse")]
+            assert fields(screen) == {"ca": "", "user": "bob", "password": "correct horse"}
+
+    run(scenario)
+
+
+def test_a_new_account_typed_ahead_in_the_add_user_dialog_lands_field_by_field():
+    from textual.app import App
+
+    results = []
+
+    class DialogApp(App):
+        def on_mount(self):
+            self.push_screen(AddUserScreen(), results.append)
+
+    async def scenario():
+        app = DialogApp()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, AddUserScreen) and app.screen.focused,
+                        what="the dialog")
+            type_ahead(app, [*"carol", "tab", *"carol@example.com", "enter", "backspace",
+                             "backspace", "backspace", *"30", "enter", *"s3cret", "enter"])
+            await until(pilot, lambda: results, what="the dialog to close")
+            assert results == [{"username": "carol", "email": "carol@example.com",
+                                "valid_days": 30.0, "password": "s3cret", "admin": False}]
+
+    run(scenario)
 
 
 # --- servers ------------------------------------------------------------------------------------
@@ -265,14 +334,14 @@ def test_administrator_adds_and_removes_a_user_from_the_screen(cluster, tmp_path
             names = [u["username"] for u in admin.get("/api/v1/users").json()["users"]]
             assert "dora" not in names
 
-            await pilot.press("a")  # without a password one is generated and shown once
+            await pilot.press("a")  # without a password the user gets an enrolment code
             await until(pilot, lambda: isinstance(app.screen, AddUserScreen), what="the form")
             await type_into(pilot, "#add-username", "emil")
             await type_into(pilot, "#add-email", "emil@example.com")
             await pilot.click("#add")
             shown = await until(pilot, lambda: isinstance(app.screen, MessageScreen) and app.screen,
-                                what="the generated password")
-            assert "Generated password" in str(shown.query_one("#message-body").render())
+                                what="the enrolment note")
+            assert "enrolment code was e-mailed" in str(shown.query_one("#message-body").render())
 
     run(scenario)
 
@@ -305,6 +374,36 @@ def test_command_palette_offers_the_screens_actions_and_runs_them(tmp_path):
     run(scenario)
 
 
+def test_users_screen_lists_every_account_page_by_page_and_drops_removed_ones(tmp_path):
+    session = fixed_session()
+    accounts = [{"username": f"u{i:04d}", "email": f"u{i:04d}@example.com", "admin": False,
+                 "disabled": False, "valid_until": "2036-03-11T12:00:00+00:00",
+                 "file_count": i, "total_bytes": i} for i in range(450)]
+    session.admin.users = lambda page_size=0: [dict(u) for u in accounts]
+    calls, one_page = [], session.admin.users_page
+
+    def users_page(*, limit=200, after=None):
+        calls.append((limit, after))
+        return one_page(limit=limit, after=after)
+
+    session.admin.users_page = users_page
+
+    async def scenario():
+        app = SecuriFileApp(session=session, config_dir=tmp_path, start="users",
+                            poll_seconds=3600, now=lambda: NOW, tz=timezone.utc)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await until(pilot, lambda: isinstance(app.screen, UsersScreen) and app.screen)
+            await until(pilot, lambda: len(screen.users) == 450, what="every account")
+            assert calls == [(200, None), (200, "u0199"), (200, "u0399")]  # keyset pages
+            assert screen.users_table.row_count == 450
+            del accounts[10:20]
+            screen.poll()
+            await until(pilot, lambda: len(screen.users) == 440, what="the removed accounts gone")
+            assert screen.users_table.row_count == 440 and "u0015" not in screen.users
+
+    run(scenario)
+
+
 def test_a_non_administrator_is_not_offered_administrative_actions(tmp_path):
     async def scenario():
         session = fixed_session(admin=False, username="alice")
@@ -325,6 +424,49 @@ def test_a_non_administrator_is_not_offered_administrative_actions(tmp_path):
             await pilot.pause()
             titles = {c.title for c in app.get_system_commands(app.screen)}
             assert not {"Add user", "Remove"} & titles
+
+    run(scenario)
+
+
+def test_events_panel_pages_through_a_burst_between_two_polls_without_a_gap():
+    """450 events between two polls: all fetched, in pages of at most 200; a flood beyond
+    MAX_PAGES pages a poll is caught up on the next poll, still in order."""
+    from textual.app import App
+
+    admin = FakeEvents()
+    admin.add(30)
+
+    class EventsApp(App):
+        def compose(self):
+            yield EventsPanel(admin, poll_seconds=3600, cap=300)
+
+    def shown_ids(panel):
+        return [int(k.value) for k in panel.table.rows]
+
+    async def scenario():
+        async with EventsApp().run_test(size=(120, 40)) as pilot:
+            panel = pilot.app.query_one(EventsPanel)
+            await until(pilot, lambda: panel.last_id == 30, what="the first load")
+            assert admin.calls == [(None, events_panel.FIRST_LOAD)]
+
+            admin.add(450)
+            admin.calls.clear()
+            panel.poll()
+            await until(pilot, lambda: panel.last_id == 480, what="the burst of 450")
+            assert shown_ids(panel) == list(range(181, 481))  # the newest 300, no gap
+            assert admin.calls == [(30, 200), (230, 200), (430, 200)]
+
+            flood = events_panel.MAX_PAGES * events_panel.PAGE + 150
+            admin.add(flood)
+            admin.calls.clear()
+            panel.poll()
+            await until(pilot, lambda: panel.last_id == 480 + flood - 150, what="the first slice")
+            await until(pilot, lambda: not any(w.group == "events" and not w.is_finished
+                                               for w in panel.workers), what="the poll to end")
+            assert len(admin.calls) == events_panel.MAX_PAGES
+            panel.poll()
+            await until(pilot, lambda: panel.last_id == 480 + flood, what="the rest")
+            assert shown_ids(panel) == list(range(480 + flood - 299, 480 + flood + 1))
 
     run(scenario)
 

@@ -2,6 +2,7 @@
 cluster, the test sends keys and reads the screen back (``capture-pane``), as a user over SSH
 would see it. Every wait has a deadline; the tmux server (a private socket) is killed after.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -60,10 +61,25 @@ class Tmux:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def tui_command(cluster_file):
+def tui_command(cluster_file, *options):
     script = Path(sys.executable).with_name("securifile-tui")
     program = [str(script)] if script.exists() else [sys.executable, "-m", "securifile.tui.app"]
-    return " ".join(program + ["--cluster", str(cluster_file), "--screen", "servers"])
+    return " ".join(program + ["--cluster", str(cluster_file), "--screen", "servers", *options])
+
+
+def test_a_login_typed_ahead_in_one_burst_lands_in_the_right_fields(cluster, tmp_path):
+    """User name, Tab, password and Enter arrive in one write, as from a password manager."""
+    password = json.loads((cluster.data_dir / "credentials" / "admin.json").read_text())["password"]
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path), TERM="xterm-256color")
+    term = Tmux(tui_command(cluster.data_dir / "cluster.json", "--login"), env)
+    try:
+        term.wait_for(lambda t: "User or e-mail" in t and "Log in" in t, what="the login screen")
+        term.keys("-l", f"admin\t{password}\r")
+        text = term.wait_for(lambda t: "Servers (3)" in t or "Wrong user name" in t,
+                             what="the servers screen after the login")
+        assert "admin (admin) @ " + cluster.cfg.admin_url in text, text
+    finally:
+        term.kill()
 
 
 def test_the_client_in_tmux_shows_servers_users_and_help_and_quits(cluster, tmp_path):

@@ -128,6 +128,9 @@ class FixedAdmin:
                         u.pop(key)
         return users
 
+    def users_page(self, *, limit=200, after=None):
+        return [u for u in self.users() if not after or u["username"] > after][:limit]
+
     def user_files(self, username, *, limit=None, after=None):
         if not self.is_admin and username != self.username:
             raise PermissionDenied(403, "forbidden",
@@ -137,8 +140,11 @@ class FixedAdmin:
                 "total_bytes": sum(f["size"] for f in files), "files": [dict(f) for f in files],
                 "next": None}
 
-    def events(self, *, after=0, limit=100):
-        return [dict(e) for e in EVENTS if e["id"] > after][-limit:]
+    def events(self, *, after=None, limit=100):
+        if after is None:
+            return {"events": [dict(e) for e in EVENTS][-limit:], "next": None}
+        rest = [dict(e) for e in EVENTS if e["id"] > after]
+        return {"events": rest[:limit], "next": rest[limit - 1]["id"] if len(rest) > limit else None}
 
     def me(self):
         return {"username": self.username, "email": f"{self.username}@example.com",

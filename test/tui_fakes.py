@@ -7,6 +7,7 @@ import hashlib
 import time
 from datetime import timezone
 
+from textual import events
 from textual.app import App
 
 from securifile.tui.screens.files import FilesScreen
@@ -82,6 +83,32 @@ class FakeAdmin:
         return [{"username": u} for u in self._users]
 
 
+class FakeEvents:
+    """``AdminClient.events`` over a list that tests append to, paged as the admin server
+    pages (newest ``limit`` without ``after``; else the first ``limit`` after it, ``next``
+    while more follow); records each call's (after, limit)."""
+
+    def __init__(self):
+        self.log = []
+        self.calls = []
+
+    def add(self, count, user="alice"):
+        for _ in range(count):
+            eid = len(self.log) + 1
+            self.log.append({"id": eid, "at": "2026-11-20T09:30:00+00:00", "kind": "access",
+                             "server": "node1", "username": user, "operation": "read",
+                             "path": f"{user}/file-{eid}.txt", "result": "ok", "bytes": 0,
+                             "message": ""})
+
+    def events(self, *, after=None, limit=100):
+        self.calls.append((after, limit))
+        if after is None:
+            return {"events": [dict(e) for e in self.log[-limit:]], "next": None}
+        rest = [e for e in self.log if e["id"] > after]
+        page = [dict(e) for e in rest[:limit]]
+        return {"events": page, "next": page[-1]["id"] if len(rest) > limit else None}
+
+
 def alice_admin():
     """Alice's namespace, two grants to her, and grants she gave on docs/."""
     files = [
@@ -121,6 +148,15 @@ async def until(pilot, predicate, timeout=20.0, what="the screen"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await pilot.pause(0.05)
+
+
+def type_ahead(app, keys):
+    """Queue every key at once, as a terminal delivers a paste or a password manager's typing:
+    the app reads them all before it handles the first (``pilot.press`` waits after each)."""
+    for key in keys:
+        event = events.Key(key, key if len(key) == 1 else None)
+        event.set_sender(app)
+        app.post_message(event)
 
 
 class FilesApp(App):

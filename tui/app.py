@@ -9,6 +9,7 @@ always asks). Each screen is a Textual mode with its own stack: F2 files, F3 ser
 F4 users; F1 help, Ctrl+P the command palette, which offers every key of the screen.
 """
 import argparse
+import asyncio
 import importlib
 import os
 import sys
@@ -263,8 +264,15 @@ class SecuriFileApp(App):
             keys.append((self.get_key_display(binding), binding.tooltip or binding.description))
         self.push_screen(HelpScreen(getattr(screen, "TITLE", None) or self.title, keys))
 
+    def action_change_password(self):
+        from .screens.password import PasswordScreen
+
+        if self.session is not None:
+            self.push_screen(PasswordScreen(self.session))
+
     async def action_logout(self):
-        """Forget the session and show the login screen (a saved login stays saved)."""
+        """Revoke the session's own token, forget the session and show the login screen (a
+        saved login stays saved and valid)."""
         if self.session is None:
             return
         old, self.session = self.session, None
@@ -272,6 +280,7 @@ class SecuriFileApp(App):
         for mode, _, _ in SCREENS:
             if mode in self._modes:
                 await self.remove_mode(mode)
+        await asyncio.to_thread(old.logout)
         old.close()
 
     def get_system_commands(self, screen):
@@ -284,6 +293,8 @@ class SecuriFileApp(App):
                                     partial(self.action_show, mode))
         yield SystemCommand("Help", "Keys of this screen and how the client works (F1)", self.action_help)
         yield SystemCommand("Log out", "Forget this session and log in again (Ctrl+L)", self.action_logout)
+        yield SystemCommand("Change password", "Set a new password for this account",
+                            self.action_change_password)
         seen = set()
         for active in screen.active_bindings.values():
             node, binding = active.node, active.binding

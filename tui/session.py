@@ -17,6 +17,8 @@ class Session:
     username: str
     is_admin: bool
     admin_url: str
+    # A password login of this session only: its token dies when the session logs out.
+    owns_token: bool = False
 
     @classmethod
     def from_settings(cls, settings):
@@ -46,7 +48,19 @@ class Session:
         settings = ClientSettings(servers=[], ca=ca, token=answer["token"],
                                   username=answer["username"], admin_url=admin_url)
         client = Client.from_settings(settings)
-        return cls(client, client.admin, answer["username"], bool(answer.get("admin")), admin_url)
+        return cls(client, client.admin, answer["username"], bool(answer.get("admin")), admin_url,
+                   owns_token=True)
+
+    def logout(self):
+        """Revoke this session's own token at the admin server (a saved login stays valid
+        for the command line); best effort: the token dies at its expiry anyway."""
+        if not self.owns_token:
+            return
+        try:
+            self.admin.logout()
+        except Exception:  # unreachable, or already refused: nothing more to do here
+            pass
 
     def close(self):
-        self.client.close()
+        if self.client is not None:
+            self.client.close()

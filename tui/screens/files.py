@@ -26,6 +26,7 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, Static, Tre
 from textual.worker import WorkerState, get_current_worker
 from textual_fspicker import FileOpen, SelectDirectory
 
+from securifile.common.adminclient import PAGE as ADMIN_PAGE
 from securifile.common.client import (
     ClientError, TransferCancelled, parse_remote, plan_download,
 )
@@ -36,7 +37,7 @@ from securifile.tui.screens.sharing import OWNER, SharingScreen, at_least, role_
 from securifile.tui.widgets.status import SessionBar
 from securifile.tui.widgets.transfers import CANCELLED, DONE, FAILED, TransfersPanel
 
-PAGE = 500
+PAGE = ADMIN_PAGE  # rows a listing page asks for; more load as the cursor nears the end
 # How long to keep asking the catalogue after a change before showing what it says anyway.
 CATALOGUE_WAIT = 8.0
 CATALOGUE_POLL = 0.25

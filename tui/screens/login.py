@@ -18,12 +18,13 @@ from textual.worker import WorkerState
 
 from ..errors import login_problem
 from ..session import Session
+from ..typeahead import FIELD_KEYS, TypeAheadForm
 
 HINT = ("Your user name or e-mail and password, as in the account e-mail. "
         "Run 'securifile login' once to start without a password next time.")
 
 
-class LoginScreen(Screen):
+class LoginScreen(TypeAheadForm, Screen):
     """Posts ``LoginScreen.LoggedIn`` with the new Session (the app takes it from there)."""
 
     class LoggedIn(Message):
@@ -58,10 +59,13 @@ class LoginScreen(Screen):
     LoginScreen LoadingIndicator { height: 1; width: 10; display: none; }
     LoginScreen.-busy LoadingIndicator { display: block; }
     """
+    FIELDS = ("admin", "ca", "user", "password")
     BINDINGS = [
         Binding("ctrl+s", "login", "Log in", id="login.submit"),
         Binding("escape", "app.quit", "Quit", id="login.quit"),
+        *FIELD_KEYS,  # a login typed ahead (a paste, a password manager) lands field by field
     ]
+    AUTO_FOCUS = ""  # on_mount picks the first empty field
 
     def __init__(self, *, admin_url="", ca="", username="", message="", **kwargs):
         super().__init__(**kwargs)
@@ -93,7 +97,10 @@ class LoginScreen(Screen):
         self.show_warning(self.initial["admin"])
         first_empty = next((f for f in ("admin", "user", "password")
                             if not self.query_one(f"#login-{f}", Input).value), "password")
-        self.query_one(f"#login-{first_empty}", Input).focus()
+        self.set_focus(self.field(first_empty))  # now, not after keys already queued
+
+    def field(self, name):
+        return self.query_one(f"#login-{name}", Input)
 
     def value(self, field):
         return self.query_one(f"#login-{field}", Input).value.strip()
@@ -108,14 +115,16 @@ class LoginScreen(Screen):
                 "network in the clear." if url.startswith("http:") else "")
         self.query_one("#login-warning", Static).update(text)
 
-    @on(Input.Submitted)
-    def next_field(self, event):
-        order = ["admin", "ca", "user", "password"]
-        field = event.input.id.removeprefix("login-")
-        if field == "password" or (field == "user" and self.value("password")):
-            self.action_login()
-        else:
-            self.query_one(f"#login-{order[order.index(field) + 1]}", Input).focus()
+    def next_field(self, field):
+        """Enter: on to the next field, or log in from the password (or from the user field
+        when the password is filled)."""
+        name = field.id.removeprefix("login-")
+        if name == "password" or (name == "user" and self.field("password").value):
+            return None
+        return self.field(self.FIELDS[self.FIELDS.index(name) + 1])
+
+    def submit_form(self):
+        self.action_login()
 
     @on(Button.Pressed, "#login-button")
     def action_login(self):
@@ -162,6 +171,6 @@ class LoginScreen(Screen):
             text = login_problem(event.worker.error, self.value("admin"), self.value("ca") or None)
             self.say(text)
             self.notify(text, title="Login failed", severity="error")
-            password = self.query_one("#login-password", Input)
+            password = self.field("password")
             password.value = ""
-            password.focus()
+            self.set_focus(password)

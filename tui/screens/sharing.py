@@ -4,6 +4,9 @@ The owner may grant, change and revoke master, editor and reader; a master may d
 for everyone but the owner (the owner never appears among the grants); editors and readers
 see the list only. The admin server enforces all of this: the dialog merely offers what the
 caller's role allows, so nobody is invited to press a button that can only fail.
+
+The admin server lists every account to administrators only; anybody else picks from the
+users they already share with, or names a user exactly (n), which the server confirms.
 """
 from textual import on, work
 from textual.app import ComposeResult
@@ -95,6 +98,8 @@ class SharingScreen(ModalScreen[bool]):
     BINDINGS = [
         Binding("g", "grant", "Grant/change", id="sharing.grant",
                 tooltip="Give the picked user the picked role (or change their role)"),
+        Binding("n", "find_user", "User by name", id="sharing.find", show=False,
+                tooltip="Share with a user you name exactly (others are not listed)"),
         Binding("r,delete", "revoke", "Revoke", id="sharing.revoke",
                 tooltip="Take the highlighted user's role away"),
         Binding("ctrl+r", "refresh", "Refresh", id="sharing.refresh",
@@ -151,7 +156,7 @@ class SharingScreen(ModalScreen[bool]):
     # -- actions --
 
     def check_action(self, action, parameters):
-        if action == "grant":
+        if action in ("grant", "find_user"):
             return True if self.may_manage else False
         if action == "revoke":
             if not self.may_manage:
@@ -187,6 +192,42 @@ class SharingScreen(ModalScreen[bool]):
         self.app.push_screen(ConfirmScreen(
             f"Take {username}'s {role} role on {self.target} away? It stops working "
             f"everywhere within seconds.", title="Revoke access?", yes="Revoke"), confirmed)
+
+    def action_find_user(self):
+        from securifile.common.paths import InvalidPath, check_username
+
+        from .files import NamePrompt
+
+        def problem(name):
+            try:
+                check_username(name)
+            except InvalidPath as e:
+                return e.message
+            return None
+
+        def named(name):
+            if name:
+                self.find_user(name)
+
+        self.app.push_screen(NamePrompt("Share with a user", "The exact user name:",
+                                        check=problem, yes="Find"), named)
+
+    @work(thread=True, exit_on_error=False, group="sharing-find")
+    def find_user(self, name):
+        found = self.session.admin.find_user(name)
+        self.app.call_from_thread(self._user_found, name, found is not None)
+
+    def _user_found(self, name, exists):
+        if not exists:
+            self.notify(f"There is no user {name}.", severity="warning", title="Sharing")
+            return
+        if name in (self.owner, self.session.username):
+            self.notify(f"{name} has full access already.", title="Sharing")
+            return
+        if name not in self._choices:
+            self._choices = sorted(self._choices + [name])
+            self.query_one("#grant-user", Select).set_options([(u, u) for u in self._choices])
+        self.query_one("#grant-user", Select).value = name
 
     @on(Button.Pressed, "#grant-apply")
     def _grant_pressed(self, event):

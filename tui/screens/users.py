@@ -15,12 +15,16 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, Static
 from textual.worker import WorkerState, get_current_worker
 
+from securifile.common.adminclient import PAGE
+
 from ..format import date_time, human_size, valid_until
+from ..typeahead import FIELD_KEYS, TypeAheadForm
 from ..widgets.status import SessionBar
 from ..widgets.table import LiveTable
 from .dialogs import DIALOG_CSS, ConfirmScreen, MessageScreen
 
-FILES_PAGE = 500
+FILES_PAGE = PAGE
+USERS_MAX_PAGES = 1000  # 200,000 accounts; a bound on one refresh, not a limit in practice
 FILES_CAP = 20000  # rows; past this the list says how many more there are
 USER_COLUMNS = (("username", "User"), ("files", "Files"), ("volume", "Volume"))
 ADMIN_COLUMNS = (("email", "E-mail"), ("valid", "Valid until"), ("role", "Role"))
@@ -28,10 +32,10 @@ FILE_COLUMNS = (("path", "Path"), ("size", "Size"), ("version", "Ver"), ("modifi
                 ("replicas", "Copies"), ("digest", "Digest"))
 
 
-class UsersFetched(Message):
-    def __init__(self, users):
+class UsersPage(Message):
+    def __init__(self, users, first, last):
         super().__init__()
-        self.users = users
+        self.users, self.first, self.last = users, first, last
 
 
 class FilesPage(Message):
@@ -54,7 +58,7 @@ class UserRemoved(Message):
         self.username = username
 
 
-class AddUserScreen(ModalScreen[dict]):
+class AddUserScreen(TypeAheadForm, ModalScreen[dict]):
     """The new account's name, e-mail, validity, optional password and role."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="AddUserScreen") + """
@@ -63,7 +67,7 @@ class AddUserScreen(ModalScreen[dict]):
     AddUserScreen .field Label { width: 14; }
     AddUserScreen .field Input { width: 1fr; }
     """
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="add-user.cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="add-user.cancel"), *FIELD_KEYS]
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -72,7 +76,7 @@ class AddUserScreen(ModalScreen[dict]):
                     ("username", "User name", "letters, digits, . _ -"),
                     ("email", "E-mail", "the account e-mail goes there"),
                     ("days", "Valid (days)", "365"),
-                    ("password", "Password", "empty: generate one")):
+                    ("password", "Password", "empty: the user sets it (e-mailed code)")):
                 with Horizontal(classes="field"):
                     yield Label(label)
                     yield Input(placeholder=placeholder, id=f"add-{field}",
@@ -84,14 +88,8 @@ class AddUserScreen(ModalScreen[dict]):
                 yield Button("Cancel", id="cancel", compact=True)
                 yield Button("Add", id="add", variant="primary", compact=True)
 
-    @on(Input.Submitted)
-    def next_field(self, event):
-        fields = list(self.query(Input))
-        index = fields.index(event.input)
-        if index + 1 < len(fields):
-            fields[index + 1].focus()
-        else:
-            self.submit()
+    def submit_form(self):
+        self.submit()
 
     @on(Button.Pressed, "#add")
     def submit(self):
@@ -159,6 +157,7 @@ class UsersScreen(Screen):
         self.shown_user = None  # whose files the right table holds
         self.listing = {}  # path -> file dict of shown_user
         self._seen = set()
+        self._listed = set()  # the accounts this refresh has listed so far
         self._files_owner = None  # whose rows the files table holds (shown_user once loaded)
         self._timer = None
         self._select_timer = None
@@ -208,16 +207,29 @@ class UsersScreen(Screen):
 
     @work(thread=True, exclusive=True, group="users", exit_on_error=False)
     def fetch_users(self):
-        users = self.session.admin.users()
-        if not get_current_worker().is_cancelled:
-            self.post_message(UsersFetched(users))
+        """Page by page (keyset, by name), each shown as it comes: the first rows appear
+        after one short request however many accounts there are."""
+        worker, admin, after = get_current_worker(), self.session.admin, None
+        for number in range(USERS_MAX_PAGES):
+            page = admin.users_page(limit=PAGE, after=after)
+            last = len(page) < PAGE or number == USERS_MAX_PAGES - 1
+            if worker.is_cancelled:
+                return
+            self.post_message(UsersPage(page, number == 0, last))
+            if last:
+                return
+            after = page[-1]["username"]
 
-    def on_users_fetched(self, message: UsersFetched):
+    def on_users_page(self, message: UsersPage):
         self.app.clear_error("users")
         table = self.users_table
         fresh = {u["username"]: u for u in message.users if u.get("username")}
-        for name in table.prune(fresh):
-            self.users.pop(name, None)
+        if message.first:
+            self._listed = set()
+        self._listed.update(fresh)
+        if message.last:
+            for name in table.prune(self._listed):
+                self.users.pop(name, None)
         for name, user in fresh.items():
             old = self.users.get(name)
             table.upsert(name, self.user_cells(user))
@@ -394,13 +406,18 @@ class UsersScreen(Screen):
     def on_user_added(self, message: UserAdded):
         r = message.result
         self.poll()
-        if r.get("password"):
-            mail = ("The account e-mail was sent." if r.get("email_sent")
-                    else f"The account e-mail could not be sent: {r.get('email_error', '')}")
+        if r.get("enrolment_expires_at"):
+            until = date_time(r.get("enrolment_expires_at"), self.app.tz)
+            if r.get("email_sent"):
+                how = (f"An enrolment code was e-mailed to {r.get('email')}: with it the user "
+                       f"sets the password, once, until {until}.")
+            else:
+                how = (f"The account e-mail could not be sent: {r.get('email_error', '')}\n\n"
+                       f"Enrolment code (works once, until {until}; pass it on safely):"
+                       f"\n\n  {r.get('enrolment_code', '')}")
             self.app.push_screen(MessageScreen(
                 f"User {r['username']} added",
-                f"Generated password (shown once, pass it on safely):\n\n  {r['password']}\n\n"
-                f"Valid until {date_time(r.get('valid_until'), self.app.tz)}. {mail}"))
+                f"{how}\n\nValid until {date_time(r.get('valid_until'), self.app.tz)}."))
         else:
             self.notify(f"User {r['username']} added, valid until "
                         f"{date_time(r.get('valid_until'), self.app.tz)}", title="Users")

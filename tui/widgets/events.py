@@ -1,9 +1,11 @@
 """The live audit events panel: what happened on the cluster, newest at the bottom.
 
-It asks the admin server only for events after the last one it holds
-(``GET /api/v1/events?after=ID``), appends them as rows keyed by event id, and drops the
-oldest beyond a cap. Administrators see every event; other users their own and those on
-their files (the admin server filters).
+The first poll asks for the newest events; later polls ask only for events after the last
+one it holds (``GET /api/v1/events?after=ID``) and page through a burst with the answer's
+``next`` cursor, at most ``MAX_PAGES`` pages a poll (the next poll goes on from there), so no
+event is skipped however many arrive between two polls. Rows are keyed by event id; the
+oldest beyond a cap are dropped. Administrators see every event; other users their own and
+those on their files (the admin server filters).
 """
 from rich.text import Text
 from textual import work
@@ -17,15 +19,17 @@ from .table import LiveTable
 
 FIRST_LOAD = 50
 PAGE = 200
+MAX_PAGES = 10  # per poll: a flood of events is caught up over several polls, never skipped
 CAP = 300
 COLUMNS = (("at", "Time"), ("user", "User"), ("event", "Event"), ("target", "Target"),
            ("result", "Result"), ("details", "Details"))
 
 
 class EventsFetched(Message):
-    def __init__(self, events):
+    def __init__(self, events, caught_up=False):
         super().__init__()
         self.events = events
+        self.caught_up = caught_up  # the first load: page on from here even if it was empty
 
 
 def result_style(result):
@@ -58,7 +62,7 @@ class EventsPanel(Vertical):
         self.poll_seconds = poll_seconds
         self.cap = cap
         self.tz = tz
-        self.last_id = 0
+        self.last_id = None  # None until the first answer: then page on from there
         self._timer = None
         self.border_title = "Events"
 
@@ -93,9 +97,21 @@ class EventsPanel(Vertical):
 
     @work(thread=True, exclusive=True, group="events", exit_on_error=False)
     def fetch(self, after):
-        events = self.admin.events(after=after, limit=PAGE if after else FIRST_LOAD)
-        if not get_current_worker().is_cancelled:
-            self.post_message(EventsFetched(events))
+        worker = get_current_worker()
+        if after is None:
+            page = self.admin.events(limit=FIRST_LOAD)
+            if not worker.is_cancelled:
+                self.post_message(EventsFetched(page["events"], caught_up=True))
+            return
+        for _ in range(MAX_PAGES):
+            page = self.admin.events(after=after, limit=PAGE)
+            if worker.is_cancelled:
+                return
+            self.post_message(EventsFetched(page["events"]))
+            events = page["events"]
+            if not page.get("next") or not events:
+                return
+            after = page["next"]
 
     def on_worker_state_changed(self, event):
         if event.worker.group == "events" and event.state == WorkerState.ERROR:
@@ -104,6 +120,8 @@ class EventsPanel(Vertical):
 
     def on_events_fetched(self, message: EventsFetched):
         message.stop()
+        if self.last_id is None and message.caught_up:
+            self.last_id = 0
         self.add_events(message.events)
 
     def add_events(self, events):
@@ -115,7 +133,7 @@ class EventsPanel(Vertical):
                 eid = int(e.get("id") or 0)
             except (TypeError, ValueError):
                 continue
-            if eid <= self.last_id:
+            if eid <= (self.last_id or 0):
                 continue
             self.last_id = eid
             table.add_row(*self.cells(e), key=str(eid))

@@ -3,15 +3,15 @@
 The servers listing counts each server's under-replicated files; few files are, so an index
 on the flag keeps that count from scanning every file.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-02
 """
 from alembic import op
 
 
-revision = '0003'
-down_revision = '0002'
+revision = '0004'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 

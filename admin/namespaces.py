@@ -1,0 +1,67 @@
+"""Sealed namespaces: what a removed account leaves behind under its name.
+
+A removed account's files stay on the nodes under its name, sealed: nobody reaches them
+through a node or the catalogue, not even a later account that gets the same name (its id
+differs from the files' ``owner_uid``), and nobody lists a folder that holds one through a
+node. They are to be deleted after ``purge_after`` (``removed_namespace_days``); until the
+nodes do that (not yet: docs/SECURITY.md) they stay sealed. The checks cost one indexed
+lookup for names that never had a removed account.
+"""
+from datetime import timezone
+
+from sqlalchemy import select
+
+from .models import File, RemovedAccount, User
+
+
+def current_uid(s, owner):
+    """The id of the account that holds the name now (None: nobody does)."""
+    return s.scalar(select(User.uid).where(User.username == owner))
+
+
+def owner_uid_for(s, owner, written_at):
+    """The id to stamp on a file of ``owner`` that the catalogue sees for the first time,
+    written at ``written_at`` (the node's time): None (sealed) when nobody holds the name,
+    or when the name had a removed account and the file is older than the current one (a
+    late report of the removed account's file)."""
+    row = s.execute(select(User.uid, User.created_at).where(User.username == owner)).first()
+    if row is None:
+        return None
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(
+        tzinfo=timezone.utc)
+    if written_at < created and has_removed_account(s, owner):
+        return None
+    return row.uid
+
+
+def has_removed_account(s, owner):
+    return s.scalar(select(RemovedAccount.uid).where(RemovedAccount.username == owner)
+                    .limit(1)) is not None
+
+
+def sealed_clause(uid):
+    """Rows of ``files`` that do not belong to the account with id ``uid``."""
+    if uid is None:
+        return File.id.isnot(None)
+    return (File.owner_uid.is_(None)) | (File.owner_uid != uid)
+
+
+def visible_clause(s, owner):
+    """A filter for the owner's files that leaves out sealed ones (None: nothing is sealed)."""
+    if not has_removed_account(s, owner):
+        return None
+    uid = current_uid(s, owner)
+    return File.id.is_(None) if uid is None else File.owner_uid == uid
+
+
+def sealed(s, owner, path):
+    """Whether ``owner/path`` (a file; a folder ending in '/'; '' the namespace) is or holds
+    a sealed file. A file path that names no file is not sealed: it is free to create."""
+    if not has_removed_account(s, owner):
+        return False
+    q = select(File.id).where(File.owner == owner, sealed_clause(current_uid(s, owner)))
+    if path and not path.endswith("/"):
+        q = q.where(File.path == path)
+    elif path:
+        q = q.where(File.path >= path, File.path < path[:-1] + "0")
+    return s.scalar(q.limit(1)) is not None
