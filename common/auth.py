@@ -94,7 +94,8 @@ class Authenticator:
                 return Principal(name, "monitor")
         claims = self._bearer_claims(request)
         if claims is not None and not claims.get("role") and claims.get("adm"):
-            return Principal(claims["sub"], "user", True)
+            return Principal(claims["sub"], "user", True, uid=claims.get("uid"),
+                             credential=claims.get("jti"), expires=claims.get("exp"))
         if claims is not None or cert:
             raise Forbidden("metrics are for monitoring certificates and administrators",
                             code="not_a_monitor")

@@ -81,7 +81,8 @@ def test_every_client_uploads_every_file_on_one_connection(store, tmp_path):
     assert set(server.received.values()) == {4096}
     assert result["clients"] == 3 and result["uploads"] == 15 and result["connections"] == 3
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
-    assert result["files_per_s"] == pytest.approx(15 / result["wall_s"], rel=0.01)
+    # wall_s is rounded to the millisecond, and a few milliseconds is all this run takes.
+    assert result["files_per_s"] == pytest.approx(15 / result["wall_s"], abs=15 / result["wall_s"] ** 2 * 0.0006)
 
 
 def test_a_refused_upload_fails_the_measurement(store, tmp_path):
