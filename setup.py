@@ -30,6 +30,10 @@ setup(
     },
     install_requires=[
         "tornado>=6.4",
+        # Peer calls: kept-alive mutual-TLS connections and streamed request bodies (the
+        # replication pipeline); Tornado's simple client keeps nothing alive, and its curl
+        # client cannot stream a request body.
+        "aiohttp>=3.9",
         "cryptography>=42",
         "PyJWT[crypto]>=2.8",
         "tqdm>=4.66",

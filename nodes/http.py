@@ -28,9 +28,11 @@ from .metrics import NodeMetrics
 from .peers import OFFLINE
 from .quarantine import quarantine_if_bad
 from .storage import under_replicated
+from .upload_limits import ProgressWatch
 
 
 SMALL_BODY = 1 << 20
+log = logging.getLogger("securifile.http")
 
 
 def files_url(base, fp):
@@ -83,10 +85,14 @@ class FileHandler(NodeHandler):
 
     async def prepare(self):
         self.writer = None
+        self.pipeline = None
+        self.locking = None  # a small body's lock round, run while its bytes arrive
+        self.finished = False
         self.ticket = None
         self.failure = None
         self.redirect_after_body = None
         self.transferred = None
+        self.slot = None  # the user whose upload slot this request holds
         try:
             await super().prepare()
             self.require_running()
@@ -138,32 +144,73 @@ class FileHandler(NodeHandler):
             self.node.store.check_room(int(length))
         self.declared = DeclaredDigests.from_header(
             self.request.headers.get("Content-Digest"), self.node.algorithm)
-        self.ticket = await self.node.lock(fp, self.principal.name)
+        allow_streamed_body(self.request, self.max_body_bytes)
+        self.node.upload_slots.take(self.principal.name)
+        self.slot = self.principal.name
+        if self._answer_after_body():
+            # A small body without 100-continue is on its way already and is answered only
+            # once read: the lock round runs while it arrives into a temp file (nothing is
+            # committed before put() has the lock); its replicas get the committed copy.
+            self.writer = self.node.store.writer(fp, self.node.algorithm)
+            self.locking = asyncio.ensure_future(self._take_lock())
+            return
+        where = await self._take_lock()
+        if where is not None:
+            return self._redirect_upload(where)
+        self.writer = self.node.store.writer(fp, self.node.algorithm)
+        # The replicas, chosen now that the lock is held, receive the body as it arrives.
+        if length is not None:
+            self.pipeline = self.node.open_pipeline(self.plan, int(length), self.declared.own)
+
+    async def _take_lock(self):
+        """Take the file's lock from a majority and plan the upload; the coordinator to
+        redirect to when the majority's newest record names another one."""
+        fp = self.fp
+        ticket = await self.node.lock(fp, self.principal.name)
+        if self.finished:  # the client went away while the lock round ran
+            self.node.release(ticket)
+            return None
+        self.ticket = ticket
         # The lock brought the majority's newest record: the route may have changed.
         kind, where = self.node.route_write(fp, self.sent_here(), self.avoided())
         if kind == "redirect":
             self._give_back_lock()
-            return self._redirect_upload(where)
+            return where
         self.existing = where
         if self.existing is None and self.principal.name != fp.owner:
             self._give_back_lock()
             raise ApiError("only the owner creates files in a namespace", status=403,
                            code="forbidden")
+        self.progress = ProgressWatch(self.node.min_upload_rate)
         self.renewal = PeriodicCallback(self._renew_lock, self.node.lock_lease * 1000 / 3)
         self.renewal.start()
-        allow_streamed_body(self.request, self.max_body_bytes)
-        self.writer = self.node.store.writer(fp, self.node.algorithm)
+        self.plan = self.node.plan_upload(self.ticket)
+        return None
 
     def data_received(self, chunk):
         if self.writer is None or self.failure is not None:
-            return
+            return None
         try:
             self.writer.write(chunk)
             self.declared.update(chunk)
         except ApiError as e:
             self.failure = e  # answered once the body is drained, in put()
+            self._drop_pipeline()
+            return None
+        if self.pipeline is not None:
+            # Awaited by Tornado before it reads on: the slowest replica paces the client.
+            return self.pipeline.feed(chunk)
+        return None
 
     async def put(self, _path):
+        if self.locking is not None:
+            locking, self.locking = self.locking, None
+            try:
+                where = await locking
+            except ApiError as e:
+                where, self.failure = None, self.failure or e
+            if where is not None and self.failure is None:
+                self.redirect_after_body = where
         if self.failure is not None:
             raise self.failure
         if self.redirect_after_body is not None:
@@ -171,15 +218,23 @@ class FileHandler(NodeHandler):
         try:
             self.declared.check_others()
         except ApiError:
-            self.writer.abort()  # gone before the client hears of it
+            self.writer.abort()  # gone before the client hears of it (the pipeline too)
             raise
         digest = self.writer.commit(self.declared.own)
+        piped = None
+        if self.pipeline is not None:
+            # Only now, the origin's copy committed under a live lock, do the replicas get
+            # the last bytes (and commit theirs).
+            self.node.check_held(self.ticket)
+            piped = await self.pipeline.finish(digest, max(30.0, self.node.client.timeout))
+            self.pipeline = None
         self.renewal.stop()
         ticket, self.ticket = self.ticket, None
         # The record releases the lock on every peer before the answer goes out: the client
         # may write the file again at once.
         try:
-            loc, confirmed = await self.node.finish_upload(ticket, digest, self.writer.size)
+            loc, confirmed = await self.node.finish_upload(ticket, digest, self.writer.size,
+                                                           self.plan, piped)
         except BaseException:
             self.node.release(ticket)
             raise
@@ -253,7 +308,7 @@ class FileHandler(NodeHandler):
             chunks = verified(chunks, new_hasher(loc.algorithm), loc.digest)
         try:
             for chunk in chunks:
-                self.write(chunk)
+                self.write(chunk)  # one chunk per flush: Tornado sends it without a copy
                 await self.flush()
         except StreamClosedError:
             return
@@ -272,8 +327,15 @@ class FileHandler(NodeHandler):
         self.finish()
 
     async def _renew_lock(self):
-        if self.ticket is not None:
-            await self.node.renew(self.ticket)
+        if self.ticket is None:
+            return
+        if self.writer is not None and self.progress.too_slow(self.writer.size):
+            # No lease without progress: a trickled body must not hold the file for ever.
+            log.warning("upload of %s by %s slower than %d B/s: cut off", self.fp.full,
+                        self.principal.name, self.node.min_upload_rate)
+            self.request.connection.stream.close()  # on_connection_close cleans up
+            return
+        await self.node.renew(self.ticket)
 
     def _give_back_lock(self):
         if self.ticket is not None:
@@ -282,12 +344,26 @@ class FileHandler(NodeHandler):
             ticket, self.ticket = self.ticket, None
             self.node.release(ticket)
 
+    def _drop_pipeline(self):
+        if self.pipeline is not None:
+            self.pipeline.abort()
+            self.pipeline = None
+
     def _cleanup(self):
+        self.finished = True
+        if self.locking is not None:
+            # Its lock, if it gets one, is given back as soon as it has it (see _take_lock).
+            self.locking.add_done_callback(_retrieve)
+            self.locking = None
         if self.writer is not None:
             self.writer.abort()
+        self._drop_pipeline()  # the replicas see their bodies cut and keep nothing
         # An upload that failed or broke off: the lock goes (the lease bounds how long it
         # could linger on a peer that does not hear of it).
         self._give_back_lock()
+        if self.slot is not None:
+            self.node.upload_slots.give_back(self.slot)
+            self.slot = None
 
     def on_finish(self):
         self._cleanup()
@@ -310,6 +386,11 @@ class FileHandler(NodeHandler):
             op += "-redirect"
         size = self.writer.size if self.writer is not None else self.transferred
         self.node.log_access(principal.name, op, fp.full or fp.owner + "/", result, size)
+
+
+def _retrieve(task):
+    if not task.cancelled():
+        task.exception()  # a refused lock nobody waits for any more: nothing to report
 
 
 class StatusHandler(ApiHandler):
@@ -438,7 +519,12 @@ class ReplicaHandler(ApiHandler):
     def put(self, _path):
         if self.failure is not None:
             raise self.failure
-        digest = self.writer.commit(self.expected)
+        # A body cut short never reaches here (the connection closed first); the length is
+        # checked anyway. No digest announced (a pipelined copy): the one computed is
+        # answered, and the origin compares it with its own.
+        length = self.request.headers.get("Content-Length")
+        digest = self.writer.commit(self.expected, int(length) if length and length.isdigit()
+                                    else None)
         self.node.accept_copy(self.fp, self.version, digest, self.writer.size)
         self.send_json({"server": self.node.name, "digest": digest, "size": self.writer.size})
 

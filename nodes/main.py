@@ -34,12 +34,16 @@ from .verification import Verifier
 from .reporter import Reporter
 from .scrubber import Scrubber
 from .storage import StorageNode
+from .upload_limits import UploadSlots
 
 log = logging.getLogger("securifile.node")
 
 # Under TLS a socket read returns at most 16 KiB; a bigger read buffer only costs allocation.
 TLS_READ_CHUNK = 16 * 1024
 BODY_CHUNK = 1 << 20
+# Downloads are read and flushed 1 MiB at a time. 2 MiB chunks (half the flushes) raised a
+# node's peak RSS by 4-5 MiB, and with aiohttp loaded the node is near its 64 MiB budget.
+DOWNLOAD_CHUNK = 1 << 20
 
 
 def build_node(cfg, name, deep=False):
@@ -75,6 +79,8 @@ def build_node(cfg, name, deep=False):
                        random.SystemRandom(), cfg.lock_lease_seconds, quorum,
                        call_timeout=min(cfg.peer_timeout, detection))
     quorum.on_change = node.quorum_changed
+    node.upload_slots = UploadSlots(cfg.max_uploads_per_user)
+    node.min_upload_rate = cfg.min_upload_rate
     node.boot = uuid.uuid4().hex
     verifier = Verifier(node, cfg.challenge_timeout, retry_delay=cfg.heartbeat_interval)
     authenticator = Authenticator(load_public_key(layout.token_public_key), peer_names, secret)
@@ -92,7 +98,7 @@ def build_node(cfg, name, deep=False):
     else:
         authoriser = OwnerOnlyAuthoriser()
     app = make_app(node, authenticator, authoriser, cfg.tls, cfg.max_body_bytes,
-                   BODY_CHUNK, load_openapi(), deep, cfg.verify_reads)
+                   DOWNLOAD_CHUNK, load_openapi(), deep, cfg.verify_reads)
     heartbeat = HeartbeatLoop(peers, client, urls, cfg.heartbeat_interval, node.apply_locations,
                               verifier.start, cursors=locations, quorum=quorum)
     node.verifier = verifier
@@ -190,7 +196,7 @@ async def serve(cfg, name, deep=False):
     await server.close_all_connections()
     if audit is not None:
         await audit.close()
-    node.client.http.close()
+    await node.client.close()
     node.locations.close()
 
 

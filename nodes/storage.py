@@ -24,7 +24,9 @@ from .locationmap import Location, Replica
 from .locks import LockTable
 from .peerclient import PeerError
 from .peers import DOWN, FAILED, OFFLINE, RUNNING, VERIFYING
+from .pipeline import Pipeline
 from .placement import place_replicas, serving_holder
+from .upload_limits import UploadSlots
 
 log = logging.getLogger("securifile.storage")
 
@@ -40,6 +42,16 @@ class Ticket:
     granted: list  # the peers that granted it (this node not included)
     existing: object = None  # the file's newest record known to the majority (may be a tombstone)
     renewed: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class UploadPlan:
+    """What an upload will make, decided under its lock: the new record (its digest and size
+    filled in at the end) and the replicas to copy to, in priority order."""
+
+    loc: Location
+    targets: list
+    fresh: bool  # a new file (or a name deleted before): a failed replica gets a spare
 
 
 def under_replicated(loc, replicas):
@@ -69,7 +81,10 @@ class StorageNode:
         # Told of every change this node coordinated: (location, under_replicated).
         self.on_file_change = lambda loc, under_replicated: None
         self.audit = None  # a SyslogSender for the audit log, when one is configured
+        self.upload_slots = UploadSlots(0)  # uploads per user at a time (0: any number)
+        self.min_upload_rate = 0.0  # bytes a second an upload must keep to keep its lock
         self._background = set()
+        self.pipelines = set()  # uploads whose body is being streamed to replicas
         self.quarantined = 0  # bad copies moved aside since start
 
     def log_access(self, user, op, path, result, size=None):
@@ -248,6 +263,11 @@ class StorageNode:
         coordinated go now rather than when their leases run out."""
         if new in (DOWN, VERIFYING) and self.locks.release_node(name):
             log.warning("released the locks coordinated by %s (%s)", name, new)
+        if new == DOWN:
+            # A replica seen down (dead or hung) is dropped from the uploads streaming to
+            # it now, rather than after it has held each of them up for the stall timeout.
+            for pipeline in list(self.pipelines):
+                pipeline.drop_peer(name, "seen down")
         if new in (DOWN, FAILED):
             self._serve_unjudged(f"{name} {new}")
 
@@ -308,28 +328,48 @@ class StorageNode:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def finish_upload(self, ticket, digest, size):
-        """After the local commit: copy to replicas, publish the record; (record, confirmed).
-
-        ``confirmed`` is False when no majority stored the record: the change may or may not
-        last, and the client is told so.
-        """
-        fp, existing, now = ticket.fp, ticket.existing, time.time()
+    def plan_upload(self, ticket):
+        """The new version's record and its replicas, chosen once the lock is held (the lock
+        brought the majority's newest record)."""
+        fp, existing = ticket.fp, ticket.existing
         if existing is None or existing.deleted:
             # A name that was deleted before starts above its tombstone's version.
             version = existing.version + 1 if existing else 1
-            loc = Location(fp.owner, fp.rel, self.name, digest, self.algorithm, size, version, [],
-                           now, stamp=ticket.stamp, coordinator=self.name)
+            loc = Location(fp.owner, fp.rel, self.name, None, self.algorithm, 0, version, [],
+                           0.0, stamp=ticket.stamp, coordinator=self.name)
             wanted = place_replicas(self.peers.running_peers(), self.replicas, self.rng)
-            fresh = True
-        else:
-            loc = Location(fp.owner, fp.rel, existing.origin, digest, self.algorithm, size,
-                           existing.version + 1, [], now, stamp=ticket.stamp,
-                           coordinator=self.name)
-            wanted = [h for h in existing.holders if h != self.name and self.peers.is_running(h)]
-            fresh = False
+            return UploadPlan(loc, wanted, True)
+        loc = Location(fp.owner, fp.rel, existing.origin, None, self.algorithm, 0,
+                       existing.version + 1, [], 0.0, stamp=ticket.stamp, coordinator=self.name)
+        wanted = [h for h in existing.holders if h != self.name and self.peers.is_running(h)]
+        return UploadPlan(loc, wanted, False)
+
+    def open_pipeline(self, plan, size, expected_digest=None):
+        """Start sending the body of ``plan``'s upload (``size`` bytes) to its replicas as it
+        arrives; None when there is nothing to pipeline (no replica, or an empty body, which
+        would be complete, and committed there, before the origin has it)."""
+        if not plan.targets or not size:
+            return None
+        announced = copy.copy(plan.loc)
+        announced.digest = expected_digest  # None: the replica answers the one it computed
+        return Pipeline(self.client, self.urls, plan.loc.file_path, announced, size,
+                        plan.targets, stall=self.client.timeout, active=self.pipelines)
+
+    async def finish_upload(self, ticket, digest, size, plan=None, piped=None):
+        """After the local commit: copy to replicas, publish the record; (record, confirmed).
+
+        ``piped``: {slot: server} of the replicas of ``plan`` that already stored the body
+        through the pipeline; the others are copied from disk as before (a fresh file's
+        failed replica is replaced by a spare, an existing holder that missed it is stale).
+        ``confirmed`` is False when no majority stored the record: the change may or may not
+        last, and the client is told so.
+        """
+        fp, existing = ticket.fp, ticket.existing
+        plan = plan or self.plan_upload(ticket)
+        loc, fresh = plan.loc, plan.fresh
+        loc.digest, loc.size, loc.modified = digest, size, time.time()
         self.record_copy(fp, loc.version, digest, size)
-        confirmed = await self._replicate(fp, loc, wanted, fresh)
+        confirmed = await self._replicate(fp, loc, plan.targets, fresh, piped)
         if fresh:
             loc.origin = self.name
             loc.replicas = [Replica(s, i) for i, s in enumerate(confirmed, start=1)]
@@ -342,20 +382,27 @@ class StorageNode:
         self.check_held(ticket)
         return loc, await self.publish([loc], ticket)
 
-    async def _replicate(self, fp, loc, wanted, fresh):
-        """Copy to each wanted server concurrently; a fresh file replaces a failed target."""
+    async def _replicate(self, fp, loc, wanted, fresh, piped=None):
+        """Copy to each wanted server concurrently (those in ``piped`` have it already); a
+        fresh file replaces a failed target."""
         disk_path = self.store.path_for(fp)
         tried = set(wanted) | {self.name}
         confirmed = {}
 
         async def copy_to(target, slot):
-            while True:
-                try:
-                    await self.client.send_copy(self.urls[target], fp, disk_path, loc)
+            if piped is not None:
+                if slot in piped:
                     confirmed[slot] = target
                     return
-                except PeerError as e:
-                    log.warning("replica copy of %s to %s failed: %s", fp, target, e)
+                target = None  # its pipelined copy failed: a fresh file looks for a spare
+            while True:
+                if target is not None:
+                    try:
+                        await self.client.send_copy(self.urls[target], fp, disk_path, loc)
+                        confirmed[slot] = target
+                        return
+                    except PeerError as e:
+                        log.warning("replica copy of %s to %s failed: %s", fp, target, e)
                 if not fresh:
                     return
                 spare = [p for p in self.peers.running_peers() if p not in tried]
@@ -505,4 +552,6 @@ class StorageNode:
             "used_bytes": used,
             "available_bytes": available,
             "replicas": self.replicas,
+            # New connections to peers (a TLS handshake each) and calls made over them.
+            "peer_client": self.client.stats(),
         }

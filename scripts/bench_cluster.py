@@ -68,6 +68,20 @@ class SecuriFileCluster:
         self.info = info
         return len(info.get("servers", [])) == self.servers
 
+    def peer_connections(self):
+        """New connections (a TLS handshake each) the nodes have opened to each other so far,
+        from each node's /status; None when a node does not say."""
+        total = 0
+        for server in self.info["servers"]:
+            cmd = ["curl", "--silent", "--max-time", "5", *self._trust(self.info),
+                   f"{server['url'].rstrip('/')}/status"]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            try:
+                total += json.loads(proc.stdout)["peer_client"]["connections_created"]
+            except (ValueError, KeyError, TypeError):
+                return None
+        return total
+
     @staticmethod
     def _trust(info):
         if not info.get("tls", True):

@@ -260,7 +260,9 @@ def measure_system(server, target, files, args):
             log(f"{target.name} run {run + 1}/{args.runs}: "
                 f"up {figures['upload']['mb_per_s']:.0f} MB/s, "
                 f"down {figures['download']['mb_per_s']:.0f} MB/s, "
-                f"{figures['small']['files_per_s']:.0f} small files/s")
+                f"{figures['small']['files_per_s']:.0f} small files/s"
+                + (f", {figures['small']['peer_handshakes_per_upload']:.3f} peer handshakes "
+                   "per small upload" if "peer_handshakes_per_upload" in figures["small"] else ""))
             runs.append(figures)
     rss = memory.result()
     every = [r[kind] for r in runs for kind in ("upload", "download", "small")]
@@ -286,6 +288,10 @@ def measure_system(server, target, files, args):
         "server_cpu_ms_per_small_file": median([r["small"]["server_cpu_s"] for r in runs])
         * 1000 / len(files.small),
         "retaken": sum(t["attempts"] - 1 for t in every),
+        # new TLS connections between nodes per small upload (issue 10: below 0.05)
+        "peer_handshakes_per_small_upload": median(
+            [r["small"]["peer_handshakes_per_upload"] for r in runs])
+        if all("peer_handshakes_per_upload" in r["small"] for r in runs) else None,
         "verified_sha256": not args.no_verify,
         "redirects_on_download": max(r["download"].get("redirects", 0) for r in runs),
     }
@@ -302,10 +308,16 @@ def one_run(server, target, files, run, args, verify):
     if verify and download_digest(target, remote, timeout) != files.big_sha256:
         raise BenchError(f"{target.name}: the downloaded file differs from the upload")
     server.delete(remote)
+    # New TLS connections between nodes during the small batch (steady state): ours only.
+    count = getattr(server, "peer_connections", lambda: None)
+    before = count()
     # a fresh folder per attempt: a retaken batch must not overwrite the files of the one before
     small = undisturbed(f"{target.name} small files", lambda: upload_many(
         target, files.small, f"small/run{run}-{time.monotonic_ns()}", timeout), args,
         target=target)
+    after = count()
+    if before is not None and after is not None:
+        small["peer_handshakes_per_upload"] = (after - before) / len(files.small)
     return {"upload": up, "download": down, "small": small}
 
 

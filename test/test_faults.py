@@ -479,6 +479,11 @@ def test_a_node_restarted_with_a_tampered_copy_fails_until_repaired_offline(make
     failed = wait_for(lambda: changes(admin, node, holder, "verifying", "failed"),
                       what="the failure reported")
     assert any("1 corrupt" in h["detail"] for h in failed), failed
+    # With kept peer connections its peers can fail it within a few tenths of a second of
+    # its start, before its own first heartbeat round: until it has heard from a majority
+    # it answers 503 not_synced, then server_not_running.
+    wait_for(lambda: (cluster.status(node) or {}).get("quorum"), VERIFY,
+             what=f"{node} to hear from a majority")
     # It refuses users; they read the file from the other holder.
     r = api.get(node, path)
     assert r.status == 503 and error_of(r)["code"] == "server_not_running", r

@@ -290,7 +290,7 @@ def test_heartbeats_mark_a_dead_peer_down_and_pull_locations_in_pages(tmp_path):
                 revived.locations.close()
         finally:
             server.stop()
-            client.http.close()
+            await client.close()
             locations.close()
 
     run(scenario())
@@ -314,7 +314,7 @@ def test_a_page_of_exactly_the_limit_is_followed_by_another(tmp_path):
             assert len(received) == 6
         finally:
             server.stop()
-            client.http.close()
+            await client.close()
             locations.close()
 
     run(scenario())
@@ -345,7 +345,7 @@ def test_a_peer_that_lost_its_map_is_pulled_from_the_start(tmp_path):
             assert peer.pulls == [0, 0]  # caught up: no more pulls
         finally:
             server.stop()
-            client.http.close()
+            await client.close()
             locations.close()
             peer.locations.close()
 
@@ -378,7 +378,7 @@ def test_a_failing_sync_is_retried_on_the_next_beat(tmp_path):
             assert peer.pulls == [0, 0]
         finally:
             server.stop()
-            client.http.close()
+            await client.close()
             locations.close()
 
     run(scenario())
@@ -400,7 +400,7 @@ def test_a_peer_refusing_our_secret_counts_as_missed(tmp_path):
             assert peer.beats == []
         finally:
             server.stop()
-            client.http.close()
+            await client.close()
             peer.locations.close()
 
     run(scenario())
@@ -451,7 +451,7 @@ def test_one_pull_at_a_time_per_peer_and_a_restart_goes_on_from_the_saved_cursor
             assert [r["path"] for r in received[9:]] == ["f09"]
         finally:
             server.stop()
-            client.http.close()
+            await client.close()
             locations.close()
             mine.close()
 
@@ -490,7 +490,7 @@ def test_a_pull_cut_short_goes_on_from_its_last_page(tmp_path):
             assert mine.pull_cursors() == {"p": 9}
         finally:
             server.stop()
-            client.http.close()
+            await client.close()
             locations.close()
             mine.close()
 

@@ -145,7 +145,7 @@ def scenario(tmp_path, body, timeout=20):
             await body(me, peer)
         finally:
             peer.stop()
-            me.client.http.close()
+            await me.client.close()
             me.close()
             peer.close()
     asyncio.run(asyncio.wait_for(main(), timeout))
@@ -349,6 +349,6 @@ def test_the_peer_client_tells_an_unreachable_peer_from_a_stuck_one(tmp_path):
         finally:
             for s in servers:
                 s.close()
-            client.http.close()
+            await client.close()
 
     asyncio.run(asyncio.wait_for(main(), 20))
