@@ -318,6 +318,7 @@ def _node_client(cluster, name):
 def test_reports_are_applied_once_and_never_go_back_in_time(cluster, root):
     """A batch resent after a lost answer, or an old version arriving late, changes nothing."""
     post = _node_client(cluster, "node1")
+    root.add_user("tess")  # a file list is only for an account that exists
     now = time.time()
 
     def record(version, size, deleted=False):
