@@ -21,6 +21,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.iostream import SSLIOStream, StreamClosedError
 
+from .config import Config
 from .errors import error_body
 
 log = logging.getLogger("securifile.limits")
@@ -36,12 +37,13 @@ REFUSAL_LOG_INTERVAL = 10.0
 
 @dataclass(frozen=True)
 class ServerLimits:
-    max_json_body_bytes: int = 64 * 1024
-    max_peer_body_bytes: int = 64 << 20
-    handshake_timeout: float = 10.0
-    idle_timeout: float = 120.0
-    body_timeout: float = 30.0
-    max_connections: int = 512
+    # The defaults are the configuration's: one place says what they are.
+    max_json_body_bytes: int = Config.max_json_body_bytes
+    max_peer_body_bytes: int = Config.max_peer_body_bytes
+    handshake_timeout: float = Config.handshake_timeout
+    idle_timeout: float = Config.idle_timeout
+    body_timeout: float = Config.body_timeout
+    max_connections: int = Config.max_connections
 
     @classmethod
     def from_config(cls, cfg):
