@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-from .dataset import ADMIN, BIG, BIG_FOLDER, READER, SERVERS, SHAREE, log
+from .dataset import ADMIN, BIG, BIG_FOLDER, READER, SERVERS, SHAREE, account_uid, log
 from .queries import PAGE, expect, page_of, summary, timed
 
 
@@ -73,7 +73,7 @@ class AdminServer:
         from securifile.common.tokens import load_private_key, mint_token
 
         return mint_token(load_private_key(self.layout.token_private_key), username, 3600,
-                          admin=admin)[0]
+                          admin=admin, uid=account_uid(username))[0]
 
     def get(self, path, token=None):
         if self.conn is None:

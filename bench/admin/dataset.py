@@ -1,5 +1,6 @@
 """The generated installation: named accounts, skewed file counts, folders, grants and samples,
 loaded into PostgreSQL with COPY."""
+import hashlib
 import random
 import sys
 import time
@@ -45,6 +46,12 @@ class Dataset:
         self.samples = {}          # owner -> a few of its (folders, files), for random grants
         self.big_folder_files = []  # paths in big/inbox, for sharee's single-file grants
         self.deep_folder = None    # one of big's deepest folders, for sharee's folder grant
+
+
+def account_uid(username):
+    """The account id (``users.uid``) of a generated account: derived from its name, so that
+    the tokens the HTTP measurements mint carry the id the server compares."""
+    return hashlib.sha256(username.encode()).hexdigest()[:32]
 
 
 def named_sizes(total_files):
@@ -286,10 +293,11 @@ def load(engine, args, now):
     # would take most of an hour and measure nothing the GUI queries do.
     pw_hash = bcrypt.hashpw(b"bench password", bcrypt.gensalt()).decode()
     valid_until, created = iso_utc(now + 365 * 86400), iso_utc(now - 400 * 86400)
-    user_lines = (f"{i}\t{name}\t{name}@bench.example\t{pw_hash}\t{'t' if name == ADMIN else 'f'}"
-                  f"\tf\t{created}\t{valid_until}\n" for i, name in enumerate(counts, 1))
-    n = copy(engine, "users", ["id", "username", "email", "password_hash", "admin", "disabled",
-                               "created_at", "valid_until"], user_lines)
+    user_lines = (f"{i}\t{account_uid(name)}\t{name}\t{name}@bench.example\t{pw_hash}"
+                  f"\t{'t' if name == ADMIN else 'f'}\tf\t{created}\t{valid_until}\n"
+                  for i, name in enumerate(counts, 1))
+    n = copy(engine, "users", ["id", "uid", "username", "email", "password_hash", "admin",
+                               "disabled", "created_at", "valid_until"], user_lines)
     timings["users"] = time.perf_counter() - t0
     log(f"users: {n} in {timings['users']:.1f} s")
 
