@@ -6,6 +6,8 @@ on ``common`` only and never import each other; the launcher (``securifile up``)
 and so may import them; the user-facing programs (``cli``, ``tui``) use the client, the launcher
 and ``common``, never a server's insides. No folder imports one above or beside it, and the
 folder graph has no loops.
+The package never imports the repository's folders that are not installed (``bench``,
+``scripts``, ``test``).
 (b) No Python file outside the tests and the database migrations is longer than MAX_LINES: a
 file that long holds more than one job.
 """
@@ -25,6 +27,8 @@ MAY_IMPORT = {
     "cli": {"common", "client", "launcher"},
     "tui": {"common", "client", "launcher"},
 }
+# Folders of the repository that are not installed: the package must never import them.
+NOT_INSTALLED = {"bench", "scripts", "test"}
 MAX_LINES = 600
 # Not product code, or not ours to shorten: the tests, generated migrations, tools' folders.
 SKIP_DIRS = {"test", "build", "dist", "var", "certs", "__pycache__", "node_modules"}
@@ -72,10 +76,14 @@ def folder_imports(folders):
             package = [PACKAGE, folder, *path.parent.relative_to(root).parts]
             for module, line in imported_modules(path, package):
                 parts = module.split(".")
-                if parts[0] != PACKAGE or len(parts) < 2 or parts[1] == folder:
+                if parts[0] in NOT_INSTALLED:
+                    target = parts[0]
+                elif parts[0] == PACKAGE and len(parts) > 1 and parts[1] != folder:
+                    target = parts[1]
+                else:
                     continue
-                where = f"{path.relative_to(ROOT)}:{line}"
-                arrows.setdefault((folder, parts[1]), []).append(where)
+                where = f"{path.relative_to(root.parent)}:{line}"
+                arrows.setdefault((folder, target), []).append(where)
     return arrows
 
 
@@ -127,6 +135,11 @@ def test_the_checks_see_what_they_look_for(tmp_path):
     assert got == [("securifile.cli.admin.db", 1), ("securifile.cli.sub.y", 2),
                    ("securifile.nodes.storage", 4)]
     assert loops({("a", "b"): [], ("b", "c"): [], ("c", "a"): []}) == [["a", "b", "c", "a"]]
+    (tmp_path / "nodes" / "sub").mkdir(parents=True)
+    (tmp_path / "nodes" / "sub" / "x.py").write_text(
+        "from ...admin import db\nfrom .. import storage\nfrom bench.measure import t\n")
+    assert folder_imports({"nodes": tmp_path / "nodes"}) == {
+        ("nodes", "admin"): ["nodes/sub/x.py:1"], ("nodes", "bench"): ["nodes/sub/x.py:3"]}
 
 
 def python_files():
