@@ -20,6 +20,7 @@ from textual.worker import WorkerState, get_current_worker
 from securifile.common.roles import OWNER, ROLES, allowed, role_on
 from securifile.tui.errors import describe
 from securifile.tui.screens.dialogs import ConfirmScreen
+from securifile.tui.widgets.table import cursor_row_key
 
 
 def split_target(target):
@@ -308,14 +309,7 @@ class SharingScreen(ModalScreen[bool]):
     # -- highlighting a grant fills the form, so changing a role is pick-and-grant --
 
     def _highlighted(self):
-        table = self.query_one("#grants", DataTable)
-        if not table.row_count:
-            return None
-        try:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        except Exception:
-            return None
-        return key.value if key is not None else None
+        return cursor_row_key(self.query_one("#grants", DataTable))
 
     @on(DataTable.RowHighlighted, "#grants")
     def _grant_highlighted(self, event):
