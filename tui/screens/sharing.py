@@ -19,7 +19,7 @@ from textual.worker import WorkerState, get_current_worker
 
 from securifile.common.roles import OWNER, ROLES, allowed, role_on
 from securifile.tui.errors import describe
-from securifile.tui.screens.dialogs import ConfirmScreen
+from securifile.tui.screens.dialogs import ConfirmScreen, NamePrompt
 from securifile.tui.widgets.table import cursor_row_key
 
 
@@ -168,8 +168,6 @@ class SharingScreen(ModalScreen[bool]):
 
     def action_find_user(self):
         from securifile.common.paths import InvalidPath, check_username
-
-        from .files import NamePrompt
 
         def problem(name):
             try:

@@ -4,7 +4,7 @@
 - ``listing``: the folder shown and its rows, pending folders, roles (no widgets);
 - ``catalogue``: reading folders from the admin server, and waiting for a change to show;
 - ``table`` and ``tree``: the folder's table (and the detail pane's text), the folder tree;
-- ``dialogs``: the name prompt and the questions asked before changing anything;
+- ``questions``: what is asked before changing anything (the dialogs are shared ones);
 - ``transfers``: uploads, downloads and deletions, from the picker to the progress bar.
 """
 from .catalogue import PAGE

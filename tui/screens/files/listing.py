@@ -122,6 +122,10 @@ class FolderListing:
         self.file_count = 0
         self.entries.clear()
 
+    @property
+    def where(self):
+        return "Shared with me" if self.folder == SHARED else self.folder.prefix
+
     def role(self, ref=None):
         """My role on ``ref`` (the folder shown by default); None in "Shared with me"."""
         ref = self.folder if ref is None else ref
@@ -186,6 +190,12 @@ class FolderListing:
                 changed.append((old, entry))
             self.entries[entry.key] = entry
         return removed, added, changed
+
+    def add_page(self, entries):
+        """Take the rows of a next page; returns those that were not there yet."""
+        added = [e for e in entries if e.key not in self.entries]
+        self.entries.update((e.key, e) for e in added)
+        return added
 
     def forget(self, targets, now):
         """Files were deleted: hide them for a while; returns the keys of the rows to drop."""

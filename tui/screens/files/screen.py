@@ -14,16 +14,17 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static, Tree
+from textual.widgets import DataTable, Footer, Static
 from textual.worker import WorkerState, get_current_worker
 
 from securifile.tui.errors import describe
+from securifile.tui.screens.dialogs import NamePrompt
 from securifile.tui.screens.sharing import SharingScreen
 from securifile.tui.widgets.status import SessionBar
 from securifile.tui.widgets.transfers import TransfersPanel
 
 from .catalogue import CatalogueReader
-from .dialogs import NEW_FOLDER_HELP, NamePrompt
+from .questions import NEW_FOLDER_HELP
 from .listing import SHARED, FolderListing, FolderRef, file_of, folder_key
 from .table import WIDE, FileTable, detail_text
 from .transfers import FileTransfers
@@ -182,8 +183,7 @@ class FilesScreen(Screen):
         self.listing.open(ref, select)
         self.table.clear()
         self._show_detail()
-        where = "Shared with me" if ref == SHARED else ref.prefix
-        self._set_location(f"{where} · loading…")
+        self._set_location(f"{self.listing.where} · loading…")
         self.refresh_bindings()
         self.load_folder(ref, "open", self.listing.generation)
 
@@ -219,9 +219,8 @@ class FilesScreen(Screen):
             self.notify(message, title=title, severity="error")
             if event.worker.group == "listing":
                 self.listing.loading_more = False
-                here = self.listing.folder
-                where = "Shared with me" if here == SHARED else here.prefix
-                self._set_location(f"{where} · could not load: {message} (ctrl+r retries)")
+                self._set_location(f"{self.listing.where} · could not load: {message} "
+                                   f"(ctrl+r retries)")
 
     # -- results --
 
@@ -246,10 +245,8 @@ class FilesScreen(Screen):
         entries = model.entries_from(ref, listing, message.mode, time.monotonic())
         model.loading_more = False  # a refresh replaces a page load it overtook
         if message.mode == "more":
-            for entry in entries:
-                if entry.key not in model.entries:
-                    self.table.add_entry(entry)
-                    model.entries[entry.key] = entry
+            for entry in model.add_page(entries):
+                self.table.add_entry(entry)
         else:
             complete = not listing.get("next")
             last = max((e.target for e in entries if not e.is_folder), default="")
@@ -275,24 +272,11 @@ class FilesScreen(Screen):
 
     # -- the tree and the table --
 
-    @on(Tree.NodeExpanded, "#folder-tree")
-    def _node_expanded(self, event):
-        item = event.node.data
-        if item is not None and item.kind == "folder" and not item.loaded:
-            self.load_subfolders(item.folder)
+    def on_folder_tree_chosen(self, message):
+        self.open_folder(message.folder, select=message.select)
 
-    @on(Tree.NodeSelected, "#folder-tree")
-    def _node_selected(self, event):
-        item = event.node.data
-        if item is None:
-            return
-        if item.kind == "shared":
-            self.open_folder(SHARED)
-        elif item.kind == "folder":
-            self.open_folder(item.folder)
-        elif item.kind == "file":
-            folder, key = file_of(item.target)
-            self.open_folder(folder, select=key)
+    def on_folder_tree_unfolded(self, message):
+        self.load_subfolders(message.folder)
 
     @on(DataTable.RowSelected, "#files-table")
     def _row_selected(self, event):

@@ -16,7 +16,7 @@ from securifile.tui.screens.dialogs import ConfirmScreen
 from securifile.tui.widgets.transfers import CANCELLED, DONE, FAILED
 
 from .catalogue import SETTLE_WINDOW
-from .dialogs import delete_question, overwrite_question, replace_question
+from .questions import delete_question, overwrite_question, replace_question
 from .listing import SHARED
 
 
@@ -82,7 +82,7 @@ class FileTransfers:
     def start_upload(self, local, remote, ref, folder, confirm=None):
         """Check the names, ask before replacing what exists, then start the worker."""
         try:
-            parse_remote(remote, folder=True) if folder else parse_remote(remote)
+            parse_remote(remote, folder=folder)
         except ClientError as e:
             self.screen.notify(getattr(e, "message", str(e)), title="Not a valid name",
                                severity="error")

@@ -2,9 +2,11 @@
 from dataclasses import dataclass
 
 from rich.text import Text
+from textual import on
+from textual.message import Message
 from textual.widgets import Tree
 
-from .listing import FolderRef
+from .listing import SHARED, FolderRef, file_of
 
 
 @dataclass
@@ -18,6 +20,20 @@ class TreeItem:
 class FolderTree(Tree):
     """Folders by FolderRef: a folder may show in more than one place (mine, and shared)."""
 
+    class Chosen(Message):
+        """A node was selected: show ``folder`` (or SHARED), highlighting the row ``select``."""
+
+        def __init__(self, folder, select=None):
+            super().__init__()
+            self.folder, self.select = folder, select
+
+    class Unfolded(Message):
+        """A folder's node opened for the first time: its subfolders are wanted."""
+
+        def __init__(self, folder):
+            super().__init__()
+            self.folder = folder
+
     def __init__(self, label, *, id=None):
         super().__init__(label, id=id)
         self.show_root = False
@@ -30,6 +46,24 @@ class FolderTree(Tree):
         self._register(FolderRef(me), mine)
         self.root.add("Shared with me", TreeItem("shared"), expand=False)
         return mine
+
+    @on(Tree.NodeExpanded)
+    def _expanded(self, event):
+        item = event.node.data
+        if item is not None and item.kind == "folder" and not item.loaded:
+            self.post_message(self.Unfolded(item.folder))
+
+    @on(Tree.NodeSelected)
+    def _selected(self, event):
+        item = event.node.data
+        if item is None:
+            return
+        if item.kind == "shared":
+            self.post_message(self.Chosen(SHARED))
+        elif item.kind == "folder":
+            self.post_message(self.Chosen(item.folder))
+        elif item.kind == "file":
+            self.post_message(self.Chosen(*file_of(item.target)))
 
     @property
     def shared_node(self):
