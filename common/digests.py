@@ -27,6 +27,25 @@ def repr_digest(name, hexdigest):
     return f"{token}=:{base64.b64encode(bytes.fromhex(hexdigest)).decode()}:"
 
 
+_BY_TOKEN = {token: name for name, (_, token) in ALGORITHMS.items()}
+
+
+def parse_digest_field(value):
+    """``{algorithm: hexdigest}`` from an RFC 9530 digest field; unknown algorithms skipped."""
+    found = {}
+    for member in (value or "").split(","):
+        key, sep, rest = member.strip().partition("=")
+        rest = rest.split(";", 1)[0].strip()
+        name = _BY_TOKEN.get(key.strip().lower())
+        if not sep or name is None or len(rest) < 2 or rest[0] != ":" or rest[-1] != ":":
+            continue
+        try:
+            found[name] = base64.b64decode(rest[1:-1], validate=True).hex()
+        except ValueError:
+            continue
+    return found
+
+
 def file_digest(path, name, chunk_size=1 << 20):
     """Hex digest of a file on disk, read in chunks so memory stays flat."""
     h = new_hasher(name)

@@ -26,10 +26,9 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, Static, Tre
 from textual.worker import WorkerState, get_current_worker
 from textual_fspicker import FileOpen, SelectDirectory
 
-from securifile.common.adminclient import PAGE as ADMIN_PAGE
-from securifile.common.client import (
-    ClientError, TransferCancelled, parse_remote, plan_download,
-)
+from securifile.client.admin import PAGE as ADMIN_PAGE
+from securifile.client.errors import ClientError, TransferCancelled
+from securifile.client.files import parse_remote, plan_download
 from securifile.tui.errors import describe
 from securifile.tui.format import date_time, human_size
 from securifile.tui.screens.dialogs import ConfirmScreen

@@ -17,7 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Footer, Select, Static
 from textual.worker import WorkerState, get_current_worker
 
-from securifile.common.adminclient import ROLES
+from securifile.client.admin import ROLES
 from securifile.tui.errors import describe
 from securifile.tui.screens.dialogs import ConfirmScreen
 
