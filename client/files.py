@@ -4,10 +4,9 @@ nothing, and the plans that map a folder on one side to files on the other.
 import io
 import os
 from pathlib import Path
-from urllib.parse import quote
 
 from securifile.common.errors import InvalidPath
-from securifile.common.paths import FilePath, parse_path
+from securifile.common.paths import FilePath, file_url, parse_path
 
 from .errors import BadRequest, LocalFileError, ProtocolError
 
@@ -27,13 +26,13 @@ def file_url_path(remote):
     fp = remote if isinstance(remote, FilePath) else parse_remote(remote)
     if not fp.rel:
         raise BadRequest(400, "invalid_path", f"{fp.owner!r} is a folder, not a file")
-    return "/files/" + quote(fp.full, safe="/")
+    return file_url(fp)
 
 
 def folder_url_path(prefix):
     """The listing path for a folder (always with the trailing slash): ``/files/owner/dir/``."""
     fp = prefix if isinstance(prefix, FilePath) else parse_remote(prefix, folder=True)
-    return "/files/" + quote(fp.owner, safe="") + "/" + (quote(fp.rel, safe="/") + "/" if fp.rel else "")
+    return file_url(fp) + ("/" if fp.rel else "")
 
 
 # --- local files ----------------------------------------------------------------------

@@ -30,20 +30,29 @@ def repr_digest(name, hexdigest):
 _BY_TOKEN = {token: name for name, (_, token) in ALGORITHMS.items()}
 
 
+def digest_members(field):
+    """``(token, algorithm, value)`` for each member of an RFC 9530 digest field such as
+    ``sha-256=:BASE64:;param, sha=:BASE64:``: ``algorithm`` is None for a token we do not
+    know, ``value`` the digest's bytes, or a ValueError saying why it is malformed."""
+    for member in field.split(","):
+        token, sep, value = member.strip().partition("=")
+        token = token.strip().lower()
+        value = value.split(";", 1)[0].strip()
+        if not sep or len(value) < 2 or value[0] != ":" or value[-1] != ":":
+            decoded = ValueError("value must be ':base64:'")
+        else:
+            try:
+                decoded = base64.b64decode(value[1:-1], validate=True)
+            except ValueError:
+                decoded = ValueError("value is not valid base64")
+        yield token, _BY_TOKEN.get(token), decoded
+
+
 def parse_digest_field(value):
-    """``{algorithm: hexdigest}`` from an RFC 9530 digest field; unknown algorithms skipped."""
-    found = {}
-    for member in (value or "").split(","):
-        key, sep, rest = member.strip().partition("=")
-        rest = rest.split(";", 1)[0].strip()
-        name = _BY_TOKEN.get(key.strip().lower())
-        if not sep or name is None or len(rest) < 2 or rest[0] != ":" or rest[-1] != ":":
-            continue
-        try:
-            found[name] = base64.b64decode(rest[1:-1], validate=True).hex()
-        except ValueError:
-            continue
-    return found
+    """``{algorithm: hexdigest}`` from a digest field (``None``: none); members in unknown
+    algorithms or malformed are skipped (the client's reading of ``Repr-Digest``)."""
+    return {name: decoded.hex() for _, name, decoded in digest_members(value or "")
+            if name is not None and isinstance(decoded, bytes)}
 
 
 def file_digest(path, name, chunk_size=1 << 20):
