@@ -16,7 +16,6 @@ from .servers import base_url
 from .transport import CHUNK_SIZE, BytesBody, Transport, error_from_response, tls_context
 
 RUNNING, UNKNOWN, OFFLINE = "running", "unknown", "offline"
-ROLES = ("reader", "editor", "master")
 # Rows per page the clients ask for: every page answers in milliseconds at this size (see
 # docs/ADMIN-SCALE.md); the next page starts after the last row's key (``after``).
 PAGE = 200

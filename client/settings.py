@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from securifile.common.durable import fsync_dir
+
 from .errors import LocalFileError
 
 
@@ -137,13 +139,13 @@ class LoginFolder:
             else:
                 self._write(name, data)
         self._write(self.LOGIN, json.dumps(info, indent=2) + "\n")
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def remove(self):
         """Delete the saved login; returns the names of the files that were there."""
         gone = [name for name in self.FILES if self._unlink(name)]
         if gone:
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         return gone
 
     def _write(self, name, data):
@@ -171,11 +173,3 @@ class LoginFolder:
             return True
         except FileNotFoundError:
             return False
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
