@@ -17,7 +17,7 @@ from securifile.admin.servers import ServerRegistry
 from .dataset import BIG, BIG_FOLDER, BIG_FOLDER2, NOBODY, READER, SERVERS, SHAREE, log
 
 BUDGET_MS = 20.0  # p95 through HTTP, per call, for every page the TUI asks for
-PAGE = 200  # the page size the TUI asks for (common.adminclient.PAGE, passed explicitly here)
+PAGE = 200  # the page size the TUI asks for (client.admin.PAGE, passed explicitly here)
 # -- measuring ---------------------------------------------------------------------------------
 
 class StatementLog:

@@ -4,7 +4,9 @@ import random
 import threading
 import time
 
-from securifile.common.client import Client, ClientError, ClientSettings
+from securifile.client.errors import ClientError
+from securifile.client.settings import ClientSettings
+from securifile.client.storage import Client
 
 from .tools import BenchError, DOWN, summary
 

@@ -8,8 +8,8 @@ import statistics
 import threading
 import time
 
-from securifile.common.adminclient import AdminClient
-from securifile.common.client import ClientError
+from securifile.client.admin import AdminClient
+from securifile.client.errors import ClientError
 from securifile.launcher.cluster import Cluster
 
 DOWN, RUNNING, FAILED = "down", "running", "failed"
