@@ -108,14 +108,14 @@ class MeHandler(AdminHandler):
 
 
 class PasswordHandler(AdminHandler):
-    """The caller changes their own password, proving the current one."""
+    """The caller changes their own password, proving the current one; the answer is a fresh
+    token, every credential issued before being revoked."""
 
     async def post(self):
         body = self.json_body()
-        await self.admin.change_password(self.user.username, body.get("current_password"),
-                                         body.get("new_password"), self.request.remote_ip)
-        self.set_status(204)
-        self.finish()
+        self.send_json(await self.admin.change_password(
+            self.user.username, body.get("current_password"), body.get("new_password"),
+            self.request.remote_ip))
 
 
 class EnrolHandler(AdminHandler):
@@ -310,8 +310,12 @@ class AuthorizeHandler(AdminHandler):
         owner, path = split_target(self.get_query_argument("path", "", strip=False))
         uid = self.get_query_argument("uid", None) or None
         credential = self.get_query_argument("credential", None) or None
+        try:
+            generation = int(self.get_query_argument("generation", "0") or 0)
+        except ValueError:
+            raise ApiError("generation must be a whole number", code="bad_argument") from None
         self.send_json(await asyncio.to_thread(self.admin.decide, user, owner, path, uid,
-                                               credential))
+                                               credential, generation))
 
 
 class ReportsHandler(AdminHandler):

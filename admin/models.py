@@ -39,6 +39,9 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     valid_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Credentials carry the generation they were issued in; a password change or reset
+    # starts a new one, and every older token and certificate is refused.
+    credential_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class RemovedAccount(Base):
