@@ -50,6 +50,11 @@ class ChallengeHandler(ApiHandler):
                                              challenger)
         except ChallengeRefused as e:
             raise ApiError(str(e), code="challenge_refused") from None
+        # What entitles it to a verdict: a challenge, and a failing one only about copies
+        # this node holds with it.
+        self.node.peers.note_challenge(
+            challenger or challenge.get("challenger"),
+            sum(1 for f in answer["files"] if "refused" not in f))
         self.send_json(answer)
 
 
@@ -60,7 +65,7 @@ class VerdictHandler(ApiHandler):
         body = self.json_body()
         self.node.peers.receive_verdict(self.principal.name if self.principal.name != "?"
                                         else body.get("challenger"), bool(body.get("passed")),
-                                        str(body.get("detail", "")))
+                                        str(body.get("detail", "")), checked=True)
         self.send_json({"status": self.node.peers.self_status})
 
 
@@ -94,7 +99,7 @@ class LocationsHandler(ApiHandler):
     def post(self):
         body = self.json_body()
         records = body.get("records", [])
-        self.node.apply_locations(records, body.get("release", ()))
+        self.node.receive_locations(self.principal.name, records, body.get("release", ()))
         self.send_json({"applied": len(records)})
 
 
@@ -119,6 +124,7 @@ class ReplicaHandler(ApiHandler):
             length = h.get("Content-Length")
             if length and length.isdigit():
                 self.node.store.check_room(int(length))
+            self.node.check_copy_sender(self.fp, self.principal.name)
             allow_streamed_body(self.request, self.max_body_bytes)
             self.writer = self.node.store.writer(self.fp, algorithm)
 
@@ -143,6 +149,7 @@ class ReplicaHandler(ApiHandler):
         self.send_json({"server": self.node.name, "digest": digest, "size": self.writer.size})
 
     def delete(self, _path):
+        self.node.check_copy_sender(self.fp, self.principal.name)
         self.node.delete_copy(self.fp, int(self.get_query_argument("version")))
         self.set_status(204)
         self.finish()
