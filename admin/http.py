@@ -318,6 +318,20 @@ class AuthorizeHandler(AdminHandler):
                                                credential, generation))
 
 
+class PurgesHandler(AdminHandler):
+    """A node asks which files of removed accounts are past their grace period."""
+
+    auth = NODE
+
+    async def get(self):
+        after = self.get_query_argument("after", None, strip=False)
+        if after is not None:
+            fp = parse_path(after)
+            after = (fp.owner, fp.rel)
+        files = await asyncio.to_thread(self.admin.due_purges, self.arg_int("limit", 100), after)
+        self.send_json({"files": files})
+
+
 class ReportsHandler(AdminHandler):
     auth = NODE
 
@@ -407,6 +421,7 @@ def make_app(admin, authenticator):
         (r"/api/v1/events", EventsHandler),
         (r"/api/v1/authorize", AuthorizeHandler),
         (r"/api/v1/reports", ReportsHandler),
+        (r"/api/v1/purges", PurgesHandler),
         (r"/api/v1/witness", WitnessHandler),
         (r"/api/v1/openapi.json", OpenApiHandler),
         (r"/status", StatusHandler),

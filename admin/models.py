@@ -54,6 +54,9 @@ class RemovedAccount(Base):
     username: Mapped[str] = mapped_column(NameString, index=True)
     removed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     purge_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # When the nodes had deleted the last of its files (None: not yet). The row stays: its
+    # id never comes back, and a late report of one of its files is still sealed.
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class RevokedCredential(Base):

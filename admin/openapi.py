@@ -167,6 +167,11 @@ ROUTES = {
         query_param("credential", {"type": "string"}, "the token's jti or cert:SERIAL"),
         query_param("generation", {"type": "integer"}, "the credential generation it carries "
                     "(0 when none)")])},
+    "/api/v1/purges": {"get": _op(
+        "files of removed accounts past their grace period, to delete (for nodes)", "node",
+        params=[query_param("limit", {"type": "integer"}, CLAMPED),
+                query_param("after", OWNER_PATH, "paging cursor: owner/path of the last file "
+                            "of the page before")])},
     "/api/v1/reports": {"post": _op(
         "file, status and storage reports (for nodes)", "node",
         _obj(["reports"], reports={"type": "array", "items": OBJECT}))},

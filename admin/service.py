@@ -21,7 +21,7 @@ from .events import events_page
 from .mailer import (
     MailError, Mailer, MailSettings, account_email, account_removed_email, enrolment_email)
 from .models import Event
-from .namespaces import sealed
+from .namespaces import due_for_purge, finish_purges, sealed
 from .servers import ServerRegistry
 from .witness import Witness
 
@@ -288,6 +288,23 @@ class AdminService:
             may["list"] = False
             answer.update(sealed=True, reason=f"{owner}/{path} holds files of a removed account")
         return answer
+
+    # -- purging removed accounts' namespaces ----------------------------------------------
+
+    def due_purges(self, limit, after=None):
+        """The next files of removed accounts past their grace period, for the nodes to
+        delete (each through the normal delete: lock, tombstone, catalogue report)."""
+        with self.sessions() as s:
+            return due_for_purge(s, self.clock(), limit, after)
+
+    def finish_purges(self):
+        """Mark purged the namespaces whose last file the nodes deleted, in the audit log."""
+        with self.sessions.begin() as s:
+            done = finish_purges(s, self.clock())
+        for username, uid in done:
+            self.audit("account", f"the files of removed account {username} ({uid}) are "
+                       "purged", username=username, operation="purge", result="ok")
+        return done
 
     # -- servers ---------------------------------------------------------------------------
 

@@ -45,16 +45,14 @@ class ChallengeHandler(ApiHandler):
         # In no-TLS mode the caller names itself in a header (behind the cluster secret).
         challenger = self.principal.name if self.principal.name != "?" else None
         try:
+            # What entitles the challenger to a verdict: a challenge, and a failing one only
+            # about copies this node holds with it (noted before the disk is read, so that
+            # a challenge that times out still lets it fail this node).
             answer = await asyncio.to_thread(answer_challenge, self.node.store,
                                              self.node.locations, challenge, self.deep,
-                                             challenger)
+                                             challenger, self.node.peers.note_challenge)
         except ChallengeRefused as e:
             raise ApiError(str(e), code="challenge_refused") from None
-        # What entitles it to a verdict: a challenge, and a failing one only about copies
-        # this node holds with it.
-        self.node.peers.note_challenge(
-            challenger or challenge.get("challenger"),
-            sum(1 for f in answer["files"] if "refused" not in f))
         self.send_json(answer)
 
 
