@@ -81,14 +81,15 @@ def _files_of(removed):
 
 
 def due_for_purge(s, now, limit, after=None):
-    """Up to ``limit`` files (owner, path) of removed accounts whose grace period is over,
-    in (owner, path) order after ``after`` (owner, path): what the nodes delete next."""
-    q = (select(File.owner, File.path)
+    """Up to ``limit`` files (owner, path, version) of removed accounts whose grace period
+    is over, in (owner, path) order after ``after`` (owner, path): what the nodes delete
+    next (no version above that one: a path written again since is somebody else's)."""
+    q = (select(File.owner, File.path, File.version)
          .where(exists().where(_due(now), _files_of(RemovedAccount)))
          .order_by(File.owner, File.path).limit(limit))
     if after is not None:
         q = q.where(or_(File.owner > after[0], and_(File.owner == after[0], File.path > after[1])))
-    return [{"owner": o, "path": p} for o, p in s.execute(q).all()]
+    return [{"owner": o, "path": p, "version": v} for o, p, v in s.execute(q).all()]
 
 
 def finish_purges(s, now):

@@ -86,8 +86,9 @@ class ControlCommands:
         # The change revoked every credential issued before, the saved ones too: keep this
         # device logged in with the fresh token (and a certificate signed with it).
         folder = LoginFolder.default(self.env)
-        saved = folder is not None and folder.exists() \
-            and folder.read().get("admin_url") == self.admin.url
+        saved = folder is not None and folder.exists() and \
+            (folder.read().get("admin_url"), folder.read().get("username")) == \
+            (self.admin.url, answer.get("username"))
         if saved:
             keep_login_after_password_change(folder, answer, self.args.timeout)
         return self.emit(

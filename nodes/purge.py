@@ -46,7 +46,7 @@ class NamespacePurger:
         self._task = None
 
     async def due(self):
-        """The next page of due files from the admin server (a list of FilePath)."""
+        """The next page of due files from the admin server: (FilePath, version) pairs."""
         query = {"limit": self.batch}
         if self.after:
             query["after"] = self.after
@@ -56,7 +56,7 @@ class NamespacePurger:
         files = json.loads((await self.http.fetch(req)).body)["files"]
         self.after = f"{files[-1]['owner']}/{files[-1]['path']}" if len(files) == self.batch \
             else None
-        return [FilePath(f["owner"], f["path"]) for f in files]
+        return [(FilePath(f["owner"], f["path"]), int(f["version"])) for f in files]
 
     def _mine(self, loc):
         node = self.node
@@ -73,17 +73,17 @@ class NamespacePurger:
             log.info("no purge list from the admin server this round: %s", e)
             return 0
         deleted = 0
-        for fp in fps:
+        for fp, version in fps:
             loc = node.locations.get(fp, include_deleted=True)
-            if loc is None:
-                continue
+            if loc is None or loc.version > version + 1:
+                continue  # unknown here, or written again since (by the name's new owner)
             if loc.deleted:
                 node.on_file_change(loc, False)  # the catalogue may have missed it
                 continue
             if not self._mine(loc):
                 continue
             try:
-                await node.delete(fp, PURGER)
+                await node.delete(fp, PURGER, up_to_version=version)
             except ApiError as e:  # locked by a writer, no majority, gone meanwhile
                 self.failures += 1
                 log.warning("purge of %s put off: %s", fp, e)

@@ -418,14 +418,19 @@ class StorageNode:
         """Note the copy just committed, with the stat key that lets challenges reuse its digest."""
         self.locations.record_copy(fp, version, digest, size, stat_key(self.store.path_for(fp)))
 
-    async def delete(self, fp, user):
+    async def delete(self, fp, user, up_to_version=None):
         """Tombstone the record under the file's lock; every holder drops its copy when the
-        tombstone reaches it (now, or when it pulls it on its return)."""
+        tombstone reaches it (now, or when it pulls it on its return). ``up_to_version``:
+        only a version no newer than that (Conflict otherwise): what a purge saw due."""
         ticket = await self.lock(fp, user)
         loc = ticket.existing
         if loc is None or loc.deleted:
             self.release(ticket)
             raise NotFound(f"no file {fp}")
+        if up_to_version is not None and loc.version > up_to_version:
+            self.release(ticket)
+            raise Conflict(f"{fp} was written again (version {loc.version})",
+                           code="file_changed")
         tomb = Location(fp.owner, fp.rel, loc.origin, loc.digest, loc.algorithm, 0,
                         loc.version + 1, list(loc.replicas), time.time(), deleted=True,
                         stamp=ticket.stamp, coordinator=self.name)

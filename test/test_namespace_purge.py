@@ -67,7 +67,8 @@ def test_only_the_removed_accounts_files_fall_due_after_the_grace_period(service
     service.clock.now += timedelta(days=2.4)
     assert service.due_purges(10) == [] and service.finish_purges() == []
     service.clock.now += timedelta(days=0.2)  # fractional days: 2.5 have passed
-    due = [{"owner": "carol", "path": "a.txt"}, {"owner": "carol", "path": "dir/b.txt"}]
+    due = [{"owner": "carol", "path": "a.txt", "version": 1},
+           {"owner": "carol", "path": "dir/b.txt", "version": 1}]
     assert service.due_purges(10) == due
     assert service.due_purges(1) == due[:1]
     assert service.due_purges(10, ("carol", "a.txt")) == due[1:]
