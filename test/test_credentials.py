@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select, text
 
 from securifile.admin import db
-from securifile.admin.models import File, User
+from securifile.admin.models import File, RemovedAccount, User
 from securifile.admin.service import AdminService
 from securifile.common.certs import CertificateAuthority, CertLayout, ensure_ca
 from securifile.common.config import Config
@@ -250,8 +250,10 @@ def test_the_0005_migration_gives_accounts_ids_and_files_their_owners_id(db_url)
         engine.dispose()
 
 
-def test_the_0006_migration_starts_every_account_at_generation_zero(db_url):
-    """Credentials issued before the upgrade carry no generation (0): nobody is logged out."""
+def test_the_0006_and_0007_migrations_start_accounts_at_generation_zero_and_none_purged(
+        db_url):
+    """Credentials issued before the upgrade carry no generation (0): nobody is logged out.
+    Removed accounts are not purged yet: their files fall due when their date comes."""
     engine = db.make_engine(db_url)
     try:
         db.upgrade(engine, "0005")
@@ -260,11 +262,15 @@ def test_the_0006_migration_starts_every_account_at_generation_zero(db_url):
             c.execute(text("INSERT INTO users (uid, username, email, password_hash, admin, "
                            "disabled, created_at, valid_until) VALUES ('u1', 'ann', "
                            "'ann@example.com', 'x', false, false, :t, :t)"), {"t": now})
+            c.execute(text("INSERT INTO removed_accounts (uid, username, removed_at, "
+                           "purge_after) VALUES ('u0', 'ann', :t, :t)"), {"t": now})
         db.upgrade(engine)
         sessions = db.session_factory(engine)
         with sessions() as s:
             assert s.execute(select(User.username, User.credential_generation)).all() == [
                 ("ann", 0)]
+            assert s.execute(select(RemovedAccount.uid, RemovedAccount.purged_at)).all() == [
+                ("u0", None)]
         db.upgrade(engine, "0005")  # and back
         db.upgrade(engine)
     finally:
