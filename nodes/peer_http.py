@@ -63,7 +63,7 @@ class VerdictHandler(ApiHandler):
         body = self.json_body()
         self.node.peers.receive_verdict(self.principal.name if self.principal.name != "?"
                                         else body.get("challenger"), bool(body.get("passed")),
-                                        str(body.get("detail", "")), checked=True)
+                                        str(body.get("detail", "")))
         self.send_json({"status": self.node.peers.self_status})
 
 

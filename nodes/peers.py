@@ -149,21 +149,18 @@ class PeerTable:
             seen = self._challenged.get(challenger, (0.0, 0))
             self._challenged[challenger] = (self.clock(), seen[1] + co_held)
 
-    def receive_verdict(self, challenger, passed, detail="", checked=False):
-        """A peer's verdict on this node's copies. ``checked``: only from a peer that
-        challenged it lately (``verdict_window``), and a failing one only about copies held
-        with it (Forbidden otherwise): a node cannot fail a peer it has no copy in common
-        with, nor pass one it never checked."""
-        if checked:
-            at, co_held = self._challenged.pop(challenger, (None, 0))
-            if at is None or self.clock() - at > self.verdict_window:
-                raise Forbidden(f"{challenger} sent a verdict without challenging this node",
-                                code="unsolicited_verdict")
-            if not passed and not co_held:
-                raise Forbidden(f"{challenger} failed this node without a copy in common",
-                                code="unsolicited_verdict")
-        if challenger not in self._peers:
-            return
+    def receive_verdict(self, challenger, passed, detail=""):
+        """A peer's verdict on this node's copies: only from a peer that challenged it lately
+        (``verdict_window``), and a failing one only about copies held with it (Forbidden
+        otherwise): a node cannot fail a peer it has no copy in common with, nor pass one it
+        never checked."""
+        at, co_held = self._challenged.pop(challenger, (None, 0))
+        if at is None or self.clock() - at > self.verdict_window:
+            raise Forbidden(f"{challenger} sent a verdict without challenging this node",
+                            code="unsolicited_verdict")
+        if not passed and not co_held:
+            raise Forbidden(f"{challenger} failed this node without a copy in common",
+                            code="unsolicited_verdict")
         self.verdicts[challenger] = passed
         log.warning("verdict from %s: %s %s", challenger, "passed" if passed else "FAILED", detail)
         if not passed and self.self_status == RUNNING:
