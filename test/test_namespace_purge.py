@@ -135,8 +135,10 @@ def test_a_removed_accounts_files_are_deleted_everywhere_after_the_grace_period(
     assert root.call("DELETE", "/api/v1/users/ruth").status == 204
     root.add_user("ruth")  # somebody else, with the same name and files of their own
     new = root.as_user("ruth").node_api()
-    assert new.put("node1", "ruth/mine.txt", b"mine").status == 201
-    assert new.follow("node2", "GET", old[1])[1].status == 403  # sealed meanwhile
+    other = next(n for n in NODES if n != down)
+    assert new.put(other, "ruth/mine.txt", b"mine").status == 201
+    wait_for(lambda: "mine.txt" in catalogue(cluster, "ruth"), what="the new file reported")
+    assert new.follow(other, "GET", old[1])[1].status == 403  # sealed meanwhile
     cluster.kill(down)
     # The admin server dies too, mid-way; a restarted one carries on.
     wait_for(lambda: len(catalogue(cluster, "ruth")) < 6, timeout=60,
