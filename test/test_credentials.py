@@ -490,7 +490,7 @@ def test_a_short_lived_certificate_is_renewed_by_the_cli(cluster, root, tmp_path
 
 def test_a_password_change_revokes_other_sessions_and_keeps_the_changing_device_logged_in(
         cluster, root, tmp_path):
-    from securifile.common.client import LoginFolder
+    from securifile.client.settings import LoginFolder
     from securifile.tui.session import Session
     root.add_user("pia")
     person = Person(tmp_path / "pia")
