@@ -232,6 +232,45 @@ async def test_a_node_reports_only_for_itself(http_client, base_url, people):
     assert (status, error_of(answer)) == (403, "not_a_node")
 
 
+@pytest.mark.gen_test
+async def test_the_witness_route_checks_its_body_and_grants_one_side(http_client, base_url, app):
+    node1 = {PEER_SECRET_HEADER: PEER_SECRET, "X-SecuriFile-Node": "node1"}
+    for body, code in (({"side": "node1"}, "bad_side"), ({"side": ["node1"], "lease": "x"},
+                                                         "bad_lease")):
+        status, answer = await call(http_client, base_url, "/api/v1/witness", "POST", body=body,
+                                    headers=node1)
+        assert (status, error_of(answer)) == (400, code)
+    status, answer = await call(http_client, base_url, "/api/v1/witness", "POST",
+                                body={"side": ["node1"], "lease": 5}, headers=node1)
+    assert status == 200 and answer["granted"] is True and answer["lease"] == 5
+
+
+# -- query arguments and server views ----------------------------------------------------------
+
+
+@pytest.mark.gen_test
+async def test_bad_query_arguments_are_400_with_the_argument_named(http_client, base_url, people):
+    for query in ("/api/v1/servers/node1/storage?since=yesterday",
+                  "/api/v1/servers/node1/storage?limit=many", "/api/v1/events?after=x"):
+        status, answer = await call(http_client, base_url, query, token=people["bob"])
+        assert (status, error_of(answer)) == (400, "bad_argument"), query
+    status, answer = await call(
+        http_client, base_url, "/api/v1/servers/node1/storage?since=2026-01-31T12:00:00%2000:00",
+        token=people["bob"])
+    assert (status, answer) == (200, {"server": "node1", "samples": []})
+    status, answer = await call(http_client, base_url, "/api/v1/servers", token=people["bob"])
+    assert status == 200 and [s["name"] for s in answer["servers"]] == list(NODES)
+    assert (answer["replicas"], answer["tls"]) == (1, True)
+
+
+@pytest.mark.gen_test
+async def test_non_administrators_see_their_own_events(http_client, base_url, people):
+    status, answer = await call(http_client, base_url, "/api/v1/events", token=people["bob"])
+    assert status == 200 and {e["username"] for e in answer["events"]} == {"bob"}
+    status, answer = await call(http_client, base_url, "/api/v1/events", token=people["root"])
+    assert {"alice", "bob", "root"} <= {e["username"] for e in answer["events"]}
+
+
 # -- over HTTPS: node and user certificates from the test CA -------------------------------------
 
 
