@@ -327,6 +327,10 @@ class AdminMetricsHandler(AdminHandler, MetricsHandler):
         self.registry = registry
 
 
+class UnknownRouteHandler(NotFoundHandler, AdminHandler):
+    """404 ``no_endpoint`` for any path no route matches (dependencies as every handler's)."""
+
+
 def log_request(handler):
     status = handler.get_status()
     if status < 400 and handler.request.path in ("/api/v1/reports", "/metrics"):
@@ -368,5 +372,5 @@ def make_app(service, authenticator, openapi=None):
         [(pattern, cls, deps) for pattern, cls in routes]
         + [(r"/api/v1/openapi.json", OpenApiHandler, dict(deps, document=openapi or {})),
            (r"/metrics", AdminMetricsHandler, dict(deps, registry=metrics.registry))],
-        default_handler_class=NotFoundHandler, default_handler_args=deps,
+        default_handler_class=UnknownRouteHandler, default_handler_args=deps,
         log_function=metrics.requests.counting(log_request))
