@@ -18,6 +18,7 @@ from securifile.common.auth import Principal
 from securifile.common.certs import (
     ROLE_ADMIN, ROLE_NODE, CertLayout, ensure_ca, ensure_server_cert, ensure_user_cert)
 from securifile.common.config import Config, ServerEntry
+from securifile.common.errors import Unavailable
 from securifile.common.tokens import load_public_key, verify_token
 
 from .databases import fresh_postgres_database
@@ -56,6 +57,21 @@ def certs(tmp_path_factory):
     return layout, ca
 
 
+class NodesHeard:
+    """Stands in for the admin server's node client (admin/nodeclient.py: ``set_state``):
+    records what each node was told; the URLs in ``unreachable`` do not answer."""
+
+    def __init__(self):
+        self.told = []
+        self.unreachable = set()
+
+    async def set_state(self, base_url, state):
+        if base_url in self.unreachable:
+            raise Unavailable(f"server at {base_url} did not answer", code="node_unreachable")
+        self.told.append((base_url, state))
+        return {"admin_state": state}
+
+
 @pytest.fixture
 def service(admin_engine, certs, tmp_path):
     with admin_engine.begin() as c:
@@ -64,7 +80,7 @@ def service(admin_engine, certs, tmp_path):
     cfg = Config(servers=[ServerEntry(n, f"https://127.0.0.1:{9000 + i}")
                           for i, n in enumerate(NODES)],
                  certs_dir=certs[0].root, data_dir=tmp_path, bcrypt_rounds=4)
-    svc = AdminService(cfg, db.session_factory(admin_engine))
+    svc = AdminService(cfg, db.session_factory(admin_engine), NodesHeard())
     svc.servers.register(cfg.servers)
     return svc
 

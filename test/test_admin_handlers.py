@@ -245,6 +245,24 @@ async def test_the_witness_route_checks_its_body_and_grants_one_side(http_client
     assert status == 200 and answer["granted"] is True and answer["lease"] == 5
 
 
+@pytest.mark.gen_test
+async def test_an_administrator_takes_a_node_offline_and_the_node_is_told(
+        http_client, base_url, people, service):
+    status, answer = await call(http_client, base_url, "/api/v1/servers/node1/offline", "POST",
+                                people["root"], "")
+    assert (status, answer) == (200, {"server": "node1", "admin_state": "offline"})
+    assert service.node_client.told == [("https://127.0.0.1:9000", "offline")]
+    status, answer = await call(http_client, base_url, "/api/v1/servers", token=people["bob"])
+    assert answer["servers"][0]["admin_state"] == "offline"
+    status, answer = await call(http_client, base_url, "/api/v1/servers/node9/offline", "POST",
+                                people["root"], "")
+    assert (status, error_of(answer)) == (404, "no_such_server")
+    service.node_client.unreachable.add("https://127.0.0.1:9001")
+    status, answer = await call(http_client, base_url, "/api/v1/servers/node2/offline", "POST",
+                                people["root"], "")
+    assert (status, error_of(answer)) == (503, "node_unreachable")
+
+
 # -- query arguments and server views ----------------------------------------------------------
 
 
