@@ -1,4 +1,5 @@
-"""The admin server's logic: accounts, login, certificates, roles, servers, events.
+"""The admin server's logic: accounts, login, certificates, roles, servers, events, and
+who may see or change what (methods that take a ``Caller`` apply the rule themselves).
 
 Handlers call these methods; nothing here knows about HTTP requests.
 """
