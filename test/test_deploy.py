@@ -46,7 +46,7 @@ install -d -o securifile -g securifile -m 0700 /etc/securifile/certs /var/lib/se
 install -o root -g securifile -m 0640 {config} /etc/securifile/securifile.toml
 """
 # docs/DEPLOY.md, "Certificates": on the admin host, one certificate per server address.
-ISSUE = f"{BIN}/securifile-certs --dir {CERTS} server {{name}} --role {{role}} --host {{address}}"
+ISSUE = f"{BIN}/securifile-certs --dir {CERTS} server {{name}}{{role}} --host {{address}}"
 # docs/DEPLOY.md, "Certificates": on each node host, the four files copied from the admin host.
 RECEIVE = f"""
 install -d -o securifile -g securifile -m 0700 {CERTS}/servers
@@ -97,10 +97,11 @@ def provision(tmp, lab):
                                                   else "node.toml.example")))
         host.run(INSTALL.format(config=config))
     admin = hosts[ADMIN_NAME]
-    admin.run(ISSUE.format(name=ADMIN_NAME, role="admin", address=ADMIN_ADDRESS), user="securifile")
+    admin.run(ISSUE.format(name=ADMIN_NAME, role=" --role admin", address=ADMIN_ADDRESS),
+              user="securifile")
     for i in range(1, NODES + 1):
         name = f"node{i}"
-        admin.run(ISSUE.format(name=name, role="node", address=server_address(i)),
+        admin.run(ISSUE.format(name=name, role="", address=server_address(i)),
                   user="securifile")
         incoming = tmp / "transfer" / name  # scp from the admin host to the node host
         incoming.mkdir(parents=True)
@@ -153,6 +154,17 @@ def test_the_example_configurations_describe_one_cluster():
         assert getattr(node, key) == getattr(admin, key), key
     assert [s.url for s in node.servers] == [
         f"https://{EXAMPLE_NODE.format(i)}:8441" for i in range(1, NODES + 1)]
+
+
+def test_the_guide_shows_the_commands_this_test_runs():
+    guide = (REPO / "docs" / "DEPLOY.md").read_text().replace("$SF/", BIN + "/")
+    guide = re.sub(r"\\\n\s*", "", guide)  # continued lines joined
+    commands = [*INSTALL.format(config="node.toml").strip().split("\n"),
+                *RECEIVE.format(incoming="incoming", name="node1").strip().split("\n"),
+                ISSUE.format(name="admin", role=" --role admin", address=EXAMPLE_ADMIN),
+                ISSUE.format(name="node1", role="", address=EXAMPLE_NODE.format(1)), ACCOUNT]
+    for command in commands:
+        assert " ".join(command.split()) in " ".join(guide.split()), command
 
 
 def test_servers_run_as_the_units_user_without_privileges(deployment):
