@@ -16,7 +16,6 @@ setpriv(1); ``ProtectSystem=strict`` as every mount read-only but ``StateDirecto
 /root/.pyenv, so that folder alone is put back into the empty /root (on a host Python is in
 /usr).
 """
-import configparser
 import shlex
 import subprocess
 import sys
@@ -27,23 +26,18 @@ VENV_LINK = "/opt/securifile/venv"
 
 
 def read_unit(path):
-    """The [Service] section of a unit file as {key: [values]} (keys may repeat)."""
-    parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",),
-                                       comment_prefixes=("#", ";"), empty_lines_in_values=False,
-                                       dict_type=_MultiDict)
-    parser.optionxform = str
-    parser.read(path)
-    return {k: v.split("\n") for k, v in parser["Service"].items()}
-
-
-class _MultiDict(dict):
-    """configparser collects a repeated key's values, one a line (as systemd allows)."""
-
-    def __setitem__(self, key, value):
-        if isinstance(value, list) and key in self:
-            self[key].extend(value)
-        else:
-            super().__setitem__(key, value)
+    """The [Service] section of a unit file as {key: [values]} (a key may repeat)."""
+    service, section = {}, None
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]":
+            key, _, value = line.partition("=")
+            service.setdefault(key.strip(), []).append(value.strip())
+    return service
 
 
 def interpreter_prefix():
