@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 OVERLAID = ("etc", "var", "opt")
-VENV_LINK = "/opt/securifile/venv"
 
 
 def read_unit(path):
@@ -110,9 +109,9 @@ class Host:
             lines += ["mount -t tmpfs -o mode=1777 tmpfs /tmp",
                       "mount -t tmpfs -o mode=1777 tmpfs /var/tmp"]
         if one.get("ProtectHome") == "yes":
-            lines.append("mount -t tmpfs -o ro,mode=0755 tmpfs /home")
-            if interpreter_prefix() is None:
-                lines.append("mount -t tmpfs -o ro,mode=0755 tmpfs /root")
+            prefix = interpreter_prefix()
+            lines += [f"mount -t tmpfs -o ro,mode=0755 tmpfs {top}" for top in ("/home", "/root")
+                      if prefix is None or prefix.parts[1] != top[1:]]
         if "UMask" in one:
             lines.append(f"umask {one['UMask']}")
         setpriv = ["setpriv", f"--reuid={user}", f"--regid={group}", "--init-groups"]
@@ -122,9 +121,17 @@ class Host:
             setpriv += ["--bounding-set=-all", "--inh-caps=-all"]
         command = one["ExecStart"].replace("%i", instance or "")
         env = ["env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8",
-               f"USER={user}", f"LOGNAME={user}", f"HOME=/var/lib/{user}"]
+               f"USER={user}", f"LOGNAME={user}", f"HOME={self.passwd(user)[5]}"]
         lines.append(f"exec {shlex.join(env + setpriv)} -- {command}")
         return lines
+
+    def passwd(self, user):
+        """``user``'s fields in the host's own /etc/passwd."""
+        for line in self.path("/etc/passwd").read_text().splitlines():
+            fields = line.split(":")
+            if fields[0] == user:
+                return fields
+        raise KeyError(f"no user {user} on {self.name}")
 
     def spawn(self, unit, log_path, instance=None):
         """Start ``unit``'s ExecStart on the host, its output (the journal) to ``log_path``."""
@@ -136,11 +143,7 @@ class Host:
 
 def uid_of(host, user):
     """``user``'s uid in the host's own /etc/passwd."""
-    for line in host.path("/etc/passwd").read_text().splitlines():
-        fields = line.split(":")
-        if fields[0] == user:
-            return int(fields[2])
-    raise KeyError(f"no user {user} on {host.name}")
+    return int(host.passwd(user)[2])
 
 
 def process_status(pid):
