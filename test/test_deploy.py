@@ -39,8 +39,8 @@ READY = 60.0  # a loaded machine: start, verification, failure detection
 
 # docs/DEPLOY.md, "Install on each host" (after pip install into /opt/securifile/venv).
 INSTALL = """
-useradd --system --user-group --home-dir /var/lib/securifile --no-create-home \
-        --shell /usr/sbin/nologin securifile
+id -u securifile >/dev/null 2>&1 || useradd --system --user-group \
+    --home-dir /var/lib/securifile --no-create-home --shell /usr/sbin/nologin securifile
 install -d -m 0755 /etc/securifile
 install -d -o securifile -g securifile -m 0700 /etc/securifile/certs /var/lib/securifile
 install -o root -g securifile -m 0640 {config} /etc/securifile/securifile.toml
