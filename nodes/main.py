@@ -7,6 +7,7 @@ import random
 import signal
 import sys
 import uuid
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from tornado.ioloop import PeriodicCallback
@@ -44,6 +45,19 @@ BODY_CHUNK = 1 << 20
 # Downloads are read and flushed 1 MiB at a time. 2 MiB chunks (half the flushes) raised a
 # node's peak RSS by 4-5 MiB, and with aiohttp loaded the node is near its 64 MiB budget.
 DOWNLOAD_CHUNK = 1 << 20
+
+
+@dataclass
+class NodeParts:
+    """One node's process, wired together by ``build_node`` and started by ``serve``."""
+
+    app: object  # the Tornado application (nodes/http.py)
+    node: StorageNode
+    heartbeat: HeartbeatLoop
+    server_ctx: object  # the TLS context to serve with; None without TLS
+    me: object  # this server's entry in the configuration (host, port, url)
+    reporter: object  # Reporter to the admin server; None without one
+    authenticator: Authenticator
 
 
 def build_node(cfg, name, deep=False):
@@ -119,7 +133,7 @@ def build_node(cfg, name, deep=False):
         node.scrubber = Scrubber(node, cfg.scrub_bytes_per_second, cfg.scrub_files_per_second,
                                  cfg.scrub_interval,
                                  may_run=lambda: node.peers.self_status == RUNNING)
-    return app, node, heartbeat, server_ctx, me, reporter, authenticator
+    return NodeParts(app, node, heartbeat, server_ctx, me, reporter, authenticator)
 
 
 def open_syslog(cfg, name):
@@ -146,7 +160,8 @@ def make_server(app, server_ctx, limits, authenticator):
 
 
 async def serve(cfg, name, deep=False):
-    app, node, heartbeat, server_ctx, me, reporter, authenticator = build_node(cfg, name, deep)
+    parts = build_node(cfg, name, deep)
+    node, heartbeat, reporter, me = parts.node, parts.heartbeat, parts.reporter, parts.me
     audit = open_syslog(cfg, name)
     if audit is not None:
         audit.start()
@@ -160,7 +175,8 @@ async def serve(cfg, name, deep=False):
             audit.log_event(status_event(name, subject, old, new, detail))
 
         node.peers.on_change = on_change
-    server = make_server(app, server_ctx, ServerLimits.from_config(cfg), authenticator)
+    server = make_server(parts.app, parts.server_ctx, ServerLimits.from_config(cfg),
+                         parts.authenticator)
     server.listen(me.port, address=me.host)
     heartbeat.start()
     node.repair.start()

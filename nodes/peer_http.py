@@ -12,13 +12,14 @@ from securifile.common.digests import ALGORITHMS
 from securifile.common.errors import ApiError, Unavailable
 from securifile.common.limits import allow_streamed_body
 from securifile.common.paths import parse_path
-from securifile.common.web import ADMIN_SERVER, NODE, ApiHandler
+from securifile.common.web import ADMIN_SERVER, NODE
 
+from .base_handler import NodeHandler
 from .challenge import ChallengeRefused, answer_challenge
 from .peers import OFFLINE
 
 
-class HeartbeatHandler(ApiHandler):
+class HeartbeatHandler(NodeHandler):
     auth = NODE
 
     def post(self):
@@ -35,10 +36,14 @@ class HeartbeatHandler(ApiHandler):
                         "round": self.node.peers.round})
 
 
-class ChallengeHandler(ApiHandler):
+class ChallengeHandler(NodeHandler):
     """A peer checks this node's copies: answer from the disk (in a thread; it may be long)."""
 
     auth = NODE
+
+    def initialize(self, node, authenticator, deep):
+        super().initialize(node, authenticator)
+        self.deep = deep  # re-hash every file rather than trust cached digests
 
     async def post(self):
         challenge = self.json_body()
@@ -53,7 +58,7 @@ class ChallengeHandler(ApiHandler):
         self.send_json(answer)
 
 
-class VerdictHandler(ApiHandler):
+class VerdictHandler(NodeHandler):
     auth = NODE
 
     def post(self):
@@ -64,7 +69,7 @@ class VerdictHandler(ApiHandler):
         self.send_json({"status": self.node.peers.self_status})
 
 
-class LocksHandler(ApiHandler):
+class LocksHandler(NodeHandler):
     """A coordinating node takes, renews or gives back a write lock here."""
 
     auth = NODE
@@ -82,7 +87,7 @@ class LocksHandler(ApiHandler):
             None if stamp is None else int(stamp)))
 
 
-class LocationsHandler(ApiHandler):
+class LocationsHandler(NodeHandler):
     auth = NODE
 
     def get(self):
@@ -99,10 +104,14 @@ class LocationsHandler(ApiHandler):
 
 
 @tornado.web.stream_request_body
-class ReplicaHandler(ApiHandler):
+class ReplicaHandler(NodeHandler):
     """A replica copy arriving from the origin (or a coordinating holder)."""
 
     auth = NODE
+
+    def initialize(self, node, authenticator, max_body_bytes):
+        super().initialize(node, authenticator)
+        self.max_body_bytes = max_body_bytes
 
     async def prepare(self):
         self.writer = None
@@ -156,7 +165,7 @@ class ReplicaHandler(ApiHandler):
             self.writer.abort()
 
 
-class AdminStateHandler(ApiHandler):
+class AdminStateHandler(NodeHandler):
     """The administrator takes this node offline or puts it back online."""
 
     auth = ADMIN_SERVER

@@ -15,17 +15,19 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from securifile.common.errors import Conflict, Locked, NotFound, Unavailable
+from securifile.common.errors import ApiError, Conflict, Locked, NotFound, Unavailable
 from securifile.common.paths import FilePath
 from securifile.common.syslog import access_event
 
 from .challenge import stat_key
+from .contentdigest import DeclaredDigests
 from .locationmap import Location, Replica
 from .locks import LockTable
 from .peerclient import PeerError
 from .peers import DOWN, FAILED, OFFLINE, RUNNING, VERIFYING
 from .pipeline import Pipeline
 from .placement import place_replicas, serving_holder
+from .upload import Redirect, Upload
 from .upload_limits import UploadSlots
 
 log = logging.getLogger("securifile.storage")
@@ -327,6 +329,33 @@ class StorageNode:
                 self.release(ticket)
 
     # -- writes ----------------------------------------------------------------------------
+
+    def begin_upload(self, fp, user, length=None, content_digest=None, sent_here=False, avoid=(),
+                     max_bytes=None, cut_off=lambda: None):
+        """Where a PUT of ``length`` bytes (None: not announced) goes: a Redirect to the
+        file's coordinator, or an Upload here (``await upload.start()`` takes the lock).
+
+        Locked (423) at once while anyone writes the file, before any redirect; 413 beyond
+        ``max_bytes``, 507 when the disk has no room; 400 for a bad ``Content-Digest``.
+        """
+        self.locks.check(fp)
+        kind, where = self.route_write(fp, sent_here, avoid)
+        if kind == "redirect":
+            return Redirect(where)
+        if length is not None:
+            if max_bytes is not None and length > max_bytes:
+                raise ApiError(f"file larger than {max_bytes} bytes", status=413,
+                               code="too_large")
+            self.store.check_room(length)
+        declared = DeclaredDigests.from_header(content_digest, self.algorithm)
+        return Upload(self, fp, user, length, declared, sent_here, avoid, cut_off)
+
+    def describe_upload(self, loc):
+        """The answer to a stored upload: its record and how far it is replicated."""
+        body = loc.to_json()
+        body["under_replicated"] = under_replicated(loc, self.replicas)
+        body["replicas_wanted"] = self.replicas
+        return body
 
     def plan_upload(self, ticket):
         """The new version's record and its replicas, chosen once the lock is held (the lock
