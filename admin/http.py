@@ -10,12 +10,12 @@ import re
 from datetime import datetime, timezone
 
 import tornado.web
-from tornado.log import access_log
 
 from securifile.common.errors import ApiError, Forbidden, NotFound
 from securifile.common.paths import check_username, parse_path
 from securifile.common.metrics import MetricsHandler
-from securifile.common.web import MONITOR, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
+from securifile.common.web import (MONITOR, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler,
+                                    request_logger)
 
 from .catalog import iso
 from .metrics import AdminMetrics
@@ -370,15 +370,6 @@ class AdminMetricsHandler(AdminHandler, MetricsHandler):
     scrape_in_thread = True  # the cluster gauges query the database
 
 
-def log_request(handler):
-    status = handler.get_status()
-    if status < 400 and handler.request.path in ("/api/v1/reports", "/metrics"):
-        return
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),
-                   1000.0 * handler.request.request_time())
-
-
 def make_app(admin, authenticator):
     deps = dict(admin=admin, authenticator=authenticator)
     metrics = AdminMetrics(admin)
@@ -411,4 +402,4 @@ def make_app(admin, authenticator):
         [(pattern, cls, deps) for pattern, cls in routes]
         + [(r"/metrics", AdminMetricsHandler, dict(deps, registry=metrics.registry))],
         default_handler_class=NotFoundHandler, default_handler_args=deps,
-        log_function=metrics.requests.counting(log_request))
+        log_function=metrics.requests.counting(request_logger(("/api/v1/reports", "/metrics"))))

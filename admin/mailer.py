@@ -26,6 +26,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from pathlib import Path
 
+from securifile.common.durable import fsync_dir
+
 MODES = ("outbox", "smtp")
 SECURITIES = ("starttls", "tls", "none")
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
@@ -148,7 +150,7 @@ class Mailer:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
             tmp = None
-            _fsync_dir(folder)
+            fsync_dir(folder)
         except OSError as e:
             raise MailError(f"could not write the message to the outbox {folder}: "
                             f"{e.strerror or e}") from e
@@ -246,14 +248,6 @@ def _first_recipient(message):
 
 def _file_safe(text, limit=64):
     return re.sub(r"[^A-Za-z0-9@._+-]", "_", text)[:limit] or "unknown"
-
-
-def _fsync_dir(folder):
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_quietly(path):

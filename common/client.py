@@ -27,6 +27,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urljoin, urlsplit
 
 from .digests import ALGORITHMS
+from .durable import fsync_dir
 from .errors import InvalidPath
 from .paths import FilePath, parse_path
 from .tls import client_context
@@ -829,13 +830,13 @@ class LoginFolder:
             else:
                 self._write(name, data)
         self._write(self.LOGIN, json.dumps(info, indent=2) + "\n")
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def remove(self):
         """Delete the saved login; returns the names of the files that were there."""
         gone = [name for name in self.FILES if self._unlink(name)]
         if gone:
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         return gone
 
     def _write(self, name, data):
@@ -863,14 +864,6 @@ class LoginFolder:
             return True
         except FileNotFoundError:
             return False
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- the client -------------------------------------------------------------------------

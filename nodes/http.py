@@ -9,7 +9,6 @@ import json
 from urllib.parse import quote
 
 import tornado.web
-from tornado.log import access_log
 from tornado.iostream import StreamClosedError
 
 from securifile.common.digests import new_hasher, repr_digest
@@ -18,7 +17,7 @@ from securifile.common.limits import allow_streamed_body
 from securifile.common.metrics import MetricsHandler
 from securifile.common.paths import parse_path
 from securifile.common.ranges import RangeNotSatisfiable, parse_range
-from securifile.common.web import PUBLIC, USER, NotFoundHandler
+from securifile.common.web import PUBLIC, USER, NotFoundHandler, request_logger
 
 from .access import DELETE, LIST, READ, WRITE
 from .metrics import NodeMetrics
@@ -317,25 +316,11 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
             (r"/peer/locks", LocksHandler, deps),
             (r"/metrics", MetricsHandler, dict(deps, registry=metrics.registry)),
         ],
-        log_function=metrics.requests.counting(log_request),
+        log_function=metrics.requests.counting(request_logger(("/peer/", "/metrics"))),
         default_handler_class=NotFoundHandler,
         default_handler_args=deps,
         compress_response=False,
     )
-
-
-def log_request(handler):
-    """Tornado's access log, without the steady stream of successful peer calls and scrapes."""
-    status = handler.get_status()
-    if status < 400 and handler.request.path.startswith(("/peer/", "/metrics")):
-        return
-    broken_off = getattr(handler, "broken_off", None)
-    if broken_off:
-        access_log.warning("%d %s broken off: %s", status, handler._request_summary(), broken_off)
-        return
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),
-                   1000.0 * handler.request.request_time())
 
 
 def load_openapi():
