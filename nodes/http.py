@@ -4,14 +4,13 @@ Each route's class says who may call it (``auth``): users for /files (here), nod
 /peer (``peer_http``).
 """
 import email.utils
-import logging
 import json
 from urllib.parse import quote
 
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from securifile.common.digests import new_hasher, repr_digest
+from securifile.common.digests import repr_digest
 from securifile.common.errors import ApiError, Unavailable
 from securifile.common.limits import allow_streamed_body
 from securifile.common.metrics import MetricsHandler
@@ -20,40 +19,19 @@ from securifile.common.ranges import RangeNotSatisfiable, parse_range
 from securifile.common.web import PUBLIC, USER, NotFoundHandler, request_logger
 
 from .access import DELETE, LIST, READ, WRITE
-from .metrics import NodeMetrics
-from .quarantine import quarantine_if_bad
 from .base_handler import NodeHandler
+from .download import CopyCorrupt
+from .metrics import NodeMetrics
 from .peer_http import (AdminStateHandler, ChallengeHandler, HeartbeatHandler, LocationsHandler,
                         LocksHandler, ReplicaHandler, VerdictHandler)
 from .upload import Redirect
 
 
 SMALL_BODY = 1 << 20
-log = logging.getLogger("securifile.http")
 
 
 def files_url(base, fp):
     return f"{base}/files/{quote(fp.owner, safe='')}/{quote(fp.rel, safe='/')}"
-
-
-class CopyCorrupt(Exception):
-    """The bytes read from disk do not hash to the record's digest."""
-
-
-def verified(chunks, hasher, digest):
-    """``chunks``, each passed on only once the next one is read, the last only once the
-    whole hashes to ``digest``; CopyCorrupt instead of the last chunk otherwise. One chunk
-    is held at a time, so memory stays flat."""
-    held = None
-    for chunk in chunks:
-        hasher.update(chunk)
-        if held is not None:
-            yield held
-        held = chunk
-    if hasher.hexdigest() != digest:
-        raise CopyCorrupt(f"the bytes hash to {hasher.hexdigest()}, not {digest}")
-    if held is not None:
-        yield held
 
 
 class UserHandler(NodeHandler):
@@ -181,17 +159,15 @@ class FileHandler(UserHandler):
     async def _list(self):
         fp = self.fp
         await self.authoriser.check(self.principal, LIST, fp)
-        files = [loc.to_json() for loc in self.node.locations.list_prefix(fp.owner, fp.rel)]
-        self.send_json({"owner": fp.owner, "prefix": fp.rel, "files": files})
+        self.send_json({"owner": fp.owner, "prefix": fp.rel, "files": self.node.list_files(fp)})
 
     async def _send_file(self, head):
         fp = self.fp
         await self.authoriser.check(self.principal, READ, fp)
-        kind, where = self.node.route_read(fp, self.sent_here(), self.avoided())
-        if kind == "redirect":
-            return self.redirect_to(where, fp)
-        loc = where
-        size = self.node.store.size(fp)
+        read = self.node.begin_read(fp, self.sent_here(), self.avoided())
+        if isinstance(read, Redirect):
+            return self.redirect_to(read.target, fp)
+        loc, size = read.loc, read.size
         etag = f'"{loc.digest}"'
         self.set_header("ETag", etag)
         self.set_header("Repr-Digest", repr_digest(loc.algorithm, loc.digest))
@@ -219,9 +195,8 @@ class FileHandler(UserHandler):
         if head:
             return self.finish()
         self.transferred = end - start
-        chunks = self.node.store.open_chunks(fp, start, end, self.read_chunk)
-        if rng is None and self.verify_reads:
-            chunks = verified(chunks, new_hasher(loc.algorithm), loc.digest)
+        chunks = read.chunks(start, end, self.read_chunk,
+                             verify=rng is None and self.verify_reads)
         try:
             for chunk in chunks:
                 self.write(chunk)  # one chunk per flush: Tornado sends it without a copy
@@ -235,10 +210,7 @@ class FileHandler(UserHandler):
             self.broken_off = "the copy does not match its digest"
             self.request.connection.close()
             self._log_access("corrupt")
-            try:
-                await quarantine_if_bad(self.node, fp, "a full read did not match the digest")
-            except Exception:  # the transfer is broken off already; the scrubber tries again
-                logging.getLogger("securifile.node").exception("quarantine of %s failed", fp)
+            await read.quarantine("a full read did not match the digest")
             return
         self.finish()
 

@@ -15,18 +15,19 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from securifile.common.digests import ALGORITHMS
 from securifile.common.errors import ApiError, Conflict, Locked, NotFound, Unavailable
 from securifile.common.paths import FilePath
 from securifile.common.syslog import access_event
 
-from .challenge import stat_key
+from .challenge import answer_challenge, stat_key
 from .contentdigest import DeclaredDigests
 from .locationmap import Location, Replica
 from .locks import LockTable
 from .peerclient import PeerError
 from .peers import DOWN, FAILED, OFFLINE, RUNNING, VERIFYING
-from .pipeline import Pipeline
 from .placement import place_replicas, serving_holder
+from .download import Download
 from .upload import Redirect, Upload
 from .upload_limits import UploadSlots
 
@@ -44,16 +45,6 @@ class Ticket:
     granted: list  # the peers that granted it (this node not included)
     existing: object = None  # the file's newest record known to the majority (may be a tombstone)
     renewed: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class UploadPlan:
-    """What an upload will make, decided under its lock: the new record (its digest and size
-    filled in at the end) and the replicas to copy to, in priority order."""
-
-    loc: Location
-    targets: list
-    fresh: bool  # a new file (or a name deleted before): a failed replica gets a spare
 
 
 def under_replicated(loc, replicas):
@@ -158,6 +149,17 @@ class StorageNode:
         if target == self.name:
             return "serve", loc
         return "redirect", target
+
+    def begin_read(self, fp, sent_here=False, avoid=()):
+        """A Redirect to the holder to ask, or the Download this node serves (see route_read)."""
+        kind, where = self.route_read(fp, sent_here, avoid)
+        if kind == "redirect":
+            return Redirect(where)
+        return Download(self, where, self.store.size(fp))
+
+    def list_files(self, fp):
+        """The records under the folder ``fp`` (or the owner's whole namespace), as JSON."""
+        return [loc.to_json() for loc in self.locations.list_prefix(fp.owner, fp.rel)]
 
     def route_write(self, fp, sent_here=False, avoid=()):
         """For a PUT: ('local', existing loc or None) or ('redirect', name of the coordinator)."""
@@ -357,36 +359,10 @@ class StorageNode:
         body["replicas_wanted"] = self.replicas
         return body
 
-    def plan_upload(self, ticket):
-        """The new version's record and its replicas, chosen once the lock is held (the lock
-        brought the majority's newest record)."""
-        fp, existing = ticket.fp, ticket.existing
-        if existing is None or existing.deleted:
-            # A name that was deleted before starts above its tombstone's version.
-            version = existing.version + 1 if existing else 1
-            loc = Location(fp.owner, fp.rel, self.name, None, self.algorithm, 0, version, [],
-                           0.0, stamp=ticket.stamp, coordinator=self.name)
-            wanted = place_replicas(self.peers.running_peers(), self.replicas, self.rng)
-            return UploadPlan(loc, wanted, True)
-        loc = Location(fp.owner, fp.rel, existing.origin, None, self.algorithm, 0,
-                       existing.version + 1, [], 0.0, stamp=ticket.stamp, coordinator=self.name)
-        wanted = [h for h in existing.holders if h != self.name and self.peers.is_running(h)]
-        return UploadPlan(loc, wanted, False)
-
-    def open_pipeline(self, plan, size, expected_digest=None):
-        """Start sending the body of ``plan``'s upload (``size`` bytes) to its replicas as it
-        arrives; None when there is nothing to pipeline (no replica, or an empty body, which
-        would be complete, and committed there, before the origin has it)."""
-        if not plan.targets or not size:
-            return None
-        announced = copy.copy(plan.loc)
-        announced.digest = expected_digest  # None: the replica answers the one it computed
-        return Pipeline(self.client, self.urls, plan.loc.file_path, announced, size,
-                        plan.targets, stall=self.client.timeout, active=self.pipelines)
-
-    async def finish_upload(self, ticket, digest, size, plan=None, piped=None):
+    async def finish_upload(self, ticket, digest, size, plan, piped=None):
         """After the local commit: copy to replicas, publish the record; (record, confirmed).
 
+        ``plan``: the new record and its replicas, chosen under the lock (upload.py).
         ``piped``: {slot: server} of the replicas of ``plan`` that already stored the body
         through the pipeline; the others are copied from disk as before (a fresh file's
         failed replica is replaced by a spare, an existing holder that missed it is stale).
@@ -394,7 +370,6 @@ class StorageNode:
         last, and the client is told so.
         """
         fp, existing = ticket.fp, ticket.existing
-        plan = plan or self.plan_upload(ticket)
         loc, fresh = plan.loc, plan.fresh
         loc.digest, loc.size, loc.modified = digest, size, time.time()
         self.record_copy(fp, loc.version, digest, size)
@@ -540,14 +515,57 @@ class StorageNode:
         if held is not None and held < version:
             self._drop_local(fp)
 
+    def begin_copy(self, fp, algorithm, length=None):
+        """The DiskWriter for a replica copy arriving from a peer (``length``: announced)."""
+        if algorithm not in ALGORITHMS:
+            raise ApiError(f"unknown digest algorithm {algorithm}", code="unsupported_digest")
+        if length is not None:
+            self.store.check_room(length)
+        return self.store.writer(fp, algorithm)
+
+    def give_back_lock(self, fp, token):
+        """A coordinator is done with (or gave up) the lock it took here."""
+        self.locks.release(fp, token)
+
+    def changes_since(self, since, limit):
+        """Records changed here after sequence number ``since``, for a peer catching up."""
+        return {"records": self.locations.changes_since(since, limit),
+                "seq": self.locations.seq, "limit": limit}
+
+    def heartbeat_answer(self, caller, pulled):
+        """This node's state for ``caller``'s heartbeat; ``pulled``: the last of this node's
+        sequence numbers it has applied (tombstones every peer has are purged)."""
+        if self.peers.self_status == OFFLINE:
+            raise Unavailable(f"{self.name} is offline", code="server_offline")
+        if self.quorum is not None:
+            # A node back from a hang learns it was cut off before it answers as running.
+            self.quorum.has()
+        if caller in self.urls:
+            self.pulled_by[caller] = int(pulled)
+        return {"name": self.name, "status": self.peers.self_status,
+                "seq": self.locations.seq, "boot": self.boot, "round": self.peers.round}
+
+    async def answer_challenge(self, challenge, deep, challenger):
+        """A peer checks this node's copies: answered from the disk, in a thread (it may
+        take long). ChallengeRefused for a challenge it may not make."""
+        return await asyncio.to_thread(answer_challenge, self.store, self.locations, challenge,
+                                       deep, challenger)
+
+    def receive_verdict(self, challenger, passed, detail):
+        """A peer's verdict on this node's copies; this node's status after it."""
+        self.peers.receive_verdict(challenger, passed, detail)
+        return self.peers.self_status
+
     def set_admin_state(self, state):
         """Offline: answer nobody (heartbeats included), so the others mark this node down.
-        Back online, it serves again only once its peers have verified its copies."""
+        Back online, it serves again only once its peers have verified its copies. The
+        status that follows."""
         if state == "offline":
             self.peers.set_self(OFFLINE, "taken offline by the administrator")
         elif self.peers.self_status == OFFLINE:
             self.peers.set_self(VERIFYING if self.peers.names else RUNNING,
                                 "put back online by the administrator")
+        return self.peers.self_status
 
     def quorum_changed(self, has, detail):
         """Cut off from the majority: verifying from now on, so that when it rejoins it

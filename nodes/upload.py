@@ -8,6 +8,7 @@ committed before the lock is held; whatever way the upload ends, ``close()`` giv
 it back.
 """
 import asyncio
+import copy
 import logging
 from dataclasses import dataclass
 
@@ -15,6 +16,9 @@ from tornado.ioloop import PeriodicCallback
 
 from securifile.common.errors import ApiError, Forbidden, Unavailable
 
+from .locationmap import Location
+from .pipeline import Pipeline
+from .placement import place_replicas
 from .upload_limits import ProgressWatch
 
 log = logging.getLogger("securifile.http")
@@ -34,6 +38,16 @@ class Stored:
 
     body: dict
     created: bool
+
+
+@dataclass
+class UploadPlan:
+    """What an upload will make, decided under its lock: the new record (its digest and size
+    filled in at the end) and the replicas to copy to, in priority order."""
+
+    loc: Location
+    targets: list
+    fresh: bool  # a new file (or a name deleted before): a failed replica gets a spare
 
 
 class Upload:
@@ -90,7 +104,7 @@ class Upload:
         self.writer = self.node.store.writer(self.fp, self.node.algorithm)
         # The replicas, chosen now that the lock is held, receive the body as it arrives.
         if self.length is not None:
-            self.pipeline = self.node.open_pipeline(self.plan, self.length, self.declared.own)
+            self.pipeline = self._open_pipeline()
         return None
 
     async def _take_lock(self):
@@ -114,8 +128,37 @@ class Upload:
         self.progress = ProgressWatch(node.min_upload_rate)
         self.renewal = PeriodicCallback(self._renew_lock, node.lock_lease * 1000 / 3)
         self.renewal.start()
-        self.plan = node.plan_upload(self.ticket)
+        self.plan = self._plan()
         return None
+
+    def _plan(self):
+        """The new version's record and its replicas, chosen once the lock is held (the lock
+        brought the majority's newest record)."""
+        node, ticket = self.node, self.ticket
+        fp, existing = ticket.fp, ticket.existing
+        if existing is None or existing.deleted:
+            # A name that was deleted before starts above its tombstone's version.
+            version = existing.version + 1 if existing else 1
+            loc = Location(fp.owner, fp.rel, node.name, None, node.algorithm, 0, version, [],
+                           0.0, stamp=ticket.stamp, coordinator=node.name)
+            wanted = place_replicas(node.peers.running_peers(), node.replicas, node.rng)
+            return UploadPlan(loc, wanted, True)
+        loc = Location(fp.owner, fp.rel, existing.origin, None, node.algorithm, 0,
+                       existing.version + 1, [], 0.0, stamp=ticket.stamp, coordinator=node.name)
+        wanted = [h for h in existing.holders if h != node.name and node.peers.is_running(h)]
+        return UploadPlan(loc, wanted, False)
+
+    def _open_pipeline(self):
+        """Start sending the body to the plan's replicas as it arrives; None when there is
+        nothing to pipeline (no replica, or an empty body, which would be complete, and
+        committed there, before the origin has it)."""
+        plan, node = self.plan, self.node
+        if not plan.targets or not self.length:
+            return None
+        announced = copy.copy(plan.loc)
+        announced.digest = self.declared.own  # None: the replica answers the one it computed
+        return Pipeline(node.client, node.urls, plan.loc.file_path, announced, self.length,
+                        plan.targets, stall=node.client.timeout, active=node.pipelines)
 
     def write(self, chunk):
         """Take the next piece of the body; an awaitable when the replicas need the caller to
