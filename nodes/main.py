@@ -6,7 +6,6 @@ import os
 import random
 import signal
 import sys
-import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -95,7 +94,6 @@ def build_node(cfg, name, deep=False):
     quorum.on_change = node.quorum_changed
     node.upload_slots = UploadSlots(cfg.max_uploads_per_user)
     node.min_upload_rate = cfg.min_upload_rate
-    node.boot = uuid.uuid4().hex
     verifier = Verifier(node, cfg.challenge_timeout, retry_delay=cfg.heartbeat_interval)
     authenticator = Authenticator(load_public_key(layout.token_public_key), peer_names, secret)
     reporter = None

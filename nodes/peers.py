@@ -16,6 +16,8 @@ node serves users.
 import logging
 import time
 
+from .observed import observed
+
 RUNNING, DOWN, VERIFYING, FAILED, OFFLINE = "running", "down", "verifying", "failed", "offline"
 log = logging.getLogger("securifile.peers")
 
@@ -38,6 +40,7 @@ class PeerTable:
         self.self_since = now
         self.verdicts = {}  # challenger -> True (passed) / False (failed), for this return
         self.round = 0  # goes up each time this node starts being verified again
+        self.listeners = {}  # method name -> calls to make after it (see observed.py)
 
     @property
     def names(self):
@@ -106,6 +109,7 @@ class PeerTable:
             self._set(name, RUNNING)
         return False  # failed: heartbeats go on; only a return re-opens the question
 
+    @observed
     def record_miss(self, name):
         p = self._peers[name]
         p["misses"] += 1
@@ -114,6 +118,7 @@ class PeerTable:
 
     # -- challenges ------------------------------------------------------------------------
 
+    @observed
     def challenge_done(self, name, passed, detail=""):
         """This node's challenge of ``name`` ended: running if passed, failed otherwise."""
         p = self._peers[name]
@@ -122,6 +127,7 @@ class PeerTable:
         if p["status"] == VERIFYING:
             self._set(name, RUNNING if passed else FAILED, detail)
 
+    @observed
     def challenge_undecided(self, name, detail=""):
         """No verdict yet: ``name`` stays verifying, and its next heartbeat starts another."""
         p = self._peers[name]
@@ -129,6 +135,7 @@ class PeerTable:
             p["ask_again"] = True
             log.warning("challenge of %s: no verdict yet, asked again later %s", name, detail)
 
+    @observed
     def challenge_abandoned(self, name, detail=""):
         """The peer became unreachable during the challenge: down, challenged when it answers."""
         p = self._peers[name]
@@ -137,6 +144,7 @@ class PeerTable:
             p["misses"] = max(p["misses"], self.misses_allowed)
             self._set(name, DOWN, detail)
 
+    @observed
     def receive_verdict(self, challenger, passed, detail=""):
         """A peer's verdict on this node's copies."""
         if challenger not in self._peers:

@@ -24,6 +24,7 @@ from .challenge import answer_challenge, stat_key
 from .contentdigest import DeclaredDigests
 from .locationmap import Location, Replica
 from .locks import LockTable
+from .observed import observed
 from .peerclient import PeerError
 from .peers import DOWN, FAILED, OFFLINE, RUNNING, VERIFYING
 from .placement import place_replicas, serving_holder
@@ -79,6 +80,8 @@ class StorageNode:
         self._background = set()
         self.pipelines = set()  # uploads whose body is being streamed to replicas
         self.quarantined = 0  # bad copies moved aside since start
+        self.boot = uuid.uuid4().hex  # tells peers this process from a restarted one
+        self.listeners = {}  # method name -> calls to make after it (see observed.py)
 
     def log_access(self, user, op, path, result, size=None):
         """One line in the audit log for a user's file access; never fails the request."""
@@ -277,6 +280,7 @@ class StorageNode:
 
     # -- publishing records ----------------------------------------------------------------
 
+    @observed
     async def publish(self, locs, ticket=None):
         """Apply ``locs`` here and send them to every reachable peer, releasing ``ticket``'s
         lock there with them. True when a majority (this node included) stores them."""
@@ -386,6 +390,7 @@ class StorageNode:
         self.check_held(ticket)
         return loc, await self.publish([loc], ticket)
 
+    @observed
     async def _replicate(self, fp, loc, wanted, fresh, piped=None):
         """Copy to each wanted server concurrently (those in ``piped`` have it already); a
         fresh file replaces a failed target."""

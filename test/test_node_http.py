@@ -8,7 +8,7 @@ import json
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from securifile.common.auth import Authenticator
+from securifile.common.auth import PEER_SECRET_HEADER, Authenticator
 from securifile.common.errors import Forbidden
 from securifile.common.paths import FilePath
 from securifile.nodes.http import load_openapi, make_app
@@ -17,6 +17,7 @@ from .memory_cluster import MemoryCluster, bearer, token_keys
 
 KEYS = token_keys()
 MAX_BODY = 1000
+SECRET = "cluster-secret"  # what nodes show each other without TLS
 
 
 class SharedAuthoriser:
@@ -37,7 +38,7 @@ def cluster(tmp_path):
 
 @pytest.fixture
 def app(cluster):
-    return make_app(cluster.nodes["n1"], Authenticator(KEYS[1], list(cluster.nodes)),
+    return make_app(cluster.nodes["n1"], Authenticator(KEYS[1], list(cluster.nodes), SECRET),
                     SharedAuthoriser(), tls=False, max_body_bytes=MAX_BODY, read_chunk=4,
                     openapi=load_openapi())
 
@@ -152,3 +153,47 @@ async def test_a_node_without_a_majority_serves_nobody(http_client, base_url, cl
     cluster.nodes["n1"].peers.set_self("offline", "taken offline by the test")
     r = await call(http_client, base_url, "GET", "alice/x.txt")
     assert r.code == 503 and error_code(r) == "server_not_running"
+
+
+async def peer_call(http_client, base_url, method, path, payload=None, peer="n2"):
+    headers = {PEER_SECRET_HEADER: SECRET, "X-SecuriFile-Node": peer,
+               "Content-Type": "application/json"}
+    try:
+        return await http_client.fetch(f"{base_url}/peer/{path}", method=method, headers=headers,
+                                       body=None if payload is None else json.dumps(payload))
+    except HTTPClientError as e:
+        return e.response
+
+
+@pytest.mark.gen_test
+async def test_a_lock_a_peer_takes_here_refuses_users_until_given_back(http_client, base_url,
+                                                                         cluster):
+    lock = {"owner": "alice", "path": "p.txt", "holder": "bob", "token": "t1", "lease": 30}
+    r = await peer_call(http_client, base_url, "POST", "locks", lock)
+    assert r.code == 200 and json.loads(r.body)["stamp"] == 1
+    r = await call(http_client, base_url, "PUT", "alice/p.txt", body=b"x")
+    assert r.code == 423 and json.loads(r.body)["error"]["node"] == "n2"
+    r = await peer_call(http_client, base_url, "POST", "locks", {**lock, "release": True})
+    assert r.code == 200
+    assert (await call(http_client, base_url, "PUT", "alice/p.txt", body=b"x")).code == 201
+    r = await peer_call(http_client, base_url, "GET", "locations?since=0")
+    assert [rec["path"] for rec in json.loads(r.body)["records"]] == ["p.txt"]
+
+
+@pytest.mark.gen_test
+async def test_peer_routes_answer_nodes_only_and_an_offline_node_no_heartbeat(
+        http_client, base_url, cluster):
+    r = await peer_call(http_client, base_url, "POST", "heartbeat", {"from": "n2", "pulled": 4})
+    assert r.code == 200 and json.loads(r.body)["status"] == "running"
+    assert cluster.nodes["n1"].pulled_by == {"n2": 4}
+    try:
+        await http_client.fetch(f"{base_url}/peer/heartbeat", method="POST", body="{}",
+                                headers=bearer(KEYS[0], "alice"))
+        raise AssertionError("a user reached a peer route")
+    except HTTPClientError as e:
+        assert e.code == 403 and error_code(e.response) == "not_a_node"
+    r = await peer_call(http_client, base_url, "POST", "admin/state", {"state": "offline"})
+    assert r.code == 403 and error_code(r) == "not_the_admin"
+    cluster.nodes["n1"].set_admin_state("offline")
+    r = await peer_call(http_client, base_url, "POST", "heartbeat", {"from": "n2"})
+    assert r.code == 503 and error_code(r) == "server_offline"

@@ -8,6 +8,8 @@ import pytest
 from securifile.common.errors import ApiError, Forbidden, Locked
 from securifile.common.paths import FilePath
 from securifile.nodes.diskfile import InsufficientStorage
+from securifile.nodes.metrics import NodeMetrics
+from securifile.nodes.observed import listen
 from securifile.nodes.upload import Redirect, Stored, Upload
 from securifile.nodes.upload_limits import TooManyUploads
 
@@ -216,3 +218,18 @@ def test_an_upload_closed_during_its_lock_round_gives_the_lock_back(cluster):
 
     up = run(scenario())
     assert up.ticket is None and no_locks_anywhere(cluster, fp)
+
+
+def test_the_metrics_hear_of_replication_broadcasts_and_misses(cluster):
+    n1 = cluster.nodes["n1"]
+    metrics = NodeMetrics(n1)
+    sample = metrics.registry.get_sample_value
+    run(upload(n1, FilePath("alice", "m.txt"), "alice", b"counted"))
+    assert sample("securifile_record_broadcasts_total", {"confirmed": "true"}) == 1
+    assert sample("securifile_replication_duration_seconds_count") == 1
+    assert sample("securifile_replications_short_total") == 0
+    n1.peers.record_miss("n2")
+    assert sample("securifile_heartbeat_misses_total", {"peer": "n2"}) == 1
+    # A method nobody marked cannot be listened to: a renamed one fails loudly.
+    with pytest.raises(AttributeError):
+        listen(n1, "route_read", lambda *_: None)
