@@ -22,13 +22,13 @@ from securifile.common.syslog import access_event
 
 from .challenge import answer_challenge, stat_key
 from .contentdigest import DeclaredDigests
+from .download import Download
 from .locationmap import Location, Replica
 from .locks import LockTable
 from .observed import observed
 from .peerclient import PeerError
 from .peers import DOWN, FAILED, OFFLINE, RUNNING, VERIFYING
-from .placement import place_replicas, serving_holder
-from .download import Download
+from .placement import place_replicas, serving_holder, under_replicated
 from .upload import Redirect, Upload
 from .upload_limits import UploadSlots
 
@@ -46,11 +46,6 @@ class Ticket:
     granted: list  # the peers that granted it (this node not included)
     existing: object = None  # the file's newest record known to the majority (may be a tombstone)
     renewed: float = field(default_factory=time.monotonic)
-
-
-def under_replicated(loc, replicas):
-    """Fewer current copies than the origin and ``replicas`` replicas."""
-    return not loc.deleted and len(loc.current_holders) < replicas + 1
 
 
 class StorageNode:
