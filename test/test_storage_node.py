@@ -44,6 +44,26 @@ async def upload(node, fp, user, data, body_first=False):
         up.close()
 
 
+def refusal(node, fp, user, body=b"abc", **options):
+    """The ApiError an upload of ``body`` ends with (at start or at finish), once the upload
+    is closed and the peers' unlocks have run."""
+    async def attempt():
+        up = node.begin_upload(fp, user, len(body), **options)
+        try:
+            if await up.start() is None:
+                up.write(body)
+                await up.finish()
+        except ApiError as e:
+            return e
+        finally:
+            up.close()
+            for _ in range(3):
+                await asyncio.sleep(0)
+        raise AssertionError(f"the upload of {fp} by {user} was not refused")
+
+    return run(attempt())
+
+
 @pytest.mark.parametrize("body_first", [False, True])
 def test_an_upload_is_stored_here_and_on_its_replica_and_frees_the_lock(cluster, body_first):
     n1 = cluster.nodes["n1"]
@@ -96,35 +116,15 @@ def test_a_lock_held_only_on_a_peer_refuses_the_upload_at_lock_time(cluster):
     cluster.nodes["n2"].locks.acquire(fp, "bob", "n2", "other-token", 30)
     cluster.nodes["n3"].locks.acquire(fp, "bob", "n2", "other-token", 30)
     n1 = cluster.nodes["n1"]
-
-    async def scenario():
-        up = n1.begin_upload(fp, "alice", 3)
-        try:
-            with pytest.raises(Locked):
-                await up.start()
-        finally:
-            up.close()
-
-    run(scenario())
+    assert isinstance(refusal(n1, fp, "alice"), Locked)
     assert n1.locks.held(fp) is None and n1.upload_slots._busy == {}
 
 
 def test_only_the_owner_creates_a_file_and_the_refusal_gives_everything_back(cluster):
     n1 = cluster.nodes["n1"]
     fp = FilePath("alice", "new.txt")
-
-    async def scenario():
-        up = n1.begin_upload(fp, "bob", 3)
-        try:
-            with pytest.raises(Forbidden) as refused:
-                await up.start()
-            return refused.value
-        finally:
-            up.close()
-            await asyncio.sleep(0)
-
-    err = run(scenario())
-    assert err.status == 403 and err.code == "forbidden"
+    err = refusal(n1, fp, "bob")
+    assert isinstance(err, Forbidden) and err.status == 403 and err.code == "forbidden"
     assert no_locks_anywhere(cluster, fp) and n1.upload_slots._busy == {}
     # Once the file exists, someone else (the authoriser let them) may change it.
     run(upload(n1, fp, "alice", b"v1"))
@@ -161,20 +161,7 @@ def test_a_declared_digest_that_does_not_match_commits_nothing(cluster):
     fp = FilePath("alice", "d.txt")
     # The SHA-256 of b"other", declared for b"hello".
     declared = "sha-256=:2SmKENGwc1g33EvYXaxkGw887yekfl1TpU8vP1svz/o=:"
-
-    async def scenario():
-        up = n1.begin_upload(fp, "alice", 5, content_digest=declared)
-        try:
-            await up.start()
-            up.write(b"hello")
-            with pytest.raises(ApiError) as mismatch:
-                await up.finish()
-            return mismatch.value
-        finally:
-            up.close()
-            await asyncio.sleep(0)
-
-    err = run(scenario())
+    err = refusal(n1, fp, "alice", b"hello", content_digest=declared)
     assert err.code == "digest_mismatch"
     assert n1.locations.get(fp) is None and not n1.store.path_for(fp).exists()
     assert no_locks_anywhere(cluster, fp)
