@@ -14,7 +14,7 @@ from securifile.common.digests import repr_digest
 from securifile.common.errors import ApiError, Unavailable
 from securifile.common.limits import allow_streamed_body
 from securifile.common.metrics import MetricsHandler
-from securifile.common.paths import parse_path
+from securifile.common.paths import file_url, parse_path
 from securifile.common.ranges import RangeNotSatisfiable, parse_range
 from securifile.common.web import PUBLIC, USER, NotFoundHandler, request_logger
 
@@ -30,10 +30,6 @@ from .upload import Redirect
 SMALL_BODY = 1 << 20
 
 
-def files_url(base, fp):
-    return f"{base}/files/{quote(fp.owner, safe='')}/{quote(fp.rel, safe='/')}"
-
-
 class UserHandler(NodeHandler):
     """Shared by the user-facing handlers: a node that is not running serves nobody."""
 
@@ -46,7 +42,7 @@ class UserHandler(NodeHandler):
 
     def redirect_to(self, target, fp):
         """307 to the holder ``target``, naming it in the URL so that it serves at once."""
-        url = files_url(self.node.urls[target], fp) + "?holder=" + quote(target)
+        url = file_url(fp, self.node.urls[target]) + "?holder=" + quote(target)
         self.set_header("Location", url)
         self.send_json({"redirect": url, "file": fp.full}, status=307)
 
