@@ -351,13 +351,6 @@ class StorageNode:
         declared = DeclaredDigests.from_header(content_digest, self.algorithm)
         return Upload(self, fp, user, length, declared, sent_here, avoid, cut_off)
 
-    def describe_upload(self, loc):
-        """The answer to a stored upload: its record and how far it is replicated."""
-        body = loc.to_json()
-        body["under_replicated"] = under_replicated(loc, self.replicas)
-        body["replicas_wanted"] = self.replicas
-        return body
-
     async def finish_upload(self, ticket, digest, size, plan, piped=None):
         """After the local commit: copy to replicas, publish the record; (record, confirmed).
 

@@ -18,7 +18,7 @@ from securifile.common.errors import ApiError, Forbidden, Unavailable
 
 from .locationmap import Location
 from .pipeline import Pipeline
-from .placement import place_replicas
+from .placement import place_replicas, under_replicated
 from .upload_limits import ProgressWatch
 
 log = logging.getLogger("securifile.http")
@@ -217,7 +217,11 @@ class Upload:
         if not confirmed:
             raise Unavailable(f"{self.fp.full} was stored on {node.name} but no majority "
                               "confirmed its record: it may or may not last", code="no_quorum")
-        return Stored(node.describe_upload(loc), self.existing is None)
+        # The answer: the record, and how far it is replicated.
+        body = loc.to_json()
+        body["under_replicated"] = under_replicated(loc, node.replicas)
+        body["replicas_wanted"] = node.replicas
+        return Stored(body, self.existing is None)
 
     async def _renew_lock(self):
         if self.ticket is None:
