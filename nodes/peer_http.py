@@ -84,7 +84,7 @@ class LocationsHandler(NodeHandler):
     def post(self):
         body = self.json_body()
         records = body.get("records", [])
-        self.node.apply_locations(records, body.get("release", ()))
+        self.node.receive_locations(self.principal.name, records, body.get("release", ()))
         self.send_json({"applied": len(records)})
 
 
@@ -110,7 +110,8 @@ class ReplicaHandler(NodeHandler):
             algorithm = h.get("X-SecuriFile-Algorithm", self.node.algorithm)
             length = h.get("Content-Length")
             self.writer = self.node.begin_copy(
-                self.fp, algorithm, int(length) if length and length.isdigit() else None)
+                self.fp, algorithm, self.principal.name,
+                int(length) if length and length.isdigit() else None)
             allow_streamed_body(self.request, self.max_body_bytes)
 
     def data_received(self, chunk):
@@ -134,6 +135,7 @@ class ReplicaHandler(NodeHandler):
         self.send_json({"server": self.node.name, "digest": digest, "size": self.writer.size})
 
     def delete(self, _path):
+        self.node.check_copy_sender(self.fp, self.principal.name)
         self.node.delete_copy(self.fp, int(self.get_query_argument("version")))
         self.set_status(204)
         self.finish()
