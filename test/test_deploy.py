@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ from .netns import ADMIN_ADDRESS, NetnsCluster, lab_or_skip, server_address
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES, UNITS = REPO / "scripts" / "deploy", REPO / "scripts" / "systemd"
 NODE_UNIT, ADMIN_UNIT = UNITS / "securifile-node@.service", UNITS / "securifile-admin.service"
-VENV = Path(os.environ.get("VIRTUAL_ENV") or REPO / ".venv")
+VENV = Path(sys.prefix)  # the venv running the tests stands in for /opt/securifile/venv
 CONFIG = "/etc/securifile/securifile.toml"
 CERTS = "/etc/securifile/certs"
 BIN = "/opt/securifile/venv/bin"
