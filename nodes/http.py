@@ -418,9 +418,13 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
     files = dict(deps, authoriser=authoriser, max_body_bytes=max_body_bytes, read_chunk=read_chunk,
                  verify_reads=verify_reads)
     metrics = NodeMetrics(node)
+    # Imported here: its handlers build on NodeHandler above.
+    from .resumable_http import UploadCreationHandler, UploadHandler
     return tornado.web.Application(
         [
             (r"/files/(.+)", FileHandler, files),
+            (r"/uploads/([A-Za-z0-9_-]+)", UploadHandler, files),
+            (r"/uploads/(.+/.+)", UploadCreationHandler, files),
             (r"/status", StatusHandler, dict(deps, tls=tls)),
             (r"/api/v1/openapi.json", OpenApiHandler, dict(deps, openapi=openapi)),
             (r"/peer/heartbeat", HeartbeatHandler, deps),

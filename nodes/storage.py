@@ -355,14 +355,16 @@ class StorageNode:
         return Pipeline(self.client, self.urls, plan.loc.file_path, announced, size,
                         plan.targets, stall=self.client.timeout, active=self.pipelines)
 
-    async def finish_upload(self, ticket, digest, size, plan=None, piped=None):
+    async def finish_upload(self, ticket, digest, size, plan=None, piped=None,
+                            before_publish=None):
         """After the local commit: copy to replicas, publish the record; (record, confirmed).
 
         ``piped``: {slot: server} of the replicas of ``plan`` that already stored the body
         through the pipeline; the others are copied from disk as before (a fresh file's
         failed replica is replaced by a spare, an existing holder that missed it is stale).
         ``confirmed`` is False when no majority stored the record: the change may or may not
-        last, and the client is told so.
+        last, and the client is told so. ``before_publish`` is awaited once the copies are
+        made (a caller renewing the lock meanwhile stops there).
         """
         fp, existing = ticket.fp, ticket.existing
         plan = plan or self.plan_upload(ticket)
@@ -379,6 +381,8 @@ class StorageNode:
             loc.replicas = list(existing.replicas)
             current = set(confirmed) | {self.name}
             loc.stale = [h for h in existing.holders if h not in current]
+        if before_publish is not None:
+            await before_publish()
         self.check_held(ticket)
         return loc, await self.publish([loc], ticket)
 

@@ -1,0 +1,233 @@
+"""Probe tests of resumable uploads (draft-ietf-httpbis-resumable-upload) on real processes:
+connections broken mid-body, a node restarted between parts, a second writer meanwhile,
+another user, the sweep of expired uploads, whole-file digests; the bytes checked on disk
+on every holder."""
+import base64
+import hashlib
+import os
+import socket
+from urllib.parse import quote, urlsplit
+
+import pytest
+
+from .helpers import AdminApi, Api, disk_copy, wait_for
+from .test_faults import VERIFY, settled, view
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest_field(token, data, algorithm="sha256"):
+    return f"{token}=:{base64.b64encode(hashlib.new(algorithm, data).digest()).decode()}:"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from .clusters import start_cluster
+    from .test_faults import BEATS
+    c = start_cluster(tmp_path_factory, "resumable", servers=3, replicas=1, **BEATS)
+    try:
+        wait_for(lambda: all(view(c, o, p) == "running" for o in c.names for p in c.names),
+                 VERIFY, what="every node to see every node running")
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def api(cluster):
+    return Api(cluster)
+
+
+def create(api, node, path, length=None, headers=None, body=b"", complete=False):
+    h = {"Upload-Complete": "?1" if complete else "?0", **(headers or {})}
+    if length is not None:
+        h["Upload-Length"] = str(length)
+    return api.request(node, "POST", "/uploads/" + quote(path, safe="/"), body=body,
+                       headers=h, raw_path=True)
+
+
+def upload_path(r):
+    assert r.status == 201, r
+    return urlsplit(r.headers["Location"]).path
+
+
+def append(api, node, where, offset, data, complete, headers=None):
+    h = {"Upload-Offset": str(offset), "Upload-Complete": "?1" if complete else "?0",
+         "Content-Type": "application/partial-upload", **(headers or {})}
+    return api.request(node, "PATCH", where, body=data, headers=h, raw_path=True)
+
+
+def offset_of(api, node, where):
+    r = api.request(node, "HEAD", where, raw_path=True)
+    assert r.status == 204, r
+    assert r.headers["Cache-Control"] == "no-store"
+    return int(r.headers["Upload-Offset"]), r.headers["Upload-Complete"] == "?1"
+
+
+class HalfAppend:
+    """A PATCH that sends ``sent`` of the ``length`` bytes it announced and then goes away
+    (the client side closes the connection), as a broken link or a killed client does."""
+
+    def __init__(self, api, node, where, offset, length, complete=True):
+        u = urlsplit(api.cluster.url(node))
+        raw = socket.create_connection((u.hostname, u.port), timeout=20)
+        self.sock = api.ctx.wrap_socket(raw, server_hostname=u.hostname) if api.ctx else raw
+        auth = f"Authorization: Bearer {api.token}\r\n" if api.token else ""
+        self.sock.sendall((f"PATCH {where} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\n"
+                           f"Content-Length: {length}\r\nUpload-Offset: {offset}\r\n"
+                           f"Upload-Complete: {'?1' if complete else '?0'}\r\n"
+                           f"Content-Type: application/partial-upload\r\n{auth}\r\n").encode())
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def close(self):
+        self.sock.close()
+
+
+def holders_have(cluster, api, node, path, data):
+    """The record names the holders; each has exactly ``data`` on disk."""
+    r = api.follow(node, "GET", path)[1]
+    assert r.status == 200 and r.body == data, r
+    record = [f for f in api.get(node, path.rsplit("/", 1)[0] + "/").json()["files"]
+              if f["path"] == path.split("/", 1)[1]][0]
+    holders = [record["origin"]] + [rep["server"] for rep in record["replicas"]]
+    assert len(holders) == 2, record
+    for h in holders:
+        assert disk_copy(cluster, h, *path.split("/", 1)).read_bytes() == data, h
+    return record
+
+
+def test_parts_make_one_file_invisible_until_complete_then_replicated(cluster, api):
+    data = os.urandom(300_000)
+    where = upload_path(create(api, "node1", "alice/res/parts.bin", len(data),
+                               headers={"Repr-Digest": digest_field("sha-256", data)}))
+    assert offset_of(api, "node1", where) == (0, False)
+    r = append(api, "node1", where, 0, data[:100_000], False)
+    assert r.status == 204 and r.headers["Upload-Offset"] == "100000", r
+    # Readers see nothing of it: no file, not in the listing, on any node.
+    for node in cluster.names:
+        assert api.follow(node, "GET", "alice/res/parts.bin")[1].status == 404
+        assert api.get(node, "alice/res/").status in (200, 404)
+    # A wrong offset is refused with the right one.
+    r = append(api, "node1", where, 5, b"x", False)
+    assert r.status == 409 and r.headers["Upload-Offset"] == "100000", r
+    assert r.json()["error"]["code"] == "mismatching_upload_offset"
+    r = append(api, "node1", where, 100_000, data[100_000:], True)
+    assert r.status == 201 and r.headers["Upload-Complete"] == "?1", r
+    assert r.json()["digest"] == sha(data) and r.json()["size"] == len(data)
+    holders_have(cluster, api, "node1", "alice/res/parts.bin", data)
+    # The answer was lost? HEAD says it is done; another append is refused.
+    assert offset_of(api, "node1", where) == (len(data), True)
+    assert append(api, "node1", where, len(data), b"", True).status == 400
+
+
+def test_a_broken_connection_keeps_what_arrived_and_the_upload_resumes(cluster, api):
+    data = os.urandom(3 << 20)
+    where = upload_path(create(api, "node2", "alice/res/broken.bin"))
+    half = HalfAppend(api, "node2", where, 0, len(data))
+    half.send(data[:2 << 20])
+    # The lock is held while the bytes flow: another writer is refused meanwhile.
+    assert wait_for(lambda: api.put("node3", "alice/res/broken.bin", b"other").status == 423,
+                    20, what="the flowing upload to hold the lock")
+    half.close()
+    offset = wait_for(lambda: (lambda o: o[0] or None)(offset_of(api, "node2", where)), 20,
+                      what="the offset of the broken append")
+    assert 0 < offset <= 2 << 20
+    r = append(api, "node2", where, offset, data[offset:], True)
+    assert r.status == 201, r
+    holders_have(cluster, api, "node2", "alice/res/broken.bin", data)
+
+
+def test_an_upload_survives_a_restart_of_its_node(cluster, api):
+    data = os.urandom(1 << 20)
+    where = upload_path(create(api, "node3", "alice/res/restart.bin", len(data)))
+    assert append(api, "node3", where, 0, data[:400_000], False).status == 204
+    cluster.kill("node3")
+    cluster.restart("node3")
+    wait_for(lambda: all(view(cluster, o, "node3") == "running" for o in cluster.names),
+             VERIFY, what="node3 back and verified")
+    assert offset_of(api, "node3", where) == (400_000, False)
+    r = append(api, "node3", where, 400_000, data[400_000:], True)
+    assert r.status == 201, r
+    holders_have(cluster, api, "node3", "alice/res/restart.bin", data)
+
+
+def test_a_version_written_meanwhile_refuses_the_resume(cluster, api):
+    where = upload_path(create(api, "node1", "alice/res/raced.bin"))
+    assert append(api, "node1", where, 0, b"a" * 1000, False).status == 204
+    # Between requests the file is not locked: another writer gets through.
+    assert api.follow("node2", "PUT", "alice/res/raced.bin", body=b"theirs")[1].status == 201
+    r = append(api, "node1", where, 1000, b"b" * 1000, True)
+    assert r.status == 412 and r.json()["error"]["code"] == "upload_outdated", r
+    assert api.request("node1", "HEAD", where, raw_path=True).status == 404
+    assert api.follow("node1", "GET", "alice/res/raced.bin")[1].body == b"theirs"
+
+
+def test_only_its_creator_sees_appends_to_or_cancels_an_upload(cluster, api):
+    admin = AdminApi(cluster)
+    admin.add_user("bob")
+    bob = admin.as_user("bob").node_api()
+    where = upload_path(create(api, "node1", "alice/res/private.bin"))
+    assert append(api, "node1", where, 0, b"mine", False).status == 204
+    assert bob.request("node1", "HEAD", where, raw_path=True).status == 404
+    assert append(bob, "node1", where, 4, b"theirs", True).status == 404
+    assert bob.request("node1", "DELETE", where, raw_path=True).status == 404
+    assert offset_of(api, "node1", where) == (4, False)
+    # Nor can bob start one in alice's namespace.
+    assert create(bob, "node1", "alice/res/bobs.bin").status == 403
+    assert api.request("node1", "DELETE", where, raw_path=True).status == 204
+    assert api.request("node1", "HEAD", where, raw_path=True).status == 404
+
+
+def test_the_whole_file_digest_is_checked_in_any_algorithm(cluster, api):
+    data = os.urandom(200_000)
+    good = digest_field("sha-512", data, "sha512")
+    where = upload_path(create(api, "node2", "alice/res/digest.bin",
+                               headers={"Repr-Digest": good}))
+    assert append(api, "node2", where, 0, data[:50_000], False).status == 204
+    r = append(api, "node2", where, 50_000, data[50_000:], True)
+    assert r.status == 201, r
+    wrong = digest_field("sha-256", data + b"!")
+    where = upload_path(create(api, "node2", "alice/res/digest2.bin",
+                               headers={"Repr-Digest": wrong}))
+    assert append(api, "node2", where, 0, data[:50_000], False).status == 204
+    r = append(api, "node2", where, 50_000, data[50_000:], True)
+    assert r.status == 400 and r.json()["error"]["code"] == "digest_mismatch", r
+    assert api.follow("node2", "GET", "alice/res/digest2.bin")[1].status == 404
+    assert api.request("node2", "HEAD", where, raw_path=True).status == 404
+    # A part's own Content-Digest: a wrong one drops that part only.
+    where = upload_path(create(api, "node2", "alice/res/digest3.bin"))
+    r = append(api, "node2", where, 0, b"abc", False,
+               headers={"Content-Digest": digest_field("sha-256", b"abd")})
+    assert r.status == 400 and r.json()["error"]["code"] == "digest_mismatch", r
+    assert offset_of(api, "node2", where) == (0, False)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """One node, partial uploads expiring after 3.6 s, two per user."""
+    from .clusters import start_cluster
+    c = start_cluster(tmp_path_factory, "resumable1", servers=1, replicas=0,
+                      partial_upload_hours=0.001, max_partial_uploads_per_user=2)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def test_an_expired_upload_is_swept_and_a_user_has_few_open(single):
+    api = Api(single)
+    first = upload_path(create(api, "node1", "alice/sweep/a.bin"))
+    assert append(api, "node1", first, 0, b"x" * 1000, False).status == 204
+    upload_path(create(api, "node1", "alice/sweep/b.bin"))
+    r = create(api, "node1", "alice/sweep/c.bin")
+    assert r.status == 429 and r.json()["error"]["code"] == "too_many_partial_uploads", r
+    partial = single.cfg.node_data_dir("node1") / "partial"
+    assert len(list(partial.glob("*.data"))) == 2
+    wait_for(lambda: not list(partial.iterdir()), 30, interval=0.2,
+             what="the expired uploads to be swept")
+    assert api.request("node1", "HEAD", first, raw_path=True).status == 404
+    upload_path(create(api, "node1", "alice/sweep/c.bin"))
