@@ -21,6 +21,9 @@ from securifile.common.client import (
     Client, ClientError, ClientSettings, FileNotFound, LocalFileError, LoginFolder, ServerError,
     parse_remote, read_token_file,
 )
+from securifile.common.resumable_client import (
+    ResumableUploads, UploadState, continue_download, default_state_dir,
+)
 from . import control, login
 from .output import UsageError, human_size, when
 from .progress import TransferProgress
@@ -79,11 +82,18 @@ def build_parser():
     p.add_argument("remote", metavar="REMOTE",
                    help="owner/path; for a folder LOCAL, its files go under REMOTE/")
     p.add_argument("--json", action="store_true", help="print the servers' records as JSON")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="start an interrupted upload over instead of resuming it (files of "
+                        "4 MiB or more resume by default, after a broken connection or when "
+                        "the same command is run again)")
 
     p = command("get", "download a file, or a folder (owner/dir/) recursively")
     p.add_argument("remote", metavar="REMOTE", help="owner/path, or owner/dir/ for a folder")
     p.add_argument("local", metavar="LOCAL", nargs="?", default=".",
                    help="target file or folder (default: current folder; '-' for stdout)")
+    p.add_argument("-c", "--continue", dest="resume", action="store_true",
+                   help="keep the bytes a partial LOCAL file holds and fetch only the rest "
+                        "(Range); the whole file's digest is checked at the end")
 
     p = command("rm", "delete a file (owner only)")
     p.add_argument("remote", metavar="REMOTE")
@@ -253,6 +263,13 @@ class Commands:
                          f"v{record.get('version')}  origin {record.get('origin')}  "
                          f"replicas {_replicas(record)}{state}")
 
+        state_dir = default_state_dir()
+        if state_dir is not None:
+            self.client.resumable = ResumableUploads(
+                self.client, UploadState(state_dir), resume=args.resume,
+                on_resume=lambda offset, size: print(
+                    f"{PROG}: resuming the upload at {human_size(offset)} of "
+                    f"{human_size(size)} ({offset} bytes there)", file=self.err, flush=True))
         with self.progress(f"put {args.remote}") as bar:
             self.client.put_tree(args.local, args.remote, progress=bar, on_file=done)
         if args.json:
@@ -273,7 +290,13 @@ class Commands:
             target = target / parse_remote(remote).segments[-1]
         try:
             with self.progress(f"get {remote}") as bar:
-                info = self.client.get(remote, target, progress=bar)
+                if args.resume:
+                    info = continue_download(self.client, remote, target, progress=bar)
+                    if info["continued_from"]:
+                        print(f"{PROG}: continued {target} from byte {info['continued_from']}",
+                              file=self.err, flush=True)
+                else:
+                    info = self.client.get(remote, target, progress=bar)
         except FileNotFound:
             # owner/dir without the slash: fetch the folder if there is one
             if self.client.list(remote):

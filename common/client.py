@@ -436,20 +436,22 @@ class ServerSelector:
 class _FileBody:
     """A request body read from a local file in chunks; re-readable for a retry."""
 
-    def __init__(self, path, size, chunk_size, progress=None, cancel=None):
+    def __init__(self, path, size, chunk_size, progress=None, cancel=None, start=0):
         self.path, self.size, self.chunk_size = path, size, chunk_size
         self.progress, self.cancel = progress, cancel
+        self.start = start  # the first byte sent (a resumed upload); progress counts from it
 
     def send(self, conn):
         buf = bytearray(min(self.chunk_size, max(self.size, 1)))
         view = memoryview(buf)
         done = 0
-        _report(self.progress, 0, self.size)
+        _report(self.progress, self.start, self.start + self.size)
         try:
             f = open(self.path, "rb")
         except OSError as e:
             raise LocalFileError(f"cannot read {self.path}: {e.strerror or e}") from e
         with f:
+            f.seek(self.start)
             while done < self.size:
                 _check_cancel(self.cancel)
                 want = min(len(buf), self.size - done)
@@ -461,7 +463,7 @@ class _FileBody:
                     raise LocalFileError(f"{self.path} shrank while it was being uploaded")
                 conn.send(view[:n])
                 done += n
-                _report(self.progress, done, self.size)
+                _report(self.progress, self.start + done, self.start + self.size)
 
 
 class _BytesBody:
@@ -915,6 +917,8 @@ class Client:
         self.server_list_ttl = server_list_ttl
         self._next_refresh = clock()
         self._refresh_lock = threading.Lock()
+        # A resumable_client.ResumableUploads: put() then survives broken connections.
+        self.resumable = None
 
     @classmethod
     def from_settings(cls, settings, **kwargs):
@@ -1024,6 +1028,8 @@ class Client:
             hexdigest = _file_digest(local, UPLOAD_ALGORITHM, self.chunk_size, cancel)
         except OSError as e:
             raise LocalFileError(f"cannot read {local}: {e.strerror or e}") from e
+        if self.resumable is not None:
+            return self.resumable.put(fp, local, st, hexdigest, progress, cancel)
         body = _FileBody(local, st.st_size, self.chunk_size, progress, cancel)
         return self._put(fp, body, hexdigest)
 
@@ -1043,17 +1049,24 @@ class Client:
             raise DigestMismatch(fp.full, UPLOAD_ALGORITHM, hexdigest, record["digest"])
         return record
 
-    def download(self, remote, out, *, progress=None, cancel=None, restarted=False):
+    def download(self, remote, out, *, progress=None, cancel=None, restarted=False,
+                 resume=None):
         """Stream ``owner/path`` into the writable binary file ``out``; returns what was read.
 
         The bytes are checked against ``Repr-Digest``. If the holder dies mid-transfer the
         rest is fetched with ``Range`` from the next holder (from the start if ``out`` is
-        seekable and the server cannot resume).
+        seekable and the server cannot resume). ``resume``: ``out`` holds the first
+        ``done`` bytes already (dict of done, etag, algorithm, expected digest and the hasher
+        over those bytes, see ``resumable_client.continue_download``).
         """
         fp = parse_remote(remote)
         path = file_url_path(fp)
         done, etag, hasher, expected, total = 0, None, None, None, None
         algorithm, info = None, {}
+        if resume:
+            done, etag, hasher = resume["done"], resume["etag"], resume["hasher"]
+            algorithm, expected = resume["algorithm"], resume["expected"]
+            info = {"owner": fp.owner, "path": fp.rel, "etag": etag}
         failures = 0
         while True:
             headers = {}
@@ -1098,10 +1111,11 @@ class Client:
             break
         actual = hasher.hexdigest() if hasher else None
         if expected is not None and actual != expected:
-            if failures and not restarted:
+            if (failures or resume) and not restarted:
                 # A transfer that broke off and resumed elsewhere: the part read before the
                 # break may have come from a bad copy (a node breaks a read off when its copy
-                # fails the digest). Read the whole file once more from the start.
+                # fails the digest); or the partial local file was of other bytes. Read the
+                # whole file once more from the start.
                 return self.download(remote, _emptied(out, fp.full), progress=progress,
                                      cancel=cancel, restarted=True)
             raise DigestMismatch(fp.full, algorithm, expected, actual)

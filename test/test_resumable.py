@@ -231,3 +231,102 @@ def test_an_expired_upload_is_swept_and_a_user_has_few_open(single):
              what="the expired uploads to be swept")
     assert api.request("node1", "HEAD", first, raw_path=True).status == 404
     upload_path(create(api, "node1", "alice/sweep/c.bin"))
+
+
+# -- the command-line client ------------------------------------------------------------------
+
+import re  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+CLI = Path(sys.executable).parent / "securifile"
+
+
+def cli_command(cluster, *args):
+    return [str(CLI), "--cluster", str(cluster.data_dir / "cluster.json"), "--no-progress",
+            *map(str, args)]
+
+
+def cli_env(home):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SECURIFILE_", "XDG_"))}
+    return dict(env, HOME=str(home))
+
+
+def partial_sizes(cluster):
+    return [p.stat().st_size for n in cluster.names
+            for p in (cluster.cfg.node_data_dir(n) / "partial").glob("*.data")]
+
+
+def test_put_killed_mid_transfer_resumes_on_a_rerun(cluster, api, tmp_path):
+    data = os.urandom(64 << 20)
+    local = tmp_path / "big.bin"
+    local.write_bytes(data)
+    env = cli_env(tmp_path)
+    proc = subprocess.Popen(cli_command(cluster, "put", local, "alice/res/big.bin"), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: any(s >= 4 << 20 for s in partial_sizes(cluster)), 60, interval=0.01,
+                 what="the upload to be under way")
+        proc.send_signal(signal.SIGSTOP)  # then killed: no goodbye to the node
+        proc.kill()
+    finally:
+        proc.kill()
+        proc.wait(10)
+    got = wait_for(lambda: [s for s in partial_sizes(cluster) if s], 20,
+                   what="the node to keep what arrived")
+    assert 0 < got[0] < len(data), "the upload finished before the client was killed"
+    r = subprocess.run(cli_command(cluster, "put", local, "alice/res/big.bin"), env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    resumed = int(re.search(r"resuming the upload at .* \((\d+) bytes there\)", r.stderr)[1])
+    assert resumed >= got[0] > 0, r.stderr
+    record = holders_have(cluster, api, "node1", "alice/res/big.bin", data)
+    # The node's own account of the last request: only the rest was sent.
+    logs = (cluster.data_dir / "logs" / f"{record['origin']}.log").read_text()
+    sent = int(re.findall(r"alice/res/big.bin complete: \d+ bytes \((\d+) in the last", logs)[-1])
+    assert sent == len(data) - resumed < len(data)
+    assert not partial_sizes(cluster)
+
+
+def test_get_continue_fetches_only_the_rest_and_checks_the_whole(cluster, api, tmp_path):
+    data = os.urandom(3 << 20)
+    assert api.follow("node2", "PUT", "alice/res/get.bin", body=data)[1].status == 201
+    local = tmp_path / "get.bin"
+    local.write_bytes(data[:1 << 20])
+    r = subprocess.run(cli_command(cluster, "get", "--continue", "alice/res/get.bin", local),
+                       env=cli_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert f"from byte {1 << 20}" in r.stderr and "verified" in r.stdout
+    assert local.read_bytes() == data
+    # A partial file of other bytes: the digest at the end says so, and it is fetched again.
+    local.write_bytes(b"\0" * (1 << 20))
+    r = subprocess.run(cli_command(cluster, "get", "-c", "alice/res/get.bin", local),
+                       env=cli_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert local.read_bytes() == data
+
+
+def test_put_resumes_by_itself_when_its_node_restarts_mid_transfer(cluster, api, tmp_path):
+    data = os.urandom(64 << 20)
+    local = tmp_path / "restart.bin"
+    local.write_bytes(data)
+    proc = subprocess.Popen(cli_command(cluster, "put", local, "alice/res/auto.bin"),
+                            env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        node = wait_for(lambda: next((n for n in cluster.names if any(
+            p.stat().st_size >= 4 << 20
+            for p in (cluster.cfg.node_data_dir(n) / "partial").glob("*.data"))), None),
+            60, interval=0.01, what="the upload to be under way")
+        cluster.kill(node)
+        cluster.restart(node)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert proc.returncode == 0, err
+    assert "resuming the upload at" in err, err
+    holders_have(cluster, api, node, "alice/res/auto.bin", data)
