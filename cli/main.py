@@ -21,9 +21,7 @@ from securifile.common.client import (
     Client, ClientError, ClientSettings, FileNotFound, LocalFileError, LoginFolder, ServerError,
     parse_remote, read_token_file,
 )
-from securifile.common.resumable_client import (
-    ResumableUploads, UploadState, continue_download, default_state_dir,
-)
+from securifile.common.resumable_client import continue_download, resume_uploads
 from . import control, login
 from .output import UsageError, human_size, when
 from .progress import TransferProgress
@@ -263,13 +261,9 @@ class Commands:
                          f"v{record.get('version')}  origin {record.get('origin')}  "
                          f"replicas {_replicas(record)}{state}")
 
-        state_dir = default_state_dir()
-        if state_dir is not None:
-            self.client.resumable = ResumableUploads(
-                self.client, UploadState(state_dir), resume=args.resume,
-                on_resume=lambda offset, size: print(
-                    f"{PROG}: resuming the upload at {human_size(offset)} of "
-                    f"{human_size(size)} ({offset} bytes there)", file=self.err, flush=True))
+        resume_uploads(self.client, resume=args.resume, on_resume=lambda offset, size: print(
+            f"{PROG}: resuming the upload at {human_size(offset)} of {human_size(size)} "
+            f"({offset} bytes there)", file=self.err, flush=True))
         with self.progress(f"put {args.remote}") as bar:
             self.client.put_tree(args.local, args.remote, progress=bar, on_file=done)
         if args.json:

@@ -18,7 +18,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .client import (UPLOAD_ALGORITHM, ClientError, DigestMismatch, LocalFileError,
-                     ServerError, TransportError, _FileBody, _Unreachable, content_digest)
+                     ServerError, TransferCancelled, TransportError, _FileBody, _Unreachable,
+                     content_digest)
 from .digests import ALGORITHMS
 
 # How often a broken upload is picked up again before the error is the answer, and how
@@ -30,6 +31,16 @@ GONE, DONE = -1, -2  # what _offset says of an upload its server does not know, 
 RESUMABLE_MIN = 4 << 20
 # Unfinished uploads' state files older than this are forgotten (the nodes sweep theirs).
 STATE_DAYS = 7
+
+
+def resume_uploads(client, env=None, **options):
+    """Make ``client.put`` resumable, its state kept in the user's state folder; the
+    ResumableUploads, or None without a home to keep state in (plain PUTs then)."""
+    folder = default_state_dir(env)
+    if folder is None:
+        return None
+    client.resumable = ResumableUploads(client, UploadState(folder), **options)
+    return client.resumable
 
 
 def default_state_dir(env=None):
@@ -143,6 +154,10 @@ class ResumableUploads:
                     self.on_resume(offset, st.st_size)
             try:
                 record = self._append(url, local, offset, st.st_size, progress, cancel)
+            except TransferCancelled:
+                self._cancel(url)  # the user gave it up: nothing to resume
+                self.state.forget(local, remote, st)
+                raise
             except ServerError as e:
                 if e.status not in (404, 409, 412, 423, 429, 503):
                     raise

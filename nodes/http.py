@@ -73,6 +73,18 @@ class NodeHandler(ApiHandler):
         """Servers the client could not reach (``avoid=a,b``): not redirect targets now."""
         return {n for n in self.get_query_argument("avoid", "").split(",") if n}
 
+    def _answer_after_body(self):
+        """Whether a refused upload should be read to its end before the answer goes out.
+
+        A client that did not ask ``Expect: 100-continue`` is already sending; answering
+        and closing at once can reset the connection before it reads the answer. A small
+        body is cheaper to read than that; a big one is refused at once (curl asks first).
+        """
+        if self.request.headers.get("Expect", "").lower() == "100-continue":
+            return False
+        length = self.request.headers.get("Content-Length", "")
+        return length.isdigit() and int(length) <= SMALL_BODY
+
     def redirect_to(self, target, fp):
         """307 to the holder ``target``, naming it in the URL so that it serves at once."""
         url = files_url(self.node.urls[target], fp) + "?holder=" + quote(target)
@@ -109,18 +121,6 @@ class FileHandler(NodeHandler):
         if self.failure is not None or self.redirect_after_body is not None:
             # Read a small refused body to its end (and drop it) before answering.
             self.request.connection.set_max_body_size(SMALL_BODY)
-
-    def _answer_after_body(self):
-        """Whether a refused upload should be read to its end before the answer goes out.
-
-        A client that did not ask ``Expect: 100-continue`` is already sending; answering
-        and closing at once can reset the connection before it reads the answer. A small
-        body is cheaper to read than that; a big one is refused at once (curl asks first).
-        """
-        if self.request.headers.get("Expect", "").lower() == "100-continue":
-            return False
-        length = self.request.headers.get("Content-Length", "")
-        return length.isdigit() and int(length) <= SMALL_BODY
 
     def _redirect_upload(self, where):
         if self._answer_after_body():

@@ -20,7 +20,7 @@ from securifile.common.web import USER
 
 from .access import WRITE
 from .contentdigest import DeclaredDigests, parse_content_digest
-from .http import NodeHandler
+from .http import SMALL_BODY, NodeHandler
 from .resumable import CompletedUpload, InconsistentLength, OffsetMismatch
 from .storage import under_replicated
 
@@ -59,11 +59,25 @@ class _UploadBody(NodeHandler):
 
     auth = USER
 
-    async def prepare(self):
-        self.append = None
+    def initialize(self, **deps):
+        super().initialize(**deps)
+        self.append = None  # set before prepare: a 405 is answered without it
         self.slot = None
-        await super().prepare()
-        self.require_running()
+        self.redirect = None  # a creation to send elsewhere once its small body is read
+        self.complete = False  # Upload-Complete, once read
+
+    async def prepare(self):
+        self.failure = None
+        try:
+            await super().prepare()
+            self.require_running()
+            await self.start()
+        except ApiError as e:
+            if self.request.method not in ("POST", "PATCH") or not self._answer_after_body():
+                raise
+            # A small refused body on its way: read (and dropped) before the answer.
+            self.failure = e
+            self.request.connection.set_max_body_size(SMALL_BODY)
 
     def _declared(self):
         """(complete, length, this request's Content-Digest checker or None)."""
@@ -102,6 +116,8 @@ class _UploadBody(NodeHandler):
             self.append.write(chunk)
 
     async def _answer(self, complete):
+        if self.failure is not None:
+            raise self.failure
         append, upload = self.append, self.append.upload
         result = await append.finish(complete)
         self.set_header("Upload-Complete", "?1" if complete else "?0")
@@ -150,8 +166,7 @@ class _UploadBody(NodeHandler):
 class UploadCreationHandler(_UploadBody):
     """POST /uploads/OWNER/PATH: a new resumable upload of that file."""
 
-    async def prepare(self):
-        await super().prepare()
+    async def start(self):
         fp = self.fp = parse_path(self.path_args[0])
         await self.authoriser.check(self.principal, WRITE, fp)
         self.node.locks.check(fp)  # a writer anywhere else: 423 at once
@@ -165,17 +180,24 @@ class UploadCreationHandler(_UploadBody):
         upload, ticket = await self.node.resumable.create(self.principal.name, fp, length,
                                                           digests)
         if upload is None:  # another server coordinates this file's writes
-            url = (f"{self.node.urls[ticket]}/uploads/{quote(fp.owner, safe='')}/"
-                   f"{quote(fp.rel, safe='/')}")
-            self.set_header("Location", url)
-            return self.send_json({"redirect": url, "file": fp.full}, status=307)
+            self.redirect = (f"{self.node.urls[ticket]}/uploads/{quote(fp.owner, safe='')}/"
+                             f"{quote(fp.rel, safe='/')}")
+            if self._answer_after_body():
+                return self.request.connection.set_max_body_size(SMALL_BODY)
+            return self._send_redirect()
         self.complete = complete
         self._start_body(await self.node.resumable.begin(upload, ticket, part_digests,
                                                          self.cut_off))
 
+    def _send_redirect(self):
+        self.set_header("Location", self.redirect)
+        self.send_json({"redirect": self.redirect, "file": self.fp.full}, status=307)
+
     async def post(self, _path):
-        upload = self.append.upload
+        if self.redirect is not None and self.failure is None:
+            return self._send_redirect()
         await self._answer(self.complete)
+        upload = self.append.upload
         if not self.complete:
             url = self.upload_url(upload.id)
             self.set_header("Location", url)
@@ -186,8 +208,7 @@ class UploadCreationHandler(_UploadBody):
 class UploadHandler(_UploadBody):
     """HEAD, PATCH, DELETE /uploads/ID: one upload, for the user who created it."""
 
-    async def prepare(self):
-        await super().prepare()
+    async def start(self):
         upload = self.upload = self.node.partials.get(self.path_args[0], self.principal.name)
         node = self.node
         if self.request.method == "DELETE":

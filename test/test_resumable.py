@@ -3,6 +3,7 @@ connections broken mid-body, a node restarted between parts, a second writer mea
 another user, the sweep of expired uploads, whole-file digests; the bytes checked on disk
 on every holder."""
 import base64
+import json
 import hashlib
 import os
 import socket
@@ -255,9 +256,11 @@ def cli_env(home):
     return dict(env, HOME=str(home))
 
 
-def partial_sizes(cluster):
-    return [p.stat().st_size for n in cluster.names
-            for p in (cluster.cfg.node_data_dir(n) / "partial").glob("*.data")]
+def partials(cluster, at_least=1):
+    """The partial uploads' data files holding ``at_least`` bytes, on any node."""
+    return [p for n in cluster.names
+            for p in (cluster.cfg.node_data_dir(n) / "partial").glob("*.data")
+            if p.stat().st_size >= at_least]
 
 
 def test_put_killed_mid_transfer_resumes_on_a_rerun(cluster, api, tmp_path):
@@ -268,15 +271,14 @@ def test_put_killed_mid_transfer_resumes_on_a_rerun(cluster, api, tmp_path):
     proc = subprocess.Popen(cli_command(cluster, "put", local, "alice/res/big.bin"), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: any(s >= 4 << 20 for s in partial_sizes(cluster)), 60, interval=0.01,
-                 what="the upload to be under way")
+        partial = wait_for(lambda: partials(cluster, 4 << 20), 60, interval=0.01,
+                           what="the upload to be under way")[0]
         proc.send_signal(signal.SIGSTOP)  # then killed: no goodbye to the node
         proc.kill()
     finally:
         proc.kill()
         proc.wait(10)
-    got = wait_for(lambda: [s for s in partial_sizes(cluster) if s], 20,
-                   what="the node to keep what arrived")
+    got = [wait_for(lambda: partial.stat().st_size, 20, what="the node to keep what arrived")]
     assert 0 < got[0] < len(data), "the upload finished before the client was killed"
     r = subprocess.run(cli_command(cluster, "put", local, "alice/res/big.bin"), env=env,
                        capture_output=True, text=True, timeout=120)
@@ -288,7 +290,7 @@ def test_put_killed_mid_transfer_resumes_on_a_rerun(cluster, api, tmp_path):
     logs = (cluster.data_dir / "logs" / f"{record['origin']}.log").read_text()
     sent = int(re.findall(r"alice/res/big.bin complete: \d+ bytes \((\d+) in the last", logs)[-1])
     assert sent == len(data) - resumed < len(data)
-    assert not partial_sizes(cluster)
+    assert not partial.exists()
 
 
 def test_get_continue_fetches_only_the_rest_and_checks_the_whole(cluster, api, tmp_path):
@@ -317,10 +319,8 @@ def test_put_resumes_by_itself_when_its_node_restarts_mid_transfer(cluster, api,
                             env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        node = wait_for(lambda: next((n for n in cluster.names if any(
-            p.stat().st_size >= 4 << 20
-            for p in (cluster.cfg.node_data_dir(n) / "partial").glob("*.data"))), None),
-            60, interval=0.01, what="the upload to be under way")
+        node = wait_for(lambda: partials(cluster, 4 << 20), 60, interval=0.01,
+                        what="the upload to be under way")[0].parent.parent.name
         cluster.kill(node)
         cluster.restart(node)
         out, err = proc.communicate(timeout=120)
@@ -330,3 +330,59 @@ def test_put_resumes_by_itself_when_its_node_restarts_mid_transfer(cluster, api,
     assert proc.returncode == 0, err
     assert "resuming the upload at" in err, err
     holders_have(cluster, api, node, "alice/res/auto.bin", data)
+
+
+def test_the_readmes_curl_example_runs_as_printed(cluster, api, tmp_path):
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    script = re.search(r"<!-- resumable-curl.*?```sh\n(.*?)```", text, re.S).group(1)
+    port = urlsplit(cluster.url("node1")).port
+    script = script.replace("127.0.0.1:8441/", f"127.0.0.1:{port}/")
+    script = script.replace("certs/users/alice", str(Path(cluster.user["cert"]).with_suffix("")))
+    script = script.replace("certs/ca.crt", str(cluster.layout.ca_cert))
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr + r.stdout
+    record = json.loads(r.stdout.strip().splitlines()[-1])
+    data = (tmp_path / "big.bin").read_bytes()
+    assert record["size"] == 5_000_000 and record["digest"] == sha(data)
+    holders_have(cluster, api, "node1", "alice/big.bin", data)
+
+
+# -- the terminal client -----------------------------------------------------------------------
+
+def test_a_tui_upload_resumes_after_its_server_comes_back(cluster, api, tmp_path, monkeypatch):
+    import asyncio
+    from securifile.tui.session import Session
+    from securifile.tui.widgets.transfers import DONE
+    from .test_tui_files import SIZE, loaded, started_upload
+    from .tui_fakes import FilesApp, until
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    data = os.urandom(64 << 20)
+    (tmp_path / "tui.bin").write_bytes(data)
+    session = Session.from_cluster_file(cluster.data_dir / "cluster.json")
+
+    def holding_node():
+        found = partials(cluster, 4 << 20)
+        return found and found[0].parent.parent.name
+
+    def restart(node):
+        cluster.kill(node)
+        cluster.restart(node)
+
+    async def scenario():
+        app = FilesApp(session, local_dir=tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await loaded(pilot)
+            transfer = await started_upload(pilot, screen, "tui.bin")
+            node = await until(pilot, holding_node, timeout=60, what="bytes on a node")
+            await asyncio.get_running_loop().run_in_executor(None, restart, node)
+            await until(pilot, lambda: not transfer.running, timeout=120,
+                        what="the upload to end")
+            assert transfer.state == DONE, (transfer.detail,
+                                            [n.message for n in app._notifications])
+            return node
+
+    node = asyncio.run(scenario())
+    session.close()
+    holders_have(cluster, api, node, "alice/tui.bin", data)
