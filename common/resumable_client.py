@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from .client import (UPLOAD_ALGORITHM, ClientError, DigestMismatch, LocalFileError,
-                     ServerError, TransferCancelled, TransportError, _FileBody, _Unreachable,
+from .client import (UPLOAD_ALGORITHM, ClientError, DigestMismatch, FileNotFound,
+                     LocalFileError, ServerError, TransferCancelled, TransportError, _FileBody, _Unreachable,
                      content_digest)
 from .digests import ALGORITHMS
 
@@ -27,6 +27,9 @@ from .digests import ALGORITHMS
 MAX_RESUMES = 30
 PAUSE_FIRST, PAUSE_CAP = 0.25, 2.0
 GONE, DONE = -1, -2  # what _offset says of an upload its server does not know, or completed
+# A completed upload whose answer was lost: its record is waited for this long, plus the
+# time its replicas' copies take at this rate.
+STORED_WAIT, COPY_RATE = 30.0, 20e6
 # Smaller files go by a plain PUT.
 RESUMABLE_MIN = 4 << 20
 # Unfinished uploads' state files older than this are forgotten (the nodes sweep theirs).
@@ -125,7 +128,7 @@ class ResumableUploads:
             offset = self._offset(url)
             if offset == DONE:  # its last answer was lost: the file is there
                 self.state.forget(local, remote, st)
-                return self._stored(fp, hexdigest)
+                return self._stored(fp, st.st_size, hexdigest)
             if offset in (None, GONE):
                 url = None  # expired, cancelled, or its server is gone: start over
         if url is None:
@@ -144,7 +147,7 @@ class ResumableUploads:
                     continue  # its server does not answer, or does not serve yet
                 if found == DONE:
                     self.state.forget(local, remote, st)
-                    return self._stored(fp, hexdigest)
+                    return self._stored(fp, st.st_size, hexdigest)
                 if found == GONE:  # the file changed meanwhile, or the upload expired
                     self.state.forget(local, remote, st)
                     url, found = self._create(fp, st.st_size, hexdigest), 0
@@ -210,12 +213,22 @@ class ResumableUploads:
         except _Unreachable:
             pass  # its server sweeps it when it expires
 
-    def _stored(self, fp, hexdigest):
-        """The record of a file whose upload completed without its answer reaching us."""
-        info = self.client.stat(fp.full)
-        if info.get("algorithm") == UPLOAD_ALGORITHM and info.get("digest") != hexdigest:
-            raise DigestMismatch(fp.full, UPLOAD_ALGORITHM, hexdigest, info.get("digest"))
-        return info
+    def _stored(self, fp, size, hexdigest):
+        """The record of a file whose upload completed without its answer reaching us (the
+        answer waits for the replicas' copies, which a big file may make outlast the
+        client's timeout): asked for until it shows these bytes, for a bounded time."""
+        deadline = time.monotonic() + STORED_WAIT + size / COPY_RATE
+        while True:
+            try:
+                info = self.client.stat(fp.full)
+                if info.get("algorithm") != UPLOAD_ALGORITHM or info.get("digest") == hexdigest:
+                    return info
+                found = DigestMismatch(fp.full, UPLOAD_ALGORITHM, hexdigest, info.get("digest"))
+            except FileNotFound as e:
+                found = e
+            if time.monotonic() > deadline:
+                raise found
+            self.sleep(PAUSE_CAP)
 
     def _append(self, url, local, offset, size, progress, cancel):
         """One PATCH with everything from ``offset``; the record once the file is stored."""

@@ -212,6 +212,7 @@ class PartialWriter(DiskWriter):
         self._synced = offset
         self._syncing = None
         self.done = False
+        self.discarded = False  # the upload was thrown away (a failed commit, a full disk)
 
     def bind(self, store):
         self.store = store
@@ -249,4 +250,5 @@ class PartialWriter(DiskWriter):
     def abort(self):
         if not self.done:
             super().abort()
+            self.discarded = True
             self.partials.remove(self.upload)

@@ -143,6 +143,15 @@ class ResumableUploads:
                  user, length if length is not None else "unknown")
         return upload, ticket
 
+    def check_offset(self, upload, offset):
+        """OffsetMismatch (409, naming the right one) unless the upload is at ``offset``."""
+        current = self.partials.offset(upload)
+        if current != offset:
+            raise OffsetMismatch(f"the upload is at offset {current}, not {offset}",
+                                 headers={"Upload-Offset": str(current)},
+                                 expected_offset=current, provided_offset=offset)
+        return current
+
     async def take_over(self, upload):
         """A new request for ``upload`` while an older one still runs (its client gone
         without the connection closing yet): the older one is cut off and waited for."""
@@ -156,12 +165,16 @@ class ResumableUploads:
             raise UploadBusy("an earlier request of this upload is still running; retry",
                              headers={"Retry-After": "1"}) from None
 
-    async def resume(self, upload, user):
-        """The file's lock for one more append; UploadOutdated (and the upload thrown away)
-        if the file changed since the upload began, or is now coordinated elsewhere."""
+    async def resume(self, upload, user, offset):
+        """The file's lock for one more append at ``offset``; UploadOutdated (and the upload
+        thrown away) if the file changed since the upload began, or is now coordinated
+        elsewhere. The upload is looked at again once the lock is held: a request for it
+        that ran meanwhile may have moved its offset, or cancelled it."""
         node, fp = self.node, upload.file_path
         ticket = await self._lock(fp, user)
         try:
+            upload = self.partials.get(upload.id, user)
+            self.check_offset(upload, offset)
             kind, _where = node.route_write(fp, sent_here=True)
             found = current_version(ticket)
             if found != upload.base_version or kind == "redirect":
@@ -173,7 +186,7 @@ class ResumableUploads:
         except BaseException:
             node.release(ticket)
             raise
-        return ticket
+        return upload, ticket
 
     async def begin(self, upload, ticket, part_digests, cut_off):
         """An Append of one request's bytes at the upload's offset, holding ``ticket``."""
@@ -244,6 +257,8 @@ class Append:
         try:
             self.lock.release()
             offset = self.writer.pause()
+            if self.writer.discarded:
+                return 0
             self.partials.touch(self.upload)
             log.info("resumable upload %s of %s: %d bytes received from offset %d, now at "
                      "%d (%s)", self.upload.id, self.upload.file_path.full,

@@ -21,7 +21,7 @@ from securifile.common.web import USER
 from .access import WRITE
 from .contentdigest import DeclaredDigests, parse_content_digest
 from .http import SMALL_BODY, NodeHandler
-from .resumable import CompletedUpload, InconsistentLength, OffsetMismatch
+from .resumable import CompletedUpload, InconsistentLength
 from .storage import under_replicated
 
 log = logging.getLogger("securifile.http")
@@ -227,11 +227,7 @@ class UploadHandler(_UploadBody):
         if upload.complete:
             raise CompletedUpload("this upload is complete already")
         await node.resumable.take_over(upload)
-        current = node.partials.offset(upload)
-        if offset != current:
-            raise OffsetMismatch(f"the upload is at offset {current}, not {offset}",
-                                 headers={"Upload-Offset": str(current)},
-                                 expected_offset=current, provided_offset=offset)
+        current = node.resumable.check_offset(upload, offset)
         if length is not None:
             if upload.length is not None and length != upload.length:
                 raise InconsistentLength(f"the upload's length is {upload.length}, not {length}")
@@ -239,7 +235,7 @@ class UploadHandler(_UploadBody):
                 raise InconsistentLength(f"{current} bytes are there already, more than {length}")
         self._check_length(length if length is not None else upload.length, current)
         self._take_slot()
-        ticket = await node.resumable.resume(upload, self.principal.name)
+        upload, ticket = await node.resumable.resume(upload, self.principal.name, current)
         whole = self.request.headers.get("Repr-Digest")
         if whole or (length is not None and upload.length is None):
             upload.length = length if length is not None else upload.length
