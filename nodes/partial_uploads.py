@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from securifile.common.digests import new_hasher
+from securifile.common.durable import fsync_dir
 from securifile.common.errors import ApiError, NotFound
 from securifile.common.paths import FilePath
 
-from .diskfile import WRITE_BUFFER, DiskWriter, _fsync_dir
+from .diskfile import WRITE_BUFFER, DiskWriter
 
 
 class TooManyPartialUploads(ApiError):
@@ -91,7 +92,7 @@ class PartialUploadStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def touch(self, upload):
         upload.touched = self.clock()

@@ -22,7 +22,7 @@ from .access import WRITE
 from .contentdigest import DeclaredDigests, parse_content_digest
 from .http import SMALL_BODY, NodeHandler
 from .resumable import CompletedUpload, InconsistentLength
-from .storage import under_replicated
+from .placement import under_replicated
 
 log = logging.getLogger("securifile.http")
 
