@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from .client import (UPLOAD_ALGORITHM, ClientError, DigestMismatch, FileNotFound,
-                     LocalFileError, ServerError, TransferCancelled, TransportError, _FileBody, _Unreachable,
-                     content_digest)
-from .digests import ALGORITHMS
+from securifile.common.digests import ALGORITHMS, repr_digest
+
+from .errors import (ClientError, DigestMismatch, FileNotFound, LocalFileError, ServerError,
+                     TransferCancelled, TransportError, Unreachable)
+from .storage import UPLOAD_ALGORITHM
+from .transport import FileBody
 
 # How often a broken upload is picked up again before the error is the answer, and how
 # long the pauses between tries grow (a node restarting takes some seconds to serve again).
@@ -116,7 +118,7 @@ class ResumableUploads:
 
     def put(self, fp, local, st, hexdigest, progress=None, cancel=None):
         if st.st_size < self.min_size:
-            return self.client._put(fp, _FileBody(local, st.st_size, self.client.chunk_size,
+            return self.client._put(fp, FileBody(local, st.st_size, self.client.chunk_size,
                                                   progress, cancel), hexdigest)
         remote = fp.full
         url = self.state.load(local, remote, st, hexdigest)
@@ -166,7 +168,7 @@ class ResumableUploads:
                     raise
                 error = e
                 continue
-            except (TransportError, _Unreachable, OSError) as e:
+            except (TransportError, Unreachable, OSError) as e:
                 error = e
                 continue
             self.state.forget(local, remote, st)
@@ -180,9 +182,9 @@ class ResumableUploads:
 
     def _create(self, fp, size, hexdigest):
         headers = {"Upload-Complete": "?0", "Upload-Length": str(size),
-                   "Repr-Digest": content_digest(hexdigest)}
+                   "Repr-Digest": repr_digest(UPLOAD_ALGORITHM, hexdigest)}
         path = f"/uploads/{quote(fp.owner, safe='')}/{quote(fp.rel, safe='/')}"
-        resp = self.client._checked("POST", path, headers=headers, expected=(201,))
+        resp = self.client.request("POST", path, headers=headers, expected=(201,))
         url = resp.header("Location")
         resp.release()
         if not url:
@@ -194,7 +196,7 @@ class ResumableUploads:
         more), None when it does not answer or serve now."""
         try:
             resp = self.client._exchange("HEAD", url, self.client._headers(None), None)
-        except _Unreachable:
+        except Unreachable:
             return None
         try:
             if resp.status in (404, 412):
@@ -210,7 +212,7 @@ class ResumableUploads:
     def _cancel(self, url):
         try:
             self.client._exchange("DELETE", url, self.client._headers(None), None).release()
-        except _Unreachable:
+        except Unreachable:
             pass  # its server sweeps it when it expires
 
     def _stored(self, fp, size, hexdigest):
@@ -234,7 +236,7 @@ class ResumableUploads:
         """One PATCH with everything from ``offset``; the record once the file is stored."""
         headers = self.client._headers({"Upload-Offset": str(offset), "Upload-Complete": "?1",
                                         "Content-Type": "application/partial-upload"})
-        body = _FileBody(local, size - offset, self.client.chunk_size, progress, cancel,
+        body = FileBody(local, size - offset, self.client.chunk_size, progress, cancel,
                          start=offset)
         resp = self.client._exchange("PATCH", url, headers, body)
         if resp.status not in (200, 201):
