@@ -123,7 +123,7 @@ def open_syslog(cfg, layout):
     """The admin server's own audit messages go where the nodes' go."""
     if not cfg.syslog_port:
         return None
-    from securifile.common.syslog import SyslogSender
+    from securifile.common.syslog_sender import SyslogSender
     host = cfg.syslog_host or urlsplit(cfg.admin_url).hostname
     ctx = client_context(layout.ca_cert, layout.server_cert(ADMIN_NAME),
                          layout.server_key(ADMIN_NAME)) if cfg.tls else None
