@@ -65,6 +65,7 @@ class _UploadBody(NodeHandler):
         self.slot = None
         self.redirect = None  # a creation to send elsewhere once its small body is read
         self.complete = False  # Upload-Complete, once read
+        self.gone = False  # answered, or the connection closed
 
     async def prepare(self):
         self.failure = None
@@ -106,6 +107,8 @@ class _UploadBody(NodeHandler):
 
     def _start_body(self, append):
         self.append = append
+        if self.gone:  # the client went away while the lock round ran: let go at once
+            return self._cleanup("connection closed")
         allow_streamed_body(self.request, self.max_body_bytes)
 
     def cut_off(self):
@@ -149,6 +152,7 @@ class _UploadBody(NodeHandler):
         return f"{self.node.urls[self.node.name]}/uploads/{upload_id}"
 
     def _cleanup(self, why):
+        self.gone = True
         if self.append is not None:
             append, self.append = self.append, None
             append.suspend(why)
