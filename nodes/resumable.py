@@ -23,6 +23,7 @@ from tornado.ioloop import PeriodicCallback
 from securifile.common.errors import ApiError, Forbidden, Locked
 
 from .diskfile import DigestMismatch
+from .upload import plan_new_version
 from .upload_limits import ProgressWatch
 
 log = logging.getLogger("securifile.resumable")
@@ -315,7 +316,7 @@ class Append:
         # The lock is renewed while the replicas get their copies from disk.
         self.lock.flowing = False
         ticket = self.lock.ticket
-        plan, existing = node.plan_upload(ticket), ticket.existing
+        plan, existing = plan_new_version(node, ticket), ticket.existing
         try:
             loc, confirmed = await node.finish_upload(ticket, digest, size, plan,
                                                       before_publish=self.lock.settle)

@@ -20,7 +20,7 @@ from securifile.common.web import USER
 
 from .access import WRITE
 from .contentdigest import DeclaredDigests, parse_content_digest
-from .http import SMALL_BODY, NodeHandler
+from .http import SMALL_BODY, UserHandler
 from .resumable import CompletedUpload, InconsistentLength
 from .placement import under_replicated
 
@@ -53,14 +53,17 @@ def sf_integer(headers, name):
 
 
 @tornado.web.stream_request_body
-class _UploadBody(NodeHandler):
+class _UploadBody(UserHandler):
     """What creation and append share: the body streamed into an ``Append``, kept when the
     connection breaks, and the answer for a part or for the complete file."""
 
     auth = USER
 
-    def initialize(self, **deps):
-        super().initialize(**deps)
+    def initialize(self, node, authenticator, authoriser, max_body_bytes, read_chunk,
+                   verify_reads):
+        super().initialize(node, authenticator)
+        self.authoriser = authoriser
+        self.max_body_bytes = max_body_bytes
         self.append = None  # set before prepare: a 405 is answered without it
         self.slot = None
         self.redirect = None  # a creation to send elsewhere once its small body is read
@@ -71,7 +74,7 @@ class _UploadBody(NodeHandler):
         self.failure = None
         try:
             await super().prepare()
-            self.require_running()
+            self.node.require_serving()
             await self.start()
         except ApiError as e:
             if self.request.method not in ("POST", "PATCH") or not self._answer_after_body():
