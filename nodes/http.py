@@ -264,6 +264,18 @@ class OpenApiHandler(NodeHandler):
         self.send_json(self.openapi)
 
 
+class NodeMetricsHandler(NodeHandler, MetricsHandler):
+    """GET /metrics over this node's registry."""
+
+    def initialize(self, node, authenticator, registry):
+        super().initialize(node, authenticator)
+        self.registry = registry
+
+
+class UnknownRouteHandler(NotFoundHandler, NodeHandler):
+    """404 ``no_endpoint`` for any path no route matches (dependencies as every handler's)."""
+
+
 def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, openapi, deep=False,
              verify_reads=True):
     deps = dict(node=node, authenticator=authenticator)
@@ -286,10 +298,10 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
             (r"/peer/challenge", ChallengeHandler, dict(deps, deep=deep)),
             (r"/peer/verdict", VerdictHandler, deps),
             (r"/peer/locks", LocksHandler, deps),
-            (r"/metrics", MetricsHandler, dict(deps, registry=metrics.registry)),
+            (r"/metrics", NodeMetricsHandler, dict(deps, registry=metrics.registry)),
         ],
         log_function=metrics.requests.counting(request_logger(("/peer/", "/metrics"))),
-        default_handler_class=NotFoundHandler,
+        default_handler_class=UnknownRouteHandler,
         default_handler_args=deps,
         compress_response=False,
     )
