@@ -17,6 +17,7 @@ its own would need its own expiry, sweep and crash recovery for a saving of one 
 """
 import asyncio
 import logging
+from urllib.parse import quote
 
 from tornado.ioloop import PeriodicCallback
 
@@ -110,6 +111,62 @@ class ResumableUploads:
     def __init__(self, node, partials):
         self.node = node
         self.partials = partials
+
+    # -- what a request asks before and between its lock rounds --
+
+    def check_unlocked(self, fp):
+        """Locked (423) at once while anyone else writes ``fp``."""
+        self.node.locks.check(fp)
+
+    def check_body(self, length, offset, incoming, max_bytes, creation=False):
+        """413 for a declared ``length`` beyond ``max_bytes``; InconsistentLength when the
+        ``incoming`` bytes at ``offset`` go past it; 507 without room for them (or, for a
+        ``creation``, for the whole declared length)."""
+        if length is not None and length > max_bytes:
+            raise ApiError(f"file larger than {max_bytes} bytes", status=413, code="too_large")
+        if incoming is not None:
+            if length is not None and offset + incoming > length:
+                raise InconsistentLength(f"{offset} + {incoming} bytes go past the upload's "
+                                         f"length of {length}")
+            self.node.store.check_room(incoming)
+        if creation and length is not None:
+            self.node.store.check_room(length)
+
+    def take_slot(self, user):
+        """One of the node's upload slots for ``user`` (429 when they are all taken)."""
+        self.node.upload_slots.take(user)
+
+    def give_back_slot(self, user):
+        self.node.upload_slots.give_back(user)
+
+    def get(self, upload_id, user):
+        """The upload, for the user who created it (404 for anybody else)."""
+        return self.partials.get(upload_id, user)
+
+    def offset(self, upload):
+        return self.partials.offset(upload)
+
+    def expires_in(self, upload):
+        return self.partials.expires_in(upload)
+
+    def declare(self, upload, length, digests):
+        """A later request's ``Upload-Length`` and ``Repr-Digest``, saved with the upload."""
+        if length is not None:
+            upload.length = length
+        upload.digests.update(digests)
+        self.partials.save(upload)
+
+    def cancel(self, upload):
+        self.partials.remove(upload)
+        log.info("resumable upload %s of %s cancelled", upload.id, upload.file_path.full)
+
+    def upload_url(self, upload_id):
+        return f"{self.node.urls[self.node.name]}/uploads/{upload_id}"
+
+    def creation_url(self, server, fp):
+        """Where to create an upload of ``fp`` on ``server`` (its coordinator)."""
+        return (f"{self.node.urls[server]}/uploads/{quote(fp.owner, safe='')}/"
+                f"{quote(fp.rel, safe='/')}")
 
     async def _lock(self, fp, user):
         """The file's lock; a lock this node still holds on a peer for the same user (the
