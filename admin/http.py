@@ -101,10 +101,11 @@ class LogoutHandler(AdminHandler):
 
 
 class MeHandler(AdminHandler):
-    def get(self):
+    async def get(self):
         u = self.user
+        usage = await asyncio.to_thread(self.admin.quotas.usage, u.username)
         self.send_json({"username": u.username, "email": u.email, "admin": u.admin,
-                        "valid_until": iso(u.valid_until)})
+                        "valid_until": iso(u.valid_until), **usage})
 
 
 class PasswordHandler(AdminHandler):
@@ -217,12 +218,20 @@ class UsersHandler(AdminHandler):
             raise ApiError("password must be a string (or absent: an enrolment code is "
                            "e-mailed)", code="weak_password")
         result = await self.admin.create_user(
-            body.get("username"), body.get("email"), valid_days, body.get("password"), admin)
+            body.get("username"), body.get("email"), valid_days, body.get("password"), admin,
+            quota_bytes=body.get("quota_bytes"))
         self.send_json(result, status=201)
 
 
 class UserHandler(AdminHandler):
     auth = ADMIN
+
+    async def patch(self, username):
+        body = self.json_body()
+        if set(body) != {"quota_bytes"}:
+            raise ApiError("send {\"quota_bytes\": N} (null: no limit)", code="bad_argument")
+        self.send_json(await self.admin.set_quota(check_username(username), body["quota_bytes"],
+                                                  self.user.username))
 
     async def delete(self, username):
         await self.admin.remove_user(check_username(username), self.user.username)
@@ -314,6 +323,29 @@ class AuthorizeHandler(AdminHandler):
                                                credential))
 
 
+class ReservationHandler(AdminHandler):
+    """A node reserves room in an owner's quota for an upload it is about to accept (PUT:
+    create, move or renew), or gives the room back (DELETE)."""
+
+    auth = NODE
+
+    async def put(self, rid):
+        body = self.json_body()
+        owner = check_username(body.get("owner"))
+        fp = parse_path(f"{owner}/{body.get('path')}")
+        size, wanted = body.get("bytes"), body.get("wanted", body.get("bytes"))
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 63
+                   for v in (size, wanted)):
+            raise ApiError("bytes and wanted must be whole numbers of bytes", code="bad_argument")
+        self.send_json(await asyncio.to_thread(self.admin.quotas.reserve, self.principal.name,
+                                               rid, owner, fp.rel, size, wanted))
+
+    async def delete(self, rid):
+        await asyncio.to_thread(self.admin.quotas.release, self.principal.name, rid)
+        self.set_status(204)
+        self.finish()
+
+
 class ReportsHandler(AdminHandler):
     auth = NODE
 
@@ -403,6 +435,7 @@ def make_app(admin, authenticator):
         (r"/api/v1/events", EventsHandler),
         (r"/api/v1/authorize", AuthorizeHandler),
         (r"/api/v1/reports", ReportsHandler),
+        (r"/api/v1/quota/reservations/([0-9a-f]{32})", ReservationHandler),
         (r"/api/v1/witness", WitnessHandler),
         (r"/api/v1/openapi.json", OpenApiHandler),
         (r"/status", StatusHandler),

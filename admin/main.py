@@ -140,6 +140,7 @@ async def _housekeeping(service, stop):
             if rounds % 12 == 0:
                 await asyncio.to_thread(service.prune_events)
                 await asyncio.to_thread(service.prune_samples)
+                await asyncio.to_thread(service.quotas.prune_expired)
         except Exception:
             log.exception("housekeeping failed")
         rounds += 1

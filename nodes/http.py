@@ -94,6 +94,7 @@ class FileHandler(NodeHandler):
         self.redirect_after_body = None
         self.transferred = None
         self.slot = None  # the user whose upload slot this request holds
+        self.quota = None  # the upload's reservation in its owner's quota (nodes/quota.py)
         try:
             await super().prepare()
             self.require_running()
@@ -148,6 +149,9 @@ class FileHandler(NodeHandler):
         allow_streamed_body(self.request, self.max_body_bytes)
         self.node.upload_slots.take(self.principal.name)
         self.slot = self.principal.name
+        if self.node.quotas is not None:  # room in the owner's quota before any byte is taken
+            self.quota = await self.node.quotas.reserve(
+                fp, int(length) if length is not None else None)
         if self._answer_after_body():
             # A small body without 100-continue is on its way already and is answered only
             # once read: the lock round runs while it arrives into a temp file (nothing is
@@ -191,10 +195,41 @@ class FileHandler(NodeHandler):
     def data_received(self, chunk):
         if self.writer is None or self.failure is not None:
             return None
+        if self.quota is not None and self.quota.needs(self.writer.size + len(chunk)):
+            return self._receive_over_reservation(chunk)
+        return self._receive(chunk)
+
+    async def _receive_over_reservation(self, chunk):
+        """A body of unknown length ran past its reservation: more room first, or 507 at
+        once (the rest of an unbounded body is not worth reading)."""
+        try:
+            await self.quota.cover(self.writer.size + len(chunk))
+        except ApiError as e:
+            self._refuse_mid_body(e)
+            return
+        pending = self._receive(chunk)
+        if pending is not None:
+            await pending
+
+    def _refuse_mid_body(self, error):
+        """Answer ``error`` now and let Tornado close the connection after it: the temp file
+        and the replicas' partial copies go, nothing at the file's name changed."""
+        self.failure = error
+        if self.finished:  # the client went away meanwhile: nobody to answer
+            return
+        if self.writer is not None:
+            self.writer.abort()
+        self._drop_pipeline()
+        self.send_error(error.status, exc_info=(type(error), error, None))
+
+    def _receive(self, chunk):
         try:
             self.writer.write(chunk)
             self.declared.update(chunk)
         except ApiError as e:
+            if "Content-Length" not in self.request.headers:
+                self._refuse_mid_body(e)  # no end in sight: answer now
+                return None
             self.failure = e  # answered once the body is drained, in put()
             self._drop_pipeline()
             return None
@@ -239,6 +274,8 @@ class FileHandler(NodeHandler):
         except BaseException:
             self.node.release(ticket)
             raise
+        if self.quota is not None:
+            self.quota.committed()  # after the file's own report in the queue
         if not confirmed:
             raise Unavailable(f"{self.fp.full} was stored on {self.node.name} but no majority "
                               "confirmed its record: it may or may not last", code="no_quorum")
@@ -365,6 +402,8 @@ class FileHandler(NodeHandler):
         if self.slot is not None:
             self.node.upload_slots.give_back(self.slot)
             self.slot = None
+        if self.quota is not None:
+            self.quota.release()  # nothing once committed
 
     def on_finish(self):
         self._cleanup()

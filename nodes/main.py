@@ -28,6 +28,7 @@ from .http import load_openapi, make_app
 from .locationmap import LocationMap
 from .peerclient import PeerClient
 from .peers import DOWN, RUNNING, VERIFYING, PeerTable
+from .quota import QuotaKeeper
 from .quorum import Quorum
 from .repair import RepairLoop
 from .verification import Verifier
@@ -51,7 +52,7 @@ def build_node(cfg, name, deep=False):
     me = cfg.server(name)
     layout = CertLayout(cfg.certs_dir)
     data = cfg.node_data_dir(name)
-    store = DiskStore(data, cfg.capacity_bytes)
+    store = DiskStore(data, cfg.capacity_bytes, cfg.reserve_bytes)
     store.sweep_temp()
     locations = LocationMap(data / "locations.sqlite3")
     peer_names = [s.name for s in cfg.servers]
@@ -94,6 +95,9 @@ def build_node(cfg, name, deep=False):
         reporter = Reporter(name, data / "reports.sqlite3", cfg.admin_url, peer_ctx, headers)
         node.reporter = reporter  # its queue depth is a metric
         node.on_file_change = reporter.file_changed
+        node.quotas = QuotaKeeper(cfg.admin_url, peer_ctx, headers, reporter.quota_done,
+                                  unlimited_ttl=cfg.authz_cache_seconds,
+                                  state_path=data / "quota-owners.json")
         peers.on_change = reporter.status_changed
     else:
         authoriser = OwnerOnlyAuthoriser()

@@ -1,0 +1,20 @@
+"""Sizes as operators type them: ``10G``, ``500M``, ``1.5T``, plain bytes, or ``none``."""
+import re
+
+UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?")
+UNLIMITED = ("none", "unlimited")
+
+
+def parse_size(text):
+    """Bytes for ``text`` (binary multiples: 10G is 10 GiB); None for 'none'/'unlimited'.
+
+    ValueError for anything else, with a message that shows the accepted forms."""
+    value = str(text).strip().lower()
+    if value in UNLIMITED:
+        return None
+    match = SIZE_RE.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size: use bytes or a number with K, M, G or T "
+                         "(binary: 10G is 10 GiB), or 'none' for no limit")
+    return int(float(match.group(1)) * UNITS[match.group(2)])
