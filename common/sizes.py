@@ -1,4 +1,5 @@
 """Sizes as operators type them: ``10G``, ``500M``, ``1.5T``, plain bytes, or ``none``."""
+import argparse
 import re
 
 UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -18,3 +19,11 @@ def parse_size(text):
         raise ValueError(f"{text!r} is not a size: use bytes or a number with K, M, G or T "
                          "(binary: 10G is 10 GiB), or 'none' for no limit")
     return int(float(match.group(1)) * UNITS[match.group(2)])
+
+
+def size_argument(text):
+    """``parse_size`` for argparse: a bad size is a usage error (exit status 2)."""
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

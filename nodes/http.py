@@ -193,15 +193,16 @@ class FileHandler(NodeHandler):
         return None
 
     def data_received(self, chunk):
-        if self.writer is None or self.failure is not None:
+        if self.failure is not None:
+            return self._discard(chunk)
+        if self.writer is None:
             return None
         if self.quota is not None and self.quota.needs(self.writer.size + len(chunk)):
             return self._receive_over_reservation(chunk)
         return self._receive(chunk)
 
     async def _receive_over_reservation(self, chunk):
-        """A body of unknown length ran past its reservation: more room first, or 507 at
-        once (the rest of an unbounded body is not worth reading)."""
+        """A body of unknown length ran past its reservation: more room first, or 507."""
         try:
             await self.quota.cover(self.writer.size + len(chunk))
         except ApiError as e:
@@ -212,26 +213,29 @@ class FileHandler(NodeHandler):
             await pending
 
     def _refuse_mid_body(self, error):
-        """Answer ``error`` now and let Tornado close the connection after it: the temp file
-        and the replicas' partial copies go, nothing at the file's name changed."""
+        """Stop storing: the temp file and the replicas' partial copies go, nothing at the
+        file's name changed. The answer waits for the end of the body (a client still
+        sending may miss an early one), unless more than SMALL_BODY of it is left."""
         self.failure = error
-        if self.finished:  # the client went away meanwhile: nobody to answer
-            return
+        self.discarded = 0
         if self.writer is not None:
             self.writer.abort()
         self._drop_pipeline()
-        self.send_error(error.status, exc_info=(type(error), error, None))
+
+    def _discard(self, chunk):
+        """A refused body's bytes; past SMALL_BODY the answer goes now, and Tornado closes
+        the connection after it rather than read an unbounded rest."""
+        self.discarded = getattr(self, "discarded", 0) + len(chunk)
+        if self.discarded > SMALL_BODY and not self._finished and not self.finished:
+            e = self.failure
+            self.send_error(e.status, exc_info=(type(e), e, None))
 
     def _receive(self, chunk):
         try:
             self.writer.write(chunk)
             self.declared.update(chunk)
         except ApiError as e:
-            if "Content-Length" not in self.request.headers:
-                self._refuse_mid_body(e)  # no end in sight: answer now
-                return None
-            self.failure = e  # answered once the body is drained, in put()
-            self._drop_pipeline()
+            self._refuse_mid_body(e)  # answered in put(), or at once past SMALL_BODY
             return None
         if self.pipeline is not None:
             # Awaited by Tornado before it reads on: the slowest replica paces the client.
