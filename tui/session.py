@@ -19,6 +19,8 @@ class Session:
     admin_url: str
     # A password login of this session only: its token dies when the session logs out.
     owns_token: bool = False
+    usage: dict | None = None  # the last /api/v1/me: quota_bytes, used_bytes
+
 
     @classmethod
     def from_settings(cls, settings):
@@ -26,7 +28,8 @@ class Session:
         client = Client.from_settings(settings)
         admin = client.admin
         me = admin.me()
-        return cls(client, admin, me["username"], bool(me.get("admin")), settings.admin_url)
+        return cls(client, admin, me["username"], bool(me.get("admin")), settings.admin_url,
+                   usage=me)
 
     @classmethod
     def from_cluster_file(cls, path):
