@@ -331,8 +331,11 @@ class ReservationHandler(AdminHandler):
 
     async def put(self, rid):
         body = self.json_body()
-        owner = check_username(body.get("owner"))
-        fp = parse_path(f"{owner}/{body.get('path')}")
+        owner, path = check_username(body.get("owner")), body.get("path")
+        if not isinstance(path, str):
+            raise ApiError("path must be the file's path in the owner's namespace",
+                           code="invalid_path")
+        fp = parse_path(f"{owner}/{path}")
         size, wanted = body.get("bytes"), body.get("wanted", body.get("bytes"))
         if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 63
                    for v in (size, wanted)):

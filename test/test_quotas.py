@@ -194,3 +194,33 @@ def test_a_node_keeps_its_reserve_of_free_space(cluster, alice):
     assert r.status == 201, r
     assert shutil.disk_usage(folder).free > RESERVE
     assert json.loads(api.request("node1", "DELETE", "alice/big/fits.bin").body or b"{}") == {}
+
+
+def test_with_the_admin_server_down_only_owners_seen_with_a_quota_are_refused(cluster, admin):
+    """Last in the module: it kills the admin server (and starts it again)."""
+    api = Api(cluster)
+    admin.add_user("otto")
+    otto = admin.as_user("otto").node_api()
+    set_quota(admin, "alice", 10 << 20)
+    state = cluster.cfg.node_data_dir("node1") / "quota-owners.json"
+
+    def seen_limited():
+        # node1 asks the admin server for a reservation (once its few seconds' memory of
+        # "no quota" has passed) and remembers, on disk, that alice has a quota.
+        assert api.put("node1", "alice/offline/seen.bin", b"q" * KiB).status in (200, 201)
+        return state.exists() and json.loads(state.read_text())["limited"] == ["alice"]
+
+    wait_for(seen_limited, timeout=30, interval=0.2, what="node1 to know alice's quota")
+    cluster.kill("admin")
+    try:
+        r = api.put("node1", "alice/offline/refused.bin", b"q" * KiB)
+        assert r.status == 503 and r.json()["error"]["code"] == "quota_unchecked", r
+        assert r.headers["Retry-After"]
+        # An owner without a quota keeps writing their own files, as access decisions allow.
+        r = otto.put("node2", "otto/offline.bin", b"o" * KiB)
+        assert r.status == 201, r
+    finally:
+        cluster.restart("admin")
+    wait_for(lambda: api.put("node1", "alice/offline/back.bin", b"q" * KiB).status == 201,
+             timeout=30, what="alice's uploads with the admin server back")
+    set_quota(admin, "alice", None)
