@@ -21,6 +21,7 @@ from .catalog import iso
 from .metrics import AdminMetrics
 
 ADMIN = "admin"
+RESERVATION_ID = re.compile(r"[0-9a-f]{32}")
 log = logging.getLogger("securifile.admin")
 
 
@@ -329,6 +330,11 @@ class ReservationHandler(AdminHandler):
 
     auth = NODE
 
+    async def prepare(self):
+        await super().prepare()
+        if not RESERVATION_ID.fullmatch(self.path_args[0]):
+            raise ApiError("a reservation id is 32 hex digits", code="bad_argument")
+
     async def put(self, rid):
         body = self.json_body()
         owner, path = check_username(body.get("owner")), body.get("path")
@@ -438,7 +444,7 @@ def make_app(admin, authenticator):
         (r"/api/v1/events", EventsHandler),
         (r"/api/v1/authorize", AuthorizeHandler),
         (r"/api/v1/reports", ReportsHandler),
-        (r"/api/v1/quota/reservations/([0-9a-f]{32})", ReservationHandler),
+        (r"/api/v1/quota/reservations/([^/]+)", ReservationHandler),
         (r"/api/v1/witness", WitnessHandler),
         (r"/api/v1/openapi.json", OpenApiHandler),
         (r"/status", StatusHandler),

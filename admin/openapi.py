@@ -190,7 +190,7 @@ ROUTES = {
                         "more, if the headroom allows (a body of unknown length asks a step "
                         "ahead). Only growth over the catalogued file counts. 507 "
                         "quota_exceeded with used_bytes and quota_bytes."),
-        "delete": _op("give a reservation back (for nodes)", "node", ok=204)},
+        "delete": _op("give a reservation back (for nodes)", "node", ok=204, errors=(400,))},
     "/api/v1/witness": {"post": _op(
         "the tie-break lease for a side of an even split (for nodes)", "node",
         _obj(["side"], side={"type": "array", "items": {"type": "string"}},

@@ -21,6 +21,16 @@ def parse_size(text):
     return int(float(match.group(1)) * UNITS[match.group(2)])
 
 
+def size_text(n):
+    """The shortest exact form ``parse_size`` reads back: '10G', '500M', '1234'; 'none'."""
+    if n is None:
+        return "none"
+    for unit in "PTGMK":
+        if n and n % UNITS[unit.lower()] == 0:
+            return f"{n // UNITS[unit.lower()]}{unit}"
+    return str(n)
+
+
 def size_argument(text):
     """``parse_size`` for argparse: a bad size is a usage error (exit status 2)."""
     try:

@@ -33,6 +33,8 @@ from .upload_limits import ProgressWatch
 
 
 SMALL_BODY = 1 << 20
+# A refused body is read (and dropped) this far at most; then the connection is closed.
+DISCARD_LIMIT = 64 << 20
 log = logging.getLogger("securifile.http")
 
 
@@ -213,22 +215,35 @@ class FileHandler(NodeHandler):
             await pending
 
     def _refuse_mid_body(self, error):
-        """Stop storing: the temp file and the replicas' partial copies go, nothing at the
-        file's name changed. The answer waits for the end of the body (a client still
-        sending may miss an early one), unless more than SMALL_BODY of it is left."""
+        """Stop storing: the temp file, the replicas' partial copies and the lock go, nothing
+        at the file's name changed. The rest of the body is read and dropped (see _discard)."""
         self.failure = error
         self.discarded = 0
         if self.writer is not None:
             self.writer.abort()
         self._drop_pipeline()
+        self._give_back_lock()
 
     def _discard(self, chunk):
-        """A refused body's bytes; past SMALL_BODY the answer goes now, and Tornado closes
-        the connection after it rather than read an unbounded rest."""
+        """A refused body's bytes. The answer waits for the body's end while little of it
+        came (a client still sending may miss an early answer and see a reset instead);
+        past SMALL_BODY it goes out at once, with ``Connection: close``, which tells a
+        client like curl to stop sending, and past DISCARD_LIMIT the connection is closed."""
         self.discarded = getattr(self, "discarded", 0) + len(chunk)
-        if self.discarded > SMALL_BODY and not self._finished and not self.finished:
+        if self.finished or self._finished:
+            return
+        if self.discarded > DISCARD_LIMIT:
+            self.request.connection.stream.close()  # on_connection_close cleans up
+        elif self.discarded > SMALL_BODY and not self._headers_written:
             e = self.failure
-            self.send_error(e.status, exc_info=(type(e), e, None))
+            body = e.to_json().encode()
+            self.set_status(e.status)
+            self.set_header("Content-Type", "application/json")
+            self.set_header("X-SecuriFile-Error", e.code)
+            self.set_header("Content-Length", str(len(body)))
+            self.set_header("Connection", "close")
+            self.write(body)
+            self.flush()
 
     def _receive(self, chunk):
         try:
@@ -252,6 +267,8 @@ class FileHandler(NodeHandler):
             if where is not None and self.failure is None:
                 self.redirect_after_body = where
         if self.failure is not None:
+            if self._headers_written:  # answered while the body still came
+                return self.finish()
             raise self.failure
         if self.redirect_after_body is not None:
             return self.redirect_to(self.redirect_after_body, self.fp)

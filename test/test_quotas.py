@@ -121,6 +121,12 @@ def test_a_chunked_body_is_stopped_when_it_outgrows_the_quota(cluster, admin, al
     wait_for(lambda: no_temp_files(cluster), what="the temp file gone")
     # The refused upload's reservation was given back: the whole headroom is there again.
     wait_for(lambda: usage(alice)["reserved_bytes"] == 0, what="the reservation given back")
+    # Far over (more than 1 MiB still to come): the answer goes out while the body still
+    # arrives, and the rest is read and dropped, so the client that keeps sending gets it.
+    r = api.request("node1", "PUT", "alice/q/stream.bin", body=chunked(b"s" * (3 * MiB), 64 * KiB))
+    assert r.status == 507 and r.headers["Connection"] == "close", r
+    assert r.json()["error"]["code"] == "quota_exceeded"
+    wait_for(lambda: no_temp_files(cluster), what="the temp file gone")
     r = api.request("node2", "PUT", "alice/q/stream.bin", body=chunked(b"t" * (40 * KiB)))
     assert r.status == 201, r
     settled(alice, base + 40 * KiB)
@@ -162,6 +168,12 @@ def test_usage_and_quota_through_the_users_list(cluster, admin):
     r = AdminApi(cluster, "alice").call("PATCH", "/api/v1/users/alice", {"quota_bytes": None})
     assert r.status == 403
     set_quota(admin, "alice", None)
+
+
+def test_reservations_are_for_nodes_only(cluster, admin):
+    r = admin.call("PUT", "/api/v1/quota/reservations/" + "0" * 32,
+                   {"owner": "alice", "path": "x", "bytes": 1})
+    assert r.status == 403, r
 
 
 def test_a_node_keeps_its_reserve_of_free_space(cluster, alice):

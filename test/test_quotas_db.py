@@ -8,7 +8,7 @@ import pytest
 from securifile.admin.catalog import Catalog
 from securifile.admin.quotas import QuotaExceeded, Quotas
 from securifile.common.errors import ApiError, Forbidden, NotFound
-from securifile.common.sizes import parse_size
+from securifile.common.sizes import parse_size, size_text
 
 from .databases import db_url, sessions  # noqa: F401 (fixtures)
 from .test_admin_db import Clock, PASSWORD, file_event, new_accounts, report
@@ -158,3 +158,6 @@ def test_parse_size():
     for bad in ("", "-1", "10X", "G", "1 0"):
         with pytest.raises(ValueError):
             parse_size(bad)
+    for n in (None, 0, 1, 1023, 1 << 10, 3 << 29, 10 << 30, 5 << 40):
+        assert parse_size(size_text(n)) == n
+    assert (size_text(10 << 30), size_text(1536), size_text(None)) == ("10G", "1536", "none")

@@ -6,7 +6,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from securifile.common.sizes import parse_size
+from securifile.common.sizes import parse_size, size_text
 
 from ..format import human_size
 from ..typeahead import FIELD_KEYS, TypeAheadForm
@@ -45,7 +45,7 @@ class QuotaScreen(TypeAheadForm, ModalScreen):
                          f"once whatever the copies. Now: {quota_text(self.user)}.")
             with Horizontal(classes="field"):
                 yield Label("Quota")
-                yield Input(value="none" if quota is None else str(quota), id="quota-size",
+                yield Input(value=size_text(quota), id="quota-size",
                             placeholder="10G, 500M, bytes, or none", compact=True)
             yield Static("", id="quota-error")
             with Horizontal(classes="dialog-buttons"):
