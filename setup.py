@@ -8,6 +8,7 @@ from setuptools import setup
 PACKAGES = {
     "securifile": "securifile",
     "securifile.common": "common",
+    "securifile.client": "client",
     "securifile.nodes": "nodes",
     "securifile.admin": "admin",
     "securifile.tui": "tui",

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from securifile.common.errors import ApiError, Conflict, Forbidden, NotFound, Unauthenticated
 from securifile.common.paths import EMAIL_RE, MAX_EMAIL_LENGTH, check_username
+from securifile.common.times import aware
 
 from .models import Enrolment, Grant, RemovedAccount, RevokedCredential, User
 from .passwords import BCRYPT_ROUNDS, MAX_BYTES, check_password, hash_password
@@ -26,11 +27,6 @@ NO_PASSWORD = "!enrol"
 
 def utcnow():
     return datetime.now(timezone.utc)
-
-
-def aware(dt):
-    """SQLite hands back naive datetimes; everything we store is UTC."""
-    return dt if dt is None or dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def check_email(email):

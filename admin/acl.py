@@ -1,49 +1,14 @@
-"""Access roles: who may do what with a file, from the owner's grants on it or its folders.
-
-A grant's ``path`` is a file path, a folder path ending in '/', or '' for the whole
-namespace. A user's role on a file is the strongest grant that covers it.
+"""Access control over the database: a user's role on a file from the owner's grants on it
+or its folders, and granting and revoking. The rules themselves are in ``common/roles.py``.
 """
 from datetime import datetime, timezone
 
 from sqlalchemy import delete, select
 
 from securifile.common.errors import ApiError, Forbidden, NotFound
+from securifile.common.roles import NEEDS, OWNER, ROLES, allowed, covers, strongest
 
-from .models import ROLES, Grant, User
-
-OWNER = "owner"
-RANK = {None: 0, "reader": 1, "editor": 2, "master": 3, OWNER: 4}
-
-# The operations, and the weakest role that may do each. Creating and deleting files is the
-# owner's alone, as is everything about the owner's own grant.
-NEEDS = {
-    "read": "reader",
-    "list": "reader",
-    "write": "editor",
-    "create": OWNER,
-    "delete": OWNER,
-    "grant": "master",
-    "revoke": "master",
-}
-
-
-def covers(grant_path, path):
-    """Whether a grant on ``grant_path`` applies to ``path`` (a file, or a folder 'x/')."""
-    if grant_path == "" or grant_path == path:
-        return True
-    return grant_path.endswith("/") and path.startswith(grant_path)
-
-
-def strongest(roles):
-    best = None
-    for role in roles:
-        if RANK[role] > RANK[best]:
-            best = role
-    return best
-
-
-def allowed(role, op):
-    return RANK[role] >= RANK[NEEDS[op]]
+from .models import Grant, User
 
 
 class AccessControl:

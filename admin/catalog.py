@@ -13,30 +13,15 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from .acl import OWNER
+from securifile.common.roles import OWNER
+from securifile.common.times import epoch, from_epoch, iso
+
 from .namespaces import owner_uid_for, visible_clause
 from .models import (
     AppliedReport, DeletedFile, File, Folder, Grant, OwnerUsage, Placement, Server, StorageSample,
     User)
 
 log = logging.getLogger("securifile.admin.catalog")
-
-
-def ts(value):
-    """A datetime from a report's epoch seconds."""
-    return datetime.fromtimestamp(float(value), timezone.utc)
-
-
-def epoch(dt):
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
-
-
-def iso(dt):
-    if dt is None:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.isoformat()
 
 
 def folder_of(path):
@@ -132,7 +117,7 @@ class Catalog:
             log.error("report from %s: event skipped (%s): %.300r", server, e, event)
 
     def _apply_sample(self, s, server, event):
-        t, used, available = ts(event["t"]), int(event["used"]), int(event["available"])
+        t, used, available = from_epoch(event["t"]), int(event["used"]), int(event["available"])
         # A node's batch ids change when events queue up behind a lost answer, so the same
         # sample can come again in another report: one per server and time.
         if s.scalar(select(StorageSample.id).where(
@@ -168,23 +153,23 @@ class Catalog:
                 self._prune_folders(s, owner, path)
             if tomb is None:
                 s.add(DeletedFile(owner=owner, path=path, version=int(rec["version"]),
-                                  deleted_at=ts(rec["modified"])))
+                                  deleted_at=from_epoch(rec["modified"])))
             else:
-                tomb.version, tomb.deleted_at = int(rec["version"]), ts(rec["modified"])
+                tomb.version, tomb.deleted_at = int(rec["version"]), from_epoch(rec["modified"])
             return
         if tomb is not None:
             s.delete(tomb)  # created again, above the deletion's version
         replicas = sorted(rec.get("replicas", []), key=lambda r: r["priority"])
         size = int(rec["size"])
         if row is None:
-            row = File(owner=owner, path=path, folder=folder_of(path), created_at=ts(rec["modified"]),
-                       owner_uid=owner_uid_for(s, owner, ts(rec["modified"])))
+            row = File(owner=owner, path=path, folder=folder_of(path), created_at=from_epoch(rec["modified"]),
+                       owner_uid=owner_uid_for(s, owner, from_epoch(rec["modified"])))
             grown, added = size, 1
         else:
             grown, added = size - row.size, 0
         row.size, row.digest, row.algorithm = size, rec["digest"], rec["algorithm"]
         row.version, row.origin = int(rec["version"]), rec["origin"]
-        row.modified_at = ts(rec["modified"])
+        row.modified_at = from_epoch(rec["modified"])
         row.under_replicated = bool(rec.get("under_replicated", False))
         row.placements = [Placement(server=r["server"], priority=int(r["priority"])) for r in replicas]
         if added:
@@ -217,10 +202,8 @@ class Catalog:
         folder_key = folder + "/" if folder else ""
         whole = role_of(folder_key) is not None
         with self.sessions() as s:
-            q = select(File.__table__).where(File.owner == owner)
             unsealed = visible_clause(s, owner)
-            if unsealed is not None:
-                q = q.where(unsealed)
+            q = _owner_files(owner, unsealed)
             if recursive:
                 if folder:
                     q = q.where(File.path >= folder + "/", File.path < upper_bound(folder))
@@ -234,11 +217,7 @@ class Catalog:
                 if shared:  # one parameter, not one OR term per file shared
                     visible.append(_one_of(s, File.path, shared, String))
                 q = q.where(or_(*visible) if visible else False)
-            if after:
-                q = q.where(File.path > after)
-            rows = s.execute(q.order_by(File.path).limit(limit + 1)).all()
-            more = len(rows) > limit
-            rows = rows[:limit]
+            rows, more = _keyset_page(s, q, limit, after)
             files = _page_json(s, rows, role_of)
             folders = []
             if not recursive and after is None:
@@ -280,18 +259,13 @@ class Catalog:
 
     def owned_files(self, owner, limit=500, after=None):
         with self.sessions() as s:
-            q = select(File.__table__).where(File.owner == owner)
-            visible = visible_clause(s, owner)
-            if visible is not None:
-                q = q.where(visible)
-            if after:
-                q = q.where(File.path > after)
-            rows = s.execute(q.order_by(File.path).limit(limit + 1)).all()
+            rows, more = _keyset_page(s, _owner_files(owner, visible_clause(s, owner)), limit,
+                                      after)
             usage = s.get(OwnerUsage, owner)
-            files = _page_json(s, rows[:limit], lambda _path: OWNER)
+            files = _page_json(s, rows, lambda _path: OWNER)
         return {"username": owner, "file_count": usage.file_count if usage else 0,
                 "total_bytes": usage.total_bytes if usage else 0, "files": files,
-                "next": rows[limit - 1].path if len(rows) > limit else None}
+                "next": rows[-1].path if more else None}
 
     def samples(self, server, since, limit=2000):
         """The newest ``limit`` samples at or after ``since`` (the time of the last sample a
@@ -354,6 +328,20 @@ def _grant_clause(grant_path):
     if grant_path.endswith("/"):
         return and_(File.path >= grant_path, File.path < upper_bound(grant_path[:-1]))
     return File.path == grant_path
+
+
+def _owner_files(owner, unsealed):
+    """The query for ``owner``'s file rows, only those ``unsealed`` lets through (if not None)."""
+    q = select(File.__table__).where(File.owner == owner)
+    return q if unsealed is None else q.where(unsealed)
+
+
+def _keyset_page(s, q, limit, after):
+    """Up to ``limit`` rows of ``q`` by path after ``after``, and whether more follow."""
+    if after:
+        q = q.where(File.path > after)
+    rows = s.execute(q.order_by(File.path).limit(limit + 1)).all()
+    return rows[:limit], len(rows) > limit
 
 
 def _grant_paths(s, caller, owner):

@@ -6,7 +6,8 @@ it instead of skipping its start. Columns are read, not entities: a page is hund
 """
 from sqlalchemy import or_, select
 
-from .catalog import iso
+from securifile.common.times import iso
+
 from .models import Event
 
 COLUMNS = (Event.id, Event.at, Event.kind, Event.server, Event.username, Event.operation,

@@ -15,9 +15,9 @@ from tornado.log import access_log
 from securifile.common.errors import ApiError, Forbidden, NotFound
 from securifile.common.paths import check_username, parse_path
 from securifile.common.metrics import MetricsHandler
+from securifile.common.times import iso
 from securifile.common.web import MONITOR, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
 
-from .catalog import iso
 from .metrics import AdminMetrics
 
 ADMIN = "admin"

@@ -26,6 +26,9 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from pathlib import Path
 
+from securifile.common.durable import fsync_dir
+from securifile.common.times import from_epoch, utc
+
 MODES = ("outbox", "smtp")
 SECURITIES = ("starttls", "tls", "none")
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
@@ -125,14 +128,13 @@ class Mailer:
         if not message["From"]:
             message["From"] = self.settings.sender
         if not message["Date"]:
-            message["Date"] = format_datetime(
-                datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc))
+            message["Date"] = format_datetime(from_epoch(self.clock()))
         if not message["Message-ID"]:
             message["Message-ID"] = make_msgid(domain=_domain_of(message["From"]))
 
     def _write_to_outbox(self, message):
         folder = self.settings.outbox_dir
-        stamp = datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc)
+        stamp = from_epoch(self.clock())
         name = "{}-{}-{}.eml".format(
             stamp.strftime("%Y%m%dT%H%M%S.%fZ"), _file_safe(_first_recipient(message)),
             secrets.token_hex(4))
@@ -148,7 +150,7 @@ class Mailer:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
             tmp = None
-            _fsync_dir(folder)
+            fsync_dir(folder)
         except OSError as e:
             raise MailError(f"could not write the message to the outbox {folder}: "
                             f"{e.strerror or e}") from e
@@ -248,14 +250,6 @@ def _file_safe(text, limit=64):
     return re.sub(r"[^A-Za-z0-9@._+-]", "_", text)[:limit] or "unknown"
 
 
-def _fsync_dir(folder):
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _remove_quietly(path):
     try:
         os.unlink(path)
@@ -317,13 +311,6 @@ class _Body:
                 + "\n".join(out) + "\n</body></html>\n")
 
 
-def _utc(moment):
-    """An aware UTC datetime; a naive one (as SQLite returns) is taken to be UTC already."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.astimezone(datetime.timezone.utc)
-
-
 def _days_left(valid_until, now):
     # Rounded up: an account made for 365 days a moment ago still has 365 days.
     return max(0, math.ceil((valid_until - now).total_seconds() / 86400))
@@ -353,8 +340,8 @@ def account_email(username, email, enrolment_code, admin_url, valid_until, node_
     ``enrolment_expires``) lets the owner set one; without a code the administrator gave the
     initial password by other means. Without ``sender``, From is left for ``Mailer.send``.
     """
-    now = _utc(now or datetime.datetime.now(datetime.timezone.utc))
-    valid_until = _utc(valid_until)
+    now = utc(now or datetime.datetime.now(datetime.timezone.utc))
+    valid_until = utc(valid_until)
     days = _days_left(valid_until, now)
     admin_url = admin_url.rstrip("/")
     tls = admin_url.startswith("https:")
@@ -365,7 +352,7 @@ def account_email(username, email, enrolment_code, admin_url, valid_until, node_
     body.para(f"an account has been created for you on {PRODUCT}, the encrypted, replicated "
               "file store.")
     if enrolment_code:
-        expires = _utc(enrolment_expires) if enrolment_expires else None
+        expires = utc(enrolment_expires) if enrolment_expires else None
         body.fields(("User name", username), ("Enrolment code", enrolment_code),
                     ("Admin server", admin_url))
         until = f" until {expires:%Y-%m-%d %H:%M} UTC" if expires else ""
@@ -415,12 +402,12 @@ def account_email(username, email, enrolment_code, admin_url, valid_until, node_
 def enrolment_email(username, email, enrolment_code, admin_url, enrolment_expires, *,
                     sender=None, now=None):
     """A new enrolment code (an administrator reset the password)."""
-    now = _utc(now or datetime.datetime.now(datetime.timezone.utc))
+    now = utc(now or datetime.datetime.now(datetime.timezone.utc))
     admin_url = admin_url.rstrip("/")
     body = _Body()
     body.para(f"Hello {username},")
     body.para(f"an administrator has issued a new enrolment code for your {PRODUCT} account. "
-              f"It works once and only until {_utc(enrolment_expires):%Y-%m-%d %H:%M} UTC; "
+              f"It works once and only until {utc(enrolment_expires):%Y-%m-%d %H:%M} UTC; "
               "any older code no longer works.")
     body.fields(("User name", username), ("Enrolment code", enrolment_code),
                 ("Admin server", admin_url))
@@ -431,7 +418,7 @@ def enrolment_email(username, email, enrolment_code, admin_url, enrolment_expire
 
 def account_removed_email(username, email, admin_url=None, *, sender=None, now=None):
     """The e-mail to an account's owner when the account has been removed."""
-    now = _utc(now or datetime.datetime.now(datetime.timezone.utc))
+    now = utc(now or datetime.datetime.now(datetime.timezone.utc))
     body = _Body()
     body.para(f"Hello {username},")
     where = f" at {admin_url.rstrip('/')}" if admin_url else ""

@@ -9,8 +9,6 @@ from sqlalchemy import (
     BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-ROLES = ("reader", "editor", "master")
-
 # Paths compare byte-wise ('C' collation on PostgreSQL, SQLite's default BINARY), so that a
 # folder's files are one index range scan: path >= 'dir/' AND path < 'dir0'.
 # Ids of rows that grow without bound: 64-bit on PostgreSQL, SQLite's rowid otherwise.

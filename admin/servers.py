@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 from sqlalchemy import func, select
 
 from securifile.common.errors import NotFound
+from securifile.common.times import epoch, from_epoch, iso
 
-from .catalog import epoch, iso, ts
 from .models import File, Observation, Placement, Server, StatusChange
 
 RUNNING, DOWN, FAILED, UNKNOWN, VERIFYING = "running", "down", "failed", "unknown", "verifying"
@@ -55,7 +55,7 @@ class ServerRegistry:
     def on_status(self, s, observer, event):
         """A node reported a change in its view of ``subject`` (itself included)."""
         subject, new = event["subject"], event["new"]
-        at = ts(event.get("at", datetime.now(timezone.utc).timestamp()))
+        at = from_epoch(event.get("at", datetime.now(timezone.utc).timestamp()))
         obs = s.get(Observation, (observer, subject))
         if obs is not None and obs.status == new and abs(epoch(obs.since) - epoch(at)) < 1e-6:
             return  # the same event again, in a batch resent under another id

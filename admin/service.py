@@ -10,13 +10,14 @@ from sqlalchemy import delete, func, select
 
 from securifile.common.certs import CertificateAuthority, CertLayout
 from securifile.common.errors import ApiError, NotFound
+from securifile.common.times import aware, iso
 from securifile.common.tokens import load_private_key, mint_token
 
 from securifile.common.syslog import status_event
 
-from .accounts import Accounts, aware
+from .accounts import Accounts
 from .acl import AccessControl, allowed
-from .catalog import Catalog, iso
+from .catalog import Catalog
 from .events import events_page
 from .mailer import (
     MailError, Mailer, MailSettings, account_email, account_removed_email, enrolment_email)

@@ -16,12 +16,13 @@ import os
 import sys
 from pathlib import Path
 
-from securifile.common.adminclient import ROLES, AdminClient
+from securifile.client.admin import AdminClient
+from securifile.client.errors import ClientError, FileNotFound, LocalFileError, ServerError
+from securifile.client.files import parse_remote
+from securifile.client.settings import ClientSettings, LoginFolder, read_token_file
+from securifile.client.storage import Client
+from securifile.common.roles import ROLES
 from securifile.common.sizes import size_argument
-from securifile.common.client import (
-    Client, ClientError, ClientSettings, FileNotFound, LocalFileError, LoginFolder, ServerError,
-    parse_remote, read_token_file,
-)
 from . import control, login
 from .output import UsageError, human_size, when
 from .progress import TransferProgress

@@ -20,6 +20,8 @@ import threading
 import time
 from typing import NamedTuple
 
+from securifile.common.times import utc
+
 NILVALUE = "-"
 LOCAL0 = 16
 VERSION = 1
@@ -79,9 +81,7 @@ def format_timestamp(ts):
     """RFC 3339 in UTC with microseconds (RFC 5424 allows at most six fraction digits)."""
     if ts is None:
         return NILVALUE
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=datetime.timezone.utc)
-    ts = ts.astimezone(datetime.timezone.utc)
+    ts = utc(ts)
     return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond:06d}Z"
 
 

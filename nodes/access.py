@@ -15,11 +15,9 @@ from urllib.parse import urlencode
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from securifile.common.errors import Forbidden, Unavailable
+from securifile.common.roles import NEEDS  # named in a refusal; the admin server's "may" decides
 
 READ, WRITE, DELETE, LIST = "read", "write", "delete", "list"
-# The weakest role that may do each operation, as the admin server's acl module has it; the
-# node only names it in a refusal (the decision itself is the admin's "may").
-NEEDS = {READ: "reader", LIST: "reader", WRITE: "editor", DELETE: "owner"}
 log = logging.getLogger("securifile.access")
 
 

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from securifile.common.digests import new_hasher
+from securifile.common.durable import fsync_dir
 from securifile.common.errors import ApiError, Conflict, InsufficientStorage, NotFound
 
 READ_CHUNK = 1 << 20
@@ -27,14 +28,6 @@ _SYNCER = ThreadPoolExecutor(1, thread_name_prefix="datasync")
 
 class DigestMismatch(ApiError):
     status, code = 400, "digest_mismatch"
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DiskStore:
@@ -114,7 +107,7 @@ class DiskStore:
         except (FileNotFoundError, NotADirectoryError):
             return None
         self._adjust_used(-size)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         self._remove_empty_parents(fp, path)
         return target
 
@@ -288,7 +281,7 @@ class DiskWriter:
                 replaced = 0
             os.replace(self._tmp, target)
             self.store._adjust_used(self.size - replaced)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except BaseException:
             self.abort()
             raise

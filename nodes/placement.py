@@ -1,4 +1,15 @@
-"""Choosing replica servers and the server a user is sent to: pure functions."""
+"""Choosing replica servers and the server a user is sent to, and how many copies a file
+wants: pure functions."""
+
+
+def copies_wanted(replicas):
+    """How many servers should hold a file: its origin and ``replicas`` replicas."""
+    return replicas + 1
+
+
+def under_replicated(loc, replicas):
+    """Whether a live file has fewer current copies than it wants."""
+    return not loc.deleted and len(loc.current_holders) < copies_wanted(replicas)
 
 
 def place_replicas(candidates, count, rng):

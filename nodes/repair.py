@@ -31,7 +31,7 @@ from securifile.common.errors import Locked, Unavailable
 from .locationmap import Replica
 from .peerclient import PeerError
 from .peers import DOWN, FAILED, RUNNING
-from .placement import place_replicas, serving_holder
+from .placement import copies_wanted, place_replicas, serving_holder
 
 log = logging.getLogger("securifile.repair")
 
@@ -68,7 +68,7 @@ class RepairLoop:
         lost = self.lost_holders()
         running = set(node.peers.running_peers())
         candidates = await asyncio.to_thread(
-            node.locations.needing_repair, node.replicas + 1, lost, running, self.batch * 20)
+            node.locations.needing_repair, copies_wanted(node.replicas), lost, running, self.batch * 20)
         changed = 0
         for loc in [c for c in candidates if self._mine(c)][:self.batch]:
             try:
@@ -134,7 +134,7 @@ class RepairLoop:
         waiting = [h for h in loc.stale if h not in running and h not in lost]
         current = [h for h in holders if h not in loc.stale and h not in lost]
         spares = [p for p in running if p not in holders]
-        need = node.replicas + 1 - len(current) - len(freshen) - len(waiting)
+        need = copies_wanted(node.replicas) - len(current) - len(freshen) - len(waiting)
         added = place_replicas(spares, max(0, need), node.rng)
         sent = await self._send(loc, freshen + added)
         freshened = [h for h in freshen if h in sent]

@@ -25,7 +25,7 @@ from .locks import LockTable
 from .peerclient import PeerError
 from .peers import DOWN, FAILED, OFFLINE, RUNNING, VERIFYING
 from .pipeline import Pipeline
-from .placement import place_replicas, serving_holder
+from .placement import place_replicas, serving_holder, under_replicated
 from .upload_limits import UploadSlots
 
 log = logging.getLogger("securifile.storage")
@@ -52,11 +52,6 @@ class UploadPlan:
     loc: Location
     targets: list
     fresh: bool  # a new file (or a name deleted before): a failed replica gets a spare
-
-
-def under_replicated(loc, replicas):
-    """Fewer current copies than the origin and ``replicas`` replicas."""
-    return not loc.deleted and len(loc.current_holders) < replicas + 1
 
 
 class StorageNode:

@@ -35,8 +35,10 @@ import threading
 import time
 from pathlib import Path
 
-from securifile.common.adminclient import AdminClient
-from securifile.common.client import Client, ClientError, ClientSettings
+from securifile.client.admin import AdminClient
+from securifile.client.errors import ClientError
+from securifile.client.settings import ClientSettings
+from securifile.client.storage import Client
 from securifile.common.digests import new_hasher
 from securifile.common.paths import FilePath
 from securifile.nodes.challenge import stat_key

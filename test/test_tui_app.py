@@ -13,7 +13,7 @@ from datetime import timedelta, timezone
 import pytest
 from textual.widgets import Input
 
-from securifile.common.client import PermissionDenied, Unauthorized
+from securifile.client.errors import PermissionDenied, Unauthorized
 from securifile.scripts.cluster import free_ports
 from securifile.tui.app import SecuriFileApp
 from securifile.tui.errors import login_problem

@@ -1,6 +1,8 @@
 """How the terminal client writes sizes, times and ages: short enough for 80 columns."""
 import math
-from datetime import datetime, timezone
+from datetime import datetime
+
+from securifile.common.times import aware
 
 UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -28,14 +30,14 @@ def axis_size(n):
 def parse_time(value):
     """An aware datetime from the API's ISO text (None for nothing or nonsense)."""
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return aware(value)
     if not isinstance(value, str) or not value:
         return None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return aware(moment)
 
 
 def clock_time(value, tz=None, seconds=True):

@@ -17,37 +17,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Footer, Select, Static
 from textual.worker import WorkerState, get_current_worker
 
-from securifile.common.adminclient import ROLES
+from securifile.common.roles import OWNER, ROLES, allowed, role_on
 from securifile.tui.errors import describe
-from securifile.tui.screens.dialogs import ConfirmScreen
-
-OWNER = "owner"
-RANK = {None: 0, "reader": 1, "editor": 2, "master": 3, OWNER: 4}
-MANAGERS = (OWNER, "master")
-
-
-def covers(grant_path, path):
-    """Whether a grant on ``grant_path`` applies to ``path`` (a file, or a folder 'x/')."""
-    return grant_path in ("", path) or (grant_path.endswith("/") and path.startswith(grant_path))
-
-
-def role_on(me, shared, owner, path):
-    """My role on ``owner/path`` ('' or 'dir/' for folders): owner, or my strongest grant.
-
-    ``shared`` is the admin server's list of grants others gave me (``AdminClient.shared``).
-    """
-    if owner == me:
-        return OWNER
-    best = None
-    for grant in shared or ():
-        if grant.get("owner") == owner and covers(grant.get("path", ""), path):
-            if RANK.get(grant.get("role"), 0) > RANK[best]:
-                best = grant["role"]
-    return best
-
-
-def at_least(role, needed):
-    return RANK.get(role, 0) >= RANK[needed]
+from securifile.tui.screens.dialogs import ConfirmScreen, NamePrompt
+from securifile.tui.widgets.table import cursor_row_key
 
 
 def split_target(target):
@@ -146,7 +119,7 @@ class SharingScreen(ModalScreen[bool]):
 
     @property
     def may_manage(self):
-        return self.role in MANAGERS
+        return allowed(self.role, "grant")
 
     def on_mount(self):
         self.set_class(not self.may_manage, "-view-only")
@@ -196,8 +169,6 @@ class SharingScreen(ModalScreen[bool]):
     def action_find_user(self):
         from securifile.common.paths import InvalidPath, check_username
 
-        from .files import NamePrompt
-
         def problem(name):
             try:
                 check_username(name)
@@ -244,7 +215,7 @@ class SharingScreen(ModalScreen[bool]):
         if role is None:
             role = role_on(self.session.username, admin.shared(), self.owner, self.path)
         users = self._users
-        if users is None and role in MANAGERS:
+        if users is None and allowed(role, "grant"):
             users = [u["username"] for u in admin.users()]
         if not get_current_worker().is_cancelled:
             self.post_message(self.Loaded(info.get("grants", []), role, users))
@@ -336,14 +307,7 @@ class SharingScreen(ModalScreen[bool]):
     # -- highlighting a grant fills the form, so changing a role is pick-and-grant --
 
     def _highlighted(self):
-        table = self.query_one("#grants", DataTable)
-        if not table.row_count:
-            return None
-        try:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        except Exception:
-            return None
-        return key.value if key is not None else None
+        return cursor_row_key(self.query_one("#grants", DataTable))
 
     @on(DataTable.RowHighlighted, "#grants")
     def _grant_highlighted(self, event):
@@ -364,4 +328,4 @@ class SharingScreen(ModalScreen[bool]):
         self.query_one("#grant-apply", Button).label = label
 
 
-__all__ = ["SharingScreen", "role_on", "covers", "at_least", "split_target", "OWNER", "RANK"]
+__all__ = ["SharingScreen", "split_target"]

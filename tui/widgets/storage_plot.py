@@ -9,7 +9,7 @@ that a few megabytes stored next to terabytes free still show; ``l`` switches to
 """
 import math
 from collections import deque
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -18,6 +18,8 @@ from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import Label, Sparkline, Static
 from textual_plotext import PlotextPlot
+
+from securifile.common.times import from_epoch
 
 from ..format import axis_size, clock_time, human_size, linear_byte_ticks, log_byte_ticks, parse_time
 
@@ -148,7 +150,7 @@ class StoragePlot(PlotextPlot):
         width = self.size.width or 60
         count = 5 if width >= 70 else 3 if width >= 36 else 2
         xticks = [start + i * (end - start) / (count - 1) for i in range(count)]
-        plt.xticks(xticks, [clock_time(_utc(t), self.tz, seconds=False) for t in xticks])
+        plt.xticks(xticks, [clock_time(from_epoch(t), self.tz, seconds=False) for t in xticks])
         if not pts:
             plt.yticks([], [])
             plt.frame(True)
@@ -181,10 +183,6 @@ class StoragePlot(PlotextPlot):
         plt.plot(xs, avail, color=avail_c, marker=MARKER)  # over capacity while little is used
         plt.plot(xs, used, color=used_c, marker=MARKER)  # last: on top of the others
         self.refresh()
-
-
-def _utc(epoch):
-    return datetime.fromtimestamp(epoch, timezone.utc)
 
 
 class StorageChart(Vertical):

@@ -4,6 +4,16 @@ whole table cleared and refilled (that loses the cursor and the scroll position,
 from textual.widgets import DataTable
 
 
+def cursor_row_key(table):
+    """The key of the row under ``table``'s cursor, or None."""
+    if not table.row_count or table.cursor_row < 0:
+        return None
+    try:
+        return table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+    except Exception:  # the cursor is past the rows (a row was just removed)
+        return None
+
+
 class LiveTable(DataTable):
     """``upsert`` and ``prune`` rows by key; the header always matches the column widths.
 
@@ -36,12 +46,7 @@ class LiveTable(DataTable):
     @property
     def cursor_key(self):
         """The key of the row under the cursor, or None."""
-        if not self.row_count or self.cursor_row < 0:
-            return None
-        try:
-            return self.coordinate_to_cell_key((self.cursor_row, 0)).row_key.value
-        except Exception:  # the cursor is past the rows (a row was just removed)
-            return None
+        return cursor_row_key(self)
 
     def render_line(self, y):
         widths = tuple(column.get_render_width(self) for column in self.ordered_columns)
