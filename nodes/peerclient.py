@@ -205,6 +205,12 @@ class PeerClient:
                                   {"side": side, "lease": lease}, timeout)
         return float(answer.get("lease", 0)) if answer.get("granted") else 0.0
 
+    async def quota_reservation(self, admin_url, rid, request=None, timeout=None):
+        """Reserve (``request``: owner, path, bytes, wanted) or, without one, give back the
+        quota reservation ``rid`` at the admin server; its answer (see admin/quotas.py)."""
+        url = f"{admin_url.rstrip('/')}/api/v1/quota/reservations/{rid}"
+        return await self._json(url, "PUT" if request is not None else "DELETE", request, timeout)
+
     async def delete_copy(self, base, fp, version):
         await self._call(file_url(fp, base, REPLICAS) + f"?version={version}", "DELETE")
 

@@ -20,10 +20,11 @@ import time
 import uuid
 from pathlib import Path
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.ioloop import PeriodicCallback
 
 from securifile.common.errors import ApiError, Unavailable
+
+from .peerclient import PeerError
 
 log = logging.getLogger("securifile.quota")
 STEP = 16 << 20  # how far ahead of its bytes a body of unknown length reserves
@@ -38,20 +39,18 @@ class QuotaUnchecked(Unavailable):
 
 
 class QuotaKeeper:
-    """Reservations from the admin server (``PUT /api/v1/quota/reservations/ID``)."""
+    """Reservations from the admin server (``PUT /api/v1/quota/reservations/ID``), asked
+    over the node's kept connections (``client``, a PeerClient): no TLS handshake per upload."""
 
-    def __init__(self, admin_url, ssl_context=None, headers=None, report_done=None,
-                 unlimited_ttl=3.0, timeout=3.0, step=STEP, clock=time.monotonic,
-                 state_path=None):
-        self.admin_url = admin_url.rstrip("/")
-        self.ssl_context = ssl_context
-        self.headers = dict(headers or {}, **{"Content-Type": "application/json"})
+    def __init__(self, admin_url, client, report_done=None, unlimited_ttl=3.0, timeout=3.0,
+                 step=STEP, clock=time.monotonic, state_path=None):
+        self.admin_url = admin_url
+        self.client = client
         self.report_done = report_done or (lambda rid: None)
         self.unlimited_ttl = unlimited_ttl
         self.timeout = timeout
         self.step = step
         self.clock = clock
-        self.http = AsyncHTTPClient(force_instance=True)
         self._unlimited = {}  # owner -> when the admin server last said: no quota
         self.state_path = Path(state_path) if state_path else None
         self.limited = self._load()  # owners seen with a quota
@@ -72,13 +71,8 @@ class QuotaKeeper:
         quota.start_renewal(float(answer.get("expires_in", 120)))
         return quota
 
-    async def call(self, method, rid, body=None):
-        req = HTTPRequest(f"{self.admin_url}/api/v1/quota/reservations/{rid}", method=method,
-                          headers=self.headers, body=None if body is None else json.dumps(body),
-                          ssl_options=self.ssl_context, connect_timeout=self.timeout,
-                          request_timeout=self.timeout)
-        resp = await self.http.fetch(req)
-        return json.loads(resp.body) if resp.body else {}
+    async def call(self, rid, request=None):
+        return await self.client.quota_reservation(self.admin_url, rid, request, self.timeout)
 
     def learned(self, owner, limited):
         """What an answer said about ``owner``: remembered for when the admin server is down."""
@@ -139,16 +133,14 @@ class UploadQuota:
         owner = self.fp.owner
         body = {"owner": owner, "path": self.fp.rel, "bytes": size, "wanted": wanted}
         try:
-            answer = await self.keeper.call("PUT", self.rid, body)
-        except HTTPClientError as e:
-            if e.code == 507:
+            answer = await self.keeper.call(self.rid, body)
+        except PeerError as e:
+            if e.status == 507:
                 self.keeper.learned(owner, True)
-                raise exceeded(e) from None
-            if e.code < 500:
+                raise exceeded(e.body) from None
+            if e.status is not None and e.status < 500:
                 raise Unavailable(f"the admin server refused the quota reservation (HTTP "
-                                  f"{e.code}); ask the operator", code="admin_refused") from None
-            return self._offline(e, offline_ok)
-        except (OSError, ValueError) as e:
+                                  f"{e.status}); ask the operator", code="admin_refused") from None
             return self._offline(e, offline_ok)
         limited = answer.get("quota_bytes") is not None
         self.keeper.learned(owner, limited)
@@ -192,8 +184,8 @@ class UploadQuota:
 
     async def _give_back(self):
         try:
-            await self.keeper.call("DELETE", self.rid)
-        except (HTTPClientError, OSError, ValueError) as e:
+            await self.keeper.call(self.rid)
+        except PeerError as e:
             log.info("quota reservation %s not given back (it expires): %s", self.rid, e)
 
     def _stop(self):
@@ -205,11 +197,8 @@ class UploadQuota:
         return True
 
 
-def exceeded(error):
+def exceeded(answer):
     """The admin server's 507, passed on to the client with its figures."""
-    try:
-        detail = json.loads(error.response.body)["error"]
-    except (AttributeError, TypeError, ValueError, KeyError):
-        detail = {"message": "quota exceeded"}
+    detail = answer.get("error") if isinstance(answer.get("error"), dict) else {}
     figures = {k: v for k, v in detail.items() if k.endswith("_bytes")}
     return QuotaExceeded(detail.get("message", "quota exceeded"), **figures)
