@@ -83,6 +83,20 @@ def no_temp_files(cluster):
     return all(not any((cluster.cfg.node_data_dir(n) / "tmp").iterdir()) for n in cluster.names)
 
 
+def test_a_node_remembers_owners_with_a_quota_across_restarts(tmp_path):
+    from securifile.nodes.quota import QuotaKeeper
+
+    state = tmp_path / "quota-owners.json"
+    keeper = QuotaKeeper("https://127.0.0.1:1", client=None, state_path=state)
+    keeper.learned("alice", True)
+    keeper.learned("bob", True)
+    keeper.learned("bob", False)  # bob's quota was lifted
+    assert QuotaKeeper("https://127.0.0.1:1", client=None, state_path=state).limited == {"alice"}
+    assert oct(state.stat().st_mode & 0o777) == "0o600"
+    state.write_text("not json")
+    assert QuotaKeeper("https://127.0.0.1:1", client=None, state_path=state).limited == set()
+
+
 def test_quota_counts_each_file_once_and_refuses_what_does_not_fit(cluster, admin, alice):
     api = Api(cluster)
     answer = set_quota(admin, "alice", 100 * KiB)
