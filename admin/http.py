@@ -151,8 +151,51 @@ class CertificateHandler(AdminHandler):
 class ServersHandler(AdminHandler):
     async def get(self):
         servers = await asyncio.to_thread(self.admin.servers.listing)
+        membership = await asyncio.to_thread(self.admin.membership.status)
+        state = {m["name"]: m for m in membership["servers"]}
+        for server in servers:
+            member = state.get(server["name"], {})
+            server["membership"] = member.get("state", "member")
+            server["files_left"] = member.get("files_left")
         self.send_json({"replicas": self.admin.cfg.replicas, "tls": self.admin.cfg.tls,
+                        "epoch": membership["epoch"], "committed": membership["committed"],
                         "servers": servers})
+
+    async def post(self):
+        """An administrator adds a server to the running cluster."""
+        if not self.user.admin:
+            raise Forbidden("administrators only", code="admin_only")
+        body = self.json_body()
+        self.send_json(await asyncio.to_thread(
+            self.admin.change_membership, "add", body.get("name"), self.user.username,
+            body.get("url")), status=201)
+
+
+class ServerDrainHandler(AdminHandler):
+    auth = ADMIN
+
+    async def post(self, name):
+        self.send_json(await asyncio.to_thread(self.admin.change_membership, "drain", name,
+                                               self.user.username))
+
+
+class ServerHandler(AdminHandler):
+    auth = ADMIN
+
+    async def delete(self, name):
+        self.send_json(await asyncio.to_thread(self.admin.change_membership, "remove", name,
+                                               self.user.username))
+
+
+class MembershipHandler(AdminHandler):
+    """Nodes poll the current membership here, saying which epoch they hold."""
+
+    auth = NODE
+
+    async def get(self):
+        known = self.arg_int("known", 0, lo=0, hi=2**31 - 1)
+        self.send_json(await asyncio.to_thread(self.admin.membership.heard,
+                                               self.principal.name, known))
 
 
 class StorageHandler(AdminHandler):
@@ -333,7 +376,7 @@ class WitnessHandler(AdminHandler):
 
     auth = NODE
 
-    def post(self):
+    async def post(self):
         body = self.json_body()
         side = body.get("side")
         if not isinstance(side, list) or not all(isinstance(n, str) for n in side):
@@ -342,7 +385,11 @@ class WitnessHandler(AdminHandler):
             lease = float(body.get("lease", 0))
         except (TypeError, ValueError):
             raise ApiError("lease must be a number of seconds", code="bad_lease") from None
-        granted = self.admin.witness.ask(self.principal.name, side, lease)
+        # Only a node at the current, committed membership may win a tie: a side counting
+        # over an older list could otherwise overlap nobody (admin/membership.py).
+        epoch = body.get("epoch")
+        granted = await asyncio.to_thread(self.admin.tie_allowed, epoch) \
+            and self.admin.witness.ask(self.principal.name, side, lease)
         self.send_json({"granted": granted, "lease": lease if granted else 0,
                         "side": self.admin.witness.side})
 
@@ -393,6 +440,9 @@ def make_app(admin, authenticator):
         (r"/api/v1/servers/([^/]+)/storage", StorageHandler),
         (r"/api/v1/servers/([^/]+)/history", ServerHistoryHandler),
         (r"/api/v1/servers/([^/]+)/(offline|online)", ServerStateHandler),
+        (r"/api/v1/servers/([^/]+)/drain", ServerDrainHandler),
+        (r"/api/v1/servers/([^/]+)", ServerHandler),
+        (r"/api/v1/membership", MembershipHandler),
         (r"/api/v1/users", UsersHandler),
         (r"/api/v1/users/([^/]+)", UserHandler),
         (r"/api/v1/users/([^/]+)/files", UserFilesHandler),

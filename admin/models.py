@@ -177,6 +177,20 @@ class Server(Base):
     available_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     sampled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_report: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The newest membership epoch this server said it holds (admin/membership.py).
+    known_epoch: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Membership(Base):
+    """One numbered list of the cluster's servers; the highest epoch is the current one.
+    ``servers`` is JSON: [{"name", "url", "state": "member" | "draining"}]."""
+
+    __tablename__ = "memberships"
+
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    servers: Mapped[str] = mapped_column(Text)
+    change: Mapped[str] = mapped_column(String(200), default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Observation(Base):

@@ -19,6 +19,7 @@ from .accounts import Accounts
 from .acl import AccessControl, allowed
 from .catalog import Catalog
 from .events import events_page
+from .membership import MembershipBook
 from .mailer import (
     MailError, Mailer, MailSettings, account_email, account_removed_email, enrolment_email)
 from .models import Event
@@ -57,6 +58,11 @@ class AdminService:
         self._token_key = None
         self.openapi = {}
         self.witness = Witness()
+        self.membership = MembershipBook(sessions, self.servers, self.witness, cfg.replicas)
+        # Node names the admin server accepts certificates of: kept in step with the
+        # membership (the Authenticator shares this set).
+        self.node_names = set()
+        self.syslog_names = {"admin"}  # and the nodes, for the built-in receiver
 
     # -- audit -----------------------------------------------------------------------------
 
@@ -291,6 +297,37 @@ class AdminService:
         # 'subject', not 'server': the admin server signs its records as itself.
         self.audit("status", f"{by} took server {name} {state}", username=by, subject=name,
                    operation=state, result="ok")
+
+    def refresh_node_names(self):
+        """The servers of the current membership are the nodes this server talks to."""
+        names = self.membership.names()
+        self.node_names.intersection_update(names)
+        self.node_names.update(names)
+        self.syslog_names.intersection_update(names | {"admin"})
+        self.syslog_names.update(names)
+        return names
+
+    def change_membership(self, action, name, by, url=None):
+        """Add, drain or remove a server (admin/membership.py); the new epoch and list."""
+        if action == "add":
+            result = self.membership.add(name, url)
+        elif action == "drain":
+            result = self.membership.drain(name)
+        else:
+            result = self.membership.remove(name)
+        self.refresh_node_names()
+        self.audit("status", f"{by}: {action} server {name} (membership epoch {result['epoch']})",
+                   username=by, subject=name, operation=action, result="ok")
+        return result
+
+    def tie_allowed(self, epoch):
+        """The witness grants a tie only to a node at the current epoch, once committed."""
+        try:
+            epoch = int(epoch)
+        except (TypeError, ValueError):
+            return False
+        current, _servers = self.membership.current()
+        return epoch == current and self.membership.committed()
 
     def prune_samples(self, keep_days=7):
         """Storage samples and deletions older than a week (no node queues reports so long),
