@@ -30,9 +30,12 @@ class HeartbeatHandler(ApiHandler):
         body = self.json_body()
         if body.get("from") in self.node.urls:
             self.node.pulled_by[body["from"]] = int(body.get("pulled", 0))
-        self.send_json({"name": self.node.name, "status": self.node.peers.self_status,
-                        "seq": self.node.locations.seq, "boot": self.node.boot,
-                        "round": self.node.peers.round})
+        answer = {"name": self.node.name, "status": self.node.peers.self_status,
+                  "seq": self.node.locations.seq, "boot": self.node.boot,
+                  "round": self.node.peers.round}
+        if self.node.membership is not None:  # gossip: peers adopt a newer list from it
+            answer["membership"] = self.node.membership.as_json()
+        self.send_json(answer)
 
 
 class ChallengeHandler(ApiHandler):
@@ -75,6 +78,8 @@ class LocksHandler(ApiHandler):
         if body.get("release"):
             self.node.locks.release(fp, body.get("token"))
             return self.send_json({"ok": True})
+        if self.node.membership is not None:
+            self.node.membership.check_coordinator(body.get("epoch"))
         stamp = body.get("stamp")
         self.send_json(self.node.grant_lock(
             fp, str(body.get("holder")), self.principal.name, str(body.get("token")),

@@ -81,6 +81,8 @@ class StorageNode:
         self._background = set()
         self.pipelines = set()  # uploads whose body is being streamed to replicas
         self.quarantined = 0  # bad copies moved aside since start
+        self.membership = None  # NodeMembership: the list of servers, its epoch
+        self.draining = set()  # servers being retired: no new copies go to them
 
     def log_access(self, user, op, path, result, size=None):
         """One line in the audit log for a user's file access; never fails the request."""
@@ -162,6 +164,10 @@ class StorageNode:
                                code="parent_is_a_file")
             if self.locations.has_folder(fp):
                 raise Conflict(f"{fp} is a folder", code="is_a_folder")
+            if self.name in self.draining:  # a new file's origin must not be a leaving server
+                others = [p for p in self.placeable_peers() if p not in avoid]
+                if others:
+                    return "redirect", place_replicas(others, 1, self.rng)[0]
             return "local", None
         kind, where = self.route_read(fp, sent_here, avoid)
         return ("local", loc) if kind == "serve" else (kind, where)
@@ -332,7 +338,7 @@ class StorageNode:
             version = existing.version + 1 if existing else 1
             loc = Location(fp.owner, fp.rel, self.name, None, self.algorithm, 0, version, [],
                            0.0, stamp=ticket.stamp, coordinator=self.name)
-            wanted = place_replicas(self.peers.running_peers(), self.replicas, self.rng)
+            wanted = place_replicas(self.placeable_peers(), self.replicas, self.rng)
             return UploadPlan(loc, wanted, True)
         loc = Location(fp.owner, fp.rel, existing.origin, None, self.algorithm, 0,
                        existing.version + 1, [], 0.0, stamp=ticket.stamp, coordinator=self.name)
@@ -400,7 +406,7 @@ class StorageNode:
                         log.warning("replica copy of %s to %s failed: %s", fp, target, e)
                 if not fresh:
                     return
-                spare = [p for p in self.peers.running_peers() if p not in tried]
+                spare = [p for p in self.placeable_peers() if p not in tried]
                 if not spare:
                     return
                 target = place_replicas(spare, 1, self.rng)[0]
@@ -514,6 +520,15 @@ class StorageNode:
         elif self.peers.self_status == OFFLINE:
             self.peers.set_self(VERIFYING if self.peers.names else RUNNING,
                                 "put back online by the administrator")
+
+    def placeable_peers(self):
+        """Running peers that may take new copies (not being drained)."""
+        return [p for p in self.peers.running_peers() if p not in self.draining]
+
+    def set_removed(self):
+        """This server was taken out of the cluster: it serves nobody from now on."""
+        if self.peers.self_status != OFFLINE:
+            self.peers.set_self(OFFLINE, "removed from the cluster's membership")
 
     def quorum_changed(self, has, detail):
         """Cut off from the majority: verifying from now on, so that when it rejoins it
