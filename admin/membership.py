@@ -53,7 +53,11 @@ class MembershipBook:
             return self._current(s)
 
     def names(self):
-        return {x["name"] for x in self.current()[1]}
+        """The servers of the current list and of the one before: a server just removed is
+        still answered, so that its poll tells it it was removed."""
+        with self.sessions() as s:
+            rows = s.scalars(select(Membership).order_by(Membership.epoch.desc()).limit(2)).all()
+        return {x["name"] for row in rows for x in json.loads(row.servers)}
 
     def heard(self, name, epoch):
         """``name`` holds ``epoch`` (its poll said so); the current list, for it to adopt."""

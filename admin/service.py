@@ -299,7 +299,7 @@ class AdminService:
                    operation=state, result="ok")
 
     def refresh_node_names(self):
-        """The servers of the current membership are the nodes this server talks to."""
+        """The servers of the membership are the nodes this server talks to."""
         names = self.membership.names()
         self.node_names.intersection_update(names)
         self.node_names.update(names)

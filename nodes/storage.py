@@ -562,6 +562,9 @@ class StorageNode:
             "used_bytes": used,
             "available_bytes": available,
             "replicas": self.replicas,
+            # The membership this node counts its majority over (nodes/membership.py).
+            "epoch": self.membership.epoch if self.membership is not None else 0,
+            "members": self.membership.servers if self.membership is not None else [],
             # New connections to peers (a TLS handshake each) and calls made over them.
             "peer_client": self.client.stats(),
         }

@@ -1,0 +1,205 @@
+"""Growing and shrinking a running cluster (real processes): a fourth server added under a
+write load, learnt by every node without a restart, verified, given new copies and kept
+across restarts; then a server drained (never fewer than r+1 copies of any file) and
+removed, which is refused until its drain is over."""
+import os
+import threading
+import time
+
+import pytest
+
+from .clusters import start_cluster
+from .helpers import AdminApi, Api, wait_for
+
+REPLICAS = 1
+WANTED = REPLICAS + 1
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = start_cluster(tmp_path_factory, "membership", servers=3, replicas=REPLICAS,
+                      repair_interval=0.3, repair_batch=3, repair_after=600.0)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def upload(api, node, path, data):
+    _node, r = api.follow(node, "PUT", path, body=data)
+    return r
+
+
+def read_back(api, node, path):
+    _node, r = api.follow(node, "GET", path)
+    return r
+
+
+def listing(api, node):
+    """``{path: record}`` of alice's files as ``node``'s own location map has them."""
+    r = api.request(node, "GET", "alice/")
+    if r.status != 200:
+        return None
+    return {f["path"]: f for f in r.json()["files"]}
+
+
+def current_holders(rec):
+    holders = [rec["origin"], *[x["server"] for x in rec["replicas"]]]
+    return [h for h in holders if h not in rec["stale"]]
+
+
+def membership_of(cluster, name):
+    st = cluster.status(name)
+    return None if st is None else (st["epoch"], sorted(m["name"] for m in st["members"]))
+
+
+class WriteLoad:
+    """Uploads to the first three servers in turn until stopped; what was acknowledged."""
+
+    def __init__(self, api, nodes):
+        self.api, self.nodes = api, nodes
+        self.acked, self.refused = {}, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        for i in range(10_000):  # bounded; stopped long before
+            if self._stop.is_set():
+                return
+            data = os.urandom(2048)
+            path = f"alice/load/f{i}.bin"
+            try:
+                r = upload(self.api, self.nodes[i % len(self.nodes)], path, data)
+            except OSError as e:
+                self.refused.append(str(e))
+                continue
+            if r.status == 201:
+                self.acked[path] = data
+            else:
+                self.refused.append(r.status)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(60)
+        assert not self._thread.is_alive()
+
+
+def test_a_server_added_under_load_is_learnt_verified_and_given_copies(cluster):
+    api, admin = Api(cluster), AdminApi(cluster)
+    wait_for(lambda: all(membership_of(cluster, n) == (1, cluster.names) for n in cluster.names),
+             timeout=30, what="every node on the admin server's first epoch")
+    entry = cluster.new_server("node4")
+    with WriteLoad(api, cluster.names) as load:
+        wait_for(lambda: len(load.acked) >= 3, timeout=60, what="uploads before the change")
+        r = admin.call("POST", "/api/v1/servers", {"name": "node4", "url": entry.url})
+        assert r.status == 201, r
+        assert r.json()["epoch"] == 2
+        cluster.start_node("node4")
+        cluster.wait_ready(["node4"], timeout=60)
+        everyone = [*cluster.names, "node4"]
+        wait_for(lambda: all(membership_of(cluster, n) == (2, everyone) for n in everyone),
+                 timeout=30, what="every node on epoch 2")
+        for n in cluster.names:  # verified like a returning server, then running everywhere
+            wait_for(lambda n=n: api.sees(n, "node4", "running"), timeout=60,
+                     what=f"{n} to see node4 running")
+        count = len(load.acked)
+        wait_for(lambda: len(load.acked) >= count + 5, timeout=60, what="uploads after the change")
+    # Nothing acknowledged during the change was lost.
+    for path, data in load.acked.items():
+        r = read_back(api, "node2", path)
+        assert r.status == 200 and r.body == data, (path, r)
+    # New files: placed on node4 too (as origin when sent to it, and as a replica).
+    files = {f"alice/after/{i}.bin": os.urandom(1024 + i) for i in range(12)}
+    for i, (path, data) in enumerate(files.items()):
+        r = upload(api, everyone[i % 4], path, data)
+        assert r.status == 201, r
+    records = wait_for(lambda: listing(api, "node1"), what="node1's listing")
+    on_node4 = [p for p, rec in records.items() if p.startswith("after/")
+                and "node4" in current_holders(rec)]
+    as_replica = [p for p in on_node4 if records[p]["origin"] != "node4"]
+    assert on_node4 and as_replica, records
+    for node in everyone:
+        for path, data in files.items():
+            r = read_back(api, node, path)
+            assert r.status == 200 and r.body == data, (node, path, r)
+    # A restarted node keeps the four-server list, although its configuration names three.
+    cluster.kill("node1")
+    cluster.restart("node1", timeout=60)
+    assert membership_of(cluster, "node1") == (2, everyone)
+    assert "node4" in [p["name"] for p in cluster.status("node1")["peers"]]
+
+
+def test_a_drained_server_keeps_every_file_at_r_plus_1_copies_then_is_removed(cluster):
+    api, admin = Api(cluster), AdminApi(cluster)
+    everyone = [*cluster.names, "node4"]
+    if membership_of(cluster, "node4") != (2, everyone):
+        pytest.skip("needs the four-server cluster of the test before")
+    # Give node2 files to hand over: some it originates, some it replicates.
+    for i in range(30):
+        r = upload(api, "node2", f"alice/drain/{i}.bin", os.urandom(512 + i))
+        assert r.status == 201, r
+    wait_for(lambda: admin.get("/api/v1/servers").json()["committed"], timeout=30,
+             what="epoch 2 known to a majority")
+    r = admin.call("POST", "/api/v1/servers/node2/drain")
+    assert r.status == 200, r
+    assert r.json()["epoch"] == 3
+    # Refused at once: epoch 3 is not yet known to a majority (or node2 still holds copies).
+    refused = admin.call("DELETE", "/api/v1/servers/node2")
+    assert refused.status == 409, refused
+    assert refused.json()["error"]["code"] in ("membership_changing", "not_drained"), refused
+    # Then, once it is, refused while node2 holds copies (the drain moves 3 files a round).
+    wait_for(lambda: admin.get("/api/v1/servers").json()["committed"], timeout=30,
+             what="epoch 3 known to a majority")
+    refused = admin.call("DELETE", "/api/v1/servers/node2")
+    assert refused.status == 409 and refused.json()["error"]["code"] == "not_drained", refused
+    assert refused.json()["error"]["files_left"] > 0
+    observer = "node1"
+    lowest = {}
+
+    def drained():
+        records = listing(api, observer)
+        if records is None:
+            return False
+        for path, rec in records.items():
+            n = len(current_holders(rec))
+            lowest[path] = min(lowest.get(path, n), n)
+        return all("node2" not in current_holders(rec) and "node2" not in rec["stale"]
+                   and len(current_holders(rec)) >= WANTED for rec in records.values())
+
+    wait_for(drained, timeout=120, interval=0.05, what="node2's copies moved to the others")
+    assert lowest and min(lowest.values()) >= WANTED, \
+        {p: n for p, n in lowest.items() if n < WANTED}
+    listed = admin.get("/api/v1/servers").json()
+    node2 = [s for s in listed["servers"] if s["name"] == "node2"][0]
+    assert node2["membership"] == "draining"
+
+    def files_left():
+        for s in admin.get("/api/v1/servers").json()["servers"]:
+            if s["name"] == "node2":
+                return s["files_left"] == 0
+        return False
+
+    wait_for(files_left, timeout=60, what="the catalogue to show node2 empty")
+    wait_for(lambda: admin.get("/api/v1/servers").json()["committed"], timeout=30,
+             what="epoch 3 known to a majority")
+    r = admin.call("DELETE", "/api/v1/servers/node2")
+    assert r.status == 200, r
+    assert r.json()["epoch"] == 4
+    staying = ["node1", "node3", "node4"]
+    wait_for(lambda: all(membership_of(cluster, n) == (4, staying) for n in staying),
+             timeout=30, what="every remaining node on epoch 4")
+    wait_for(lambda: (cluster.status("node2") or {}).get("status") == "offline", timeout=30,
+             what="the removed server to stop serving")
+    assert "node2" not in [s["name"] for s in admin.get("/api/v1/servers").json()["servers"]]
+    # The three that stay serve reads and writes on their own.
+    cluster.kill("node2")
+    r = upload(api, "node3", "alice/after-removal.bin", b"three servers")
+    assert r.status == 201, r
+    for node in staying:
+        assert read_back(api, node, "alice/after-removal.bin").body == b"three servers"
+        for i in range(30):
+            assert read_back(api, node, f"alice/drain/{i}.bin").status == 200
