@@ -137,11 +137,11 @@ class Cluster:
             return self.added[name][0].url
         return self.cfg.admin_url if name == ADMIN_NAME else self.cfg.server(name).url
 
-    def new_server(self, name, host="127.0.0.1"):
+    def new_server(self, name, host="127.0.0.1", port=None):
         """One more node for the running cluster, not started: a free port, its certificate,
         and its own configuration file listing the cluster's servers and itself (the running
         nodes learn of it once the administrator adds it: ``securifile-admin server add``)."""
-        port = free_ports(1, host)[0]
+        port = port or free_ports(1, host)[0]
         entry = ServerEntry(name, f"{self.cfg.scheme}://{url_host(host)}:{port}")
         ensure_server_cert(self.layout, ensure_ca(self.layout), name, hosts=server_names(host))
         cfg = load_config(self.config_path)

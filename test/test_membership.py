@@ -215,3 +215,58 @@ def test_a_drained_server_keeps_every_file_at_r_plus_1_copies_then_is_removed(cl
         assert read_back(api, node, "alice/after-removal.bin").body == b"three servers"
         for i in range(30):
             assert read_back(api, node, f"alice/drain/{i}.bin").status == 200
+
+
+# -- a partition during a change (each server in its own network namespace) ---------------
+
+def test_a_server_added_while_one_is_cut_off_leaves_one_side_writing(make_netns_cluster):
+    from .netns import server_address
+    from .test_partition import BEATS, DETECT, VERIFY, quorum, refused_no_quorum
+
+    cluster = make_netns_cluster(servers=3, replicas=1, spare=1, **BEATS)
+    api, admin = Api(cluster), AdminApi(cluster)
+    wait_for(lambda: all(membership_of(cluster, n) == (1, cluster.names) for n in cluster.names),
+             timeout=VERIFY, what="every node on epoch 1")
+    # node3 is cut off from its peers (it still reaches the admin server) during the change.
+    cluster.cut("node3")
+    wait_for(lambda: quorum(cluster, "node3") is False, DETECT, what="node3 without quorum")
+    entry = cluster.new_server("node4", host=server_address(4), port=8444)
+    r = admin.call("POST", "/api/v1/servers", {"name": "node4", "url": entry.url})
+    assert r.status == 201, r
+    cluster.start_node("node4")
+    cluster.wait_ready(["node4"], timeout=60)
+    everyone = [*cluster.names, "node4"]
+    wait_for(lambda: all(membership_of(cluster, n) == (2, everyone) for n in everyone),
+             timeout=VERIFY, what="every node (node3 through the admin server) on epoch 2")
+
+    def writes(node, i):
+        return api.request(node, "PUT", f"alice/split/{node}-{i}.bin", body=b"x" * 100)
+
+    # Three of four write; node3, one of four, refuses.
+    for i in range(3):
+        assert writes("node1", i).status == 201
+        assert refused_no_quorum(writes("node3", i))
+    # node4 cut off too: node1 and node2 are exactly half of the new list and go on only
+    # with the witness's lease; node3 and node4, alone each, refuse writes.
+    cluster.cut("node4")
+    wait_for(lambda: quorum(cluster, "node4") is False, DETECT, what="node4 without quorum")
+    wait_for(lambda: quorum(cluster, "node1") and quorum(cluster, "node2"), DETECT,
+             what="node1 and node2 going on with the witness")
+    for i in range(3, 6):
+        assert writes("node2", i).status == 201
+        for alone in ("node3", "node4"):
+            assert refused_no_quorum(writes(alone, i)), alone
+    # No change of the membership while that lease is out.
+    r = admin.call("POST", "/api/v1/servers/node3/drain")
+    assert r.status == 409 and r.json()["error"]["code"] == "witness_lease", r
+    cluster.heal("node3")
+    cluster.heal("node4")
+    cluster.wait_ready(everyone, timeout=60)
+    written = [f"alice/split/node1-{i}.bin" for i in range(3)] + \
+              [f"alice/split/node2-{i}.bin" for i in range(3, 6)]
+    for node in everyone:
+        for path in written:
+            _n, got = api.follow(node, "GET", path)
+            assert got.status == 200 and got.body == b"x" * 100, (node, path, got)
+    records = wait_for(lambda: listing(api, "node1"), what="node1's listing")
+    assert not [p for p in records if p.startswith("split/node3") or p.startswith("split/node4")]
