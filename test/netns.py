@@ -261,10 +261,10 @@ class NetnsCluster(Cluster):
             conn.close()
 
     def cut(self, name):
-        self.lab.cut(self.names.index(name) + 1)
+        self.lab.cut(self.lab.nodes.index(self.lab.netns_of(name)) + 1)
 
     def heal(self, name):
-        self.lab.heal(self.names.index(name) + 1)
+        self.lab.heal(self.lab.nodes.index(self.lab.netns_of(name)) + 1)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ WANTED = REPLICAS + 1
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     c = start_cluster(tmp_path_factory, "membership", servers=3, replicas=REPLICAS,
-                      repair_interval=0.3, repair_batch=3, repair_after=600.0)
+                      repair_interval=0.3, repair_batch=1, repair_after=600.0)
     try:
         yield c
     finally:
@@ -154,21 +154,22 @@ def test_a_drained_server_keeps_every_file_at_r_plus_1_copies_then_is_removed(cl
         assert r.status == 201, r
     wait_for(lambda: admin.get("/api/v1/servers").json()["committed"], timeout=30,
              what="epoch 2 known to a majority")
-    # The operator's command, in its own process on the database (the nodes poll it there).
-    out = admin_cli(cluster, "server", "drain", "node2")
-    assert "membership epoch 3" in out and "node2 (draining)" in out, out
-    listed = admin_cli(cluster, "server", "list")
-    assert "node2" in listed and "draining" in listed and "files_left=" in listed, listed
+    r = admin.call("POST", "/api/v1/servers/node2/drain")
+    assert r.status == 200, r
+    assert r.json()["epoch"] == 3
     # Refused at once: epoch 3 is not yet known to a majority (or node2 still holds copies).
     refused = admin.call("DELETE", "/api/v1/servers/node2")
     assert refused.status == 409, refused
     assert refused.json()["error"]["code"] in ("membership_changing", "not_drained"), refused
-    # Then, once it is, refused while node2 holds copies (the drain moves 3 files a round).
+    # Then, once it is, refused while node2 holds copies (the drain moves 1 file a round per node).
     wait_for(lambda: admin.get("/api/v1/servers").json()["committed"], timeout=30,
              what="epoch 3 known to a majority")
     refused = admin.call("DELETE", "/api/v1/servers/node2")
     assert refused.status == 409 and refused.json()["error"]["code"] == "not_drained", refused
     assert refused.json()["error"]["files_left"] > 0
+    # The operator's view, from its own process on the database.
+    listed = admin_cli(cluster, "server", "list")
+    assert "node2" in listed and "draining" in listed and "files_left=" in listed, listed
     observer = "node1"
     lowest = {}
 
@@ -198,9 +199,8 @@ def test_a_drained_server_keeps_every_file_at_r_plus_1_copies_then_is_removed(cl
     wait_for(files_left, timeout=60, what="the catalogue to show node2 empty")
     wait_for(lambda: admin.get("/api/v1/servers").json()["committed"], timeout=30,
              what="epoch 3 known to a majority")
-    r = admin.call("DELETE", "/api/v1/servers/node2")
-    assert r.status == 200, r
-    assert r.json()["epoch"] == 4
+    out = admin_cli(cluster, "server", "remove", "node2")
+    assert "membership epoch 4" in out and "node2" not in out.split(":", 2)[2], out
     staying = ["node1", "node3", "node4"]
     wait_for(lambda: all(membership_of(cluster, n) == (4, staying) for n in staying),
              timeout=30, what="every remaining node on epoch 4")
