@@ -68,7 +68,6 @@ def open_service(cfg, with_node_client=True):
 
 async def serve(cfg):
     service = open_service(cfg)
-    service.openapi = openapi_document()
     layout = CertLayout(cfg.certs_dir)
     authenticator = Authenticator(load_public_key(layout.token_public_key), service.node_names,
                                   None if cfg.tls else (layout.root / "peer-secret").read_text().strip())
@@ -79,7 +78,7 @@ async def serve(cfg):
     service.builtin_receiver = receiver is not None
     if service.syslog is not None:
         service.syslog.start()
-    app = make_app(service, authenticator)
+    app = make_app(service, authenticator, openapi_document())
     # Small bodies for everybody; the nodes' reports may be long (common/limits.py).
     server = LimitedHTTPServer(app, ServerLimits.from_config(cfg),
                                node_callers(authenticator, ("/api/v1/reports",)),
@@ -126,7 +125,7 @@ def open_syslog(cfg, layout):
     """The admin server's own audit messages go where the nodes' go."""
     if not cfg.syslog_port:
         return None
-    from securifile.common.syslog import SyslogSender
+    from securifile.common.syslog_sender import SyslogSender
     host = cfg.syslog_host or urlsplit(cfg.admin_url).hostname
     ctx = client_context(layout.ca_cert, layout.server_cert(ADMIN_NAME),
                          layout.server_key(ADMIN_NAME)) if cfg.tls else None

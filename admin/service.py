@@ -1,4 +1,5 @@
-"""The admin server's logic: accounts, login, certificates, roles, servers, events.
+"""The admin server's logic: accounts, login, certificates, roles, servers, events, and
+who may see or change what (methods that take a ``Caller`` apply the rule themselves).
 
 Handlers call these methods; nothing here knows about HTTP requests.
 """
@@ -9,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import delete, func, select
 
 from securifile.common.certs import CertificateAuthority, CertLayout
-from securifile.common.errors import ApiError, NotFound
+from securifile.common.errors import ApiError, Forbidden, NotFound
 from securifile.common.times import aware, iso
 from securifile.common.tokens import load_private_key, mint_token
 
@@ -17,6 +18,7 @@ from securifile.common.syslog import status_event
 
 from .accounts import Accounts
 from .acl import AccessControl, allowed
+from .caller import Caller
 from .catalog import Catalog
 from .events import events_page
 from .membership import MembershipBook
@@ -56,7 +58,6 @@ class AdminService:
             ca_file=cfg.smtp_ca_file or None))
         self._ca = None
         self._token_key = None
-        self.openapi = {}
         self.witness = Witness()
         self.membership = MembershipBook(sessions, self.servers, self.witness, cfg.replicas)
         # Node names the admin server accepts certificates of: kept in step with the
@@ -103,14 +104,23 @@ class AdminService:
             if newest is not None and newest > keep:
                 s.execute(delete(Event).where(Event.id <= newest - keep))
 
-    def recent_events(self, after, limit, user):
-        """A page of events (see events_page): every one for administrators."""
-        return events_page(self.sessions, after, limit, None if user.admin else user.username)
+    def recent_events(self, caller, after, limit):
+        """A page of events (see events_page): every one for administrators, the caller's
+        own for anybody else."""
+        return events_page(self.sessions, after, limit, None if caller.admin else caller.name)
 
     def _log_status(self, server, old, new, detail):
         log.warning("server %s: %s -> %s (%s)", server, old, new, detail)
         if self.syslog is not None:
             self.syslog.log_event(status_event("admin", server, old, new, detail))
+
+    def status(self):
+        """The public health answer: running, whether TLS is on, the syslog counters."""
+        body = {"name": "admin", "status": "running", "tls": self.cfg.tls,
+                "syslog": self.syslog_stats()}
+        if not self.cfg.tls:
+            body["warning"] = "ENCRYPTION DISABLED: debug mode, never use in production"
+        return body
 
     def syslog_stats(self):
         out = {}
@@ -119,6 +129,65 @@ class AdminService:
         if self.receiver_stats is not None:
             out["receiver"] = self.receiver_stats()
         return out
+
+    # -- callers -----------------------------------------------------------------------------
+
+    def identify(self, principal):
+        """The ``Caller`` behind a user's credential: refused while the account is gone (403),
+        the credential revoked or from a removed account of that name (401), or the account
+        disabled or expired (403)."""
+        user = self.accounts.get(principal.name)
+        if user is None:
+            raise Forbidden(f"account {principal.name} no longer exists", code="no_such_user")
+        self.accounts.check_credential(user, principal)
+        self.accounts.check_active(user)
+        return Caller(principal, user)
+
+    def me(self, caller):
+        u = caller.user
+        return {"username": u.username, "email": u.email, "admin": u.admin,
+                "valid_until": iso(u.valid_until)}
+
+    def list_users(self, caller, limit, after=None, wanted=None):
+        """Administrators list every account. Anybody else sees their own account, the names
+        of the users they already share with, and (``wanted``) whether that name exists:
+        enough to share, never the whole directory with its admin flags and usage."""
+        if caller.admin:
+            return self.catalog.users(limit, after, wanted)
+        if wanted is not None:
+            return [{"username": wanted}] if self.accounts.exists(wanted) else []
+        mine = self.catalog.users(1, None, caller.name)
+        names = self.acl.contacts(caller.name)
+        listed = sorted(mine + [{"username": n} for n in names], key=lambda u: u["username"])
+        return [u for u in listed if not after or u["username"] > after]
+
+    def user_files(self, caller, username, limit, after=None):
+        """A user's files, for that user and administrators; 404 for no such account."""
+        caller.require_self_or_admin(
+            username, "only the owner and administrators see a user's file list")
+        if not self.accounts.exists(username):
+            raise NotFound(f"no user {username}", code="no_such_user")
+        return self.catalog.owned_files(username, limit, after)
+
+    def list_folder(self, caller, owner, folder_path, limit, after=None, recursive=False):
+        """A folder's page for the caller: allowed with any role on the folder, or with a
+        grant somewhere below it (the way down to what was shared); entries show the
+        caller's role on each."""
+        role_of = self.acl.role_function(caller.name, owner)
+        if role_of(folder_path) is None and not any(
+                g["owner"] == owner and g["path"].startswith(folder_path)
+                for g in self.acl.shared_with(caller.name)):
+            raise Forbidden(f"{caller.name} has no access to {owner}/{folder_path}")
+        return self.catalog.list_folder(caller.name, owner, folder_path.rstrip("/"), role_of,
+                                        limit, after, recursive)
+
+    def shared_with(self, caller):
+        return self.acl.shared_with(caller.name)
+
+    def grants(self, caller, owner, path):
+        """Who holds which role on ``owner/path``, for callers who may read it."""
+        self.acl.check(caller.name, "read", owner, path)
+        return {"owner": owner, "path": path, "grants": self.acl.list_grants(owner, path)}
 
     # -- accounts and login ----------------------------------------------------------------
 
@@ -198,6 +267,18 @@ class AdminService:
             if new.enrolment_code:
                 result["enrolment_code"] = new.enrolment_code
         return result
+
+    async def add_user(self, caller, username, email, valid_days=365, password=None, admin=False):
+        """An administrator creates an account (POST /users): the JSON body's types checked."""
+        caller.require_admin()
+        if isinstance(valid_days, bool) or not isinstance(valid_days, (int, float)):
+            raise ApiError("valid_days must be a number of days", code="invalid_validity")
+        if not isinstance(admin, bool):
+            raise ApiError("admin must be true or false", code="bad_argument")
+        if not isinstance(password, (str, type(None))):
+            raise ApiError("password must be a string (or absent: an enrolment code is "
+                           "e-mailed)", code="weak_password")
+        return await self.create_user(username, email, valid_days, password, admin)
 
     async def reset_enrolment(self, username, by="admin"):
         """A new enrolment code e-mailed to the owner (a forgotten password)."""
@@ -287,7 +368,45 @@ class AdminService:
             answer.update(sealed=True, reason=f"{owner}/{path} holds files of a removed account")
         return answer
 
-    # -- servers ---------------------------------------------------------------------------
+    # -- servers and nodes -----------------------------------------------------------------
+
+    def servers_overview(self):
+        """Every server's status and storage, with its membership state (and the files left
+        on it while it drains), the epoch and whether a majority holds it."""
+        servers = self.servers.listing()
+        membership = self.membership.status()
+        state = {m["name"]: m for m in membership["servers"]}
+        for server in servers:
+            member = state.get(server["name"], {})
+            server["membership"] = member.get("state", "member")
+            server["files_left"] = member.get("files_left")
+        return {"replicas": self.cfg.replicas, "tls": self.cfg.tls,
+                "epoch": membership["epoch"], "committed": membership["committed"],
+                "servers": servers}
+
+    def storage_samples(self, name, since, limit):
+        return {"server": name, "samples": self.catalog.samples(name, since, limit)}
+
+    def server_history(self, name):
+        return {"server": name, "history": self.servers.history(name)}
+
+    def apply_reports(self, reporter, reports):
+        """Apply a node's queued reports in order; how many changed the catalogue. A node
+        reports only for itself (``reporter`` '?' is a no-TLS node, which names nobody);
+        reports before a wrong one stay applied, as they would have been one by one."""
+        applied = 0
+        for report in reports:
+            if report.get("server") != reporter and reporter != "?":
+                raise Forbidden("a node reports only for itself", code="wrong_reporter")
+            applied += self.catalog.apply_report(report)
+        return applied
+
+    def ask_witness(self, node, side, lease, epoch=None):
+        """The tie-break lease for a node that reaches exactly half of the servers. Only a
+        node at the current membership epoch, once a majority holds it, may win a tie: a
+        side counting over an older list might overlap nobody (admin/membership.py)."""
+        granted = self.tie_allowed(epoch) and self.witness.ask(node, side, lease)
+        return {"granted": granted, "lease": lease if granted else 0, "side": self.witness.side}
 
     async def set_server_state(self, name, state, by):
         url = await asyncio.to_thread(self.servers.set_admin_state, name, state)

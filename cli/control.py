@@ -4,7 +4,7 @@ Each prints a readable table or sentence, or with ``--json`` the server's JSON a
 """
 import sys
 
-from securifile.common.client import LoginFolder
+from securifile.client.settings import LoginFolder
 
 from .output import format_table, human_size, to_json, when
 

@@ -17,11 +17,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from securifile.common.adminclient import AdminClient, AdminUnreachable
-from securifile.common.certs import BACKDATE
-from securifile.common.client import (
-    ClientError, LoginFolder, PermissionDenied, RateLimited, ServerError, TLSFailure, Unauthorized,
+from securifile.client.admin import AdminClient, AdminUnreachable
+from securifile.client.errors import (
+    ClientError, PermissionDenied, RateLimited, ServerError, TLSFailure, Unauthorized,
 )
+from securifile.client.settings import LoginFolder
+from securifile.common.certs import BACKDATE
 
 from .output import UsageError, to_json, when
 

@@ -16,11 +16,12 @@ import os
 import sys
 from pathlib import Path
 
-from securifile.common.adminclient import ROLES, AdminClient
-from securifile.common.client import (
-    Client, ClientError, ClientSettings, FileNotFound, LocalFileError, LoginFolder, ServerError,
-    parse_remote, read_token_file,
-)
+from securifile.client.admin import AdminClient
+from securifile.client.errors import ClientError, FileNotFound, LocalFileError, ServerError
+from securifile.client.files import parse_remote
+from securifile.client.settings import ClientSettings, LoginFolder, read_token_file
+from securifile.client.storage import Client
+from securifile.common.roles import ROLES
 from . import control, login
 from .output import UsageError, human_size, when
 from .progress import TransferProgress
@@ -374,7 +375,7 @@ class Commands:
 def run_launcher(argv):
     """``securifile up ...``: hand over to the cluster launcher."""
     try:
-        from securifile.scripts import cluster
+        from securifile.launcher import cluster
     except ImportError as e:
         print(f"{PROG}: the cluster launcher is not installed ({e})", file=sys.stderr)
         return 1

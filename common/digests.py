@@ -27,6 +27,34 @@ def repr_digest(name, hexdigest):
     return f"{token}=:{base64.b64encode(bytes.fromhex(hexdigest)).decode()}:"
 
 
+_BY_TOKEN = {token: name for name, (_, token) in ALGORITHMS.items()}
+
+
+def digest_members(field):
+    """``(token, algorithm, value)`` for each member of an RFC 9530 digest field such as
+    ``sha-256=:BASE64:;param, sha=:BASE64:``: ``algorithm`` is None for a token we do not
+    know, ``value`` the digest's bytes, or a ValueError saying why it is malformed."""
+    for member in field.split(","):
+        token, sep, value = member.strip().partition("=")
+        token = token.strip().lower()
+        value = value.split(";", 1)[0].strip()
+        if not sep or len(value) < 2 or value[0] != ":" or value[-1] != ":":
+            decoded = ValueError("value must be ':base64:'")
+        else:
+            try:
+                decoded = base64.b64decode(value[1:-1], validate=True)
+            except ValueError:
+                decoded = ValueError("value is not valid base64")
+        yield token, _BY_TOKEN.get(token), decoded
+
+
+def parse_digest_field(value):
+    """``{algorithm: hexdigest}`` from a digest field (``None``: none); members in unknown
+    algorithms or malformed are skipped (the client's reading of ``Repr-Digest``)."""
+    return {name: decoded.hex() for _, name, decoded in digest_members(value or "")
+            if name is not None and isinstance(decoded, bytes)}
+
+
 def file_digest(path, name, chunk_size=1 << 20):
     """Hex digest of a file on disk, read in chunks so memory stays flat."""
     h = new_hasher(name)

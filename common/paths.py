@@ -1,4 +1,5 @@
-"""Path rules for ``owner/rel/path`` names: the one place that decides what a name may be.
+"""Path rules for ``owner/rel/path`` names: the one place that decides what a name may be,
+and how a name is written in a URL.
 
 Every name is checked here before it touches a disk or a database, so nothing outside a
 node's data directory can ever be addressed.
@@ -6,6 +7,7 @@ node's data directory can ever be addressed.
 import re
 import unicodedata
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from .errors import InvalidPath
 
@@ -100,3 +102,9 @@ def parse_path(text, *, allow_folder=False):
     for seg in segments:
         _check_segment(seg)
     return FilePath(owner, rel)
+
+
+def file_url(fp, base="", route="/files/"):
+    """Where ``fp`` is on a server: ``base`` + ``route`` + the name percent-encoded segment by
+    segment (``/files/alice/a%20b.txt``); a folder's (``rel`` '') ends with its owner's '/'."""
+    return base.rstrip("/") + route + quote(fp.owner, safe="") + "/" + quote(fp.rel, safe="/")

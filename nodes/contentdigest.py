@@ -7,15 +7,10 @@ algorithm it supports: its own through the DiskWriter that hashes the file anywa
 other with a hasher of its own here. Algorithms it does not know are skipped; a header that
 names none it knows is refused, so a check the client asked for is never silently dropped.
 """
-import base64
-
-from securifile.common.digests import ALGORITHMS, new_hasher
+from securifile.common.digests import ALGORITHMS, digest_members, new_hasher
 from securifile.common.errors import ApiError
 
 from .diskfile import DigestMismatch
-
-_BY_TOKEN = {token: name for name, (_, token) in ALGORITHMS.items()}
-
 
 def parse_content_digest(header):
     """``{algorithm: hexdigest}`` for the members of ``header`` this node supports.
@@ -25,21 +20,12 @@ def parse_content_digest(header):
     supported member at all is a 400 ``unsupported_digest``.
     """
     declared, seen = {}, []
-    for member in header.split(","):
-        token, sep, value = member.strip().partition("=")
-        token = token.strip().lower()
+    for token, name, raw in digest_members(header):
         seen.append(token)
-        name = _BY_TOKEN.get(token)
         if name is None:
             continue
-        value = value.split(";", 1)[0].strip()
-        if not sep or len(value) < 2 or not (value.startswith(":") and value.endswith(":")):
-            raise ApiError(f"Content-Digest {token} value must be ':base64:'", code="invalid_digest")
-        try:
-            raw = base64.b64decode(value[1:-1], validate=True)
-        except ValueError:
-            raise ApiError(f"Content-Digest {token} value is not valid base64",
-                           code="invalid_digest") from None
+        if isinstance(raw, ValueError):
+            raise ApiError(f"Content-Digest {token} {raw}", code="invalid_digest")
         if len(raw) != new_hasher(name).digest_size:
             raise ApiError(f"Content-Digest {token} value has {len(raw)} bytes, not "
                            f"{new_hasher(name).digest_size}", code="invalid_digest")

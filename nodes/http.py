@@ -18,7 +18,7 @@ from securifile.common.digests import new_hasher, repr_digest
 from securifile.common.errors import ApiError, Unavailable
 from securifile.common.limits import allow_streamed_body
 from securifile.common.metrics import MetricsHandler
-from securifile.common.paths import parse_path
+from securifile.common.paths import file_url, parse_path
 from securifile.common.ranges import RangeNotSatisfiable, parse_range
 from securifile.common.web import PUBLIC, USER, ApiHandler, NotFoundHandler
 
@@ -34,10 +34,6 @@ from .upload_limits import ProgressWatch
 
 SMALL_BODY = 1 << 20
 log = logging.getLogger("securifile.http")
-
-
-def files_url(base, fp):
-    return f"{base}/files/{quote(fp.owner, safe='')}/{quote(fp.rel, safe='/')}"
 
 
 class CopyCorrupt(Exception):
@@ -75,7 +71,7 @@ class NodeHandler(ApiHandler):
 
     def redirect_to(self, target, fp):
         """307 to the holder ``target``, naming it in the URL so that it serves at once."""
-        url = files_url(self.node.urls[target], fp) + "?holder=" + quote(target)
+        url = file_url(fp, self.node.urls[target]) + "?holder=" + quote(target)
         self.set_header("Location", url)
         self.send_json({"redirect": url, "file": fp.full}, status=307)
 

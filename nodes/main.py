@@ -16,7 +16,8 @@ from securifile.common.certs import CertLayout
 from securifile.common.config import ServerEntry, load_config
 from securifile.common.limits import LimitedHTTPServer, ServerLimits, node_callers
 from securifile.common.logsetup import setup_logging
-from securifile.common.syslog import SyslogSender, status_event
+from securifile.common.syslog import status_event
+from securifile.common.syslog_sender import SyslogSender
 from securifile.common.tls import client_context, server_context
 from securifile.common.tokens import load_public_key
 from securifile.common.web import MAX_HEADER_READ

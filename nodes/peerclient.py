@@ -14,13 +14,14 @@ our calls may be repeated (locks carry their token, records are applied by stamp
 import asyncio
 import json
 import os
-from urllib.parse import quote
 
 import aiohttp
 
 from securifile.common.auth import PEER_SECRET_HEADER
+from securifile.common.paths import file_url
 
 COPY_CHUNK = 1 << 20
+REPLICAS = "/peer/replicas/"  # the route of a node's copies, for its peers only
 KEEPALIVE = 60.0  # seconds an idle connection stays open (heartbeats use them every second)
 
 
@@ -37,10 +38,6 @@ class PeerError(Exception):
         self.body = body or {}
         self.unreachable = unreachable
         self.timed_out = timed_out
-
-
-def file_url(base, fp, prefix="/peer/replicas/"):
-    return base.rstrip("/") + prefix + quote(fp.owner, safe="") + "/" + quote(fp.rel, safe="/")
 
 
 def copy_headers(loc, size=None):
@@ -216,7 +213,7 @@ class PeerClient:
                                 "GET", None, timeout)
 
     async def delete_copy(self, base, fp, version):
-        await self._call(file_url(base, fp) + f"?version={version}", "DELETE")
+        await self._call(file_url(fp, base, REPLICAS) + f"?version={version}", "DELETE")
 
     async def send_copy(self, base, fp, disk_path, loc):
         """Stream a committed file to a peer; the peer answers only once its digest matches."""
@@ -231,7 +228,7 @@ class PeerClient:
 
         # Allow a slow link (10 MB/s) its time on a big file, and a minute on a small one.
         timeout = max(60.0, size / 10e6)
-        url = file_url(base, fp)
+        url = file_url(fp, base, REPLICAS)
         try:
             data = await self._call(url, "PUT", produce(), timeout, copy_headers(loc, size),
                                     retry=False)
@@ -250,7 +247,7 @@ class PeerClient:
         is dropped by cancelling this call, which closes the connection, so the replica sees
         its body cut and keeps nothing).
         """
-        url = file_url(base, fp)
+        url = file_url(fp, base, REPLICAS)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)
         try:
             async with self._open().put(url, data=chunks, timeout=timeout,

@@ -22,9 +22,11 @@ import pytest
 
 from securifile.cli import login as cli_login
 from securifile.cli.output import UsageError
-from securifile.common.adminclient import AdminUnreachable, acl_target, usable_servers
+from securifile.client.admin import AdminUnreachable, acl_target, usable_servers
+from securifile.client.errors import NoRunningServer, NoServerServing
+from securifile.client.settings import LoginFolder
+from securifile.client.storage import Client
 from securifile.common.certs import CertificateAuthority
-from securifile.common.client import Client, LoginFolder, NoRunningServer, NoServerServing
 
 from .helpers import wait_for
 

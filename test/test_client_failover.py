@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from securifile.common.client import Client
+from securifile.client.storage import Client
 
 from .helpers import AdminApi, wait_for
 

@@ -20,14 +20,19 @@ from pathlib import Path
 import pytest
 
 from securifile.cli import main as cli
-from securifile.common import client as sfc
-from securifile.common.client import (
-    AtomicFile, BadRequest, Client, ClientSettings, DigestMismatch, FileLocked, FileNotFound,
-    HolderUnreachable, NoHolderAvailable, NoServerAvailable, ProtocolError, RedirectRefused,
-    Response, ServerError, ServerSelector, TooManyRedirects, TransferCancelled,
-    content_digest, file_url_path, folder_url_path, parse_digest_field, plan_download,
-    plan_upload, server_origin,
+from securifile.client.errors import (
+    BadRequest, DigestMismatch, FileLocked, FileNotFound, HolderUnreachable, NoHolderAvailable,
+    NoServerAvailable, NoServerServing, PathConflict, ProtocolError, RedirectRefused,
+    STATUS_ERRORS, ServerError, TooManyRedirects, TransferCancelled, Unreachable,
 )
+from securifile.client.files import (
+    AtomicFile, file_url_path, folder_url_path, plan_download, plan_upload,
+)
+from securifile.client.servers import ServerSelector, holder_named, server_origin, with_avoid
+from securifile.client.settings import ClientSettings
+from securifile.client.storage import Client
+from securifile.client.transport import EXPECT_CONTINUE_MIN, Response
+from securifile.common.digests import parse_digest_field, repr_digest
 
 A, B, C = "https://a.test:8441", "https://b.test:8442", "https://c.test:8443"
 
@@ -61,8 +66,8 @@ def test_bad_remote_names_are_refused_before_anything_is_sent(bad):
 
 def test_content_digest_is_rfc9530_base64_of_the_raw_digest():
     hexdigest = hashlib.sha256(b"hello").hexdigest()
-    assert content_digest(hexdigest) == "sha-256=:LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=:"
-    assert content_digest(hashlib.sha512(b"").hexdigest(), "sha512").startswith("sha-512=:z4PhNX7v")
+    assert repr_digest("sha256", hexdigest) == "sha-256=:LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=:"
+    assert repr_digest("sha512", hashlib.sha512(b"").hexdigest()).startswith("sha-512=:z4PhNX7v")
 
 
 def test_digest_fields_parse_known_members_and_skip_the_rest():
@@ -218,7 +223,7 @@ class ScriptedClient(Client):
         self.sent.append((method, url, dict(headers), bytes(sink.buf)))
         answer = self.responder(method, url, headers)
         if isinstance(answer, BaseException):
-            raise sfc._Unreachable(url, answer)
+            raise Unreachable(url, answer)
         raw = http.client.HTTPResponse(_BytesSocket(answer), method=method)
         raw.begin()
         return Response(self, server_origin(url), _Sink(), raw, url, reusable=False)
@@ -433,7 +438,7 @@ def test_when_no_server_serves_for_long_the_client_gives_up_with_a_clear_error()
     client, clock = waiting_client(serve({A + X: [not_serving("no_quorum")],
                                           B + X: [Down(ConnectionRefusedError("refused"))]}),
                                    unavailable_wait=5.0)
-    with pytest.raises(sfc.NoServerServing) as err:
+    with pytest.raises(NoServerServing) as err:
         client.get_bytes("alice/x.bin")
     assert isinstance(err.value, NoServerAvailable)
     assert 3.0 < clock.now - 1000.0 <= 5.0
@@ -445,7 +450,7 @@ def test_servers_that_do_not_answer_at_all_fail_at_once():
     client, clock = waiting_client(lambda m, u, h: ConnectionRefusedError("refused"))
     with pytest.raises(NoServerAvailable) as err:
         client.get_bytes("alice/x.bin")
-    assert not isinstance(err.value, sfc.NoServerServing) and clock.now == 1000.0
+    assert not isinstance(err.value, NoServerServing) and clock.now == 1000.0
 
 
 def test_a_file_served_again_soon_is_asked_for_again():
@@ -465,11 +470,11 @@ def test_a_file_served_again_soon_is_asked_for_again():
 
 
 def test_avoid_and_holder_helpers():
-    assert sfc.with_avoid(X, []) == X
-    assert sfc.with_avoid(X, ["node1", "node 2"]) == X + "?avoid=node1,node%202"
-    assert sfc.with_avoid(X + "?a=1", ["n"]) == X + "?a=1&avoid=n"
-    assert sfc.holder_named(B + X + "?holder=node2") == "node2"
-    assert sfc.holder_named(B + X) is None
+    assert with_avoid(X, []) == X
+    assert with_avoid(X, ["node1", "node 2"]) == X + "?avoid=node1,node%202"
+    assert with_avoid(X + "?a=1", ["n"]) == X + "?a=1&avoid=n"
+    assert holder_named(B + X + "?holder=node2") == "node2"
+    assert holder_named(B + X) is None
 
 
 def test_server_errors_carry_the_json_error():
@@ -488,10 +493,10 @@ def test_server_errors_carry_the_json_error():
 
 def test_each_error_status_has_its_exception():
     client = ScriptedClient([A], serve({A + X: [json_error(409, "is_a_folder", "alice/x.bin is a folder")]}))
-    with pytest.raises(sfc.PathConflict) as err:
+    with pytest.raises(PathConflict) as err:
         client.put_bytes(b"1", "alice/x.bin")
     assert err.value.code == "is_a_folder"
-    for status, cls in sfc.STATUS_ERRORS.items():
+    for status, cls in STATUS_ERRORS.items():
         assert issubclass(cls, ServerError)
         client = ScriptedClient([A], serve({A + X: [json_error(status, "c", "m")]}))
         with pytest.raises(cls):
@@ -762,11 +767,11 @@ def test_settings_come_from_the_cluster_file_then_env_then_flags(tmp_path):
 
 def test_up_hands_over_to_the_launcher(monkeypatch):
     seen = []
-    fake = types.ModuleType("securifile.scripts.cluster")
+    fake = types.ModuleType("securifile.launcher.cluster")
     fake.main = lambda argv: seen.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "securifile.scripts.cluster", fake)
-    import securifile.scripts
-    monkeypatch.setattr(securifile.scripts, "cluster", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "securifile.launcher.cluster", fake)
+    import securifile.launcher
+    monkeypatch.setattr(securifile.launcher, "cluster", fake, raising=False)
     assert cli.main(["up", "--servers", "3", "--replicas", "1"]) == 0
     assert seen == [["--servers", "3", "--replicas", "1"]]
 
@@ -993,7 +998,7 @@ def test_http_server_not_running_is_left_for_the_next(nodes):
 
 def test_http_large_put_is_redirected_before_the_body_is_sent(nodes, tmp_path):
     a, b, _ = nodes
-    data = b"z" * (sfc.EXPECT_CONTINUE_MIN * 4)
+    data = b"z" * (EXPECT_CONTINUE_MIN * 4)
     local = tmp_path / "big"
     local.write_bytes(data)
     early = redirects_to(b.url)

@@ -4,6 +4,7 @@ import hashlib
 
 import pytest
 
+from securifile.common.digests import digest_members, parse_digest_field
 from securifile.common.errors import ApiError
 from securifile.nodes.contentdigest import DeclaredDigests, parse_content_digest
 from securifile.nodes.diskfile import DigestMismatch
@@ -47,6 +48,19 @@ def test_no_supported_algorithm_is_unsupported_digest():
     f"sha-256=:{b64('sha256')}:, sha-256=:{b64('sha256', b'other')}:"])
 def test_malformed_supported_member_is_invalid_digest(value):
     assert error_code(value) == "invalid_digest"
+
+
+def test_node_and_client_read_digest_fields_through_one_parser():
+    """The node refuses what the client's lenient reading skips, member by member."""
+    members = list(digest_members(f"SHA-256=:{b64('sha256')}:;p=1, md5=:x:, sha=abc, sha-512=:!!:"))
+    assert [(token, name) for token, name, _ in members] == [
+        ("sha-256", "sha256"), ("md5", None), ("sha", "sha1"), ("sha-512", "sha512")]
+    assert members[0][2] == hashlib.sha256(BODY).digest()
+    assert [str(value) for _, _, value in members[2:]] == [
+        "value must be ':base64:'", "value is not valid base64"]
+    assert parse_digest_field(", ".join(["sha=abc", f"sha-256=:{b64('sha256')}:"])) == {
+        "sha256": hashlib.sha256(BODY).hexdigest()}
+    assert error_code("sha=abc") == "invalid_digest"
 
 
 def feed(declared, data=BODY, chunk=5):

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from securifile.common.client import Client, DigestMismatch
+from securifile.client.errors import DigestMismatch
+from securifile.client.storage import Client
 
 from .helpers import Api, disk_copy
 

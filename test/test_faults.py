@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 
-from securifile.common.client import Client
+from securifile.client.storage import Client
 from securifile.common.digests import repr_digest
 from securifile.common.tls import client_context
 from securifile.nodes.challenge import (CORRUPT, OK, REPLAYED, STALE, ChallengeResult,

@@ -3,7 +3,7 @@ import pytest
 
 from securifile.common.errors import InvalidPath
 from securifile.common.paths import (MAX_DEPTH, MAX_PATH_BYTES, MAX_SEGMENT_BYTES, FilePath,
-                                     check_username, parse_path)
+                                     check_username, file_url, parse_path)
 
 LONG_OK = "a" * MAX_SEGMENT_BYTES
 # Folders of 200 bytes each: no segment too long, the whole path over the limit.
@@ -155,3 +155,14 @@ def test_allow_folder_strips_one_trailing_slash_only(text):
 def test_filepaths_sort_by_owner_then_path():
     paths = [parse_path(t) for t in ("bob/a", "alice/b", "alice/a/z")]
     assert sorted(paths) == [FilePath("alice", "a/z"), FilePath("alice", "b"), FilePath("bob", "a")]
+
+
+def test_file_url_encodes_each_segment_under_the_route_of_any_server():
+    """One builder for the client's request paths, a node's redirects and its peer calls."""
+    fp = parse_path("alice/a b/\u00fc?#%.txt")
+    assert file_url(fp) == "/files/alice/a%20b/%C3%BC%3F%23%25.txt"
+    assert file_url(fp, "https://n2.test:8442/") == "https://n2.test:8442/files/alice/a%20b/%C3%BC%3F%23%25.txt"
+    assert file_url(fp, "https://n2.test:8442", "/peer/replicas/") == (
+        "https://n2.test:8442/peer/replicas/alice/a%20b/%C3%BC%3F%23%25.txt")
+    assert file_url(parse_path("alice", allow_folder=True)) == "/files/alice/"
+

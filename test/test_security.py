@@ -529,7 +529,7 @@ class PasswordAdmin:
         self.changed = []
 
     def change_password(self, current, new):
-        from securifile.common.client import ServerError
+        from securifile.client.errors import ServerError
         if current != PASSWORD:
             raise ServerError(401, "bad_credentials", "the current password is wrong")
         self.changed.append(new)

@@ -12,8 +12,8 @@ import pytest
 from textual.widgets import DataTable, Input, Select
 from textual_fspicker import FileOpen, SelectDirectory
 
-from securifile.common.adminclient import AdminUnreachable
-from securifile.common.client import FileNotFound
+from securifile.client.admin import AdminUnreachable
+from securifile.client.errors import FileNotFound
 from securifile.tui.screens.dialogs import ConfirmScreen
 from securifile.tui.screens.files import PAGE, SHARED, FilesScreen, FolderRef
 from securifile.tui.screens.sharing import SharingScreen

@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 import pytest
 
-from securifile.common.client import Client, FileNotFound, NoHolderAvailable
+from securifile.client.errors import FileNotFound, NoHolderAvailable
+from securifile.client.storage import Client
 
 from .clusters import start_cluster
 from .helpers import AdminApi, wait_for

@@ -5,7 +5,7 @@ real; the Pilot tests in test_tui_app.py use a real cluster instead.
 """
 from datetime import datetime, timedelta, timezone
 
-from securifile.common.client import PermissionDenied
+from securifile.client.errors import PermissionDenied
 from securifile.tui.session import Session
 
 NOW = datetime(2026, 3, 14, 12, 0, 0, tzinfo=timezone.utc)

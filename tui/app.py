@@ -26,7 +26,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, LoadingIndicator
 from textual.worker import WorkerState
 
-from securifile.common.client import ClientSettings, LoginFolder, Unauthorized
+from securifile.client.errors import Unauthorized
+from securifile.client.settings import ClientSettings, LoginFolder
 
 from .errors import describe
 from .prefs import Preferences

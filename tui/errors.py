@@ -3,8 +3,8 @@
 Workers never let a traceback reach the screen: their errors come here and leave as a
 notification (title, message, severity), or as the login screen's message.
 """
-from securifile.common.adminclient import AdminUnreachable
-from securifile.common.client import (
+from securifile.client.admin import AdminUnreachable
+from securifile.client.errors import (
     ClientError, LocalFileError, NoServerAvailable, PermissionDenied, RateLimited, ServerError,
     TLSFailure, Unauthorized,
 )

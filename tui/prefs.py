@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from securifile.common.client import default_login_dir
+from securifile.client.settings import default_login_dir
 
 KEYS = ("admin_url", "username", "ca", "theme")
 

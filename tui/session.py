@@ -6,8 +6,9 @@ are thread-safe, so screens call them from Textual thread workers.
 """
 from dataclasses import dataclass
 
-from securifile.common.adminclient import AdminClient
-from securifile.common.client import Client, ClientSettings, LoginFolder
+from securifile.client.admin import AdminClient
+from securifile.client.settings import ClientSettings, LoginFolder
+from securifile.client.storage import Client
 
 
 @dataclass

@@ -15,7 +15,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, Static
 from textual.worker import WorkerState, get_current_worker
 
-from securifile.common.adminclient import PAGE
+from securifile.client.admin import PAGE
 
 from ..format import date_time, human_size, valid_until
 from ..typeahead import FIELD_KEYS, TypeAheadForm

@@ -6,7 +6,7 @@ catalogue again for a few seconds until it agrees (``settle``).
 """
 import time
 
-from securifile.common.adminclient import PAGE as ADMIN_PAGE
+from securifile.client.admin import PAGE as ADMIN_PAGE
 
 PAGE = ADMIN_PAGE  # rows a listing page asks for; more load as the cursor nears the end
 # How long to keep asking the catalogue after a change before showing what it says anyway.

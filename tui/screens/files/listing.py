@@ -6,7 +6,8 @@ lives in this screen only, marked "new", until a file is uploaded into it.
 """
 from dataclasses import dataclass
 
-from securifile.common.client import ClientError, parse_remote
+from securifile.client.errors import ClientError
+from securifile.client.files import parse_remote
 from securifile.common.roles import OWNER, at_least, role_on
 
 # A deleted file stays hidden this long even if a listing still names it (reports lag).

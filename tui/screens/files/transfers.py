@@ -10,7 +10,8 @@ from pathlib import Path
 
 from textual_fspicker import FileOpen, SelectDirectory
 
-from securifile.common.client import ClientError, TransferCancelled, parse_remote, plan_download
+from securifile.client.errors import ClientError, TransferCancelled
+from securifile.client.files import parse_remote, plan_download
 from securifile.tui.errors import describe
 from securifile.tui.screens.dialogs import ConfirmScreen
 from securifile.tui.widgets.transfers import CANCELLED, DONE, FAILED

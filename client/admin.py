@@ -4,19 +4,18 @@ It shares the storage client's transport (TLS context, kept-alive connections pe
 typed errors from the JSON error shape), so the TUI's thread workers can call it as they
 call ``Client``, and a ``Client`` built with an admin URL hands out one on its own
 connections (``Client.admin``). Every method is one request; errors raise the
-``securifile.common.client`` exceptions (``ServerError`` subclasses carry the server's code
+``securifile.client.errors`` exceptions (``ServerError`` subclasses carry the server's code
 and message), and an admin server that does not answer raises ``AdminUnreachable``.
 """
 import json
 from urllib.parse import quote, urlencode
 
-from .client import (
-    CHUNK_SIZE, NoRunningServer, ProtocolError, Transport, TransportError, _BytesBody,
-    _Unreachable, _base_url, _describe, error_from_response, parse_remote, tls_context,
-)
+from .errors import NoRunningServer, ProtocolError, TransportError, Unreachable, describe_error
+from .files import parse_remote
+from .servers import base_url
+from .transport import CHUNK_SIZE, BytesBody, Transport, error_from_response, tls_context
 
 RUNNING, UNKNOWN, OFFLINE = "running", "unknown", "offline"
-ROLES = ("reader", "editor", "master")
 # Rows per page the clients ask for: every page answers in milliseconds at this size (see
 # docs/ADMIN-SCALE.md); the next page starts after the last row's key (``after``).
 PAGE = 200
@@ -27,7 +26,7 @@ class AdminUnreachable(TransportError):
 
     def __init__(self, url, cause):
         self.url, self.cause = url, cause
-        super().__init__(f"cannot reach the admin server at {url}: {_describe(cause)}")
+        super().__init__(f"cannot reach the admin server at {url}: {describe_error(cause)}")
 
 
 def acl_target(target):
@@ -68,7 +67,7 @@ class AdminClient:
 
     def __init__(self, url, *, ca=None, cert=None, key=None, token=None, timeout=30.0,
                  connect_timeout=5.0, transport=None):
-        self.url = _base_url(url)
+        self.url = base_url(url)
         self._token = token
         if transport is None:
             secure = self.url.startswith("https:")
@@ -115,10 +114,10 @@ class AdminClient:
         if payload is not None:
             data = json.dumps(payload).encode("utf-8")
             headers["Content-Type"] = "application/json"
-            body = _BytesBody(data, CHUNK_SIZE)
+            body = BytesBody(data, CHUNK_SIZE)
         try:
             resp = self._transport.exchange(method, url, headers, body)
-        except _Unreachable as e:
+        except Unreachable as e:
             raise AdminUnreachable(self.url, e.cause) from e.cause
         if resp.status not in expected:
             raise error_from_response(resp)
@@ -277,5 +276,3 @@ class AdminClient:
         """The admin server's own ``/status`` (no authentication needed)."""
         return self.request("GET", "/status")
 
-
-__all__ = ["AdminClient", "AdminUnreachable", "ROLES", "acl_target", "usable_servers"]
