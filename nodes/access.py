@@ -61,12 +61,13 @@ class AdminAuthoriser:
         self.memory = AccountMemory(state_path, wall)
 
     async def decision(self, principal, target):
-        key = (principal.name, principal.uid, principal.credential, target)
+        key = (principal.name, principal.uid, principal.credential, principal.generation, target)
         hit = self._cache.get(key)
         if hit is not None and self.clock() - hit[0] < self.ttl:
             return hit[1]
         query = urlencode({"user": principal.name, "path": target, "uid": principal.uid or "",
-                           "credential": principal.credential or ""})
+                           "credential": principal.credential or "",
+                           "generation": principal.generation})
         req = HTTPRequest(f"{self.admin_url}/api/v1/authorize?{query}", headers=self.headers,
                           ssl_options=self.ssl_context, connect_timeout=self.timeout,
                           request_timeout=self.timeout)

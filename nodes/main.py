@@ -33,6 +33,7 @@ from .peers import DOWN, RUNNING, VERIFYING, PeerTable
 from .quorum import Quorum
 from .repair import RepairLoop
 from .verification import Verifier
+from .purge import NamespacePurger
 from .reporter import Reporter
 from .scrubber import Scrubber
 from .storage import StorageNode
@@ -104,10 +105,13 @@ def build_node(cfg, name, deep=False):
                                      state_path=data / "refused-accounts.json")
         reporter = Reporter(name, data / "reports.sqlite3", cfg.admin_url, peer_ctx, headers)
         node.reporter = reporter  # its queue depth is a metric
+        node.purger = NamespacePurger(node, cfg.admin_url, peer_ctx, headers,
+                                      cfg.purge_interval, cfg.purge_batch)
         node.on_file_change = reporter.file_changed
         peers.on_change = reporter.status_changed
     else:
         authoriser = OwnerOnlyAuthoriser()
+        node.purger = None
     app = make_app(node, authenticator, authoriser, cfg.tls, cfg.max_body_bytes,
                    DOWNLOAD_CHUNK, load_openapi(), deep, cfg.verify_reads)
     heartbeat = HeartbeatLoop(peers, client, urls, cfg.heartbeat_interval, node.apply_locations,
@@ -178,6 +182,8 @@ async def serve(cfg, name, deep=False):
     if node.membership_poller is not None:
         node.membership_poller.start()
     node.repair.start()
+    if node.purger is not None:
+        node.purger.start()
     if node.scrubber is not None:
         node.scrubber.start()
     purge = PeriodicCallback(node.purge_tombstones, 60_000)
@@ -199,6 +205,8 @@ async def serve(cfg, name, deep=False):
     if node.membership_poller is not None:
         node.membership_poller.stop()
     node.repair.stop()
+    if node.purger is not None:
+        node.purger.stop()
     purge.stop()
     if node.scrubber is not None:
         await node.scrubber.stop()
