@@ -221,7 +221,7 @@ def test_a_drained_server_keeps_every_file_at_r_plus_1_copies_then_is_removed(cl
 
 def test_a_server_added_while_one_is_cut_off_leaves_one_side_writing(make_netns_cluster):
     from .netns import server_address
-    from .test_partition import BEATS, DETECT, VERIFY, quorum, refused_no_quorum
+    from .test_partition import BEATS, DETECT, VERIFY, quorum, refused_no_quorum, wait_seen
 
     cluster = make_netns_cluster(servers=3, replicas=1, spare=1, **BEATS)
     api, admin = Api(cluster), AdminApi(cluster)
@@ -250,6 +250,7 @@ def test_a_server_added_while_one_is_cut_off_leaves_one_side_writing(make_netns_
     # with the witness's lease; node3 and node4, alone each, refuse writes.
     cluster.cut("node4")
     wait_for(lambda: quorum(cluster, "node4") is False, DETECT, what="node4 without quorum")
+    wait_seen(cluster, ["node1", "node2"], "node4", "down")
     wait_for(lambda: quorum(cluster, "node1") and quorum(cluster, "node2"), DETECT,
              what="node1 and node2 going on with the witness")
     for i in range(3, 6):
