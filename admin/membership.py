@@ -10,6 +10,7 @@ before the list changes). See docs/DESIGN.md "Changing the membership".
 """
 import json
 import re
+import time
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
@@ -17,9 +18,10 @@ from sqlalchemy import func, select
 
 from securifile.common.errors import ApiError, Conflict, NotFound
 
-from .models import File, Membership, Observation, Placement, Server
+from .models import File, Membership, Observation, Placement, Server, WitnessLease
 
 MEMBER, DRAINING = "member", "draining"
+LEASE_NOTE_SECONDS = 1.0  # a renewed lease is written down at most this often
 SERVER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 RESERVED_NAMES = {"admin"}
 
@@ -30,6 +32,7 @@ class MembershipBook:
         self.registry = registry  # ServerRegistry: a row per member for statuses and samples
         self.witness = witness
         self.replicas = replicas
+        self._noted = (None, 0.0)  # the side and end last written down
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -102,6 +105,28 @@ class MembershipBook:
                         if x["state"] == DRAINING else None} for x in servers]
         return {"epoch": epoch, "committed": committed, "servers": members}
 
+    def note_lease(self, side, until):
+        """The witness granted ``side`` a lease to ``until`` (Unix time): written down (a
+        renewal at most every LEASE_NOTE_SECONDS) for changes made by other processes."""
+        side = json.dumps(sorted(side))
+        if self._noted[0] == side and 0 <= until - self._noted[1] < LEASE_NOTE_SECONDS:
+            return
+        with self.sessions.begin() as s:
+            row = s.get(WitnessLease, 1)
+            if row is None:
+                s.add(WitnessLease(id=1, side=side, until=until))
+            else:
+                row.side, row.until = side, until
+        self._noted = (side, until)
+
+    def _lease_out(self, s):
+        """A lease granted here, or written down by the admin server (late by at most
+        LEASE_NOTE_SECONDS), that has not run out."""
+        if self.witness.lease_live():
+            return True
+        row = s.get(WitnessLease, 1)
+        return row is not None and row.until + LEASE_NOTE_SECONDS > time.time()
+
     # -- changing --------------------------------------------------------------------------
 
     def _change(self, describe, mutate):
@@ -111,7 +136,7 @@ class MembershipBook:
             if not 2 * self._known_by(s, epoch, servers) > len(servers):
                 raise Conflict(f"membership epoch {epoch} is not yet known to a majority of "
                                "its servers; try again when it is", code="membership_changing")
-            if self.witness.lease_live():
+            if self._lease_out(s):
                 raise Conflict("a tie-break lease is out (the cluster is split in two halves); "
                                "try again when it has run out", code="witness_lease")
             new = mutate(s, [dict(x) for x in servers])

@@ -6,7 +6,7 @@ on SQLite (the embedded default) and PostgreSQL (production, through pg8000).
 from datetime import datetime
 
 from sqlalchemy import (
-    BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint)
+    BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Paths compare byte-wise ('C' collation on PostgreSQL, SQLite's default BINARY), so that a
@@ -185,6 +185,17 @@ class Server(Base):
     last_report: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # The newest membership epoch this server said it holds (admin/membership.py).
     known_epoch: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WitnessLease(Base):
+    """The tie-break lease the admin server last granted (one row), so that a membership
+    change made by another process (the CLI) sees it too. ``until``: Unix time."""
+
+    __tablename__ = "witness_leases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    side: Mapped[str] = mapped_column(Text)
+    until: Mapped[float] = mapped_column(Float)
 
 
 class Membership(Base):

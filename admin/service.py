@@ -5,6 +5,7 @@ Handlers call these methods; nothing here knows about HTTP requests.
 """
 import asyncio
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, func, select
@@ -432,6 +433,9 @@ class AdminService:
         node at the current membership epoch, once a majority holds it, may win a tie: a
         side counting over an older list might overlap nobody (admin/membership.py)."""
         granted = self.tie_allowed(epoch) and self.witness.ask(node, side, lease)
+        if granted:  # a change made by the CLI must see it too
+            self.membership.note_lease(self.witness.side,
+                                       time.time() + self.witness.until - self.witness.clock())
         return {"granted": granted, "lease": lease if granted else 0, "side": self.witness.side}
 
     async def set_server_state(self, name, state, by):

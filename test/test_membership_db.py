@@ -1,6 +1,8 @@
 """Tier 1: the membership in the admin database (admin/membership.py), on SQLite and on a
 real PostgreSQL: one change at a time, each only once the last is known to a majority of
 its list, none while a tie-break lease is out, and a server removed only once drained."""
+import time
+
 import pytest
 from sqlalchemy import select
 
@@ -79,6 +81,16 @@ def test_no_change_while_the_witness_has_a_tie_lease_out(sessions):
     refused(lambda: m.add("node4", "https://127.0.0.1:9004"), "witness_lease")
     clock.now += 5.1
     assert m.add("node4", "https://127.0.0.1:9004")["epoch"] == 2
+
+
+def test_a_lease_written_down_by_the_admin_server_stops_changes_made_elsewhere(sessions):
+    server, cli = book(sessions), book(sessions)  # two processes on one database
+    server.bootstrap(THREE)
+    holds(server, 1, *[e.name for e in THREE])
+    server.note_lease(["node1", "node2"], time.time() + 3.0)
+    refused(lambda: cli.add("node4", "https://127.0.0.1:9004"), "witness_lease")
+    server.note_lease(["node1", "node2"], time.time() - 2.0)  # ran out
+    assert cli.add("node4", "https://127.0.0.1:9004")["epoch"] == 2
 
 
 def test_bad_or_duplicate_servers_are_refused_and_change_nothing(sessions):

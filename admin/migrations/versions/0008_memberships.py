@@ -1,4 +1,4 @@
-"""cluster membership: numbered server lists and the epoch each server knows
+"""cluster membership: numbered server lists, the epoch each server knows, the witness's lease
 
 Revision ID: 0008
 Revises: 0007
@@ -21,6 +21,11 @@ def upgrade():
                     sa.Column('change', sa.String(length=200), nullable=False),
                     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
                     sa.PrimaryKeyConstraint('epoch'))
+    op.create_table('witness_leases',
+                    sa.Column('id', sa.Integer(), nullable=False),
+                    sa.Column('side', sa.Text(), nullable=False),
+                    sa.Column('until', sa.Float(), nullable=False),
+                    sa.PrimaryKeyConstraint('id'))
     with op.batch_alter_table('servers', schema=None) as batch_op:
         batch_op.add_column(sa.Column('known_epoch', sa.Integer(), nullable=False,
                                       server_default='0'))
@@ -29,4 +34,5 @@ def upgrade():
 def downgrade():
     with op.batch_alter_table('servers', schema=None) as batch_op:
         batch_op.drop_column('known_epoch')
+    op.drop_table('witness_leases')
     op.drop_table('memberships')
