@@ -19,6 +19,7 @@ from pathlib import Path
 from securifile.client.admin import AdminClient
 from securifile.client.errors import ClientError, FileNotFound, LocalFileError, ServerError
 from securifile.client.files import parse_remote
+from securifile.client.resumable import continue_download, resume_uploads
 from securifile.client.settings import ClientSettings, LoginFolder, read_token_file
 from securifile.client.storage import Client
 from securifile.common.roles import ROLES
@@ -81,11 +82,18 @@ def build_parser():
     p.add_argument("remote", metavar="REMOTE",
                    help="owner/path; for a folder LOCAL, its files go under REMOTE/")
     p.add_argument("--json", action="store_true", help="print the servers' records as JSON")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="start an interrupted upload over instead of resuming it (files of "
+                        "4 MiB or more resume by default, after a broken connection or when "
+                        "the same command is run again)")
 
     p = command("get", "download a file, or a folder (owner/dir/) recursively")
     p.add_argument("remote", metavar="REMOTE", help="owner/path, or owner/dir/ for a folder")
     p.add_argument("local", metavar="LOCAL", nargs="?", default=".",
                    help="target file or folder (default: current folder; '-' for stdout)")
+    p.add_argument("-c", "--continue", dest="resume", action="store_true",
+                   help="keep the bytes a partial LOCAL file holds and fetch only the rest "
+                        "(Range); the whole file's digest is checked at the end")
 
     p = command("rm", "delete a file (owner only)")
     p.add_argument("remote", metavar="REMOTE")
@@ -178,7 +186,15 @@ def build_parser():
     q.add_argument("node", metavar="NODE")
     q = admin_action("online", "put a storage server back online (it is verified first)")
     q.add_argument("node", metavar="NODE")
-    admin_action("servers", "list the storage servers with status and storage")
+    admin_action("servers", "list the storage servers with status, storage and membership "
+                            "(member, or draining with the files left on it)")
+    q = admin_action("server-add", "add a storage server to the running cluster")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--url", required=True, metavar="URL", help="https://HOST:PORT it listens on")
+    q = admin_action("server-drain", "move every copy off a server; nothing new goes to it")
+    q.add_argument("name", metavar="NAME")
+    q = admin_action("server-remove", "take a drained server out of the cluster")
+    q.add_argument("name", metavar="NAME")
 
     sub.add_parser("up", help="start a local cluster (see 'securifile up --help')", add_help=False)
     return parser
@@ -263,6 +279,9 @@ class Commands:
                          f"v{record.get('version')}  origin {record.get('origin')}  "
                          f"replicas {_replicas(record)}{state}")
 
+        resume_uploads(self.client, resume=args.resume, on_resume=lambda offset, size: print(
+            f"{PROG}: resuming the upload at {human_size(offset)} of {human_size(size)} "
+            f"({offset} bytes there)", file=self.err, flush=True))
         with self.progress(f"put {args.remote}") as bar:
             self.client.put_tree(args.local, args.remote, progress=bar, on_file=done)
         if args.json:
@@ -283,7 +302,13 @@ class Commands:
             target = target / parse_remote(remote).segments[-1]
         try:
             with self.progress(f"get {remote}") as bar:
-                info = self.client.get(remote, target, progress=bar)
+                if args.resume:
+                    info = continue_download(self.client, remote, target, progress=bar)
+                    if info["continued_from"]:
+                        print(f"{PROG}: continued {target} from byte {info['continued_from']}",
+                              file=self.err, flush=True)
+                else:
+                    info = self.client.get(remote, target, progress=bar)
         except FileNotFound:
             # owner/dir without the slash: fetch the folder if there is one
             if self.client.list(remote):
