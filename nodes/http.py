@@ -33,7 +33,16 @@ DISCARD_LIMIT = 64 << 20
 
 
 class UserHandler(NodeHandler):
-    """Shared by the user-facing handlers: a node that is not running serves nobody."""
+    """Shared by the user-facing handlers (/files, /uploads): a node that is not running
+    serves nobody; ``authoriser`` says what the caller may do."""
+
+    def initialize(self, node, authenticator, authoriser, max_body_bytes, read_chunk,
+                   verify_reads):
+        super().initialize(node, authenticator)
+        self.authoriser = authoriser
+        self.max_body_bytes = max_body_bytes
+        self.read_chunk = read_chunk
+        self.verify_reads = verify_reads
 
     def sent_here(self):
         return self.get_query_argument("holder", None) == self.node.name
@@ -67,14 +76,6 @@ class FileHandler(UserHandler):
     (``nodes/upload.py``) and deletes."""
 
     auth = USER
-
-    def initialize(self, node, authenticator, authoriser, max_body_bytes, read_chunk,
-                   verify_reads):
-        super().initialize(node, authenticator)
-        self.authoriser = authoriser
-        self.max_body_bytes = max_body_bytes
-        self.read_chunk = read_chunk
-        self.verify_reads = verify_reads
 
     async def prepare(self):
         self.upload = None

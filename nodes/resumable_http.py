@@ -58,9 +58,8 @@ class _UploadBody(UserHandler):
 
     def initialize(self, node, authenticator, authoriser, max_body_bytes, read_chunk,
                    verify_reads):
-        super().initialize(node, authenticator)
-        self.authoriser = authoriser
-        self.max_body_bytes = max_body_bytes
+        super().initialize(node, authenticator, authoriser, max_body_bytes, read_chunk,
+                           verify_reads)
         self.append = None  # set before prepare: a 405 is answered without it
         self.slot = None
         self.redirect = None  # a creation to send elsewhere once its small body is read
