@@ -211,6 +211,7 @@ class PartialWriter(DiskWriter):
         self._pending = []
         self._filled = 0
         self._synced = offset
+        self._written = offset  # bytes in the file: DiskWriter._put counts them as in flight
         self._syncing = None
         self.done = False
         self.discarded = False  # the upload was thrown away (a failed commit, a full disk)
