@@ -104,6 +104,14 @@ class _UploadBody(UserHandler):
                                          f"length of {length}")
             self.node.store.check_room(int(incoming))
 
+    def _expected(self, length, offset):
+        """The size the file reaches by this request's end, if known: the declared length,
+        else the offset plus this request's Content-Length (None: a chunked body)."""
+        incoming = self.request.headers.get("Content-Length")
+        if length is None and incoming is not None and incoming.isdigit():
+            return offset + int(incoming)
+        return length
+
     def _take_slot(self):
         self.node.upload_slots.take(self.principal.name)
         self.slot = self.principal.name
@@ -119,7 +127,8 @@ class _UploadBody(UserHandler):
 
     def data_received(self, chunk):
         if self.append is not None:
-            self.append.write(chunk)
+            return self.append.write(chunk)
+        return None
 
     async def _answer(self, complete):
         if self.failure is not None:
@@ -184,8 +193,9 @@ class UploadCreationHandler(_UploadBody):
         whole = self.request.headers.get("Repr-Digest")
         digests = parse_content_digest(whole) if whole else {}
         self._take_slot()
+        quota = await self.node.resumable.reserve(fp, self._expected(length, 0), 0)
         upload, ticket = await self.node.resumable.create(self.principal.name, fp, length,
-                                                          digests)
+                                                          digests, quota)
         if upload is None:  # another server coordinates this file's writes
             self.redirect = (f"{self.node.urls[ticket]}/uploads/{quote(fp.owner, safe='')}/"
                              f"{quote(fp.rel, safe='/')}")
@@ -194,7 +204,7 @@ class UploadCreationHandler(_UploadBody):
             return self._send_redirect()
         self.complete = complete
         self._start_body(await self.node.resumable.begin(upload, ticket, part_digests,
-                                                         self.cut_off))
+                                                         self.cut_off, quota))
 
     def _send_redirect(self):
         self.set_header("Location", self.redirect)
@@ -242,14 +252,17 @@ class UploadHandler(_UploadBody):
                 raise InconsistentLength(f"{current} bytes are there already, more than {length}")
         self._check_length(length if length is not None else upload.length, current)
         self._take_slot()
-        upload, ticket = await node.resumable.resume(upload, self.principal.name, current)
+        total = self._expected(length if length is not None else upload.length, current)
+        quota = await node.resumable.reserve(upload.file_path, total, current, upload.reservation)
+        upload, ticket = await node.resumable.resume(upload, self.principal.name, current, quota)
         whole = self.request.headers.get("Repr-Digest")
         if whole or (length is not None and upload.length is None):
             upload.length = length if length is not None else upload.length
             upload.digests.update(parse_content_digest(whole) if whole else {})
             node.partials.save(upload)
         self.complete = complete
-        self._start_body(await node.resumable.begin(upload, ticket, part_digests, self.cut_off))
+        self._start_body(await node.resumable.begin(upload, ticket, part_digests, self.cut_off,
+                                                    quota))
 
     async def patch(self, _id):
         if await self._answer(self.complete) is None:
@@ -264,7 +277,7 @@ class UploadHandler(_UploadBody):
         self.finish()
 
     def delete(self, _id):
-        self.node.partials.remove(self.upload)
+        self.node.resumable.cancel(self.upload)
         log.info("resumable upload %s of %s cancelled", self.upload.id,
                  self.upload.file_path.full)
         self.set_status(204)
