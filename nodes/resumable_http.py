@@ -94,6 +94,14 @@ class _UploadBody(UserHandler):
         incoming = int(incoming) if incoming is not None and incoming.isdigit() else None
         self.node.resumable.check_body(length, offset, incoming, self.max_body_bytes, creation)
 
+    def _expected(self, length, offset):
+        """The size the file reaches by this request's end, if known: the declared length,
+        else the offset plus this request's Content-Length (None: a chunked body)."""
+        incoming = self.request.headers.get("Content-Length")
+        if length is None and incoming is not None and incoming.isdigit():
+            return offset + int(incoming)
+        return length
+
     def _take_slot(self):
         self.node.resumable.take_slot(self.principal.name)
         self.slot = self.principal.name
@@ -109,7 +117,8 @@ class _UploadBody(UserHandler):
 
     def data_received(self, chunk):
         if self.append is not None:
-            self.append.write(chunk)
+            return self.append.write(chunk)
+        return None
 
     async def _answer(self, complete):
         if self.failure is not None:
@@ -168,8 +177,9 @@ class UploadCreationHandler(_UploadBody):
         whole = self.request.headers.get("Repr-Digest")
         digests = parse_content_digest(whole) if whole else {}
         self._take_slot()
+        quota = await self.node.resumable.reserve(fp, self._expected(length, 0), 0)
         upload, ticket = await self.node.resumable.create(self.principal.name, fp, length,
-                                                          digests)
+                                                          digests, quota)
         if upload is None:  # another server coordinates this file's writes
             self.redirect = self.node.resumable.creation_url(ticket, fp)
             if self._answer_after_body():
@@ -177,7 +187,7 @@ class UploadCreationHandler(_UploadBody):
             return self._send_redirect()
         self.complete = complete
         self._start_body(await self.node.resumable.begin(upload, ticket, part_digests,
-                                                         self.cut_off))
+                                                         self.cut_off, quota))
 
     def _send_redirect(self):
         self.set_header("Location", self.redirect)
@@ -225,12 +235,15 @@ class UploadHandler(_UploadBody):
                 raise InconsistentLength(f"{current} bytes are there already, more than {length}")
         self._check_length(length if length is not None else upload.length, current)
         self._take_slot()
-        upload, ticket = await node.resumable.resume(upload, self.principal.name, current)
+        total = self._expected(length if length is not None else upload.length, current)
+        quota = await node.resumable.reserve(upload.file_path, total, current, upload.reservation)
+        upload, ticket = await node.resumable.resume(upload, self.principal.name, current, quota)
         whole = self.request.headers.get("Repr-Digest")
         if whole or (length is not None and upload.length is None):
             node.resumable.declare(upload, length, parse_content_digest(whole) if whole else {})
         self.complete = complete
-        self._start_body(await node.resumable.begin(upload, ticket, part_digests, self.cut_off))
+        self._start_body(await node.resumable.begin(upload, ticket, part_digests, self.cut_off,
+                                                    quota))
 
     async def patch(self, _id):
         if await self._answer(self.complete) is None:
