@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from tornado.ioloop import PeriodicCallback
 
-from securifile.common.auth import PEER_SECRET_HEADER, Authenticator
+from securifile.common.auth import Authenticator
 from securifile.common.certs import CertLayout
 from securifile.common.config import load_config
 from securifile.common.limits import LimitedHTTPServer, ServerLimits, node_callers
@@ -87,12 +87,9 @@ def build_node(cfg, name, deep=False):
     authenticator = Authenticator(load_public_key(layout.token_public_key), peer_names, secret)
     reporter = None
     if cfg.admin_url:
-        headers = {"X-SecuriFile-Node": name}
-        if secret:
-            headers[PEER_SECRET_HEADER] = secret
-        authoriser = AdminAuthoriser(cfg.admin_url, peer_ctx, headers, cfg.authz_cache_seconds,
+        authoriser = AdminAuthoriser(cfg.admin_url, client, cfg.authz_cache_seconds,
                                      state_path=data / "refused-accounts.json")
-        reporter = Reporter(name, data / "reports.sqlite3", cfg.admin_url, peer_ctx, headers)
+        reporter = Reporter(name, data / "reports.sqlite3", cfg.admin_url, client)
         node.reporter = reporter  # its queue depth is a metric
         node.on_file_change = reporter.file_changed
         peers.on_change = reporter.status_changed
