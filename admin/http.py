@@ -111,13 +111,14 @@ class MeHandler(AdminHandler):
 
 
 class PasswordHandler(AdminHandler):
-    """The caller changes their own password, proving the current one."""
+    """The caller changes their own password, proving the current one; the answer is a fresh
+    token, every credential issued before being revoked."""
 
     async def post(self):
         body = self.json_body()
-        await self.service.change_password(self.caller.name, body.get("current_password"),
-                                           body.get("new_password"), self.request.remote_ip)
-        self.no_content()
+        self.send_json(await self.service.change_password(
+            self.caller.name, body.get("current_password"), body.get("new_password"),
+            self.request.remote_ip))
 
 
 class EnrolHandler(AdminHandler):
@@ -269,8 +270,27 @@ class AuthorizeHandler(AdminHandler):
         owner, path = split_target(self.get_query_argument("path", "", strip=False))
         uid = self.get_query_argument("uid", None) or None
         credential = self.get_query_argument("credential", None) or None
+        try:
+            generation = int(self.get_query_argument("generation", "0") or 0)
+        except ValueError:
+            raise ApiError("generation must be a whole number", code="bad_argument") from None
         self.send_json(await asyncio.to_thread(self.service.decide, user, owner, path, uid,
-                                               credential))
+                                               credential, generation))
+
+
+class PurgesHandler(AdminHandler):
+    """A node asks which files of removed accounts are past their grace period."""
+
+    auth = NODE
+
+    async def get(self):
+        after = self.get_query_argument("after", None, strip=False)
+        if after is not None:
+            fp = parse_path(after)
+            after = (fp.owner, fp.rel)
+        files = await asyncio.to_thread(self.service.due_purges, self.arg_int("limit", 100),
+                                        after)
+        self.send_json({"files": files})
 
 
 class ReportsHandler(AdminHandler):
@@ -365,6 +385,7 @@ def make_app(service, authenticator, openapi=None):
         (r"/api/v1/events", EventsHandler),
         (r"/api/v1/authorize", AuthorizeHandler),
         (r"/api/v1/reports", ReportsHandler),
+        (r"/api/v1/purges", PurgesHandler),
         (r"/api/v1/witness", WitnessHandler),
         (r"/status", StatusHandler),
     ]

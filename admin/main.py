@@ -131,11 +131,13 @@ def open_syslog(cfg, layout):
 
 async def _housekeeping(service, stop):
     """Every few seconds: re-judge server statuses (a server that went silent changes no
-    row by itself); every minute: forget old events, samples and deletions."""
+    row by itself) and mark purged the removed accounts' namespaces the nodes emptied;
+    every minute: forget old events, samples and deletions."""
     rounds = 0
     while not stop.is_set():
         try:
             await asyncio.to_thread(service.servers.recompute_now)
+            await asyncio.to_thread(service.finish_purges)
             if rounds % 12 == 0:
                 await asyncio.to_thread(service.prune_events)
                 await asyncio.to_thread(service.prune_samples)

@@ -24,7 +24,7 @@ from .events import events_page
 from .mailer import (
     MailError, Mailer, MailSettings, account_email, account_removed_email, enrolment_email)
 from .models import Event
-from .namespaces import sealed
+from .namespaces import due_for_purge, finish_purges, sealed
 from .servers import ServerRegistry
 from .witness import Witness
 
@@ -199,11 +199,15 @@ class AdminService:
 
     def login(self, login, password, address):
         user = self.accounts.authenticate(login, password, address)
-        token, exp = mint_token(self.token_key, user.username, self.cfg.token_ttl_seconds,
-                                admin=user.admin, not_after=aware(user.valid_until).timestamp(),
-                                uid=user.uid)
         self.audit("login", f"{user.username} logged in", username=user.username,
                    operation="login", result="ok")
+        return self.session(user)
+
+    def session(self, user):
+        """A fresh token for ``user`` and what the client shows about it."""
+        token, exp = mint_token(self.token_key, user.username, self.cfg.token_ttl_seconds,
+                                admin=user.admin, not_after=aware(user.valid_until).timestamp(),
+                                uid=user.uid, generation=user.credential_generation)
         return {"token": token, "username": user.username, "admin": user.admin,
                 "expires_at": iso(datetime.fromtimestamp(exp, timezone.utc)),
                 "valid_until": iso(aware(user.valid_until))}
@@ -225,7 +229,8 @@ class AdminService:
         not_after = min(aware(user.valid_until),
                         self.clock() + timedelta(seconds=self.cfg.certificate_seconds))
         try:
-            cert = self.ca.sign_user_csr(csr_pem.encode(), user.username, not_after, user.uid)
+            cert = self.ca.sign_user_csr(csr_pem.encode(), user.username, not_after, user.uid,
+                                         user.credential_generation)
         except ValueError as e:
             raise ApiError(f"bad certificate request: {e}", code="bad_csr") from None
         if caller is not None and (caller.credential or "").startswith("cert:"):
@@ -294,9 +299,13 @@ class AdminService:
         return {"username": user.username}
 
     async def change_password(self, username, current, new, address):
-        await asyncio.to_thread(self.accounts.change_password, username, current, new, address)
+        """Change the password; every credential issued before dies, and the answer is a
+        fresh token (as a login's) so the device that made the change stays logged in."""
+        user = await asyncio.to_thread(self.accounts.change_password, username, current, new,
+                                       address)
         self.audit("account", f"{username} changed the password", username=username,
                    operation="passwd", result="ok")
+        return self.session(user)
 
     async def _mail(self, message):
         """Send; None when it went, the reason when not (the account stands either way)."""
@@ -325,19 +334,19 @@ class AdminService:
         self.audit("acl", f"{caller} revoked {grantee} on {owner}/{path}",
                    username=caller, operation="revoke", path=f"{owner}/{path}")
 
-    def decide(self, username, owner, path, uid=None, credential=None):
+    def decide(self, username, owner, path, uid=None, credential=None, generation=0):
         """What a node needs to decide a request: the role, and whether the account may act.
 
-        ``uid`` and ``credential`` come from the caller's token or certificate: a credential
-        of a removed account (even when a new one has the name now) or a revoked one is
-        refused. ``state`` (removed, revoked, disabled, expired) lets the node fail closed
+        ``uid``, ``credential`` and ``generation`` come from the caller's token or
+        certificate: a credential of a removed account (even when a new one has the name
+        now), a revoked one, or one issued before the last password change is refused. ``state`` (removed, revoked, disabled, expired) lets the node fail closed
         for that account or credential while this server is unreachable; ``uid`` and
         ``valid_until`` let it honour the account's end offline."""
         user = self.accounts.get(username)
         if user is None:
             return {"user": username, "uid": uid, "active": False, "state": "removed",
                     "reason": "no such account", "role": None}
-        problem = self.accounts.credential_problem(user, uid, credential)
+        problem = self.accounts.credential_problem(user, uid, credential, generation)
         if problem is not None:
             state, reason = problem
             return {"user": username, "uid": uid, "active": False, "state": state,
@@ -361,6 +370,23 @@ class AdminService:
             may["list"] = False
             answer.update(sealed=True, reason=f"{owner}/{path} holds files of a removed account")
         return answer
+
+    # -- purging removed accounts' namespaces ----------------------------------------------
+
+    def due_purges(self, limit, after=None):
+        """The next files of removed accounts past their grace period, for the nodes to
+        delete (each through the normal delete: lock, tombstone, catalogue report)."""
+        with self.sessions() as s:
+            return due_for_purge(s, self.clock(), limit, after)
+
+    def finish_purges(self):
+        """Mark purged the namespaces whose last file the nodes deleted, in the audit log."""
+        with self.sessions.begin() as s:
+            done = finish_purges(s, self.clock())
+        for username, uid in done:
+            self.audit("account", f"the files of removed account {username} ({uid}) are "
+                       "purged", username=username, operation="purge", result="ok")
+        return done
 
     # -- servers and nodes -----------------------------------------------------------------
 

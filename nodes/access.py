@@ -62,12 +62,13 @@ class AdminAuthoriser:
         self.memory = AccountMemory(state_path, wall)
 
     async def decision(self, principal, target):
-        key = (principal.name, principal.uid, principal.credential, target)
+        key = (principal.name, principal.uid, principal.credential, principal.generation, target)
         hit = self._cache.get(key)
         if hit is not None and self.clock() - hit[0] < self.ttl:
             return hit[1]
         query = urlencode({"user": principal.name, "path": target, "uid": principal.uid or "",
-                           "credential": principal.credential or ""})
+                           "credential": principal.credential or "",
+                           "generation": principal.generation})
         answer = await self.client.call_json(f"{self.admin_url}/api/v1/authorize?{query}",
                                              timeout=self.timeout)
         self.memory.learn(principal, target, answer)

@@ -32,6 +32,7 @@ from .peers import DOWN, RUNNING, VERIFYING, PeerTable
 from .quorum import Quorum
 from .repair import RepairLoop
 from .verification import Verifier
+from .purge import NamespacePurger
 from .reporter import Reporter
 from .scrubber import Scrubber
 from .storage import StorageNode
@@ -91,10 +92,13 @@ def build_node(cfg, name, deep=False):
                                      state_path=data / "refused-accounts.json")
         reporter = Reporter(name, data / "reports.sqlite3", cfg.admin_url, client)
         node.reporter = reporter  # its queue depth is a metric
+        node.purger = NamespacePurger(node, cfg.admin_url, client, cfg.purge_interval,
+                                      cfg.purge_batch)
         node.on_file_change = reporter.file_changed
         peers.on_change = reporter.status_changed
     else:
         authoriser = OwnerOnlyAuthoriser()
+        node.purger = None
     app = make_app(node, authenticator, authoriser, cfg.tls, cfg.max_body_bytes,
                    DOWNLOAD_CHUNK, load_openapi(), deep, cfg.verify_reads)
     heartbeat = HeartbeatLoop(peers, client, urls, cfg.heartbeat_interval, node.apply_locations,
@@ -162,6 +166,8 @@ async def serve(cfg, name, deep=False):
     server.listen(me.port, address=me.host)
     heartbeat.start()
     node.repair.start()
+    if node.purger is not None:
+        node.purger.start()
     if node.scrubber is not None:
         node.scrubber.start()
     purge = PeriodicCallback(node.purge_tombstones, 60_000)
@@ -181,6 +187,8 @@ async def serve(cfg, name, deep=False):
     log.info("node %s stopping", name)
     heartbeat.stop()
     node.repair.stop()
+    if node.purger is not None:
+        node.purger.stop()
     purge.stop()
     if node.scrubber is not None:
         await node.scrubber.stop()
