@@ -6,7 +6,7 @@ import os
 import random
 import signal
 import sys
-import uuid
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from tornado.ioloop import PeriodicCallback
@@ -48,6 +48,19 @@ BODY_CHUNK = 1 << 20
 DOWNLOAD_CHUNK = 1 << 20
 
 
+@dataclass
+class NodeParts:
+    """One node's process, wired together by ``build_node`` and started by ``serve``."""
+
+    app: object  # the Tornado application (nodes/http.py)
+    node: StorageNode
+    heartbeat: HeartbeatLoop
+    server_ctx: object  # the TLS context to serve with; None without TLS
+    me: object  # this server's entry in the configuration (host, port, url)
+    reporter: object  # Reporter to the admin server; None without one
+    authenticator: Authenticator
+
+
 def build_node(cfg, name, deep=False):
     """Everything one node needs, wired together."""
     me = cfg.server(name)
@@ -83,7 +96,6 @@ def build_node(cfg, name, deep=False):
     quorum.on_change = node.quorum_changed
     node.upload_slots = UploadSlots(cfg.max_uploads_per_user)
     node.min_upload_rate = cfg.min_upload_rate
-    node.boot = uuid.uuid4().hex
     verifier = Verifier(node, cfg.challenge_timeout, retry_delay=cfg.heartbeat_interval)
     authenticator = Authenticator(load_public_key(layout.token_public_key), peer_names, secret)
     reporter = None
@@ -121,7 +133,7 @@ def build_node(cfg, name, deep=False):
         node.scrubber = Scrubber(node, cfg.scrub_bytes_per_second, cfg.scrub_files_per_second,
                                  cfg.scrub_interval,
                                  may_run=lambda: node.peers.self_status == RUNNING)
-    return app, node, heartbeat, server_ctx, me, reporter, authenticator
+    return NodeParts(app, node, heartbeat, server_ctx, me, reporter, authenticator)
 
 
 def open_syslog(cfg, name):
@@ -148,7 +160,8 @@ def make_server(app, server_ctx, limits, authenticator):
 
 
 async def serve(cfg, name, deep=False):
-    app, node, heartbeat, server_ctx, me, reporter, authenticator = build_node(cfg, name, deep)
+    parts = build_node(cfg, name, deep)
+    node, heartbeat, reporter, me = parts.node, parts.heartbeat, parts.reporter, parts.me
     audit = open_syslog(cfg, name)
     if audit is not None:
         audit.start()
@@ -162,7 +175,8 @@ async def serve(cfg, name, deep=False):
             audit.log_event(status_event(name, subject, old, new, detail))
 
         node.peers.on_change = on_change
-    server = make_server(app, server_ctx, ServerLimits.from_config(cfg), authenticator)
+    server = make_server(parts.app, parts.server_ctx, ServerLimits.from_config(cfg),
+                         parts.authenticator)
     server.listen(me.port, address=me.host)
     heartbeat.start()
     node.repair.start()

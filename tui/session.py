@@ -7,6 +7,7 @@ are thread-safe, so screens call them from Textual thread workers.
 from dataclasses import dataclass
 
 from securifile.client.admin import AdminClient
+from securifile.client.credentials import keep_login_after_password_change
 from securifile.client.settings import ClientSettings, LoginFolder
 from securifile.client.storage import Client
 
@@ -64,7 +65,6 @@ class Session:
         answer = self.admin.change_password(current, new)
         cert = key = None
         if self.folder is not None and self.folder.exists():
-            from securifile.cli.login import keep_login_after_password_change
             keep_login_after_password_change(self.folder, answer, self.client.timeout)
             settings = self.folder.settings()
             cert, key = settings.cert, settings.key
