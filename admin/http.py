@@ -333,7 +333,7 @@ class WitnessHandler(AdminHandler):
 
     auth = NODE
 
-    def post(self):
+    async def post(self):
         body = self.json_body()
         side = body.get("side")
         if not isinstance(side, list) or not all(isinstance(n, str) for n in side):
@@ -342,9 +342,9 @@ class WitnessHandler(AdminHandler):
             lease = float(body.get("lease", 0))
         except (TypeError, ValueError):
             raise ApiError("lease must be a number of seconds", code="bad_lease") from None
-        granted = self.admin.witness.ask(self.principal.name, side, lease)
-        self.send_json({"granted": granted, "lease": lease if granted else 0,
-                        "side": self.admin.witness.side})
+        granted, holder = await asyncio.to_thread(self.admin.witness.ask,
+                                                  self.principal.name, side, lease)
+        self.send_json({"granted": granted, "lease": lease if granted else 0, "side": holder})
 
 
 class StatusHandler(AdminHandler):

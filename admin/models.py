@@ -6,7 +6,7 @@ on SQLite (the embedded default) and PostgreSQL (production, through pg8000).
 from datetime import datetime
 
 from sqlalchemy import (
-    BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint)
+    BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Paths compare byte-wise ('C' collation on PostgreSQL, SQLite's default BINARY), so that a
@@ -218,7 +218,8 @@ class Event(Base):
     """Recent audit events (file access, status changes) for the GUI's live panel."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_at", "at"),)
+    __table_args__ = (Index("ix_events_at", "at"),
+                      Index("ux_events_record_id", "record_id", unique=True))
 
     id: Mapped[int] = mapped_column(SerialId, primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -230,6 +231,19 @@ class Event(Base):
     result: Mapped[str] = mapped_column(String(32), default="")
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     message: Mapped[str] = mapped_column(Text, default="")
+    # The syslog message's own id (SD "rec@32473"): a copy received again is not stored.
+    record_id: Mapped[str | None] = mapped_column(String(32), nullable=True, default=None)
+
+
+class WitnessLease(Base):
+    """The tie-break lease (admin/witness.py): one row, id 1; ``side`` JSON list of names,
+    ``until`` epoch seconds by the database's clock."""
+
+    __tablename__ = "witness_lease"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    side: Mapped[str] = mapped_column(Text, default="")
+    until: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class AppliedReport(Base):

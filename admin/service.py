@@ -13,11 +13,12 @@ from securifile.common.errors import ApiError, NotFound
 from securifile.common.times import aware, iso
 from securifile.common.tokens import load_private_key, mint_token
 
-from securifile.common.syslog import status_event
+from securifile.common.syslog import SD_RECORD, status_event
 
 from .accounts import Accounts
 from .acl import AccessControl, allowed
 from .catalog import Catalog
+from .coordination import insert_once
 from .events import events_page
 from .mailer import (
     MailError, Mailer, MailSettings, account_email, account_removed_email, enrolment_email)
@@ -56,7 +57,7 @@ class AdminService:
         self._ca = None
         self._token_key = None
         self.openapi = {}
-        self.witness = Witness()
+        self.witness = Witness(sessions)
 
     # -- audit -----------------------------------------------------------------------------
 
@@ -79,17 +80,21 @@ class AdminService:
                         result=fields.get("result", ""), size=int(fields.get("size", 0))))
 
     def record_event(self, event):
-        """An event that arrived through the built-in syslog receiver."""
+        """An event that arrived through the built-in syslog receiver; stored once per
+        record id (a message sent again, to this instance or another, adds nothing)."""
         sd = {}
         for params in (event.get("sd") or {}).values():
             sd.update(params)
+        size = str(sd.get("bytes") or "0")
+        record_id = ((event.get("sd") or {}).get(SD_RECORD) or {}).get("id")
+        row = dict(at=self.clock(), kind=(event.get("msgid") or "log").lower(),
+                   server=sd.get("server", event.get("hostname") or ""),
+                   username=sd.get("user", ""), operation=sd.get("op", ""),
+                   path=sd.get("path", ""), result=sd.get("result", ""),
+                   size=int(size) if size.isdigit() else 0, message=event.get("msg") or "",
+                   record_id=record_id if record_id and len(record_id) <= 32 else None)
         with self.sessions.begin() as s:
-            s.add(Event(at=self.clock(), kind=(event.get("msgid") or "log").lower(),
-                        server=sd.get("server", event.get("hostname") or ""),
-                        username=sd.get("user", ""), operation=sd.get("op", ""),
-                        path=sd.get("path", ""), result=sd.get("result", ""),
-                        size=int(sd.get("bytes") or 0) if str(sd.get("bytes") or "0").isdigit() else 0,
-                        message=event.get("msg") or ""))
+            s.execute(insert_once(s, Event, row, "record_id"))
 
     def prune_events(self, keep=EVENTS_KEPT):
         with self.sessions.begin() as s:

@@ -14,8 +14,11 @@ from urllib.parse import urlencode
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from securifile.common.admin_urls import AdminURLs
 from securifile.common.errors import Forbidden, Unavailable
 from securifile.common.roles import NEEDS  # named in a refusal; the admin server's "may" decides
+
+from .admin_calls import fetch_admin
 
 READ, WRITE, DELETE, LIST = "read", "write", "delete", "list"
 log = logging.getLogger("securifile.access")
@@ -38,6 +41,9 @@ class OwnerOnlyAuthoriser:
 class AdminAuthoriser:
     """Asks the admin server (``/api/v1/authorize``) and caches its answers for ``ttl``.
 
+    ``admin_url``: one URL or a list of admin server instances (see common/admin_urls.py):
+    the one that answered last is asked first, the next when it does not answer.
+
     Every question carries the account id and credential id of the caller's token or
     certificate, so a removed account's credential (even under a name given to somebody
     since) and a logged-out token are refused. What the answers said about an account is
@@ -49,7 +55,7 @@ class AdminAuthoriser:
 
     def __init__(self, admin_url, ssl_context=None, headers=None, ttl=3.0, timeout=3.0,
                  clock=time.monotonic, wall=time.time, state_path=None):
-        self.admin_url = admin_url.rstrip("/")
+        self.admin = AdminURLs([admin_url] if isinstance(admin_url, str) else admin_url)
         self.ssl_context = ssl_context
         self.headers = headers or {}
         self.ttl = ttl
@@ -67,10 +73,10 @@ class AdminAuthoriser:
             return hit[1]
         query = urlencode({"user": principal.name, "path": target, "uid": principal.uid or "",
                            "credential": principal.credential or ""})
-        req = HTTPRequest(f"{self.admin_url}/api/v1/authorize?{query}", headers=self.headers,
-                          ssl_options=self.ssl_context, connect_timeout=self.timeout,
-                          request_timeout=self.timeout)
-        resp = await self.http.fetch(req)
+        resp = await fetch_admin(self.http, self.admin, lambda base: HTTPRequest(
+            f"{base}/api/v1/authorize?{query}", headers=self.headers,
+            ssl_options=self.ssl_context, connect_timeout=self.timeout,
+            request_timeout=self.timeout))
         answer = json.loads(resp.body)
         if not isinstance(answer, dict):
             raise ValueError("the admin server's answer is not an object")

@@ -7,10 +7,10 @@ import random
 import signal
 import sys
 import uuid
-from urllib.parse import urlsplit
 
 from tornado.ioloop import PeriodicCallback
 
+from securifile.common.admin_urls import AdminURLs
 from securifile.common.auth import PEER_SECRET_HEADER, Authenticator
 from securifile.common.certs import CertLayout
 from securifile.common.config import load_config
@@ -69,8 +69,10 @@ def build_node(cfg, name, deep=False):
         secret = (layout.root / "peer-secret").read_text().strip()
     client = PeerClient(name, peer_ctx, secret, cfg.peer_timeout)
     detection = cfg.heartbeat_interval * cfg.heartbeat_misses
+    admin = AdminURLs(cfg.admin_endpoints) if cfg.admin_url else None
+
     async def ask_witness(side):
-        return await client.ask_witness(cfg.admin_url, side, detection * 2, detection)
+        return await client.ask_witness(admin, side, detection * 2, detection)
 
     # Only an even number of servers can split in two halves: only they need the witness.
     tie_break = ask_witness if cfg.admin_url and len(peer_names) % 2 == 0 else None
@@ -89,9 +91,9 @@ def build_node(cfg, name, deep=False):
         headers = {"X-SecuriFile-Node": name}
         if secret:
             headers[PEER_SECRET_HEADER] = secret
-        authoriser = AdminAuthoriser(cfg.admin_url, peer_ctx, headers, cfg.authz_cache_seconds,
+        authoriser = AdminAuthoriser(cfg.admin_endpoints, peer_ctx, headers, cfg.authz_cache_seconds,
                                      state_path=data / "refused-accounts.json")
-        reporter = Reporter(name, data / "reports.sqlite3", cfg.admin_url, peer_ctx, headers)
+        reporter = Reporter(name, data / "reports.sqlite3", cfg.admin_endpoints, peer_ctx, headers)
         node.reporter = reporter  # its queue depth is a metric
         node.on_file_change = reporter.file_changed
         peers.on_change = reporter.status_changed
@@ -123,15 +125,16 @@ def build_node(cfg, name, deep=False):
 
 
 def open_syslog(cfg, name):
-    """The audit log: to the configured syslog server, else the admin server's receiver."""
-    if not cfg.syslog_port or not (cfg.syslog_host or cfg.admin_url):
+    """The audit log: to the configured syslog server, else the admin server's receivers
+    (one at a time, the next when it does not take the messages)."""
+    targets = cfg.syslog_endpoints()
+    if not targets:
         return None
-    host = cfg.syslog_host or urlsplit(cfg.admin_url).hostname
     ctx = None
     if cfg.tls:
         layout = CertLayout(cfg.certs_dir)
         ctx = client_context(layout.ca_cert, layout.server_cert(name), layout.server_key(name))
-    return SyslogSender(host, cfg.syslog_port, ctx, app_name="securifile-node", hostname=name)
+    return SyslogSender(targets, None, ctx, app_name="securifile-node", hostname=name)
 
 
 def make_server(app, server_ctx, limits, authenticator):

@@ -17,6 +17,7 @@ import os
 
 import aiohttp
 
+from securifile.common.admin_urls import MOVE_ON_STATUSES
 from securifile.common.auth import PEER_SECRET_HEADER
 from securifile.common.paths import file_url
 
@@ -198,12 +199,23 @@ class PeerClient:
     async def pull_locations(self, base, since, limit=1000):
         return await self._json(f"{base}/peer/locations?since={since}&limit={limit}")
 
-    async def ask_witness(self, admin_url, side, lease, timeout):
+    async def ask_witness(self, admin, side, lease, timeout):
         """Ask the admin server (the witness) for the tie-break lease for ``side``: the lease
-        in seconds when granted, 0 when another side holds it."""
-        answer = await self._json(admin_url.rstrip("/") + "/api/v1/witness", "POST",
-                                  {"side": side, "lease": lease}, timeout)
-        return float(answer.get("lease", 0)) if answer.get("granted") else 0.0
+        in seconds when granted, 0 when another side holds it. ``admin``: the AdminURLs of
+        its instances, asked in turn until one answers (they share the lease's row)."""
+        error = None
+        for base in admin.order():
+            try:
+                answer = await self._json(base + "/api/v1/witness", "POST",
+                                          {"side": side, "lease": lease}, timeout)
+            except PeerError as e:
+                if not (e.unreachable or e.timed_out or e.status in MOVE_ON_STATUSES):
+                    raise
+                error = e
+                continue
+            admin.answered(base)
+            return float(answer.get("lease", 0)) if answer.get("granted") else 0.0
+        raise error
 
     async def delete_copy(self, base, fp, version):
         await self._call(file_url(fp, base, REPLICAS) + f"?version={version}", "DELETE")

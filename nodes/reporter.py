@@ -13,6 +13,10 @@ import time
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.ioloop import PeriodicCallback
 
+from securifile.common.admin_urls import AdminURLs
+
+from .admin_calls import fetch_admin
+
 log = logging.getLogger("securifile.reporter")
 BATCH = 500
 MAX_QUEUED = 200_000
@@ -22,7 +26,8 @@ class Reporter:
     def __init__(self, name, db_path, admin_url, ssl_context=None, headers=None, clock=time.time,
                  timeout=10.0):
         self.name = name
-        self.admin_url = admin_url.rstrip("/")
+        # One URL or every admin server instance: a report goes to the first that takes it.
+        self.admin = AdminURLs([admin_url] if isinstance(admin_url, str) else admin_url)
         self.ssl_context = ssl_context
         self.headers = dict(headers or {}, **{"Content-Type": "application/json"})
         self.clock = clock
@@ -77,12 +82,12 @@ class Reporter:
                 return True
             report = {"id": f"{self.name}:{rows[0][0]}-{rows[-1][0]}", "server": self.name,
                       "events": [json.loads(e) for _id, e in rows]}
-            req = HTTPRequest(self.admin_url + "/api/v1/reports", method="POST",
-                              body=json.dumps({"reports": [report]}), headers=self.headers,
-                              ssl_options=self.ssl_context, connect_timeout=self.timeout,
-                              request_timeout=self.timeout)
+            body = json.dumps({"reports": [report]})
             try:
-                await self.http.fetch(req)
+                await fetch_admin(self.http, self.admin, lambda base: HTTPRequest(
+                    base + "/api/v1/reports", method="POST", body=body, headers=self.headers,
+                    ssl_options=self.ssl_context, connect_timeout=self.timeout,
+                    request_timeout=self.timeout))
             except (HTTPClientError, OSError) as e:
                 log.debug("admin server did not take the report (will resend): %s", e)
                 return False

@@ -11,7 +11,7 @@ from tornado.netutil import bind_sockets
 from securifile.admin.syslog_receiver import FrameDecoder, SyslogReceiver, escape_line
 from securifile.common.certs import CertificateAuthority, write_cert_and_key
 from securifile.common.syslog import (
-    LOCAL0, SD_ACCESS, SD_LOSS, SD_STATUS, Severity, SyslogParseError, SyslogSender,
+    LOCAL0, SD_ACCESS, SD_LOSS, SD_RECORD, SD_STATUS, Severity, SyslogParseError, SyslogSender,
     access_event, format_message, parse_message, status_event)
 from securifile.common.tls import client_context, server_context
 
@@ -279,6 +279,8 @@ def test_sender_to_receiver(tmp_path, pki, tls):
 
     events = run(main())
     access, status, note = events
+    ids = [e["sd"].pop(SD_RECORD)["id"] for e in events]
+    assert len(set(ids)) == 3 and all(len(i) == 32 for i in ids)  # one id a message
     assert access["sd"] == {SD_ACCESS: {"user": "alice", "op": "write", "path": NASTY_PATH,
                                         "server": "node1", "result": "201", "bytes": "12345"}}
     assert (access["facility"], access["severity"], access["msgid"], access["hostname"],
@@ -292,7 +294,9 @@ def test_sender_to_receiver(tmp_path, pki, tls):
     assert access["peer_name"] == ("node1" if tls else None)
     lines = log_path.read_bytes().splitlines()
     assert len(lines) == 3
-    assert [parse_message(line)["sd"] for line in lines[:2]] == [access["sd"], status["sd"]]
+    assert [parse_message(line)["sd"] for line in lines[:2]] == [
+        dict(access["sd"], **{SD_RECORD: {"id": ids[0]}}),
+        dict(status["sd"], **{SD_RECORD: {"id": ids[1]}})]
     assert lines[2].endswith(b" two#012lines")
 
 

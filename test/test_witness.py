@@ -1,0 +1,66 @@
+"""The tie-break witness on the admin database, as two admin server instances share it."""
+import threading
+
+from securifile.admin import db
+from securifile.admin.witness import Witness
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_witness_grants_one_side_at_a_time(sessions):
+    clock = Clock()
+    w = Witness(sessions, clock)
+    assert w.ask("node1", ["node1", "node2"], 5) == (True, ["node1", "node2"])
+    # the other side of a 2-2 split, asking another instance on the same database
+    assert Witness(sessions, clock).ask("node3", ["node3", "node4"], 5) == \
+        (False, ["node1", "node2"])
+    assert w.ask("node2", ["node2", "node1"], 5)[0]  # a member renews
+    clock.now += 4.9
+    assert not w.ask("node3", ["node3", "node4"], 5)[0]
+    clock.now += 5.1  # not renewed: the other side may go on
+    assert w.ask("node4", ["node4", "node3"], 5)[0]
+    assert not w.ask("node1", ["node1", "node2"], 5)[0]
+
+
+def test_the_witness_refuses_a_side_the_asker_is_not_on(sessions):
+    w = Witness(sessions, Clock())
+    assert w.ask("node1", ["node2"], 5) == (False, None)
+    assert w.side is None
+
+
+def test_two_instances_asked_at_once_grant_one_side(db_url):
+    """Both sides of an even split ask at the same moment, each through its own admin
+    server instance (its own engine): the database's clock and one compare-and-set row
+    grant exactly one of them, round after round."""
+    engines = [db.make_engine(db_url) for _ in range(2)]
+    try:
+        db.upgrade(engines[0])
+        witnesses = [Witness(db.session_factory(e)) for e in engines]
+        sides = (["node1", "node2"], ["node3", "node4"])
+        for _round in range(20):
+            with engines[0].begin() as c:  # the lease ran out: anybody may take it
+                c.exec_driver_sql("UPDATE witness_lease SET side = '', until = 0")
+            start, answers = threading.Barrier(2), [None, None]
+
+            def ask(i):
+                start.wait(10)
+                answers[i] = witnesses[i].ask(sides[i][0], sides[i], 30)
+
+            threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            granted = [a[0] for a in answers]
+            assert granted.count(True) == 1, answers
+            winner = sides[granted.index(True)]
+            assert all(a[1] == winner for a in answers)
+    finally:
+        for e in engines:
+            e.dispose()
