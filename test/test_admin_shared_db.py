@@ -1,8 +1,19 @@
-"""The tie-break witness on the admin database, as two admin server instances share it."""
+"""What two admin server instances share in one database: the witness's tie-break lease
+(one compare-and-set row), audit events stored once per syslog record id; and two
+instances refused on SQLite. Every test runs on SQLite and PostgreSQL."""
 import threading
 
+import pytest
+from sqlalchemy import select
+
 from securifile.admin import db
+from securifile.admin.main import open_service
+from securifile.admin.models import Event
+from securifile.admin.service import AdminService
 from securifile.admin.witness import Witness
+from securifile.common.config import Config
+from securifile.common.errors import ApiError
+from securifile.common.syslog import SD_ACCESS, SD_RECORD
 
 
 class Clock:
@@ -64,3 +75,30 @@ def test_two_instances_asked_at_once_grant_one_side(db_url):
     finally:
         for e in engines:
             e.dispose()
+
+
+def test_a_syslog_message_received_twice_is_stored_once(sessions, tmp_path):
+    """A node resends a batch after a broken connection, maybe to the other instance: the
+    message's record id keeps it to one row; messages without an id are all kept."""
+    service = AdminService(Config(data_dir=tmp_path, certs_dir=tmp_path / "certs",
+                                  bcrypt_rounds=4), sessions)
+    event = {"msgid": "ACCESS", "hostname": "node1", "msg": "bob modify alice/a on node1",
+             "sd": {SD_ACCESS: {"user": "bob", "op": "modify", "path": "alice/a",
+                                "server": "node1", "result": "200", "bytes": "3"},
+                    SD_RECORD: {"id": "9f" * 16}}}
+    other = AdminService(Config(data_dir=tmp_path, certs_dir=tmp_path / "certs",
+                                bcrypt_rounds=4), sessions)
+    service.record_event(event)
+    other.record_event(event)  # the same message, received by the other instance
+    service.record_event(dict(event, sd={SD_ACCESS: event["sd"][SD_ACCESS]}))
+    service.record_event(dict(event, sd={SD_ACCESS: event["sd"][SD_ACCESS]}))
+    with sessions() as s:
+        rows = s.scalars(select(Event).where(Event.path == "alice/a")).all()
+    assert sorted(r.record_id or "" for r in rows) == ["", "", "9f" * 16]
+
+
+def test_two_instances_on_sqlite_are_refused(tmp_path):
+    cfg = Config(data_dir=tmp_path, admin_url="https://127.0.0.1:1",
+                 admin_urls=["https://127.0.0.1:1", "https://127.0.0.1:2"])
+    with pytest.raises(ApiError, match="PostgreSQL"):
+        open_service(cfg, with_node_client=False)
