@@ -13,7 +13,7 @@ PACKAGES = {
     "securifile.admin": "admin",
     "securifile.tui": "tui",
     "securifile.cli": "cli",
-    "securifile.scripts": "scripts",
+    "securifile.launcher": "launcher",
 }
 
 setup(
@@ -27,7 +27,6 @@ setup(
         "securifile.nodes": ["openapi.json"],
         "securifile.admin": ["migrations/*.py", "migrations/*.mako",
                              "migrations/versions/*.py"],
-        "securifile.scripts": ["*.conf"],
     },
     install_requires=[
         "tornado>=6.4",
@@ -66,8 +65,8 @@ setup(
             "securifile = securifile.cli.main:main",
             "securifile-node = securifile.nodes.main:main",
             "securifile-admin = securifile.admin.main:main",
-            "securifile-cluster = securifile.scripts.cluster:main",
-            "securifile-certs = securifile.scripts.certs:main",
+            "securifile-cluster = securifile.launcher.cluster:main",
+            "securifile-certs = securifile.launcher.certs:main",
             "securifile-tui = securifile.tui.app:main",
         ],
     },

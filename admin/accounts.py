@@ -174,6 +174,11 @@ class _Outcome:
         self.ok = True
 
 
+def _new_generation(user):
+    """Start a new credential generation: every token and certificate issued before dies."""
+    user.credential_generation = (user.credential_generation or 0) + 1
+
+
 class Accounts:
     def __init__(self, sessions, clock=utcnow, bcrypt_rounds=BCRYPT_ROUNDS,
                  enrolment_seconds=ENROLMENT_SECONDS, removed_namespace_days=30.0):
@@ -196,7 +201,7 @@ class Accounts:
         if password is not None:
             check_password(password, username, email)
         now = self.clock()
-        user = User(uid=uuid.uuid4().hex, username=username, email=email,
+        user = User(uid=uuid.uuid4().hex, username=username, email=email, credential_generation=0,
                     password_hash=NO_PASSWORD if password is None else hash_password(password, self.rounds),
                     admin=bool(admin), disabled=False, created_at=now,
                     valid_until=now + timedelta(days=float(valid_days)))
@@ -229,6 +234,9 @@ class Accounts:
             if user is None:
                 raise NotFound(f"no user {username}", code="no_such_user")
             code, expires = self._new_enrolment(s, user)
+            # A reset is for a password that is lost, perhaps stolen: whatever was issued
+            # with it is refused from now on.
+            _new_generation(user)
         return user, code, expires
 
     def enrol(self, username, code, password):
@@ -250,11 +258,13 @@ class Accounts:
                 raise Unauthenticated("unknown or used enrolment code", code="bad_enrolment_code")
             s.execute(delete(Enrolment).where(Enrolment.user_id == user.id))
             user.password_hash = hash_password(password, self.rounds)
+            _new_generation(user)
         return user
 
     def change_password(self, username, current, new, address):
         """The owner changes their password, proving it with the current one (throttled like
-        a login, so a stolen token cannot guess it)."""
+        a login, so a stolen token cannot guess it). Every token and certificate issued
+        before is refused from now on; returns the account, for a fresh token."""
         if not isinstance(new, str) or not isinstance(current, str) or not current:
             raise ApiError("current_password and new_password are required",
                            code="missing_credentials")
@@ -273,7 +283,8 @@ class Accounts:
             row = s.get(User, user.id)
             row.password_hash = hash_password(new, self.rounds)
             s.execute(delete(Enrolment).where(Enrolment.user_id == user.id))
-        return user
+            _new_generation(row)
+        return row
 
     def remove(self, username):
         """Remove the account; its credentials die with it. Its id is recorded as removed
@@ -313,14 +324,18 @@ class Accounts:
             return s.execute(delete(RevokedCredential)
                              .where(RevokedCredential.expires_at < self.clock())).rowcount
 
-    def credential_problem(self, user, uid, credential):
-        """(state, reason) when a credential with ``uid`` and id ``credential`` may not act
-        for ``user`` (None: no such account), else None. States: 'removed' (the id is not
-        the account's: removed, or a credential from before account ids), 'revoked'."""
+    def credential_problem(self, user, uid, credential, generation=0):
+        """(state, reason) when a credential with ``uid``, id ``credential`` and issued in
+        ``generation`` may not act for ``user`` (None: no such account), else None. States:
+        'removed' (the id is not the account's: removed, or a credential from before account
+        ids), 'revoked' (logged out, or issued before the last password change or reset)."""
         if user is None or uid != user.uid:
             if not uid:
                 return "removed", "the credential carries no account id: log in again"
             return "removed", "the credential belongs to a removed account"
+        if generation != (user.credential_generation or 0):
+            return "revoked", ("the credential was issued before the password was last "
+                               "changed or reset: log in again")
         if credential:
             with self.sessions() as s:
                 if s.get(RevokedCredential, credential) is not None:
@@ -329,7 +344,8 @@ class Accounts:
 
     def check_credential(self, user, principal):
         """Raise 401 when the caller's credential may not act for ``user``."""
-        problem = self.credential_problem(user, principal.uid, principal.credential)
+        problem = self.credential_problem(user, principal.uid, principal.credential,
+                                          principal.generation)
         if problem is not None:
             raise Unauthenticated(problem[1], code="credential_revoked")
 

@@ -7,15 +7,14 @@ monitoring certificate or an active administrator's token).
 import asyncio
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 
 import tornado.web
 from tornado.log import access_log
 
-from securifile.common.errors import ApiError, Forbidden, NotFound
+from securifile.common.errors import ApiError
 from securifile.common.paths import check_username, parse_path
 from securifile.common.metrics import MetricsHandler
-from securifile.common.times import iso
 from securifile.common.web import MONITOR, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
 
 from .metrics import AdminMetrics
@@ -47,7 +46,7 @@ def parse_time(text):
     for candidate in (text, "+".join(text.rsplit(" ", 1))):
         if RFC3339.fullmatch(candidate):
             try:
-                return datetime.fromisoformat(candidate.upper())
+                return datetime.fromisoformat(candidate.upper())  # the pattern wants a zone
             except ValueError:
                 break
     raise ApiError("since must be an RFC 3339 time, e.g. 2026-01-31T12:00:00+00:00",
@@ -55,23 +54,27 @@ def parse_time(text):
 
 
 class AdminHandler(ApiHandler):
+    """``auth`` as in common/web.py, plus ADMIN: an active administrator's account.
+    ``auth_by_method`` overrides ``auth`` for some methods of a route (e.g. POST: ADMIN)."""
+
     auth = USER
+    auth_by_method = {}
+
+    def initialize(self, service, authenticator):
+        self.service = service
+        self.authenticator = authenticator
 
     async def prepare(self):
-        wanted = self.auth
-        if wanted == ADMIN:
-            self.auth = USER
+        wanted = self.auth_by_method.get(self.request.method, self.auth)
+        # The authenticator knows users; whether one is an administrator is ours to say.
+        self.auth = USER if wanted == ADMIN else wanted
         await super().prepare()
         self.auth = wanted
+        self.caller = None
         if self.principal is not None and self.principal.kind == "user":
-            user = await asyncio.to_thread(self.admin.accounts.get, self.principal.name)
-            if user is None:
-                raise Forbidden(f"account {self.principal.name} no longer exists", code="no_such_user")
-            await asyncio.to_thread(self.admin.accounts.check_credential, user, self.principal)
-            self.admin.accounts.check_active(user)
-            self.user = user
-            if wanted in (ADMIN, MONITOR) and not user.admin:
-                raise Forbidden("administrators only", code="admin_only")
+            self.caller = await asyncio.to_thread(self.service.identify, self.principal)
+            if wanted in (ADMIN, MONITOR):
+                self.caller.require_admin()
 
     def arg_int(self, name, default, lo=1, hi=5000):
         try:
@@ -79,43 +82,43 @@ class AdminHandler(ApiHandler):
         except ValueError:
             raise ApiError(f"{name} must be a number", code="bad_argument") from None
 
+    def no_content(self):
+        self.set_status(204)
+        self.finish()
+
 
 class LoginHandler(AdminHandler):
     auth = PUBLIC
 
     async def post(self):
         body = self.json_body()
-        result = await asyncio.to_thread(
-            self.admin.login, body.get("username", ""), body.get("password", ""),
-            self.request.remote_ip)
-        self.send_json(result)
+        self.send_json(await asyncio.to_thread(
+            self.service.login, body.get("username", ""), body.get("password", ""),
+            self.request.remote_ip))
 
 
 class LogoutHandler(AdminHandler):
     """Revoke the credential of this request (the token, or the client certificate)."""
 
     async def post(self):
-        await asyncio.to_thread(self.admin.logout, self.principal)
-        self.set_status(204)
-        self.finish()
+        await asyncio.to_thread(self.service.logout, self.principal)
+        self.no_content()
 
 
 class MeHandler(AdminHandler):
     def get(self):
-        u = self.user
-        self.send_json({"username": u.username, "email": u.email, "admin": u.admin,
-                        "valid_until": iso(u.valid_until)})
+        self.send_json(self.service.me(self.caller))
 
 
 class PasswordHandler(AdminHandler):
-    """The caller changes their own password, proving the current one."""
+    """The caller changes their own password, proving the current one; the answer is a fresh
+    token, every credential issued before being revoked."""
 
     async def post(self):
         body = self.json_body()
-        await self.admin.change_password(self.user.username, body.get("current_password"),
-                                         body.get("new_password"), self.request.remote_ip)
-        self.set_status(204)
-        self.finish()
+        self.send_json(await self.service.change_password(
+            self.caller.name, body.get("current_password"), body.get("new_password"),
+            self.request.remote_ip))
 
 
 class EnrolHandler(AdminHandler):
@@ -125,8 +128,8 @@ class EnrolHandler(AdminHandler):
 
     async def post(self):
         body = self.json_body()
-        self.send_json(await self.admin.enrol(body.get("username"), body.get("code"),
-                                              body.get("password")))
+        self.send_json(await self.service.enrol(body.get("username"), body.get("code"),
+                                                body.get("password")))
 
 
 class UserEnrolmentHandler(AdminHandler):
@@ -135,8 +138,8 @@ class UserEnrolmentHandler(AdminHandler):
     auth = ADMIN
 
     async def post(self, username):
-        self.send_json(await self.admin.reset_enrolment(check_username(username),
-                                                        self.user.username), status=201)
+        self.send_json(await self.service.reset_enrolment(check_username(username),
+                                                          self.caller.name), status=201)
 
 
 class CertificateHandler(AdminHandler):
@@ -144,151 +147,108 @@ class CertificateHandler(AdminHandler):
         csr = self.json_body().get("csr")
         if not isinstance(csr, str):
             raise ApiError("send {\"csr\": PEM}", code="bad_csr")
-        self.send_json(await asyncio.to_thread(self.admin.sign_csr, self.user, csr,
+        self.send_json(await asyncio.to_thread(self.service.sign_csr, self.caller.user, csr,
                                                self.principal), status=201)
 
 
 class ServersHandler(AdminHandler):
     async def get(self):
-        servers = await asyncio.to_thread(self.admin.servers.listing)
-        self.send_json({"replicas": self.admin.cfg.replicas, "tls": self.admin.cfg.tls,
-                        "servers": servers})
+        self.send_json(await asyncio.to_thread(self.service.servers_overview))
 
 
 class StorageHandler(AdminHandler):
     async def get(self, name):
         since = parse_time(self.get_query_argument("since", None))
-        if since is not None and since.tzinfo is None:
-            since = since.replace(tzinfo=timezone.utc)
-        samples = await asyncio.to_thread(self.admin.catalog.samples, name, since,
-                                          self.arg_int("limit", 2000, hi=20000))
-        self.send_json({"server": name, "samples": samples})
+        self.send_json(await asyncio.to_thread(self.service.storage_samples, name, since,
+                                               self.arg_int("limit", 2000, hi=20000)))
 
 
 class ServerHistoryHandler(AdminHandler):
     async def get(self, name):
-        self.send_json({"server": name,
-                        "history": await asyncio.to_thread(self.admin.servers.history, name)})
+        self.send_json(await asyncio.to_thread(self.service.server_history, name))
 
 
 class ServerStateHandler(AdminHandler):
     auth = ADMIN
 
     async def post(self, name, state):
-        await self.admin.set_server_state(name, state, self.user.username)
+        await self.service.set_server_state(name, state, self.caller.name)
         self.send_json({"server": name, "admin_state": state})
 
 
 class UsersHandler(AdminHandler):
-    """Administrators list every account. Anybody else sees their own account, the names of
-    the users they already share with, and (``?username=NAME``) whether NAME exists: enough
-    to share, never the whole directory with its admin flags and usage."""
+    """GET: every account for administrators, a redacted view for anybody else
+    (AdminService.list_users). POST: an administrator creates an account."""
+
+    auth_by_method = {"POST": ADMIN}
 
     async def get(self):
         wanted = self.get_query_argument("username", None, strip=False)
         if wanted is not None:
             check_username(wanted)
-        limit = self.arg_int("limit", 1000)
-        if self.user.admin:
-            users = await asyncio.to_thread(self.admin.catalog.users, limit,
-                                            self.get_query_argument("after", None), wanted)
-            self.send_json({"users": users})
-            return
-        if wanted is not None:
-            found = await asyncio.to_thread(self.admin.accounts.exists, wanted)
-            self.send_json({"users": [{"username": wanted}] if found else []})
-            return
-        mine = await asyncio.to_thread(self.admin.catalog.users, 1, None, self.user.username)
-        names = await asyncio.to_thread(self.admin.acl.contacts, self.user.username)
-        after = self.get_query_argument("after", None)
-        listed = sorted(mine + [{"username": n} for n in names], key=lambda u: u["username"])
-        self.send_json({"users": [u for u in listed if not after or u["username"] > after]})
+        users = await asyncio.to_thread(
+            self.service.list_users, self.caller, self.arg_int("limit", 1000),
+            self.get_query_argument("after", None), wanted)
+        self.send_json({"users": users})
 
     async def post(self):
-        if not self.user.admin:
-            raise Forbidden("administrators only", code="admin_only")
         body = self.json_body()
-        valid_days, admin = body.get("valid_days", 365), body.get("admin", False)
-        if isinstance(valid_days, bool) or not isinstance(valid_days, (int, float)):
-            raise ApiError("valid_days must be a number of days", code="invalid_validity")
-        if not isinstance(admin, bool):
-            raise ApiError("admin must be true or false", code="bad_argument")
-        if not isinstance(body.get("password"), (str, type(None))):
-            raise ApiError("password must be a string (or absent: an enrolment code is "
-                           "e-mailed)", code="weak_password")
-        result = await self.admin.create_user(
-            body.get("username"), body.get("email"), valid_days, body.get("password"), admin)
-        self.send_json(result, status=201)
+        self.send_json(await self.service.add_user(
+            self.caller, body.get("username"), body.get("email"), body.get("valid_days", 365),
+            body.get("password"), body.get("admin", False)), status=201)
 
 
 class UserHandler(AdminHandler):
     auth = ADMIN
 
     async def delete(self, username):
-        await self.admin.remove_user(check_username(username), self.user.username)
-        self.set_status(204)
-        self.finish()
+        await self.service.remove_user(check_username(username), self.caller.name)
+        self.no_content()
 
 
 class UserFilesHandler(AdminHandler):
     async def get(self, username):
-        check_username(username)
-        if username != self.user.username and not self.user.admin:
-            raise Forbidden("only the owner and administrators see a user's file list")
-        if not await asyncio.to_thread(self.admin.accounts.exists, username):
-            raise NotFound(f"no user {username}", code="no_such_user")
         self.send_json(await asyncio.to_thread(
-            self.admin.catalog.owned_files, username, self.arg_int("limit", 500),
-            self.get_query_argument("after", None)))
+            self.service.user_files, self.caller, check_username(username),
+            self.arg_int("limit", 500), self.get_query_argument("after", None)))
 
 
 class FilesHandler(AdminHandler):
     async def get(self):
-        prefix = self.get_query_argument("prefix", None, strip=False) or self.user.username + "/"
+        prefix = self.get_query_argument("prefix", None, strip=False) or self.caller.name + "/"
         owner, path = split_target(prefix)
-        folder = path.rstrip("/")
         if path and not path.endswith("/"):
             raise ApiError("prefix must name a folder (end it with '/')", code="bad_prefix")
-        caller = self.user.username
-
-        role_of = await asyncio.to_thread(self.admin.acl.role_function, caller, owner)
-        if role_of(path) is None and not any(
-                g["owner"] == owner and g["path"].startswith(path)
-                for g in await asyncio.to_thread(self.admin.acl.shared_with, caller)):
-            raise Forbidden(f"{caller} has no access to {owner}/{path}")
         recursive = self.get_query_argument("recursive", "0") in ("1", "true", "yes")
-        result = await asyncio.to_thread(
-            self.admin.catalog.list_folder, caller, owner, folder, role_of,
-            self.arg_int("limit", 500), self.get_query_argument("after", None), recursive)
-        self.send_json(result)
+        self.send_json(await asyncio.to_thread(
+            self.service.list_folder, self.caller, owner, path, self.arg_int("limit", 500),
+            self.get_query_argument("after", None), recursive))
 
 
 class SharedHandler(AdminHandler):
     async def get(self):
-        self.send_json({"shared": await asyncio.to_thread(self.admin.acl.shared_with,
-                                                          self.user.username)})
+        self.send_json({"shared": await asyncio.to_thread(self.service.shared_with,
+                                                          self.caller)})
 
 
 class AclHandler(AdminHandler):
     async def get(self, raw):
         owner, path = split_target(raw)
-        await asyncio.to_thread(self.admin.acl.check, self.user.username, "read", owner, path)
-        grants = await asyncio.to_thread(self.admin.acl.list_grants, owner, path)
-        self.send_json({"owner": owner, "path": path, "grants": grants})
+        self.send_json(await asyncio.to_thread(self.service.grants, self.caller, owner, path))
 
     async def put(self, raw):
         owner, path = split_target(raw)
         body = self.json_body()
         grantee = check_username(body.get("username"))
-        await self.admin.grant(self.user.username, owner, path, grantee, body.get("role"))
-        self.send_json({"owner": owner, "path": path, "username": grantee, "role": body.get("role")})
+        await self.service.grant(self.caller.name, owner, path, grantee, body.get("role"))
+        self.send_json({"owner": owner, "path": path, "username": grantee,
+                        "role": body.get("role")})
 
     async def delete(self, raw):
         owner, path = split_target(raw)
         grantee = check_username(self.get_query_argument("username", "", strip=False))
-        await self.admin.revoke(self.user.username, owner, path, grantee)
-        self.set_status(204)
-        self.finish()
+        await self.service.revoke(self.caller.name, owner, path, grantee)
+        self.no_content()
 
 
 class EventsHandler(AdminHandler):
@@ -296,8 +256,8 @@ class EventsHandler(AdminHandler):
         after = None
         if self.get_query_argument("after", None) is not None:
             after = self.arg_int("after", 0, lo=0, hi=2**62)
-        self.send_json(await asyncio.to_thread(self.admin.recent_events, after,
-                                               self.arg_int("limit", 100, hi=1000), self.user))
+        self.send_json(await asyncio.to_thread(self.service.recent_events, self.caller, after,
+                                               self.arg_int("limit", 100, hi=1000)))
 
 
 class AuthorizeHandler(AdminHandler):
@@ -310,21 +270,36 @@ class AuthorizeHandler(AdminHandler):
         owner, path = split_target(self.get_query_argument("path", "", strip=False))
         uid = self.get_query_argument("uid", None) or None
         credential = self.get_query_argument("credential", None) or None
-        self.send_json(await asyncio.to_thread(self.admin.decide, user, owner, path, uid,
-                                               credential))
+        try:
+            generation = int(self.get_query_argument("generation", "0") or 0)
+        except ValueError:
+            raise ApiError("generation must be a whole number", code="bad_argument") from None
+        self.send_json(await asyncio.to_thread(self.service.decide, user, owner, path, uid,
+                                               credential, generation))
+
+
+class PurgesHandler(AdminHandler):
+    """A node asks which files of removed accounts are past their grace period."""
+
+    auth = NODE
+
+    async def get(self):
+        after = self.get_query_argument("after", None, strip=False)
+        if after is not None:
+            fp = parse_path(after)
+            after = (fp.owner, fp.rel)
+        files = await asyncio.to_thread(self.service.due_purges, self.arg_int("limit", 100),
+                                        after)
+        self.send_json({"files": files})
 
 
 class ReportsHandler(AdminHandler):
     auth = NODE
 
     async def post(self):
-        body = self.json_body()
-        reports = body.get("reports", [])
-        applied = 0
-        for report in reports:
-            if report.get("server") != self.principal.name and self.principal.name != "?":
-                raise Forbidden("a node reports only for itself", code="wrong_reporter")
-            applied += await asyncio.to_thread(self.admin.catalog.apply_report, report)
+        reports = self.json_body().get("reports", [])
+        applied = await asyncio.to_thread(self.service.apply_reports, self.principal.name,
+                                          reports)
         self.send_json({"received": len(reports), "applied": applied})
 
 
@@ -342,32 +317,39 @@ class WitnessHandler(AdminHandler):
             lease = float(body.get("lease", 0))
         except (TypeError, ValueError):
             raise ApiError("lease must be a number of seconds", code="bad_lease") from None
-        granted, holder = await asyncio.to_thread(self.admin.witness.ask,
-                                                  self.principal.name, side, lease)
-        self.send_json({"granted": granted, "lease": lease if granted else 0, "side": holder})
+        self.send_json(await asyncio.to_thread(self.service.ask_witness, self.principal.name,
+                                               side, lease))
 
 
 class StatusHandler(AdminHandler):
     auth = PUBLIC
 
     def get(self):
-        body = {"name": "admin", "status": "running", "tls": self.admin.cfg.tls,
-                "syslog": self.admin.syslog_stats()}
-        if not self.admin.cfg.tls:
-            body["warning"] = "ENCRYPTION DISABLED: debug mode, never use in production"
-        self.send_json(body)
+        self.send_json(self.service.status())
 
 
 class OpenApiHandler(AdminHandler):
     auth = PUBLIC
 
+    def initialize(self, service, authenticator, document):
+        super().initialize(service, authenticator)
+        self.document = document
+
     def get(self):
-        self.send_json(self.admin.openapi)
+        self.send_json(self.document)
 
 
 class AdminMetricsHandler(AdminHandler, MetricsHandler):
     auth = MONITOR
     scrape_in_thread = True  # the cluster gauges query the database
+
+    def initialize(self, service, authenticator, registry):
+        super().initialize(service, authenticator)
+        self.registry = registry
+
+
+class UnknownRouteHandler(NotFoundHandler, AdminHandler):
+    """404 ``no_endpoint`` for any path no route matches (dependencies as every handler's)."""
 
 
 def log_request(handler):
@@ -379,9 +361,10 @@ def log_request(handler):
                    1000.0 * handler.request.request_time())
 
 
-def make_app(admin, authenticator):
-    deps = dict(admin=admin, authenticator=authenticator)
-    metrics = AdminMetrics(admin)
+def make_app(service, authenticator, openapi=None):
+    """The admin server's routes over ``service``; ``openapi`` is the document it serves."""
+    deps = dict(service=service, authenticator=authenticator)
+    metrics = AdminMetrics(service)
     routes = [
         (r"/api/v1/login", LoginHandler),
         (r"/api/v1/logout", LogoutHandler),
@@ -403,12 +386,13 @@ def make_app(admin, authenticator):
         (r"/api/v1/events", EventsHandler),
         (r"/api/v1/authorize", AuthorizeHandler),
         (r"/api/v1/reports", ReportsHandler),
+        (r"/api/v1/purges", PurgesHandler),
         (r"/api/v1/witness", WitnessHandler),
-        (r"/api/v1/openapi.json", OpenApiHandler),
         (r"/status", StatusHandler),
     ]
     return tornado.web.Application(
         [(pattern, cls, deps) for pattern, cls in routes]
-        + [(r"/metrics", AdminMetricsHandler, dict(deps, registry=metrics.registry))],
-        default_handler_class=NotFoundHandler, default_handler_args=deps,
+        + [(r"/api/v1/openapi.json", OpenApiHandler, dict(deps, document=openapi or {})),
+           (r"/metrics", AdminMetricsHandler, dict(deps, registry=metrics.registry))],
+        default_handler_class=UnknownRouteHandler, default_handler_args=deps,
         log_function=metrics.requests.counting(log_request))

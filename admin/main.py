@@ -75,7 +75,6 @@ def open_service(cfg, with_node_client=True):
 
 async def serve(cfg):
     service = open_service(cfg)
-    service.openapi = openapi_document()
     layout = CertLayout(cfg.certs_dir)
     authenticator = Authenticator(load_public_key(layout.token_public_key),
                                   [s.name for s in cfg.servers],
@@ -87,7 +86,7 @@ async def serve(cfg):
     service.builtin_receiver = receiver is not None
     if service.syslog is not None:
         service.syslog.start()
-    app = make_app(service, authenticator)
+    app = make_app(service, authenticator, openapi_document())
     # Small bodies for everybody; the nodes' reports may be long (common/limits.py).
     server = LimitedHTTPServer(app, ServerLimits.from_config(cfg),
                                node_callers(authenticator, ("/api/v1/reports",)),
@@ -137,7 +136,7 @@ def open_syslog(cfg, layout):
     targets = cfg.syslog_endpoints()
     if not targets:
         return None
-    from securifile.common.syslog import SyslogSender
+    from securifile.common.syslog_sender import SyslogSender
     ctx = client_context(layout.ca_cert, layout.server_cert(ADMIN_NAME),
                          layout.server_key(ADMIN_NAME)) if cfg.tls else None
     return SyslogSender(targets, None, ctx, app_name="securifile-admin", hostname="admin")
@@ -145,11 +144,13 @@ def open_syslog(cfg, layout):
 
 async def _housekeeping(service, stop):
     """Every few seconds: re-judge server statuses (a server that went silent changes no
-    row by itself); every minute: forget old events, samples and deletions."""
+    row by itself) and mark purged the removed accounts' namespaces the nodes emptied;
+    every minute: forget old events, samples and deletions."""
     rounds = 0
     while not stop.is_set():
         try:
             await asyncio.to_thread(service.servers.recompute_now)
+            await asyncio.to_thread(service.finish_purges)
             if rounds % 12 == 0:
                 await asyncio.to_thread(service.prune_events)
                 await asyncio.to_thread(service.prune_samples)

@@ -37,6 +37,9 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     valid_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Credentials carry the generation they were issued in; a password change or reset
+    # starts a new one, and every older token and certificate is refused.
+    credential_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class RemovedAccount(Base):
@@ -49,6 +52,9 @@ class RemovedAccount(Base):
     username: Mapped[str] = mapped_column(NameString, index=True)
     removed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     purge_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # When the nodes had deleted the last of its files (None: not yet). The row stays: its
+    # id never comes back, and a late report of one of its files is still sealed.
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class RevokedCredential(Base):

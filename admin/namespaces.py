@@ -3,13 +3,15 @@
 A removed account's files stay on the nodes under its name, sealed: nobody reaches them
 through a node or the catalogue, not even a later account that gets the same name (its id
 differs from the files' ``owner_uid``), and nobody lists a folder that holds one through a
-node. They are to be deleted after ``purge_after`` (``removed_namespace_days``); until the
-nodes do that (not yet: docs/SECURITY.md) they stay sealed. The checks cost one indexed
-lookup for names that never had a removed account.
+node. Once ``purge_after`` (``removed_namespace_days``) has passed, the nodes ask for them
+(``due_for_purge``) and delete them through their normal delete protocol; the catalogue
+hears of each deletion as of any other, and the namespace is marked purged when none is
+left (``finish_purges``). The checks cost one indexed lookup for names that never had a
+removed account.
 """
 from datetime import timezone
 
-from sqlalchemy import select
+from sqlalchemy import and_, exists, or_, select
 
 from .models import File, RemovedAccount, User
 
@@ -65,3 +67,36 @@ def sealed(s, owner, path):
     elif path:
         q = q.where(File.path >= path, File.path < path[:-1] + "0")
     return s.scalar(q.limit(1)) is not None
+
+
+def _due(now):
+    return and_(RemovedAccount.purge_after <= now, RemovedAccount.purged_at.is_(None))
+
+
+def _files_of(removed):
+    """Rows of ``files`` left by the removed account ``removed`` (an aliased or bound row):
+    its own, and those of its name that no account owns (late reports, sealed as well)."""
+    return and_(File.owner == removed.username,
+                or_(File.owner_uid == removed.uid, File.owner_uid.is_(None)))
+
+
+def due_for_purge(s, now, limit, after=None):
+    """Up to ``limit`` files (owner, path, version) of removed accounts whose grace period
+    is over, in (owner, path) order after ``after`` (owner, path): what the nodes delete
+    next (no version above that one: a path written again since is somebody else's)."""
+    q = (select(File.owner, File.path, File.version)
+         .where(exists().where(_due(now), _files_of(RemovedAccount)))
+         .order_by(File.owner, File.path).limit(limit))
+    if after is not None:
+        q = q.where(or_(File.owner > after[0], and_(File.owner == after[0], File.path > after[1])))
+    return [{"owner": o, "path": p, "version": v} for o, p, v in s.execute(q).all()]
+
+
+def finish_purges(s, now):
+    """Mark purged the due namespaces with no file left; the (name, id) of each."""
+    done = []
+    for removed in s.scalars(select(RemovedAccount).where(_due(now))).all():
+        if s.scalar(select(File.id).where(_files_of(removed)).limit(1)) is None:
+            removed.purged_at = now
+            done.append((removed.username, removed.uid))
+    return done

@@ -72,10 +72,11 @@ ROUTES = {
         "server and every node", ok=204)},
     "/api/v1/me": {"get": _op("the caller's account")},
     "/api/v1/me/password": {"post": _op(
-        "change the caller's password (proving the current one)",
+        "change the caller's password (proving the current one); every token and "
+        "certificate issued before is revoked, and the answer is a fresh token as a login's",
         body=_obj(["current_password", "new_password"], current_password=SECRET,
                   new_password={"type": "string"}),
-        ok=204, errors=(401, 404, 429),
+        errors=(401, 404, 429),
         description="400 weak_password: the new password fails the policy (at least 12 "
                     "characters, not the name or e-mail, a zxcvbn score of 3 or more).")},
     "/api/v1/enrol": {"post": _op(
@@ -163,7 +164,14 @@ ROUTES = {
         query_param("user", USERNAME, "", required=True),
         query_param("path", OWNER_PATH, "owner/path", required=True),
         query_param("uid", {"type": "string"}, "the account id the credential carries"),
-        query_param("credential", {"type": "string"}, "the token's jti or cert:SERIAL")])},
+        query_param("credential", {"type": "string"}, "the token's jti or cert:SERIAL"),
+        query_param("generation", {"type": "integer"}, "the credential generation it carries "
+                    "(0 when none)")])},
+    "/api/v1/purges": {"get": _op(
+        "files of removed accounts past their grace period, to delete (for nodes)", "node",
+        params=[query_param("limit", {"type": "integer"}, CLAMPED),
+                query_param("after", OWNER_PATH, "paging cursor: owner/path of the last file "
+                            "of the page before")])},
     "/api/v1/reports": {"post": _op(
         "file, status and storage reports (for nodes)", "node",
         _obj(["reports"], reports={"type": "array", "items": OBJECT}))},

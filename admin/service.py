@@ -1,4 +1,5 @@
-"""The admin server's logic: accounts, login, certificates, roles, servers, events.
+"""The admin server's logic: accounts, login, certificates, roles, servers, events, and
+who may see or change what (methods that take a ``Caller`` apply the rule themselves).
 
 Handlers call these methods; nothing here knows about HTTP requests.
 """
@@ -9,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import delete, func, select
 
 from securifile.common.certs import CertificateAuthority, CertLayout
-from securifile.common.errors import ApiError, NotFound
+from securifile.common.errors import ApiError, Forbidden, NotFound
 from securifile.common.times import aware, iso
 from securifile.common.tokens import load_private_key, mint_token
 
@@ -17,13 +18,14 @@ from securifile.common.syslog import SD_RECORD, status_event
 
 from .accounts import Accounts
 from .acl import AccessControl, allowed
+from .caller import Caller
 from .catalog import Catalog
 from .coordination import insert_once
 from .events import events_page
 from .mailer import (
     MailError, Mailer, MailSettings, account_email, account_removed_email, enrolment_email)
 from .models import Event
-from .namespaces import sealed
+from .namespaces import due_for_purge, finish_purges, sealed
 from .servers import ServerRegistry
 from .witness import Witness
 
@@ -56,7 +58,6 @@ class AdminService:
             ca_file=cfg.smtp_ca_file or None))
         self._ca = None
         self._token_key = None
-        self.openapi = {}
         self.witness = Witness(sessions)
 
     # -- audit -----------------------------------------------------------------------------
@@ -102,14 +103,23 @@ class AdminService:
             if newest is not None and newest > keep:
                 s.execute(delete(Event).where(Event.id <= newest - keep))
 
-    def recent_events(self, after, limit, user):
-        """A page of events (see events_page): every one for administrators."""
-        return events_page(self.sessions, after, limit, None if user.admin else user.username)
+    def recent_events(self, caller, after, limit):
+        """A page of events (see events_page): every one for administrators, the caller's
+        own for anybody else."""
+        return events_page(self.sessions, after, limit, None if caller.admin else caller.name)
 
     def _log_status(self, server, old, new, detail):
         log.warning("server %s: %s -> %s (%s)", server, old, new, detail)
         if self.syslog is not None:
             self.syslog.log_event(status_event("admin", server, old, new, detail))
+
+    def status(self):
+        """The public health answer: running, whether TLS is on, the syslog counters."""
+        body = {"name": "admin", "status": "running", "tls": self.cfg.tls,
+                "syslog": self.syslog_stats()}
+        if not self.cfg.tls:
+            body["warning"] = "ENCRYPTION DISABLED: debug mode, never use in production"
+        return body
 
     def syslog_stats(self):
         out = {}
@@ -118,6 +128,65 @@ class AdminService:
         if self.receiver_stats is not None:
             out["receiver"] = self.receiver_stats()
         return out
+
+    # -- callers -----------------------------------------------------------------------------
+
+    def identify(self, principal):
+        """The ``Caller`` behind a user's credential: refused while the account is gone (403),
+        the credential revoked or from a removed account of that name (401), or the account
+        disabled or expired (403)."""
+        user = self.accounts.get(principal.name)
+        if user is None:
+            raise Forbidden(f"account {principal.name} no longer exists", code="no_such_user")
+        self.accounts.check_credential(user, principal)
+        self.accounts.check_active(user)
+        return Caller(principal, user)
+
+    def me(self, caller):
+        u = caller.user
+        return {"username": u.username, "email": u.email, "admin": u.admin,
+                "valid_until": iso(u.valid_until)}
+
+    def list_users(self, caller, limit, after=None, wanted=None):
+        """Administrators list every account. Anybody else sees their own account, the names
+        of the users they already share with, and (``wanted``) whether that name exists:
+        enough to share, never the whole directory with its admin flags and usage."""
+        if caller.admin:
+            return self.catalog.users(limit, after, wanted)
+        if wanted is not None:
+            return [{"username": wanted}] if self.accounts.exists(wanted) else []
+        mine = self.catalog.users(1, None, caller.name)
+        names = self.acl.contacts(caller.name)
+        listed = sorted(mine + [{"username": n} for n in names], key=lambda u: u["username"])
+        return [u for u in listed if not after or u["username"] > after]
+
+    def user_files(self, caller, username, limit, after=None):
+        """A user's files, for that user and administrators; 404 for no such account."""
+        caller.require_self_or_admin(
+            username, "only the owner and administrators see a user's file list")
+        if not self.accounts.exists(username):
+            raise NotFound(f"no user {username}", code="no_such_user")
+        return self.catalog.owned_files(username, limit, after)
+
+    def list_folder(self, caller, owner, folder_path, limit, after=None, recursive=False):
+        """A folder's page for the caller: allowed with any role on the folder, or with a
+        grant somewhere below it (the way down to what was shared); entries show the
+        caller's role on each."""
+        role_of = self.acl.role_function(caller.name, owner)
+        if role_of(folder_path) is None and not any(
+                g["owner"] == owner and g["path"].startswith(folder_path)
+                for g in self.acl.shared_with(caller.name)):
+            raise Forbidden(f"{caller.name} has no access to {owner}/{folder_path}")
+        return self.catalog.list_folder(caller.name, owner, folder_path.rstrip("/"), role_of,
+                                        limit, after, recursive)
+
+    def shared_with(self, caller):
+        return self.acl.shared_with(caller.name)
+
+    def grants(self, caller, owner, path):
+        """Who holds which role on ``owner/path``, for callers who may read it."""
+        self.acl.check(caller.name, "read", owner, path)
+        return {"owner": owner, "path": path, "grants": self.acl.list_grants(owner, path)}
 
     # -- accounts and login ----------------------------------------------------------------
 
@@ -135,11 +204,15 @@ class AdminService:
 
     def login(self, login, password, address):
         user = self.accounts.authenticate(login, password, address)
-        token, exp = mint_token(self.token_key, user.username, self.cfg.token_ttl_seconds,
-                                admin=user.admin, not_after=aware(user.valid_until).timestamp(),
-                                uid=user.uid)
         self.audit("login", f"{user.username} logged in", username=user.username,
                    operation="login", result="ok")
+        return self.session(user)
+
+    def session(self, user):
+        """A fresh token for ``user`` and what the client shows about it."""
+        token, exp = mint_token(self.token_key, user.username, self.cfg.token_ttl_seconds,
+                                admin=user.admin, not_after=aware(user.valid_until).timestamp(),
+                                uid=user.uid, generation=user.credential_generation)
         return {"token": token, "username": user.username, "admin": user.admin,
                 "expires_at": iso(datetime.fromtimestamp(exp, timezone.utc)),
                 "valid_until": iso(aware(user.valid_until))}
@@ -161,7 +234,8 @@ class AdminService:
         not_after = min(aware(user.valid_until),
                         self.clock() + timedelta(seconds=self.cfg.certificate_seconds))
         try:
-            cert = self.ca.sign_user_csr(csr_pem.encode(), user.username, not_after, user.uid)
+            cert = self.ca.sign_user_csr(csr_pem.encode(), user.username, not_after, user.uid,
+                                         user.credential_generation)
         except ValueError as e:
             raise ApiError(f"bad certificate request: {e}", code="bad_csr") from None
         if caller is not None and (caller.credential or "").startswith("cert:"):
@@ -198,6 +272,18 @@ class AdminService:
                 result["enrolment_code"] = new.enrolment_code
         return result
 
+    async def add_user(self, caller, username, email, valid_days=365, password=None, admin=False):
+        """An administrator creates an account (POST /users): the JSON body's types checked."""
+        caller.require_admin()
+        if isinstance(valid_days, bool) or not isinstance(valid_days, (int, float)):
+            raise ApiError("valid_days must be a number of days", code="invalid_validity")
+        if not isinstance(admin, bool):
+            raise ApiError("admin must be true or false", code="bad_argument")
+        if not isinstance(password, (str, type(None))):
+            raise ApiError("password must be a string (or absent: an enrolment code is "
+                           "e-mailed)", code="weak_password")
+        return await self.create_user(username, email, valid_days, password, admin)
+
     async def reset_enrolment(self, username, by="admin"):
         """A new enrolment code e-mailed to the owner (a forgotten password)."""
         user, code, expires = await asyncio.to_thread(self.accounts.issue_enrolment, username)
@@ -218,9 +304,13 @@ class AdminService:
         return {"username": user.username}
 
     async def change_password(self, username, current, new, address):
-        await asyncio.to_thread(self.accounts.change_password, username, current, new, address)
+        """Change the password; every credential issued before dies, and the answer is a
+        fresh token (as a login's) so the device that made the change stays logged in."""
+        user = await asyncio.to_thread(self.accounts.change_password, username, current, new,
+                                       address)
         self.audit("account", f"{username} changed the password", username=username,
                    operation="passwd", result="ok")
+        return self.session(user)
 
     async def _mail(self, message):
         """Send; None when it went, the reason when not (the account stands either way)."""
@@ -249,19 +339,19 @@ class AdminService:
         self.audit("acl", f"{caller} revoked {grantee} on {owner}/{path}",
                    username=caller, operation="revoke", path=f"{owner}/{path}")
 
-    def decide(self, username, owner, path, uid=None, credential=None):
+    def decide(self, username, owner, path, uid=None, credential=None, generation=0):
         """What a node needs to decide a request: the role, and whether the account may act.
 
-        ``uid`` and ``credential`` come from the caller's token or certificate: a credential
-        of a removed account (even when a new one has the name now) or a revoked one is
-        refused. ``state`` (removed, revoked, disabled, expired) lets the node fail closed
+        ``uid``, ``credential`` and ``generation`` come from the caller's token or
+        certificate: a credential of a removed account (even when a new one has the name
+        now), a revoked one, or one issued before the last password change is refused. ``state`` (removed, revoked, disabled, expired) lets the node fail closed
         for that account or credential while this server is unreachable; ``uid`` and
         ``valid_until`` let it honour the account's end offline."""
         user = self.accounts.get(username)
         if user is None:
             return {"user": username, "uid": uid, "active": False, "state": "removed",
                     "reason": "no such account", "role": None}
-        problem = self.accounts.credential_problem(user, uid, credential)
+        problem = self.accounts.credential_problem(user, uid, credential, generation)
         if problem is not None:
             state, reason = problem
             return {"user": username, "uid": uid, "active": False, "state": state,
@@ -286,7 +376,51 @@ class AdminService:
             answer.update(sealed=True, reason=f"{owner}/{path} holds files of a removed account")
         return answer
 
-    # -- servers ---------------------------------------------------------------------------
+    # -- purging removed accounts' namespaces ----------------------------------------------
+
+    def due_purges(self, limit, after=None):
+        """The next files of removed accounts past their grace period, for the nodes to
+        delete (each through the normal delete: lock, tombstone, catalogue report)."""
+        with self.sessions() as s:
+            return due_for_purge(s, self.clock(), limit, after)
+
+    def finish_purges(self):
+        """Mark purged the namespaces whose last file the nodes deleted, in the audit log."""
+        with self.sessions.begin() as s:
+            done = finish_purges(s, self.clock())
+        for username, uid in done:
+            self.audit("account", f"the files of removed account {username} ({uid}) are "
+                       "purged", username=username, operation="purge", result="ok")
+        return done
+
+    # -- servers and nodes -----------------------------------------------------------------
+
+    def servers_overview(self):
+        return {"replicas": self.cfg.replicas, "tls": self.cfg.tls,
+                "servers": self.servers.listing()}
+
+    def storage_samples(self, name, since, limit):
+        return {"server": name, "samples": self.catalog.samples(name, since, limit)}
+
+    def server_history(self, name):
+        return {"server": name, "history": self.servers.history(name)}
+
+    def apply_reports(self, reporter, reports):
+        """Apply a node's queued reports in order; how many changed the catalogue. A node
+        reports only for itself (``reporter`` '?' is a no-TLS node, which names nobody);
+        reports before a wrong one stay applied, as they would have been one by one."""
+        applied = 0
+        for report in reports:
+            if report.get("server") != reporter and reporter != "?":
+                raise Forbidden("a node reports only for itself", code="wrong_reporter")
+            applied += self.catalog.apply_report(report)
+        return applied
+
+    def ask_witness(self, node, side, lease):
+        """The tie-break lease for a node that reaches exactly half of the servers."""
+        granted, holder = self.witness.ask(node, side, lease)
+        return {"granted": granted, "lease": lease if granted else 0, "side": holder}
+
 
     async def set_server_state(self, name, state, by):
         url = await asyncio.to_thread(self.servers.set_admin_state, name, state)

@@ -79,13 +79,23 @@ class ControlCommands:
         return self.emit(me, text)
 
     def passwd(self):
-        from .login import read_new_password, read_secret
+        from .login import keep_login_after_password_change, read_new_password, read_secret
         stdin = sys.stdin
         current = read_secret("current password: ", self.args.password_stdin, stdin)
         new = read_new_password(self.args.password_stdin, stdin)
-        self.admin.change_password(current, new)
-        return self.emit({"username": self.settings.username, "changed": True},
-                         "password changed")
+        answer = self.admin.change_password(current, new)
+        # The change revoked every credential issued before, the saved ones too: keep this
+        # device logged in with the fresh token (and a certificate signed with it).
+        folder = LoginFolder.default(self.env)
+        saved = folder is not None and folder.exists() and \
+            (folder.read().get("admin_url"), folder.read().get("username")) == \
+            (self.admin.url, answer.get("username"))
+        if saved:
+            keep_login_after_password_change(folder, answer, self.args.timeout)
+        return self.emit(
+            {"username": self.settings.username, "changed": True, "login_renewed": saved},
+            "password changed; your other sessions and devices must log in again"
+            + ("" if saved else " (so must this one: no saved login to renew)"))
 
     def users(self):
         if getattr(self.args, "name", None):

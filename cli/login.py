@@ -265,14 +265,15 @@ def renewal_due(folder, now=None):
     return now >= issued + (end - issued) / 2
 
 
-def renew(folder, timeout):
+def renew(folder, timeout, with_token=False):
     """A new key and short-lived certificate for the saved login. Asked for with the current
-    certificate while it lasts, else with the token; the admin server checks the account
-    (removed, disabled, expired) before it signs. Returns the new certificate's end."""
+    certificate while it lasts, else (or ``with_token``) with the token; the admin server
+    checks the account (removed, disabled, expired) before it signs. Returns the new
+    certificate's end."""
     info = folder.read()
     settings = folder.settings()
     _start, end = certificate_dates(settings.cert)
-    if end > datetime.now(timezone.utc):
+    if end > datetime.now(timezone.utc) and not with_token:
         credentials = {"cert": settings.cert, "key": settings.key}
     elif settings.token:
         credentials = {"token": settings.token}
@@ -295,6 +296,23 @@ def renew(folder, timeout):
     if not token:
         folder.file(folder.TOKEN).unlink(missing_ok=True)
     return signed.get("not_after")
+
+
+def keep_login_after_password_change(folder, answer, timeout):
+    """A password change revoked the saved token and certificate: save the fresh token the
+    change answered with, and have a new certificate signed with it."""
+    info = folder.read()
+    info["token_expires_at"] = answer.get("expires_at")
+    info["account_valid_until"] = answer.get("valid_until", info.get("account_valid_until"))
+
+    def kept(name):
+        path = folder.file(name)
+        return path.read_bytes() if path.is_file() else None
+
+    folder.save(info, answer["token"], key_pem=kept(folder.KEY), cert_pem=kept(folder.CERT),
+                ca_pem=kept(folder.CA))
+    if folder.file(folder.CERT).is_file() and folder.file(folder.KEY).is_file():
+        renew(folder, timeout, with_token=True)
 
 
 def renew_if_due(env, timeout, err):

@@ -367,7 +367,7 @@ class Commands:
 def run_launcher(argv):
     """``securifile up ...``: hand over to the cluster launcher."""
     try:
-        from securifile.scripts import cluster
+        from securifile.launcher import cluster
     except ImportError as e:
         print(f"{PROG}: the cluster launcher is not installed ({e})", file=sys.stderr)
         return 1

@@ -176,9 +176,15 @@ class AdminClient:
                             {"username": username, "code": code, "password": password})
 
     def change_password(self, current, new):
-        """Change the caller's password (the current one proves it is the owner)."""
-        self.request("POST", "/api/v1/me/password",
-                     {"current_password": current, "new_password": new}, expected=(204,))
+        """Change the caller's password (the current one proves it is the owner). Every
+        credential issued before dies: the answer is a fresh token (as ``login``'s), which
+        this client calls with from now on."""
+        result = self.request("POST", "/api/v1/me/password",
+                              {"current_password": current, "new_password": new})
+        if not isinstance(result, dict) or not result.get("token"):
+            raise ProtocolError(f"{self.url} answered a password change without a token")
+        self._token = result["token"]
+        return result
 
     def logout(self):
         """Revoke the credential this client calls with (its token, else its certificate)."""

@@ -141,6 +141,16 @@ class ClusterClient:
         if self._admin is not None:
             self._admin.set_token(token)
 
+    def set_credentials(self, token, *, ca=None, cert=None, key=None):
+        """Call with these credentials from now on (after a password change made the old
+        ones stale): a new TLS context and new connections, shared with the admin client."""
+        old = self._transport
+        self._transport = Transport(tls_context(ca, cert, key) if old.ssl_context else None,
+                                    timeout=old.timeout, connect_timeout=old.connect_timeout)
+        if self._admin is not None:
+            self._admin._transport = self._transport
+        self.set_token(token)
+
     def refresh_servers(self):
         """Ask the admin server which servers run and use only those; returns the list.
 

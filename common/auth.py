@@ -25,6 +25,13 @@ class Principal:
     uid: str | None = None
     credential: str | None = None
     expires: float | None = None
+    generation: int = 0  # the account's credential generation it was issued in
+
+
+def token_generation(claims):
+    """The credential generation a token was minted in (-1, matching no account, if bad)."""
+    gen = claims.get("gen", 0)
+    return gen if isinstance(gen, int) and not isinstance(gen, bool) else -1
 
 
 class Authenticator:
@@ -46,8 +53,9 @@ class Authenticator:
         if cert:
             name, role = subject_identity(cert)
             if role == ROLE_USER and name:
-                uid, credential, expires = peer_credential(cert)
-                return Principal(name, "user", uid=uid, credential=credential, expires=expires)
+                uid, credential, expires, generation = peer_credential(cert)
+                return Principal(name, "user", uid=uid, credential=credential, expires=expires,
+                                 generation=generation)
             if role in (ROLE_NODE, ROLE_ADMIN, ROLE_MONITOR):
                 raise Forbidden("server and monitoring certificates cannot act as users",
                                 code="not_a_user")
@@ -57,7 +65,7 @@ class Authenticator:
                 raise Forbidden("a service token cannot act as a user", code="not_a_user")
             return Principal(claims["sub"], "user", bool(claims.get("adm")),
                              uid=claims.get("uid"), credential=claims.get("jti"),
-                             expires=claims.get("exp"))
+                             expires=claims.get("exp"), generation=token_generation(claims))
         raise Unauthenticated(
             "authenticate with a client certificate or 'Authorization: Bearer TOKEN'")
 
@@ -95,7 +103,8 @@ class Authenticator:
         claims = self._bearer_claims(request)
         if claims is not None and not claims.get("role") and claims.get("adm"):
             return Principal(claims["sub"], "user", True, uid=claims.get("uid"),
-                             credential=claims.get("jti"), expires=claims.get("exp"))
+                             credential=claims.get("jti"), expires=claims.get("exp"),
+                             generation=token_generation(claims))
         if claims is not None or cert:
             raise Forbidden("metrics are for monitoring certificates and administrators",
                             code="not_a_monitor")

@@ -77,7 +77,7 @@ def _write_cert(path, cert):
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _name(common_name, role, uid=None):
+def _name(common_name, role, uid=None, generation=0):
     attributes = [
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANISATION),
         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
@@ -86,6 +86,9 @@ def _name(common_name, role, uid=None):
     if uid:
         # The account's immutable id ('userId' in the subject Python's ssl module reports).
         attributes.append(x509.NameAttribute(NameOID.USER_ID, uid))
+    if generation:
+        # The account's credential generation: a password change makes this certificate stale.
+        attributes.append(x509.NameAttribute(NameOID.GENERATION_QUALIFIER, str(int(generation))))
     return x509.Name(attributes)
 
 
@@ -196,7 +199,7 @@ class CertificateAuthority:
         )
         return cert, key
 
-    def sign_user_csr(self, csr_pem, username, not_after, uid=None):
+    def sign_user_csr(self, csr_pem, username, not_after, uid=None, generation=0):
         """Sign a user's CSR; the subject (name, role, account id) is ours to set, whatever
         the CSR asked for."""
         csr = x509.load_pem_x509_csr(csr_pem)
@@ -204,7 +207,7 @@ class CertificateAuthority:
             raise ValueError("CSR signature is invalid")
         check_key_strength(csr.public_key())
         return self._issue(
-            _name(username, ROLE_USER, uid), csr.public_key(), not_after,
+            _name(username, ROLE_USER, uid, generation), csr.public_key(), not_after,
             [ExtendedKeyUsageOID.CLIENT_AUTH],
         )
 
@@ -332,7 +335,8 @@ def subject_identity(peercert):
 
 
 def peer_credential(peercert):
-    """(account id, credential id, not-after epoch) of a verified peer certificate dict."""
+    """(account id, credential id, not-after epoch, credential generation) of a verified
+    peer certificate dict."""
     fields = {}
     for rdn in peercert.get("subject", ()):
         for key, value in rdn:
@@ -340,4 +344,8 @@ def peer_credential(peercert):
     serial = peercert.get("serialNumber")
     not_after = peercert.get("notAfter")
     expires = ssl.cert_time_to_seconds(not_after) if not_after else None
-    return fields.get("userId"), f"cert:{serial}" if serial else None, expires
+    try:
+        generation = int(fields.get("generationQualifier") or 0)
+    except ValueError:
+        generation = -1  # not one we signed: matches no account
+    return fields.get("userId"), f"cert:{serial}" if serial else None, expires, generation

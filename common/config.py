@@ -90,7 +90,11 @@ class Config:
     # User certificates are short-lived: the client renews them (securifile renews when less
     # than half of this is left); a removed account's namespace stays sealed this long.
     certificate_seconds: float = 7 * 86400
-    removed_namespace_days: float = 30.0
+    removed_namespace_days: float = 30.0  # fractions too (0.0001: under nine seconds)
+    # Nodes ask the admin server every ``purge_interval`` seconds for files of removed
+    # accounts past that grace period, and delete at most ``purge_batch`` of them a round.
+    purge_interval: float = 60.0
+    purge_batch: int = 100
     bcrypt_rounds: int = 12
     authz_cache_seconds: float = 3.0
     sample_interval: float = 2.0
@@ -150,6 +154,9 @@ class Config:
         if self.servers and not 0 <= self.replicas <= len(self.servers) - 1:
             raise ValueError(
                 f"replicas must be between 0 and n-1 = {len(self.servers) - 1}, not {self.replicas}")
+        if self.purge_interval <= 0 or self.purge_batch < 1 or self.removed_namespace_days < 0:
+            raise ValueError("purge_interval must be > 0, purge_batch >= 1, "
+                             "removed_namespace_days >= 0")
         if self.repair_after < 0 or self.repair_interval <= 0 or self.repair_batch < 1:
             raise ValueError("repair_after must be >= 0, repair_interval > 0, repair_batch >= 1")
         if self.heartbeat_interval <= 0 or self.heartbeat_misses < 1:

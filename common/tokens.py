@@ -27,11 +27,13 @@ ROLE_ADMIN_SERVER = "admin-server"
 
 
 def mint_token(private_key_pem, username, ttl_seconds=86400, *, admin=False, not_after=None,
-               now=None, role=None, uid=None):
+               now=None, role=None, uid=None, generation=0):
     """A signed token for ``username``; it never outlives ``not_after`` (the account).
 
     ``uid``: the account's immutable id. The admin server and nodes refuse a user token
     whose id is not the current account's (a removed account's token, or one minted without).
+    ``generation``: the account's credential generation; a password change starts a new one
+    and older tokens are refused.
 
     ``role``: a token for a service rather than a user (``ROLE_ADMIN_SERVER``: the admin
     server calling nodes in no-TLS debug mode); user endpoints refuse such tokens."""
@@ -42,6 +44,8 @@ def mint_token(private_key_pem, username, ttl_seconds=86400, *, admin=False, not
     claims = {"iss": ISSUER, "sub": username, "iat": now, "exp": exp, "jti": uuid.uuid4().hex}
     if uid:
         claims["uid"] = uid
+    if generation:
+        claims["gen"] = int(generation)
     if admin:
         claims["adm"] = True
     if role:

@@ -55,7 +55,7 @@ class AdminAuthoriser:
 
     def __init__(self, admin_url, ssl_context=None, headers=None, ttl=3.0, timeout=3.0,
                  clock=time.monotonic, wall=time.time, state_path=None):
-        self.admin = AdminURLs([admin_url] if isinstance(admin_url, str) else admin_url)
+        self.admin = AdminURLs(admin_url)
         self.ssl_context = ssl_context
         self.headers = headers or {}
         self.ttl = ttl
@@ -67,12 +67,13 @@ class AdminAuthoriser:
         self.memory = AccountMemory(state_path, wall)
 
     async def decision(self, principal, target):
-        key = (principal.name, principal.uid, principal.credential, target)
+        key = (principal.name, principal.uid, principal.credential, principal.generation, target)
         hit = self._cache.get(key)
         if hit is not None and self.clock() - hit[0] < self.ttl:
             return hit[1]
         query = urlencode({"user": principal.name, "path": target, "uid": principal.uid or "",
-                           "credential": principal.credential or ""})
+                           "credential": principal.credential or "",
+                           "generation": principal.generation})
         resp = await fetch_admin(self.http, self.admin, lambda base: HTTPRequest(
             f"{base}/api/v1/authorize?{query}", headers=self.headers,
             ssl_options=self.ssl_context, connect_timeout=self.timeout,

@@ -124,11 +124,14 @@ def new_challenge(challenger, locations, rng):
     return {"challenger": challenger, "nonce": nonce, "files": files}
 
 
-def answer_challenge(store, locations, challenge, deep=False, challenger=None):
+def answer_challenge(store, locations, challenge, deep=False, challenger=None,
+                     on_checked=None):
     """The returning node's answer, computed from its own disk.
 
     ``challenger`` is the authenticated caller (else the name the challenge gives): only
     files whose record here names it as a holder are answered, each range checked first.
+    ``on_checked(challenger, n)`` hears, before the disk is read, that the challenge named
+    ``n`` such files: what a verdict of that challenger may be about.
     """
     files = challenge.get("files")
     if not isinstance(files, list) or len(files) > BATCH:
@@ -145,6 +148,8 @@ def answer_challenge(store, locations, challenge, deep=False, challenger=None):
         raise ChallengeRefused("each file needs an owner and a path") from None
     records = locations.copy_records(fps)  # one query per few hundred files, not one each
     allowed = locations.named_holder(fps, challenger)
+    if on_checked is not None:
+        on_checked(challenger, len(allowed))
     paths = DiskPaths(store)
     rehashed = []  # (fp, digest, stat key) to store, in one transaction at the end
     answers = []

@@ -16,7 +16,8 @@ from securifile.common.certs import CertLayout
 from securifile.common.config import load_config
 from securifile.common.limits import LimitedHTTPServer, ServerLimits, node_callers
 from securifile.common.logsetup import setup_logging
-from securifile.common.syslog import SyslogSender, status_event
+from securifile.common.syslog import status_event
+from securifile.common.syslog_sender import SyslogSender
 from securifile.common.tls import client_context, server_context
 from securifile.common.tokens import load_public_key
 from securifile.common.web import MAX_HEADER_READ
@@ -31,6 +32,7 @@ from .peers import DOWN, RUNNING, VERIFYING, PeerTable
 from .quorum import Quorum
 from .repair import RepairLoop
 from .verification import Verifier
+from .purge import NamespacePurger
 from .reporter import Reporter
 from .scrubber import Scrubber
 from .storage import StorageNode
@@ -95,10 +97,13 @@ def build_node(cfg, name, deep=False):
                                      state_path=data / "refused-accounts.json")
         reporter = Reporter(name, data / "reports.sqlite3", cfg.admin_endpoints, peer_ctx, headers)
         node.reporter = reporter  # its queue depth is a metric
+        node.purger = NamespacePurger(node, cfg.admin_endpoints, peer_ctx, headers,
+                                      cfg.purge_interval, cfg.purge_batch)
         node.on_file_change = reporter.file_changed
         peers.on_change = reporter.status_changed
     else:
         authoriser = OwnerOnlyAuthoriser()
+        node.purger = None
     app = make_app(node, authenticator, authoriser, cfg.tls, cfg.max_body_bytes,
                    DOWNLOAD_CHUNK, load_openapi(), deep, cfg.verify_reads)
     heartbeat = HeartbeatLoop(peers, client, urls, cfg.heartbeat_interval, node.apply_locations,
@@ -167,6 +172,8 @@ async def serve(cfg, name, deep=False):
     server.listen(me.port, address=me.host)
     heartbeat.start()
     node.repair.start()
+    if node.purger is not None:
+        node.purger.start()
     if node.scrubber is not None:
         node.scrubber.start()
     purge = PeriodicCallback(node.purge_tombstones, 60_000)
@@ -186,6 +193,8 @@ async def serve(cfg, name, deep=False):
     log.info("node %s stopping", name)
     heartbeat.stop()
     node.repair.stop()
+    if node.purger is not None:
+        node.purger.stop()
     purge.stop()
     if node.scrubber is not None:
         await node.scrubber.stop()

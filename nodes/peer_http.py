@@ -45,9 +45,12 @@ class ChallengeHandler(ApiHandler):
         # In no-TLS mode the caller names itself in a header (behind the cluster secret).
         challenger = self.principal.name if self.principal.name != "?" else None
         try:
+            # What entitles the challenger to a verdict: a challenge, and a failing one only
+            # about copies this node holds with it (noted before the disk is read, so that
+            # a challenge that times out still lets it fail this node).
             answer = await asyncio.to_thread(answer_challenge, self.node.store,
                                              self.node.locations, challenge, self.deep,
-                                             challenger)
+                                             challenger, self.node.peers.note_challenge)
         except ChallengeRefused as e:
             raise ApiError(str(e), code="challenge_refused") from None
         self.send_json(answer)
@@ -94,7 +97,7 @@ class LocationsHandler(ApiHandler):
     def post(self):
         body = self.json_body()
         records = body.get("records", [])
-        self.node.apply_locations(records, body.get("release", ()))
+        self.node.receive_locations(self.principal.name, records, body.get("release", ()))
         self.send_json({"applied": len(records)})
 
 
@@ -119,6 +122,7 @@ class ReplicaHandler(ApiHandler):
             length = h.get("Content-Length")
             if length and length.isdigit():
                 self.node.store.check_room(int(length))
+            self.node.check_copy_sender(self.fp, self.principal.name)
             allow_streamed_body(self.request, self.max_body_bytes)
             self.writer = self.node.store.writer(self.fp, algorithm)
 
@@ -143,6 +147,7 @@ class ReplicaHandler(ApiHandler):
         self.send_json({"server": self.node.name, "digest": digest, "size": self.writer.size})
 
     def delete(self, _path):
+        self.node.check_copy_sender(self.fp, self.principal.name)
         self.node.delete_copy(self.fp, int(self.get_query_argument("version")))
         self.set_status(204)
         self.finish()

@@ -16,6 +16,8 @@ node serves users.
 import logging
 import time
 
+from securifile.common.errors import Forbidden
+
 RUNNING, DOWN, VERIFYING, FAILED, OFFLINE = "running", "down", "verifying", "failed", "offline"
 log = logging.getLogger("securifile.peers")
 
@@ -38,6 +40,10 @@ class PeerTable:
         self.self_since = now
         self.verdicts = {}  # challenger -> True (passed) / False (failed), for this return
         self.round = 0  # goes up each time this node starts being verified again
+        # challenger -> (time of its last challenge, copies held with it it asked about),
+        # until its verdict: a verdict comes only from a peer that challenged lately.
+        self._challenged = {}
+        self.verdict_window = 600.0
 
     @property
     def names(self):
@@ -137,10 +143,24 @@ class PeerTable:
             p["misses"] = max(p["misses"], self.misses_allowed)
             self._set(name, DOWN, detail)
 
+    def note_challenge(self, challenger, co_held):
+        """``challenger`` challenged this node's copies, ``co_held`` of them held with it."""
+        if challenger in self._peers:
+            seen = self._challenged.get(challenger, (0.0, 0))
+            self._challenged[challenger] = (self.clock(), seen[1] + co_held)
+
     def receive_verdict(self, challenger, passed, detail=""):
-        """A peer's verdict on this node's copies."""
-        if challenger not in self._peers:
-            return
+        """A peer's verdict on this node's copies: only from a peer that challenged it lately
+        (``verdict_window``), and a failing one only about copies held with it (Forbidden
+        otherwise): a node cannot fail a peer it has no copy in common with, nor pass one it
+        never checked."""
+        at, co_held = self._challenged.pop(challenger, (None, 0))
+        if at is None or self.clock() - at > self.verdict_window:
+            raise Forbidden(f"{challenger} sent a verdict without challenging this node",
+                            code="unsolicited_verdict")
+        if not passed and not co_held:
+            raise Forbidden(f"{challenger} failed this node without a copy in common",
+                            code="unsolicited_verdict")
         self.verdicts[challenger] = passed
         log.warning("verdict from %s: %s %s", challenger, "passed" if passed else "FAILED", detail)
         if not passed and self.self_status == RUNNING:

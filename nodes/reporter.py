@@ -27,7 +27,7 @@ class Reporter:
                  timeout=10.0):
         self.name = name
         # One URL or every admin server instance: a report goes to the first that takes it.
-        self.admin = AdminURLs([admin_url] if isinstance(admin_url, str) else admin_url)
+        self.admin = AdminURLs(admin_url)
         self.ssl_context = ssl_context
         self.headers = dict(headers or {}, **{"Content-Type": "application/json"})
         self.clock = clock

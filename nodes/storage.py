@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from securifile.common.errors import Conflict, Locked, NotFound, Unavailable
+from securifile.common.errors import ApiError, Conflict, Forbidden, Locked, NotFound, Unavailable
 from securifile.common.paths import FilePath
 from securifile.common.syslog import access_event
 
@@ -413,14 +413,19 @@ class StorageNode:
         """Note the copy just committed, with the stat key that lets challenges reuse its digest."""
         self.locations.record_copy(fp, version, digest, size, stat_key(self.store.path_for(fp)))
 
-    async def delete(self, fp, user):
+    async def delete(self, fp, user, up_to_version=None):
         """Tombstone the record under the file's lock; every holder drops its copy when the
-        tombstone reaches it (now, or when it pulls it on its return)."""
+        tombstone reaches it (now, or when it pulls it on its return). ``up_to_version``:
+        only a version no newer than that (Conflict otherwise): what a purge saw due."""
         ticket = await self.lock(fp, user)
         loc = ticket.existing
         if loc is None or loc.deleted:
             self.release(ticket)
             raise NotFound(f"no file {fp}")
+        if up_to_version is not None and loc.version > up_to_version:
+            self.release(ticket)
+            raise Conflict(f"{fp} was written again (version {loc.version})",
+                           code="file_changed")
         tomb = Location(fp.owner, fp.rel, loc.origin, loc.digest, loc.algorithm, 0,
                         loc.version + 1, list(loc.replicas), time.time(), deleted=True,
                         stamp=ticket.stamp, coordinator=self.name)
@@ -483,6 +488,40 @@ class StorageNode:
         if loc is not None and own > known:
             answer["record"] = loc.to_json()
         return answer
+
+    def receive_locations(self, sender, records, release=()):
+        """Records a peer pushed: each must be one ``sender`` coordinated under the file's
+        lock, which it holds here (a node publishes only its own changes, made under a lock
+        this node granted; a node that did not grant it catches up by pulling), and each
+        lock to give back one it holds. Forbidden, and nothing applied, otherwise."""
+        try:
+            locs = [Location.from_json(rec) for rec in records]
+            fps = [FilePath(item["owner"], item["path"]) for item in release or ()]
+        except (TypeError, KeyError, ValueError, AttributeError) as e:
+            raise ApiError(f"malformed location record: {e}", code="bad_record") from None
+        forged = [loc.file_path.full for loc in locs if loc.coordinator != sender
+                  or (lock := self.locks.held(loc.file_path)) is None or lock.node != sender]
+        if forged:
+            raise Forbidden(f"{sender} pushed records it did not coordinate: "
+                            f"{', '.join(forged[:5])}", code="not_the_coordinator")
+        foreign = [fp.full for fp in fps
+                   if (lock := self.locks.held(fp)) is not None and lock.node != sender]
+        if foreign:
+            raise Forbidden(f"{sender} does not hold the locks on {', '.join(foreign[:5])}",
+                            code="not_the_coordinator")
+        self.apply_locations(records, release)
+
+    def check_copy_sender(self, fp, sender):
+        """Only the node coordinating a change of ``fp`` (it holds the file's lock here) or a
+        current holder of ``fp`` (repairing a copy) sends or withdraws a copy of it."""
+        lock = self.locks.held(fp)
+        if lock is not None and lock.node == sender:
+            return
+        loc = self.locations.get(fp)
+        if loc is not None and sender in loc.current_holders:
+            return
+        raise Forbidden(f"{sender} neither coordinates a change of {fp.full} nor holds it",
+                        code="not_a_holder")
 
     def apply_locations(self, records, release=()):
         """Apply records from a peer; drop local copies that a newer record no longer names;

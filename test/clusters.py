@@ -1,5 +1,5 @@
 """Starting test clusters: real processes on free loopback ports, TLS unless told not to."""
-from securifile.scripts.cluster import Cluster
+from securifile.launcher.cluster import Cluster
 
 # Fast tests: 0.5 s beats (4 misses -> down within about 2 s; shorter makes a node that a
 # loaded CI machine stalls for a moment look dead), short decision cache, frequent reports.

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from securifile.scripts.cluster import ADMIN_NAME, Cluster
+from securifile.launcher.cluster import ADMIN_NAME, Cluster
 
 from .clusters import FAST
 

@@ -7,7 +7,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from securifile.scripts.certs import rsyslog_permitted_peers
+from securifile.launcher.certs import rsyslog_permitted_peers
 
 from .helpers import wait_for
 

@@ -21,7 +21,7 @@ from sqlalchemy import update
 from securifile.admin import db
 from securifile.admin.models import User
 from securifile.common.tls import client_context
-from securifile.scripts.certs import write_token
+from securifile.launcher.certs import write_token
 
 from .clusters import FAST, start_cluster
 from .helpers import AdminApi, Api, disk_copy, wait_for

@@ -1,16 +1,12 @@
 """The bench's concurrent clients against a tiny HTTP server on loopback (real curl processes)."""
 import http.server
 import os
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-
-from bench_concurrent import concurrent_big, concurrent_small, percentile  # noqa: E402
-from bench_measure import BenchError, Target  # noqa: E402
+from bench.concurrent import concurrent_big, concurrent_small, percentile
+from bench.measure import BenchError, Target
 
 
 class Store(http.server.ThreadingHTTPServer):

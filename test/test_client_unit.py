@@ -767,11 +767,11 @@ def test_settings_come_from_the_cluster_file_then_env_then_flags(tmp_path):
 
 def test_up_hands_over_to_the_launcher(monkeypatch):
     seen = []
-    fake = types.ModuleType("securifile.scripts.cluster")
+    fake = types.ModuleType("securifile.launcher.cluster")
     fake.main = lambda argv: seen.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "securifile.scripts.cluster", fake)
-    import securifile.scripts
-    monkeypatch.setattr(securifile.scripts, "cluster", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "securifile.launcher.cluster", fake)
+    import securifile.launcher
+    monkeypatch.setattr(securifile.launcher, "cluster", fake, raising=False)
     assert cli.main(["up", "--servers", "3", "--replicas", "1"]) == 0
     assert seen == [["--servers", "3", "--replicas", "1"]]
 

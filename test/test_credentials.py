@@ -19,10 +19,11 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select, text
 
 from securifile.admin import db
-from securifile.admin.models import File, User
+from securifile.admin.models import File, RemovedAccount, User
 from securifile.admin.service import AdminService
 from securifile.common.certs import CertificateAuthority, CertLayout, ensure_ca
 from securifile.common.config import Config
+from securifile.common.errors import Unauthenticated
 from securifile.common.tokens import load_private_key, load_public_key, mint_token, verify_token
 
 from .clusters import start_cluster
@@ -30,6 +31,7 @@ from .helpers import AdminApi, Api, wait_for
 from .test_cli_admin import User as Person
 
 PASSWORD = "correct horse battery"
+NEW_PASSWORD = "violet kettle under moonlight"
 CERT_ENV = "SECURIFILE_CERTIFICATE_SECONDS"
 NODES = ("node1", "node2", "node3")
 
@@ -46,6 +48,11 @@ def csr_pem(name="x"):
 
 def cert_uid(cert):
     return cert.subject.get_attributes_for_oid(NameOID.USER_ID)[0].value
+
+
+def cert_generation(cert):
+    values = cert.subject.get_attributes_for_oid(NameOID.GENERATION_QUALIFIER)
+    return int(values[0].value) if values else 0
 
 
 # -- tier 1: the admin server's logic on SQLite and PostgreSQL ---------------------------------
@@ -177,6 +184,44 @@ def test_certificates_are_short_lived_and_carry_the_account_id(service):
     assert service.decide("gus", "gus", "", short.uid, "jti-1")["active"]
 
 
+def test_a_password_change_or_reset_revokes_the_credentials_issued_before(service):
+    """Tokens and certificates carry the account's credential generation; a password change,
+    an enrolment and an administrator's reset start a new one, and older ones are refused."""
+    from securifile.common.auth import Principal
+    user = add(service, "hal")
+    public = load_public_key(service.layout.token_public_key)
+    old = verify_token(public, service.login("hal", PASSWORD, "127.0.0.1")["token"])
+    pem, _key = csr_pem()
+    old_cert = x509.load_pem_x509_certificate(service.sign_csr(user, pem)["certificate"].encode())
+    assert old.get("gen", 0) == 0 and cert_generation(old_cert) == 0
+    assert service.decide("hal", "hal", "", user.uid, old["jti"], 0)["active"]
+
+    changed = service.accounts.change_password("hal", PASSWORD, NEW_PASSWORD, "127.0.0.1")
+    fresh = verify_token(public, service.session(changed)["token"])
+    assert fresh["gen"] == 1 and fresh["uid"] == user.uid
+    for jti in (old["jti"], f"cert:{old_cert.serial_number:X}"):
+        answer = service.decide("hal", "hal", "", user.uid, jti, 0)
+        assert (answer["active"], answer["state"]) == (False, "revoked"), answer
+        assert "password" in answer["reason"]
+    assert service.decide("hal", "hal", "", user.uid, fresh["jti"], 1)["active"]
+    new_cert = x509.load_pem_x509_certificate(
+        service.sign_csr(changed, pem)["certificate"].encode())
+    assert cert_generation(new_cert) == 1
+    # The admin server's own check on every request.
+    stale = Principal("hal", "user", uid=user.uid, credential=old["jti"], generation=0)
+    with pytest.raises(Unauthenticated):
+        service.accounts.check_credential(service.accounts.get("hal"), stale)
+
+    # An administrator's reset (a forgotten, perhaps stolen password) revokes too, and so
+    # does the enrolment that follows it.
+    _user, code, _expires = service.accounts.issue_enrolment("hal")
+    assert service.decide("hal", "hal", "", user.uid, fresh["jti"], 1)["state"] == "revoked"
+    assert service.decide("hal", "hal", "", user.uid, "t", 2)["active"]
+    service.accounts.enrol("hal", code, PASSWORD + " again")
+    assert service.decide("hal", "hal", "", user.uid, "t", 2)["state"] == "revoked"
+    assert service.decide("hal", "hal", "", user.uid, "t", 3)["active"]
+
+
 def test_the_0005_migration_gives_accounts_ids_and_files_their_owners_id(db_url):
     engine = db.make_engine(db_url)
     try:
@@ -200,6 +245,33 @@ def test_the_0005_migration_gives_accounts_ids_and_files_their_owners_id(db_url)
         assert len(set(uids.values())) == 2 and all(len(u) == 32 for u in uids.values())
         assert owners == {"ann": uids["ann"], "gone": None}
         db.upgrade(engine, "0004")  # and back
+        db.upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def test_the_0006_and_0007_migrations_start_accounts_at_generation_zero_and_none_purged(
+        db_url):
+    """Credentials issued before the upgrade carry no generation (0): nobody is logged out.
+    Removed accounts are not purged yet: their files fall due when their date comes."""
+    engine = db.make_engine(db_url)
+    try:
+        db.upgrade(engine, "0005")
+        now = datetime.now(timezone.utc)
+        with engine.begin() as c:
+            c.execute(text("INSERT INTO users (uid, username, email, password_hash, admin, "
+                           "disabled, created_at, valid_until) VALUES ('u1', 'ann', "
+                           "'ann@example.com', 'x', false, false, :t, :t)"), {"t": now})
+            c.execute(text("INSERT INTO removed_accounts (uid, username, removed_at, "
+                           "purge_after) VALUES ('u0', 'ann', :t, :t)"), {"t": now})
+        db.upgrade(engine)
+        sessions = db.session_factory(engine)
+        with sessions() as s:
+            assert s.execute(select(User.username, User.credential_generation)).all() == [
+                ("ann", 0)]
+            assert s.execute(select(RemovedAccount.uid, RemovedAccount.purged_at)).all() == [
+                ("u0", None)]
+        db.upgrade(engine, "0005")  # and back
         db.upgrade(engine)
     finally:
         engine.dispose()
@@ -414,6 +486,53 @@ def test_a_short_lived_certificate_is_renewed_by_the_cli(cluster, root, tmp_path
     (person.login_dir / "token").unlink()
     r = person.run("whoami")
     assert r.returncode == 1 and "securifile login" in r.stderr, r.stderr
+
+
+def test_a_password_change_revokes_other_sessions_and_keeps_the_changing_device_logged_in(
+        cluster, root, tmp_path):
+    from securifile.client.settings import LoginFolder
+    from securifile.tui.session import Session
+    root.add_user("pia")
+    person = Person(tmp_path / "pia")
+    assert person.login(cluster, "pia", PASSWORD).returncode == 0
+    kept = tmp_path / "kept"  # another device's login, or what a thief copied
+    kept.mkdir()
+    for name in ("client.crt", "client.key", "token"):
+        (kept / name).write_bytes((person.login_dir / name).read_bytes())
+    old_token = (kept / "token").read_text().strip()
+    by_token = Api(cluster, cert=False, token=old_token)
+    by_cert = node_with_cert(cluster, str(kept / "client.crt"), str(kept / "client.key"))
+    assert by_token.put("node1", "pia/a.txt", b"a").status == 201
+    assert by_cert.follow("node2", "GET", "pia/a.txt")[1].body == b"a"
+
+    out = person.ok("passwd", stdin=f"{PASSWORD}\n{NEW_PASSWORD}\n")
+    assert "must log in again" in out
+    r = AdminApi(cluster, None, token=old_token).get("/api/v1/me")
+    assert (r.status, error_code(r)) == (401, "credential_revoked")
+    refused_on_every_node(by_token, "pia/a.txt")
+    refused_on_every_node(by_cert, "pia/a.txt")
+    # The device that changed it saved a fresh token and certificate: still logged in.
+    assert (person.login_dir / "token").read_text().strip() != old_token
+    assert "pia" in person.ok("whoami")
+    saved = node_with_cert(cluster, str(person.login_dir / "client.crt"),
+                           str(person.login_dir / "client.key"))
+    assert saved.follow("node3", "GET", "pia/a.txt")[1].body == b"a"
+
+    # The terminal client, started from the saved login, changes it back and carries on.
+    session = Session.from_saved_login(LoginFolder(person.login_dir))
+    try:
+        session.change_password(NEW_PASSWORD, PASSWORD + " now")
+        assert session.client.get_bytes("pia/a.txt") == b"a"
+        assert session.admin.me()["username"] == "pia"
+    finally:
+        session.close()
+    refused_on_every_node(saved, "pia/a.txt")
+    assert "pia" in person.ok("whoami")  # the TUI saved what it got for the command line
+
+    # An administrator's reset (a forgotten password) ends every session of the account.
+    assert root.call("POST", "/api/v1/users/pia/enrolment").status == 201
+    r = person.run("whoami")
+    assert r.returncode != 0 and "log in again" in r.stderr, r.stderr
 
 
 def test_without_the_admin_server_a_node_refuses_accounts_it_saw_refused_and_expired_tokens(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from securifile.scripts.cluster import port_in_use
+from securifile.launcher.cluster import port_in_use
 
 from .helpers import wait_for
 

@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from securifile.common.tls import client_context
-from securifile.scripts.certs import main as certs_main
-from securifile.scripts.cluster import free_ports
+from securifile.launcher.certs import main as certs_main
+from securifile.launcher.cluster import free_ports
 
 from .clusters import start_cluster
 from .helpers import AdminApi, Api, wait_for

@@ -10,6 +10,7 @@ from tornado.netutil import bind_sockets
 from tornado.testing import bind_unused_port
 
 from securifile.common.auth import PEER_SECRET_HEADER
+from securifile.common.errors import Forbidden
 from securifile.nodes.heartbeat import HeartbeatLoop
 from securifile.nodes.locationmap import Location, LocationMap, Replica
 from securifile.nodes.peerclient import PeerClient, PeerError
@@ -132,6 +133,7 @@ def test_a_peer_being_verified_is_coming_back_until_it_says_it_runs(table):
 def test_a_returning_node_runs_once_every_reachable_peer_passed_it(changes):
     t = PeerTable("a", ["a", "b", "c"], self_status=VERIFYING,
                   on_change=lambda *c: changes.append(c[:3]))
+    t.note_challenge("b", 0)
     t.receive_verdict("b", True)
     assert t.self_status == VERIFYING  # c has not judged yet
     for _ in range(3):
@@ -142,9 +144,32 @@ def test_a_returning_node_runs_once_every_reachable_peer_passed_it(changes):
 
 def test_one_failing_verdict_fails_the_returning_node():
     t = PeerTable("a", ["a", "b", "c"], self_status=VERIFYING)
+    t.note_challenge("b", 0)
     t.receive_verdict("b", True)
+    t.note_challenge("c", 2)
     t.receive_verdict("c", False, "2 corrupt")
     assert t.self_status == FAILED
+
+
+def test_a_verdict_needs_a_recent_challenge_and_a_failing_one_a_copy_in_common():
+    now = [1000.0]
+    t = PeerTable("a", ["a", "b", "c"], self_status=VERIFYING, clock=lambda: now[0])
+    for passed in (True, False):
+        with pytest.raises(Forbidden):
+            t.receive_verdict("b", passed)  # never challenged
+    t.note_challenge("b", 0)
+    with pytest.raises(Forbidden):
+        t.receive_verdict("b", False)  # asked about nothing they hold together
+    t.note_challenge("b", 0)
+    t.note_challenge("b", 3)  # a challenge in batches: the copies add up
+    now[0] += t.verdict_window + 1
+    with pytest.raises(Forbidden):
+        t.receive_verdict("b", False)  # too long ago
+    t.note_challenge("b", 3)
+    t.receive_verdict("b", False, "1 corrupt")
+    assert t.self_status == FAILED
+    with pytest.raises(Forbidden):
+        t.receive_verdict("b", False)  # one verdict per challenge
 
 
 def test_one_miss_allowed(changes):

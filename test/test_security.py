@@ -436,7 +436,11 @@ def test_password_change_over_rest(shared, admin):
     assert r.status == 400 and r.json()["error"]["code"] == "weak_password", r
     r = changer.call("POST", "/api/v1/me/password",
                      {"current_password": PASSWORD, "new_password": NEW_PASSWORD})
-    assert r.status == 204, r
+    assert r.status == 200 and r.json()["username"] == "changer", r
+    # The token the change was made with is revoked; the answer's fresh token works.
+    assert changer.get("/api/v1/me").status == 401
+    changer.token = r.json()["token"]
+    assert changer.get("/api/v1/me").status == 200
     assert admin.as_user("changer", NEW_PASSWORD).get("/api/v1/me").status == 200
 
 
@@ -533,6 +537,17 @@ class PasswordAdmin:
         if current != PASSWORD:
             raise ServerError(401, "bad_credentials", "the current password is wrong")
         self.changed.append(new)
+        return {"token": "fresh", "username": "alice"}
+
+
+class CredentialsClient:
+    """Where the session puts the fresh token the change answered with."""
+
+    def __init__(self):
+        self.tokens = []
+
+    def set_credentials(self, token, **_tls):
+        self.tokens.append(token)
 
 
 def test_the_tui_changes_the_password_and_shows_the_servers_reason(tmp_path):
@@ -545,10 +560,12 @@ def test_the_tui_changes_the_password_and_shows_the_servers_reason(tmp_path):
     from .tui_fakes import fake_session, until
 
     admin = PasswordAdmin()
+    session = fake_session(admin)
+    session.client = CredentialsClient()
 
     class PasswordApp(App):
         def on_mount(self):
-            self.push_screen(PasswordScreen(fake_session(admin)))
+            self.push_screen(PasswordScreen(session))
 
     async def main():
         app = PasswordApp()
@@ -571,5 +588,6 @@ def test_the_tui_changes_the_password_and_shows_the_servers_reason(tmp_path):
             await until(pilot, lambda: not isinstance(app.screen, PasswordScreen),
                         what="the screen to close")
         assert admin.changed == [NEW_PASSWORD]
+        assert session.client.tokens == ["fresh"]  # the session carries on with it
 
     asyncio.run(main())

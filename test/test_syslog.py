@@ -11,8 +11,9 @@ from tornado.netutil import bind_sockets
 from securifile.admin.syslog_receiver import FrameDecoder, SyslogReceiver, escape_line
 from securifile.common.certs import CertificateAuthority, write_cert_and_key
 from securifile.common.syslog import (
-    LOCAL0, SD_ACCESS, SD_LOSS, SD_RECORD, SD_STATUS, Severity, SyslogParseError, SyslogSender,
+    LOCAL0, SD_ACCESS, SD_LOSS, SD_RECORD, SD_STATUS, Severity, SyslogParseError,
     access_event, format_message, parse_message, status_event)
+from securifile.common.syslog_sender import SyslogSender
 from securifile.common.tls import client_context, server_context
 
 from .helpers import wait_for

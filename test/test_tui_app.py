@@ -14,7 +14,7 @@ import pytest
 from textual.widgets import Input
 
 from securifile.client.errors import PermissionDenied, Unauthorized
-from securifile.scripts.cluster import free_ports
+from securifile.launcher.cluster import free_ports
 from securifile.tui.app import SecuriFileApp
 from securifile.tui.errors import login_problem
 from securifile.tui.format import axis_size, human_size, linear_byte_ticks, log_byte_ticks

@@ -149,6 +149,7 @@ class SecuriFileApp(App):
                 prefill = {"admin_url": settings.admin_url, "ca": settings.ca,
                            "username": settings.username}
                 session = Session.from_settings(settings)
+                session.folder = folder
         except Exception as e:  # shown on the login screen, never as a traceback
             where = f"the cluster file {cluster_file}" if cluster_file else "the saved login"
             if isinstance(e, Unauthorized):

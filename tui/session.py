@@ -20,6 +20,9 @@ class Session:
     admin_url: str
     # A password login of this session only: its token dies when the session logs out.
     owns_token: bool = False
+    ca: str = None
+    # The saved login this session came from (None: a password login or a cluster file).
+    folder: LoginFolder = None
 
     @classmethod
     def from_settings(cls, settings):
@@ -27,7 +30,8 @@ class Session:
         client = Client.from_settings(settings)
         admin = client.admin
         me = admin.me()
-        return cls(client, admin, me["username"], bool(me.get("admin")), settings.admin_url)
+        return cls(client, admin, me["username"], bool(me.get("admin")), settings.admin_url,
+                   ca=settings.ca)
 
     @classmethod
     def from_cluster_file(cls, path):
@@ -39,7 +43,9 @@ class Session:
         folder = folder or LoginFolder.default()
         if folder is None or not folder.exists():
             return None
-        return cls.from_settings(folder.settings())
+        session = cls.from_settings(folder.settings())
+        session.folder = folder
+        return session
 
     @classmethod
     def login(cls, admin_url, username, password, ca=None):
@@ -50,7 +56,20 @@ class Session:
                                   username=answer["username"], admin_url=admin_url)
         client = Client.from_settings(settings)
         return cls(client, client.admin, answer["username"], bool(answer.get("admin")), admin_url,
-                   owns_token=True)
+                   owns_token=True, ca=ca)
+
+    def change_password(self, current, new):
+        """Change the password; it revokes every credential issued before, so carry on with
+        the fresh token (and, for a saved login, save it and a certificate signed with it)."""
+        answer = self.admin.change_password(current, new)
+        cert = key = None
+        if self.folder is not None and self.folder.exists():
+            from securifile.cli.login import keep_login_after_password_change
+            keep_login_after_password_change(self.folder, answer, self.client.timeout)
+            settings = self.folder.settings()
+            cert, key = settings.cert, settings.key
+        self.client.set_credentials(answer["token"], ca=self.ca, cert=cert, key=key)
+        return answer
 
     def logout(self):
         """Revoke this session's own token at the admin server (a saved login stays valid

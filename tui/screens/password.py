@@ -74,7 +74,7 @@ class PasswordScreen(ModalScreen[bool]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="password")
     def submit(self, current, new):
-        self.session.admin.change_password(current, new)
+        self.session.change_password(current, new)
 
     def on_worker_state_changed(self, event):
         if event.worker.group != "password":

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 
-from bench_measure import BenchError
+from .measure import BenchError
 
 
 def find_py_spy():

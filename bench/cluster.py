@@ -5,7 +5,7 @@ import signal
 import subprocess
 import time
 
-from bench_measure import BenchError, Target
+from .measure import BenchError, Target
 
 
 class SecuriFileCluster:

@@ -2,7 +2,7 @@
 import json
 import os
 
-from bench_measure import format_size
+from .measure import format_size
 
 NGINX, VSFTPD = "nginx", "vsftpd"
 OURS = ("securifile r=0", "securifile r=2")

@@ -4,16 +4,16 @@ The tie-break lease moves from one process's memory into one row that every inst
 updates with a compare-and-set; audit events keep the id each syslog message carries, so a
 message sent again (after a broken connection, or to the other instance) is stored once.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-02
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0006'
-down_revision = '0005'
+revision = '0008'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 

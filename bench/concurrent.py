@@ -13,7 +13,7 @@ import os
 import subprocess
 import time
 
-from bench_measure import (BenchError, check_transfers, curl_command, parse_write_out,
+from .measure import (BenchError, check_transfers, curl_command, parse_write_out,
                            upload_codes, upload_config)
 
 

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import tempfile
 
-from bench_measure import BenchError, Target, free_loopback_port, free_port_range, wait_for_port
+from .measure import BenchError, Target, free_loopback_port, free_port_range, wait_for_port
 
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 VSFTPD_CANDIDATES = ("/usr/sbin/vsftpd", "/usr/local/sbin/vsftpd")

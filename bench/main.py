@@ -16,14 +16,14 @@ import sys
 import tempfile
 import time
 
-import bench_report
-from bench_cluster import SecuriFileCluster
-from bench_concurrent import concurrent_big, concurrent_small
-from bench_measure import (MIB, BenchError, ForeignCpu, PeakMemorySampler, download,
+from . import report
+from .cluster import SecuriFileCluster
+from .concurrent import concurrent_big, concurrent_small
+from .measure import (MIB, BenchError, ForeignCpu, PeakMemorySampler, download,
                            download_digest, format_size, make_random_file, median, parse_size,
                            upload, upload_many, wait_for_quiet)
-from bench_profile import NodeProfiler
-from bench_refs import (NginxReference, VsftpdReference, ensure_reference_packages,
+from .profiler import NodeProfiler
+from .refs import (NginxReference, VsftpdReference, ensure_reference_packages,
                         find_reference_binaries, make_throwaway_ca, versions)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -537,9 +537,9 @@ def main(argv=None):
     if args.report_only:
         with open(os.path.join(args.results_dir, "latest.json")) as f:
             merged = json.load(f)
-        bench_report.print_report(merged, print)
+        report.print_report(merged, print)
         if args.write_doc:
-            bench_report.write_doc(args.doc, merged)
+            report.write_doc(args.doc, merged)
         return 0
     workdir = args.workdir or tempfile.mkdtemp(prefix="securifile-bench-")
     os.makedirs(workdir, exist_ok=True)
@@ -579,12 +579,12 @@ def main(argv=None):
     with open(os.path.join(args.results_dir, f"{stamp}.json"), "w") as f:
         json.dump(results, f, indent=2)
     latest = os.path.join(args.results_dir, "latest.json")
-    merged = bench_report.merge_results(latest, results)
+    merged = report.merge_results(latest, results)
     with open(latest, "w") as f:
         json.dump(merged, f, indent=2)
-    bench_report.print_report(merged, print)
+    report.print_report(merged, print)
     log(f"results in {args.results_dir}/{stamp}.json (merged view: latest.json)")
     if args.write_doc and not failed:
-        bench_report.write_doc(args.doc, merged)
+        report.write_doc(args.doc, merged)
         log(f"figures written to {args.doc}")
     return 1 if failed else 0

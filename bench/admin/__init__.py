@@ -1,0 +1,1 @@
+"""``python -m bench.admin``: the admin server's queries at scale (see __main__.py)."""

@@ -1,0 +1,1 @@
+"""``python -m bench.ha``: failure detection, failover reads, verification on return (see __main__.py)."""

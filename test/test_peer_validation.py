@@ -1,0 +1,125 @@
+"""A node checks what a fellow node sends against the sender's part in the file (issue 9,
+point 9): a pushed location record comes from the node that coordinated it under the file's
+lock, a copy (or its withdrawal) from the coordinator or a holder, a verdict from a peer that
+challenged this node, and a failing one only about copies they hold together. A node
+certificate that breaks these rules gets 403 and changes nothing.
+
+One real cluster over TLS for the module: three nodes, one replica, so each file has two
+holders and one node that holds nothing of it (the "outsider" whose certificate we use).
+"""
+import json
+
+import pytest
+
+from .clusters import start_cluster
+from .helpers import Api, disk_copy, wait_for
+
+JSON = {"Content-Type": "application/json"}
+FILE = "alice/peer-check/report.txt"
+BODY = b"the real bytes"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = start_cluster(tmp_path_factory, "peercheck", 3, 1)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def placed(cluster):
+    """(holders, outsider) of FILE, once both holders have it on disk."""
+    api = Api(cluster)
+    assert api.put("node1", FILE, BODY).status in (200, 201)
+    nodes = ("node1", "node2", "node3")
+    owner, rel = FILE.split("/", 1)
+    holders = wait_for(lambda: [n for n in nodes if disk_copy(cluster, n, owner, rel).exists()]
+                       if sum(disk_copy(cluster, n, owner, rel).exists() for n in nodes) == 2
+                       else None, what="two copies on disk")
+    (outsider,) = [n for n in nodes if n not in holders]
+    return holders, outsider
+
+
+def as_node(cluster, name):
+    layout = cluster.layout
+    return Api(cluster).with_identity(layout.server_cert(name), layout.server_key(name))
+
+
+def record_on(cluster, node, asker):
+    """``node``'s record of FILE (asked with ``asker``'s certificate)."""
+    r = as_node(cluster, asker).request(node, "GET", "/peer/locations?since=0&limit=10000",
+                                        raw_path=True)
+    assert r.status == 200, r
+    owner, rel = FILE.split("/", 1)
+    (rec,) = [x for x in r.json()["records"] if (x["owner"], x["path"]) == (owner, rel)]
+    rec.pop("seq", None)
+    return rec
+
+
+def error_code(r):
+    return r.json()["error"]["code"]
+
+
+def test_a_record_not_from_its_coordinator_under_its_lock_is_refused(cluster, placed):
+    holders, outsider = placed
+    target = holders[1]
+    before = record_on(cluster, target, outsider)
+    mallory = as_node(cluster, outsider)
+    forged = dict(before, deleted=True, version=before["version"] + 1,
+                  stamp=before["stamp"] + 100)
+    for coordinator in (before["coordinator"], outsider):  # another's name; its own, no lock
+        r = mallory.request(target, "POST", "/peer/locations", raw_path=True, headers=JSON,
+                            body=json.dumps({"records": [dict(forged,
+                                                              coordinator=coordinator)]}))
+        assert (r.status, error_code(r)) == (403, "not_the_coordinator"), r
+    assert record_on(cluster, target, outsider) == before
+    owner, rel = FILE.split("/", 1)
+    assert disk_copy(cluster, target, owner, rel).read_bytes() == BODY
+    assert Api(cluster).follow(target, "GET", FILE)[1].body == BODY
+
+
+def test_a_copy_from_a_node_that_neither_coordinates_nor_holds_the_file_is_refused(
+        cluster, placed):
+    holders, outsider = placed
+    mallory = as_node(cluster, outsider)
+    owner, rel = FILE.split("/", 1)
+    for target in holders:
+        r = mallory.request(target, "PUT", f"/peer/replicas/{FILE}", raw_path=True,
+                            body=b"planted bytes", headers={
+                                "X-SecuriFile-Version": "99", "Content-Length": "13"})
+        assert (r.status, error_code(r)) == (403, "not_a_holder"), r
+        r = mallory.request(target, "DELETE", f"/peer/replicas/{FILE}?version=99",
+                            raw_path=True)
+        assert (r.status, error_code(r)) == (403, "not_a_holder"), r
+        assert disk_copy(cluster, target, owner, rel).read_bytes() == BODY
+    assert Api(cluster).follow(holders[0], "GET", FILE)[1].body == BODY
+
+
+def test_a_verdict_without_a_challenge_or_about_copies_not_held_together_is_refused(
+        cluster, placed):
+    holders, outsider = placed
+    target = holders[0]
+    mallory = as_node(cluster, outsider)
+
+    def verdict(passed):
+        return mallory.request(target, "POST", "/peer/verdict", raw_path=True, headers=JSON,
+                               body=json.dumps({"passed": passed, "detail": "forged"}))
+
+    for passed in (False, True):  # never challenged: neither fails nor passes anybody
+        r = verdict(passed)
+        assert (r.status, error_code(r)) == (403, "unsolicited_verdict"), r
+    # A challenge about a file it does not hold with the target: answered "not a holder",
+    # and gives no right to fail the target.
+    owner, rel = FILE.split("/", 1)
+    challenge = {"nonce": "00ff", "files": [{"owner": owner, "path": rel,
+                                              "algorithm": "sha256", "ranges": [[0, 4]]}]}
+    r = mallory.request(target, "POST", "/peer/challenge", raw_path=True, headers=JSON,
+                        body=json.dumps(challenge))
+    assert r.status == 200 and r.json()["files"][0]["refused"] == "not a holder", r
+    r = verdict(False)
+    assert (r.status, error_code(r)) == (403, "unsolicited_verdict"), r
+    status = Api(cluster).request(target, "GET", "/status", raw_path=True).json()
+    assert status["status"] == "running", status
+    assert Api(cluster).follow(target, "GET", FILE)[1].body == BODY
