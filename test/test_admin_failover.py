@@ -19,7 +19,7 @@ from securifile.client.admin import AdminClient
 from securifile.client.settings import LoginFolder
 from securifile.client.storage import Client
 from securifile.common.tls import client_context
-from securifile.scripts.cluster import Cluster
+from securifile.launcher.cluster import Cluster
 from securifile.tui.session import Session
 
 from .clusters import start_cluster

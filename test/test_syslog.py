@@ -356,6 +356,34 @@ def test_sender_reconnects_after_the_receiver_restarts(tmp_path):
     run(main())
 
 
+def test_sender_fails_over_to_the_next_receiver_and_back(tmp_path):
+    """Two admin server instances' receivers: the sender uses the first that answers, moves
+    to the other when its connection breaks, and each message keeps its record id."""
+    async def main():
+        first, events1, port1 = await start_receiver(tmp_path / "a.log")
+        second, events2, port2 = await start_receiver(tmp_path / "b.log")
+        dead = unused_port()
+        sender = SyslogSender([("127.0.0.1", dead), ("127.0.0.1", port1),
+                               ("127.0.0.1", port2)], None, **FAST)
+        sender.start()
+        try:
+            sender.log(Severity.INFO, "ONE", None, "to the first that answers")
+            await until(lambda: events1, what="the message at the first live receiver")
+            first.close()  # an instance dies: its connection breaks
+            await until(lambda: not sender.stats()["connected"], what="sender sees the loss")
+            sender.log(Severity.INFO, "TWO", None, "after the failover")
+            await until(lambda: events2, what="the message at the other receiver")
+            assert [e["msgid"] for e in events1 + events2] == ["ONE", "TWO"]
+            ids = {e["sd"][SD_RECORD]["id"] for e in events1 + events2}
+            assert len(ids) == 2
+            assert sender.stats()["dropped"] == 0
+        finally:
+            await sender.close(timeout=0.5)
+            second.close()
+
+    run(main())
+
+
 def test_close_flushes_the_queue_but_keeps_its_deadline(tmp_path):
     async def main():
         receiver, events, port = await start_receiver(tmp_path / "a.log")
