@@ -241,6 +241,28 @@ class Event(Base):
     record_id: Mapped[str | None] = mapped_column(String(32), nullable=True, default=None)
 
 
+class LoginFailure(Base):
+    """A failed password check (admin/shared_throttle.py), by account, login or address."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),
+                      Index("ix_login_failures_at", "at"))
+
+    id: Mapped[int] = mapped_column(SerialId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(300))
+    at: Mapped[float] = mapped_column(Float)
+
+
+class LoginTrust(Base):
+    """An address an account logged in from: it skips that account's back-off."""
+
+    __tablename__ = "login_trust"
+
+    account: Mapped[str] = mapped_column(String(300), primary_key=True)
+    address: Mapped[str] = mapped_column(String(300), primary_key=True)
+    at: Mapped[float] = mapped_column(Float)
+
+
 class WitnessLease(Base):
     """The tie-break lease (admin/witness.py): one row, id 1; ``side`` JSON list of names,
     ``until`` epoch seconds by the database's clock."""

@@ -27,6 +27,7 @@ from .mailer import (
 from .models import Event
 from .namespaces import due_for_purge, finish_purges, sealed
 from .servers import ServerRegistry
+from .shared_throttle import SharedLoginThrottle
 from .witness import Witness
 
 log = logging.getLogger("securifile.admin")
@@ -40,7 +41,9 @@ class AdminService:
         self.sessions = sessions
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.layout = CertLayout(cfg.certs_dir)
+        # The login back-off in the database: every admin server instance counts one.
         self.accounts = Accounts(sessions, self.clock, cfg.bcrypt_rounds,
+                                 throttle=SharedLoginThrottle(sessions),
                                  removed_namespace_days=cfg.removed_namespace_days)
         self.acl = AccessControl(sessions)
         self.servers = ServerRegistry(sessions, self._log_status,

@@ -1,6 +1,6 @@
 """What two admin server instances share in one database: the witness's tie-break lease
-(one compare-and-set row), audit events stored once per syslog record id; and two
-instances refused on SQLite. Every test runs on SQLite and PostgreSQL."""
+(one compare-and-set row), audit events stored once per syslog record id, the login
+back-off; and two instances refused on SQLite. Every test runs on SQLite and PostgreSQL."""
 import threading
 
 import pytest
@@ -10,6 +10,7 @@ from securifile.admin import db
 from securifile.admin.main import open_service
 from securifile.admin.models import Event
 from securifile.admin.service import AdminService
+from securifile.admin.shared_throttle import SharedLoginThrottle
 from securifile.admin.witness import Witness
 from securifile.common.config import Config
 from securifile.common.errors import ApiError
@@ -102,3 +103,25 @@ def test_two_instances_on_sqlite_are_refused(tmp_path):
                  admin_urls=["https://127.0.0.1:1", "https://127.0.0.1:2"])
     with pytest.raises(ApiError, match="PostgreSQL"):
         open_service(cfg, with_node_client=False)
+
+
+def test_the_login_back_off_is_one_count_across_instances(sessions):
+    """A guesser who alternates between two instances meets the same back-off as with one;
+    the owner's login from an address it used before is not held back."""
+    clock = Clock()
+    first, second = (SharedLoginThrottle(sessions, clock=clock, limit=4, window=300.0)
+                     for _ in range(2))
+    account, guesser, owner = ("account", 7), ("address", "10.0.0.66"), ("address", "10.0.0.1")
+    with first.attempt(account, owner) as attempt:
+        attempt.succeeded()  # the owner logs in once: her address is trusted
+    for i in range(4):  # the free failures, alternating between the instances
+        with (first, second)[i % 2].attempt(account, guesser) as attempt:
+            attempt.failed()
+    for throttle in (first, second):
+        with pytest.raises(ApiError) as refused:
+            throttle.check(account, guesser)
+        assert refused.value.status == 429
+    second.check(account, owner)  # trusted: no back-off for the owner
+    clock.now += 301  # the window passes: free again, on either instance
+    first.check(account, guesser)
+    second.check(account, guesser)
