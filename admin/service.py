@@ -63,6 +63,11 @@ class AdminService:
         self._token_key = None
         self.witness = Witness(sessions)
 
+    @property
+    def admin_address(self):
+        """Every admin server instance, "URL,URL", as account e-mails name them."""
+        return ",".join(self.cfg.admin_endpoints)
+
     # -- audit -----------------------------------------------------------------------------
 
     def audit(self, kind, message, **fields):
@@ -262,7 +267,7 @@ class AdminService:
                                       password, admin)
         user = new.user
         mail = await self._mail(account_email(
-            user.username, user.email, new.enrolment_code, self.cfg.admin_url, user.valid_until,
+            user.username, user.email, new.enrolment_code, self.admin_address, user.valid_until,
             [s.url for s in self.cfg.servers], enrolment_expires=new.enrolment_expires))
         self.audit("account", f"account {user.username} created by {by}", username=user.username,
                    operation="create_user", result="ok")
@@ -291,7 +296,7 @@ class AdminService:
         """A new enrolment code e-mailed to the owner (a forgotten password)."""
         user, code, expires = await asyncio.to_thread(self.accounts.issue_enrolment, username)
         mail = await self._mail(enrolment_email(user.username, user.email, code,
-                                                self.cfg.admin_url, expires))
+                                                self.admin_address, expires))
         self.audit("account", f"enrolment code for {username} issued by {by}", username=username,
                    operation="enrolment", result="ok")
         result = {"username": user.username, "email_sent": mail is None,
@@ -326,7 +331,7 @@ class AdminService:
 
     async def remove_user(self, username, by="admin"):
         user = await asyncio.to_thread(self.accounts.remove, username)
-        await self._mail(account_removed_email(user.username, user.email, self.cfg.admin_url))
+        await self._mail(account_removed_email(user.username, user.email, self.admin_address))
         self.audit("account", f"account {username} removed by {by}", username=username,
                    operation="remove_user", result="ok")
 

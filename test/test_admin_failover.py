@@ -9,6 +9,7 @@ tie-break lease all go on through the other; every audit message is stored once.
 
 PostgreSQL only: two instances need one database that both reach (SQLite is refused).
 """
+import asyncio
 import json
 import signal
 
@@ -20,6 +21,9 @@ from securifile.client.settings import LoginFolder
 from securifile.client.storage import Client
 from securifile.common.tls import client_context
 from securifile.launcher.cluster import Cluster
+from securifile.tui.app import SecuriFileApp
+from securifile.tui.screens.login import LoginScreen
+from securifile.tui.screens.servers import ServersScreen
 from securifile.tui.session import Session
 
 from .clusters import start_cluster
@@ -27,6 +31,8 @@ from .databases import fresh_postgres_database
 from .helpers import AdminApi, Api, wait_for
 from .netns import http_connection
 from .test_cli_admin import User
+from .test_tui_app import cell, until
+from .tui_fakes import type_ahead
 
 NODES = ("node1", "node2")
 PASSWORD = "correct horse battery"
@@ -188,3 +194,28 @@ def test_the_witness_lease_is_shared_by_both_instances(running, pg):
         assert answer["granted"] is False and answer["side"] == ["node1"], answer
     finally:
         cluster.signal("node2", signal.SIGCONT)
+
+
+def test_the_terminal_client_logs_in_and_shows_the_servers_through_the_other(running, tmp_path):
+    """The TUI's login form with both URLs, the first instance killed: the servers screen
+    fills from the second."""
+    cluster = running
+    cluster.kill("admin")
+    password = json.loads((cluster.data_dir / "credentials" / "admin.json").read_text())[
+        "password"]
+
+    async def scenario():
+        app = SecuriFileApp(config_dir=tmp_path, login=True,
+                            admin_url=",".join(cluster.cfg.admin_endpoints),
+                            ca=str(cluster.layout.ca_cert), start="servers", poll_seconds=0.3)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, LoginScreen) and app.screen.focused,
+                        what="the login screen")
+            type_ahead(app, [*"admin", "tab", *password, "enter"])
+            screen = await until(pilot, lambda: isinstance(app.screen, ServersScreen)
+                                 and app.screen, what="the servers screen")
+            await until(pilot, lambda: {str(k.value): cell(screen.table, k, "status")
+                                        for k in screen.table.rows} ==
+                        {n: "running" for n in NODES}, what="both servers running")
+
+    asyncio.run(scenario())
