@@ -20,7 +20,7 @@ from .accounts import Accounts
 from .acl import AccessControl, allowed
 from .caller import Caller
 from .catalog import Catalog
-from .coordination import insert_once
+from .coordination import exclusive, insert_once
 from .events import events_page
 from .mailer import (
     MailError, Mailer, MailSettings, account_email, account_removed_email, enrolment_email)
@@ -395,6 +395,7 @@ class AdminService:
     def finish_purges(self):
         """Mark purged the namespaces whose last file the nodes deleted, in the audit log."""
         with self.sessions.begin() as s:
+            exclusive(s, "finish_purges")  # two admin instances: one marks and logs each
             done = finish_purges(s, self.clock())
         for username, uid in done:
             self.audit("account", f"the files of removed account {username} ({uid}) are "
