@@ -99,11 +99,6 @@ class AdminClient:
         return list(self.admin.urls)
 
     @property
-    def address(self):
-        """Every instance, as one "URL,URL" text (the form ``url`` accepts)."""
-        return ",".join(self.admin.urls)
-
-    @property
     def tls(self):
         return self.url.startswith("https:")
 
