@@ -346,7 +346,7 @@ def account_email(username, email, enrolment_code, admin_url, valid_until, node_
     days = _days_left(valid_until, now)
     # Several admin server instances ("URL,URL"): the client commands name them all, curl
     # the first.
-    admin_urls = parse_admin_urls(admin_url)
+    admin_urls = parse_admin_urls(admin_url) or [""]
     admin_url, admin_arg = admin_urls[0], ",".join(admin_urls)
     tls = admin_url.startswith("https:")
     cacert = "--cacert securifile-ca.pem " if tls else ""

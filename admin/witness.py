@@ -15,6 +15,7 @@ import json
 
 from sqlalchemy import Float, literal, literal_column, select, update
 
+from .coordination import insert_once
 from .models import WitnessLease
 
 MAX_LEASE = 60.0
@@ -50,6 +51,8 @@ class Witness:
             return False, self.side
         key = json.dumps(side)
         with self.sessions.begin() as s:
+            # The row is made by the schema's migration; a schema made otherwise gets it here.
+            s.execute(insert_once(s, WitnessLease, {"id": ROW, "side": "", "until": 0.0}, "id"))
             now = self._now(s)
             granted = s.execute(
                 update(WitnessLease)
