@@ -594,8 +594,6 @@ def test_rsyslog_receives_our_messages_intact_over_tls(rsyslog, pki):
         status_event("node1", "node2", "running", "down", "3 heartbeats missed"),
         (Severity.INFO, "NOTE", {"x@32473": {"a": "1"}, "y@32473": {"b": "[2]"}}, "ünïcode"),
     ]
-    expected = [format_message(*e, timestamp=T0, hostname="node1", app_name="securifile-node",
-                               procid=4242).decode() for e in sent]
 
     async def main():
         sender = SyslogSender("127.0.0.1", rsyslog.port, pki.node_ctx(), "securifile-node",
@@ -612,6 +610,13 @@ def test_rsyslog_receives_our_messages_intact_over_tls(rsyslog, pki):
 
     lines = wait_for(lambda: len(ours()) >= len(sent) and ours(), timeout=10,
                      what="rsyslog writing the messages")
+    # Each message as formatted, with the record id the sender gave it (read back).
+    ids = [parse_message(line)["sd"][SD_RECORD]["id"] for line in lines]
+    expected = [format_message(severity, msgid, dict(sd or {}, **{SD_RECORD: {"id": i}}), msg,
+                               timestamp=T0, hostname="node1", app_name="securifile-node",
+                               procid=4242).decode()
+                for (severity, msgid, sd, msg), i in zip(sent, ids)]
+    assert len(set(ids)) == len(sent)
     assert lines == expected, rsyslog.log()
     parsed = parse_message(lines[0])
     assert parsed["sd"][SD_ACCESS]["path"] == NASTY_PATH
