@@ -10,12 +10,12 @@ import re
 from datetime import datetime
 
 import tornado.web
-from tornado.log import access_log
 
 from securifile.common.errors import ApiError
 from securifile.common.paths import check_username, parse_path
 from securifile.common.metrics import MetricsHandler
-from securifile.common.web import MONITOR, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler
+from securifile.common.web import (MONITOR, NODE, PUBLIC, USER, ApiHandler, NotFoundHandler,
+                                    request_logger)
 
 from .metrics import AdminMetrics
 
@@ -352,15 +352,6 @@ class UnknownRouteHandler(NotFoundHandler, AdminHandler):
     """404 ``no_endpoint`` for any path no route matches (dependencies as every handler's)."""
 
 
-def log_request(handler):
-    status = handler.get_status()
-    if status < 400 and handler.request.path in ("/api/v1/reports", "/metrics"):
-        return
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),
-                   1000.0 * handler.request.request_time())
-
-
 def make_app(service, authenticator, openapi=None):
     """The admin server's routes over ``service``; ``openapi`` is the document it serves."""
     deps = dict(service=service, authenticator=authenticator)
@@ -395,4 +386,4 @@ def make_app(service, authenticator, openapi=None):
         + [(r"/api/v1/openapi.json", OpenApiHandler, dict(deps, document=openapi or {})),
            (r"/metrics", AdminMetricsHandler, dict(deps, registry=metrics.registry))],
         default_handler_class=UnknownRouteHandler, default_handler_args=deps,
-        log_function=metrics.requests.counting(log_request))
+        log_function=metrics.requests.counting(request_logger(("/api/v1/reports", "/metrics"))))

@@ -4,6 +4,7 @@ Each prints a readable table or sentence, or with ``--json`` the server's JSON a
 """
 import sys
 
+from securifile.client.credentials import keep_login_after_password_change
 from securifile.client.settings import LoginFolder, saved_admin_url
 from securifile.common.admin_urls import parse_admin_urls
 
@@ -79,7 +80,7 @@ class ControlCommands:
         return self.emit(me, text)
 
     def passwd(self):
-        from .login import keep_login_after_password_change, read_new_password, read_secret
+        from .login import read_new_password, read_secret
         stdin = sys.stdin
         current = read_secret("current password: ", self.args.password_stdin, stdin)
         new = read_new_password(self.args.password_stdin, stdin)

@@ -268,20 +268,36 @@ def ensure_ca(layout):
     return ca
 
 
-def names_server(cert_path, name, role):
-    """Whether the certificate carries the server identity name (older ones do not)."""
+def _san_of(cert_path):
     cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
+        return None
+
+
+def names_server(cert_path, name, role, hosts=()):
+    """Whether the certificate carries the server identity name (older ones do not) and
+    every one of ``hosts`` (host names and addresses)."""
+    san = _san_of(cert_path)
+    if san is None:
         return False
-    return server_identity(name, role) in san.get_values_for_type(x509.DNSName)
+    named = set(san.get_values_for_type(x509.DNSName))
+    named |= {str(a) for a in san.get_values_for_type(x509.IPAddress)}
+    wanted = set()
+    for h in hosts:
+        try:
+            wanted.add(str(ipaddress.ip_address(h)))
+        except ValueError:
+            wanted.add(h)
+    return server_identity(name, role) in named and wanted <= named
 
 
 def ensure_server_cert(layout, ca, name, role=ROLE_NODE, hosts=DEFAULT_SERVER_NAMES):
-    """The server's certificate and key, issued when missing or lacking the identity name."""
+    """The server's certificate and key, issued when missing or lacking the identity name or
+    one of ``hosts`` (a server given a new address gets a certificate that names it)."""
     if not (layout.server_cert(name).exists() and layout.server_key(name).exists()
-            and names_server(layout.server_cert(name), name, role)):
+            and names_server(layout.server_cert(name), name, role, hosts)):
         cert, key = ca.issue_server(name, role, hosts)
         _write_cert(layout.server_cert(name), cert)
         _write_key(layout.server_key(name), key)

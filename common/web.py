@@ -4,6 +4,7 @@ import logging
 import uuid
 
 import tornado.web
+from tornado.log import access_log
 
 from .errors import ApiError, error_body
 
@@ -111,6 +112,27 @@ class ApiHandler(tornado.web.RequestHandler):
             self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)
+
+
+def request_logger(quiet_paths):
+    """Tornado's access log (an Application's ``log_function``), without the steady stream
+    of successful calls to paths starting with one of ``quiet_paths`` (peer calls, reports,
+    scrapes). A handler's ``broken_off`` says why a transfer was cut short."""
+
+    def log_request(handler):
+        status = handler.get_status()
+        if status < 400 and handler.request.path.startswith(quiet_paths):
+            return
+        broken_off = getattr(handler, "broken_off", None)
+        if broken_off:
+            access_log.warning("%d %s broken off: %s", status, handler._request_summary(),
+                               broken_off)
+            return
+        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),
+                       1000.0 * handler.request.request_time())
+
+    return log_request
 
 
 class NotFoundHandler(ApiHandler):

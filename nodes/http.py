@@ -3,64 +3,35 @@
 Each route's class says who may call it (``auth``): users for /files (here), nodes for
 /peer (``peer_http``).
 """
-import asyncio
 import email.utils
-import logging
 import json
 from urllib.parse import quote
 
 import tornado.web
-from tornado.log import access_log
-from tornado.ioloop import PeriodicCallback
 from tornado.iostream import StreamClosedError
 
-from securifile.common.digests import new_hasher, repr_digest
+from securifile.common.digests import repr_digest
 from securifile.common.errors import ApiError, Unavailable
 from securifile.common.limits import allow_streamed_body
 from securifile.common.metrics import MetricsHandler
 from securifile.common.paths import file_url, parse_path
 from securifile.common.ranges import RangeNotSatisfiable, parse_range
-from securifile.common.web import PUBLIC, USER, ApiHandler, NotFoundHandler
+from securifile.common.web import PUBLIC, USER, NotFoundHandler, request_logger
 
 from .access import DELETE, LIST, READ, WRITE
-from .contentdigest import DeclaredDigests
+from .base_handler import NodeHandler
+from .download import CopyCorrupt
 from .metrics import NodeMetrics
-from .quarantine import quarantine_if_bad
-from .storage import under_replicated
 from .peer_http import (AdminStateHandler, ChallengeHandler, HeartbeatHandler, LocationsHandler,
                         LocksHandler, ReplicaHandler, VerdictHandler)
-from .upload_limits import ProgressWatch
+from .upload import Redirect
 
 
 SMALL_BODY = 1 << 20
-log = logging.getLogger("securifile.http")
 
 
-class CopyCorrupt(Exception):
-    """The bytes read from disk do not hash to the record's digest."""
-
-
-def verified(chunks, hasher, digest):
-    """``chunks``, each passed on only once the next one is read, the last only once the
-    whole hashes to ``digest``; CopyCorrupt instead of the last chunk otherwise. One chunk
-    is held at a time, so memory stays flat."""
-    held = None
-    for chunk in chunks:
-        hasher.update(chunk)
-        if held is not None:
-            yield held
-        held = chunk
-    if hasher.hexdigest() != digest:
-        raise CopyCorrupt(f"the bytes hash to {hasher.hexdigest()}, not {digest}")
-    if held is not None:
-        yield held
-
-
-class NodeHandler(ApiHandler):
+class UserHandler(NodeHandler):
     """Shared by the user-facing handlers: a node that is not running serves nobody."""
-
-    def require_running(self):
-        self.node.require_serving()
 
     def sent_here(self):
         return self.get_query_argument("holder", None) == self.node.name
@@ -68,43 +39,6 @@ class NodeHandler(ApiHandler):
     def avoided(self):
         """Servers the client could not reach (``avoid=a,b``): not redirect targets now."""
         return {n for n in self.get_query_argument("avoid", "").split(",") if n}
-
-    def redirect_to(self, target, fp):
-        """307 to the holder ``target``, naming it in the URL so that it serves at once."""
-        url = file_url(fp, self.node.urls[target]) + "?holder=" + quote(target)
-        self.set_header("Location", url)
-        self.send_json({"redirect": url, "file": fp.full}, status=307)
-
-
-@tornado.web.stream_request_body
-class FileHandler(NodeHandler):
-    auth = USER
-
-    async def prepare(self):
-        self.writer = None
-        self.pipeline = None
-        self.locking = None  # a small body's lock round, run while its bytes arrive
-        self.finished = False
-        self.ticket = None
-        self.failure = None
-        self.redirect_after_body = None
-        self.transferred = None
-        self.slot = None  # the user whose upload slot this request holds
-        try:
-            await super().prepare()
-            self.require_running()
-            raw = self.path_args[0]
-            self.listing = self.request.method == "GET" and (raw.endswith("/") or "/" not in raw)
-            self.fp = parse_path(raw, allow_folder=self.listing)
-            if self.request.method == "PUT":
-                await self._start_upload()
-        except ApiError as e:
-            if self.request.method != "PUT" or not self._answer_after_body():
-                raise
-            self.failure = e
-        if self.failure is not None or self.redirect_after_body is not None:
-            # Read a small refused body to its end (and drop it) before answering.
-            self.request.connection.set_max_body_size(SMALL_BODY)
 
     def _answer_after_body(self):
         """Whether a refused upload should be read to its end before the answer goes out.
@@ -118,130 +52,89 @@ class FileHandler(NodeHandler):
         length = self.request.headers.get("Content-Length", "")
         return length.isdigit() and int(length) <= SMALL_BODY
 
+    def redirect_to(self, target, fp):
+        """307 to the holder ``target``, naming it in the URL so that it serves at once."""
+        url = file_url(fp, self.node.urls[target]) + "?holder=" + quote(target)
+        self.set_header("Location", url)
+        self.send_json({"redirect": url, "file": fp.full}, status=307)
+
+
+@tornado.web.stream_request_body
+class FileHandler(UserHandler):
+    """/files/{owner}/{path}: the transport of StorageNode's reads, listings, uploads
+    (``nodes/upload.py``) and deletes."""
+
+    auth = USER
+
+    def initialize(self, node, authenticator, authoriser, max_body_bytes, read_chunk,
+                   verify_reads):
+        super().initialize(node, authenticator)
+        self.authoriser = authoriser
+        self.max_body_bytes = max_body_bytes
+        self.read_chunk = read_chunk
+        self.verify_reads = verify_reads
+
+    async def prepare(self):
+        self.upload = None
+        self.failure = None  # a refused upload, answered once its small body is read
+        self.redirect_after_body = None
+        self.transferred = None
+        try:
+            await super().prepare()
+            self.node.require_serving()
+            raw = self.path_args[0]
+            self.listing = self.request.method == "GET" and (raw.endswith("/") or "/" not in raw)
+            self.fp = parse_path(raw, allow_folder=self.listing)
+            if self.request.method == "PUT":
+                await self._start_upload()
+        except ApiError as e:
+            if self.request.method != "PUT" or not self._answer_after_body():
+                raise
+            self.failure = e
+        if self.failure is not None or self.redirect_after_body is not None:
+            # Read a small refused body to its end (and drop it) before answering.
+            self.request.connection.set_max_body_size(SMALL_BODY)
+
     def _redirect_upload(self, where):
         if self._answer_after_body():
             self.redirect_after_body = where
         else:
             self.redirect_to(where, self.fp)
 
-    async def _start_upload(self):
-        fp = self.fp
-        self.role = await self.authoriser.check(self.principal, WRITE, fp)
-        self.node.locks.check(fp)  # a writer anywhere else: 423 at once, before any redirect
-        kind, where = self.node.route_write(fp, self.sent_here(), self.avoided())
-        if kind == "redirect":
-            return self._redirect_upload(where)
+    def _declared_length(self):
         length = self.request.headers.get("Content-Length")
-        if length is not None:
-            if not length.isdigit():
-                raise ApiError("Content-Length must be a number", code="bad_length")
-            if int(length) > self.max_body_bytes:
-                raise ApiError(f"file larger than {self.max_body_bytes} bytes", status=413,
-                               code="too_large")
-            self.node.store.check_room(int(length))
-        self.declared = DeclaredDigests.from_header(
-            self.request.headers.get("Content-Digest"), self.node.algorithm)
-        allow_streamed_body(self.request, self.max_body_bytes)
-        self.node.upload_slots.take(self.principal.name)
-        self.slot = self.principal.name
-        if self._answer_after_body():
-            # A small body without 100-continue is on its way already and is answered only
-            # once read: the lock round runs while it arrives into a temp file (nothing is
-            # committed before put() has the lock); its replicas get the committed copy.
-            self.writer = self.node.store.writer(fp, self.node.algorithm)
-            self.locking = asyncio.ensure_future(self._take_lock())
-            return
-        where = await self._take_lock()
-        if where is not None:
-            return self._redirect_upload(where)
-        self.writer = self.node.store.writer(fp, self.node.algorithm)
-        # The replicas, chosen now that the lock is held, receive the body as it arrives.
-        if length is not None:
-            self.pipeline = self.node.open_pipeline(self.plan, int(length), self.declared.own)
+        if length is not None and not length.isdigit():
+            raise ApiError("Content-Length must be a number", code="bad_length")
+        return None if length is None else int(length)
 
-    async def _take_lock(self):
-        """Take the file's lock from a majority and plan the upload; the coordinator to
-        redirect to when the majority's newest record names another one."""
-        fp = self.fp
-        ticket = await self.node.lock(fp, self.principal.name)
-        if self.finished:  # the client went away while the lock round ran
-            self.node.release(ticket)
-            return None
-        self.ticket = ticket
-        # The lock brought the majority's newest record: the route may have changed.
-        kind, where = self.node.route_write(fp, self.sent_here(), self.avoided())
-        if kind == "redirect":
-            self._give_back_lock()
-            return where
-        self.existing = where
-        if self.existing is None and self.principal.name != fp.owner:
-            self._give_back_lock()
-            raise ApiError("only the owner creates files in a namespace", status=403,
-                           code="forbidden")
-        self.progress = ProgressWatch(self.node.min_upload_rate)
-        self.renewal = PeriodicCallback(self._renew_lock, self.node.lock_lease * 1000 / 3)
-        self.renewal.start()
-        self.plan = self.node.plan_upload(self.ticket)
-        return None
+    async def _start_upload(self):
+        await self.authoriser.check(self.principal, WRITE, self.fp)
+        decision = self.node.begin_upload(
+            self.fp, self.principal.name, self._declared_length(),
+            self.request.headers.get("Content-Digest"), self.sent_here(), self.avoided(),
+            self.max_body_bytes, cut_off=lambda: self.request.connection.stream.close())
+        if isinstance(decision, Redirect):
+            return self._redirect_upload(decision.target)
+        allow_streamed_body(self.request, self.max_body_bytes)
+        self.upload = decision  # before the lock round: a client gone meanwhile closes it
+        where = await self.upload.start(body_first=self._answer_after_body())
+        if where is not None:
+            self._redirect_upload(where)
 
     def data_received(self, chunk):
-        if self.writer is None or self.failure is not None:
+        if self.upload is None or self.failure is not None:
             return None
-        try:
-            self.writer.write(chunk)
-            self.declared.update(chunk)
-        except ApiError as e:
-            self.failure = e  # answered once the body is drained, in put()
-            self._drop_pipeline()
-            return None
-        if self.pipeline is not None:
-            # Awaited by Tornado before it reads on: the slowest replica paces the client.
-            return self.pipeline.feed(chunk)
-        return None
+        return self.upload.write(chunk)
 
     async def put(self, _path):
-        if self.locking is not None:
-            locking, self.locking = self.locking, None
-            try:
-                where = await locking
-            except ApiError as e:
-                where, self.failure = None, self.failure or e
-            if where is not None and self.failure is None:
-                self.redirect_after_body = where
         if self.failure is not None:
             raise self.failure
         if self.redirect_after_body is not None:
             return self.redirect_to(self.redirect_after_body, self.fp)
-        try:
-            self.declared.check_others()
-        except ApiError:
-            self.writer.abort()  # gone before the client hears of it (the pipeline too)
-            raise
-        digest = self.writer.commit(self.declared.own)
-        piped = None
-        if self.pipeline is not None:
-            # Only now, the origin's copy committed under a live lock, do the replicas get
-            # the last bytes (and commit theirs).
-            self.node.check_held(self.ticket)
-            piped = await self.pipeline.finish(digest, max(30.0, self.node.client.timeout))
-            self.pipeline = None
-        self.renewal.stop()
-        ticket, self.ticket = self.ticket, None
-        # The record releases the lock on every peer before the answer goes out: the client
-        # may write the file again at once.
-        try:
-            loc, confirmed = await self.node.finish_upload(ticket, digest, self.writer.size,
-                                                           self.plan, piped)
-        except BaseException:
-            self.node.release(ticket)
-            raise
-        if not confirmed:
-            raise Unavailable(f"{self.fp.full} was stored on {self.node.name} but no majority "
-                              "confirmed its record: it may or may not last", code="no_quorum")
-        body = loc.to_json()
-        body["under_replicated"] = under_replicated(loc, self.node.replicas)
-        body["replicas_wanted"] = self.node.replicas
-        self.send_json(body, status=201 if self.existing is None else 200)
+        result = await self.upload.finish()
+        if isinstance(result, Redirect):
+            return self.redirect_to(result.target, self.fp)
+        self.send_json(result.body, status=201 if result.created else 200)
 
     async def get(self, _path):
         if self.listing:
@@ -262,17 +155,15 @@ class FileHandler(NodeHandler):
     async def _list(self):
         fp = self.fp
         await self.authoriser.check(self.principal, LIST, fp)
-        files = [loc.to_json() for loc in self.node.locations.list_prefix(fp.owner, fp.rel)]
-        self.send_json({"owner": fp.owner, "prefix": fp.rel, "files": files})
+        self.send_json({"owner": fp.owner, "prefix": fp.rel, "files": self.node.list_files(fp)})
 
     async def _send_file(self, head):
         fp = self.fp
         await self.authoriser.check(self.principal, READ, fp)
-        kind, where = self.node.route_read(fp, self.sent_here(), self.avoided())
-        if kind == "redirect":
-            return self.redirect_to(where, fp)
-        loc = where
-        size = self.node.store.size(fp)
+        read = self.node.begin_read(fp, self.sent_here(), self.avoided())
+        if isinstance(read, Redirect):
+            return self.redirect_to(read.target, fp)
+        loc, size = read.loc, read.size
         etag = f'"{loc.digest}"'
         self.set_header("ETag", etag)
         self.set_header("Repr-Digest", repr_digest(loc.algorithm, loc.digest))
@@ -300,9 +191,8 @@ class FileHandler(NodeHandler):
         if head:
             return self.finish()
         self.transferred = end - start
-        chunks = self.node.store.open_chunks(fp, start, end, self.read_chunk)
-        if rng is None and self.verify_reads:
-            chunks = verified(chunks, new_hasher(loc.algorithm), loc.digest)
+        chunks = read.chunks(start, end, self.read_chunk,
+                             verify=rng is None and self.verify_reads)
         try:
             for chunk in chunks:
                 self.write(chunk)  # one chunk per flush: Tornado sends it without a copy
@@ -316,51 +206,13 @@ class FileHandler(NodeHandler):
             self.broken_off = "the copy does not match its digest"
             self.request.connection.close()
             self._log_access("corrupt")
-            try:
-                await quarantine_if_bad(self.node, fp, "a full read did not match the digest")
-            except Exception:  # the transfer is broken off already; the scrubber tries again
-                logging.getLogger("securifile.node").exception("quarantine of %s failed", fp)
+            await read.quarantine("a full read did not match the digest")
             return
         self.finish()
 
-    async def _renew_lock(self):
-        if self.ticket is None:
-            return
-        if self.writer is not None and self.progress.too_slow(self.writer.size):
-            # No lease without progress: a trickled body must not hold the file for ever.
-            log.warning("upload of %s by %s slower than %d B/s: cut off", self.fp.full,
-                        self.principal.name, self.node.min_upload_rate)
-            self.request.connection.stream.close()  # on_connection_close cleans up
-            return
-        await self.node.renew(self.ticket)
-
-    def _give_back_lock(self):
-        if self.ticket is not None:
-            if getattr(self, "renewal", None) is not None:
-                self.renewal.stop()
-            ticket, self.ticket = self.ticket, None
-            self.node.release(ticket)
-
-    def _drop_pipeline(self):
-        if self.pipeline is not None:
-            self.pipeline.abort()
-            self.pipeline = None
-
     def _cleanup(self):
-        self.finished = True
-        if self.locking is not None:
-            # Its lock, if it gets one, is given back as soon as it has it (see _take_lock).
-            self.locking.add_done_callback(_retrieve)
-            self.locking = None
-        if self.writer is not None:
-            self.writer.abort()
-        self._drop_pipeline()  # the replicas see their bodies cut and keep nothing
-        # An upload that failed or broke off: the lock goes (the lease bounds how long it
-        # could linger on a peer that does not hear of it).
-        self._give_back_lock()
-        if self.slot is not None:
-            self.node.upload_slots.give_back(self.slot)
-            self.slot = None
+        if self.upload is not None:
+            self.upload.close()
 
     def on_finish(self):
         self._cleanup()
@@ -376,22 +228,22 @@ class FileHandler(NodeHandler):
         if fp is None or principal is None or getattr(self, "_logged", False):
             return
         self._logged = True
+        upload = self.upload
         op = {"GET": "list" if self.listing else "read", "HEAD": "stat", "DELETE": "delete",
-              "PUT": "modify" if getattr(self, "existing", None) else "create"}.get(
+              "PUT": "modify" if upload is not None and upload.existing else "create"}.get(
                   self.request.method, self.request.method.lower())
         if result == 307:
             op += "-redirect"
-        size = self.writer.size if self.writer is not None else self.transferred
+        size = upload.size if upload is not None and upload.size is not None else self.transferred
         self.node.log_access(principal.name, op, fp.full or fp.owner + "/", result, size)
 
 
-def _retrieve(task):
-    if not task.cancelled():
-        task.exception()  # a refused lock nobody waits for any more: nothing to report
-
-
-class StatusHandler(ApiHandler):
+class StatusHandler(NodeHandler):
     auth = PUBLIC
+
+    def initialize(self, node, authenticator, tls):
+        super().initialize(node, authenticator)
+        self.tls = tls
 
     def get(self):
         body = self.node.status()
@@ -401,8 +253,12 @@ class StatusHandler(ApiHandler):
         self.send_json(body)
 
 
-class OpenApiHandler(ApiHandler):
+class OpenApiHandler(NodeHandler):
     auth = PUBLIC
+
+    def initialize(self, node, authenticator, openapi):
+        super().initialize(node, authenticator)
+        self.openapi = openapi
 
     def get(self):
         self.send_json(self.openapi)
@@ -414,9 +270,13 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
     files = dict(deps, authoriser=authoriser, max_body_bytes=max_body_bytes, read_chunk=read_chunk,
                  verify_reads=verify_reads)
     metrics = NodeMetrics(node)
+    # Imported here: its handlers build on NodeHandler above.
+    from .resumable_http import UploadCreationHandler, UploadHandler
     return tornado.web.Application(
         [
             (r"/files/(.+)", FileHandler, files),
+            (r"/uploads/([A-Za-z0-9_-]+)", UploadHandler, files),
+            (r"/uploads/(.+/.+)", UploadCreationHandler, files),
             (r"/status", StatusHandler, dict(deps, tls=tls)),
             (r"/api/v1/openapi.json", OpenApiHandler, dict(deps, openapi=openapi)),
             (r"/peer/heartbeat", HeartbeatHandler, deps),
@@ -428,25 +288,11 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
             (r"/peer/locks", LocksHandler, deps),
             (r"/metrics", MetricsHandler, dict(deps, registry=metrics.registry)),
         ],
-        log_function=metrics.requests.counting(log_request),
+        log_function=metrics.requests.counting(request_logger(("/peer/", "/metrics"))),
         default_handler_class=NotFoundHandler,
         default_handler_args=deps,
         compress_response=False,
     )
-
-
-def log_request(handler):
-    """Tornado's access log, without the steady stream of successful peer calls and scrapes."""
-    status = handler.get_status()
-    if status < 400 and handler.request.path.startswith(("/peer/", "/metrics")):
-        return
-    broken_off = getattr(handler, "broken_off", None)
-    if broken_off:
-        access_log.warning("%d %s broken off: %s", status, handler._request_summary(), broken_off)
-        return
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),
-                   1000.0 * handler.request.request_time())
 
 
 def load_openapi():

@@ -6,7 +6,7 @@ import os
 import random
 import signal
 import sys
-import uuid
+from dataclasses import dataclass
 
 from tornado.ioloop import PeriodicCallback
 
@@ -27,6 +27,7 @@ from .diskfile import DiskStore
 from .heartbeat import HeartbeatLoop
 from .http import load_openapi, make_app
 from .locationmap import LocationMap
+from .partial_uploads import PartialUploadStore
 from .peerclient import PeerClient
 from .peers import DOWN, RUNNING, VERIFYING, PeerTable
 from .quorum import Quorum
@@ -34,6 +35,7 @@ from .repair import RepairLoop
 from .verification import Verifier
 from .purge import NamespacePurger
 from .reporter import Reporter
+from .resumable import ResumableUploads
 from .scrubber import Scrubber
 from .storage import StorageNode
 from .upload_limits import UploadSlots
@@ -46,6 +48,19 @@ BODY_CHUNK = 1 << 20
 # Downloads are read and flushed 1 MiB at a time. 2 MiB chunks (half the flushes) raised a
 # node's peak RSS by 4-5 MiB, and with aiohttp loaded the node is near its 64 MiB budget.
 DOWNLOAD_CHUNK = 1 << 20
+
+
+@dataclass
+class NodeParts:
+    """One node's process, wired together by ``build_node`` and started by ``serve``."""
+
+    app: object  # the Tornado application (nodes/http.py)
+    node: StorageNode
+    heartbeat: HeartbeatLoop
+    server_ctx: object  # the TLS context to serve with; None without TLS
+    me: object  # this server's entry in the configuration (host, port, url)
+    reporter: object  # Reporter to the admin server; None without one
+    authenticator: Authenticator
 
 
 def build_node(cfg, name, deep=False):
@@ -85,7 +100,10 @@ def build_node(cfg, name, deep=False):
     quorum.on_change = node.quorum_changed
     node.upload_slots = UploadSlots(cfg.max_uploads_per_user)
     node.min_upload_rate = cfg.min_upload_rate
-    node.boot = uuid.uuid4().hex
+    node.partials = PartialUploadStore(data, cfg.partial_upload_hours * 3600,
+                                       cfg.max_partial_uploads_per_user)
+    node.partials.sweep()
+    node.resumable = ResumableUploads(node, node.partials)
     verifier = Verifier(node, cfg.challenge_timeout, retry_delay=cfg.heartbeat_interval)
     authenticator = Authenticator(load_public_key(layout.token_public_key), peer_names, secret)
     reporter = None
@@ -126,7 +144,7 @@ def build_node(cfg, name, deep=False):
         node.scrubber = Scrubber(node, cfg.scrub_bytes_per_second, cfg.scrub_files_per_second,
                                  cfg.scrub_interval,
                                  may_run=lambda: node.peers.self_status == RUNNING)
-    return app, node, heartbeat, server_ctx, me, reporter, authenticator
+    return NodeParts(app, node, heartbeat, server_ctx, me, reporter, authenticator)
 
 
 def open_syslog(cfg, name):
@@ -154,7 +172,8 @@ def make_server(app, server_ctx, limits, authenticator):
 
 
 async def serve(cfg, name, deep=False):
-    app, node, heartbeat, server_ctx, me, reporter, authenticator = build_node(cfg, name, deep)
+    parts = build_node(cfg, name, deep)
+    node, heartbeat, reporter, me = parts.node, parts.heartbeat, parts.reporter, parts.me
     audit = open_syslog(cfg, name)
     if audit is not None:
         audit.start()
@@ -168,7 +187,8 @@ async def serve(cfg, name, deep=False):
             audit.log_event(status_event(name, subject, old, new, detail))
 
         node.peers.on_change = on_change
-    server = make_server(app, server_ctx, ServerLimits.from_config(cfg), authenticator)
+    server = make_server(parts.app, parts.server_ctx, ServerLimits.from_config(cfg),
+                         parts.authenticator)
     server.listen(me.port, address=me.host)
     heartbeat.start()
     node.repair.start()
@@ -178,6 +198,9 @@ async def serve(cfg, name, deep=False):
         node.scrubber.start()
     purge = PeriodicCallback(node.purge_tombstones, 60_000)
     purge.start()
+    # Expired partial uploads go within a quarter of their lifetime (at most a minute).
+    sweep = PeriodicCallback(node.partials.sweep, min(60.0, node.partials.ttl / 4) * 1000)
+    sweep.start()
     if reporter is not None:
         # What this node sees at start: itself running, its peers as assumed until they answer.
         reporter.status_changed(name, "", node.peers.self_status, "started")
@@ -196,6 +219,7 @@ async def serve(cfg, name, deep=False):
     if node.purger is not None:
         node.purger.stop()
     purge.stop()
+    sweep.stop()
     if node.scrubber is not None:
         await node.scrubber.stop()
     if reporter is not None:

@@ -1,43 +1,19 @@
 """A storage node's metrics: what it sees of its peers, its disk, locks, quorum and report
 queue, read from the node's state at scrape time; heartbeat misses, challenges and the
-latencies of replication and record broadcasts counted by wrapping the node's methods
-from here, so that the storage and peer logic stay free of metrics.
+latencies of replication and record broadcasts counted by listening to the node's methods
+marked ``@observed`` (nodes/observed.py), so that the storage and peer logic stay free of
+metrics.
 """
-import functools
-import inspect
-import time
-
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from securifile.common.metrics import LATENCY_BUCKETS, RequestMetrics, new_registry
 
+from .observed import listen
 from .peers import DOWN, FAILED, OFFLINE, RUNNING, VERIFYING
 
 STATUSES = (RUNNING, VERIFYING, DOWN, FAILED, OFFLINE)
 PEER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-def _wrap(obj, name, after):
-    """Replace ``obj.name`` on this instance by a wrapper calling ``after(result, args,
-    seconds)``; fails loudly (AttributeError) if the method is gone, so a rename is seen."""
-    original = getattr(obj, name)
-
-    @functools.wraps(original)
-    def wrapper(*args, **kwargs):
-        started = time.monotonic()
-        result = original(*args, **kwargs)
-        after(result, args, time.monotonic() - started)
-        return result
-
-    @functools.wraps(original)
-    async def async_wrapper(*args, **kwargs):
-        started = time.monotonic()
-        result = await original(*args, **kwargs)
-        after(result, args, time.monotonic() - started)
-        return result
-
-    setattr(obj, name, async_wrapper if inspect.iscoroutinefunction(original) else wrapper)
 
 
 class NodeMetrics:
@@ -72,15 +48,15 @@ class NodeMetrics:
 
     def _instrument(self, node):
         peers = node.peers
-        _wrap(peers, "record_miss",
-              after=lambda _r, args, _s: self.heartbeat_misses.labels(args[0]).inc())
-        _wrap(peers, "challenge_done", after=lambda _r, args, _s: self.challenges.labels(
+        listen(peers, "record_miss",
+               lambda _r, args, _s: self.heartbeat_misses.labels(args[0]).inc())
+        listen(peers, "challenge_done", lambda _r, args, _s: self.challenges.labels(
             args[0], "passed" if args[1] else "failed").inc())
-        _wrap(peers, "challenge_undecided",
-              after=lambda _r, args, _s: self.challenges.labels(args[0], "undecided").inc())
-        _wrap(peers, "challenge_abandoned",
-              after=lambda _r, args, _s: self.challenges.labels(args[0], "abandoned").inc())
-        _wrap(peers, "receive_verdict", after=lambda _r, args, _s: self.verdicts.labels(
+        listen(peers, "challenge_undecided",
+               lambda _r, args, _s: self.challenges.labels(args[0], "undecided").inc())
+        listen(peers, "challenge_abandoned",
+               lambda _r, args, _s: self.challenges.labels(args[0], "abandoned").inc())
+        listen(peers, "receive_verdict", lambda _r, args, _s: self.verdicts.labels(
             "passed" if args[1] else "failed").inc())
 
         def replicated(confirmed, args, seconds):
@@ -92,8 +68,8 @@ class NodeMetrics:
             self.broadcast.observe(seconds)
             self.broadcasts.labels("true" if confirmed else "false").inc()
 
-        _wrap(node, "_replicate", after=replicated)
-        _wrap(node, "publish", after=published)
+        listen(node, "_replicate", replicated)
+        listen(node, "publish", published)
 
 
 class NodeStateCollector:

@@ -2,72 +2,60 @@
 location records, replica copies, and the administrator's offline/online. Node
 certificates only (the admin server's for the state change); users never reach these.
 
-Handlers parse, call StorageNode (or its parts), and answer; no protocol logic here.
+Handlers parse, call one StorageNode method, and answer; no protocol logic here.
 """
-import asyncio
-
 import tornado.web
 
-from securifile.common.digests import ALGORITHMS
-from securifile.common.errors import ApiError, Unavailable
+from securifile.common.errors import ApiError
 from securifile.common.limits import allow_streamed_body
 from securifile.common.paths import parse_path
-from securifile.common.web import ADMIN_SERVER, NODE, ApiHandler
+from securifile.common.web import ADMIN_SERVER, NODE
 
-from .challenge import ChallengeRefused, answer_challenge
-from .peers import OFFLINE
+from .base_handler import NodeHandler
+from .challenge import ChallengeRefused
 
 
-class HeartbeatHandler(ApiHandler):
+class HeartbeatHandler(NodeHandler):
     auth = NODE
 
     def post(self):
-        if self.node.peers.self_status == OFFLINE:
-            raise Unavailable(f"{self.node.name} is offline", code="server_offline")
-        if self.node.quorum is not None:
-            # A node back from a hang learns it was cut off before it answers as running.
-            self.node.quorum.has()
         body = self.json_body()
-        if body.get("from") in self.node.urls:
-            self.node.pulled_by[body["from"]] = int(body.get("pulled", 0))
-        self.send_json({"name": self.node.name, "status": self.node.peers.self_status,
-                        "seq": self.node.locations.seq, "boot": self.node.boot,
-                        "round": self.node.peers.round})
+        self.send_json(self.node.heartbeat_answer(body.get("from"), body.get("pulled", 0)))
 
 
-class ChallengeHandler(ApiHandler):
+class ChallengeHandler(NodeHandler):
     """A peer checks this node's copies: answer from the disk (in a thread; it may be long)."""
 
     auth = NODE
+
+    def initialize(self, node, authenticator, deep):
+        super().initialize(node, authenticator)
+        self.deep = deep  # re-hash every file rather than trust cached digests
 
     async def post(self):
         challenge = self.json_body()
         # In no-TLS mode the caller names itself in a header (behind the cluster secret).
         challenger = self.principal.name if self.principal.name != "?" else None
         try:
-            # What entitles the challenger to a verdict: a challenge, and a failing one only
-            # about copies this node holds with it (noted before the disk is read, so that
-            # a challenge that times out still lets it fail this node).
-            answer = await asyncio.to_thread(answer_challenge, self.node.store,
-                                             self.node.locations, challenge, self.deep,
-                                             challenger, self.node.peers.note_challenge)
+            answer = await self.node.answer_challenge(challenge, self.deep, challenger)
         except ChallengeRefused as e:
             raise ApiError(str(e), code="challenge_refused") from None
         self.send_json(answer)
 
 
-class VerdictHandler(ApiHandler):
+class VerdictHandler(NodeHandler):
     auth = NODE
 
     def post(self):
         body = self.json_body()
-        self.node.peers.receive_verdict(self.principal.name if self.principal.name != "?"
-                                        else body.get("challenger"), bool(body.get("passed")),
-                                        str(body.get("detail", "")))
-        self.send_json({"status": self.node.peers.self_status})
+        challenger = (self.principal.name if self.principal.name != "?"
+                      else body.get("challenger"))
+        status = self.node.receive_verdict(challenger, bool(body.get("passed")),
+                                           str(body.get("detail", "")))
+        self.send_json({"status": status})
 
 
-class LocksHandler(ApiHandler):
+class LocksHandler(NodeHandler):
     """A coordinating node takes, renews or gives back a write lock here."""
 
     auth = NODE
@@ -76,7 +64,7 @@ class LocksHandler(ApiHandler):
         body = self.json_body()
         fp = parse_path(f"{body.get('owner')}/{body.get('path')}")
         if body.get("release"):
-            self.node.locks.release(fp, body.get("token"))
+            self.node.give_back_lock(fp, body.get("token"))
             return self.send_json({"ok": True})
         stamp = body.get("stamp")
         self.send_json(self.node.grant_lock(
@@ -85,14 +73,13 @@ class LocksHandler(ApiHandler):
             None if stamp is None else int(stamp)))
 
 
-class LocationsHandler(ApiHandler):
+class LocationsHandler(NodeHandler):
     auth = NODE
 
     def get(self):
         since = int(self.get_query_argument("since", "0"))
         limit = min(int(self.get_query_argument("limit", "1000")), 10000)
-        records = self.node.locations.changes_since(since, limit)
-        self.send_json({"records": records, "seq": self.node.locations.seq, "limit": limit})
+        self.send_json(self.node.changes_since(since, limit))
 
     def post(self):
         body = self.json_body()
@@ -102,10 +89,14 @@ class LocationsHandler(ApiHandler):
 
 
 @tornado.web.stream_request_body
-class ReplicaHandler(ApiHandler):
+class ReplicaHandler(NodeHandler):
     """A replica copy arriving from the origin (or a coordinating holder)."""
 
     auth = NODE
+
+    def initialize(self, node, authenticator, max_body_bytes):
+        super().initialize(node, authenticator)
+        self.max_body_bytes = max_body_bytes
 
     async def prepare(self):
         self.writer = None
@@ -117,14 +108,11 @@ class ReplicaHandler(ApiHandler):
             self.expected = h.get("X-SecuriFile-Digest")
             self.version = int(h.get("X-SecuriFile-Version", "1"))
             algorithm = h.get("X-SecuriFile-Algorithm", self.node.algorithm)
-            if algorithm not in ALGORITHMS:
-                raise ApiError(f"unknown digest algorithm {algorithm}", code="unsupported_digest")
             length = h.get("Content-Length")
-            if length and length.isdigit():
-                self.node.store.check_room(int(length))
-            self.node.check_copy_sender(self.fp, self.principal.name)
+            self.writer = self.node.begin_copy(
+                self.fp, algorithm, self.principal.name,
+                int(length) if length and length.isdigit() else None)
             allow_streamed_body(self.request, self.max_body_bytes)
-            self.writer = self.node.store.writer(self.fp, algorithm)
 
     def data_received(self, chunk):
         if self.writer is None or self.failure is not None:
@@ -161,7 +149,7 @@ class ReplicaHandler(ApiHandler):
             self.writer.abort()
 
 
-class AdminStateHandler(ApiHandler):
+class AdminStateHandler(NodeHandler):
     """The administrator takes this node offline or puts it back online."""
 
     auth = ADMIN_SERVER
@@ -170,5 +158,5 @@ class AdminStateHandler(ApiHandler):
         state = self.json_body().get("state")
         if state not in ("offline", "online"):
             raise ApiError("state must be 'offline' or 'online'", code="bad_state")
-        self.node.set_admin_state(state)
-        self.send_json({"name": self.node.name, "status": self.node.peers.self_status})
+        status = self.node.set_admin_state(state)
+        self.send_json({"name": self.node.name, "status": status})

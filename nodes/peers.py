@@ -18,6 +18,8 @@ import time
 
 from securifile.common.errors import Forbidden
 
+from .observed import observed
+
 RUNNING, DOWN, VERIFYING, FAILED, OFFLINE = "running", "down", "verifying", "failed", "offline"
 log = logging.getLogger("securifile.peers")
 
@@ -40,6 +42,7 @@ class PeerTable:
         self.self_since = now
         self.verdicts = {}  # challenger -> True (passed) / False (failed), for this return
         self.round = 0  # goes up each time this node starts being verified again
+        self.listeners = {}  # method name -> calls to make after it (see observed.py)
         # challenger -> (time of its last challenge, copies held with it it asked about),
         # until its verdict: a verdict comes only from a peer that challenged lately.
         self._challenged = {}
@@ -112,6 +115,7 @@ class PeerTable:
             self._set(name, RUNNING)
         return False  # failed: heartbeats go on; only a return re-opens the question
 
+    @observed
     def record_miss(self, name):
         p = self._peers[name]
         p["misses"] += 1
@@ -120,6 +124,7 @@ class PeerTable:
 
     # -- challenges ------------------------------------------------------------------------
 
+    @observed
     def challenge_done(self, name, passed, detail=""):
         """This node's challenge of ``name`` ended: running if passed, failed otherwise."""
         p = self._peers[name]
@@ -128,6 +133,7 @@ class PeerTable:
         if p["status"] == VERIFYING:
             self._set(name, RUNNING if passed else FAILED, detail)
 
+    @observed
     def challenge_undecided(self, name, detail=""):
         """No verdict yet: ``name`` stays verifying, and its next heartbeat starts another."""
         p = self._peers[name]
@@ -135,6 +141,7 @@ class PeerTable:
             p["ask_again"] = True
             log.warning("challenge of %s: no verdict yet, asked again later %s", name, detail)
 
+    @observed
     def challenge_abandoned(self, name, detail=""):
         """The peer became unreachable during the challenge: down, challenged when it answers."""
         p = self._peers[name]
@@ -149,6 +156,7 @@ class PeerTable:
             seen = self._challenged.get(challenger, (0.0, 0))
             self._challenged[challenger] = (self.clock(), seen[1] + co_held)
 
+    @observed
     def receive_verdict(self, challenger, passed, detail=""):
         """A peer's verdict on this node's copies: only from a peer that challenged it lately
         (``verdict_window``), and a failing one only about copies held with it (Forbidden

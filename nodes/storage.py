@@ -13,48 +13,29 @@ import copy
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 
+from securifile.common.digests import ALGORITHMS
 from securifile.common.errors import ApiError, Conflict, Forbidden, Locked, NotFound, Unavailable
 from securifile.common.paths import FilePath
 from securifile.common.syslog import access_event
 
-from .challenge import stat_key
+from .challenge import answer_challenge, stat_key
+from .contentdigest import DeclaredDigests
+from .download import Download
 from .locationmap import Location, Replica
 from .locks import LockTable
+from .majority_lock import MajorityLocking
+from .observed import observed
 from .peerclient import PeerError
 from .peers import DOWN, FAILED, OFFLINE, RUNNING, VERIFYING
-from .pipeline import Pipeline
 from .placement import place_replicas, serving_holder, under_replicated
+from .upload import Redirect, Upload
 from .upload_limits import UploadSlots
 
 log = logging.getLogger("securifile.storage")
 
 
-@dataclass
-class Ticket:
-    """A file's lock, held on this node and on a majority: what a change is made under."""
-
-    fp: object
-    user: str
-    token: str
-    stamp: int
-    granted: list  # the peers that granted it (this node not included)
-    existing: object = None  # the file's newest record known to the majority (may be a tombstone)
-    renewed: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class UploadPlan:
-    """What an upload will make, decided under its lock: the new record (its digest and size
-    filled in at the end) and the replicas to copy to, in priority order."""
-
-    loc: Location
-    targets: list
-    fresh: bool  # a new file (or a name deleted before): a failed replica gets a spare
-
-
-class StorageNode:
+class StorageNode(MajorityLocking):
     def __init__(self, name, urls, replicas, algorithm, store, locations, peers, peer_client, rng,
                  lock_lease=30.0, quorum=None, call_timeout=3.0):
         self.name = name
@@ -81,6 +62,8 @@ class StorageNode:
         self._background = set()
         self.pipelines = set()  # uploads whose body is being streamed to replicas
         self.quarantined = 0  # bad copies moved aside since start
+        self.boot = uuid.uuid4().hex  # tells peers this process from a restarted one
+        self.listeners = {}  # method name -> calls to make after it (see observed.py)
 
     def log_access(self, user, op, path, result, size=None):
         """One line in the audit log for a user's file access; never fails the request."""
@@ -152,6 +135,17 @@ class StorageNode:
             return "serve", loc
         return "redirect", target
 
+    def begin_read(self, fp, sent_here=False, avoid=()):
+        """A Redirect to the holder to ask, or the Download this node serves (see route_read)."""
+        kind, where = self.route_read(fp, sent_here, avoid)
+        if kind == "redirect":
+            return Redirect(where)
+        return Download(self, where, self.store.size(fp))
+
+    def list_files(self, fp):
+        """The records under the folder ``fp`` (or the owner's whole namespace), as JSON."""
+        return [loc.to_json() for loc in self.locations.list_prefix(fp.owner, fp.rel)]
+
     def route_write(self, fp, sent_here=False, avoid=()):
         """For a PUT: ('local', existing loc or None) or ('redirect', name of the coordinator)."""
         loc = self.locations.get(fp)
@@ -165,88 +159,6 @@ class StorageNode:
             return "local", None
         kind, where = self.route_read(fp, sent_here, avoid)
         return ("local", loc) if kind == "serve" else (kind, where)
-
-    # -- locks -----------------------------------------------------------------------------
-
-    def _known_stamp(self, fp):
-        loc = self.locations.get(fp, include_deleted=True)
-        return loc.stamp if loc else 0
-
-    async def lock(self, fp, user):
-        """Take ``fp``'s lock here and from a majority; a Ticket with the change's stamp.
-
-        Locked (423) if any server holds it for someone else; Unavailable (503) without a
-        majority. Newer records that the granting peers hold are applied here first, so the
-        ticket's ``existing`` is the newest acknowledged state of the file.
-        """
-        self.require_serving()
-        token = uuid.uuid4().hex
-        known = self._known_stamp(fp)
-        self.locks.acquire(fp, user, self.name, token, self.lock_lease)
-        stamps = [self.locks.reserve(fp, known)]
-        peers = self._voters()
-        results = await asyncio.gather(
-            *(self.client.lock(self.urls[p], fp, user, self.lock_lease, token, known,
-                               timeout=self.call_timeout) for p in peers),
-            return_exceptions=True)
-        granted = [p for p, r in zip(peers, results) if isinstance(r, dict)]
-        refused = [r for r in results if isinstance(r, PeerError) and r.status == 423]
-        ticket = Ticket(fp, user, token, 0, granted)
-        if refused:
-            self.release(ticket)
-            err = refused[0].body.get("error", {})
-            raise Locked(err.get("message", f"{fp.full} is locked elsewhere"),
-                         holder=err.get("holder"), node=err.get("node"))
-        if not self._enough(1 + len(granted)):
-            self.release(ticket)
-            raise Unavailable(f"only {1 + len(granted)} of {len(self.peers.names) + 1} servers "
-                              f"granted the lock on {fp.full}: no majority", code="no_quorum")
-        newer = [r["record"] for r in results if isinstance(r, dict) and r.get("record")]
-        if newer:
-            self.apply_locations(newer)
-        stamps += [int(r.get("stamp", 0)) for r in results if isinstance(r, dict)]
-        ticket.stamp = max(stamps)
-        ticket.existing = self.locations.get(fp, include_deleted=True)
-        if any(s != ticket.stamp for s in stamps):
-            # Someone knew a higher stamp: every granting server reserves the chosen one too,
-            # so any later majority (which shares a server with this one) goes above it.
-            await self.renew(ticket)
-        return ticket
-
-    async def renew(self, ticket):
-        """Renew the lease on the granting peers (and raise their reservation to the stamp);
-        remembers when a majority last confirmed it."""
-        fp = ticket.fp
-        self.locks.acquire(fp, ticket.user, self.name, ticket.token, self.lock_lease)
-        self.locks.raise_reservation(fp, ticket.stamp)
-        started = time.monotonic()
-        results = await asyncio.gather(
-            *(self.client.lock(self.urls[p], fp, ticket.user, self.lock_lease, ticket.token,
-                               ticket.stamp - 1, stamp=ticket.stamp, timeout=self.call_timeout)
-              for p in ticket.granted), return_exceptions=True)
-        if self._enough(1 + sum(isinstance(r, dict) for r in results)):
-            ticket.renewed = started
-
-    def check_held(self, ticket):
-        """Unavailable unless a majority confirmed the lock recently enough that it cannot
-        have run out anywhere: a change is published only under a live lock."""
-        if time.monotonic() - ticket.renewed > self.lock_lease * 0.8:
-            raise Unavailable(f"the lock on {ticket.fp.full} could not be renewed on a majority",
-                              code="no_quorum")
-
-    def release(self, ticket, skip=()):
-        """Give the lock back here at once, on the peers in the background."""
-        self.locks.release(ticket.fp, ticket.token)
-        for p in ticket.granted:
-            if p not in skip:
-                self._spawn(self._unlock_peer(p, ticket))
-
-    async def _unlock_peer(self, peer, ticket):
-        try:
-            await self.client.unlock(self.urls[peer], ticket.fp, ticket.token,
-                                     timeout=self.call_timeout)
-        except PeerError as e:  # its lease runs out, or it drops the lock seeing us down
-            log.debug("unlock of %s on %s failed: %s", ticket.fp, peer, e)
 
     def _spawn(self, coro):
         task = asyncio.ensure_future(coro)
@@ -268,6 +180,7 @@ class StorageNode:
 
     # -- publishing records ----------------------------------------------------------------
 
+    @observed
     async def publish(self, locs, ticket=None):
         """Apply ``locs`` here and send them to every reachable peer, releasing ``ticket``'s
         lock there with them. True when a majority (this node included) stores them."""
@@ -323,44 +236,38 @@ class StorageNode:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def plan_upload(self, ticket):
-        """The new version's record and its replicas, chosen once the lock is held (the lock
-        brought the majority's newest record)."""
-        fp, existing = ticket.fp, ticket.existing
-        if existing is None or existing.deleted:
-            # A name that was deleted before starts above its tombstone's version.
-            version = existing.version + 1 if existing else 1
-            loc = Location(fp.owner, fp.rel, self.name, None, self.algorithm, 0, version, [],
-                           0.0, stamp=ticket.stamp, coordinator=self.name)
-            wanted = place_replicas(self.peers.running_peers(), self.replicas, self.rng)
-            return UploadPlan(loc, wanted, True)
-        loc = Location(fp.owner, fp.rel, existing.origin, None, self.algorithm, 0,
-                       existing.version + 1, [], 0.0, stamp=ticket.stamp, coordinator=self.name)
-        wanted = [h for h in existing.holders if h != self.name and self.peers.is_running(h)]
-        return UploadPlan(loc, wanted, False)
+    def begin_upload(self, fp, user, length=None, content_digest=None, sent_here=False, avoid=(),
+                     max_bytes=None, cut_off=lambda: None):
+        """Where a PUT of ``length`` bytes (None: not announced) goes: a Redirect to the
+        file's coordinator, or an Upload here (``await upload.start()`` takes the lock).
 
-    def open_pipeline(self, plan, size, expected_digest=None):
-        """Start sending the body of ``plan``'s upload (``size`` bytes) to its replicas as it
-        arrives; None when there is nothing to pipeline (no replica, or an empty body, which
-        would be complete, and committed there, before the origin has it)."""
-        if not plan.targets or not size:
-            return None
-        announced = copy.copy(plan.loc)
-        announced.digest = expected_digest  # None: the replica answers the one it computed
-        return Pipeline(self.client, self.urls, plan.loc.file_path, announced, size,
-                        plan.targets, stall=self.client.timeout, active=self.pipelines)
+        Locked (423) at once while anyone writes the file, before any redirect; 413 beyond
+        ``max_bytes``, 507 when the disk has no room; 400 for a bad ``Content-Digest``.
+        """
+        self.locks.check(fp)
+        kind, where = self.route_write(fp, sent_here, avoid)
+        if kind == "redirect":
+            return Redirect(where)
+        if length is not None:
+            if max_bytes is not None and length > max_bytes:
+                raise ApiError(f"file larger than {max_bytes} bytes", status=413,
+                               code="too_large")
+            self.store.check_room(length)
+        declared = DeclaredDigests.from_header(content_digest, self.algorithm)
+        return Upload(self, fp, user, length, declared, sent_here, avoid, cut_off)
 
-    async def finish_upload(self, ticket, digest, size, plan=None, piped=None):
+    async def finish_upload(self, ticket, digest, size, plan, piped=None, before_publish=None):
         """After the local commit: copy to replicas, publish the record; (record, confirmed).
 
+        ``plan``: the new record and its replicas, chosen under the lock (upload.py).
         ``piped``: {slot: server} of the replicas of ``plan`` that already stored the body
         through the pipeline; the others are copied from disk as before (a fresh file's
         failed replica is replaced by a spare, an existing holder that missed it is stale).
         ``confirmed`` is False when no majority stored the record: the change may or may not
-        last, and the client is told so.
+        last, and the client is told so. ``before_publish`` is awaited once the copies are
+        made (a caller renewing the lock meanwhile stops there).
         """
         fp, existing = ticket.fp, ticket.existing
-        plan = plan or self.plan_upload(ticket)
         loc, fresh = plan.loc, plan.fresh
         loc.digest, loc.size, loc.modified = digest, size, time.time()
         self.record_copy(fp, loc.version, digest, size)
@@ -374,9 +281,12 @@ class StorageNode:
             loc.replicas = list(existing.replicas)
             current = set(confirmed) | {self.name}
             loc.stale = [h for h in existing.holders if h not in current]
+        if before_publish is not None:
+            await before_publish()
         self.check_held(ticket)
         return loc, await self.publish([loc], ticket)
 
+    @observed
     async def _replicate(self, fp, loc, wanted, fresh, piped=None):
         """Copy to each wanted server concurrently (those in ``piped`` have it already); a
         fresh file replaces a failed target."""
@@ -545,14 +455,62 @@ class StorageNode:
         if held is not None and held < version:
             self._drop_local(fp)
 
+    def begin_copy(self, fp, algorithm, sender, length=None):
+        """The DiskWriter for a replica copy arriving from peer ``sender`` (``length``:
+        announced); Forbidden when the sender has no part in the file."""
+        if algorithm not in ALGORITHMS:
+            raise ApiError(f"unknown digest algorithm {algorithm}", code="unsupported_digest")
+        if length is not None:
+            self.store.check_room(length)
+        self.check_copy_sender(fp, sender)
+        return self.store.writer(fp, algorithm)
+
+    def give_back_lock(self, fp, token):
+        """A coordinator is done with (or gave up) the lock it took here."""
+        self.locks.release(fp, token)
+
+    def changes_since(self, since, limit):
+        """Records changed here after sequence number ``since``, for a peer catching up."""
+        return {"records": self.locations.changes_since(since, limit),
+                "seq": self.locations.seq, "limit": limit}
+
+    def heartbeat_answer(self, caller, pulled):
+        """This node's state for ``caller``'s heartbeat; ``pulled``: the last of this node's
+        sequence numbers it has applied (tombstones every peer has are purged)."""
+        if self.peers.self_status == OFFLINE:
+            raise Unavailable(f"{self.name} is offline", code="server_offline")
+        if self.quorum is not None:
+            # A node back from a hang learns it was cut off before it answers as running.
+            self.quorum.has()
+        if caller in self.urls:
+            self.pulled_by[caller] = int(pulled)
+        return {"name": self.name, "status": self.peers.self_status,
+                "seq": self.locations.seq, "boot": self.boot, "round": self.peers.round}
+
+    async def answer_challenge(self, challenge, deep, challenger):
+        """A peer checks this node's copies: answered from the disk, in a thread (it may
+        take long). ChallengeRefused for a challenge it may not make."""
+        # What entitles the challenger to a verdict: a challenge, and a failing one only
+        # about copies this node holds with it (noted before the disk is read, so that a
+        # challenge that times out still lets it fail this node).
+        return await asyncio.to_thread(answer_challenge, self.store, self.locations, challenge,
+                                       deep, challenger, self.peers.note_challenge)
+
+    def receive_verdict(self, challenger, passed, detail):
+        """A peer's verdict on this node's copies; this node's status after it."""
+        self.peers.receive_verdict(challenger, passed, detail)
+        return self.peers.self_status
+
     def set_admin_state(self, state):
         """Offline: answer nobody (heartbeats included), so the others mark this node down.
-        Back online, it serves again only once its peers have verified its copies."""
+        Back online, it serves again only once its peers have verified its copies. The
+        status that follows."""
         if state == "offline":
             self.peers.set_self(OFFLINE, "taken offline by the administrator")
         elif self.peers.self_status == OFFLINE:
             self.peers.set_self(VERIFYING if self.peers.names else RUNNING,
                                 "put back online by the administrator")
+        return self.peers.self_status
 
     def quorum_changed(self, has, detail):
         """Cut off from the majority: verifying from now on, so that when it rejoins it

@@ -88,6 +88,22 @@ def test_ensure_server_and_user_certs_do_not_reissue(tmp_path):
     assert subject_identity_of(x509.load_pem_x509_certificate(ucert.read_bytes())) == ("alice", ROLE_USER)
 
 
+def test_a_server_certificate_is_issued_again_for_an_address_it_does_not_name(tmp_path):
+    layout = CertLayout(tmp_path / "certs")
+    ca = ensure_ca(layout)
+    cert_path, _ = ensure_server_cert(layout, ca, "n4", hosts=("127.0.0.1",))
+    first = cert_path.read_bytes()
+    ensure_server_cert(layout, ca, "n4", hosts=("127.0.0.1", "10.0.0.4", "n4.example.org"))
+    san = x509.load_pem_x509_certificate(cert_path.read_bytes()).extensions \
+        .get_extension_for_class(x509.SubjectAlternativeName).value
+    assert cert_path.read_bytes() != first
+    assert ipaddress.ip_address("10.0.0.4") in san.get_values_for_type(x509.IPAddress)
+    assert "n4.example.org" in san.get_values_for_type(x509.DNSName)
+    again = cert_path.read_bytes()  # everything named already: kept
+    ensure_server_cert(layout, ca, "n4", hosts=("10.0.0.4", "n4.example.org"))
+    assert cert_path.read_bytes() == again
+
+
 def subject_identity_of(cert):
     return (attr(cert.subject, NameOID.COMMON_NAME)[0],
             attr(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME)[0])

@@ -10,7 +10,7 @@ from securifile.common.paths import FilePath
 from securifile.common.syslog import MSGID_INTEGRITY
 from securifile.nodes.challenge import stat_key
 from securifile.nodes.diskfile import DiskStore
-from securifile.nodes.http import CopyCorrupt, verified
+from securifile.nodes.download import CopyCorrupt, verified
 from securifile.nodes.locationmap import Location, LocationMap
 from securifile.nodes.quarantine import quarantine_if_bad
 from securifile.nodes.scrubber import CURSOR, Pace, Scrubber

@@ -1,0 +1,126 @@
+"""Storage nodes in one process, for the middle test tier: real StorageNodes on real temp
+directories, whose peer calls go straight to the other nodes' methods (what the ``/peer``
+handlers in nodes/peer_http.py call) instead of over HTTPS. The majority lock, the record
+broadcast and the replica copies all run for real; only the transport is left out.
+"""
+import random
+
+from securifile.common.errors import ApiError
+from securifile.common.paths import FilePath
+from securifile.common.tokens import mint_token
+from securifile.nodes.diskfile import DiskStore
+from securifile.nodes.locationmap import Location, LocationMap, Replica
+from securifile.nodes.peerclient import PeerError
+from securifile.nodes.peers import PeerTable
+from securifile.nodes.storage import StorageNode
+
+
+class InMemoryPeerClient:
+    """The part of nodes/peerclient.py's PeerClient that StorageNode calls, answered by the
+    peer nodes of the same process. A name in ``cluster.unreachable`` answers nothing."""
+
+    timeout = 3.0
+
+    def __init__(self, cluster, me):
+        self.cluster = cluster
+        self.me = me
+        self.calls = 0
+
+    def _node(self, base):
+        name = base.removeprefix("mem://")
+        self.calls += 1
+        if name in self.cluster.unreachable:
+            raise PeerError(f"{name} is unreachable", unreachable=True)
+        return self.cluster.nodes[name]
+
+    def stats(self):
+        return {"calls": self.calls}
+
+    async def lock(self, base, fp, holder, lease, token, known=0, stamp=None, timeout=None):
+        node = self._node(base)
+        try:
+            return node.grant_lock(fp, holder, self.me, token, lease, known, stamp)
+        except ApiError as e:  # as PeerClient raises a refusal: its status and JSON body
+            raise PeerError(e.message, e.status, {"error": {"code": e.code, "message": e.message,
+                                                            **e.details}}) from None
+
+    async def unlock(self, base, fp, token, timeout=None):
+        self._node(base).locks.release(fp, token)
+        return {"ok": True}
+
+    async def push_locations(self, base, records, release=None, timeout=None):
+        self._node(base).apply_locations(records, release or ())
+        return {"applied": len(records)}
+
+    async def send_copy(self, base, fp, disk_path, loc):
+        with open(disk_path, "rb") as f:
+            return self._store(self._node(base), fp, loc, [f.read()], None)
+
+    async def stream_copy(self, base, fp, loc, size, chunks):
+        node = self._node(base)
+        return self._store(node, fp, loc, [chunk async for chunk in chunks], size)
+
+    def _store(self, node, fp, loc, chunks, size):
+        writer = node.store.writer(fp, loc.algorithm)
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+            digest = writer.commit(loc.digest, size)
+        finally:
+            writer.abort()
+        node.accept_copy(fp, loc.version, digest, writer.size)
+        return {"server": node.name, "digest": digest, "size": writer.size}
+
+
+class MemoryCluster:
+    """``size`` StorageNodes named n1, n2, ... under ``root``, each a peer of the others."""
+
+    def __init__(self, root, size=3, replicas=1, capacity_bytes=0, seed=7):
+        names = [f"n{i}" for i in range(1, size + 1)]
+        self.urls = {n: f"mem://{n}" for n in names}
+        self.unreachable = set()
+        self.nodes = {}
+        for n in names:
+            data = root / n
+            self.nodes[n] = StorageNode(
+                n, self.urls, replicas, "sha256", DiskStore(data, capacity_bytes),
+                LocationMap(data / "locations.sqlite3"), PeerTable(n, names),
+                InMemoryPeerClient(self, n), random.Random(seed), lock_lease=30.0)
+
+    def place(self, owner, rel, holders, data=b"held elsewhere"):
+        """A file already stored on ``holders`` (the first its origin), known to every node:
+        what a finished upload leaves behind, without running one."""
+        fp = FilePath(owner, rel)
+        for name in holders:
+            node = self.nodes[name]
+            writer = node.store.writer(fp, "sha256")
+            writer.write(data)
+            digest = writer.commit()
+            node.record_copy(fp, 1, digest, len(data))
+        loc = Location(owner, rel, holders[0], digest, "sha256", len(data), 1,
+                       [Replica(h, i) for i, h in enumerate(holders[1:], start=1)], 1.0,
+                       stamp=1, coordinator=holders[0])
+        for node in self.nodes.values():
+            node.locations.apply(loc)
+        return fp
+
+    def close(self):
+        for node in self.nodes.values():
+            node.locations.close()
+
+
+def token_keys():
+    """(private, public) PEM of a fresh Ed25519 pair, as the admin server signs tokens with."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public
+
+
+def bearer(private_key, user):
+    return {"Authorization": "Bearer " + mint_token(private_key, user)[0]}

@@ -1,0 +1,199 @@
+"""The node's /files handlers in one process, through pytest-tornado's ``http_server`` and
+``http_client``: node n1 of a MemoryCluster (test/memory_cluster.py) serves the real
+Tornado application over loopback HTTP (the no-TLS mode), its peers answer in-process.
+What the handlers do is checked here in milliseconds: routing and redirects, 423 while
+locked, owner-only creation, room checks and the mapping of errors to status codes."""
+import json
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from securifile.common.auth import PEER_SECRET_HEADER, Authenticator
+from securifile.common.errors import Forbidden
+from securifile.common.paths import FilePath
+from securifile.nodes.http import load_openapi, make_app
+
+from .memory_cluster import MemoryCluster, bearer, token_keys
+
+KEYS = token_keys()
+MAX_BODY = 1000
+SECRET = "cluster-secret"  # what nodes show each other without TLS
+
+
+class SharedAuthoriser:
+    """Alice owns her namespace; bob is an editor in it (what the admin server would say)."""
+
+    async def check(self, principal, op, fp):
+        if principal.name == fp.owner or (principal.name == "bob" and op in ("read", "write")):
+            return "owner" if principal.name == fp.owner else "editor"
+        raise Forbidden(f"{principal.name} has no access to {fp.full}")
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = MemoryCluster(tmp_path, capacity_bytes=10_000)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def app(cluster):
+    return make_app(cluster.nodes["n1"], Authenticator(KEYS[1], list(cluster.nodes), SECRET),
+                    SharedAuthoriser(), tls=False, max_body_bytes=MAX_BODY, read_chunk=4,
+                    openapi=load_openapi())
+
+
+async def call(http_client, base_url, method, path, user="alice", body=None, headers=None,
+               **options):
+    """The answer, whatever its status (errors are answers here too)."""
+    request_headers = dict(bearer(KEYS[0], user)) if user else {}
+    request_headers.update(headers or {})
+    try:
+        return await http_client.fetch(f"{base_url}/files/{path}", method=method, body=body,
+                                       headers=request_headers, follow_redirects=False,
+                                       allow_nonstandard_methods=True, **options)
+    except HTTPClientError as e:
+        return e.response
+
+
+def error_code(response):
+    return json.loads(response.body)["error"]["code"]
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("expect_continue", [False, True])
+async def test_put_then_get_and_a_ranged_read(http_client, base_url, cluster, expect_continue):
+    # Without 100-continue a small body arrives while the lock is taken; with it, first.
+    r = await call(http_client, base_url, "PUT", "alice/a.txt", body=b"hello world",
+                   expect_100_continue=expect_continue)
+    assert r.code == 201, r.body
+    assert json.loads(r.body)["replicas_wanted"] == 1
+    r = await call(http_client, base_url, "PUT", "alice/a.txt", body=b"hello again",
+                   expect_100_continue=expect_continue)
+    assert r.code == 200 and json.loads(r.body)["version"] == 2
+    r = await call(http_client, base_url, "GET", "alice/a.txt")
+    assert r.code == 200 and r.body == b"hello again"
+    assert r.headers["X-SecuriFile-Version"] == "2" and r.headers["X-SecuriFile-Server"] == "n1"
+    r = await call(http_client, base_url, "GET", "alice/a.txt", headers={"Range": "bytes=6-"})
+    assert r.code == 206 and r.body == b"again"
+    r = await call(http_client, base_url, "GET", "alice/")
+    assert [f["path"] for f in json.loads(r.body)["files"]] == ["a.txt"]
+    assert cluster.nodes["n1"].upload_slots._busy == {}
+
+
+@pytest.mark.gen_test
+async def test_requests_for_a_file_held_elsewhere_are_redirected(http_client, base_url, cluster):
+    cluster.place("alice", "far.txt", ["n2", "n3"])
+    for method, body in (("GET", None), ("PUT", b"new")):
+        r = await call(http_client, base_url, method, "alice/far.txt", body=body)
+        assert r.code == 307, (method, r.body)
+        assert r.headers["Location"] == "mem://n2/files/alice/far.txt?holder=n2"
+    r = await call(http_client, base_url, "GET", "alice/far.txt?avoid=n2")
+    assert r.code == 307 and r.headers["Location"].startswith("mem://n3/")
+    # Nothing was written here, and nothing is held.
+    assert not cluster.nodes["n1"].store.path_for(FilePath("alice", "far.txt")).exists()
+    assert cluster.nodes["n1"].upload_slots._busy == {}
+
+
+@pytest.mark.gen_test
+async def test_a_locked_file_answers_423_naming_the_writer(http_client, base_url, cluster):
+    fp = cluster.place("alice", "busy.txt", ["n2", "n3"])
+    ticket = await cluster.nodes["n3"].lock(fp, "bob")
+    r = await call(http_client, base_url, "PUT", "alice/busy.txt", body=b"x")
+    assert r.code == 423 and error_code(r) == "locked"
+    assert json.loads(r.body)["error"]["holder"] == "bob"
+    cluster.nodes["n3"].release(ticket)
+
+
+@pytest.mark.gen_test
+async def test_only_the_owner_creates_files_an_editor_changes_them(http_client, base_url, cluster):
+    r = await call(http_client, base_url, "PUT", "alice/new.txt", user="bob", body=b"x")
+    assert r.code == 403 and error_code(r) == "forbidden"
+    assert cluster.nodes["n1"].locations.get(FilePath("alice", "new.txt")) is None
+    assert (await call(http_client, base_url, "PUT", "alice/new.txt", body=b"v1")).code == 201
+    r = await call(http_client, base_url, "PUT", "alice/new.txt", user="bob", body=b"v2")
+    assert r.code == 200 and json.loads(r.body)["version"] == 2
+    r = await call(http_client, base_url, "DELETE", "alice/new.txt", user="bob")
+    assert r.code == 403
+
+
+@pytest.mark.gen_test
+async def test_size_and_room_are_refused_with_their_codes(http_client, base_url, cluster):
+    r = await call(http_client, base_url, "PUT", "alice/big.bin", body=b"x" * (MAX_BODY + 1))
+    assert r.code == 413 and error_code(r) == "too_large"
+    cluster.nodes["n1"].store.capacity_bytes = 10
+    r = await call(http_client, base_url, "PUT", "alice/big.bin", body=b"x" * 11,
+                   expect_100_continue=True)
+    assert r.code == 507
+    assert not cluster.nodes["n1"].store.path_for(FilePath("alice", "big.bin")).exists()
+
+
+@pytest.mark.gen_test
+async def test_errors_map_to_their_status_and_json_codes(http_client, base_url, cluster):
+    cases = [
+        ("GET", "alice/missing.txt", "alice", None, {}, 404, "not_found"),
+        ("GET", "bob/x.txt", "alice", None, {}, 403, "forbidden"),
+        ("GET", "alice/x.txt", None, None, {}, 401, "unauthenticated"),
+        ("PUT", "alice/../x", "alice", b"x", {}, 400, "invalid_path"),
+        ("PUT", "alice/d.txt", "alice", b"x", {"Content-Digest": "sha-256=:bad:"}, 400,
+         "invalid_digest"),
+        ("DELETE", "alice/missing.txt", "alice", None, {}, 404, "not_found"),
+    ]
+    for method, path, user, body, headers, status, code in cases:
+        r = await call(http_client, base_url, method, path, user, body, headers)
+        assert (r.code, error_code(r)) == (status, code), (method, path, r.body)
+    r = await call(http_client, base_url, "PUT", "alice/file.txt", body=b"x")
+    assert r.code == 201
+    r = await call(http_client, base_url, "PUT", "alice/file.txt/under", body=b"x")
+    assert (r.code, error_code(r)) == (409, "parent_is_a_file")
+
+
+@pytest.mark.gen_test
+async def test_a_node_without_a_majority_serves_nobody(http_client, base_url, cluster):
+    cluster.nodes["n1"].peers.set_self("offline", "taken offline by the test")
+    r = await call(http_client, base_url, "GET", "alice/x.txt")
+    assert r.code == 503 and error_code(r) == "server_not_running"
+
+
+async def peer_call(http_client, base_url, method, path, payload=None, peer="n2"):
+    headers = {PEER_SECRET_HEADER: SECRET, "X-SecuriFile-Node": peer,
+               "Content-Type": "application/json"}
+    try:
+        return await http_client.fetch(f"{base_url}/peer/{path}", method=method, headers=headers,
+                                       body=None if payload is None else json.dumps(payload))
+    except HTTPClientError as e:
+        return e.response
+
+
+@pytest.mark.gen_test
+async def test_a_lock_a_peer_takes_here_refuses_users_until_given_back(http_client, base_url,
+                                                                         cluster):
+    lock = {"owner": "alice", "path": "p.txt", "holder": "bob", "token": "t1", "lease": 30}
+    r = await peer_call(http_client, base_url, "POST", "locks", lock)
+    assert r.code == 200 and json.loads(r.body)["stamp"] == 1
+    r = await call(http_client, base_url, "PUT", "alice/p.txt", body=b"x")
+    assert r.code == 423 and json.loads(r.body)["error"]["node"] == "n2"
+    r = await peer_call(http_client, base_url, "POST", "locks", {**lock, "release": True})
+    assert r.code == 200
+    assert (await call(http_client, base_url, "PUT", "alice/p.txt", body=b"x")).code == 201
+    r = await peer_call(http_client, base_url, "GET", "locations?since=0")
+    assert [rec["path"] for rec in json.loads(r.body)["records"]] == ["p.txt"]
+
+
+@pytest.mark.gen_test
+async def test_peer_routes_answer_nodes_only_and_an_offline_node_no_heartbeat(
+        http_client, base_url, cluster):
+    r = await peer_call(http_client, base_url, "POST", "heartbeat", {"from": "n2", "pulled": 4})
+    assert r.code == 200 and json.loads(r.body)["status"] == "running"
+    assert cluster.nodes["n1"].pulled_by == {"n2": 4}
+    try:
+        await http_client.fetch(f"{base_url}/peer/heartbeat", method="POST", body="{}",
+                                headers=bearer(KEYS[0], "alice"))
+        raise AssertionError("a user reached a peer route")
+    except HTTPClientError as e:
+        assert e.code == 403 and error_code(e.response) == "not_a_node"
+    r = await peer_call(http_client, base_url, "POST", "admin/state", {"state": "offline"})
+    assert r.code == 403 and error_code(r) == "not_the_admin"
+    cluster.nodes["n1"].set_admin_state("offline")
+    r = await peer_call(http_client, base_url, "POST", "heartbeat", {"from": "n2"})
+    assert r.code == 503 and error_code(r) == "server_offline"

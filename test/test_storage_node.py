@@ -1,0 +1,222 @@
+"""StorageNode's write protocol in one process (test/memory_cluster.py): where an upload
+goes, 423 while a file is locked, who may create a file, room checks, and a whole upload
+through the majority lock to its replica. No processes: each test takes milliseconds."""
+import asyncio
+
+import pytest
+
+from securifile.common.errors import ApiError, Forbidden, Locked
+from securifile.common.paths import FilePath
+from securifile.nodes.diskfile import InsufficientStorage
+from securifile.nodes.metrics import NodeMetrics
+from securifile.nodes.observed import listen
+from securifile.nodes.upload import Redirect, Stored, Upload
+from securifile.nodes.upload_limits import TooManyUploads
+
+from .memory_cluster import MemoryCluster
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = MemoryCluster(tmp_path)
+    yield c
+    c.close()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def no_locks_anywhere(cluster, fp):
+    return all(node.locks.held(fp) is None for node in cluster.nodes.values())
+
+
+async def upload(node, fp, user, data, body_first=False):
+    up = node.begin_upload(fp, user, len(data))
+    assert isinstance(up, Upload)
+    try:
+        assert await up.start(body_first=body_first) is None
+        pending = up.write(data)
+        if pending is not None:
+            await pending
+        return await up.finish()
+    finally:
+        up.close()
+
+
+def refusal(node, fp, user, body=b"abc", **options):
+    """The ApiError an upload of ``body`` ends with (at start or at finish), once the upload
+    is closed and the peers' unlocks have run."""
+    async def attempt():
+        up = node.begin_upload(fp, user, len(body), **options)
+        try:
+            if await up.start() is None:
+                up.write(body)
+                await up.finish()
+        except ApiError as e:
+            return e
+        finally:
+            up.close()
+            for _ in range(3):
+                await asyncio.sleep(0)
+        raise AssertionError(f"the upload of {fp} by {user} was not refused")
+
+    return run(attempt())
+
+
+@pytest.mark.parametrize("body_first", [False, True])
+def test_an_upload_is_stored_here_and_on_its_replica_and_frees_the_lock(cluster, body_first):
+    n1 = cluster.nodes["n1"]
+    fp = FilePath("alice", "docs/a.txt")
+    stored = run(upload(n1, fp, "alice", b"hello", body_first))
+    assert isinstance(stored, Stored) and stored.created
+    body = stored.body
+    assert body["origin"] == "n1" and body["size"] == 5 and body["replicas_wanted"] == 1
+    assert body["under_replicated"] is False
+    (replica,) = [r["server"] for r in body["replicas"]]
+    for name in ("n1", replica):
+        assert b"".join(cluster.nodes[name].store.open_chunks(fp)) == b"hello"
+    # Every node learnt the record; no lock and no upload slot is left behind.
+    assert all(node.locations.get(fp).version == 1 for node in cluster.nodes.values())
+    assert no_locks_anywhere(cluster, fp)
+    assert n1.upload_slots._busy == {}
+    again = run(upload(n1, fp, "alice", b"hello again"))
+    assert not again.created and again.body["version"] == 2
+
+
+def test_a_file_held_elsewhere_is_redirected_to_its_holder(cluster):
+    fp = cluster.place("alice", "held.txt", ["n2", "n3"])
+    decision = cluster.nodes["n1"].begin_upload(fp, "alice", 3)
+    assert decision == Redirect("n2")
+    # The client could not reach n2: the next holder coordinates.
+    assert cluster.nodes["n1"].begin_upload(fp, "alice", 3, avoid={"n2"}) == Redirect("n3")
+    # A holder serves the write itself.
+    assert isinstance(cluster.nodes["n2"].begin_upload(fp, "alice", 3), Upload)
+
+
+def test_a_locked_file_is_refused_with_423_before_any_redirect(cluster):
+    fp = cluster.place("alice", "busy.txt", ["n2", "n3"])
+
+    async def scenario():
+        ticket = await cluster.nodes["n3"].lock(fp, "bob")  # n3 coordinates bob's write
+        with pytest.raises(Locked) as refused:
+            cluster.nodes["n1"].begin_upload(fp, "alice", 3)
+        cluster.nodes["n3"].release(ticket)
+        await asyncio.sleep(0)  # the peers' unlocks run in the background
+        return refused.value
+
+    err = run(scenario())
+    assert err.status == 423 and err.details == {"holder": "bob", "node": "n3"}
+    assert isinstance(cluster.nodes["n1"].begin_upload(fp, "alice", 3), Redirect)
+
+
+def test_a_lock_held_only_on_a_peer_refuses_the_upload_at_lock_time(cluster):
+    """The local table is free, but a majority member holds the lock: 423 from the round."""
+    fp = FilePath("alice", "peer-locked.txt")
+    cluster.nodes["n2"].locks.acquire(fp, "bob", "n2", "other-token", 30)
+    cluster.nodes["n3"].locks.acquire(fp, "bob", "n2", "other-token", 30)
+    n1 = cluster.nodes["n1"]
+    assert isinstance(refusal(n1, fp, "alice"), Locked)
+    assert n1.locks.held(fp) is None and n1.upload_slots._busy == {}
+
+
+def test_only_the_owner_creates_a_file_and_the_refusal_gives_everything_back(cluster):
+    n1 = cluster.nodes["n1"]
+    fp = FilePath("alice", "new.txt")
+    err = refusal(n1, fp, "bob")
+    assert isinstance(err, Forbidden) and err.status == 403 and err.code == "forbidden"
+    assert no_locks_anywhere(cluster, fp) and n1.upload_slots._busy == {}
+    # Once the file exists, someone else (the authoriser let them) may change it.
+    run(upload(n1, fp, "alice", b"v1"))
+    assert not run(upload(n1, fp, "bob", b"v2")).created
+
+
+def test_room_and_size_are_checked_before_anything_is_held(tmp_path):
+    cluster = MemoryCluster(tmp_path, capacity_bytes=100)
+    try:
+        n1 = cluster.nodes["n1"]
+        fp = FilePath("alice", "big.bin")
+        with pytest.raises(InsufficientStorage) as full:
+            n1.begin_upload(fp, "alice", 101)
+        assert full.value.status == 507
+        with pytest.raises(ApiError) as large:
+            n1.begin_upload(fp, "alice", 50, max_bytes=40)
+        assert (large.value.status, large.value.code) == (413, "too_large")
+        assert n1.upload_slots._busy == {} and n1.locks.held(fp) is None
+        # An unannounced length is not checked up front (the writer checks as bytes come).
+        assert isinstance(n1.begin_upload(fp, "alice", None), Upload)
+    finally:
+        cluster.close()
+
+
+def test_a_bad_content_digest_is_refused_before_the_upload_begins(cluster):
+    with pytest.raises(ApiError) as bad:
+        cluster.nodes["n1"].begin_upload(FilePath("alice", "d.txt"), "alice", 1,
+                                         content_digest="sha-256=:nope:")
+    assert (bad.value.status, bad.value.code) == (400, "invalid_digest")
+
+
+def test_a_declared_digest_that_does_not_match_commits_nothing(cluster):
+    n1 = cluster.nodes["n1"]
+    fp = FilePath("alice", "d.txt")
+    # The SHA-256 of b"other", declared for b"hello".
+    declared = "sha-256=:2SmKENGwc1g33EvYXaxkGw887yekfl1TpU8vP1svz/o=:"
+    err = refusal(n1, fp, "alice", b"hello", content_digest=declared)
+    assert err.code == "digest_mismatch"
+    assert n1.locations.get(fp) is None and not n1.store.path_for(fp).exists()
+    assert no_locks_anywhere(cluster, fp)
+
+
+def test_a_user_holds_at_most_its_upload_slots(cluster):
+    n1 = cluster.nodes["n1"]
+    n1.upload_slots.per_user = 1
+
+    async def scenario():
+        first = n1.begin_upload(FilePath("alice", "1"), "alice", 1)
+        second = n1.begin_upload(FilePath("alice", "2"), "alice", 1)
+        try:
+            await first.start()
+            with pytest.raises(TooManyUploads):
+                await second.start()
+        finally:
+            first.close()
+            second.close()
+        third = n1.begin_upload(FilePath("alice", "3"), "alice", 1)
+        await third.start()  # the first gave its slot back
+        third.close()
+
+    run(scenario())
+
+
+def test_an_upload_closed_during_its_lock_round_gives_the_lock_back(cluster):
+    """The client went away while the majority was asked: the lock, when it comes, goes."""
+    n1 = cluster.nodes["n1"]
+    fp = FilePath("alice", "gone.txt")
+
+    async def scenario():
+        up = n1.begin_upload(fp, "alice", 1)
+        started = asyncio.ensure_future(up.start())
+        await asyncio.sleep(0)  # the lock round is under way
+        up.close()
+        assert await started is None
+        for _ in range(10):
+            await asyncio.sleep(0)  # the peers' unlocks
+        return up
+
+    up = run(scenario())
+    assert up.ticket is None and no_locks_anywhere(cluster, fp)
+
+
+def test_the_metrics_hear_of_replication_broadcasts_and_misses(cluster):
+    n1 = cluster.nodes["n1"]
+    metrics = NodeMetrics(n1)
+    sample = metrics.registry.get_sample_value
+    run(upload(n1, FilePath("alice", "m.txt"), "alice", b"counted"))
+    assert sample("securifile_record_broadcasts_total", {"confirmed": "true"}) == 1
+    assert sample("securifile_replication_duration_seconds_count") == 1
+    assert sample("securifile_replications_short_total") == 0
+    n1.peers.record_miss("n2")
+    assert sample("securifile_heartbeat_misses_total", {"peer": "n2"}) == 1
+    # A method nobody marked cannot be listened to: a renamed one fails loudly.
+    with pytest.raises(AttributeError):
+        listen(n1, "route_read", lambda *_: None)
