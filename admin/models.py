@@ -40,6 +40,26 @@ class User(Base):
     # Credentials carry the generation they were issued in; a password change or reset
     # starts a new one, and every older token and certificate is refused.
     credential_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The most bytes the account's namespace may hold (each file counted once, whatever the
+    # number of replicas); None: no limit.
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class QuotaReservation(Base):
+    """Bytes an upload in progress may still add to its owner's namespace: granted before the
+    node accepts them, so that concurrent uploads cannot together pass the quota. It ends
+    when the node's report of the stored file is applied, when the node gives it back (a
+    failed upload), or at ``expires_at`` (a node that died mid-upload)."""
+
+    __tablename__ = "quota_reservations"
+    __table_args__ = (Index("ix_quota_reservations_owner", "owner"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    node: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(NameString)
+    path: Mapped[str] = mapped_column(PathString)
+    bytes: Mapped[int] = mapped_column(BigInteger)  # growth of the owner's usage reserved
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class RemovedAccount(Base):
@@ -183,6 +203,31 @@ class Server(Base):
     available_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     sampled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_report: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The newest membership epoch this server said it holds (admin/membership.py).
+    known_epoch: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WitnessLease(Base):
+    """The tie-break lease the admin server last granted (one row), so that a membership
+    change made by another process (the CLI) sees it too. ``until``: Unix time."""
+
+    __tablename__ = "witness_leases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    side: Mapped[str] = mapped_column(Text)
+    until: Mapped[float] = mapped_column(Float)
+
+
+class Membership(Base):
+    """One numbered list of the cluster's servers; the highest epoch is the current one.
+    ``servers`` is JSON: [{"name", "url", "state": "member" | "draining"}]."""
+
+    __tablename__ = "memberships"
+
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    servers: Mapped[str] = mapped_column(Text)
+    change: Mapped[str] = mapped_column(String(200), default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Observation(Base):
@@ -263,9 +308,10 @@ class LoginTrust(Base):
     at: Mapped[float] = mapped_column(Float)
 
 
-class WitnessLease(Base):
-    """The tie-break lease (admin/witness.py): one row, id 1; ``side`` JSON list of names,
-    ``until`` epoch seconds by the database's clock."""
+class WitnessGrant(Base):
+    """The tie-break lease itself (admin/witness.py): one row, id 1, taken by compare-and-set
+    by any admin instance; ``side`` JSON list of names, ``until`` Unix time by the
+    database's clock. (``WitnessLease`` is the copy written down for membership changes.)"""
 
     __tablename__ = "witness_lease"
 

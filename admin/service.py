@@ -5,6 +5,7 @@ Handlers call these methods; nothing here knows about HTTP requests.
 """
 import asyncio
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, func, select
@@ -22,10 +23,12 @@ from .caller import Caller
 from .catalog import Catalog
 from .coordination import exclusive, insert_once
 from .events import events_page
+from .membership import MembershipBook
 from .mailer import (
     MailError, Mailer, MailSettings, account_email, account_removed_email, enrolment_email)
 from .models import Event
 from .namespaces import due_for_purge, finish_purges, sealed
+from .quotas import Quotas, check_quota
 from .servers import ServerRegistry
 from .shared_throttle import SharedLoginThrottle
 from .witness import Witness
@@ -49,6 +52,8 @@ class AdminService:
         self.servers = ServerRegistry(sessions, self._log_status,
                                       fresh_seconds=max(10.0, 5 * cfg.sample_interval))
         self.catalog = Catalog(sessions, self.servers.on_status)
+        self.quotas = Quotas(sessions, self.clock, cfg.quota_reservation_seconds)
+        self.catalog.on_quota_done = self.quotas.finish
         self.node_client = node_client
         self.syslog = syslog
         self.receiver_stats = None
@@ -62,6 +67,11 @@ class AdminService:
         self._ca = None
         self._token_key = None
         self.witness = Witness(sessions)
+        self.membership = MembershipBook(sessions, self.servers, self.witness, cfg.replicas)
+        # Node names the admin server accepts certificates of: kept in step with the
+        # membership (the Authenticator shares this set).
+        self.node_names = set()
+        self.syslog_names = {"admin"}  # and the nodes, for the built-in receiver
 
     @property
     def admin_address(self):
@@ -151,9 +161,10 @@ class AdminService:
         return Caller(principal, user)
 
     def me(self, caller):
+        """The caller's account, with its quota and usage."""
         u = caller.user
         return {"username": u.username, "email": u.email, "admin": u.admin,
-                "valid_until": iso(u.valid_until)}
+                "valid_until": iso(u.valid_until), **self.quotas.usage(u.username)}
 
     def list_users(self, caller, limit, after=None, wanted=None):
         """Administrators list every account. Anybody else sees their own account, the names
@@ -255,7 +266,8 @@ class AdminService:
                 "ca": self.layout.ca_cert.read_text(),
                 "not_after": iso(cert.not_valid_after_utc)}
 
-    async def create_user(self, username, email, valid_days, password=None, admin=False, by="admin"):
+    async def create_user(self, username, email, valid_days, password=None, admin=False, by="admin",
+                          quota_bytes=None):
         """Create the account and e-mail its owner an enrolment code (when no password was
         given). The answer carries the code only when the e-mail could not be sent, so that
         the administrator can hand it over another way."""
@@ -264,7 +276,7 @@ class AdminService:
         except (TypeError, ValueError):
             raise ApiError("valid_days must be a number", code="invalid_validity") from None
         new = await asyncio.to_thread(self.accounts.create, username, email, valid_days,
-                                      password, admin)
+                                      password, admin, check_quota(quota_bytes))
         user = new.user
         mail = await self._mail(account_email(
             user.username, user.email, new.enrolment_code, self.admin_address, user.valid_until,
@@ -272,7 +284,8 @@ class AdminService:
         self.audit("account", f"account {user.username} created by {by}", username=user.username,
                    operation="create_user", result="ok")
         result = {"username": user.username, "email": user.email, "admin": user.admin,
-                  "valid_until": iso(user.valid_until), "email_sent": mail is None,
+                  "valid_until": iso(user.valid_until), "quota_bytes": user.quota_bytes,
+                  "email_sent": mail is None,
                   "enrolment_expires_at": iso(new.enrolment_expires)}
         if mail is not None:
             result["email_error"] = mail
@@ -280,7 +293,8 @@ class AdminService:
                 result["enrolment_code"] = new.enrolment_code
         return result
 
-    async def add_user(self, caller, username, email, valid_days=365, password=None, admin=False):
+    async def add_user(self, caller, username, email, valid_days=365, password=None, admin=False,
+                       quota_bytes=None):
         """An administrator creates an account (POST /users): the JSON body's types checked."""
         caller.require_admin()
         if isinstance(valid_days, bool) or not isinstance(valid_days, (int, float)):
@@ -290,7 +304,8 @@ class AdminService:
         if not isinstance(password, (str, type(None))):
             raise ApiError("password must be a string (or absent: an enrolment code is "
                            "e-mailed)", code="weak_password")
-        return await self.create_user(username, email, valid_days, password, admin)
+        return await self.create_user(username, email, valid_days, password, admin,
+                                      by=caller.name, quota_bytes=quota_bytes)
 
     async def reset_enrolment(self, username, by="admin"):
         """A new enrolment code e-mailed to the owner (a forgotten password)."""
@@ -328,6 +343,14 @@ class AdminService:
         except MailError as e:
             log.error("account e-mail to %s failed: %s", message["To"], e)
             return str(e)
+
+    async def set_quota(self, username, quota_bytes, by="admin"):
+        """Set or lift (None) an account's quota; the answer has its usage."""
+        usage = await asyncio.to_thread(self.quotas.set_quota, username, quota_bytes)
+        self.audit("account", f"quota of {username} set to "
+                   f"{'none' if quota_bytes is None else f'{quota_bytes} bytes'} by {by}",
+                   username=username, operation="set_quota", result="ok")
+        return {"username": username, **usage}
 
     async def remove_user(self, username, by="admin"):
         user = await asyncio.to_thread(self.accounts.remove, username)
@@ -405,8 +428,18 @@ class AdminService:
     # -- servers and nodes -----------------------------------------------------------------
 
     def servers_overview(self):
+        """Every server's status and storage, with its membership state (and the files left
+        on it while it drains), the epoch and whether a majority holds it."""
+        servers = self.servers.listing()
+        membership = self.membership.status()
+        state = {m["name"]: m for m in membership["servers"]}
+        for server in servers:
+            member = state.get(server["name"], {})
+            server["membership"] = member.get("state", "member")
+            server["files_left"] = member.get("files_left")
         return {"replicas": self.cfg.replicas, "tls": self.cfg.tls,
-                "servers": self.servers.listing()}
+                "epoch": membership["epoch"], "committed": membership["committed"],
+                "servers": servers}
 
     def storage_samples(self, name, since, limit):
         return {"server": name, "samples": self.catalog.samples(name, since, limit)}
@@ -425,11 +458,14 @@ class AdminService:
             applied += self.catalog.apply_report(report)
         return applied
 
-    def ask_witness(self, node, side, lease):
-        """The tie-break lease for a node that reaches exactly half of the servers."""
-        granted, holder = self.witness.ask(node, side, lease)
-        return {"granted": granted, "lease": lease if granted else 0, "side": holder}
-
+    def ask_witness(self, node, side, lease, epoch=None):
+        """The tie-break lease for a node that reaches exactly half of the servers. Only a
+        node at the current membership epoch, once a majority holds it, may win a tie: a
+        side counting over an older list might overlap nobody (admin/membership.py)."""
+        granted = self.tie_allowed(epoch) and self.witness.ask(node, side, lease)
+        if granted:  # a change made by the CLI must see it too
+            self.membership.note_lease(self.witness.side, time.time() + self.witness.remaining())
+        return {"granted": granted, "lease": lease if granted else 0, "side": self.witness.side}
 
     async def set_server_state(self, name, state, by):
         url = await asyncio.to_thread(self.servers.set_admin_state, name, state)
@@ -439,6 +475,37 @@ class AdminService:
         # 'subject', not 'server': the admin server signs its records as itself.
         self.audit("status", f"{by} took server {name} {state}", username=by, subject=name,
                    operation=state, result="ok")
+
+    def refresh_node_names(self):
+        """The servers of the membership are the nodes this server talks to."""
+        names = self.membership.names()
+        self.node_names.intersection_update(names)
+        self.node_names.update(names)
+        self.syslog_names.intersection_update(names | {"admin"})
+        self.syslog_names.update(names)
+        return names
+
+    def change_membership(self, action, name, by, url=None):
+        """Add, drain or remove a server (admin/membership.py); the new epoch and list."""
+        if action == "add":
+            result = self.membership.add(name, url)
+        elif action == "drain":
+            result = self.membership.drain(name)
+        else:
+            result = self.membership.remove(name)
+        self.refresh_node_names()
+        self.audit("status", f"{by}: {action} server {name} (membership epoch {result['epoch']})",
+                   username=by, subject=name, operation=action, result="ok")
+        return result
+
+    def tie_allowed(self, epoch):
+        """The witness grants a tie only to a node at the current epoch, once committed."""
+        try:
+            epoch = int(epoch)
+        except (TypeError, ValueError):
+            return False
+        current, _servers = self.membership.current()
+        return epoch == current and self.membership.committed()
 
     def prune_samples(self, keep_days=7):
         """Storage samples and deletions older than a week (no node queues reports so long),

@@ -16,7 +16,7 @@ import json
 from sqlalchemy import Float, literal, literal_column, select, update
 
 from .coordination import insert_once
-from .models import WitnessLease
+from .models import WitnessGrant
 
 MAX_LEASE = 60.0
 ROW = 1
@@ -43,28 +43,37 @@ class Witness:
         return database_now(s.get_bind().dialect.name)
 
     def ask(self, asker, side, lease):
-        """Grant (True) or refuse the lease of ``lease`` seconds for ``side``; with the side
-        that holds the lease now (None: nobody ever held it)."""
+        """Grant (True) or refuse the lease of ``lease`` seconds for ``side``."""
         side = sorted(set(side))
         lease = max(0.0, min(float(lease), MAX_LEASE))
         if asker not in side:
-            return False, self.side
+            return False
         key = json.dumps(side)
         with self.sessions.begin() as s:
             # The row is made by the schema's migration; a schema made otherwise gets it here.
-            s.execute(insert_once(s, WitnessLease, {"id": ROW, "side": "", "until": 0.0}, "id"))
+            s.execute(insert_once(s, WitnessGrant, {"id": ROW, "side": "", "until": 0.0}, "id"))
             now = self._now(s)
             granted = s.execute(
-                update(WitnessLease)
-                .where(WitnessLease.id == ROW)
-                .where((WitnessLease.side == key) | (WitnessLease.until <= now))
+                update(WitnessGrant)
+                .where(WitnessGrant.id == ROW)
+                .where((WitnessGrant.side == key) | (WitnessGrant.until <= now))
                 .values(side=key, until=now + lease)
                 .execution_options(synchronize_session=False)).rowcount == 1
-            held = s.scalar(select(WitnessLease.side).where(WitnessLease.id == ROW))
-        return granted, json.loads(held) if held else None
+        return granted
+
+    def remaining(self):
+        """Seconds left of the lease held now (0 when none is)."""
+        with self.sessions() as s:
+            left = s.scalar(select(WitnessGrant.until - self._now(s))
+                            .where(WitnessGrant.id == ROW))
+        return max(0.0, float(left or 0.0))
+
+    def lease_live(self):
+        """A side may be serving on a tie: the membership must not change under it."""
+        return self.remaining() > 0
 
     @property
     def side(self):
         with self.sessions() as s:
-            held = s.scalar(select(WitnessLease.side).where(WitnessLease.id == ROW))
+            held = s.scalar(select(WitnessGrant.side).where(WitnessGrant.id == ROW))
         return json.loads(held) if held else None

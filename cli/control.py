@@ -8,9 +8,16 @@ from securifile.client.credentials import keep_login_after_password_change
 from securifile.client.settings import LoginFolder, saved_admin_url
 from securifile.common.admin_urls import parse_admin_urls
 
-from .output import format_table, human_size, to_json, when
+from .output import format_table, human_size, quota_text, to_json, usage_text, when
 
 COMMANDS = ("whoami", "users", "share", "unshare", "grants", "shared", "passwd", "admin")
+
+
+def membership_cell(server):
+    """'member', or 'draining (N files left)' while a drain is under way."""
+    state = server.get("membership", "member")
+    left = server.get("files_left")
+    return f"{state} ({left} files left)" if state == "draining" and left is not None else state
 
 
 def _target_name(owner, path):
@@ -69,6 +76,7 @@ class ControlCommands:
             lines = [f"{me['username']}{' (administrator)' if me.get('admin') else ''}",
                      f"  e-mail              {me.get('email') or '-'}",
                      f"  account valid until {when(me.get('valid_until'))}",
+                     f"  storage used        {usage_text(me)}",
                      f"  admin server        {self.admin.url}"]
             if saved:
                 lines.append(f"  token valid until   {when(saved.get('token_expires_at'))}")
@@ -108,9 +116,10 @@ class ControlCommands:
         else:
             users = self.admin.users()
         return self.emit({"users": users}, lambda: format_table(
-            ["user", "e-mail", "admin", "valid until", "files", "volume"],
+            ["user", "e-mail", "admin", "valid until", "files", "volume", "quota"],
             [[u["username"], u.get("email"), "yes" if u.get("admin") else "",
-              when(u.get("valid_until")), u.get("file_count", 0), human_size(u.get("total_bytes"))]
+              when(u.get("valid_until")), u.get("file_count", 0), human_size(u.get("total_bytes")),
+              quota_text(u.get("quota_bytes")) if "quota_bytes" in u else None]
              for u in users]))
 
     def share(self):
@@ -157,15 +166,21 @@ class ControlCommands:
         if a.password_stdin:
             password = sys.stdin.readline().rstrip("\r\n") or None
         result = self.admin.add_user(a.name, a.email, a.valid_days, password=password,
-                                     admin=a.admin)
+                                     admin=a.admin, quota_bytes=a.quota)
 
         def text():
             lines = [f"created {result['username']}{' (administrator)' if result.get('admin') else ''}"
-                     f", valid until {when(result.get('valid_until'))}"]
+                     f", valid until {when(result.get('valid_until'))}, quota "
+                     f"{quota_text(result.get('quota_bytes'))}"]
             lines += _enrolment_lines(result, result.get("email"))
             return "\n".join(lines)
 
         return self.emit(result, text)
+
+    def admin_user_set_quota(self):
+        result = self.admin.set_quota(self.args.name, self.args.size)
+        return self.emit(result, f"{self.args.name}: quota {quota_text(result['quota_bytes'])}; "
+                                 f"uses {usage_text(result)}")
 
     def admin_user_enrol(self):
         result = self.admin.reset_enrolment(self.args.name)
@@ -177,6 +192,21 @@ class ControlCommands:
         self.admin.remove_user(self.args.name)
         return self.emit({"username": self.args.name, "removed": True},
                          f"removed {self.args.name}")
+
+    def admin_server_add(self):
+        result = self.admin.add_server(self.args.name, self.args.url)
+        return self.emit(result, f"{self.args.name} added (membership epoch {result['epoch']}); "
+                                 f"start it, the others verify it, then it takes new copies")
+
+    def admin_server_drain(self):
+        result = self.admin.drain_server(self.args.name)
+        return self.emit(result, f"{self.args.name} draining (membership epoch "
+                                 f"{result['epoch']}); 'securifile admin servers' shows the "
+                                 f"files left on it")
+
+    def admin_server_remove(self):
+        result = self.admin.remove_server(self.args.name)
+        return self.emit(result, f"{self.args.name} removed (membership epoch {result['epoch']})")
 
     def admin_offline(self):
         result = self.admin.set_server_state(self.args.node, "offline")
@@ -194,11 +224,15 @@ class ControlCommands:
         def text():
             rows = [[s["name"], s["url"], s.get("status"), s.get("admin_state"), when(s.get("since")),
                      human_size(s.get("used_bytes")), human_size(s.get("available_bytes")),
-                     str(s.get("under_replicated", 0))]
+                     str(s.get("under_replicated", 0)), membership_cell(s)]
                     for s in listing.get("servers", [])]
             lines = [format_table(["name", "url", "status", "admin", "since", "used", "available",
-                                   "under-replicated"], rows),
+                                   "under-replicated", "membership"], rows),
                      f"replicas per file: {listing.get('replicas')}"]
+            if "epoch" in listing:
+                lines.append(f"membership epoch {listing['epoch']}"
+                             + ("" if listing.get("committed") else
+                                " (not yet known to a majority: changes wait)"))
             return "\n".join(lines)
 
         if listing.get("tls") is False:  # never hidden, not even by --quiet or --json

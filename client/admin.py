@@ -216,11 +216,13 @@ class AdminClient:
                 return users
             after = page[-1]["username"]
 
-    def add_user(self, username, email, valid_days, *, password=None, admin=False):
+    def add_user(self, username, email, valid_days, *, password=None, admin=False,
+                 quota_bytes=None):
         """Create an account (administrators only). Without ``password`` its owner gets an
-        enrolment code by e-mail (in the answer too, when the e-mail could not be sent)."""
+        enrolment code by e-mail (in the answer too, when the e-mail could not be sent).
+        ``quota_bytes``: what its files may take (None: no limit)."""
         payload = {"username": username, "email": email, "valid_days": valid_days,
-                   "admin": bool(admin)}
+                   "admin": bool(admin), "quota_bytes": quota_bytes}
         if password is not None:
             payload["password"] = password
         return self.request("POST", "/api/v1/users", payload, expected=(201,))
@@ -229,6 +231,11 @@ class AdminClient:
         """E-mail ``username`` a new enrolment code (administrators only)."""
         return self.request("POST", f"/api/v1/users/{quote(username, safe='')}/enrolment",
                             expected=(201,))
+
+    def set_quota(self, username, quota_bytes):
+        """Set (None: lift) an account's quota; ``{"quota_bytes","used_bytes",...}``."""
+        return self.request("PATCH", "/api/v1/users/" + quote(username, safe=""),
+                            {"quota_bytes": quota_bytes})
 
     def remove_user(self, username):
         self.request("DELETE", "/api/v1/users/" + quote(username, safe=""), expected=(204,))
@@ -293,6 +300,18 @@ class AdminClient:
         if state not in ("offline", "online"):
             raise ValueError("state is 'offline' or 'online'")
         return self.request("POST", f"/api/v1/servers/{quote(name, safe='')}/{state}")
+
+    def add_server(self, name, url):
+        """Add a server to the running cluster (administrators only): the new membership."""
+        return self.request("POST", "/api/v1/servers", {"name": name, "url": url})
+
+    def drain_server(self, name):
+        """Start moving every copy off ``name``; nothing new is placed on it."""
+        return self.request("POST", f"/api/v1/servers/{quote(name, safe='')}/drain")
+
+    def remove_server(self, name):
+        """Take a drained server out of the cluster."""
+        return self.request("DELETE", f"/api/v1/servers/{quote(name, safe='')}")
 
     def status(self):
         """The admin server's own ``/status`` (no authentication needed)."""

@@ -60,6 +60,8 @@ class PeerClient:
     def __init__(self, self_name, ssl_context=None, peer_secret=None, timeout=10.0):
         self.self_name = self_name
         self.ssl_context = ssl_context
+        # The membership epoch this node counts over, sent with locks and witness questions.
+        self.epoch = lambda: 0
         self.peer_secret = peer_secret
         self.timeout = timeout
         self._session = None
@@ -180,7 +182,7 @@ class PeerClient:
         """Take or renew a lock; the answer has the stamp reserved (``stamp``: at least this
         one) and the peer's record when it is newer than the stamp ``known`` here."""
         body = {"owner": fp.owner, "path": fp.rel, "holder": holder, "lease": lease,
-                "token": token, "known": known}
+                "token": token, "known": known, "epoch": self.epoch()}
         if stamp is not None:
             body["stamp"] = stamp
         return await self._json(base + "/peer/locks", "POST", body, timeout)
@@ -207,7 +209,8 @@ class PeerClient:
         for base in admin.order():
             try:
                 answer = await self._json(base + "/api/v1/witness", "POST",
-                                          {"side": side, "lease": lease}, timeout)
+                                          {"side": side, "lease": lease, "epoch": self.epoch()},
+                                          timeout)
             except PeerError as e:
                 if not (e.unreachable or e.timed_out or e.status in MOVE_ON_STATUSES):
                     raise
@@ -216,6 +219,17 @@ class PeerClient:
             admin.answered(base)
             return float(answer.get("lease", 0)) if answer.get("granted") else 0.0
         raise error
+
+    async def quota_reservation(self, admin_url, rid, request=None, timeout=None):
+        """Reserve (``request``: owner, path, bytes, wanted) or, without one, give back the
+        quota reservation ``rid`` at the admin server; its answer (see admin/quotas.py)."""
+        url = f"{admin_url.rstrip('/')}/api/v1/quota/reservations/{rid}"
+        return await self._json(url, "PUT" if request is not None else "DELETE", request, timeout)
+
+    async def membership(self, admin_url, known, timeout):
+        """The admin server's current membership; it notes that this node holds ``known``."""
+        return await self._json(admin_url.rstrip("/") + f"/api/v1/membership?known={known}",
+                                "GET", None, timeout)
 
     async def delete_copy(self, base, fp, version):
         await self._call(file_url(fp, base, REPLICAS) + f"?version={version}", "DELETE")

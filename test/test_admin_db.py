@@ -31,7 +31,7 @@ T0 = 1_700_000_000.0
 PASSWORD = "correct horse battery"
 TABLES = {"users", "files", "folders", "owner_usage", "placements", "grants", "servers",
           "observations", "status_history", "storage_samples", "events", "applied_reports",
-          "enrolments"}
+          "enrolments", "memberships", "witness_leases"}
 
 
 class Clock:

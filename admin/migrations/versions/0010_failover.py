@@ -6,16 +6,16 @@ updates with a compare-and-set; audit events keep the id each syslog message car
 message sent again (after a broken connection, or to the other instance) is stored once;
 failed logins and trusted addresses are rows, so both instances count one back-off.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-02
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0008'
-down_revision = '0007'
+revision = '0010'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
