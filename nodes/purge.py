@@ -12,7 +12,6 @@ leaves files that are simply listed again, and deleted, on a later round.
 ``batch`` files a round at most, from a cursor that goes round the due list, so files no
 node can delete yet (their holders down) do not hold the others up.
 """
-import asyncio
 import json
 import logging
 from urllib.parse import urlencode
@@ -26,12 +25,15 @@ from securifile.common.paths import FilePath
 from .admin_calls import fetch_admin
 from .peers import RUNNING
 from .placement import serving_holder
+from .rounds import PeriodicRounds
 
 log = logging.getLogger("securifile.purge")
 PURGER = "(purge)"  # the lock holder and audit user of a purge
 
 
-class NamespacePurger:
+class NamespacePurger(PeriodicRounds):
+    round_name = "purge"
+
     def __init__(self, node, admin_url, ssl_context=None, headers=None, interval=60.0,
                  batch=100, timeout=10.0):
         self.node = node
@@ -45,7 +47,6 @@ class NamespacePurger:
         self.after = None  # the last file of the previous page: owner/path
         self.purged = 0
         self.failures = 0
-        self._task = None
 
     async def due(self):
         """The next page of due files from the admin server: (FilePath, version) pairs."""
@@ -96,18 +97,3 @@ class NamespacePurger:
             node.log_access(PURGER, "delete", fp.full, "purged")
         self.purged += deleted
         return deleted
-
-    def start(self):
-        self._task = asyncio.ensure_future(self._loop())
-
-    async def _loop(self):
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("purge round failed")
-
-    def stop(self):
-        if self._task is not None:
-            self._task.cancel()
