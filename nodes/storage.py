@@ -407,17 +407,22 @@ class StorageNode(MajorityLocking):
         return answer
 
     def receive_locations(self, sender, records, release=()):
-        """Records a peer pushed: each must be one ``sender`` coordinated under the file's
-        lock, which it holds here (a node publishes only its own changes, made under a lock
-        this node granted; a node that did not grant it catches up by pulling), and each
-        lock to give back one it holds. Forbidden, and nothing applied, otherwise."""
+        """Records a peer pushed: each must be one ``sender`` coordinated (a node publishes
+        only its own changes), and not while another node holds the file's lock here; each
+        lock to give back must be one it holds. Forbidden, and nothing applied, otherwise.
+
+        A node that did not grant the lock (it was stopped or cut off during the lock round)
+        still takes its coordinator's record: refusing it would leave this node answering
+        404 for an acknowledged file until its next pull, and a pull from the same sender
+        is trusted no more than its push."""
         try:
             locs = [Location.from_json(rec) for rec in records]
             fps = [FilePath(item["owner"], item["path"]) for item in release or ()]
         except (TypeError, KeyError, ValueError, AttributeError) as e:
             raise ApiError(f"malformed location record: {e}", code="bad_record") from None
         forged = [loc.file_path.full for loc in locs if loc.coordinator != sender
-                  or (lock := self.locks.held(loc.file_path)) is None or lock.node != sender]
+                  or ((lock := self.locks.held(loc.file_path)) is not None
+                      and lock.node != sender)]
         if forged:
             raise Forbidden(f"{sender} pushed records it did not coordinate: "
                             f"{', '.join(forged[:5])}", code="not_the_coordinator")

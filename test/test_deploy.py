@@ -83,8 +83,8 @@ class Deployment(NetnsCluster):
                                                   instance)
         return self.procs[name]
 
-    def start_admin(self):
-        return self.start_node(ADMIN_NAME)
+    def start_admin(self, name=ADMIN_NAME):
+        return self.start_node(name)
 
 
 def provision(tmp, lab):

@@ -77,7 +77,8 @@ def test_a_login_typed_ahead_in_one_burst_lands_in_the_right_fields(cluster, tmp
         term.keys("-l", f"admin\t{password}\r")
         text = term.wait_for(lambda t: "Servers (3)" in t or "Wrong user name" in t,
                              what="the servers screen after the login")
-        assert "admin (admin) @ " + cluster.cfg.admin_url in text, text
+        # The status bar: who, the account's usage, where.
+        assert "admin (admin) · " in text and "@ " + cluster.cfg.admin_url in text, text
     finally:
         term.kill()
 
@@ -88,7 +89,7 @@ def test_the_client_in_tmux_shows_servers_users_and_help_and_quits(cluster, tmp_
     try:
         text = term.wait_for(lambda t: "Servers (3)" in t and t.count("running") >= 3,
                              what="three running servers")
-        assert "alice @ " + cluster.cfg.admin_url in text and "TLS" in text
+        assert "alice · " in text and "@ " + cluster.cfg.admin_url in text and "TLS" in text
         assert all(name in text for name in cluster.names)
         assert "Events" in text and "Help" in text  # the panel, and F1 in the footer
 
