@@ -19,6 +19,7 @@ from pathlib import Path
 from securifile.client.admin import AdminClient
 from securifile.client.errors import ClientError, FileNotFound, LocalFileError, ServerError
 from securifile.client.files import parse_remote
+from securifile.client.resumable import continue_download, resume_uploads
 from securifile.client.settings import ClientSettings, LoginFolder, read_token_file
 from securifile.client.storage import Client
 from securifile.common.roles import ROLES
@@ -80,11 +81,18 @@ def build_parser():
     p.add_argument("remote", metavar="REMOTE",
                    help="owner/path; for a folder LOCAL, its files go under REMOTE/")
     p.add_argument("--json", action="store_true", help="print the servers' records as JSON")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="start an interrupted upload over instead of resuming it (files of "
+                        "4 MiB or more resume by default, after a broken connection or when "
+                        "the same command is run again)")
 
     p = command("get", "download a file, or a folder (owner/dir/) recursively")
     p.add_argument("remote", metavar="REMOTE", help="owner/path, or owner/dir/ for a folder")
     p.add_argument("local", metavar="LOCAL", nargs="?", default=".",
                    help="target file or folder (default: current folder; '-' for stdout)")
+    p.add_argument("-c", "--continue", dest="resume", action="store_true",
+                   help="keep the bytes a partial LOCAL file holds and fetch only the rest "
+                        "(Range); the whole file's digest is checked at the end")
 
     p = command("rm", "delete a file (owner only)")
     p.add_argument("remote", metavar="REMOTE")
@@ -254,6 +262,9 @@ class Commands:
                          f"v{record.get('version')}  origin {record.get('origin')}  "
                          f"replicas {_replicas(record)}{state}")
 
+        resume_uploads(self.client, resume=args.resume, on_resume=lambda offset, size: print(
+            f"{PROG}: resuming the upload at {human_size(offset)} of {human_size(size)} "
+            f"({offset} bytes there)", file=self.err, flush=True))
         with self.progress(f"put {args.remote}") as bar:
             self.client.put_tree(args.local, args.remote, progress=bar, on_file=done)
         if args.json:
@@ -274,7 +285,13 @@ class Commands:
             target = target / parse_remote(remote).segments[-1]
         try:
             with self.progress(f"get {remote}") as bar:
-                info = self.client.get(remote, target, progress=bar)
+                if args.resume:
+                    info = continue_download(self.client, remote, target, progress=bar)
+                    if info["continued_from"]:
+                        print(f"{PROG}: continued {target} from byte {info['continued_from']}",
+                              file=self.err, flush=True)
+                else:
+                    info = self.client.get(remote, target, progress=bar)
         except FileNotFound:
             # owner/dir without the slash: fetch the folder if there is one
             if self.client.list(remote):

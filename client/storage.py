@@ -32,6 +32,8 @@ class Client(ClusterClient):
     def __init__(self, servers, *, chunk_size=CHUNK_SIZE, **options):
         super().__init__(servers, **options)
         self.chunk_size = chunk_size
+        # A resumable.ResumableUploads: put() then survives broken connections.
+        self.resumable = None
 
     # -- files --
 
@@ -50,6 +52,8 @@ class Client(ClusterClient):
             hexdigest = _file_digest(local, UPLOAD_ALGORITHM, self.chunk_size, cancel)
         except OSError as e:
             raise LocalFileError(f"cannot read {local}: {e.strerror or e}") from e
+        if self.resumable is not None:
+            return self.resumable.put(fp, local, st, hexdigest, progress, cancel)
         body = FileBody(local, st.st_size, self.chunk_size, progress, cancel)
         return self._put(fp, body, hexdigest)
 
@@ -69,17 +73,24 @@ class Client(ClusterClient):
             raise DigestMismatch(fp.full, UPLOAD_ALGORITHM, hexdigest, record["digest"])
         return record
 
-    def download(self, remote, out, *, progress=None, cancel=None, restarted=False):
+    def download(self, remote, out, *, progress=None, cancel=None, restarted=False,
+                 resume=None):
         """Stream ``owner/path`` into the writable binary file ``out``; returns what was read.
 
         The bytes are checked against ``Repr-Digest``. If the holder dies mid-transfer the
         rest is fetched with ``Range`` from the next holder (from the start if ``out`` is
-        seekable and the server cannot resume).
+        seekable and the server cannot resume). ``resume``: ``out`` holds the first
+        ``done`` bytes already (dict of done, etag, algorithm, expected digest and the hasher
+        over those bytes, see ``resumable.continue_download``).
         """
         fp = parse_remote(remote)
         path = file_url_path(fp)
         done, etag, hasher, expected, total = 0, None, None, None, None
         algorithm, info = None, {}
+        if resume:
+            done, etag, hasher = resume["done"], resume["etag"], resume["hasher"]
+            algorithm, expected = resume["algorithm"], resume["expected"]
+            info = {"owner": fp.owner, "path": fp.rel, "etag": etag}
         failures = 0
         while True:
             headers = {}
@@ -124,10 +135,11 @@ class Client(ClusterClient):
             break
         actual = hasher.hexdigest() if hasher else None
         if expected is not None and actual != expected:
-            if failures and not restarted:
+            if (failures or resume) and not restarted:
                 # A transfer that broke off and resumed elsewhere: the part read before the
                 # break may have come from a bad copy (a node breaks a read off when its copy
-                # fails the digest). Read the whole file once more from the start.
+                # fails the digest); or the partial local file was of other bytes. Read the
+                # whole file once more from the start.
                 return self.download(remote, _emptied(out, fp.full), progress=progress,
                                      cancel=cancel, restarted=True)
             raise DigestMismatch(fp.full, algorithm, expected, actual)

@@ -49,20 +49,22 @@ def report_progress(progress, done, total):
 class FileBody:
     """A request body read from a local file in chunks; re-readable for a retry."""
 
-    def __init__(self, path, size, chunk_size, progress=None, cancel=None):
+    def __init__(self, path, size, chunk_size, progress=None, cancel=None, start=0):
         self.path, self.size, self.chunk_size = path, size, chunk_size
         self.progress, self.cancel = progress, cancel
+        self.start = start  # the first byte sent (a resumed upload); progress counts from it
 
     def send(self, conn):
         buf = bytearray(min(self.chunk_size, max(self.size, 1)))
         view = memoryview(buf)
         done = 0
-        report_progress(self.progress, 0, self.size)
+        report_progress(self.progress, self.start, self.start + self.size)
         try:
             f = open(self.path, "rb")
         except OSError as e:
             raise LocalFileError(f"cannot read {self.path}: {e.strerror or e}") from e
         with f:
+            f.seek(self.start)
             while done < self.size:
                 check_cancel(self.cancel)
                 want = min(len(buf), self.size - done)
@@ -74,7 +76,7 @@ class FileBody:
                     raise LocalFileError(f"{self.path} shrank while it was being uploaded")
                 conn.send(view[:n])
                 done += n
-                report_progress(self.progress, done, self.size)
+                report_progress(self.progress, self.start + done, self.start + self.size)
 
 
 class BytesBody:

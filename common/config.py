@@ -50,6 +50,10 @@ class Config:
     # its lock given back; 0: no minimum. At most this many uploads per user per node (0: any).
     min_upload_rate: float = 4096.0
     max_uploads_per_user: int = 16
+    # Resumable uploads: a partial upload untouched this long is swept; at most this many
+    # unfinished ones per user per node (0: any number).
+    partial_upload_hours: float = 24.0
+    max_partial_uploads_per_user: int = 16
     # A holder down or failed this long is replaced by a copy on another running server
     # (HDFS waits about 10 minutes, Ceph 10; a few minutes here). Repairs run every
     # ``repair_interval`` seconds, at most ``repair_batch`` files a round.
@@ -144,6 +148,9 @@ class Config:
         if min(self.max_json_body_bytes, self.max_peer_body_bytes, self.max_connections) < 1 \
                 or min(self.handshake_timeout, self.idle_timeout, self.body_timeout) <= 0:
             raise ValueError("body limits, connection limit and timeouts must be positive")
+        if self.partial_upload_hours <= 0 or self.max_partial_uploads_per_user < 0:
+            raise ValueError("partial_upload_hours must be positive, "
+                             "max_partial_uploads_per_user at least 0")
         if self.scrub_files_per_second and self.scrub_bytes_per_second <= 0:
             raise ValueError("scrub_bytes_per_second must be positive while the scrubber runs")
         return self

@@ -40,6 +40,18 @@ class UserHandler(NodeHandler):
         """Servers the client could not reach (``avoid=a,b``): not redirect targets now."""
         return {n for n in self.get_query_argument("avoid", "").split(",") if n}
 
+    def _answer_after_body(self):
+        """Whether a refused upload should be read to its end before the answer goes out.
+
+        A client that did not ask ``Expect: 100-continue`` is already sending; answering
+        and closing at once can reset the connection before it reads the answer. A small
+        body is cheaper to read than that; a big one is refused at once (curl asks first).
+        """
+        if self.request.headers.get("Expect", "").lower() == "100-continue":
+            return False
+        length = self.request.headers.get("Content-Length", "")
+        return length.isdigit() and int(length) <= SMALL_BODY
+
     def redirect_to(self, target, fp):
         """307 to the holder ``target``, naming it in the URL so that it serves at once."""
         url = file_url(fp, self.node.urls[target]) + "?holder=" + quote(target)
@@ -82,18 +94,6 @@ class FileHandler(UserHandler):
         if self.failure is not None or self.redirect_after_body is not None:
             # Read a small refused body to its end (and drop it) before answering.
             self.request.connection.set_max_body_size(SMALL_BODY)
-
-    def _answer_after_body(self):
-        """Whether a refused upload should be read to its end before the answer goes out.
-
-        A client that did not ask ``Expect: 100-continue`` is already sending; answering
-        and closing at once can reset the connection before it reads the answer. A small
-        body is cheaper to read than that; a big one is refused at once (curl asks first).
-        """
-        if self.request.headers.get("Expect", "").lower() == "100-continue":
-            return False
-        length = self.request.headers.get("Content-Length", "")
-        return length.isdigit() and int(length) <= SMALL_BODY
 
     def _redirect_upload(self, where):
         if self._answer_after_body():
@@ -270,9 +270,13 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
     files = dict(deps, authoriser=authoriser, max_body_bytes=max_body_bytes, read_chunk=read_chunk,
                  verify_reads=verify_reads)
     metrics = NodeMetrics(node)
+    # Imported here: its handlers build on NodeHandler above.
+    from .resumable_http import UploadCreationHandler, UploadHandler
     return tornado.web.Application(
         [
             (r"/files/(.+)", FileHandler, files),
+            (r"/uploads/([A-Za-z0-9_-]+)", UploadHandler, files),
+            (r"/uploads/(.+/.+)", UploadCreationHandler, files),
             (r"/status", StatusHandler, dict(deps, tls=tls)),
             (r"/api/v1/openapi.json", OpenApiHandler, dict(deps, openapi=openapi)),
             (r"/peer/heartbeat", HeartbeatHandler, deps),

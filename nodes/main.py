@@ -27,6 +27,7 @@ from .diskfile import DiskStore
 from .heartbeat import HeartbeatLoop
 from .http import load_openapi, make_app
 from .locationmap import LocationMap
+from .partial_uploads import PartialUploadStore
 from .peerclient import PeerClient
 from .peers import DOWN, RUNNING, VERIFYING, PeerTable
 from .quorum import Quorum
@@ -34,6 +35,7 @@ from .repair import RepairLoop
 from .verification import Verifier
 from .purge import NamespacePurger
 from .reporter import Reporter
+from .resumable import ResumableUploads
 from .scrubber import Scrubber
 from .storage import StorageNode
 from .upload_limits import UploadSlots
@@ -96,6 +98,10 @@ def build_node(cfg, name, deep=False):
     quorum.on_change = node.quorum_changed
     node.upload_slots = UploadSlots(cfg.max_uploads_per_user)
     node.min_upload_rate = cfg.min_upload_rate
+    node.partials = PartialUploadStore(data, cfg.partial_upload_hours * 3600,
+                                       cfg.max_partial_uploads_per_user)
+    node.partials.sweep()
+    node.resumable = ResumableUploads(node, node.partials)
     verifier = Verifier(node, cfg.challenge_timeout, retry_delay=cfg.heartbeat_interval)
     authenticator = Authenticator(load_public_key(layout.token_public_key), peer_names, secret)
     reporter = None
@@ -189,6 +195,9 @@ async def serve(cfg, name, deep=False):
         node.scrubber.start()
     purge = PeriodicCallback(node.purge_tombstones, 60_000)
     purge.start()
+    # Expired partial uploads go within a quarter of their lifetime (at most a minute).
+    sweep = PeriodicCallback(node.partials.sweep, min(60.0, node.partials.ttl / 4) * 1000)
+    sweep.start()
     if reporter is not None:
         # What this node sees at start: itself running, its peers as assumed until they answer.
         reporter.status_changed(name, "", node.peers.self_status, "started")
@@ -207,6 +216,7 @@ async def serve(cfg, name, deep=False):
     if node.purger is not None:
         node.purger.stop()
     purge.stop()
+    sweep.stop()
     if node.scrubber is not None:
         await node.scrubber.stop()
     if reporter is not None:

@@ -256,7 +256,7 @@ class StorageNode(MajorityLocking):
         declared = DeclaredDigests.from_header(content_digest, self.algorithm)
         return Upload(self, fp, user, length, declared, sent_here, avoid, cut_off)
 
-    async def finish_upload(self, ticket, digest, size, plan, piped=None):
+    async def finish_upload(self, ticket, digest, size, plan, piped=None, before_publish=None):
         """After the local commit: copy to replicas, publish the record; (record, confirmed).
 
         ``plan``: the new record and its replicas, chosen under the lock (upload.py).
@@ -264,7 +264,8 @@ class StorageNode(MajorityLocking):
         through the pipeline; the others are copied from disk as before (a fresh file's
         failed replica is replaced by a spare, an existing holder that missed it is stale).
         ``confirmed`` is False when no majority stored the record: the change may or may not
-        last, and the client is told so.
+        last, and the client is told so. ``before_publish`` is awaited once the copies are
+        made (a caller renewing the lock meanwhile stops there).
         """
         fp, existing = ticket.fp, ticket.existing
         loc, fresh = plan.loc, plan.fresh
@@ -280,6 +281,8 @@ class StorageNode(MajorityLocking):
             loc.replicas = list(existing.replicas)
             current = set(confirmed) | {self.name}
             loc.stale = [h for h in existing.holders if h not in current]
+        if before_publish is not None:
+            await before_publish()
         self.check_held(ticket)
         return loc, await self.publish([loc], ticket)
 

@@ -128,25 +128,8 @@ class Upload:
         self.progress = ProgressWatch(node.min_upload_rate)
         self.renewal = PeriodicCallback(self._renew_lock, node.lock_lease * 1000 / 3)
         self.renewal.start()
-        self.plan = self._plan()
+        self.plan = plan_new_version(self.node, self.ticket)
         return None
-
-    def _plan(self):
-        """The new version's record and its replicas, chosen once the lock is held (the lock
-        brought the majority's newest record)."""
-        node, ticket = self.node, self.ticket
-        fp, existing = ticket.fp, ticket.existing
-        if existing is None or existing.deleted:
-            # A name that was deleted before starts above its tombstone's version.
-            version = existing.version + 1 if existing else 1
-            loc = Location(fp.owner, fp.rel, node.name, None, node.algorithm, 0, version, [],
-                           0.0, stamp=ticket.stamp, coordinator=node.name)
-            wanted = place_replicas(node.peers.running_peers(), node.replicas, node.rng)
-            return UploadPlan(loc, wanted, True)
-        loc = Location(fp.owner, fp.rel, existing.origin, None, node.algorithm, 0,
-                       existing.version + 1, [], 0.0, stamp=ticket.stamp, coordinator=node.name)
-        wanted = [h for h in existing.holders if h != node.name and node.peers.is_running(h)]
-        return UploadPlan(loc, wanted, False)
 
     def _open_pipeline(self):
         """Start sending the body to the plan's replicas as it arrives; None when there is
@@ -268,3 +251,20 @@ class Upload:
 def _retrieve(task):
     if not task.cancelled():
         task.exception()  # a refused lock nobody waits for any more: nothing to report
+
+
+def plan_new_version(node, ticket):
+    """The new version's record and its replicas, chosen once the lock is held (the lock
+    brought the majority's newest record); shared by PUT and resumable uploads."""
+    fp, existing = ticket.fp, ticket.existing
+    if existing is None or existing.deleted:
+        # A name that was deleted before starts above its tombstone's version.
+        version = existing.version + 1 if existing else 1
+        loc = Location(fp.owner, fp.rel, node.name, None, node.algorithm, 0, version, [],
+                       0.0, stamp=ticket.stamp, coordinator=node.name)
+        wanted = place_replicas(node.peers.running_peers(), node.replicas, node.rng)
+        return UploadPlan(loc, wanted, True)
+    loc = Location(fp.owner, fp.rel, existing.origin, None, node.algorithm, 0,
+                   existing.version + 1, [], 0.0, stamp=ticket.stamp, coordinator=node.name)
+    wanted = [h for h in existing.holders if h != node.name and node.peers.is_running(h)]
+    return UploadPlan(loc, wanted, False)

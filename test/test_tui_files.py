@@ -82,6 +82,15 @@ async def confirm(pilot):
     await pilot.press("y")
 
 
+async def started_upload(pilot, screen, name):
+    """Upload the local file ``name`` with "u" and the picker; its Transfer once it shows."""
+    panel = screen.query_one(TransfersPanel)
+    await pilot.press("u")
+    await pick_file(pilot, name)
+    return await until(pilot, lambda: panel.transfers and panel.transfers[0],
+                       what="the upload to start")
+
+
 def transfers_done(screen):
     panel = screen.query_one(TransfersPanel)
     return panel.transfers and not panel.running
@@ -285,11 +294,7 @@ def test_cancel_a_large_upload_stores_nothing(cluster, tmp_path):
         app = FilesApp(session, local_dir=tmp_path)
         async with app.run_test(size=SIZE) as pilot:
             screen = await loaded(pilot)
-            panel = screen.query_one(TransfersPanel)
-            await pilot.press("u")
-            await pick_file(pilot, "big.bin")
-            transfer = await until(pilot, lambda: panel.transfers and panel.transfers[0],
-                                   what="the upload to start")
+            transfer = await started_upload(pilot, screen, "big.bin")
             # The client reads the file once for its digest before sending: a busy machine
             # takes a while over a gigabyte.
             await until(pilot, lambda: transfer.done > 0 or not transfer.running, timeout=90,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from securifile.client.admin import AdminClient
 from securifile.client.credentials import keep_login_after_password_change
+from securifile.client.resumable import resume_uploads
 from securifile.client.settings import ClientSettings, LoginFolder
 from securifile.client.storage import Client
 
@@ -29,6 +30,7 @@ class Session:
     def from_settings(cls, settings):
         """From a cluster file or a saved login; asks the admin server who we are."""
         client = Client.from_settings(settings)
+        resume_uploads(client)  # an upload survives a broken connection or a server restart
         admin = client.admin
         me = admin.me()
         return cls(client, admin, me["username"], bool(me.get("admin")), settings.admin_url,
@@ -56,6 +58,7 @@ class Session:
         settings = ClientSettings(servers=[], ca=ca, token=answer["token"],
                                   username=answer["username"], admin_url=admin_url)
         client = Client.from_settings(settings)
+        resume_uploads(client)
         return cls(client, client.admin, answer["username"], bool(answer.get("admin")), admin_url,
                    owns_token=True, ca=ca)
 
