@@ -152,8 +152,44 @@ class CertificateHandler(AdminHandler):
 
 
 class ServersHandler(AdminHandler):
+    auth_by_method = {"POST": ADMIN}
+
     async def get(self):
         self.send_json(await asyncio.to_thread(self.service.servers_overview))
+
+    async def post(self):
+        """An administrator adds a server to the running cluster."""
+        body = self.json_body()
+        self.send_json(await asyncio.to_thread(
+            self.service.change_membership, "add", body.get("name"), self.caller.name,
+            body.get("url")), status=201)
+
+
+class ServerDrainHandler(AdminHandler):
+    auth = ADMIN
+
+    async def post(self, name):
+        self.send_json(await asyncio.to_thread(self.service.change_membership, "drain",
+                                               name, self.caller.name))
+
+
+class ServerHandler(AdminHandler):
+    auth = ADMIN
+
+    async def delete(self, name):
+        self.send_json(await asyncio.to_thread(self.service.change_membership, "remove",
+                                               name, self.caller.name))
+
+
+class MembershipHandler(AdminHandler):
+    """Nodes poll the current membership here, saying which epoch they hold."""
+
+    auth = NODE
+
+    async def get(self):
+        known = self.arg_int("known", 0, lo=0, hi=2**31 - 1)
+        self.send_json(await asyncio.to_thread(self.service.membership.heard,
+                                               self.principal.name, known))
 
 
 class StorageHandler(AdminHandler):
@@ -308,7 +344,7 @@ class WitnessHandler(AdminHandler):
 
     auth = NODE
 
-    def post(self):
+    async def post(self):
         body = self.json_body()
         side = body.get("side")
         if not isinstance(side, list) or not all(isinstance(n, str) for n in side):
@@ -317,7 +353,8 @@ class WitnessHandler(AdminHandler):
             lease = float(body.get("lease", 0))
         except (TypeError, ValueError):
             raise ApiError("lease must be a number of seconds", code="bad_lease") from None
-        self.send_json(self.service.ask_witness(self.principal.name, side, lease))
+        self.send_json(await asyncio.to_thread(self.service.ask_witness, self.principal.name,
+                                               side, lease, body.get("epoch")))
 
 
 class StatusHandler(AdminHandler):
@@ -366,6 +403,9 @@ def make_app(service, authenticator, openapi=None):
         (r"/api/v1/servers/([^/]+)/storage", StorageHandler),
         (r"/api/v1/servers/([^/]+)/history", ServerHistoryHandler),
         (r"/api/v1/servers/([^/]+)/(offline|online)", ServerStateHandler),
+        (r"/api/v1/servers/([^/]+)/drain", ServerDrainHandler),
+        (r"/api/v1/servers/([^/]+)", ServerHandler),
+        (r"/api/v1/membership", MembershipHandler),
         (r"/api/v1/users", UsersHandler),
         (r"/api/v1/users/([^/]+)", UserHandler),
         (r"/api/v1/users/([^/]+)/files", UserFilesHandler),

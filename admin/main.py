@@ -7,6 +7,9 @@
     securifile-admin --config cluster.toml user remove NAME
     securifile-admin --config cluster.toml user list
     securifile-admin --config cluster.toml server offline|online NAME
+    securifile-admin --config cluster.toml server add NAME --url https://HOST:PORT
+    securifile-admin --config cluster.toml server drain|remove NAME
+    securifile-admin --config cluster.toml server list
 
 Without a password, the account's owner gets a single-use enrolment code by e-mail and sets
 the password with it; ``user enrol`` sends a new code (a forgotten password). Exit status: 0
@@ -57,15 +60,16 @@ def open_service(cfg, with_node_client=True):
         else:
             node_client = NodeStateClient(None, load_private_key(layout.token_private_key))
     service = AdminService(cfg, db.session_factory(engine), node_client)
-    service.servers.register(cfg.servers)
+    # The configuration's list only starts the membership; the database holds it afterwards.
+    service.membership.bootstrap(cfg.servers)
+    service.refresh_node_names()
     return service
 
 
 async def serve(cfg):
     service = open_service(cfg)
     layout = CertLayout(cfg.certs_dir)
-    authenticator = Authenticator(load_public_key(layout.token_public_key),
-                                  [s.name for s in cfg.servers],
+    authenticator = Authenticator(load_public_key(layout.token_public_key), service.node_names,
                                   None if cfg.tls else (layout.root / "peer-secret").read_text().strip())
     ctx = server_context(layout.server_cert(ADMIN_NAME), layout.server_key(ADMIN_NAME),
                          layout.ca_cert) if cfg.tls else None
@@ -110,8 +114,7 @@ def start_syslog_receiver(cfg, service, ctx):
     receiver = SyslogReceiver(cfg.admin_data_dir / "audit.log", on_event, ctx,
                               limits=ServerLimits.from_config(cfg),
                               allowed_roles={"node", "admin"} if ctx else None,
-                              allowed_names={s.name for s in cfg.servers} | {ADMIN_NAME}
-                              if ctx else None)
+                              allowed_names=service.syslog_names if ctx else None)
     receiver.listen(cfg.syslog_port, address=urlsplit(cfg.admin_url).hostname)
     service.receiver_stats = receiver.stats
     log.info("syslog receiver on port %d (%s)", cfg.syslog_port, "TLS" if ctx else "TCP")
@@ -136,6 +139,7 @@ async def _housekeeping(service, stop):
     rounds = 0
     while not stop.is_set():
         try:
+            await asyncio.to_thread(service.refresh_node_names)  # changed by the CLI, say
             await asyncio.to_thread(service.servers.recompute_now)
             await asyncio.to_thread(service.finish_purges)
             if rounds % 12 == 0:
@@ -194,6 +198,16 @@ def run_command(cfg, args):
                   f"{'admin ' if u['admin'] else ''}{'disabled' if u['disabled'] else ''}"
                   f" files={u['file_count']} bytes={u['total_bytes']} id={u['id']}")
         return 0
+    if args.command == "server" and args.state in ("add", "drain", "remove"):
+        service = open_service(cfg, with_node_client=False)
+        result = service.change_membership(args.state, args.name, "securifile-admin",
+                                           getattr(args, "url", None))
+        print(f"{args.state} {args.name}: membership epoch {result['epoch']}: "
+              + ", ".join(f"{x['name']} ({x['state']})" for x in result["servers"]))
+        return 0
+    if args.command == "server" and args.state == "list":
+        print_servers(open_service(cfg, with_node_client=False))
+        return 0
     if args.command == "server":
         async def change():
             service = open_service(cfg)
@@ -228,10 +242,27 @@ def build_parser():
     rm = us.add_parser("remove", help="remove an account")
     rm.add_argument("name")
     us.add_parser("list", help="list accounts")
-    s = sub.add_parser("server", help="take a server offline or put it back online")
-    s.add_argument("state", choices=["offline", "online"])
-    s.add_argument("name")
+    s = sub.add_parser("server", help="servers: list, add, drain, remove; offline or online")
+    ss = s.add_subparsers(dest="state", required=True)
+    for state, text in (("offline", "take a server offline"), ("online", "put it back online"),
+                        ("drain", "copy every file a server holds to the others, place nothing "
+                         "new on it"),
+                        ("remove", "take a drained server out of the cluster")):
+        ss.add_parser(state, help=text).add_argument("name")
+    sa = ss.add_parser("add", help="add a server to the running cluster")
+    sa.add_argument("name")
+    sa.add_argument("--url", required=True, help="https://HOST:PORT the server listens on")
+    ss.add_parser("list", help="the membership: each server's state, epoch and files left")
     return p
+
+
+def print_servers(service):
+    m = service.membership.status()
+    print(f"membership epoch {m['epoch']} "
+          f"({'known to a majority' if m['committed'] else 'not yet known to a majority'})")
+    for x in m["servers"]:
+        left = f" files_left={x['files_left']}" if x["files_left"] is not None else ""
+        print(f"{x['name']:<16} {x['url']:<32} {x['state']:<9} epoch={x['known_epoch']}{left}")
 
 
 def main(argv=None):

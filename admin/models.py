@@ -6,7 +6,8 @@ on SQLite (the embedded default) and PostgreSQL (production, through pg8000).
 from datetime import datetime
 
 from sqlalchemy import (
-    BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text)
+    BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
+    UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Paths compare byte-wise ('C' collation on PostgreSQL, SQLite's default BINARY), so that a
@@ -186,6 +187,31 @@ class Server(Base):
     available_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     sampled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_report: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The newest membership epoch this server said it holds (admin/membership.py).
+    known_epoch: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WitnessLease(Base):
+    """The tie-break lease the admin server last granted (one row), so that a membership
+    change made by another process (the CLI) sees it too. ``until``: Unix time."""
+
+    __tablename__ = "witness_leases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    side: Mapped[str] = mapped_column(Text)
+    until: Mapped[float] = mapped_column(Float)
+
+
+class Membership(Base):
+    """One numbered list of the cluster's servers; the highest epoch is the current one.
+    ``servers`` is JSON: [{"name", "url", "state": "member" | "draining"}]."""
+
+    __tablename__ = "memberships"
+
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    servers: Mapped[str] = mapped_column(Text)
+    change: Mapped[str] = mapped_column(String(200), default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Observation(Base):

@@ -11,6 +11,8 @@ ROLE = {"type": "string", "enum": ["master", "editor", "reader"]}
 SECRET = {"type": "string", "minLength": 1}
 INTEGER = {"type": "integer"}
 CLAMPED = "clamped to the range the server allows"
+SERVER_NAME = {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,31}$"}
+SERVER_URL = {"type": "string", "pattern": "^https?://[^/\\s]+:[0-9]{1,5}/?$"}
 
 
 def _op(summary, auth="user", body=None, ok=200, params=(), errors=(), description=None):
@@ -91,7 +93,29 @@ ROUTES = {
         body=_obj(["csr"], csr={"type": "string", "description": "PEM certificate request; "
                                 "EC P-256/P-384, Ed25519 or RSA >= 3072 bits"}),
         ok=201, description="400 bad_csr: not a PEM CSR, or a refused key.")},
-    "/api/v1/servers": {"get": _op("storage servers with status and storage")},
+    "/api/v1/servers": {
+        "get": _op("storage servers with status, storage, membership state (member or "
+                   "draining) and files left on a draining one; the membership epoch and "
+                   "whether a majority holds it"),
+        "post": _op(
+            "add a server to the running cluster (the next membership epoch)", "admin",
+            _obj(["name", "url"], name=SERVER_NAME, url=SERVER_URL), ok=201, errors=(409,),
+            description="409 server_exists, or membership_changing: the previous change is "
+                        "not yet known to a majority of the servers (try again), or "
+                        "witness_lease: the cluster is split in halves.")},
+    "/api/v1/servers/{name}": {"parameters": [NAME], "delete": _op(
+        "take a drained server out of the cluster (the next membership epoch)", "admin",
+        errors=(404, 409),
+        description="409 not_drained: the server is not draining or still holds copies "
+                    "(files_left), or membership_changing / witness_lease as for adding.")},
+    "/api/v1/servers/{name}/drain": {"parameters": [NAME], "post": _op(
+        "drain a server: no new copies go to it, and every copy it holds is re-replicated "
+        "to the others before it is dropped", "admin", errors=(404, 409),
+        description="409 already_draining, too_few_servers (the others could not hold "
+                    "replicas + 1 copies), or membership_changing / witness_lease.")},
+    "/api/v1/membership": {"get": _op(
+        "the current membership {epoch, servers} (for nodes, which say the epoch they hold)",
+        "node", params=[query_param("known", INTEGER, "the epoch the calling node holds")])},
     "/api/v1/servers/{name}/storage": {
         "parameters": [NAME],
         "get": _op("storage samples (time series), oldest first", params=[
@@ -178,7 +202,7 @@ ROUTES = {
     "/api/v1/witness": {"post": _op(
         "the tie-break lease for a side of an even split (for nodes)", "node",
         _obj(["side"], side={"type": "array", "items": {"type": "string"}},
-             lease={"type": "number"}))},
+             lease={"type": "number"}, epoch=INTEGER))},
     "/status": {"get": _op("the admin server's own status", "public")},
     "/metrics": {"get": METRICS},
     "/api/v1/openapi.json": {"get": _op("this document", "public")},

@@ -5,6 +5,7 @@ Handlers call these methods; nothing here knows about HTTP requests.
 """
 import asyncio
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, func, select
@@ -21,6 +22,7 @@ from .acl import AccessControl, allowed
 from .caller import Caller
 from .catalog import Catalog
 from .events import events_page
+from .membership import MembershipBook
 from .mailer import (
     MailError, Mailer, MailSettings, account_email, account_removed_email, enrolment_email)
 from .models import Event
@@ -58,6 +60,11 @@ class AdminService:
         self._ca = None
         self._token_key = None
         self.witness = Witness()
+        self.membership = MembershipBook(sessions, self.servers, self.witness, cfg.replicas)
+        # Node names the admin server accepts certificates of: kept in step with the
+        # membership (the Authenticator shares this set).
+        self.node_names = set()
+        self.syslog_names = {"admin"}  # and the nodes, for the built-in receiver
 
     # -- audit -----------------------------------------------------------------------------
 
@@ -389,8 +396,18 @@ class AdminService:
     # -- servers and nodes -----------------------------------------------------------------
 
     def servers_overview(self):
+        """Every server's status and storage, with its membership state (and the files left
+        on it while it drains), the epoch and whether a majority holds it."""
+        servers = self.servers.listing()
+        membership = self.membership.status()
+        state = {m["name"]: m for m in membership["servers"]}
+        for server in servers:
+            member = state.get(server["name"], {})
+            server["membership"] = member.get("state", "member")
+            server["files_left"] = member.get("files_left")
         return {"replicas": self.cfg.replicas, "tls": self.cfg.tls,
-                "servers": self.servers.listing()}
+                "epoch": membership["epoch"], "committed": membership["committed"],
+                "servers": servers}
 
     def storage_samples(self, name, since, limit):
         return {"server": name, "samples": self.catalog.samples(name, since, limit)}
@@ -409,11 +426,15 @@ class AdminService:
             applied += self.catalog.apply_report(report)
         return applied
 
-    def ask_witness(self, node, side, lease):
-        """The tie-break lease for a node that reaches exactly half of the servers."""
-        granted = self.witness.ask(node, side, lease)
+    def ask_witness(self, node, side, lease, epoch=None):
+        """The tie-break lease for a node that reaches exactly half of the servers. Only a
+        node at the current membership epoch, once a majority holds it, may win a tie: a
+        side counting over an older list might overlap nobody (admin/membership.py)."""
+        granted = self.tie_allowed(epoch) and self.witness.ask(node, side, lease)
+        if granted:  # a change made by the CLI must see it too
+            self.membership.note_lease(self.witness.side,
+                                       time.time() + self.witness.until - self.witness.clock())
         return {"granted": granted, "lease": lease if granted else 0, "side": self.witness.side}
-
 
     async def set_server_state(self, name, state, by):
         url = await asyncio.to_thread(self.servers.set_admin_state, name, state)
@@ -423,6 +444,37 @@ class AdminService:
         # 'subject', not 'server': the admin server signs its records as itself.
         self.audit("status", f"{by} took server {name} {state}", username=by, subject=name,
                    operation=state, result="ok")
+
+    def refresh_node_names(self):
+        """The servers of the membership are the nodes this server talks to."""
+        names = self.membership.names()
+        self.node_names.intersection_update(names)
+        self.node_names.update(names)
+        self.syslog_names.intersection_update(names | {"admin"})
+        self.syslog_names.update(names)
+        return names
+
+    def change_membership(self, action, name, by, url=None):
+        """Add, drain or remove a server (admin/membership.py); the new epoch and list."""
+        if action == "add":
+            result = self.membership.add(name, url)
+        elif action == "drain":
+            result = self.membership.drain(name)
+        else:
+            result = self.membership.remove(name)
+        self.refresh_node_names()
+        self.audit("status", f"{by}: {action} server {name} (membership epoch {result['epoch']})",
+                   username=by, subject=name, operation=action, result="ok")
+        return result
+
+    def tie_allowed(self, epoch):
+        """The witness grants a tie only to a node at the current epoch, once committed."""
+        try:
+            epoch = int(epoch)
+        except (TypeError, ValueError):
+            return False
+        current, _servers = self.membership.current()
+        return epoch == current and self.membership.committed()
 
     def prune_samples(self, keep_days=7):
         """Storage samples and deletions older than a week (no node queues reports so long),

@@ -128,7 +128,9 @@ class SyslogReceiver(TCPServer):
         self.log_path = Path(log_path)
         self.on_event = on_event
         self.allowed_roles = set(allowed_roles) if allowed_roles is not None else None
-        self.allowed_names = set(allowed_names) if allowed_names is not None else None
+        # A set given is shared (the membership adds and removes servers); others are copied.
+        self.allowed_names = allowed_names if isinstance(allowed_names, set) or \
+            allowed_names is None else set(allowed_names)
         self.max_frame = max_frame
         self.read_chunk_size = read_chunk_size
         self.logger = logger or log

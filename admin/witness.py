@@ -29,3 +29,7 @@ class Witness:
             return False
         self.side, self.until = side, now + lease
         return True
+
+    def lease_live(self):
+        """A side may be serving on a tie: the membership must not change under it."""
+        return self.side is not None and self.clock() < self.until

@@ -12,6 +12,13 @@ from .output import format_table, human_size, to_json, when
 COMMANDS = ("whoami", "users", "share", "unshare", "grants", "shared", "passwd", "admin")
 
 
+def membership_cell(server):
+    """'member', or 'draining (N files left)' while a drain is under way."""
+    state = server.get("membership", "member")
+    left = server.get("files_left")
+    return f"{state} ({left} files left)" if state == "draining" and left is not None else state
+
+
 def _target_name(owner, path):
     return f"{owner}/{path}" if path else f"{owner}/"
 
@@ -177,6 +184,21 @@ class ControlCommands:
         return self.emit({"username": self.args.name, "removed": True},
                          f"removed {self.args.name}")
 
+    def admin_server_add(self):
+        result = self.admin.add_server(self.args.name, self.args.url)
+        return self.emit(result, f"{self.args.name} added (membership epoch {result['epoch']}); "
+                                 f"start it, the others verify it, then it takes new copies")
+
+    def admin_server_drain(self):
+        result = self.admin.drain_server(self.args.name)
+        return self.emit(result, f"{self.args.name} draining (membership epoch "
+                                 f"{result['epoch']}); 'securifile admin servers' shows the "
+                                 f"files left on it")
+
+    def admin_server_remove(self):
+        result = self.admin.remove_server(self.args.name)
+        return self.emit(result, f"{self.args.name} removed (membership epoch {result['epoch']})")
+
     def admin_offline(self):
         result = self.admin.set_server_state(self.args.node, "offline")
         return self.emit(result, f"{self.args.node}: taken offline (it stops answering; the "
@@ -193,11 +215,15 @@ class ControlCommands:
         def text():
             rows = [[s["name"], s["url"], s.get("status"), s.get("admin_state"), when(s.get("since")),
                      human_size(s.get("used_bytes")), human_size(s.get("available_bytes")),
-                     str(s.get("under_replicated", 0))]
+                     str(s.get("under_replicated", 0)), membership_cell(s)]
                     for s in listing.get("servers", [])]
             lines = [format_table(["name", "url", "status", "admin", "since", "used", "available",
-                                   "under-replicated"], rows),
+                                   "under-replicated", "membership"], rows),
                      f"replicas per file: {listing.get('replicas')}"]
+            if "epoch" in listing:
+                lines.append(f"membership epoch {listing['epoch']}"
+                             + ("" if listing.get("committed") else
+                                " (not yet known to a majority: changes wait)"))
             return "\n".join(lines)
 
         if listing.get("tls") is False:  # never hidden, not even by --quiet or --json

@@ -177,7 +177,15 @@ def build_parser():
     q.add_argument("node", metavar="NODE")
     q = admin_action("online", "put a storage server back online (it is verified first)")
     q.add_argument("node", metavar="NODE")
-    admin_action("servers", "list the storage servers with status and storage")
+    admin_action("servers", "list the storage servers with status, storage and membership "
+                            "(member, or draining with the files left on it)")
+    q = admin_action("server-add", "add a storage server to the running cluster")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--url", required=True, metavar="URL", help="https://HOST:PORT it listens on")
+    q = admin_action("server-drain", "move every copy off a server; nothing new goes to it")
+    q.add_argument("name", metavar="NAME")
+    q = admin_action("server-remove", "take a drained server out of the cluster")
+    q.add_argument("name", metavar="NAME")
 
     sub.add_parser("up", help="start a local cluster (see 'securifile up --help')", add_help=False)
     return parser

@@ -266,6 +266,18 @@ class AdminClient:
             raise ValueError("state is 'offline' or 'online'")
         return self.request("POST", f"/api/v1/servers/{quote(name, safe='')}/{state}")
 
+    def add_server(self, name, url):
+        """Add a server to the running cluster (administrators only): the new membership."""
+        return self.request("POST", "/api/v1/servers", {"name": name, "url": url})
+
+    def drain_server(self, name):
+        """Start moving every copy off ``name``; nothing new is placed on it."""
+        return self.request("POST", f"/api/v1/servers/{quote(name, safe='')}/drain")
+
+    def remove_server(self, name):
+        """Take a drained server out of the cluster."""
+        return self.request("DELETE", f"/api/v1/servers/{quote(name, safe='')}")
+
     def status(self):
         """The admin server's own ``/status`` (no authentication needed)."""
         return self.request("GET", "/status")

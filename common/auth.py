@@ -39,7 +39,8 @@ class Authenticator:
 
     def __init__(self, token_public_key, node_names, peer_secret=None):
         self.token_public_key = token_public_key
-        self.node_names = set(node_names)
+        # A set given is shared, not copied: the membership changes it as servers come and go.
+        self.node_names = node_names if isinstance(node_names, set) else set(node_names)
         self.peer_secret = peer_secret
 
     def peer_certificate(self, request):

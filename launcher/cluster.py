@@ -71,6 +71,7 @@ class Cluster:
         self.layout = CertLayout(self.cfg.certs_dir)
         self.procs = {}
         self.user = user or {}
+        self.added = {}  # name -> (ServerEntry, its own configuration file): see new_server
 
     @classmethod
     def create(cls, data_dir, servers=3, replicas=1, tls=True, base_port=8441, host="127.0.0.1",
@@ -132,7 +133,23 @@ class Cluster:
         return bool(self.cfg.admin_url)
 
     def url(self, name):
+        if name in self.added:
+            return self.added[name][0].url
         return self.cfg.admin_url if name == ADMIN_NAME else self.cfg.server(name).url
+
+    def new_server(self, name, host="127.0.0.1", port=None):
+        """One more node for the running cluster, not started: a free port, its certificate,
+        and its own configuration file listing the cluster's servers and itself (the running
+        nodes learn of it once the administrator adds it: ``securifile-admin server add``)."""
+        port = port or free_ports(1, host)[0]
+        entry = ServerEntry(name, f"{self.cfg.scheme}://{url_host(host)}:{port}")
+        ensure_server_cert(self.layout, ensure_ca(self.layout), name, hosts=server_names(host))
+        cfg = load_config(self.config_path)
+        cfg.servers = [*cfg.servers, entry]
+        path = self.data_dir / f"{name}.toml"
+        private_file(path).write_text(dump_config(cfg.validate()))
+        self.added[name] = (entry, path)
+        return entry
 
     @property
     def names(self):
@@ -148,8 +165,9 @@ class Cluster:
     def start_node(self, name):
         if name == ADMIN_NAME:
             return self.start_admin()
+        config = self.added[name][1] if name in self.added else self.config_path
         return self._spawn(name, [sys.executable, "-m", "securifile.nodes.main", "--config",
-                                  str(self.config_path), "--name", name])
+                                  str(config), "--name", name])
 
     def start_admin(self):
         return self._spawn(ADMIN_NAME, [sys.executable, "-m", "securifile.admin.main", "--config",

@@ -17,7 +17,7 @@ BEAT_TIMEOUT = 0.8  # of the interval
 
 class HeartbeatLoop:
     def __init__(self, peers, peer_client, urls, interval, sync_locations, on_return=None,
-                 cursors=None, quorum=None):
+                 cursors=None, quorum=None, membership=None):
         self.peers = peers
         self.client = peer_client
         self.urls = urls
@@ -32,6 +32,7 @@ class HeartbeatLoop:
         self._pulled = dict(cursors.pull_cursors()) if cursors is not None else {}
         self._periodic = None
         self.quorum = quorum  # told of every answer; asked to refresh once a round
+        self.membership = membership  # takes a newer list from an answer (gossip)
 
     def _due(self):
         return [n for n in self.peers.names if n not in self._in_flight]
@@ -55,6 +56,8 @@ class HeartbeatLoop:
                 log.debug("heartbeat to %s missed: %s", name, e)
                 self.peers.record_miss(name)
                 return
+            if self.membership is not None:
+                self.membership.gossip(answer.get("membership"), name)
             seq = int(answer.get("seq", 0))
             if seq != self._pulled.get(name, 0):
                 # Catch up first: a returning peer is challenged on the newest records. The

@@ -13,7 +13,7 @@ from tornado.ioloop import PeriodicCallback
 
 from securifile.common.auth import PEER_SECRET_HEADER, Authenticator
 from securifile.common.certs import CertLayout
-from securifile.common.config import load_config
+from securifile.common.config import ServerEntry, load_config
 from securifile.common.limits import LimitedHTTPServer, ServerLimits, node_callers
 from securifile.common.logsetup import setup_logging
 from securifile.common.syslog import status_event
@@ -27,6 +27,7 @@ from .diskfile import DiskStore
 from .heartbeat import HeartbeatLoop
 from .http import load_openapi, make_app
 from .locationmap import LocationMap
+from .membership import MembershipPoller, NodeMembership, follow
 from .partial_uploads import PartialUploadStore
 from .peerclient import PeerClient
 from .peers import DOWN, RUNNING, VERIFYING, PeerTable
@@ -65,18 +66,22 @@ class NodeParts:
 
 def build_node(cfg, name, deep=False):
     """Everything one node needs, wired together."""
-    me = cfg.server(name)
     layout = CertLayout(cfg.certs_dir)
     data = cfg.node_data_dir(name)
     store = DiskStore(data, cfg.capacity_bytes)
     store.sweep_temp()
+    # The saved membership, if any, wins over the configuration's list (only a bootstrap).
+    membership = NodeMembership(data / "membership.json", cfg.servers)
+    urls = membership.urls()
+    if name not in urls:
+        raise KeyError(f"no server named {name!r} in the membership")
+    me = ServerEntry(name, urls[name])
     locations = LocationMap(data / "locations.sqlite3")
-    peer_names = [s.name for s in cfg.servers]
+    peer_names = membership.names
     # A node that holds files must have them verified by its peers before it serves again.
     returning = len(peer_names) > 1 and locations.has_copies()
     peers = PeerTable(name, peer_names, cfg.heartbeat_misses,
                       self_status=VERIFYING if returning else RUNNING)
-    urls = {s.name: s.url.rstrip("/") for s in cfg.servers}
     secret = None
     if cfg.tls:
         server_ctx = server_context(layout.server_cert(name), layout.server_key(name), layout.ca_cert)
@@ -85,17 +90,18 @@ def build_node(cfg, name, deep=False):
         server_ctx = peer_ctx = None
         secret = (layout.root / "peer-secret").read_text().strip()
     client = PeerClient(name, peer_ctx, secret, cfg.peer_timeout)
+    client.epoch = lambda: membership.epoch
     detection = cfg.heartbeat_interval * cfg.heartbeat_misses
     async def ask_witness(side):
         return await client.ask_witness(cfg.admin_url, side, detection * 2, detection)
 
-    # Only an even number of servers can split in two halves: only they need the witness.
-    tie_break = ask_witness if cfg.admin_url and len(peer_names) % 2 == 0 else None
-    quorum = Quorum(peers, len(peer_names), detection, tie_break)
+    # Only an even number of servers can tie (exactly half reachable): only they ask it.
+    quorum = Quorum(peers, len(peer_names), detection, ask_witness if cfg.admin_url else None)
     node = StorageNode(name, urls, cfg.replicas, cfg.digest, store, locations, peers, client,
                        random.SystemRandom(), cfg.lock_lease_seconds, quorum,
                        call_timeout=min(cfg.peer_timeout, detection))
     quorum.on_change = node.quorum_changed
+    node.membership = membership
     node.upload_slots = UploadSlots(cfg.max_uploads_per_user)
     node.min_upload_rate = cfg.min_upload_rate
     node.partials = PartialUploadStore(data, cfg.partial_upload_hours * 3600,
@@ -103,7 +109,11 @@ def build_node(cfg, name, deep=False):
     node.partials.sweep()
     node.resumable = ResumableUploads(node, node.partials)
     verifier = Verifier(node, cfg.challenge_timeout, retry_delay=cfg.heartbeat_interval)
-    authenticator = Authenticator(load_public_key(layout.token_public_key), peer_names, secret)
+    authenticator = Authenticator(load_public_key(layout.token_public_key), set(peer_names), secret)
+    follow(membership, node, peers, quorum, urls, authenticator.node_names)
+    node.membership_poller = MembershipPoller(membership, client, cfg.admin_url,
+                                              max(cfg.heartbeat_interval, cfg.report_interval)) \
+        if cfg.admin_url else None
     reporter = None
     if cfg.admin_url:
         headers = {"X-SecuriFile-Node": name}
@@ -123,7 +133,8 @@ def build_node(cfg, name, deep=False):
     app = make_app(node, authenticator, authoriser, cfg.tls, cfg.max_body_bytes,
                    DOWNLOAD_CHUNK, load_openapi(), deep, cfg.verify_reads)
     heartbeat = HeartbeatLoop(peers, client, urls, cfg.heartbeat_interval, node.apply_locations,
-                              verifier.start, cursors=locations, quorum=quorum)
+                              verifier.start, cursors=locations, quorum=quorum,
+                              membership=membership)
     node.verifier = verifier
     node.repair = RepairLoop(node, cfg.repair_after, cfg.repair_interval, cfg.repair_batch)
     reported = peers.on_change
@@ -188,6 +199,8 @@ async def serve(cfg, name, deep=False):
                          parts.authenticator)
     server.listen(me.port, address=me.host)
     heartbeat.start()
+    if node.membership_poller is not None:
+        node.membership_poller.start()
     node.repair.start()
     if node.purger is not None:
         node.purger.start()
@@ -212,6 +225,8 @@ async def serve(cfg, name, deep=False):
     await stop.wait()
     log.info("node %s stopping", name)
     heartbeat.stop()
+    if node.membership_poller is not None:
+        node.membership_poller.stop()
     node.repair.stop()
     if node.purger is not None:
         node.purger.stop()

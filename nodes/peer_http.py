@@ -66,6 +66,8 @@ class LocksHandler(NodeHandler):
         if body.get("release"):
             self.node.give_back_lock(fp, body.get("token"))
             return self.send_json({"ok": True})
+        if self.node.membership is not None:
+            self.node.membership.check_coordinator(body.get("epoch"))
         stamp = body.get("stamp")
         self.send_json(self.node.grant_lock(
             fp, str(body.get("holder")), self.principal.name, str(body.get("token")),

@@ -59,6 +59,8 @@ class PeerClient:
     def __init__(self, self_name, ssl_context=None, peer_secret=None, timeout=10.0):
         self.self_name = self_name
         self.ssl_context = ssl_context
+        # The membership epoch this node counts over, sent with locks and witness questions.
+        self.epoch = lambda: 0
         self.peer_secret = peer_secret
         self.timeout = timeout
         self._session = None
@@ -179,7 +181,7 @@ class PeerClient:
         """Take or renew a lock; the answer has the stamp reserved (``stamp``: at least this
         one) and the peer's record when it is newer than the stamp ``known`` here."""
         body = {"owner": fp.owner, "path": fp.rel, "holder": holder, "lease": lease,
-                "token": token, "known": known}
+                "token": token, "known": known, "epoch": self.epoch()}
         if stamp is not None:
             body["stamp"] = stamp
         return await self._json(base + "/peer/locks", "POST", body, timeout)
@@ -202,8 +204,13 @@ class PeerClient:
         """Ask the admin server (the witness) for the tie-break lease for ``side``: the lease
         in seconds when granted, 0 when another side holds it."""
         answer = await self._json(admin_url.rstrip("/") + "/api/v1/witness", "POST",
-                                  {"side": side, "lease": lease}, timeout)
+                                  {"side": side, "lease": lease, "epoch": self.epoch()}, timeout)
         return float(answer.get("lease", 0)) if answer.get("granted") else 0.0
+
+    async def membership(self, admin_url, known, timeout):
+        """The admin server's current membership; it notes that this node holds ``known``."""
+        return await self._json(admin_url.rstrip("/") + f"/api/v1/membership?known={known}",
+                                "GET", None, timeout)
 
     async def delete_copy(self, base, fp, version):
         await self._call(file_url(fp, base, REPLICAS) + f"?version={version}", "DELETE")

@@ -52,6 +52,23 @@ class PeerTable:
     def names(self):
         return list(self._peers)
 
+    def add_peer(self, name):
+        """A server added to the cluster: down until it answers, then challenged like any
+        returning server before it counts as running."""
+        if name == self.self_name or name in self._peers:
+            return
+        self._peers[name] = {"status": DOWN, "misses": self.misses_allowed, "since": self.clock(),
+                             "seq": 0, "boot": None, "round": 0, "checked": None,
+                             "self": DOWN, "ask_again": False}
+        log.warning("peer %s: added to the cluster", name)
+
+    def remove_peer(self, name):
+        """A server taken out of the cluster: no longer watched, judged or counted."""
+        if self._peers.pop(name, None) is not None:
+            self.verdicts.pop(name, None)
+            log.warning("peer %s: removed from the cluster", name)
+            self._reconsider_self()
+
     def status(self, name):
         if name == self.self_name:
             return self.self_status
@@ -93,7 +110,9 @@ class PeerTable:
         id), or when it says it is being verified in a round this node has not checked yet
         (it was put back online, possibly too quickly to be seen down).
         """
-        p = self._peers[name]
+        p = self._peers.get(name)
+        if p is None:  # taken out of the cluster while the heartbeat was in flight
+            return False
         p["misses"] = 0
         p["seq"] = seq
         p["self"] = status
@@ -117,7 +136,9 @@ class PeerTable:
 
     @observed
     def record_miss(self, name):
-        p = self._peers[name]
+        p = self._peers.get(name)
+        if p is None:
+            return
         p["misses"] += 1
         if p["misses"] >= self.misses_allowed:
             self._set(name, DOWN, f"{p['misses']} heartbeats missed")

@@ -45,7 +45,8 @@ class Quorum:
 
     def reachable(self):
         now = self.clock()
-        near = [n for n, t in self._last_ack.items() if now - t <= self.window]
+        members = set(self.peers.names)  # a server taken out of the cluster votes no more
+        near = [n for n, t in self._last_ack.items() if now - t <= self.window and n in members]
         return sorted([self.peers.self_name, *near])
 
     def _decide(self):

@@ -10,7 +10,9 @@ brings the record back to an origin and ``replicas`` current replicas:
   lost holder is marked stale, so that the record (and the admin database) say the file is
   under-replicated;
 - a file with fewer current copies than it should have (a replica failed during the upload,
-  or there was no server to take one) gets new replicas as soon as servers can take them.
+  or there was no server to take one) gets new replicas as soon as servers can take them;
+- a holder being drained (retired by the administrator) is replaced the same way, but only
+  once its replacement holds the copy: the file keeps its copies on the others throughout.
 A holder that comes back after it was replaced drops its copy when it learns the record.
 
 Crash leftovers are settled here too, once no lock guards the file and the copy is older
@@ -67,12 +69,14 @@ class RepairLoop:
             return 0
         lost = self.lost_holders()
         running = set(node.peers.running_peers())
+        retiring = set(node.draining)
         candidates = await asyncio.to_thread(
-            node.locations.needing_repair, copies_wanted(node.replicas), lost, running, self.batch * 20)
+            node.locations.needing_repair, copies_wanted(node.replicas), lost | retiring, running,
+            self.batch * 20)
         changed = 0
         for loc in [c for c in candidates if self._mine(c)][:self.batch]:
             try:
-                if await self.repair(loc, lost, running):
+                if await self.repair(loc, lost, running, retiring):
                     changed += 1
             except (Locked, Unavailable) as e:  # a writer has it, or no majority: next round
                 log.info("repair of %s put off: %s", loc.file_path, e)
@@ -125,22 +129,27 @@ class RepairLoop:
             except (Locked, Unavailable) as e:
                 log.info("adopting %s put off: %s", fp, e)
 
-    async def repair(self, loc, lost, running):
-        """Copy what ``loc`` lacks, then publish the new holders; True if the record changed."""
+    async def repair(self, loc, lost, running, retiring=frozenset()):
+        """Copy what ``loc`` lacks, then publish the new holders; True if the record changed.
+
+        Holders in ``retiring`` (being drained) do not count as copies; each is dropped from
+        the record only once a new holder has taken its copy."""
         node = self.node
         holders = loc.holders
-        freshen = [h for h in loc.stale if h in running]
-        dead = [h for h in holders if h in lost]
-        waiting = [h for h in loc.stale if h not in running and h not in lost]
-        current = [h for h in holders if h not in loc.stale and h not in lost]
-        spares = [p for p in running if p not in holders]
+        staying = [h for h in holders if h not in retiring]
+        freshen = [h for h in loc.stale if h in running and h not in retiring]
+        dead = [h for h in staying if h in lost]
+        leaving = [h for h in holders if h in retiring]
+        waiting = [h for h in loc.stale if h not in running and h not in lost and h in staying]
+        current = [h for h in staying if h not in loc.stale and h not in lost]
+        spares = [p for p in running if p not in holders and p not in retiring]
         need = copies_wanted(node.replicas) - len(current) - len(freshen) - len(waiting)
         added = place_replicas(spares, max(0, need), node.rng)
         sent = await self._send(loc, freshen + added)
         freshened = [h for h in freshen if h in sent]
         added = [h for h in added if h in sent]
-        replaced = dead[:len(added)]
-        to_mark = [h for h in dead[len(added):] if h not in loc.stale]
+        replaced = (dead + leaving)[:len(added)]
+        to_mark = [h for h in dead if h not in replaced and h not in loc.stale]
         if not (freshened or added or to_mark):
             return False
         version = loc.version

@@ -62,6 +62,8 @@ class StorageNode(MajorityLocking):
         self._background = set()
         self.pipelines = set()  # uploads whose body is being streamed to replicas
         self.quarantined = 0  # bad copies moved aside since start
+        self.membership = None  # NodeMembership: the list of servers, its epoch
+        self.draining = set()  # servers being retired: no new copies go to them
         self.boot = uuid.uuid4().hex  # tells peers this process from a restarted one
         self.listeners = {}  # method name -> calls to make after it (see observed.py)
 
@@ -156,6 +158,10 @@ class StorageNode(MajorityLocking):
                                code="parent_is_a_file")
             if self.locations.has_folder(fp):
                 raise Conflict(f"{fp} is a folder", code="is_a_folder")
+            if self.name in self.draining:  # a new file's origin must not be a leaving server
+                others = [p for p in self.placeable_peers() if p not in avoid]
+                if others:
+                    return "redirect", place_replicas(others, 1, self.rng)[0]
             return "local", None
         kind, where = self.route_read(fp, sent_here, avoid)
         return ("local", loc) if kind == "serve" else (kind, where)
@@ -310,7 +316,7 @@ class StorageNode(MajorityLocking):
                         log.warning("replica copy of %s to %s failed: %s", fp, target, e)
                 if not fresh:
                     return
-                spare = [p for p in self.peers.running_peers() if p not in tried]
+                spare = [p for p in self.placeable_peers() if p not in tried]
                 if not spare:
                     return
                 target = place_replicas(spare, 1, self.rng)[0]
@@ -484,8 +490,11 @@ class StorageNode(MajorityLocking):
             self.quorum.has()
         if caller in self.urls:
             self.pulled_by[caller] = int(pulled)
-        return {"name": self.name, "status": self.peers.self_status,
-                "seq": self.locations.seq, "boot": self.boot, "round": self.peers.round}
+        answer = {"name": self.name, "status": self.peers.self_status,
+                  "seq": self.locations.seq, "boot": self.boot, "round": self.peers.round}
+        if self.membership is not None:  # gossip: peers adopt a newer list from it
+            answer["membership"] = self.membership.as_json()
+        return answer
 
     async def answer_challenge(self, challenge, deep, challenger):
         """A peer checks this node's copies: answered from the disk, in a thread (it may
@@ -511,6 +520,15 @@ class StorageNode(MajorityLocking):
             self.peers.set_self(VERIFYING if self.peers.names else RUNNING,
                                 "put back online by the administrator")
         return self.peers.self_status
+
+    def placeable_peers(self):
+        """Running peers that may take new copies (not being drained)."""
+        return [p for p in self.peers.running_peers() if p not in self.draining]
+
+    def set_removed(self):
+        """This server was taken out of the cluster: it serves nobody from now on."""
+        if self.peers.self_status != OFFLINE:
+            self.peers.set_self(OFFLINE, "removed from the cluster's membership")
 
     def quorum_changed(self, has, detail):
         """Cut off from the majority: verifying from now on, so that when it rejoins it
@@ -544,6 +562,9 @@ class StorageNode(MajorityLocking):
             "used_bytes": used,
             "available_bytes": available,
             "replicas": self.replicas,
+            # The membership this node counts its majority over (nodes/membership.py).
+            "epoch": self.membership.epoch if self.membership is not None else 0,
+            "members": self.membership.servers if self.membership is not None else [],
             # New connections to peers (a TLS handshake each) and calls made over them.
             "peer_client": self.client.stats(),
         }

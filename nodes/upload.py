@@ -262,7 +262,7 @@ def plan_new_version(node, ticket):
         version = existing.version + 1 if existing else 1
         loc = Location(fp.owner, fp.rel, node.name, None, node.algorithm, 0, version, [],
                        0.0, stamp=ticket.stamp, coordinator=node.name)
-        wanted = place_replicas(node.peers.running_peers(), node.replicas, node.rng)
+        wanted = place_replicas(node.placeable_peers(), node.replicas, node.rng)
         return UploadPlan(loc, wanted, True)
     loc = Location(fp.owner, fp.rel, existing.origin, None, node.algorithm, 0,
                    existing.version + 1, [], 0.0, stamp=ticket.stamp, coordinator=node.name)

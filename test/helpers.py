@@ -103,7 +103,8 @@ class Api:
         raise AssertionError("too many redirects")
 
     def node_for(self, base):
-        for s in self.cluster.cfg.servers:
+        added = [entry for entry, _config in getattr(self.cluster, "added", {}).values()]
+        for s in [*self.cluster.cfg.servers, *added]:
             if s.url.rstrip("/") == base.rstrip("/"):
                 return s.name
         raise AssertionError(f"redirect to a server outside the cluster: {base}")

@@ -230,9 +230,12 @@ class NetnsCluster(Cluster):
         self.lab = lab
 
     @classmethod
-    def create_in(cls, lab, data_dir, replicas=1, tls=True, **settings):
-        plain = Cluster.create(data_dir, lab.servers, replicas, tls, base_port=8441,
-                               hosts=[server_address(i) for i in range(1, lab.servers + 1)],
+    def create_in(cls, lab, data_dir, replicas=1, tls=True, servers=None, **settings):
+        """Nodes in the lab's first ``servers`` namespaces (all by default; the others are
+        for servers added later: ``new_server``)."""
+        servers = servers or lab.servers
+        plain = Cluster.create(data_dir, servers, replicas, tls, base_port=8441,
+                               hosts=[server_address(i) for i in range(1, servers + 1)],
                                admin_host=ADMIN_ADDRESS, **settings)
         return cls(plain.data_dir, plain.config_path, plain.user, lab)
 
@@ -258,22 +261,23 @@ class NetnsCluster(Cluster):
             conn.close()
 
     def cut(self, name):
-        self.lab.cut(self.names.index(name) + 1)
+        self.lab.cut(self.lab.nodes.index(self.lab.netns_of(name)) + 1)
 
     def heal(self, name):
-        self.lab.heal(self.names.index(name) + 1)
+        self.lab.heal(self.lab.nodes.index(self.lab.netns_of(name)) + 1)
 
 
 @pytest.fixture
 def make_netns_cluster(tmp_path_factory):
     """Start a cluster in fresh namespaces: ``make_netns_cluster(servers=3, replicas=1,
-    **config)``; every process is stopped and every namespace removed afterwards."""
+    spare=0, **config)`` (``spare`` namespaces more for servers added later); every process
+    is stopped and every namespace removed afterwards."""
     labs, clusters = [], []
 
-    def make(servers=3, replicas=1, tls=True, **settings):
-        labs.append(lab_or_skip(servers))
+    def make(servers=3, replicas=1, tls=True, spare=0, **settings):
+        labs.append(lab_or_skip(servers + spare))
         cluster = NetnsCluster.create_in(labs[-1], tmp_path_factory.mktemp("netns"), replicas,
-                                         tls, **{**FAST, **settings})
+                                         tls, servers, **{**FAST, **settings})
         clusters.append(cluster)
         cluster.start()
         return cluster

@@ -502,6 +502,11 @@ def test_preferences_never_hold_a_password(tmp_path):
 def test_status_shows_a_pending_change_and_login_errors_read_as_sentences():
     assert shown_status({"status": "running", "admin_state": "offline"}) == "running → offline"
     assert shown_status({"status": "offline", "admin_state": "offline"}) == "offline"
+    # A drain under way, with what it still has to move.
+    assert shown_status({"status": "running", "membership": "draining", "files_left": 12}) \
+        == "running, draining: 12 left"
+    assert shown_status({"status": "running", "membership": "member", "files_left": None}) \
+        == "running"
     assert "Wrong user name or password" in login_problem(
         Unauthorized(401, "bad_credentials", "bad credentials"), "https://a")
     assert "expired" in login_problem(

@@ -52,13 +52,17 @@ class ServerStateSet(Message):
 
 
 def shown_status(server):
-    """The status, with a pending administrative change: ``running → offline``."""
+    """The status, with a pending administrative change (``running → offline``) and a drain
+    under way with the copies it still has to move (``running, draining: 12 left``)."""
     status = server.get("status") or "unknown"
     wanted = server.get("admin_state") or "online"
     if wanted == "offline" and status != "offline":
-        return f"{status} → offline"
-    if wanted == "online" and status == "offline":
-        return "offline → online"
+        status = f"{status} → offline"
+    elif wanted == "online" and status == "offline":
+        status = "offline → online"
+    if server.get("membership") == "draining":
+        left = server.get("files_left")
+        status += ", draining" + ("" if left is None else f": {left} left")
     return status
 
 
@@ -230,7 +234,7 @@ class ServersScreen(Screen):
         avail = server.get("available_bytes")
         total = (used or 0) + (avail or 0)
         pct = f"{100 * (used or 0) / total:.1f}%" if total and used is not None else "-"
-        style = STATUS_STYLES.get(status.split(" ")[0], "")
+        style = STATUS_STYLES.get(status.split(" ")[0].rstrip(","), "")
         return {
             "name": Text(server["name"], style="bold"),
             "status": Text(status, style=style),
