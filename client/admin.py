@@ -188,11 +188,13 @@ class AdminClient:
                 return users
             after = page[-1]["username"]
 
-    def add_user(self, username, email, valid_days, *, password=None, admin=False):
+    def add_user(self, username, email, valid_days, *, password=None, admin=False,
+                 quota_bytes=None):
         """Create an account (administrators only). Without ``password`` its owner gets an
-        enrolment code by e-mail (in the answer too, when the e-mail could not be sent)."""
+        enrolment code by e-mail (in the answer too, when the e-mail could not be sent).
+        ``quota_bytes``: what its files may take (None: no limit)."""
         payload = {"username": username, "email": email, "valid_days": valid_days,
-                   "admin": bool(admin)}
+                   "admin": bool(admin), "quota_bytes": quota_bytes}
         if password is not None:
             payload["password"] = password
         return self.request("POST", "/api/v1/users", payload, expected=(201,))
@@ -201,6 +203,11 @@ class AdminClient:
         """E-mail ``username`` a new enrolment code (administrators only)."""
         return self.request("POST", f"/api/v1/users/{quote(username, safe='')}/enrolment",
                             expected=(201,))
+
+    def set_quota(self, username, quota_bytes):
+        """Set (None: lift) an account's quota; ``{"quota_bytes","used_bytes",...}``."""
+        return self.request("PATCH", "/api/v1/users/" + quote(username, safe=""),
+                            {"quota_bytes": quota_bytes})
 
     def remove_user(self, username):
         self.request("DELETE", "/api/v1/users/" + quote(username, safe=""), expected=(204,))

@@ -33,12 +33,15 @@ class DigestMismatch(ApiError):
 class DiskStore:
     """The files of one node under one root directory."""
 
-    def __init__(self, root, capacity_bytes=0):
+    def __init__(self, root, capacity_bytes=0, reserve_bytes=0):
         self.root = Path(root).resolve()
         self.files_dir = self.root / "files"
         self.tmp_dir = self.root / "tmp"
         self.quarantine_dir = self.root / "quarantine"
         self.capacity_bytes = capacity_bytes
+        # Free space of the file system that no upload may take (the node's own databases,
+        # logs and the operator need it when users have filled the rest).
+        self.reserve_bytes = reserve_bytes
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._used = None
@@ -146,11 +149,22 @@ class DiskStore:
             return used, max(0, min(free, self.capacity_bytes - used))
         return used, free
 
-    def check_room(self, incoming):
-        _used, available = self.usage()
-        if incoming > available:
+    def room(self, in_flight=0):
+        """Bytes an upload may still write: the file system's free space less the reserve,
+        and no more than what is left of the capacity, if set, once ``in_flight`` bytes (of
+        this upload, already in its temp file: already out of the free space) count."""
+        room = shutil.disk_usage(self.root).free - self.reserve_bytes
+        if self.capacity_bytes:
+            room = min(room, self.capacity_bytes - self.used_bytes() - in_flight)
+        return max(0, room)
+
+    def check_room(self, incoming, in_flight=0):
+        room = self.room(in_flight)
+        if incoming > room:
             raise InsufficientStorage(
-                f"not enough space: {incoming} bytes needed, {available} available")
+                f"not enough space: {incoming} bytes needed, {room} available"
+                + (f" (this server keeps {self.reserve_bytes} bytes free)"
+                   if self.reserve_bytes else ""))
 
 
 def _chunks(f, start, end, chunk_size):
@@ -189,6 +203,7 @@ class DiskWriter:
         self._pending = []  # pieces gathered until WRITE_BUFFER bytes are there
         self._filled = 0
         self._synced = 0
+        self._written = 0  # bytes in the temp file
         self._syncing = None
         self.done = False
 
@@ -208,6 +223,14 @@ class DiskWriter:
             self._put(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def _put(self, data):
+        # Checked before every buffer (a statvfs a MiB): a body of unknown length was never
+        # checked up front, and concurrent uploads can together outgrow what each saw.
+        try:
+            self.store.check_room(len(data), self._written)
+        except InsufficientStorage:
+            self.abort()
+            raise
+        self._written += len(data)
         self.hasher.update(data)
         try:
             with memoryview(data) as view:

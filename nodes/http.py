@@ -28,6 +28,8 @@ from .upload import Redirect
 
 
 SMALL_BODY = 1 << 20
+# A refused body is read (and dropped) this far at most; then the connection is closed.
+DISCARD_LIMIT = 64 << 20
 
 
 class UserHandler(NodeHandler):
@@ -124,11 +126,36 @@ class FileHandler(UserHandler):
     def data_received(self, chunk):
         if self.upload is None or self.failure is not None:
             return None
+        if self.upload.failure is not None:
+            return self._discard(chunk)
         return self.upload.write(chunk)
+
+    def _discard(self, chunk):
+        """A refused body's bytes. The answer waits for the body's end while little of it
+        came (a client still sending may miss an early answer and see a reset instead);
+        past SMALL_BODY it goes out at once, with ``Connection: close``, which tells a
+        client like curl to stop sending, and past DISCARD_LIMIT the connection is closed."""
+        self.discarded = getattr(self, "discarded", 0) + len(chunk)
+        if self._finished:
+            return
+        if self.discarded > DISCARD_LIMIT:
+            self.request.connection.stream.close()  # on_connection_close cleans up
+        elif self.discarded > SMALL_BODY and not self._headers_written:
+            e = self.upload.failure
+            body = e.to_json().encode()
+            self.set_status(e.status)
+            self.set_header("Content-Type", "application/json")
+            self.set_header("X-SecuriFile-Error", e.code)
+            self.set_header("Content-Length", str(len(body)))
+            self.set_header("Connection", "close")
+            self.write(body)
+            self.flush()
 
     async def put(self, _path):
         if self.failure is not None:
             raise self.failure
+        if self._headers_written:  # refused while the body still came: answered already
+            return self.finish()
         if self.redirect_after_body is not None:
             return self.redirect_to(self.redirect_after_body, self.fp)
         result = await self.upload.finish()

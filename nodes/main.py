@@ -31,6 +31,7 @@ from .membership import MembershipPoller, NodeMembership, follow
 from .partial_uploads import PartialUploadStore
 from .peerclient import PeerClient
 from .peers import DOWN, RUNNING, VERIFYING, PeerTable
+from .quota import QuotaKeeper
 from .quorum import Quorum
 from .repair import RepairLoop
 from .verification import Verifier
@@ -68,7 +69,7 @@ def build_node(cfg, name, deep=False):
     """Everything one node needs, wired together."""
     layout = CertLayout(cfg.certs_dir)
     data = cfg.node_data_dir(name)
-    store = DiskStore(data, cfg.capacity_bytes)
+    store = DiskStore(data, cfg.capacity_bytes, cfg.reserve_bytes)
     store.sweep_temp()
     # The saved membership, if any, wins over the configuration's list (only a bootstrap).
     membership = NodeMembership(data / "membership.json", cfg.servers)
@@ -126,6 +127,9 @@ def build_node(cfg, name, deep=False):
         node.purger = NamespacePurger(node, cfg.admin_url, peer_ctx, headers,
                                       cfg.purge_interval, cfg.purge_batch)
         node.on_file_change = reporter.file_changed
+        node.quotas = QuotaKeeper(cfg.admin_url, client, reporter.quota_done,
+                                  unlimited_ttl=cfg.authz_cache_seconds,
+                                  state_path=data / "quota-owners.json")
         peers.on_change = reporter.status_changed
     else:
         authoriser = OwnerOnlyAuthoriser()

@@ -207,6 +207,12 @@ class PeerClient:
                                   {"side": side, "lease": lease, "epoch": self.epoch()}, timeout)
         return float(answer.get("lease", 0)) if answer.get("granted") else 0.0
 
+    async def quota_reservation(self, admin_url, rid, request=None, timeout=None):
+        """Reserve (``request``: owner, path, bytes, wanted) or, without one, give back the
+        quota reservation ``rid`` at the admin server; its answer (see admin/quotas.py)."""
+        url = f"{admin_url.rstrip('/')}/api/v1/quota/reservations/{rid}"
+        return await self._json(url, "PUT" if request is not None else "DELETE", request, timeout)
+
     async def membership(self, admin_url, known, timeout):
         """The admin server's current membership; it notes that this node holds ``known``."""
         return await self._json(admin_url.rstrip("/") + f"/api/v1/membership?known={known}",

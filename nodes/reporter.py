@@ -48,6 +48,11 @@ class Reporter:
         record["under_replicated"] = under_replicated
         self._put({"type": "file", "record": record})
 
+    def quota_done(self, reservation_id):
+        """An upload's quota reservation ends when the admin server applies this, which it
+        does after the file's own event (queued first): the file is counted by then."""
+        self._put({"type": "quota_done", "id": reservation_id})
+
     def status_changed(self, subject, old, new, detail=""):
         self._put({"type": "status", "subject": subject, "old": old, "new": new,
                    "detail": detail, "at": self.clock()})
