@@ -13,7 +13,8 @@ from urllib.parse import quote, urlencode
 from .errors import NoRunningServer, ProtocolError, TransportError, Unreachable, describe_error
 from .files import parse_remote
 from .servers import base_url
-from .transport import CHUNK_SIZE, BytesBody, Transport, error_from_response, tls_context
+from .transport import (CHUNK_SIZE, BytesBody, ConnectionsOwner, Transport, error_from_response,
+                        tls_context)
 
 RUNNING, UNKNOWN, OFFLINE = "running", "unknown", "offline"
 # Rows per page the clients ask for: every page answers in milliseconds at this size (see
@@ -57,7 +58,7 @@ def usable_servers(listing):
     return usable, [s["url"] for s in servers]
 
 
-class AdminClient:
+class AdminClient(ConnectionsOwner):
     """Calls the admin server at ``url`` as one user (bearer ``token`` and/or certificate).
 
     ``transport``: share another client's connections and TLS context (then ``ca``,
@@ -89,16 +90,6 @@ class AdminClient:
 
     def set_token(self, token):
         self._token = token
-
-    def close(self):
-        """Close this thread's idle connections."""
-        self._transport.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # -- the request --
 

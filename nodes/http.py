@@ -33,7 +33,16 @@ DISCARD_LIMIT = 64 << 20
 
 
 class UserHandler(NodeHandler):
-    """Shared by the user-facing handlers: a node that is not running serves nobody."""
+    """Shared by the user-facing handlers (/files, /uploads): a node that is not running
+    serves nobody; ``authoriser`` says what the caller may do."""
+
+    def initialize(self, node, authenticator, authoriser, max_body_bytes, read_chunk,
+                   verify_reads):
+        super().initialize(node, authenticator)
+        self.authoriser = authoriser
+        self.max_body_bytes = max_body_bytes
+        self.read_chunk = read_chunk
+        self.verify_reads = verify_reads
 
     def sent_here(self):
         return self.get_query_argument("holder", None) == self.node.name
@@ -67,14 +76,6 @@ class FileHandler(UserHandler):
     (``nodes/upload.py``) and deletes."""
 
     auth = USER
-
-    def initialize(self, node, authenticator, authoriser, max_body_bytes, read_chunk,
-                   verify_reads):
-        super().initialize(node, authenticator)
-        self.authoriser = authoriser
-        self.max_body_bytes = max_body_bytes
-        self.read_chunk = read_chunk
-        self.verify_reads = verify_reads
 
     async def prepare(self):
         self.upload = None
@@ -291,6 +292,18 @@ class OpenApiHandler(NodeHandler):
         self.send_json(self.openapi)
 
 
+class NodeMetricsHandler(NodeHandler, MetricsHandler):
+    """GET /metrics over this node's registry."""
+
+    def initialize(self, node, authenticator, registry):
+        super().initialize(node, authenticator)
+        self.registry = registry
+
+
+class UnknownRouteHandler(NotFoundHandler, NodeHandler):
+    """404 ``no_endpoint`` for any path no route matches (dependencies as every handler's)."""
+
+
 def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, openapi, deep=False,
              verify_reads=True):
     deps = dict(node=node, authenticator=authenticator)
@@ -313,10 +326,10 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
             (r"/peer/challenge", ChallengeHandler, dict(deps, deep=deep)),
             (r"/peer/verdict", VerdictHandler, deps),
             (r"/peer/locks", LocksHandler, deps),
-            (r"/metrics", MetricsHandler, dict(deps, registry=metrics.registry)),
+            (r"/metrics", NodeMetricsHandler, dict(deps, registry=metrics.registry)),
         ],
         log_function=metrics.requests.counting(request_logger(("/peer/", "/metrics"))),
-        default_handler_class=NotFoundHandler,
+        default_handler_class=UnknownRouteHandler,
         default_handler_args=deps,
         compress_response=False,
     )

@@ -55,15 +55,17 @@ class QuotaKeeper:
         self.state_path = Path(state_path) if state_path else None
         self.limited = self._load()  # owners seen with a quota
 
-    async def reserve(self, fp, length):
+    async def reserve(self, fp, length, rid=None, received=0):
         """An UploadQuota for an upload of ``length`` bytes to ``fp`` (None: unknown, the body
-        is chunked), or None when its owner has no quota. QuotaExceeded (507) when it does
-        not fit; QuotaUnchecked (503) when the admin server cannot say and must."""
+        is chunked; ``received`` bytes are there already), or None when its owner has no
+        quota. ``rid`` renews (or takes again) an earlier reservation: a resumable upload's.
+        QuotaExceeded (507) when it does not fit; QuotaUnchecked (503) when the admin server
+        cannot say and must."""
         seen = self._unlimited.get(fp.owner)
         if seen is not None and self.clock() - seen < self.unlimited_ttl:
             return None
-        quota = UploadQuota(self, fp, uuid.uuid4().hex)
-        size = length or 0
+        quota = UploadQuota(self, fp, rid or uuid.uuid4().hex)
+        size = length if length is not None else received
         answer = await quota.ask(size, size if length is not None else size + self.step,
                                  offline_ok=True)
         if answer is None or answer.get("quota_bytes") is None:
@@ -73,6 +75,18 @@ class QuotaKeeper:
 
     async def call(self, rid, request=None):
         return await self.client.quota_reservation(self.admin_url, rid, request, self.timeout)
+
+    def give_back(self, rid, background):
+        """Release reservation ``rid`` without waiting (it expires, should this be lost)."""
+        task = asyncio.ensure_future(self._give_back(rid))
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    async def _give_back(self, rid):
+        try:
+            await self.call(rid)
+        except PeerError as e:
+            log.info("quota reservation %s not given back (it expires): %s", rid, e)
 
     def learned(self, owner, limited):
         """What an answer said about ``owner``: remembered for when the admin server is down."""
@@ -178,15 +192,22 @@ class UploadQuota:
     def release(self):
         """The upload failed: the reservation goes back (or expires, should this be lost)."""
         if self._stop():
-            task = asyncio.ensure_future(self._give_back())
+            self.keeper.give_back(self.rid, self._background)
+
+    def keep(self, size):
+        """A resumable upload's request ends with ``size`` bytes held, the upload goes on:
+        no more renewals, and the step reserved ahead goes back (the reservation covers
+        ``size`` until it expires); the next request renews it, or takes it again."""
+        if self._stop() and self.covered > size:
+            task = asyncio.ensure_future(self._shrink(size))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _give_back(self):
+    async def _shrink(self, size):
         try:
-            await self.keeper.call(self.rid)
-        except PeerError as e:
-            log.info("quota reservation %s not given back (it expires): %s", self.rid, e)
+            await self.ask(size, size)
+        except ApiError as e:  # it expires
+            log.info("quota reservation %s not shrunk: %s", self.rid, e.message)
 
     def _stop(self):
         if self.done:

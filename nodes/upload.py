@@ -207,7 +207,7 @@ class Upload:
         except ApiError:
             self.writer.abort()  # gone before the client hears of it (the pipeline too)
             raise
-        digest = self.writer.commit(self.declared.own)
+        digest = await self.writer.commit_async(self.declared.own)
         piped = None
         if self.pipeline is not None:
             # Only now, the origin's copy committed under a live lock, do the replicas get

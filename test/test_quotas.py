@@ -8,7 +8,11 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -220,6 +224,98 @@ def test_a_node_keeps_its_reserve_of_free_space(cluster, alice):
     assert r.status == 201, r
     assert shutil.disk_usage(folder).free > RESERVE
     assert json.loads(api.request("node1", "DELETE", "alice/big/fits.bin").body or b"{}") == {}
+
+
+def create_upload(api, path, length=None, body=b""):
+    h = {"Upload-Complete": "?0"}
+    if length is not None:
+        h["Upload-Length"] = str(length)
+    return api.request("node1", "POST", "/uploads/" + path, body=body, headers=h, raw_path=True)
+
+
+def append_upload(api, where, offset, body, complete):
+    h = {"Upload-Offset": str(offset), "Upload-Complete": "?1" if complete else "?0",
+         "Content-Type": "application/partial-upload"}
+    return api.request("node1", "PATCH", where, body=body, headers=h, raw_path=True)
+
+
+def upload_offset(api, where):
+    r = api.request("node1", "HEAD", where, raw_path=True)
+    assert r.status == 204, r
+    return int(r.headers["Upload-Offset"])
+
+
+def partial_files(cluster):
+    return list((cluster.cfg.node_data_dir("node1") / "partial").glob("*.data"))
+
+
+def test_resumable_uploads_reserve_their_length_or_their_bytes(cluster, admin):
+    """A user of its own: no report of another test's files still on its way."""
+    admin.add_user("rita")
+    rita = admin.as_user("rita")
+    api = rita.node_api()
+    base = 0
+    set_quota(admin, "rita", base + 40 * KiB)
+    before = len(partial_files(cluster))
+
+    # A declared length over the quota: refused at creation, nothing kept.
+    r = create_upload(api, "rita/res/over.bin", length=50 * KiB)
+    assert r.status == 507, r
+    error = r.json()["error"]
+    assert error["code"] == "quota_exceeded"
+    assert (error["used_bytes"], error["quota_bytes"]) == (base, base + 40 * KiB)
+    assert len(partial_files(cluster)) == before
+
+    # No declared length: the appends reserve as their bytes arrive; the one that outgrows
+    # the quota is refused and what fitted is kept.
+    r = create_upload(api, "rita/res/grow.bin", body=b"g" * (20 * KiB))
+    assert r.status == 201, r
+    where = urlsplit(r.headers["Location"]).path
+    r = append_upload(api, where, 20 * KiB, chunked(b"g" * (30 * KiB)), complete=False)
+    assert r.status == 507, r
+    assert r.json()["error"]["code"] == "quota_exceeded"
+    kept = upload_offset(api, where)
+    assert 20 * KiB <= kept <= 40 * KiB
+    # Between requests the partial upload holds what it has, no step ahead.
+    assert usage(rita)["reserved_bytes"] == kept
+
+    # Cancelled: its reservation goes back at once (it would lapse only after 6 s).
+    cancelled = time.monotonic()
+    r = api.request("node1", "DELETE", where, raw_path=True)
+    assert r.status == 204, r
+    wait_for(lambda: usage(rita)["reserved_bytes"] == 0, timeout=30, interval=0.05,
+             what="the cancelled upload's reservation given back")
+    assert time.monotonic() - cancelled < 5.0, "given back by expiry, not by the cancel"
+
+    # Within the quota: completes and counts once.
+    r = create_upload(api, "rita/res/fits.bin", length=30 * KiB, body=b"f" * (10 * KiB))
+    assert r.status == 201, r
+    where = urlsplit(r.headers["Location"]).path
+    r = append_upload(api, where, 10 * KiB, b"f" * (20 * KiB), complete=True)
+    assert r.status == 201, r
+    settled(rita, base + 30 * KiB)
+    # The rest of the quota is 10 KiB: a declared 20 KiB upload does not fit any more.
+    r = create_upload(api, "rita/res/late.bin", length=20 * KiB)
+    assert r.status == 507, r
+    set_quota(admin, "rita", None)
+    # node1 hears rita has no quota any more (the last test counts the owners it knows).
+    assert api.put("node1", "rita/res/after.bin", b"a").status == 201
+
+
+def test_put_of_a_big_file_over_quota_fails_at_once_with_a_clear_message(cluster, admin,
+                                                                          tmp_path):
+    cli = Path(sys.executable).parent / "securifile"
+    set_quota(admin, "alice", MiB)  # below or just above what alice has: 5 MiB cannot fit
+    local = tmp_path / "big.bin"
+    local.write_bytes(b"b" * (5 * MiB))  # resumable (4 MiB or more)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SECURIFILE_", "XDG_"))}
+    r = subprocess.run([str(cli), "--cluster", str(cluster.data_dir / "cluster.json"),
+                        "--no-progress", "put", str(local), "alice/res/big.bin"],
+                       env=dict(env, HOME=str(tmp_path)), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode != 0
+    assert "quota" in r.stderr and "resum" not in r.stderr, r.stderr
+    set_quota(admin, "alice", None)
 
 
 def test_with_the_admin_server_down_only_owners_seen_with_a_quota_are_refused(cluster, admin):

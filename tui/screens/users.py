@@ -19,6 +19,7 @@ from textual.worker import WorkerState, get_current_worker
 from securifile.client.admin import PAGE
 
 from ..format import date_time, human_size, valid_until
+from ..polling import PollWhileShown
 from ..typeahead import FIELD_KEYS, TypeAheadForm
 from ..widgets.status import SessionBar
 from ..widgets.table import LiveTable
@@ -128,7 +129,7 @@ class AddUserScreen(TypeAheadForm, ModalScreen[dict]):
         self.dismiss(None)
 
 
-class UsersScreen(Screen):
+class UsersScreen(PollWhileShown, Screen):
     """Accounts on the left (or top), the selected account's files on the right (or below)."""
 
     TITLE = "Users"
@@ -169,7 +170,6 @@ class UsersScreen(Screen):
         self._seen = set()
         self._listed = set()  # the accounts this refresh has listed so far
         self._files_owner = None  # whose rows the files table holds (shown_user once loaded)
-        self._timer = None
         self._select_timer = None
 
     def compose(self) -> ComposeResult:
@@ -197,17 +197,13 @@ class UsersScreen(Screen):
 
     def on_mount(self):
         self.users_table.focus()
-        self.poll()
-        self._timer = self.set_interval(self.poll_seconds, self.poll)
+        self.start_polling()
 
     def on_screen_suspend(self):
-        if self._timer is not None:
-            self._timer.pause()
+        self.pause_polling()
 
     def on_screen_resume(self):
-        if self._timer is not None:
-            self._timer.resume()
-            self.poll()
+        self.resume_polling()
 
     # -- the account list --
 
