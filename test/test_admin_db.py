@@ -123,7 +123,7 @@ def test_migrations_create_the_schema_and_upgrade_again_changes_nothing(db_url):
 
 def test_the_under_replicated_index_holds_only_files_that_lack_copies(db_url):
     """The servers listing counts under-replicated files by origin and by replica: the index
-    (migration 0010) holds only those files, with origin and id, so the counts read it alone
+    (migration 0011) holds only those files, with origin and id, so the counts read it alone
     and cost the same with a million files as with a thousand."""
     engine = db.make_engine(db_url)
     try:

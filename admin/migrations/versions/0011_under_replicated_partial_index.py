@@ -5,16 +5,16 @@ With 1,000,000 files of which 1,000 lack copies, the index on the flag still rea
 those rows from the table (15 ms on PostgreSQL); an index of only those files, holding
 origin and id, answers both counts from the index (0.2 ms for the origin count).
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-02
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0010'
-down_revision = '0009'
+revision = '0011'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
