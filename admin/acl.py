@@ -26,26 +26,13 @@ class AccessControl:
             return strongest(g.role for g in self.grants_for(s, username, owner) if covers(g.path, path))
 
     def role_function(self, username, owner):
-        """``role_of(path)`` for one caller in one namespace, with the grants read once: a
-        listing asks it for every row, and a query per row would cost a round trip each."""
+        """``Roles`` of one caller in one namespace, with the grants read once: a listing asks
+        for every row's role, and a query per row would cost a round trip each."""
         if username == owner:
-            return lambda path: OWNER
+            return Roles([], owner=True)
         with self.sessions() as s:
-            grants = s.execute(select(Grant.path, Grant.role).where(
-                Grant.grantee == username, Grant.owner == owner)).all()
-        # Exact paths in a dict, only folder and namespace grants scanned (the rules of
-        # covers()): someone with 200 file grants lists 200 rows without 200 x 200 checks.
-        exact, prefixes = {}, []
-        for gpath, role in grants:
-            if gpath == "" or gpath.endswith("/"):
-                prefixes.append((gpath, role))
-            else:
-                exact[gpath] = strongest((exact.get(gpath), role))
-
-        def role_of(path):
-            return strongest([exact.get(path), *(role for gpath, role in prefixes
-                                                 if path.startswith(gpath))])
-        return role_of
+            return Roles(s.execute(select(Grant.path, Grant.role).where(
+                Grant.grantee == username, Grant.owner == owner)).all())
 
     def check(self, username, op, owner, path):
         role = self.role(username, owner, path)
@@ -105,3 +92,30 @@ class AccessControl:
             given = s.scalars(select(Grant.grantee).where(Grant.owner == username)).all()
             got = s.scalars(select(Grant.owner).where(Grant.grantee == username)).all()
         return sorted(set(given) | set(got) - {username})
+
+
+class Roles:
+    """A caller's role on any path of one namespace (``roles(path)``), from the grants the
+    caller holds there (``paths``), read once per request."""
+
+    def __init__(self, grants, owner=False):
+        self.owner = owner
+        self.paths = [gpath for gpath, _role in grants]
+        # Exact paths in a dict, only folder and namespace grants scanned (the rules of
+        # covers()): someone with 200 file grants lists 200 rows without 200 x 200 checks.
+        self.exact, self.prefixes = {}, []
+        for gpath, role in grants:
+            if gpath == "" or gpath.endswith("/"):
+                self.prefixes.append((gpath, role))
+            else:
+                self.exact[gpath] = strongest((self.exact.get(gpath), role))
+
+    def __call__(self, path):
+        if self.owner:
+            return OWNER
+        return strongest([self.exact.get(path), *(role for gpath, role in self.prefixes
+                                                  if path.startswith(gpath))])
+
+    def opens_below(self, folder_key):
+        """Whether a grant lies at or below the folder ``folder_key`` (the way down to it)."""
+        return any(gpath.startswith(folder_key) for gpath in self.paths)

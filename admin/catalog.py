@@ -8,7 +8,7 @@ import logging
 from datetime import datetime, timezone
 
 from sqlalchemy import (
-    BigInteger, String, and_, any_, delete, func, literal, or_, select, update)
+    BigInteger, String, and_, any_, cast, delete, func, literal, or_, select, update)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
@@ -191,11 +191,13 @@ class Catalog:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def list_folder(self, caller, owner, folder, role_of, limit=500, after=None, recursive=False):
+    def list_folder(self, caller, owner, folder, role_of, limit=500, after=None, recursive=False,
+                    grant_paths=None):
         """Files (and, unless recursive, subfolders) under ``owner/folder`` the caller may see.
 
         ``role_of(path)`` gives the caller's role on a path; a caller without a role on the
-        folder itself sees only what grants beneath it open up.
+        folder itself sees only what grants beneath it open up (``grant_paths``: the paths
+        of the caller's grants in this namespace, when the caller has read them already).
         """
         folder = folder.strip("/")
         limit = max(1, min(int(limit), 5000))
@@ -209,7 +211,8 @@ class Catalog:
                     q = q.where(File.path >= folder + "/", File.path < upper_bound(folder))
             else:
                 q = q.where(File.folder == folder)
-            grants = [] if whole or caller == owner else _grant_paths(s, caller, owner)
+            grants = [] if whole or caller == owner else (
+                grant_paths if grant_paths is not None else _grant_paths(s, caller, owner))
             if not whole:
                 inside = [g for g in grants if _under(g, folder_key)]
                 visible = [_grant_clause(g) for g in inside if g.endswith("/")]
@@ -218,7 +221,7 @@ class Catalog:
                     visible.append(_one_of(s, File.path, shared, String))
                 q = q.where(or_(*visible) if visible else False)
             rows, more = _keyset_page(s, q, limit, after)
-            files = _page_json(s, rows, role_of)
+            files = _page_json(rows, role_of)
             folders = []
             if not recursive and after is None:
                 fq = select(Folder.path).where(Folder.owner == owner, Folder.parent == folder)
@@ -262,7 +265,7 @@ class Catalog:
             rows, more = _keyset_page(s, _owner_files(owner, visible_clause(s, owner)), limit,
                                       after)
             usage = s.get(OwnerUsage, owner)
-            files = _page_json(s, rows, lambda _path: OWNER)
+            files = _page_json(rows, lambda _path: OWNER)
         return {"username": owner, "file_count": usage.file_count if usage else 0,
                 "total_bytes": usage.total_bytes if usage else 0, "files": files,
                 "next": rows[-1].path if more else None}
@@ -298,17 +301,30 @@ class Catalog:
                 s.add(OwnerUsage(owner=owner, file_count=count, total_bytes=total))
 
 
-def _page_json(s, rows, role_of):
-    """JSON for a page of ``files`` rows, their replicas read with one query (rows, not ORM
-    entities: building entities costs more than the SQL for a page of hundreds)."""
-    replicas = {}
-    if rows:
-        q = (select(Placement.file_id, Placement.server, Placement.priority)
-             .where(_one_of(s, Placement.file_id, [r.id for r in rows]))
-             .order_by(Placement.file_id, Placement.priority))
-        for file_id, server, priority in s.execute(q):
-            replicas.setdefault(file_id, []).append({"server": server, "priority": priority})
-    return [file_json(r, role_of(r.path), replicas.get(r.id, [])) for r in rows]
+def _page_json(rows, role_of):
+    """JSON for a page of ``files`` rows that carry their replicas (``_owner_files``)."""
+    return [file_json(r, role_of(r.path), _replicas(r.replicas)) for r in rows]
+
+
+REPLICA_SEP = "\n"  # between a file's replicas in the page query's text column
+
+
+def _replicas_column():
+    """A file's replicas as one text column, 'priority server' joined by REPLICA_SEP (a
+    correlated subquery on placements' primary key): the page and its replicas come in
+    one statement, and pg8000 decodes one row per file instead of one per replica."""
+    pair = cast(Placement.priority, String) + " " + Placement.server
+    return (select(func.aggregate_strings(pair, REPLICA_SEP))
+            .where(Placement.file_id == File.id).scalar_subquery().label("replicas"))
+
+
+def _replicas(text):
+    """``_replicas_column``'s text as the API's list, by priority."""
+    if not text:
+        return []
+    pairs = (item.split(" ", 1) for item in text.split(REPLICA_SEP))
+    return [{"server": server, "priority": priority}
+            for priority, server in sorted((int(p), server) for p, server in pairs)]
 
 
 def _one_of(s, column, values, kind=BigInteger):
@@ -331,8 +347,9 @@ def _grant_clause(grant_path):
 
 
 def _owner_files(owner, unsealed):
-    """The query for ``owner``'s file rows, only those ``unsealed`` lets through (if not None)."""
-    q = select(File.__table__).where(File.owner == owner)
+    """The query for ``owner``'s file rows with their replicas, only those ``unsealed`` lets
+    through (if not None)."""
+    q = select(File.__table__, _replicas_column()).where(File.owner == owner)
     return q if unsealed is None else q.where(unsealed)
 
 

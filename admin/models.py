@@ -6,7 +6,8 @@ on SQLite (the embedded default) and PostgreSQL (production, through pg8000).
 from datetime import datetime
 
 from sqlalchemy import (
-    BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint)
+    BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
+    UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Paths compare byte-wise ('C' collation on PostgreSQL, SQLite's default BINARY), so that a
@@ -107,7 +108,10 @@ class File(Base):
     __table_args__ = (
         UniqueConstraint("owner", "path", name="uq_files_owner_path"),
         Index("ix_files_owner_folder_path", "owner", "folder", "path"),
-        Index("ix_files_under_replicated", "under_replicated"),
+        # Only the files that lack copies, with what the servers listing counts them by.
+        Index("ix_files_under_replicated", "origin", "id",
+              postgresql_where=text("under_replicated"),
+              sqlite_where=text("under_replicated = 1")),
     )
 
     id: Mapped[int] = mapped_column(SerialId, primary_key=True)

@@ -191,13 +191,11 @@ class AdminService:
         """A folder's page for the caller: allowed with any role on the folder, or with a
         grant somewhere below it (the way down to what was shared); entries show the
         caller's role on each."""
-        role_of = self.acl.role_function(caller.name, owner)
-        if role_of(folder_path) is None and not any(
-                g["owner"] == owner and g["path"].startswith(folder_path)
-                for g in self.acl.shared_with(caller.name)):
+        roles = self.acl.role_function(caller.name, owner)
+        if roles(folder_path) is None and not roles.opens_below(folder_path):
             raise Forbidden(f"{caller.name} has no access to {owner}/{folder_path}")
-        return self.catalog.list_folder(caller.name, owner, folder_path.rstrip("/"), role_of,
-                                        limit, after, recursive)
+        return self.catalog.list_folder(caller.name, owner, folder_path.rstrip("/"), roles,
+                                        limit, after, recursive, grant_paths=roles.paths)
 
     def shared_with(self, caller):
         return self.acl.shared_with(caller.name)

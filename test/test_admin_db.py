@@ -121,6 +121,25 @@ def test_migrations_create_the_schema_and_upgrade_again_changes_nothing(db_url):
         engine.dispose()
 
 
+def test_the_under_replicated_index_holds_only_files_that_lack_copies(db_url):
+    """The servers listing counts under-replicated files by origin and by replica: the index
+    (migration 0011) holds only those files, with origin and id, so the counts read it alone
+    and cost the same with a million files as with a thousand."""
+    engine = db.make_engine(db_url)
+    try:
+        db.upgrade(engine)
+        with engine.connect() as c:
+            if engine.dialect.name == "postgresql":
+                ddl = c.execute(text("SELECT indexdef FROM pg_indexes "
+                                     "WHERE indexname = 'ix_files_under_replicated'")).scalar()
+            else:
+                ddl = c.execute(text("SELECT sql FROM sqlite_master "
+                                     "WHERE name = 'ix_files_under_replicated'")).scalar()
+        assert "(origin, id)" in ddl and "WHERE under_replicated" in ddl, ddl
+    finally:
+        engine.dispose()
+
+
 # -- accounts ------------------------------------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """The same pages through the REST API of a ``securifile-admin serve`` on the bench database."""
 import http.client
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -87,6 +88,12 @@ class AdminServer:
             self.conn.close()
             self.conn = None
         return r.status, body
+
+    def cpu_seconds(self):
+        """The server process's CPU time so far (user + system, from /proc; 10 ms ticks, so
+        only a mean over many calls means anything)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self):
         if self.conn is not None:
@@ -177,10 +184,11 @@ def run_http(url, args, v, since):
                 if args.only and not any(word in name for word in args.only):
                     continue
                 fn()
-                times = timed(fn, args.runs, args.warmup)
-                res = summary(name, times, "http")
+                times, cpu = timed(fn, args.runs, args.warmup, server.cpu_seconds)
+                res = summary(name, times, "http", cpu_ms=cpu)
                 results.append(res)
-                log(f"{name}: median {res['median_ms']:.2f} ms, p95 {res['p95_ms']:.2f} ms")
+                log(f"{name}: median {res['median_ms']:.2f} ms, p95 {res['p95_ms']:.2f} ms, "
+                    f"server CPU {cpu:.2f} ms")
             return results
         finally:
             server.stop()

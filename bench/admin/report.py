@@ -84,11 +84,13 @@ def fmt_bytes(n):
 
 
 def table(results):
-    lines = [f"| query | path | SQL stmts | median ms | p95 ms | < {BUDGET_MS:.0f} ms |",
-             "|---|---|---:|---:|---:|:---:|"]
+    lines = [f"| query | path | SQL stmts | CPU ms | median ms | p95 ms | < {BUDGET_MS:.0f} ms |",
+             "|---|---|---:|---:|---:|---:|:---:|"]
     for r in results:
+        cpu = r.get("cpu_ms")
         lines.append(f"| {r['name']} | {r['path']} | "
                      f"{'' if r.get('statements') is None else r['statements']} | "
+                     f"{'' if cpu is None else f'{cpu:.1f}'} | "
                      f"{r['median_ms']:.2f} | {r['p95_ms']:.2f} | "
                      f"{'yes' if r['under_budget'] else '**NO**'} |")
     return "\n".join(lines)
@@ -127,7 +129,9 @@ def report_markdown(report):
                      f"{'/'.join(f'{x:.1f}' for x in la['before'])}, when it ended: "
                      f"{'/'.join(f'{x:.1f}' for x in la['after'])} (on {m['nproc']} CPUs)")
     lines += ["", f"Warm, {report['runs']} runs each after {report['warmup']} warm-up calls; "
-              "'SQL stmts' is how many statements one call sends (python path); a scenario "
+              "'SQL stmts' is how many statements one call sends (python path); 'CPU ms' is the CPU "
+              "time one call costs (python: this process; http: the admin server), which the "
+              "load barely moves; a scenario "
               "of several calls is under budget when each call is.", "",
               table(report["results"]), ""]
     slow = [r for r in report["results"] if not r["under_budget"]]
