@@ -191,7 +191,7 @@ class Accounts:
         # Compared against when the user does not exist, so both paths cost one bcrypt check.
         self._dummy_hash = hash_password(secrets.token_hex(16), bcrypt_rounds).encode()
 
-    def create(self, username, email, valid_days, password=None, admin=False):
+    def create(self, username, email, valid_days, password=None, admin=False, quota_bytes=None):
         """A new account. Without ``password`` it has none until its owner enrols with the
         code returned (to be e-mailed): the administrator never learns it."""
         check_username(username)
@@ -203,7 +203,7 @@ class Accounts:
         now = self.clock()
         user = User(uid=uuid.uuid4().hex, username=username, email=email, credential_generation=0,
                     password_hash=NO_PASSWORD if password is None else hash_password(password, self.rounds),
-                    admin=bool(admin), disabled=False, created_at=now,
+                    admin=bool(admin), disabled=False, created_at=now, quota_bytes=quota_bytes,
                     valid_until=now + timedelta(days=float(valid_days)))
         code = expires = None
         with self.sessions.begin() as s:

@@ -59,6 +59,7 @@ class Catalog:
         self.sessions = sessions
         self.rejected_events = 0
         self.on_status = on_status  # (session, observer, event) -> None, set by the server logic
+        self.on_quota_done = None  # (session, server, reservation id) -> None, likewise
 
     # -- applying reports ------------------------------------------------------------------
 
@@ -104,6 +105,9 @@ class Catalog:
                     self._apply_sample(s, server, event)
                 elif kind == "status" and self.on_status is not None:
                     self.on_status(s, server, event)
+                elif kind == "quota_done" and self.on_quota_done is not None:
+                    # Queued after the file's own event: the file counts from here on.
+                    self.on_quota_done(s, server, str(event["id"]))
                 else:
                     raise ValueError(f"unknown event type {kind!r}")
         except IntegrityError:
@@ -239,8 +243,8 @@ class Catalog:
         ``only``: just that account (or none)."""
         with self.sessions() as s:
             q = (select(User.username, User.uid, User.email, User.admin, User.disabled,
-                        User.valid_until, User.created_at, OwnerUsage.file_count,
-                        OwnerUsage.total_bytes)
+                        User.valid_until, User.created_at, User.quota_bytes,
+                        OwnerUsage.file_count, OwnerUsage.total_bytes)
                  .join(OwnerUsage, OwnerUsage.owner == User.username, isouter=True))
             if only is not None:
                 q = q.where(User.username == only)
@@ -250,7 +254,7 @@ class Catalog:
         return [{"username": u.username, "id": u.uid, "email": u.email, "admin": u.admin,
                  "disabled": u.disabled, "valid_until": iso(u.valid_until),
                  "created": iso(u.created_at), "file_count": u.file_count or 0,
-                 "total_bytes": u.total_bytes or 0}
+                 "total_bytes": u.total_bytes or 0, "quota_bytes": u.quota_bytes}
                 for u in rows]
 
     def owned_files(self, owner, limit=500, after=None):

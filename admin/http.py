@@ -20,6 +20,7 @@ from securifile.common.web import (MONITOR, NODE, PUBLIC, USER, ApiHandler, NotF
 from .metrics import AdminMetrics
 
 ADMIN = "admin"
+RESERVATION_ID = re.compile(r"[0-9a-f]{32}")
 log = logging.getLogger("securifile.admin")
 
 
@@ -106,8 +107,8 @@ class LogoutHandler(AdminHandler):
 
 
 class MeHandler(AdminHandler):
-    def get(self):
-        self.send_json(self.service.me(self.caller))
+    async def get(self):
+        self.send_json(await asyncio.to_thread(self.service.me, self.caller))
 
 
 class PasswordHandler(AdminHandler):
@@ -231,11 +232,18 @@ class UsersHandler(AdminHandler):
         body = self.json_body()
         self.send_json(await self.service.add_user(
             self.caller, body.get("username"), body.get("email"), body.get("valid_days", 365),
-            body.get("password"), body.get("admin", False)), status=201)
+            body.get("password"), body.get("admin", False), body.get("quota_bytes")), status=201)
 
 
 class UserHandler(AdminHandler):
     auth = ADMIN
+
+    async def patch(self, username):
+        body = self.json_body()
+        if set(body) != {"quota_bytes"}:
+            raise ApiError("send {\"quota_bytes\": N} (null: no limit)", code="bad_argument")
+        self.send_json(await self.service.set_quota(check_username(username), body["quota_bytes"],
+                                                    self.caller.name))
 
     async def delete(self, username):
         await self.service.remove_user(check_username(username), self.caller.name)
@@ -329,6 +337,36 @@ class PurgesHandler(AdminHandler):
         self.send_json({"files": files})
 
 
+class ReservationHandler(AdminHandler):
+    """A node reserves room in an owner's quota for an upload it is about to accept (PUT:
+    create, move or renew), or gives the room back (DELETE)."""
+
+    auth = NODE
+
+    async def prepare(self):
+        await super().prepare()
+        if not RESERVATION_ID.fullmatch(self.path_args[0]):
+            raise ApiError("a reservation id is 32 hex digits", code="bad_argument")
+
+    async def put(self, rid):
+        body = self.json_body()
+        owner, path = check_username(body.get("owner")), body.get("path")
+        if not isinstance(path, str):
+            raise ApiError("path must be the file's path in the owner's namespace",
+                           code="invalid_path")
+        fp = parse_path(f"{owner}/{path}")
+        size, wanted = body.get("bytes"), body.get("wanted", body.get("bytes"))
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 63
+                   for v in (size, wanted)):
+            raise ApiError("bytes and wanted must be whole numbers of bytes", code="bad_argument")
+        self.send_json(await asyncio.to_thread(self.service.quotas.reserve, self.principal.name,
+                                               rid, owner, fp.rel, size, wanted))
+
+    async def delete(self, rid):
+        await asyncio.to_thread(self.service.quotas.release, self.principal.name, rid)
+        self.no_content()
+
+
 class ReportsHandler(AdminHandler):
     auth = NODE
 
@@ -416,6 +454,7 @@ def make_app(service, authenticator, openapi=None):
         (r"/api/v1/events", EventsHandler),
         (r"/api/v1/authorize", AuthorizeHandler),
         (r"/api/v1/reports", ReportsHandler),
+        (r"/api/v1/quota/reservations/([^/]+)", ReservationHandler),
         (r"/api/v1/purges", PurgesHandler),
         (r"/api/v1/witness", WitnessHandler),
         (r"/status", StatusHandler),

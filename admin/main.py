@@ -2,7 +2,8 @@
 
     securifile-admin --config cluster.toml serve
     securifile-admin --config cluster.toml db upgrade
-    securifile-admin --config cluster.toml user add NAME --email E --valid-days D [--admin] [--password-stdin]
+    securifile-admin --config cluster.toml user add NAME --email E --valid-days D [--admin] [--quota SIZE] [--password-stdin]
+    securifile-admin --config cluster.toml user set-quota NAME SIZE
     securifile-admin --config cluster.toml user enrol NAME
     securifile-admin --config cluster.toml user remove NAME
     securifile-admin --config cluster.toml user list
@@ -32,6 +33,7 @@ from securifile.common.errors import ApiError
 from securifile.common.limits import LimitedHTTPServer, ServerLimits, node_callers
 from securifile.common.logsetup import setup_logging
 from securifile.common.private_files import private_dir, restrict_umask
+from securifile.common.sizes import size_argument
 from securifile.common.tls import client_context, server_context
 from securifile.common.tokens import load_private_key, load_public_key
 from securifile.common.web import MAX_HEADER_READ
@@ -145,6 +147,7 @@ async def _housekeeping(service, stop):
             if rounds % 12 == 0:
                 await asyncio.to_thread(service.prune_events)
                 await asyncio.to_thread(service.prune_samples)
+                await asyncio.to_thread(service.quotas.prune_expired)
         except Exception:
             log.exception("housekeeping failed")
         rounds += 1
@@ -182,7 +185,11 @@ def run_command(cfg, args):
         if args.user_command == "add":
             result = asyncio.run(service.create_user(
                 args.name, args.email, args.valid_days, read_password(args), args.admin,
-                by="securifile-admin"))
+                by="securifile-admin", quota_bytes=args.quota))
+            print(json.dumps(result, indent=2))
+            return 0
+        if args.user_command == "set-quota":
+            result = asyncio.run(service.set_quota(args.name, args.size, by="securifile-admin"))
             print(json.dumps(result, indent=2))
             return 0
         if args.user_command == "enrol":
@@ -196,7 +203,8 @@ def run_command(cfg, args):
         for u in service.catalog.users(limit=100000):
             print(f"{u['username']:<20} {u['email']:<32} until {u['valid_until'][:10]} "
                   f"{'admin ' if u['admin'] else ''}{'disabled' if u['disabled'] else ''}"
-                  f" files={u['file_count']} bytes={u['total_bytes']} id={u['id']}")
+                  f" files={u['file_count']} bytes={u['total_bytes']}"
+                  f" quota={'none' if u['quota_bytes'] is None else u['quota_bytes']} id={u['id']}")
         return 0
     if args.command == "server" and args.state in ("add", "drain", "remove"):
         service = open_service(cfg, with_node_client=False)
@@ -236,7 +244,14 @@ def build_parser():
     add.add_argument("--email", required=True)
     add.add_argument("--valid-days", type=float, default=365)
     add.add_argument("--admin", action="store_true")
+    add.add_argument("--quota", type=size_argument, default=None, metavar="SIZE",
+                     help="bytes, or 10G, 500M (binary units); none (default): no limit")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    sq = us.add_parser("set-quota", help="set or lift an account's quota (each file counted "
+                       "once, whatever the replicas)")
+    sq.add_argument("name")
+    sq.add_argument("size", type=size_argument,
+                    help="bytes, or 10G, 500M (binary units); none or unlimited: no limit")
     en = us.add_parser("enrol", help="e-mail a user a new enrolment code (older codes die)")
     en.add_argument("name")
     rm = us.add_parser("remove", help="remove an account")

@@ -40,6 +40,26 @@ class User(Base):
     # Credentials carry the generation they were issued in; a password change or reset
     # starts a new one, and every older token and certificate is refused.
     credential_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The most bytes the account's namespace may hold (each file counted once, whatever the
+    # number of replicas); None: no limit.
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class QuotaReservation(Base):
+    """Bytes an upload in progress may still add to its owner's namespace: granted before the
+    node accepts them, so that concurrent uploads cannot together pass the quota. It ends
+    when the node's report of the stored file is applied, when the node gives it back (a
+    failed upload), or at ``expires_at`` (a node that died mid-upload)."""
+
+    __tablename__ = "quota_reservations"
+    __table_args__ = (Index("ix_quota_reservations_owner", "owner"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    node: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(NameString)
+    path: Mapped[str] = mapped_column(PathString)
+    bytes: Mapped[int] = mapped_column(BigInteger)  # growth of the owner's usage reserved
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class RemovedAccount(Base):

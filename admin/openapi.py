@@ -4,13 +4,16 @@
 check, so a pattern, a required field or a status written here is one the server keeps.
 """
 from securifile.common.openapi_parts import (
-    EMAIL, ERROR_RESPONSE, FOLDER_PATH, OBJECT, OWNER_PATH, PATH_OR_FOLDER, USERNAME, json_body, path_param,
+    EMAIL, ERROR_RESPONSE, FILE_PATH, FOLDER_PATH, OBJECT, OWNER_PATH, PATH_OR_FOLDER, USERNAME, json_body, path_param,
     query_param)
 
 ROLE = {"type": "string", "enum": ["master", "editor", "reader"]}
 SECRET = {"type": "string", "minLength": 1}
 INTEGER = {"type": "integer"}
 CLAMPED = "clamped to the range the server allows"
+QUOTA = {"type": "integer", "minimum": 0, "maximum": 2 ** 63 - 1, "nullable": True,
+         "description": "bytes the account's files may take, each counted once whatever the "
+                        "replicas; null: no limit"}
 SERVER_NAME = {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,31}$"}
 SERVER_URL = {"type": "string", "pattern": "^https?://[^/\\s]+:[0-9]{1,5}/?$"}
 
@@ -72,7 +75,8 @@ ROUTES = {
     "/api/v1/logout": {"post": _op(
         "revoke the credential of this request (token or client certificate) on the admin "
         "server and every node", ok=204)},
-    "/api/v1/me": {"get": _op("the caller's account")},
+    "/api/v1/me": {"get": _op("the caller's account, with quota_bytes (null: no limit), "
+                              "used_bytes and reserved_bytes (uploads in progress)")},
     "/api/v1/me/password": {"post": _op(
         "change the caller's password (proving the current one); every token and "
         "certificate issued before is revoked, and the answer is a fresh token as a login's",
@@ -146,13 +150,18 @@ ROUTES = {
             _obj(["username", "email"], username=USERNAME, email=EMAIL,
                  valid_days={"type": "number", "minimum": 0, "exclusiveMinimum": True,
                              "maximum": 3650, "default": 365},
-                 password={"type": "string"}, admin={"type": "boolean", "default": False}),
+                 password={"type": "string"}, admin={"type": "boolean", "default": False},
+                 quota_bytes=QUOTA),
             ok=201, errors=(409,),
             description="400 weak_password: a given password fails the policy; 409 the name "
                         "or e-mail is taken.")},
-    "/api/v1/users/{username}": {"parameters": [USER_IN_PATH], "delete": _op(
-        "remove an account (never the last administrator)", "admin", ok=204,
-        errors=(400, 404, 409))},
+    "/api/v1/users/{username}": {
+        "parameters": [USER_IN_PATH],
+        "patch": _op("set or lift (null) the account's quota; answers its usage", "admin",
+                     {**_obj(["quota_bytes"], quota_bytes=QUOTA), "additionalProperties": False},
+                     errors=(404,)),
+        "delete": _op("remove an account (never the last administrator)", "admin", ok=204,
+                      errors=(400, 404, 409))},
     "/api/v1/users/{username}/enrolment": {"parameters": [USER_IN_PATH], "post": _op(
         "e-mail the user a new enrolment code (older codes die)", "admin", ok=201,
         errors=(400, 404))},
@@ -199,6 +208,21 @@ ROUTES = {
     "/api/v1/reports": {"post": _op(
         "file, status and storage reports (for nodes)", "node",
         _obj(["reports"], reports={"type": "array", "items": OBJECT}))},
+    "/api/v1/quota/reservations/{id}": {
+        "parameters": [path_param("id", {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                                  "chosen by the node: 32 hex digits")],
+        "put": _op(
+            "reserve room in the owner's quota for an upload about to be accepted, or move or "
+            "renew the reservation (for nodes)", "node",
+            _obj(["owner", "path", "bytes"], owner=USERNAME, path=FILE_PATH,
+                 bytes={"type": "integer", "minimum": 0},
+                 wanted={"type": "integer", "minimum": 0}),
+            errors=(507,),
+            description="bytes: the file's size the upload must be able to reach; wanted: "
+                        "more, if the headroom allows (a body of unknown length asks a step "
+                        "ahead). Only growth over the catalogued file counts. 507 "
+                        "quota_exceeded with used_bytes and quota_bytes."),
+        "delete": _op("give a reservation back (for nodes)", "node", ok=204, errors=(400,))},
     "/api/v1/witness": {"post": _op(
         "the tie-break lease for a side of an even split (for nodes)", "node",
         _obj(["side"], side={"type": "array", "items": {"type": "string"}},

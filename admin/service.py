@@ -27,6 +27,7 @@ from .mailer import (
     MailError, Mailer, MailSettings, account_email, account_removed_email, enrolment_email)
 from .models import Event
 from .namespaces import due_for_purge, finish_purges, sealed
+from .quotas import Quotas, check_quota
 from .servers import ServerRegistry
 from .witness import Witness
 
@@ -47,6 +48,8 @@ class AdminService:
         self.servers = ServerRegistry(sessions, self._log_status,
                                       fresh_seconds=max(10.0, 5 * cfg.sample_interval))
         self.catalog = Catalog(sessions, self.servers.on_status)
+        self.quotas = Quotas(sessions, self.clock, cfg.quota_reservation_seconds)
+        self.catalog.on_quota_done = self.quotas.finish
         self.node_client = node_client
         self.syslog = syslog
         self.receiver_stats = None
@@ -145,9 +148,10 @@ class AdminService:
         return Caller(principal, user)
 
     def me(self, caller):
+        """The caller's account, with its quota and usage."""
         u = caller.user
         return {"username": u.username, "email": u.email, "admin": u.admin,
-                "valid_until": iso(u.valid_until)}
+                "valid_until": iso(u.valid_until), **self.quotas.usage(u.username)}
 
     def list_users(self, caller, limit, after=None, wanted=None):
         """Administrators list every account. Anybody else sees their own account, the names
@@ -249,7 +253,8 @@ class AdminService:
                 "ca": self.layout.ca_cert.read_text(),
                 "not_after": iso(cert.not_valid_after_utc)}
 
-    async def create_user(self, username, email, valid_days, password=None, admin=False, by="admin"):
+    async def create_user(self, username, email, valid_days, password=None, admin=False, by="admin",
+                          quota_bytes=None):
         """Create the account and e-mail its owner an enrolment code (when no password was
         given). The answer carries the code only when the e-mail could not be sent, so that
         the administrator can hand it over another way."""
@@ -258,7 +263,7 @@ class AdminService:
         except (TypeError, ValueError):
             raise ApiError("valid_days must be a number", code="invalid_validity") from None
         new = await asyncio.to_thread(self.accounts.create, username, email, valid_days,
-                                      password, admin)
+                                      password, admin, check_quota(quota_bytes))
         user = new.user
         mail = await self._mail(account_email(
             user.username, user.email, new.enrolment_code, self.cfg.admin_url, user.valid_until,
@@ -266,7 +271,8 @@ class AdminService:
         self.audit("account", f"account {user.username} created by {by}", username=user.username,
                    operation="create_user", result="ok")
         result = {"username": user.username, "email": user.email, "admin": user.admin,
-                  "valid_until": iso(user.valid_until), "email_sent": mail is None,
+                  "valid_until": iso(user.valid_until), "quota_bytes": user.quota_bytes,
+                  "email_sent": mail is None,
                   "enrolment_expires_at": iso(new.enrolment_expires)}
         if mail is not None:
             result["email_error"] = mail
@@ -274,7 +280,8 @@ class AdminService:
                 result["enrolment_code"] = new.enrolment_code
         return result
 
-    async def add_user(self, caller, username, email, valid_days=365, password=None, admin=False):
+    async def add_user(self, caller, username, email, valid_days=365, password=None, admin=False,
+                       quota_bytes=None):
         """An administrator creates an account (POST /users): the JSON body's types checked."""
         caller.require_admin()
         if isinstance(valid_days, bool) or not isinstance(valid_days, (int, float)):
@@ -284,7 +291,8 @@ class AdminService:
         if not isinstance(password, (str, type(None))):
             raise ApiError("password must be a string (or absent: an enrolment code is "
                            "e-mailed)", code="weak_password")
-        return await self.create_user(username, email, valid_days, password, admin)
+        return await self.create_user(username, email, valid_days, password, admin,
+                                      by=caller.name, quota_bytes=quota_bytes)
 
     async def reset_enrolment(self, username, by="admin"):
         """A new enrolment code e-mailed to the owner (a forgotten password)."""
@@ -322,6 +330,14 @@ class AdminService:
         except MailError as e:
             log.error("account e-mail to %s failed: %s", message["To"], e)
             return str(e)
+
+    async def set_quota(self, username, quota_bytes, by="admin"):
+        """Set or lift (None) an account's quota; the answer has its usage."""
+        usage = await asyncio.to_thread(self.quotas.set_quota, username, quota_bytes)
+        self.audit("account", f"quota of {username} set to "
+                   f"{'none' if quota_bytes is None else f'{quota_bytes} bytes'} by {by}",
+                   username=username, operation="set_quota", result="ok")
+        return {"username": username, **usage}
 
     async def remove_user(self, username, by="admin"):
         user = await asyncio.to_thread(self.accounts.remove, username)

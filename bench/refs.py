@@ -133,15 +133,28 @@ http {{
 """
 
 
-class NginxReference:
-    """nginx 'the ceiling': HTTPS with WebDAV PUT for uploads and static GET for downloads."""
-
-    name = "nginx"
+class LocalReference:
+    """A reference server run from ``binary`` under ``prefix``, its files on this disk."""
 
     def __init__(self, binary, prefix, tls):
         self.binary, self.prefix, self.tls = binary, prefix, tls
         self.proc = None
         self.port = None
+
+    def local_path(self, remote):
+        raise NotImplementedError
+
+    def delete(self, remote):
+        try:
+            os.remove(self.local_path(remote))
+        except FileNotFoundError:
+            pass
+
+
+class NginxReference(LocalReference):
+    """nginx 'the ceiling': HTTPS with WebDAV PUT for uploads and static GET for downloads."""
+
+    name = "nginx"
 
     def start(self):
         for sub in ("www/.tmp", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
@@ -171,12 +184,6 @@ class NginxReference:
 
     def local_path(self, remote):
         return f"{self.prefix}/www/bench/{remote}"
-
-    def delete(self, remote):
-        try:
-            os.remove(self.local_path(remote))
-        except FileNotFoundError:
-            pass
 
     def stop(self):
         _stop_process(self.proc, signal.SIGQUIT)  # graceful shutdown
@@ -235,15 +242,10 @@ def _open_path_for(path):
         path = os.path.dirname(path)
 
 
-class VsftpdReference:
+class VsftpdReference(LocalReference):
     """vsftpd with explicit FTPS, the kind of service the customer runs today."""
 
     name = "vsftpd"
-
-    def __init__(self, binary, prefix, tls):
-        self.binary, self.prefix, self.tls = binary, prefix, tls
-        self.proc = None
-        self.port = None
 
     def start(self):
         if os.geteuid() != 0:
@@ -278,12 +280,6 @@ class VsftpdReference:
 
     def local_path(self, remote):
         return f"{self.prefix}/root/upload/{remote}"
-
-    def delete(self, remote):
-        try:
-            os.remove(self.local_path(remote))
-        except FileNotFoundError:
-            pass
 
     def stop(self):
         _stop_process(self.proc)

@@ -7,7 +7,7 @@ import sys
 from securifile.client.credentials import keep_login_after_password_change
 from securifile.client.settings import LoginFolder
 
-from .output import format_table, human_size, to_json, when
+from .output import format_table, human_size, quota_text, to_json, usage_text, when
 
 COMMANDS = ("whoami", "users", "share", "unshare", "grants", "shared", "passwd", "admin")
 
@@ -75,6 +75,7 @@ class ControlCommands:
             lines = [f"{me['username']}{' (administrator)' if me.get('admin') else ''}",
                      f"  e-mail              {me.get('email') or '-'}",
                      f"  account valid until {when(me.get('valid_until'))}",
+                     f"  storage used        {usage_text(me)}",
                      f"  admin server        {self.admin.url}"]
             if saved:
                 lines.append(f"  token valid until   {when(saved.get('token_expires_at'))}")
@@ -114,9 +115,10 @@ class ControlCommands:
         else:
             users = self.admin.users()
         return self.emit({"users": users}, lambda: format_table(
-            ["user", "e-mail", "admin", "valid until", "files", "volume"],
+            ["user", "e-mail", "admin", "valid until", "files", "volume", "quota"],
             [[u["username"], u.get("email"), "yes" if u.get("admin") else "",
-              when(u.get("valid_until")), u.get("file_count", 0), human_size(u.get("total_bytes"))]
+              when(u.get("valid_until")), u.get("file_count", 0), human_size(u.get("total_bytes")),
+              quota_text(u.get("quota_bytes")) if "quota_bytes" in u else None]
              for u in users]))
 
     def share(self):
@@ -163,15 +165,21 @@ class ControlCommands:
         if a.password_stdin:
             password = sys.stdin.readline().rstrip("\r\n") or None
         result = self.admin.add_user(a.name, a.email, a.valid_days, password=password,
-                                     admin=a.admin)
+                                     admin=a.admin, quota_bytes=a.quota)
 
         def text():
             lines = [f"created {result['username']}{' (administrator)' if result.get('admin') else ''}"
-                     f", valid until {when(result.get('valid_until'))}"]
+                     f", valid until {when(result.get('valid_until'))}, quota "
+                     f"{quota_text(result.get('quota_bytes'))}"]
             lines += _enrolment_lines(result, result.get("email"))
             return "\n".join(lines)
 
         return self.emit(result, text)
+
+    def admin_user_set_quota(self):
+        result = self.admin.set_quota(self.args.name, self.args.size)
+        return self.emit(result, f"{self.args.name}: quota {quota_text(result['quota_bytes'])}; "
+                                 f"uses {usage_text(result)}")
 
     def admin_user_enrol(self):
         result = self.admin.reset_enrolment(self.args.name)

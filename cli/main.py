@@ -23,6 +23,7 @@ from securifile.client.resumable import continue_download, resume_uploads
 from securifile.client.settings import ClientSettings, LoginFolder, read_token_file
 from securifile.client.storage import Client
 from securifile.common.roles import ROLES
+from securifile.common.sizes import size_argument
 from . import control, login
 from .output import UsageError, human_size, when
 from .progress import TransferProgress
@@ -166,9 +167,17 @@ def build_parser():
     q.add_argument("--valid-days", type=float, default=365, metavar="DAYS",
                    help="how long the account is valid (default 365)")
     q.add_argument("--admin", action="store_true", help="make the account an administrator")
+    q.add_argument("--quota", type=size_argument, default=None, metavar="SIZE",
+                   help="what the account's files may take, each counted once whatever the "
+                        "replicas: bytes, or 10G, 500M (binary units); none (the default): "
+                        "no limit")
     q.add_argument("--password-stdin", action="store_true",
                    help="read the initial password from standard input (default: the owner "
                         "sets it with the e-mailed enrolment code)")
+    q = admin_action("user-set-quota", "set or lift an account's quota")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("size", metavar="SIZE", type=size_argument,
+                   help="bytes, or 10G, 500M (binary units); none or unlimited: no limit")
     q = admin_action("user-enrol", "e-mail a user a new enrolment code (a forgotten password)")
     q.add_argument("name", metavar="NAME")
     q = admin_action("user-remove", "remove an account (its grants go with it)")

@@ -18,6 +18,19 @@ def human_size(n):
     return str(n)
 
 
+def quota_text(quota):
+    return "none" if quota is None else human_size(quota)
+
+
+def usage_text(usage):
+    """'1.2 GiB of 10.0 GiB (12 %)', or '1.2 GiB (no quota)'."""
+    used, quota = usage.get("used_bytes", 0), usage.get("quota_bytes")
+    if quota is None:
+        return f"{human_size(used)} (no quota)"
+    share = f" ({100 * used / quota:.0f} %)" if quota else ""
+    return f"{human_size(used)} of {human_size(quota)}{share}"
+
+
 def when(value):
     """Epoch seconds or ISO text as local time to the second; '-' for nothing."""
     if isinstance(value, (int, float)):

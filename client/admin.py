@@ -13,7 +13,8 @@ from urllib.parse import quote, urlencode
 from .errors import NoRunningServer, ProtocolError, TransportError, Unreachable, describe_error
 from .files import parse_remote
 from .servers import base_url
-from .transport import CHUNK_SIZE, BytesBody, Transport, error_from_response, tls_context
+from .transport import (CHUNK_SIZE, BytesBody, ConnectionsOwner, Transport, error_from_response,
+                        tls_context)
 
 RUNNING, UNKNOWN, OFFLINE = "running", "unknown", "offline"
 # Rows per page the clients ask for: every page answers in milliseconds at this size (see
@@ -57,7 +58,7 @@ def usable_servers(listing):
     return usable, [s["url"] for s in servers]
 
 
-class AdminClient:
+class AdminClient(ConnectionsOwner):
     """Calls the admin server at ``url`` as one user (bearer ``token`` and/or certificate).
 
     ``transport``: share another client's connections and TLS context (then ``ca``,
@@ -89,16 +90,6 @@ class AdminClient:
 
     def set_token(self, token):
         self._token = token
-
-    def close(self):
-        """Close this thread's idle connections."""
-        self._transport.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # -- the request --
 
@@ -188,11 +179,13 @@ class AdminClient:
                 return users
             after = page[-1]["username"]
 
-    def add_user(self, username, email, valid_days, *, password=None, admin=False):
+    def add_user(self, username, email, valid_days, *, password=None, admin=False,
+                 quota_bytes=None):
         """Create an account (administrators only). Without ``password`` its owner gets an
-        enrolment code by e-mail (in the answer too, when the e-mail could not be sent)."""
+        enrolment code by e-mail (in the answer too, when the e-mail could not be sent).
+        ``quota_bytes``: what its files may take (None: no limit)."""
         payload = {"username": username, "email": email, "valid_days": valid_days,
-                   "admin": bool(admin)}
+                   "admin": bool(admin), "quota_bytes": quota_bytes}
         if password is not None:
             payload["password"] = password
         return self.request("POST", "/api/v1/users", payload, expected=(201,))
@@ -201,6 +194,11 @@ class AdminClient:
         """E-mail ``username`` a new enrolment code (administrators only)."""
         return self.request("POST", f"/api/v1/users/{quote(username, safe='')}/enrolment",
                             expected=(201,))
+
+    def set_quota(self, username, quota_bytes):
+        """Set (None: lift) an account's quota; ``{"quota_bytes","used_bytes",...}``."""
+        return self.request("PATCH", "/api/v1/users/" + quote(username, safe=""),
+                            {"quota_bytes": quota_bytes})
 
     def remove_user(self, username):
         self.request("DELETE", "/api/v1/users/" + quote(username, safe=""), expected=(204,))

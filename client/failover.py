@@ -20,7 +20,7 @@ from .errors import (
 )
 from .servers import ServerSelector, base_url, holder_named, server_origin, with_avoid
 from .settings import ClientSettings
-from .transport import Transport, error_from_response, tls_context
+from .transport import ConnectionsOwner, Transport, error_from_response, tls_context
 
 REDIRECT_STATUSES = (307, 308)
 # While the admin server does not answer, ask it again this often for the server list.
@@ -58,7 +58,7 @@ class _TryAgain(Exception):
         self.error = error
 
 
-class ClusterClient:
+class ClusterClient(ConnectionsOwner):
     """Requests to the storage nodes of one cluster on behalf of one user.
 
     ``servers``: base URLs (``https://host:port``). With ``admin_url`` the client asks the
@@ -190,16 +190,6 @@ class ClusterClient:
             return True
         finally:
             self._refresh_lock.release()
-
-    def close(self):
-        """Close this thread's idle connections."""
-        self._transport.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # -- servers --
 

@@ -24,6 +24,17 @@ def read_token_file(path):
     return token
 
 
+def read_json(path, name, advice=""):
+    """The JSON in ``path``; LocalFileError naming the file as ``name`` (``advice`` after
+    a file that is not JSON)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise LocalFileError(f"cannot read {name}: {e.strerror or e}") from e
+    except ValueError as e:
+        raise LocalFileError(f"{name} is not valid JSON: {e}{advice}") from e
+
+
 @dataclass
 class ClientSettings:
     """Where the servers are and which credentials to present."""
@@ -40,12 +51,7 @@ class ClientSettings:
     def from_cluster_file(cls, path):
         """Read the launcher's ``cluster.json``; relative paths are relative to that file."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise LocalFileError(f"cannot read cluster file {path}: {e.strerror or e}") from e
-        except ValueError as e:
-            raise LocalFileError(f"cluster file {path} is not valid JSON: {e}") from e
+        data = read_json(path, f"cluster file {path}")
         base = path.resolve().parent
 
         def local(p):
@@ -102,12 +108,7 @@ class LoginFolder:
     def read(self):
         """The saved ``login.json``: admin_url, username, servers, and validity dates."""
         path = self.file(self.LOGIN)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise LocalFileError(f"cannot read {path}: {e.strerror or e}") from e
-        except ValueError as e:
-            raise LocalFileError(f"{path} is not valid JSON ({e}): run 'securifile login' again") from e
+        data = read_json(path, str(path), ": run 'securifile login' again")
         if not isinstance(data, dict) or not data.get("admin_url"):
             raise LocalFileError(f"{path} names no admin server: run 'securifile login' again")
         return data

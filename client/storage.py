@@ -16,6 +16,7 @@ from .errors import DigestMismatch, HolderUnreachable, LocalFileError, ProtocolE
 from .failover import ClusterClient
 from .files import (
     AtomicFile, file_url_path, folder_url_path, parse_remote, plan_download, plan_upload,
+    transfer_plan,
 )
 from .transport import CHUNK_SIZE, BytesBody, FileBody, check_cancel, report_progress
 
@@ -239,31 +240,18 @@ class Client(ClusterClient):
         record)`` is called after each file. Returns the records.
         """
         plan = plan_upload(local, remote)
-        total = sum(size for _, _, size in plan)
-        records, base = [], 0
-        for local, remote, size in plan:
-            per_file = None if progress is None else (lambda d, t, b=base: progress(b + d, total))
-            record = self.put(local, remote, progress=per_file, cancel=cancel)
-            base += size
-            records.append(record)
-            if on_file is not None:
-                on_file(local, remote, record)
-        return records
+        return transfer_plan(plan, lambda src, dst, per_file: self.put(
+            src, dst, progress=per_file, cancel=cancel), progress, on_file)
 
     def get_tree(self, remote_prefix, local_dir, *, progress=None, cancel=None, on_file=None):
         """Download every file under ``remote_prefix`` into ``local_dir`` (same layout)."""
         plan = plan_download(self.list(remote_prefix), remote_prefix, local_dir)
-        total = sum(size for _, _, size in plan)
-        results, base = [], 0
-        for remote, local, size in plan:
+
+        def get(remote, local, per_file):
             local.parent.mkdir(parents=True, exist_ok=True)
-            per_file = None if progress is None else (lambda d, t, b=base: progress(b + d, total))
-            info = self.get(remote, local, progress=per_file, cancel=cancel)
-            base += size
-            results.append(info)
-            if on_file is not None:
-                on_file(remote, local, info)
-        return results
+            return self.get(remote, local, progress=per_file, cancel=cancel)
+
+        return transfer_plan(plan, get, progress, on_file)
 
 
 def _file_digest(path, algorithm, chunk_size, cancel=None):

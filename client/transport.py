@@ -336,3 +336,17 @@ class _ReplaySocket:
 
     def makefile(self, mode, *args, **kwargs):
         return io.BufferedReader(_PrefixedRaw(self._prefix, self._raw))
+
+
+class ConnectionsOwner:
+    """For a client over a ``Transport`` in ``self._transport``: ``close()`` and ``with``."""
+
+    def close(self):
+        """Close this thread's idle connections."""
+        self._transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

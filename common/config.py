@@ -68,6 +68,12 @@ class Config:
     scrub_interval: float = 300.0
     verify_reads: bool = True
     capacity_bytes: int = 0  # 0: the free space of the data directory's file system
+    # Free space of the data directory's file system that no upload or copy may take, so a
+    # node filled by users still has room for its databases, logs and the operator.
+    reserve_bytes: int = 1 << 30
+    # How long an upload's quota reservation lasts without renewal (nodes renew it at a
+    # third of this while the body arrives; a node that died holds nothing for longer).
+    quota_reservation_seconds: float = 120.0
     max_body_bytes: int = 1 << 40
     # What an anonymous client can make a server hold (common/limits.py): the body limit
     # before a streaming file handler raises it after authentication, and fellow servers'
@@ -148,6 +154,9 @@ class Config:
         if min(self.max_json_body_bytes, self.max_peer_body_bytes, self.max_connections) < 1 \
                 or min(self.handshake_timeout, self.idle_timeout, self.body_timeout) <= 0:
             raise ValueError("body limits, connection limit and timeouts must be positive")
+        if self.reserve_bytes < 0 or self.quota_reservation_seconds <= 0:
+            raise ValueError("reserve_bytes cannot be negative; quota_reservation_seconds "
+                             "must be positive")
         if self.partial_upload_hours <= 0 or self.max_partial_uploads_per_user < 0:
             raise ValueError("partial_upload_hours must be positive, "
                              "max_partial_uploads_per_user at least 0")

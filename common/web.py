@@ -21,16 +21,14 @@ MAX_HEADER_READ = 256 * 1024
 class ApiHandler(tornado.web.RequestHandler):
     """Base handler: set ``auth`` on each subclass to PUBLIC, USER, NODE, ADMIN_SERVER or MONITOR.
 
+    Each server's handlers name their dependencies in their own ``initialize`` (at least
+    ``self.authenticator``, which ``prepare`` asks who calls).
     ``self.principal`` holds the authenticated caller after ``prepare``. Domain errors
     (ApiError) become their status with the JSON error shape; anything else is a logged 500
     that carries a request id the operator can find in the log.
     """
 
     auth = USER
-
-    def initialize(self, **deps):
-        for key, value in deps.items():
-            setattr(self, key, value)
 
     async def prepare(self):
         self.request_id = uuid.uuid4().hex[:16]

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-
 from securifile.common.errors import Forbidden, Unavailable
 from securifile.common.roles import NEEDS  # named in a refusal; the admin server's "may" decides
+
+from .peerclient import PeerError
 
 READ, WRITE, DELETE, LIST = "read", "write", "delete", "list"
 log = logging.getLogger("securifile.access")
@@ -38,6 +38,9 @@ class OwnerOnlyAuthoriser:
 class AdminAuthoriser:
     """Asks the admin server (``/api/v1/authorize``) and caches its answers for ``ttl``.
 
+    The questions go through ``client`` (the node's PeerClient), over its kept mutual-TLS
+    connections: a new connection per question cost a TLS handshake on both sides.
+
     Every question carries the account id and credential id of the caller's token or
     certificate, so a removed account's credential (even under a name given to somebody
     since) and a logged-out token are refused. What the answers said about an account is
@@ -47,16 +50,14 @@ class AdminAuthoriser:
     an account in good standing keeps access to their own files.
     """
 
-    def __init__(self, admin_url, ssl_context=None, headers=None, ttl=3.0, timeout=3.0,
-                 clock=time.monotonic, wall=time.time, state_path=None):
+    def __init__(self, admin_url, client, ttl=3.0, timeout=3.0, clock=time.monotonic,
+                 wall=time.time, state_path=None):
         self.admin_url = admin_url.rstrip("/")
-        self.ssl_context = ssl_context
-        self.headers = headers or {}
+        self.client = client
         self.ttl = ttl
         self.timeout = timeout
         self.clock = clock
         self.wall = wall
-        self.http = AsyncHTTPClient(force_instance=True)
         self._cache = {}
         self.memory = AccountMemory(state_path, wall)
 
@@ -68,13 +69,8 @@ class AdminAuthoriser:
         query = urlencode({"user": principal.name, "path": target, "uid": principal.uid or "",
                            "credential": principal.credential or "",
                            "generation": principal.generation})
-        req = HTTPRequest(f"{self.admin_url}/api/v1/authorize?{query}", headers=self.headers,
-                          ssl_options=self.ssl_context, connect_timeout=self.timeout,
-                          request_timeout=self.timeout)
-        resp = await self.http.fetch(req)
-        answer = json.loads(resp.body)
-        if not isinstance(answer, dict):
-            raise ValueError("the admin server's answer is not an object")
+        answer = await self.client.call_json(f"{self.admin_url}/api/v1/authorize?{query}",
+                                             timeout=self.timeout)
         self.memory.learn(principal, target, answer)
         if len(self._cache) > 10_000:
             self._cache.clear()
@@ -96,12 +92,10 @@ class AdminAuthoriser:
                     answer = await self.decision(principal, target)
             else:
                 answer = await self.decision(principal, target)
-        except HTTPClientError as e:
-            if e.code < 500:  # it answered, and would not decide: nobody passes
-                raise Unavailable(f"the admin server refused to decide (HTTP {e.code}); "
+        except PeerError as e:
+            if e.status is not None and e.status < 500:  # it answered, and would not decide
+                raise Unavailable(f"the admin server refused to decide (HTTP {e.status}); "
                                   "ask the operator", code="admin_refused") from None
-            return self.offline(principal, fp, e)
-        except (OSError, ValueError) as e:
             return self.offline(principal, fp, e)
         if not answer.get("active"):
             raise Forbidden(f"account {principal.name}: {answer.get('reason')}",

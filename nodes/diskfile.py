@@ -7,6 +7,7 @@ appears at its name only by an atomic rename after fsync, so a reader sees the o
 the new ones, never half of either, and a crash or a broken-off body leaves at most a temp
 file that the next start sweeps away.
 """
+import asyncio
 import errno
 import os
 import shutil
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from securifile.common.digests import new_hasher
-from securifile.common.durable import fsync_dir
+from securifile.common.durable import FolderSyncer, fsync_dir
 from securifile.common.errors import ApiError, Conflict, InsufficientStorage, NotFound
 
 READ_CHUNK = 1 << 20
@@ -33,15 +34,19 @@ class DigestMismatch(ApiError):
 class DiskStore:
     """The files of one node under one root directory."""
 
-    def __init__(self, root, capacity_bytes=0):
+    def __init__(self, root, capacity_bytes=0, reserve_bytes=0):
         self.root = Path(root).resolve()
         self.files_dir = self.root / "files"
         self.tmp_dir = self.root / "tmp"
         self.quarantine_dir = self.root / "quarantine"
         self.capacity_bytes = capacity_bytes
+        # Free space of the file system that no upload may take (the node's own databases,
+        # logs and the operator need it when users have filled the rest).
+        self.reserve_bytes = reserve_bytes
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._used = None
+        self.folders = FolderSyncer()  # folder fsyncs of concurrent commits, shared
 
     def sweep_temp(self):
         """Remove uploads that a crash left half-written."""
@@ -146,11 +151,22 @@ class DiskStore:
             return used, max(0, min(free, self.capacity_bytes - used))
         return used, free
 
-    def check_room(self, incoming):
-        _used, available = self.usage()
-        if incoming > available:
+    def room(self, in_flight=0):
+        """Bytes an upload may still write: the file system's free space less the reserve,
+        and no more than what is left of the capacity, if set, once ``in_flight`` bytes (of
+        this upload, already in its temp file: already out of the free space) count."""
+        room = shutil.disk_usage(self.root).free - self.reserve_bytes
+        if self.capacity_bytes:
+            room = min(room, self.capacity_bytes - self.used_bytes() - in_flight)
+        return max(0, room)
+
+    def check_room(self, incoming, in_flight=0):
+        room = self.room(in_flight)
+        if incoming > room:
             raise InsufficientStorage(
-                f"not enough space: {incoming} bytes needed, {available} available")
+                f"not enough space: {incoming} bytes needed, {room} available"
+                + (f" (this server keeps {self.reserve_bytes} bytes free)"
+                   if self.reserve_bytes else ""))
 
 
 def _chunks(f, start, end, chunk_size):
@@ -189,6 +205,7 @@ class DiskWriter:
         self._pending = []  # pieces gathered until WRITE_BUFFER bytes are there
         self._filled = 0
         self._synced = 0
+        self._written = 0  # bytes in the temp file
         self._syncing = None
         self.done = False
 
@@ -208,6 +225,14 @@ class DiskWriter:
             self._put(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def _put(self, data):
+        # Checked before every buffer (a statvfs a MiB): a body of unknown length was never
+        # checked up front, and concurrent uploads can together outgrow what each saw.
+        try:
+            self.store.check_room(len(data), self._written)
+        except InsufficientStorage:
+            self.abort()
+            raise
+        self._written += len(data)
         self.hasher.update(data)
         try:
             with memoryview(data) as view:
@@ -231,39 +256,66 @@ class DiskWriter:
     def commit(self, expected_digest=None, expected_size=None):
         """fsync, check, and atomically rename into place; returns the hex digest."""
         try:
-            self._drain()
-            digest = self.hasher.hexdigest()
-            if expected_size is not None and self.size != expected_size:
-                raise ApiError(
-                    f"body ended after {self.size} of {expected_size} bytes", code="incomplete_body")
-            if expected_digest is not None and expected_digest != digest:
-                raise DigestMismatch(
-                    f"{self.algorithm} digest of the received bytes is {digest}, "
-                    f"not {expected_digest} as the client said")
-            try:
-                os.fsync(self._fd)
-            except OSError as e:
-                if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise InsufficientStorage("the server ran out of disk space") from None
-                raise
-            os.close(self._fd)
-            self._fd = None
-            target = self.store.path_for(self.fp)
-            self._make_parents(target)
-            if target.is_dir():
-                raise Conflict(f"{self.fp} is a folder", code="is_a_folder")
-            try:
-                replaced = target.stat().st_size
-            except FileNotFoundError:
-                replaced = 0
-            os.replace(self._tmp, target)
-            self.store._adjust_used(self.size - replaced)
+            digest = self._checked(expected_digest, expected_size)
+            _fsync_file(self._fd)
+            target = self._place()
             fsync_dir(target.parent)
         except BaseException:
             self.abort()
             raise
         self.done = True
         return digest
+
+    async def commit_async(self, expected_digest=None, expected_size=None):
+        """``commit`` with both fsyncs on worker threads, so the event loop serves other
+        requests while the disk answers; the folder's fsync is shared with the renames
+        into it made meanwhile (``DiskStore.folders``). Returns once the file is durable."""
+        try:
+            digest = self._checked(expected_digest, expected_size)
+            fd = os.dup(self._fd)  # an abort meanwhile must not close it under the thread
+            try:
+                await asyncio.to_thread(_fsync_file, fd)
+            finally:
+                os.close(fd)
+            if self.done:  # aborted meanwhile (the sender went away): nothing was renamed
+                raise ApiError("the upload was abandoned while it was being stored",
+                               code="aborted")
+            target = self._place()
+            await self.store.folders.sync(target.parent)
+        except BaseException:
+            self.abort()
+            raise
+        self.done = True
+        return digest
+
+    def _checked(self, expected_digest, expected_size):
+        """The digest of all that was written, once it matches what the sender declared."""
+        self._drain()
+        digest = self.hasher.hexdigest()
+        if expected_size is not None and self.size != expected_size:
+            raise ApiError(
+                f"body ended after {self.size} of {expected_size} bytes", code="incomplete_body")
+        if expected_digest is not None and expected_digest != digest:
+            raise DigestMismatch(
+                f"{self.algorithm} digest of the received bytes is {digest}, "
+                f"not {expected_digest} as the client said")
+        return digest
+
+    def _place(self):
+        """Rename the synced temp file to the file's name; the name's path."""
+        os.close(self._fd)
+        self._fd = None
+        target = self.store.path_for(self.fp)
+        self._make_parents(target)
+        if target.is_dir():
+            raise Conflict(f"{self.fp} is a folder", code="is_a_folder")
+        try:
+            replaced = target.stat().st_size
+        except FileNotFoundError:
+            replaced = 0
+        os.replace(self._tmp, target)
+        self.store._adjust_used(self.size - replaced)
+        return target
 
     def _make_parents(self, target):
         try:
@@ -284,6 +336,15 @@ class DiskWriter:
             self._fd = None
         self._pending, self._filled = [], 0
         self._tmp.unlink(missing_ok=True)
+
+
+def _fsync_file(fd):
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage("the server ran out of disk space") from None
+        raise
 
 
 def _datasync_and_close(fd):

@@ -28,10 +28,21 @@ from .upload import Redirect
 
 
 SMALL_BODY = 1 << 20
+# A refused body is read (and dropped) this far at most; then the connection is closed.
+DISCARD_LIMIT = 64 << 20
 
 
 class UserHandler(NodeHandler):
-    """Shared by the user-facing handlers: a node that is not running serves nobody."""
+    """Shared by the user-facing handlers (/files, /uploads): a node that is not running
+    serves nobody; ``authoriser`` says what the caller may do."""
+
+    def initialize(self, node, authenticator, authoriser, max_body_bytes, read_chunk,
+                   verify_reads):
+        super().initialize(node, authenticator)
+        self.authoriser = authoriser
+        self.max_body_bytes = max_body_bytes
+        self.read_chunk = read_chunk
+        self.verify_reads = verify_reads
 
     def sent_here(self):
         return self.get_query_argument("holder", None) == self.node.name
@@ -65,14 +76,6 @@ class FileHandler(UserHandler):
     (``nodes/upload.py``) and deletes."""
 
     auth = USER
-
-    def initialize(self, node, authenticator, authoriser, max_body_bytes, read_chunk,
-                   verify_reads):
-        super().initialize(node, authenticator)
-        self.authoriser = authoriser
-        self.max_body_bytes = max_body_bytes
-        self.read_chunk = read_chunk
-        self.verify_reads = verify_reads
 
     async def prepare(self):
         self.upload = None
@@ -124,11 +127,36 @@ class FileHandler(UserHandler):
     def data_received(self, chunk):
         if self.upload is None or self.failure is not None:
             return None
+        if self.upload.failure is not None:
+            return self._discard(chunk)
         return self.upload.write(chunk)
+
+    def _discard(self, chunk):
+        """A refused body's bytes. The answer waits for the body's end while little of it
+        came (a client still sending may miss an early answer and see a reset instead);
+        past SMALL_BODY it goes out at once, with ``Connection: close``, which tells a
+        client like curl to stop sending, and past DISCARD_LIMIT the connection is closed."""
+        self.discarded = getattr(self, "discarded", 0) + len(chunk)
+        if self._finished:
+            return
+        if self.discarded > DISCARD_LIMIT:
+            self.request.connection.stream.close()  # on_connection_close cleans up
+        elif self.discarded > SMALL_BODY and not self._headers_written:
+            e = self.upload.failure
+            body = e.to_json().encode()
+            self.set_status(e.status)
+            self.set_header("Content-Type", "application/json")
+            self.set_header("X-SecuriFile-Error", e.code)
+            self.set_header("Content-Length", str(len(body)))
+            self.set_header("Connection", "close")
+            self.write(body)
+            self.flush()
 
     async def put(self, _path):
         if self.failure is not None:
             raise self.failure
+        if self._headers_written:  # refused while the body still came: answered already
+            return self.finish()
         if self.redirect_after_body is not None:
             return self.redirect_to(self.redirect_after_body, self.fp)
         result = await self.upload.finish()
@@ -264,6 +292,18 @@ class OpenApiHandler(NodeHandler):
         self.send_json(self.openapi)
 
 
+class NodeMetricsHandler(NodeHandler, MetricsHandler):
+    """GET /metrics over this node's registry."""
+
+    def initialize(self, node, authenticator, registry):
+        super().initialize(node, authenticator)
+        self.registry = registry
+
+
+class UnknownRouteHandler(NotFoundHandler, NodeHandler):
+    """404 ``no_endpoint`` for any path no route matches (dependencies as every handler's)."""
+
+
 def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, openapi, deep=False,
              verify_reads=True):
     deps = dict(node=node, authenticator=authenticator)
@@ -286,10 +326,10 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
             (r"/peer/challenge", ChallengeHandler, dict(deps, deep=deep)),
             (r"/peer/verdict", VerdictHandler, deps),
             (r"/peer/locks", LocksHandler, deps),
-            (r"/metrics", MetricsHandler, dict(deps, registry=metrics.registry)),
+            (r"/metrics", NodeMetricsHandler, dict(deps, registry=metrics.registry)),
         ],
         log_function=metrics.requests.counting(request_logger(("/peer/", "/metrics"))),
-        default_handler_class=NotFoundHandler,
+        default_handler_class=UnknownRouteHandler,
         default_handler_args=deps,
         compress_response=False,
     )

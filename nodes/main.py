@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from tornado.ioloop import PeriodicCallback
 
-from securifile.common.auth import PEER_SECRET_HEADER, Authenticator
+from securifile.common.auth import Authenticator
 from securifile.common.certs import CertLayout
 from securifile.common.config import ServerEntry, load_config
 from securifile.common.limits import LimitedHTTPServer, ServerLimits, node_callers
@@ -31,6 +31,7 @@ from .membership import MembershipPoller, NodeMembership, follow
 from .partial_uploads import PartialUploadStore
 from .peerclient import PeerClient
 from .peers import DOWN, RUNNING, VERIFYING, PeerTable
+from .quota import QuotaKeeper
 from .quorum import Quorum
 from .repair import RepairLoop
 from .verification import Verifier
@@ -68,7 +69,7 @@ def build_node(cfg, name, deep=False):
     """Everything one node needs, wired together."""
     layout = CertLayout(cfg.certs_dir)
     data = cfg.node_data_dir(name)
-    store = DiskStore(data, cfg.capacity_bytes)
+    store = DiskStore(data, cfg.capacity_bytes, cfg.reserve_bytes)
     store.sweep_temp()
     # The saved membership, if any, wins over the configuration's list (only a bootstrap).
     membership = NodeMembership(data / "membership.json", cfg.servers)
@@ -116,16 +117,16 @@ def build_node(cfg, name, deep=False):
         if cfg.admin_url else None
     reporter = None
     if cfg.admin_url:
-        headers = {"X-SecuriFile-Node": name}
-        if secret:
-            headers[PEER_SECRET_HEADER] = secret
-        authoriser = AdminAuthoriser(cfg.admin_url, peer_ctx, headers, cfg.authz_cache_seconds,
+        authoriser = AdminAuthoriser(cfg.admin_url, client, cfg.authz_cache_seconds,
                                      state_path=data / "refused-accounts.json")
-        reporter = Reporter(name, data / "reports.sqlite3", cfg.admin_url, peer_ctx, headers)
+        reporter = Reporter(name, data / "reports.sqlite3", cfg.admin_url, client)
         node.reporter = reporter  # its queue depth is a metric
-        node.purger = NamespacePurger(node, cfg.admin_url, peer_ctx, headers,
-                                      cfg.purge_interval, cfg.purge_batch)
+        node.purger = NamespacePurger(node, cfg.admin_url, client, cfg.purge_interval,
+                                      cfg.purge_batch)
         node.on_file_change = reporter.file_changed
+        node.quotas = QuotaKeeper(cfg.admin_url, client, reporter.quota_done,
+                                  unlimited_ttl=cfg.authz_cache_seconds,
+                                  state_path=data / "quota-owners.json")
         peers.on_change = reporter.status_changed
     else:
         authoriser = OwnerOnlyAuthoriser()

@@ -44,6 +44,7 @@ class PartialUpload:
     touched: float = 0.0  # the last byte or request: the expiry counts from here
     complete: bool = False
     size: int = 0  # the final size, once complete
+    reservation: str = ""  # its quota reservation's id, renewed by each request
 
     @property
     def file_path(self):
@@ -68,7 +69,7 @@ class PartialUploadStore:
     def _meta_path(self, upload_id):
         return self.dir / f"{upload_id}.json"
 
-    def create(self, user, fp, base_version, length=None, digests=None):
+    def create(self, user, fp, base_version, length=None, digests=None, reservation=""):
         """A new empty partial upload; TooManyPartialUploads beyond ``per_user`` open ones."""
         if self.per_user and sum(1 for u in self.all() if u.user == user
                                  and not u.complete) >= self.per_user:
@@ -77,7 +78,8 @@ class PartialUploadStore:
                 "server: complete or cancel one (DELETE its upload URL) first")
         now = self.clock()
         upload = PartialUpload(secrets.token_urlsafe(24), user, fp.owner, fp.rel, base_version,
-                               length, dict(digests or {}), now, now)
+                               length, dict(digests or {}), now, now,
+                               reservation=reservation)
         fd = os.open(self.data_path(upload.id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
         self.save(upload)
@@ -211,6 +213,7 @@ class PartialWriter(DiskWriter):
         self._pending = []
         self._filled = 0
         self._synced = offset
+        self._written = offset  # bytes in the file: DiskWriter._put counts them as in flight
         self._syncing = None
         self.done = False
         self.discarded = False  # the upload was thrown away (a failed commit, a full disk)
@@ -239,7 +242,7 @@ class PartialWriter(DiskWriter):
         self._pending, self._filled = [], 0
         os.ftruncate(self._fd, self.start)
         os.lseek(self._fd, self.start, os.SEEK_SET)
-        self.size, self.hasher = self.start, hasher
+        self.size, self.hasher, self._written = self.start, hasher, self.start
 
     def whole_file_digests(self, algorithms):
         """{algorithm: hex} of everything received, for algorithms other than the writer's

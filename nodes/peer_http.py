@@ -124,15 +124,15 @@ class ReplicaHandler(NodeHandler):
         except ApiError as e:
             self.failure = e
 
-    def put(self, _path):
+    async def put(self, _path):
         if self.failure is not None:
             raise self.failure
         # A body cut short never reaches here (the connection closed first); the length is
         # checked anyway. No digest announced (a pipelined copy): the one computed is
         # answered, and the origin compares it with its own.
         length = self.request.headers.get("Content-Length")
-        digest = self.writer.commit(self.expected, int(length) if length and length.isdigit()
-                                    else None)
+        digest = await self.writer.commit_async(
+            self.expected, int(length) if length and length.isdigit() else None)
         self.node.accept_copy(self.fp, self.version, digest, self.writer.size)
         self.send_json({"server": self.node.name, "digest": digest, "size": self.writer.size})
 

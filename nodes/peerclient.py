@@ -1,4 +1,5 @@
-"""Calls from one node to another: heartbeats, locks, location records, copies, challenges.
+"""Calls from one node to another (heartbeats, locks, location records, copies, challenges)
+and to the admin server (access decisions, reports, the witness).
 
 Every call goes over a kept-alive mutual-TLS connection: one ``aiohttp.ClientSession`` per
 node, with one ``ssl.SSLContext`` carrying the node's certificate, keeps its connections to
@@ -149,8 +150,8 @@ class PeerClient:
                             answer if isinstance(answer, dict) else {})
         return data
 
-    async def _json(self, url, method="GET", payload=None, timeout=None):
-        """``payload`` sent as JSON; the JSON object answered."""
+    async def call_json(self, url, method="GET", payload=None, timeout=None):
+        """``payload`` sent as JSON; the JSON object answered (PeerError otherwise)."""
         body = None if payload is None else json.dumps(payload).encode()
         headers = {"Content-Type": "application/json"} if body is not None else None
         data = await self._call(url, method, body, timeout, headers)
@@ -167,14 +168,14 @@ class PeerClient:
         return answer
 
     async def heartbeat(self, base, timeout, pulled=0):
-        return await self._json(base + "/peer/heartbeat", "POST",
+        return await self.call_json(base + "/peer/heartbeat", "POST",
                                 {"from": self.self_name, "pulled": pulled}, timeout)
 
     async def challenge(self, base, challenge, timeout):
-        return await self._json(base + "/peer/challenge", "POST", challenge, timeout)
+        return await self.call_json(base + "/peer/challenge", "POST", challenge, timeout)
 
     async def send_verdict(self, base, passed, detail):
-        return await self._json(base + "/peer/verdict", "POST",
+        return await self.call_json(base + "/peer/verdict", "POST",
                                 {"challenger": self.self_name, "passed": passed, "detail": detail})
 
     async def lock(self, base, fp, holder, lease, token, known=0, stamp=None, timeout=None):
@@ -184,10 +185,10 @@ class PeerClient:
                 "token": token, "known": known, "epoch": self.epoch()}
         if stamp is not None:
             body["stamp"] = stamp
-        return await self._json(base + "/peer/locks", "POST", body, timeout)
+        return await self.call_json(base + "/peer/locks", "POST", body, timeout)
 
     async def unlock(self, base, fp, token, timeout=None):
-        return await self._json(base + "/peer/locks", "POST", {
+        return await self.call_json(base + "/peer/locks", "POST", {
             "owner": fp.owner, "path": fp.rel, "token": token, "release": True}, timeout)
 
     async def push_locations(self, base, records, release=None, timeout=None):
@@ -195,21 +196,28 @@ class PeerClient:
         body = {"records": records}
         if release:
             body["release"] = release
-        return await self._json(base + "/peer/locations", "POST", body, timeout)
+        return await self.call_json(base + "/peer/locations", "POST", body, timeout)
 
     async def pull_locations(self, base, since, limit=1000):
-        return await self._json(f"{base}/peer/locations?since={since}&limit={limit}")
+        return await self.call_json(f"{base}/peer/locations?since={since}&limit={limit}")
 
     async def ask_witness(self, admin_url, side, lease, timeout):
         """Ask the admin server (the witness) for the tie-break lease for ``side``: the lease
         in seconds when granted, 0 when another side holds it."""
-        answer = await self._json(admin_url.rstrip("/") + "/api/v1/witness", "POST",
-                                  {"side": side, "lease": lease, "epoch": self.epoch()}, timeout)
+        answer = await self.call_json(admin_url.rstrip("/") + "/api/v1/witness", "POST",
+                                      {"side": side, "lease": lease, "epoch": self.epoch()},
+                                      timeout)
         return float(answer.get("lease", 0)) if answer.get("granted") else 0.0
+
+    async def quota_reservation(self, admin_url, rid, request=None, timeout=None):
+        """Reserve (``request``: owner, path, bytes, wanted) or, without one, give back the
+        quota reservation ``rid`` at the admin server; its answer (see admin/quotas.py)."""
+        url = f"{admin_url.rstrip('/')}/api/v1/quota/reservations/{rid}"
+        return await self.call_json(url, "PUT" if request is not None else "DELETE", request, timeout)
 
     async def membership(self, admin_url, known, timeout):
         """The admin server's current membership; it notes that this node holds ``known``."""
-        return await self._json(admin_url.rstrip("/") + f"/api/v1/membership?known={known}",
+        return await self.call_json(admin_url.rstrip("/") + f"/api/v1/membership?known={known}",
                                 "GET", None, timeout)
 
     async def delete_copy(self, base, fp, version):

@@ -12,48 +12,42 @@ leaves files that are simply listed again, and deleted, on a later round.
 ``batch`` files a round at most, from a cursor that goes round the due list, so files no
 node can delete yet (their holders down) do not hold the others up.
 """
-import asyncio
-import json
 import logging
 from urllib.parse import urlencode
-
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from securifile.common.errors import ApiError
 from securifile.common.paths import FilePath
 
+from .peerclient import PeerError
 from .peers import RUNNING
 from .placement import serving_holder
+from .rounds import PeriodicRounds
 
 log = logging.getLogger("securifile.purge")
 PURGER = "(purge)"  # the lock holder and audit user of a purge
 
 
-class NamespacePurger:
-    def __init__(self, node, admin_url, ssl_context=None, headers=None, interval=60.0,
-                 batch=100, timeout=10.0):
+class NamespacePurger(PeriodicRounds):
+    round_name = "purge"
+
+    def __init__(self, node, admin_url, client, interval=60.0, batch=100, timeout=10.0):
         self.node = node
         self.admin_url = admin_url.rstrip("/")
-        self.ssl_context = ssl_context
-        self.headers = dict(headers or {})
+        self.client = client  # the node's PeerClient: its kept connections
         self.interval = interval
         self.batch = batch
         self.timeout = timeout
-        self.http = AsyncHTTPClient(force_instance=True)
         self.after = None  # the last file of the previous page: owner/path
         self.purged = 0
         self.failures = 0
-        self._task = None
 
     async def due(self):
         """The next page of due files from the admin server: (FilePath, version) pairs."""
         query = {"limit": self.batch}
         if self.after:
             query["after"] = self.after
-        req = HTTPRequest(f"{self.admin_url}/api/v1/purges?{urlencode(query)}",
-                          headers=self.headers, ssl_options=self.ssl_context,
-                          connect_timeout=self.timeout, request_timeout=self.timeout)
-        files = json.loads((await self.http.fetch(req)).body)["files"]
+        files = (await self.client.call_json(f"{self.admin_url}/api/v1/purges?{urlencode(query)}",
+                                             timeout=self.timeout))["files"]
         self.after = f"{files[-1]['owner']}/{files[-1]['path']}" if len(files) == self.batch \
             else None
         return [(FilePath(f["owner"], f["path"]), int(f["version"])) for f in files]
@@ -69,7 +63,7 @@ class NamespacePurger:
             return 0
         try:
             fps = await self.due()
-        except (HTTPClientError, OSError, ValueError, KeyError, TypeError) as e:
+        except (PeerError, ValueError, KeyError, TypeError) as e:
             log.info("no purge list from the admin server this round: %s", e)
             return 0
         deleted = 0
@@ -93,18 +87,3 @@ class NamespacePurger:
             node.log_access(PURGER, "delete", fp.full, "purged")
         self.purged += deleted
         return deleted
-
-    def start(self):
-        self._task = asyncio.ensure_future(self._loop())
-
-    async def _loop(self):
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("purge round failed")
-
-    def stop(self):
-        if self._task is not None:
-            self._task.cancel()

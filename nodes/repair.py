@@ -34,11 +34,14 @@ from .locationmap import Replica
 from .peerclient import PeerError
 from .peers import DOWN, FAILED, RUNNING
 from .placement import copies_wanted, place_replicas, serving_holder
+from .rounds import PeriodicRounds
 
 log = logging.getLogger("securifile.repair")
 
 
-class RepairLoop:
+class RepairLoop(PeriodicRounds):
+    round_name = "repair"
+
     def __init__(self, node, repair_after, interval, batch, clock=time.time, grace=60.0):
         self.node = node
         self.repair_after = repair_after
@@ -50,7 +53,6 @@ class RepairLoop:
         self.grace = grace  # a copy younger than this may still be waiting for its record
         self.removed = 0
         self.adopted = 0
-        self._task = None
 
     def lost_holders(self):
         """Peers down or failed for longer than ``repair_after``."""
@@ -183,18 +185,3 @@ class RepairLoop:
                 return None
 
         return {t for t in await asyncio.gather(*(one(t) for t in targets)) if t}
-
-    def start(self):
-        self._task = asyncio.ensure_future(self._loop())
-
-    async def _loop(self):
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("repair round failed")
-
-    def stop(self):
-        if self._task is not None:
-            self._task.cancel()

@@ -1,6 +1,7 @@
 """Reports to the admin server: file changes, status changes and storage samples.
 
-Events wait in a queue on the node's disk and go out in batches over mutual TLS. A batch's
+Events wait in a queue on the node's disk and go out in batches over the node's kept
+mutual-TLS connections (its PeerClient: no handshake per report). A batch's
 id is made of its first and last event ids, so a batch resent after a lost answer is the
 same report, and the admin server applies it once. The admin server being down only makes
 the queue longer (up to a bound, beyond which the oldest storage samples are dropped).
@@ -10,8 +11,9 @@ import logging
 import sqlite3
 import time
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.ioloop import PeriodicCallback
+
+from .peerclient import PeerError
 
 log = logging.getLogger("securifile.reporter")
 BATCH = 500
@@ -19,15 +21,12 @@ MAX_QUEUED = 200_000
 
 
 class Reporter:
-    def __init__(self, name, db_path, admin_url, ssl_context=None, headers=None, clock=time.time,
-                 timeout=10.0):
+    def __init__(self, name, db_path, admin_url, client, clock=time.time, timeout=10.0):
         self.name = name
         self.admin_url = admin_url.rstrip("/")
-        self.ssl_context = ssl_context
-        self.headers = dict(headers or {}, **{"Content-Type": "application/json"})
+        self.client = client
         self.clock = clock
         self.timeout = timeout
-        self.http = AsyncHTTPClient(force_instance=True)
         self._db = sqlite3.connect(str(db_path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # With the write-ahead log this survives a crash of the process; only a power cut can
@@ -47,6 +46,11 @@ class Reporter:
         record = loc.to_json()
         record["under_replicated"] = under_replicated
         self._put({"type": "file", "record": record})
+
+    def quota_done(self, reservation_id):
+        """An upload's quota reservation ends when the admin server applies this, which it
+        does after the file's own event (queued first): the file is counted by then."""
+        self._put({"type": "quota_done", "id": reservation_id})
 
     def status_changed(self, subject, old, new, detail=""):
         self._put({"type": "status", "subject": subject, "old": old, "new": new,
@@ -77,13 +81,10 @@ class Reporter:
                 return True
             report = {"id": f"{self.name}:{rows[0][0]}-{rows[-1][0]}", "server": self.name,
                       "events": [json.loads(e) for _id, e in rows]}
-            req = HTTPRequest(self.admin_url + "/api/v1/reports", method="POST",
-                              body=json.dumps({"reports": [report]}), headers=self.headers,
-                              ssl_options=self.ssl_context, connect_timeout=self.timeout,
-                              request_timeout=self.timeout)
             try:
-                await self.http.fetch(req)
-            except (HTTPClientError, OSError) as e:
+                await self.client.call_json(self.admin_url + "/api/v1/reports", "POST",
+                                            {"reports": [report]}, self.timeout)
+            except PeerError as e:
                 log.debug("admin server did not take the report (will resend): %s", e)
                 return False
             self._db.execute("DELETE FROM queue WHERE id <= ?", (rows[-1][0],))

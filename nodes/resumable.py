@@ -14,9 +14,18 @@ fsync-and-rename as any upload, copied to its replicas from disk and published u
 lock by ``StorageNode.finish_upload``: one path for every new version. Replicas do not get
 parts as they arrive: parts may come hours apart, and a replica holding partial state of
 its own would need its own expiry, sweep and crash recovery for a saving of one copy.
+
+Quotas: each request reserves, before it takes a byte, what the file will reach (the
+declared ``Upload-Length``, else the offset plus the request's ``Content-Length``, else step
+by step as the bytes arrive), under one reservation id kept with the upload: the request
+renews it, and takes it again if it expired between requests (507 then only if the owner's
+usage grew meanwhile). A refused request keeps the bytes that arrived within the reservation.
+Cancelling or discarding the upload gives the reservation back; between requests it lapses
+by itself after ``quota_reservation_seconds``, so a swept upload holds nothing.
 """
 import asyncio
 import logging
+from urllib.parse import quote
 
 from tornado.ioloop import PeriodicCallback
 
@@ -110,6 +119,73 @@ class ResumableUploads:
     def __init__(self, node, partials):
         self.node = node
         self.partials = partials
+        self._background = set()  # reservations being given back
+
+    async def reserve(self, fp, total, offset, rid=None):
+        """Room in the owner's quota for the file to reach ``total`` bytes (None: unknown,
+        reserved step by step from ``offset``); None when the owner has no quota."""
+        if self.node.quotas is None:
+            return None
+        return await self.node.quotas.reserve(fp, total, rid=rid, received=offset)
+
+    def cancel(self, upload):
+        """Throw ``upload`` away, and give its quota reservation back at once."""
+        self.partials.remove(upload)
+        log.info("resumable upload %s of %s cancelled", upload.id, upload.file_path.full)
+        if self.node.quotas is not None and upload.reservation:
+            self.node.quotas.give_back(upload.reservation, self._background)
+
+    # -- what a request asks before and between its lock rounds --
+
+    def check_unlocked(self, fp):
+        """Locked (423) at once while anyone else writes ``fp``."""
+        self.node.locks.check(fp)
+
+    def check_body(self, length, offset, incoming, max_bytes, creation=False):
+        """413 for a declared ``length`` beyond ``max_bytes``; InconsistentLength when the
+        ``incoming`` bytes at ``offset`` go past it; 507 without room for them (or, for a
+        ``creation``, for the whole declared length)."""
+        if length is not None and length > max_bytes:
+            raise ApiError(f"file larger than {max_bytes} bytes", status=413, code="too_large")
+        if incoming is not None:
+            if length is not None and offset + incoming > length:
+                raise InconsistentLength(f"{offset} + {incoming} bytes go past the upload's "
+                                         f"length of {length}")
+            self.node.store.check_room(incoming)
+        if creation and length is not None:
+            self.node.store.check_room(length)
+
+    def take_slot(self, user):
+        """One of the node's upload slots for ``user`` (429 when they are all taken)."""
+        self.node.upload_slots.take(user)
+
+    def give_back_slot(self, user):
+        self.node.upload_slots.give_back(user)
+
+    def get(self, upload_id, user):
+        """The upload, for the user who created it (404 for anybody else)."""
+        return self.partials.get(upload_id, user)
+
+    def offset(self, upload):
+        return self.partials.offset(upload)
+
+    def expires_in(self, upload):
+        return self.partials.expires_in(upload)
+
+    def declare(self, upload, length, digests):
+        """A later request's ``Upload-Length`` and ``Repr-Digest``, saved with the upload."""
+        if length is not None:
+            upload.length = length
+        upload.digests.update(digests)
+        self.partials.save(upload)
+
+    def upload_url(self, upload_id):
+        return f"{self.node.urls[self.node.name]}/uploads/{upload_id}"
+
+    def creation_url(self, server, fp):
+        """Where to create an upload of ``fp`` on ``server`` (its coordinator)."""
+        return (f"{self.node.urls[server]}/uploads/{quote(fp.owner, safe='')}/"
+                f"{quote(fp.rel, safe='/')}")
 
     async def _lock(self, fp, user):
         """The file's lock; a lock this node still holds on a peer for the same user (the
@@ -123,22 +199,30 @@ class ResumableUploads:
                     raise
             await asyncio.sleep(OWN_LOCK_PAUSE)
 
-    async def create(self, user, fp, length, digests):
+    async def create(self, user, fp, length, digests, quota=None):
         """A new partial upload under the file's lock: (upload, ticket), or (None, name of
-        the server to redirect to) when another server coordinates writes of the file."""
+        the server to redirect to) when another server coordinates writes of the file.
+        ``quota``, reserved by the caller, becomes the upload's; given back if none is made."""
         node = self.node
-        ticket = await self._lock(fp, user)
+        ticket = None
         try:
+            ticket = await self._lock(fp, user)
             kind, where = node.route_write(fp, sent_here=True)
             if kind == "redirect":
                 node.release(ticket)
+                if quota is not None:
+                    quota.release()
                 return None, where
             existing = ticket.existing
             if (existing is None or existing.deleted) and user != fp.owner:
                 raise Forbidden("only the owner creates files in a namespace")
-            upload = self.partials.create(user, fp, current_version(ticket), length, digests)
+            upload = self.partials.create(user, fp, current_version(ticket), length, digests,
+                                          quota.rid if quota is not None else "")
         except BaseException:
-            node.release(ticket)
+            if ticket is not None:
+                node.release(ticket)
+            if quota is not None:
+                quota.release()
             raise
         log.info("resumable upload %s of %s by %s started (length %s)", upload.id, fp.full,
                  user, length if length is not None else "unknown")
@@ -166,31 +250,39 @@ class ResumableUploads:
             raise UploadBusy("an earlier request of this upload is still running; retry",
                              headers={"Retry-After": "1"}) from None
 
-    async def resume(self, upload, user, offset):
+    async def resume(self, upload, user, offset, quota=None):
         """The file's lock for one more append at ``offset``; UploadOutdated (and the upload
         thrown away) if the file changed since the upload began, or is now coordinated
         elsewhere. The upload is looked at again once the lock is held: a request for it
         that ran meanwhile may have moved its offset, or cancelled it."""
         node, fp = self.node, upload.file_path
-        ticket = await self._lock(fp, user)
+        try:
+            ticket = await self._lock(fp, user)
+        except BaseException:
+            if quota is not None:
+                quota.keep(offset)
+            raise
         try:
             upload = self.partials.get(upload.id, user)
             self.check_offset(upload, offset)
             kind, _where = node.route_write(fp, sent_here=True)
             found = current_version(ticket)
             if found != upload.base_version or kind == "redirect":
-                self.partials.remove(upload)
+                self.cancel(upload)
                 why = (f"now at version {found}, not {upload.base_version}"
                        if found != upload.base_version else "now written through another server")
                 raise UploadOutdated(f"{fp.full} changed since this upload began ({why}): "
                                      "the partial upload was discarded; start over")
         except BaseException:
             node.release(ticket)
+            if quota is not None:
+                quota.keep(offset)
             raise
         return upload, ticket
 
-    async def begin(self, upload, ticket, part_digests, cut_off):
-        """An Append of one request's bytes at the upload's offset, holding ``ticket``."""
+    async def begin(self, upload, ticket, part_digests, cut_off, quota=None):
+        """An Append of one request's bytes at the upload's offset, holding ``ticket`` and
+        the upload's ``quota`` reservation (None: no quota)."""
         loop = asyncio.get_running_loop()
         try:
             # After a restart the bytes so far are hashed again: off the event loop.
@@ -198,15 +290,17 @@ class ResumableUploads:
                 None, self.partials.writer, upload, self.node.algorithm)
         except BaseException:
             self.node.release(ticket)
+            if quota is not None:
+                quota.keep(self.partials.offset(upload))
             raise
         writer.bind(self.node.store)
-        return Append(self, upload, writer, ticket, part_digests, cut_off)
+        return Append(self, upload, writer, ticket, part_digests, cut_off, quota)
 
 
 class Append:
     """The bytes of one request going into a partial upload, under the file's lock."""
 
-    def __init__(self, uploads, upload, writer, ticket, part_digests, cut_off):
+    def __init__(self, uploads, upload, writer, ticket, part_digests, cut_off, quota=None):
         self.uploads = uploads
         self.partials = uploads.partials
         self.node = uploads.node
@@ -216,6 +310,7 @@ class Append:
         # To drop this request's bytes if its own digest is wrong.
         self.hasher_before = writer.hasher.copy() if part_digests is not None else None
         self.cut_off = cut_off
+        self.quota = quota
         self.lock = HeldLock(self.node, ticket, lambda: writer.size - writer.start, cut_off)
         self.ended = asyncio.Event()
         self.failure = None
@@ -226,8 +321,24 @@ class Append:
         return self.writer.size
 
     def write(self, chunk):
+        """Take the next piece of the body; an awaitable when the quota reservation must
+        grow first (a refusal sets ``failure``), else None."""
         if self.failure is not None:
+            return None
+        if self.quota is not None and self.quota.needs(self.writer.size + len(chunk)):
+            return self._write_beyond_reservation(chunk)
+        self._write(chunk)
+        return None
+
+    async def _write_beyond_reservation(self, chunk):
+        try:
+            await self.quota.cover(self.writer.size + len(chunk))
+        except ApiError as e:
+            self.failure = e  # what arrived within the reservation is kept
             return
+        self._write(chunk)
+
+    def _write(self, chunk):
         length = self.upload.length
         if length is not None and self.writer.size + len(chunk) > length:
             self.failure = InconsistentLength(
@@ -271,6 +382,12 @@ class Append:
     def _end(self):
         self.partials.active.pop(self.upload.id, None)
         self.ended.set()
+        if self.quota is None:
+            return
+        if self.writer.discarded:
+            self.quota.release()
+        else:
+            self.quota.keep(self.writer.size)  # nothing once committed
 
     async def finish(self, complete):
         """The request's body is all there: keep it (``complete`` False; the offset) or put
@@ -324,5 +441,7 @@ class Append:
             self.lock.release()
             raise
         self.lock.take()
+        if self.quota is not None:
+            self.quota.committed()  # queued after the file's own report
         created = existing is None or existing.deleted
         return loc, confirmed, created

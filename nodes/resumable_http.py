@@ -8,8 +8,6 @@
 
 Only the user who created an upload may see, append to or cancel it (404 for anybody else).
 """
-import logging
-from urllib.parse import quote
 
 import tornado.web
 
@@ -24,7 +22,6 @@ from .http import SMALL_BODY, UserHandler
 from .resumable import CompletedUpload, InconsistentLength
 from .placement import under_replicated
 
-log = logging.getLogger("securifile.http")
 
 PARTIAL_UPLOAD = "application/partial-upload"
 
@@ -61,9 +58,8 @@ class _UploadBody(UserHandler):
 
     def initialize(self, node, authenticator, authoriser, max_body_bytes, read_chunk,
                    verify_reads):
-        super().initialize(node, authenticator)
-        self.authoriser = authoriser
-        self.max_body_bytes = max_body_bytes
+        super().initialize(node, authenticator, authoriser, max_body_bytes, read_chunk,
+                           verify_reads)
         self.append = None  # set before prepare: a 405 is answered without it
         self.slot = None
         self.redirect = None  # a creation to send elsewhere once its small body is read
@@ -93,19 +89,21 @@ class _UploadBody(UserHandler):
         part_digests = DeclaredDigests(parse_content_digest(part), None) if part else None
         return complete, sf_integer(h, "Upload-Length"), part_digests
 
-    def _check_length(self, length, offset):
-        if length is not None and length > self.max_body_bytes:
-            raise ApiError(f"file larger than {self.max_body_bytes} bytes", status=413,
-                           code="too_large")
+    def _check_length(self, length, offset, creation=False):
         incoming = self.request.headers.get("Content-Length")
-        if incoming is not None and incoming.isdigit():
-            if length is not None and offset + int(incoming) > length:
-                raise InconsistentLength(f"{offset} + {incoming} bytes go past the upload's "
-                                         f"length of {length}")
-            self.node.store.check_room(int(incoming))
+        incoming = int(incoming) if incoming is not None and incoming.isdigit() else None
+        self.node.resumable.check_body(length, offset, incoming, self.max_body_bytes, creation)
+
+    def _expected(self, length, offset):
+        """The size the file reaches by this request's end, if known: the declared length,
+        else the offset plus this request's Content-Length (None: a chunked body)."""
+        incoming = self.request.headers.get("Content-Length")
+        if length is None and incoming is not None and incoming.isdigit():
+            return offset + int(incoming)
+        return length
 
     def _take_slot(self):
-        self.node.upload_slots.take(self.principal.name)
+        self.node.resumable.take_slot(self.principal.name)
         self.slot = self.principal.name
 
     def _start_body(self, append):
@@ -119,7 +117,8 @@ class _UploadBody(UserHandler):
 
     def data_received(self, chunk):
         if self.append is not None:
-            self.append.write(chunk)
+            return self.append.write(chunk)
+        return None
 
     async def _answer(self, complete):
         if self.failure is not None:
@@ -143,16 +142,12 @@ class _UploadBody(UserHandler):
         return loc
 
     def _upload_fields(self, upload, offset):
-        partials = self.node.partials
         self.set_header("Upload-Offset", str(offset))
         if upload.length is not None:
             self.set_header("Upload-Length", str(upload.length))
         self.set_header("Upload-Limit", f"max-size={self.max_body_bytes}, "
-                                        f"expires={int(partials.expires_in(upload))}")
+                                        f"expires={int(self.node.resumable.expires_in(upload))}")
         self.set_header("Cache-Control", "no-store")
-
-    def upload_url(self, upload_id):
-        return f"{self.node.urls[self.node.name]}/uploads/{upload_id}"
 
     def _cleanup(self, why):
         self.gone = True
@@ -160,7 +155,7 @@ class _UploadBody(UserHandler):
             append, self.append = self.append, None
             append.suspend(why)
         if self.slot is not None:
-            self.node.upload_slots.give_back(self.slot)
+            self.node.resumable.give_back_slot(self.slot)
             self.slot = None
 
     def on_finish(self):
@@ -176,25 +171,23 @@ class UploadCreationHandler(_UploadBody):
     async def start(self):
         fp = self.fp = parse_path(self.path_args[0])
         await self.authoriser.check(self.principal, WRITE, fp)
-        self.node.locks.check(fp)  # a writer anywhere else: 423 at once
+        self.node.resumable.check_unlocked(fp)  # a writer anywhere else: 423 at once
         complete, length, part_digests = self._declared()
-        self._check_length(length, 0)
-        if length is not None:
-            self.node.store.check_room(length)
+        self._check_length(length, 0, creation=True)
         whole = self.request.headers.get("Repr-Digest")
         digests = parse_content_digest(whole) if whole else {}
         self._take_slot()
+        quota = await self.node.resumable.reserve(fp, self._expected(length, 0), 0)
         upload, ticket = await self.node.resumable.create(self.principal.name, fp, length,
-                                                          digests)
+                                                          digests, quota)
         if upload is None:  # another server coordinates this file's writes
-            self.redirect = (f"{self.node.urls[ticket]}/uploads/{quote(fp.owner, safe='')}/"
-                             f"{quote(fp.rel, safe='/')}")
+            self.redirect = self.node.resumable.creation_url(ticket, fp)
             if self._answer_after_body():
                 return self.request.connection.set_max_body_size(SMALL_BODY)
             return self._send_redirect()
         self.complete = complete
         self._start_body(await self.node.resumable.begin(upload, ticket, part_digests,
-                                                         self.cut_off))
+                                                         self.cut_off, quota))
 
     def _send_redirect(self):
         self.set_header("Location", self.redirect)
@@ -206,9 +199,9 @@ class UploadCreationHandler(_UploadBody):
         await self._answer(self.complete)
         upload = self.append.upload
         if not self.complete:
-            url = self.upload_url(upload.id)
+            url = self.node.resumable.upload_url(upload.id)
             self.set_header("Location", url)
-            self.send_json({"upload": upload.id, "url": url, "offset": self.node.partials.offset(upload),
+            self.send_json({"upload": upload.id, "url": url, "offset": self.node.resumable.offset(upload),
                             "length": upload.length, "complete": False}, status=201)
 
 
@@ -216,7 +209,7 @@ class UploadHandler(_UploadBody):
     """HEAD, PATCH, DELETE /uploads/ID: one upload, for the user who created it."""
 
     async def start(self):
-        upload = self.upload = self.node.partials.get(self.path_args[0], self.principal.name)
+        upload = self.upload = self.node.resumable.get(self.path_args[0], self.principal.name)
         node = self.node
         if self.request.method == "DELETE":
             await node.resumable.take_over(upload)
@@ -242,14 +235,15 @@ class UploadHandler(_UploadBody):
                 raise InconsistentLength(f"{current} bytes are there already, more than {length}")
         self._check_length(length if length is not None else upload.length, current)
         self._take_slot()
-        upload, ticket = await node.resumable.resume(upload, self.principal.name, current)
+        total = self._expected(length if length is not None else upload.length, current)
+        quota = await node.resumable.reserve(upload.file_path, total, current, upload.reservation)
+        upload, ticket = await node.resumable.resume(upload, self.principal.name, current, quota)
         whole = self.request.headers.get("Repr-Digest")
         if whole or (length is not None and upload.length is None):
-            upload.length = length if length is not None else upload.length
-            upload.digests.update(parse_content_digest(whole) if whole else {})
-            node.partials.save(upload)
+            node.resumable.declare(upload, length, parse_content_digest(whole) if whole else {})
         self.complete = complete
-        self._start_body(await node.resumable.begin(upload, ticket, part_digests, self.cut_off))
+        self._start_body(await node.resumable.begin(upload, ticket, part_digests, self.cut_off,
+                                                    quota))
 
     async def patch(self, _id):
         if await self._answer(self.complete) is None:
@@ -259,13 +253,11 @@ class UploadHandler(_UploadBody):
     def head(self, _id):
         upload = self.upload
         self.set_header("Upload-Complete", "?1" if upload.complete else "?0")
-        self._upload_fields(upload, self.node.partials.offset(upload))
+        self._upload_fields(upload, self.node.resumable.offset(upload))
         self.set_status(204)
         self.finish()
 
     def delete(self, _id):
-        self.node.partials.remove(self.upload)
-        log.info("resumable upload %s of %s cancelled", self.upload.id,
-                 self.upload.file_path.full)
+        self.node.resumable.cancel(self.upload)
         self.set_status(204)
         self.finish()

@@ -59,6 +59,7 @@ class StorageNode(MajorityLocking):
         self.audit = None  # a SyslogSender for the audit log, when one is configured
         self.upload_slots = UploadSlots(0)  # uploads per user at a time (0: any number)
         self.min_upload_rate = 0.0  # bytes a second an upload must keep to keep its lock
+        self.quotas = None  # a QuotaKeeper when an admin server keeps owners' quotas
         self._background = set()
         self.pipelines = set()  # uploads whose body is being streamed to replicas
         self.quarantined = 0  # bad copies moved aside since start

@@ -3,9 +3,9 @@
 ``StorageNode.begin_upload`` decides where a PUT goes (a ``Redirect`` to the file's
 coordinator, or an ``Upload`` here). An ``Upload`` owns what the write holds while its body
 arrives: the user's upload slot, the file's lock from a majority and its lease renewals,
-the temp file, and the pipeline that streams the body on to the replicas. Nothing is
-committed before the lock is held; whatever way the upload ends, ``close()`` gives all of
-it back.
+the temp file, the pipeline that streams the body on to the replicas, and the room it
+reserved in its owner's quota (``nodes/quota.py``). Nothing is committed before the lock is
+held; whatever way the upload ends, ``close()`` gives all of it back.
 """
 import asyncio
 import copy
@@ -73,7 +73,8 @@ class Upload:
         self.plan = None
         self.progress = None
         self.renewal = None
-        self.failure = None  # a write error, answered once the body is drained
+        self.failure = None  # a write error or a refused quota: the body is dropped from then
+        self.quota = None  # the room reserved in the owner's quota (None: no quota)
         self.closed = False
         self._locking = None  # the lock round run while a small body arrives
         self._slot = None  # the user whose upload slot this upload holds
@@ -94,6 +95,8 @@ class Upload:
         """
         self.node.upload_slots.take(self.user)
         self._slot = self.user
+        if self.node.quotas is not None:  # room in the owner's quota before any byte is taken
+            self.quota = await self.node.quotas.reserve(self.fp, self.length)
         if body_first:
             self.writer = self.node.store.writer(self.fp, self.node.algorithm)
             self._locking = asyncio.ensure_future(self._take_lock())
@@ -145,19 +148,44 @@ class Upload:
 
     def write(self, chunk):
         """Take the next piece of the body; an awaitable when the replicas need the caller to
-        wait before it reads on (the slowest replica paces the client), else None."""
+        wait before it reads on (the slowest replica paces the client), or when the quota
+        reservation must grow first; else None. A refusal sets ``failure``."""
         if self.writer is None or self.failure is not None:
             return None
+        if self.quota is not None and self.quota.needs(self.writer.size + len(chunk)):
+            return self._write_beyond_reservation(chunk)
+        return self._write(chunk)
+
+    async def _write_beyond_reservation(self, chunk):
+        """A body of unknown length ran past its reservation: more room first."""
+        try:
+            await self.quota.cover(self.writer.size + len(chunk))
+        except ApiError as e:
+            self._refuse(e)
+            return
+        pending = self._write(chunk)
+        if pending is not None:
+            await pending
+
+    def _write(self, chunk):
         try:
             self.writer.write(chunk)
             self.declared.update(chunk)
         except ApiError as e:
-            self.failure = e  # answered once the body is drained, by finish()
-            self._drop_pipeline()
+            self._refuse(e)
             return None
         if self.pipeline is not None:
             return self.pipeline.feed(chunk)
         return None
+
+    def _refuse(self, error):
+        """Stop storing (answered by finish(), or by the handler while the rest of the body
+        arrives): the temp file, the replicas' partial copies and the lock go now."""
+        self.failure = error
+        if self.writer is not None:
+            self.writer.abort()
+        self._drop_pipeline()
+        self._give_back_lock()
 
     async def finish(self):
         """The whole body is here: commit it under the lock, replicate, publish the record.
@@ -179,7 +207,7 @@ class Upload:
         except ApiError:
             self.writer.abort()  # gone before the client hears of it (the pipeline too)
             raise
-        digest = self.writer.commit(self.declared.own)
+        digest = await self.writer.commit_async(self.declared.own)
         piped = None
         if self.pipeline is not None:
             # Only now, the origin's copy committed under a live lock, do the replicas get
@@ -197,6 +225,8 @@ class Upload:
         except BaseException:
             node.release(ticket)
             raise
+        if self.quota is not None:
+            self.quota.committed()  # queued after the file's own report
         if not confirmed:
             raise Unavailable(f"{self.fp.full} was stored on {node.name} but no majority "
                               "confirmed its record: it may or may not last", code="no_quorum")
@@ -246,6 +276,8 @@ class Upload:
         if self._slot is not None:
             self.node.upload_slots.give_back(self._slot)
             self._slot = None
+        if self.quota is not None:
+            self.quota.release()  # nothing once committed
 
 
 def _retrieve(task):

@@ -152,6 +152,26 @@ def test_user_list_and_remove(shared, admin):
     assert again.returncode == 1 and "no user leaving" in again.stderr
 
 
+def test_quota_on_add_and_set_quota_with_sizes_as_typed(shared, admin):
+    r = cli(shared, "user", "add", "quoted", "--email", "quoted@example.com", "--quota", "10G",
+            "--password-stdin", stdin="a long password\n")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["quota_bytes"] == 10 << 30
+    r = cli(shared, "user", "set-quota", "quoted", "500M")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["quota_bytes"] == 500 << 20
+    quoted = AdminApi(shared, "quoted", "a long password")  # the running server sees it
+    me = quoted.get("/api/v1/me").json()
+    assert (me["quota_bytes"], me["used_bytes"]) == (500 << 20, 0)
+    r = cli(shared, "user", "list")
+    assert f"quota={500 << 20}" in next(l for l in r.stdout.splitlines() if l.startswith("quoted"))
+    assert json.loads(cli(shared, "user", "set-quota", "quoted", "none").stdout)["quota_bytes"] is None
+    r = cli(shared, "user", "set-quota", "quoted", "lots")
+    assert r.returncode == 2 and "not a size" in r.stderr
+    r = cli(shared, "user", "set-quota", "nobody", "1G")
+    assert r.returncode == 1 and "no user nobody" in r.stderr
+
+
 def test_server_offline_and_online(shared, admin):
     wait_for(lambda: set(statuses(admin).values()) == {"running"}, what="every server running")
     unknown = cli(shared, "server", "offline", "node9")

@@ -380,6 +380,54 @@ def test_storage_samples_arrive_and_used_bytes_grow_after_an_upload(cluster, roo
                for n in NODES)
 
 
+
+def connections_to(pid, port):
+    """Local ports of ``pid``'s established TCP connections to loopback ``port`` (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as f:
+            for row in list(f)[1:]:
+                cols = row.split()
+                local, remote, state, inode = cols[1], cols[2], cols[3], cols[9]
+                if state == "01" and inode in inodes and int(remote.rsplit(":", 1)[1], 16) == port:
+                    ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_node_asks_and_reports_to_the_admin_server_over_kept_connections(cluster, root):
+    """Access decisions and reports reuse the node's open mutual-TLS connections: one
+    connection to the admin server lives through many rounds of both (a new one per call
+    cost a TLS handshake on each side, several per upload)."""
+    tina = new_user(root, "tina")
+    ledger = Ledger(cluster, "tina", tina.node_api())
+    pid, port = cluster.procs["node1"].pid, urlsplit(cluster.cfg.admin_url).port
+    ledger.put("node1", "warm.txt", b"opens the connections")
+    first = wait_for(lambda: connections_to(pid, port), timeout=10,
+                     what="node1 to hold a connection to the admin server")
+    seen = set(first)
+    # Uploads spread over more than two decision-cache lifetimes (0.5 s) and many report
+    # rounds (0.2 s): each asks the admin server again and reports the new file.
+    started = time.monotonic()
+    for i in range(30):
+        ledger.put("node1", f"kept/{i}.txt", b"x" * i)
+        seen |= connections_to(pid, port)
+        if time.monotonic() - started > 2.0 and i >= 5:
+            break
+        time.sleep(0.1)
+    eventually(lambda: catalogue_diff(root, ledger, tina), what="the catalogue to show the uploads")
+    last = connections_to(pid, port)
+    assert first & last, f"connections to the admin server replaced: first {first}, last {last}"
+    assert len(seen | last) <= 3, f"new connections to the admin server: {sorted(seen | last)}"
+
+
 # -- (f) accounts that may no longer act -------------------------------------------------------
 
 

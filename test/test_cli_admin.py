@@ -10,6 +10,7 @@ import io
 import json
 import os
 import random
+import re
 import socket
 import stat
 import subprocess
@@ -213,6 +214,19 @@ def test_administrator_manages_accounts_and_takes_a_server_offline(cluster, tmp_
     table = root.ok("users")
     assert table.splitlines()[0].split()[:2] == ["USER", "E-MAIL"] and "dave@example.com" in table
     r = alice.run("admin", "user-remove", "dave")
+    assert r.returncode == 1 and "administrators only" in r.stderr
+
+    # Quotas: on creation and later, sizes as people type them; whoami shows the usage.
+    assert root.json("admin", "user-add", "quinn", "--email", "quinn@example.com",
+                     "--quota", "10G")["quota_bytes"] == 10 << 30
+    assert root.json("admin", "user-set-quota", "alice", "1.5G")["quota_bytes"] == 3 << 29
+    assert re.search(r"storage used +[0-9.]+ [KMG]?i?B of 1\.5 GiB \(\d+ %\)", alice.ok("whoami"))
+    assert alice.json("whoami")["quota_bytes"] == 3 << 29
+    assert "QUOTA" in root.ok("users").splitlines()[0]
+    assert "none" in root.ok("admin", "user-set-quota", "alice", "none")
+    r = root.run("admin", "user-set-quota", "alice", "12Q")
+    assert r.returncode == 2 and "not a size" in r.stderr
+    r = alice.run("admin", "user-set-quota", "alice", "1T")
     assert r.returncode == 1 and "administrators only" in r.stderr
     root.ok("admin", "user-remove", "dave")
     assert "dave" not in {u["username"] for u in root.json("users")["users"]}

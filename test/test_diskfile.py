@@ -1,9 +1,13 @@
 """The disk layout on real temp directories, with 7-byte chunks so the streaming loops run."""
+import asyncio
 import hashlib
 import os
+import threading
+import time
 
 import pytest
 
+from securifile.common.durable import FolderSyncer, fsync_dir
 from securifile.common.errors import ApiError, Conflict, InsufficientStorage, NotFound
 from securifile.common.paths import FilePath, parse_path
 from securifile.nodes.diskfile import DigestMismatch, DiskStore
@@ -285,3 +289,107 @@ def test_files_of_different_owners_are_apart(store):
     assert read_all(store, "alice/same") == b"alice's"
     assert read_all(store, "bob/same") == b"bob's"
     assert sorted(os.listdir(store.files_dir)) == ["alice", "bob"]
+
+
+# -- commits off the event loop, with shared folder fsyncs -------------------------------------
+
+
+class HeldSync:
+    """The real folder fsync, counted, each held until the test lets it go."""
+
+    def __init__(self):
+        self.calls = []  # folders, in the order their fsyncs started
+        self.release = threading.Event()
+
+    def __call__(self, folder):
+        self.calls.append(folder)
+        assert self.release.wait(30), "the test never let the fsync go"
+        fsync_dir(folder)
+
+
+async def until(predicate, what, timeout=30.0):
+    """Let the loop run until ``predicate()`` holds (bounded in time)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+def test_renames_made_while_a_folder_sync_runs_share_the_next_one(tmp_path):
+    held = HeldSync()
+    folders = FolderSyncer(held)
+
+    async def main():
+        first = asyncio.ensure_future(folders.sync(tmp_path))
+        await until(lambda: len(held.calls) == 1, "the first fsync to start")
+        # Renamed after the first fsync started: it may not cover them; they wait for one more.
+        later = [asyncio.ensure_future(folders.sync(tmp_path)) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        assert not first.done() and not any(f.done() for f in later)
+        held.release.set()
+        await asyncio.wait_for(asyncio.gather(first, *later), 30)
+        assert held.calls == [str(tmp_path)] * 2  # six callers, two fsyncs
+
+    asyncio.run(main())
+
+
+def test_a_failed_folder_sync_reaches_its_callers_and_the_next_sync_still_runs(tmp_path):
+    gone = tmp_path / "gone"
+
+    async def main():
+        folders = FolderSyncer()
+        with pytest.raises(FileNotFoundError):
+            await folders.sync(gone)
+        await asyncio.wait_for(folders.sync(tmp_path), 30)
+
+    asyncio.run(main())
+
+
+def test_async_commit_leaves_the_loop_free_while_the_disk_answers(store):
+    held = HeldSync()
+    store.folders = FolderSyncer(held)
+    ticks = []
+
+    async def main():
+        w = store.writer(parse_path("alice/async.bin"), "sha256")
+        w.write(DATA)
+        commit = asyncio.ensure_future(w.commit_async(hashlib.sha256(DATA).hexdigest()))
+        await until(lambda: held.calls, "the folder fsync to start")
+        for _ in range(3):  # the loop turns while the fsync is held
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0)
+        assert on_disk(store, "alice/async.bin").read_bytes() == DATA and not commit.done()
+        held.release.set()
+        return await asyncio.wait_for(commit, 30)
+
+    assert asyncio.run(main()) == hashlib.sha256(DATA).hexdigest() and len(ticks) == 3
+    assert store.used_bytes() == len(DATA) and not list(store.tmp_dir.iterdir())
+
+
+def test_async_commit_of_an_upload_aborted_meanwhile_stores_nothing(store):
+    async def main():
+        w = store.writer(parse_path("alice/left.bin"), "sha256")
+        w.write(DATA)
+        commit = asyncio.ensure_future(w.commit_async())
+        await asyncio.sleep(0)  # the commit runs up to its first wait: the file's fsync
+        assert not commit.done()
+        w.abort()  # the sender went away while the file's fsync ran
+        with pytest.raises(ApiError):
+            await asyncio.wait_for(commit, 30)
+
+    asyncio.run(main())
+    assert not on_disk(store, "alice/left.bin").exists() and not list(store.tmp_dir.iterdir())
+
+
+def test_async_commit_refuses_a_wrong_digest_and_keeps_the_old_file(store):
+    put(store, "alice/kept.txt", b"old bytes")
+
+    async def main():
+        w = store.writer(parse_path("alice/kept.txt"), "sha256")
+        w.write(DATA)
+        with pytest.raises(DigestMismatch):
+            await w.commit_async(hashlib.sha256(b"other").hexdigest())
+
+    asyncio.run(main())
+    assert on_disk(store, "alice/kept.txt").read_bytes() == b"old bytes"
+    assert not list(store.tmp_dir.iterdir())

@@ -22,7 +22,9 @@ from securifile.tui.prefs import Preferences
 from securifile.tui.screens.dialogs import ConfirmScreen, MessageScreen
 from securifile.tui.screens.login import LoginScreen
 from securifile.tui.screens.servers import ServersScreen, shown_status
+from securifile.tui.screens.quota import QuotaScreen
 from securifile.tui.screens.users import AddUserScreen, UsersScreen
+from securifile.tui.widgets.status import SessionBar
 from securifile.tui.session import Session
 from securifile.tui.widgets import events as events_panel
 from securifile.tui.widgets.events import EventsPanel
@@ -344,6 +346,46 @@ def test_administrator_adds_and_removes_a_user_from_the_screen(cluster, tmp_path
             assert "enrolment code was e-mailed" in str(shown.query_one("#message-body").render())
 
     run(scenario)
+
+
+def test_administrator_sets_a_quota_and_the_user_sees_it_in_the_status_bar(cluster, tmp_path):
+    session = admin_session(cluster)
+    alice = Session.from_cluster_file(cluster.data_dir / "cluster.json")
+    admin = AdminApi(cluster)
+
+    async def scenario():
+        app = SecuriFileApp(session=session, config_dir=tmp_path, start="users", poll_seconds=POLL)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await until(pilot, lambda: isinstance(app.screen, UsersScreen) and app.screen)
+            users = screen.users_table
+            await until(pilot, lambda: "alice" in [k.value for k in users.rows], what="alice's row")
+            assert cell(users, "alice", "quota") == "none"
+            users.move_cursor(row=users.get_row_index("alice"))
+            await pilot.press("q")
+            await until(pilot, lambda: isinstance(app.screen, QuotaScreen)
+                        and app.screen.query("#quota-size"), what="the quota form")
+            await type_into(pilot, "#quota-size", "10X")
+            await pilot.press("enter")
+            error = app.screen.query_one("#quota-error")
+            await until(pilot, lambda: "not a size" in str(error.render()), what="the complaint")
+            await type_into(pilot, "#quota-size", "2G")
+            await pilot.press("enter")
+            await until(pilot, lambda: cell(users, "alice", "quota").startswith("2.0 GiB"),
+                        what="alice's new quota")
+            users_now = {u["username"]: u for u in admin.get("/api/v1/users").json()["users"]}
+            assert users_now["alice"]["quota_bytes"] == 2 << 30
+
+        alice_app = SecuriFileApp(session=alice, config_dir=tmp_path / "alice", start="users",
+                                  poll_seconds=POLL)
+        async with alice_app.run_test(size=(120, 40)) as pilot:
+            bar = await until(pilot, lambda: isinstance(alice_app.screen, UsersScreen)
+                              and alice_app.screen.query_one(SessionBar))
+            await until(pilot, lambda: "of 2.0 GiB" in str(bar.render()), what="the usage")
+
+    try:
+        run(scenario)
+    finally:
+        admin.call("PATCH", "/api/v1/users/alice", {"quota_bytes": None})
 
 
 # --- without a cluster ----------------------------------------------------------------------------

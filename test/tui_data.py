@@ -50,16 +50,16 @@ STORAGE = {
 USERS = [
     {"username": "admin", "email": "admin@example.com", "admin": True, "disabled": False,
      "valid_until": "2036-03-11T12:00:00+00:00", "created": at(60 * 24 * 30),
-     "file_count": 0, "total_bytes": 0},
+     "file_count": 0, "total_bytes": 0, "quota_bytes": None},
     {"username": "alice", "email": "alice@example.com", "admin": False, "disabled": False,
      "valid_until": "2026-09-30T00:00:00+00:00", "created": at(60 * 24 * 20),
-     "file_count": 4, "total_bytes": 356 * MiB + 12 * KiB},
+     "file_count": 4, "total_bytes": 356 * MiB + 12 * KiB, "quota_bytes": GiB},
     {"username": "bob", "email": "bob@example.com", "admin": False, "disabled": False,
      "valid_until": "2026-04-01T00:00:00+00:00", "created": at(60 * 24 * 3),
-     "file_count": 1, "total_bytes": 2 * KiB},
+     "file_count": 1, "total_bytes": 2 * KiB, "quota_bytes": 2 * KiB},
     {"username": "carol", "email": "carol@example.com", "admin": False, "disabled": False,
      "valid_until": "2026-03-01T00:00:00+00:00", "created": at(60 * 24 * 90),
-     "file_count": 0, "total_bytes": 0},
+     "file_count": 0, "total_bytes": 0, "quota_bytes": None},
 ]
 
 
@@ -124,7 +124,7 @@ class FixedAdmin:
         if not self.is_admin:
             for u in users:
                 if u["username"] != self.username:
-                    for key in ("email", "valid_until", "created"):
+                    for key in ("email", "valid_until", "created", "quota_bytes"):
                         u.pop(key)
         return users
 
@@ -147,8 +147,11 @@ class FixedAdmin:
         return {"events": rest[:limit], "next": rest[limit - 1]["id"] if len(rest) > limit else None}
 
     def me(self):
+        mine = next(u for u in USERS if u["username"] == self.username)
         return {"username": self.username, "email": f"{self.username}@example.com",
-                "admin": self.is_admin, "valid_until": USERS[0]["valid_until"]}
+                "admin": self.is_admin, "valid_until": USERS[0]["valid_until"],
+                "quota_bytes": mine["quota_bytes"], "used_bytes": mine["total_bytes"],
+                "reserved_bytes": 0}
 
     def files(self, prefix, *, recursive=False, limit=None, after=None):
         return {"files": [], "folders": [], "next": None}
@@ -164,4 +167,5 @@ def fixed_session(*, admin=True, username="admin", admin_url=FixedAdmin.url):
     """A Session on FixedAdmin (it stands in for the storage client too: nothing is transferred)."""
     admin_client = FixedAdmin(admin=admin, username=username)
     return Session(client=admin_client, admin=admin_client,
-                   username=username, is_admin=admin, admin_url=admin_url)
+                   username=username, is_admin=admin, admin_url=admin_url,
+                   usage=admin_client.me())

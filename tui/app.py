@@ -22,6 +22,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Center, Middle
 from textual.message import Message
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Label, LoadingIndicator
 from textual.worker import WorkerState
@@ -73,6 +74,12 @@ class SessionFailed(Message):
         self.text, self.prefill = text, prefill
 
 
+class UsageRead(Message):
+    def __init__(self, session, me):
+        super().__init__()
+        self.session, self.me = session, me
+
+
 class SecuriFileApp(App):
     """The SecuriFile terminal client.
 
@@ -92,6 +99,7 @@ class SecuriFileApp(App):
         Binding("ctrl+l", "logout", "Log out", id="app.logout", show=False),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False, priority=True),
     ]
+    usage_read = reactive(0)  # counts /me answers: the session bars redraw the usage on it
 
     def __init__(self, session=None, cluster_file=None, *, config_dir=None, login=False,
                  admin_url=None, ca=None, username=None, start=None, poll_seconds=2.0,
@@ -108,6 +116,7 @@ class SecuriFileApp(App):
         self._now = now
         self.tz = tz
         self._errors = {}  # source -> (text, when notified)
+        self._usage_timer = None
         saved_theme = self.prefs.load().get("theme")
         if saved_theme in self.available_themes:
             self.theme = saved_theme
@@ -197,12 +206,33 @@ class SecuriFileApp(App):
                 self.add_mode(mode, factory)
         start = self.start or ("files" if "files" in self._modes else "servers")
         self.switch_mode(start if start in self._modes else "servers")
+        self.read_usage()
+        if self._usage_timer is None:
+            self._usage_timer = self.set_interval(self.poll_seconds, self.read_usage)
         if "login" in self._modes:
             self.remove_mode("login")
         if session.admin_url and not session.admin_url.lower().startswith("https:"):
             self.notify(f"{session.admin_url} is plain HTTP: passwords, tokens and files cross "
                         f"the network unencrypted.", title="Not encrypted", severity="warning",
                         timeout=10)
+
+    @work(thread=True, exclusive=True, group="usage", exit_on_error=False)
+    def read_usage(self):
+        """The account's usage and quota for the status bar (the screens' own polls report
+        an unreachable admin server; this one keeps the last figures quietly)."""
+        session = self.session
+        if session is None:
+            return
+        try:
+            me = session.admin.me()
+        except Exception:  # noqa: BLE001 (see above)
+            return
+        self.post_message(UsageRead(session, me))
+
+    def on_usage_read(self, message: UsageRead):
+        if message.session is self.session:
+            self.session.usage = message.me
+            self.usage_read += 1
 
     def screen_factories(self):
         from .screens.servers import ServersScreen

@@ -25,6 +25,7 @@ class Session:
     ca: str = None
     # The saved login this session came from (None: a password login or a cluster file).
     folder: LoginFolder = None
+    usage: dict | None = None  # the last /api/v1/me: quota_bytes, used_bytes
 
     @classmethod
     def from_settings(cls, settings):
@@ -34,7 +35,7 @@ class Session:
         admin = client.admin
         me = admin.me()
         return cls(client, admin, me["username"], bool(me.get("admin")), settings.admin_url,
-                   ca=settings.ca)
+                   ca=settings.ca, usage=me)
 
     @classmethod
     def from_cluster_file(cls, path):

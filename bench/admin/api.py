@@ -116,6 +116,9 @@ def run_http(url, args, v, since):
                     check(json.loads(body))
                 return run
 
+            def count_is(key, n, what):
+                return lambda d: expect(len(d[key]) == n, what)
+
             def files(total):
                 rows, more = page_of(total)
                 return lambda d: expect(len(d["files"]) == rows
@@ -141,21 +144,21 @@ def run_http(url, args, v, since):
                  call(inbox, SHAREE, files(v["sharee_inbox"]))),
                 (f"GET /users?limit={PAGE} (admin)",
                  call(f"/api/v1/users?limit={PAGE}", ADMIN,
-                      lambda d: expect(len(d["users"]) == min(PAGE, v["user_count"]), "users"))),
+                      count_is("users", min(PAGE, v["user_count"]), "users"))),
                 (f"GET /users?limit={PAGE}&after=..., a middle page (admin)",
                  call(f"/api/v1/users?limit={PAGE}&after={q(v['mid_user'])}", ADMIN,
-                      lambda d: expect(len(d["users"]) == page_of(
+                      count_is("users", page_of(
                           v["user_count"] - v["user_count"] // 2 - 1)[0], "users"))),
                 (f"GET /users/big/files?limit={PAGE}",
                  call(f"/api/v1/users/{BIG}/files?limit={PAGE}", BIG,
-                      lambda d: expect(len(d["files"]) == min(PAGE, v["big_count"]), "owned"))),
+                      count_is("files", min(PAGE, v["big_count"]), "owned"))),
                 (f"GET /users/big/files?limit={PAGE}, deep page",
                  call(f"/api/v1/users/{BIG}/files?limit={PAGE}&after={q(v['owned_deep'])}", BIG,
-                      lambda d: expect(len(d["files"]) == page_of(
+                      count_is("files", page_of(
                           v["big_count"] - v["owned_deep_at"] - 1)[0], "owned"))),
                 ("GET /servers (admin)",
                  call("/api/v1/servers", ADMIN,
-                      lambda d: expect(len(d["servers"]) == len(SERVERS), "servers"))),
+                      count_is("servers", len(SERVERS), "servers"))),
                 ("GET /servers/node1/storage?since=10min (the plot's first load)",
                  call(storage + q((now - timedelta(minutes=10)).isoformat()), ADMIN,
                       lambda d: expect(250 <= len(d["samples"]) <= 350, "samples"))),
@@ -164,10 +167,10 @@ def run_http(url, args, v, since):
                       lambda d: expect(1 <= len(d["samples"]) <= 10, "samples"))),
                 ("GET /events?limit=50 (the panel's first load, admin)",
                  call("/api/v1/events?limit=50", ADMIN,
-                      lambda d: expect(len(d["events"]) == min(50, v["last_event"]), "events"))),
+                      count_is("events", min(50, v["last_event"]), "events"))),
                 (f"GET /events?after=...&limit={PAGE} (a burst of {burst}, admin)",
                  call(f"/api/v1/events?after={v['last_event'] - burst}&limit={PAGE}", ADMIN,
-                      lambda d: expect(len(d["events"]) == min(PAGE, burst), "events"))),
+                      count_is("events", min(PAGE, burst), "events"))),
             ]
             results = []
             for name, fn in cases:

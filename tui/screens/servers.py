@@ -21,6 +21,7 @@ from textual.worker import WorkerState, get_current_worker
 
 from ..errors import describe
 from ..format import human_size, since
+from ..polling import PollWhileShown
 from ..widgets.events import EventsPanel
 from ..widgets.status import SessionBar
 from ..widgets.table import LiveTable
@@ -77,7 +78,7 @@ def shown_status(server):
     return status
 
 
-class ServersScreen(Screen):
+class ServersScreen(PollWhileShown, Screen):
     """Server states, storage plots (or sparklines) and events."""
 
     TITLE = "Servers"
@@ -144,7 +145,6 @@ class ServersScreen(Screen):
         self.sparks = {}
         self.view = None  # None: by terminal size; "plots" or "sparklines" once chosen
         self.scale = "log"
-        self._timer = None
 
     # -- layout --
 
@@ -164,19 +164,15 @@ class ServersScreen(Screen):
 
     def on_mount(self):
         self.apply_view(self.app.size)
-        self.poll()
-        self._timer = self.set_interval(self.poll_seconds, self.poll)
+        self.start_polling()
 
     def on_screen_suspend(self):
-        if self._timer is not None:  # out of sight: stop asking the admin server
-            self._timer.pause()
-            self.query_one(EventsPanel).pause()
+        self.pause_polling()  # out of sight: stop asking the admin server
+        self.query_one(EventsPanel).pause_polling()
 
     def on_screen_resume(self):
-        if self._timer is not None:
-            self._timer.resume()
-            self.query_one(EventsPanel).resume()
-            self.poll()
+        self.resume_polling()
+        self.query_one(EventsPanel).resume_polling()
 
     def on_resize(self, event):
         self.apply_view(event.size)

@@ -1,5 +1,6 @@
-"""The users screen: every account with its file count and volume, and the files of the
-selected one; administrators also see e-mail and validity, and add and remove accounts.
+"""The users screen: every account with its file count, volume and quota, and the files of
+the selected one; administrators also see e-mail and validity, add and remove accounts and
+set quotas.
 
 The account list is polled and updated in place (rows keyed by user name). Moving the cursor
 to a user loads that user's files page by page in a thread worker, each page appended as it
@@ -18,15 +19,17 @@ from textual.worker import WorkerState, get_current_worker
 from securifile.client.admin import PAGE
 
 from ..format import date_time, human_size, valid_until
+from ..polling import PollWhileShown
 from ..typeahead import FIELD_KEYS, TypeAheadForm
 from ..widgets.status import SessionBar
 from ..widgets.table import LiveTable
 from .dialogs import DIALOG_CSS, ConfirmScreen, MessageScreen
+from .quota import QuotaScreen, quota_text
 
 FILES_PAGE = PAGE
 USERS_MAX_PAGES = 1000  # 200,000 accounts; a bound on one refresh, not a limit in practice
 FILES_CAP = 20000  # rows; past this the list says how many more there are
-USER_COLUMNS = (("username", "User"), ("files", "Files"), ("volume", "Volume"))
+USER_COLUMNS = (("username", "User"), ("files", "Files"), ("volume", "Volume"), ("quota", "Quota"))
 ADMIN_COLUMNS = (("email", "E-mail"), ("valid", "Valid until"), ("role", "Role"))
 FILE_COLUMNS = (("path", "Path"), ("size", "Size"), ("version", "Ver"), ("modified", "Modified"),
                 ("replicas", "Copies"), ("digest", "Digest"))
@@ -47,6 +50,12 @@ class FilesPage(Message):
 
 
 class UserAdded(Message):
+    def __init__(self, result):
+        super().__init__()
+        self.result = result
+
+
+class QuotaSet(Message):
     def __init__(self, result):
         super().__init__()
         self.result = result
@@ -120,7 +129,7 @@ class AddUserScreen(TypeAheadForm, ModalScreen[dict]):
         self.dismiss(None)
 
 
-class UsersScreen(Screen):
+class UsersScreen(PollWhileShown, Screen):
     """Accounts on the left (or top), the selected account's files on the right (or below)."""
 
     TITLE = "Users"
@@ -145,6 +154,8 @@ class UsersScreen(Screen):
         Binding("a", "add_user", "Add user", id="users.add", tooltip="Create an account (administrators)"),
         Binding("delete,x", "remove_user", "Remove", id="users.remove",
                 tooltip="Remove the selected account (administrators)"),
+        Binding("q", "set_quota", "Quota", id="users.quota",
+                tooltip="Set or lift the selected account's quota (administrators)"),
         Binding("s", "sharing", "Sharing", id="users.sharing",
                 tooltip="Grants on the selected file"),
     ]
@@ -159,7 +170,6 @@ class UsersScreen(Screen):
         self._seen = set()
         self._listed = set()  # the accounts this refresh has listed so far
         self._files_owner = None  # whose rows the files table holds (shown_user once loaded)
-        self._timer = None
         self._select_timer = None
 
     def compose(self) -> ComposeResult:
@@ -187,17 +197,13 @@ class UsersScreen(Screen):
 
     def on_mount(self):
         self.users_table.focus()
-        self.poll()
-        self._timer = self.set_interval(self.poll_seconds, self.poll)
+        self.start_polling()
 
     def on_screen_suspend(self):
-        if self._timer is not None:
-            self._timer.pause()
+        self.pause_polling()
 
     def on_screen_resume(self):
-        if self._timer is not None:
-            self._timer.resume()
-            self.poll()
+        self.resume_polling()
 
     # -- the account list --
 
@@ -249,6 +255,9 @@ class UsersScreen(Screen):
             "username": Text(user["username"], style="bold" if user.get("admin") else ""),
             "files": Text(str(user.get("file_count", 0)), justify="right"),
             "volume": Text(human_size(user.get("total_bytes", 0)), justify="right"),
+            # Shown where the server tells (administrators: everyone; others: themselves).
+            "quota": Text(quota_text(user) if "quota_bytes" in user else "", justify="right",
+                          style="red" if over_quota(user) else ""),
         }
         if self.session.is_admin:
             role = "disabled" if user.get("disabled") else "admin" if user.get("admin") else "user"
@@ -370,9 +379,12 @@ class UsersScreen(Screen):
     # -- actions --
 
     def check_action(self, action, parameters):
-        if action in ("add_user", "remove_user"):
+        if action in ("add_user", "remove_user", "set_quota"):
             if not self.session.is_admin:
                 return False
+            if action == "set_quota":
+                return self.is_mounted and bool(self.query("#users-table")) and \
+                    self.selected_user is not None
             if action == "remove_user":
                 user = self.selected_user if self.is_mounted and self.query("#users-table") else None
                 return user is not None and user != self.session.username
@@ -422,6 +434,26 @@ class UsersScreen(Screen):
             self.notify(f"User {r['username']} added, valid until "
                         f"{date_time(r.get('valid_until'), self.app.tz)}", title="Users")
 
+    def action_set_quota(self):
+        name = self.selected_user
+        if name is None:
+            return
+
+        def chosen(values):
+            if values:
+                self.set_quota(name, values["quota_bytes"])
+
+        self.app.push_screen(QuotaScreen(self.users.get(name, {"username": name})), chosen)
+
+    @work(thread=True, group="set-quota", exit_on_error=False)
+    def set_quota(self, name, quota):
+        self.post_message(QuotaSet(self.session.admin.set_quota(name, quota)))
+
+    def on_quota_set(self, message: QuotaSet):
+        r = message.result
+        self.notify(f"Quota of {r['username']}: {quota_text(r)}", title="Users")
+        self.poll()
+
     def action_remove_user(self):
         name = self.selected_user
         if name is None:
@@ -458,3 +490,8 @@ class UsersScreen(Screen):
     def on_worker_state_changed(self, event):
         if event.worker.node is self and event.state == WorkerState.ERROR:
             self.app.report_error(event.worker.error, source=event.worker.group or "users")
+
+
+def over_quota(user):
+    quota = user.get("quota_bytes")
+    return quota is not None and (user.get("total_bytes") or 0) >= quota

@@ -15,6 +15,7 @@ from textual.message import Message
 from textual.worker import WorkerState, get_current_worker
 
 from ..format import clock_time, human_size
+from ..polling import PollWhileShown
 from .table import LiveTable
 
 FIRST_LOAD = 50
@@ -41,7 +42,7 @@ def result_style(result):
     return ""
 
 
-class EventsPanel(Vertical):
+class EventsPanel(PollWhileShown, Vertical):
     """Recent audit events, polled every ``poll_seconds`` while the panel is mounted."""
 
     DEFAULT_CSS = """
@@ -63,7 +64,6 @@ class EventsPanel(Vertical):
         self.cap = cap
         self.tz = tz
         self.last_id = None  # None until the first answer: then page on from there
-        self._timer = None
         self.border_title = "Events"
 
     def compose(self) -> ComposeResult:
@@ -77,18 +77,7 @@ class EventsPanel(Vertical):
         return self.query_one(LiveTable)
 
     def on_mount(self):
-        self.poll()
-        self._timer = self.set_interval(self.poll_seconds, self.poll)
-
-    def pause(self):
-        """Stop asking while the panel is out of sight (its screen is not the current one)."""
-        if self._timer is not None:
-            self._timer.pause()
-
-    def resume(self):
-        if self._timer is not None:
-            self._timer.resume()
-            self.poll()
+        self.start_polling()
 
     def poll(self):
         if not any(w.node is self and w.group == "events" and not w.is_finished

@@ -1,4 +1,5 @@
-"""The top line of every screen: who is logged in where, and whether the link is encrypted.
+"""The top line of every screen: who is logged in where, how much of their quota their files
+use, and whether the link is encrypted.
 
 An ``http://`` admin URL means passwords, tokens and file bytes cross the network in the
 clear: the bar then says so in the error colour on every screen, not once at login.
@@ -7,9 +8,21 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from ..format import human_size
+
+
+def usage_text(usage):
+    """'356 MiB of 1.0 GiB' (with a quota), '356 MiB used' (without); '' before /me answers."""
+    if not usage or "used_bytes" not in usage:
+        return ""
+    quota = usage.get("quota_bytes")
+    used = human_size(usage["used_bytes"])
+    return f"{used} used" if quota is None else f"{used} of {human_size(quota)}"
+
 
 class SessionBar(Static):
-    """``SecuriFile · Servers   alice @ https://host:8440 · TLS``, or the plain-HTTP warning."""
+    """``SecuriFile · Servers   alice · 1.2 GiB of 10 GiB @ https://host:8440 · TLS``, or the
+    plain-HTTP warning."""
 
     DEFAULT_CSS = """
     SessionBar {
@@ -35,6 +48,10 @@ class SessionBar(Static):
         self.session = session
         self.set_class(self.insecure, "-insecure")
 
+    def on_mount(self):
+        if "usage_read" in getattr(type(self.app), "_reactives", {}):
+            self.watch(self.app, "usage_read", lambda _count: self.refresh(), init=False)
+
     @property
     def insecure(self):
         url = getattr(self.session, "admin_url", "") or ""
@@ -47,6 +64,9 @@ class SessionBar(Static):
         if self.session is None:
             return left
         who = self.session.username + (" (admin)" if self.session.is_admin else "")
+        usage = usage_text(getattr(self.session, "usage", None))
+        if usage:
+            who += f" · {usage}"
         if self.insecure:
             right = f"NOT ENCRYPTED: {self.session.admin_url} is plain HTTP · {who}"
         else:

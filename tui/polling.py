@@ -1,0 +1,23 @@
+"""Polling that stops while its screen is out of sight, for screens and widgets that ask
+the admin server every ``poll_seconds`` (a hidden screen's questions would only add load)."""
+
+
+class PollWhileShown:
+    """Mixed into a Textual screen or widget that has ``poll()`` and ``poll_seconds``."""
+
+    _timer = None
+
+    def start_polling(self):
+        """Poll now and every ``poll_seconds``."""
+        self.poll()
+        self._timer = self.set_interval(self.poll_seconds, self.poll)
+
+    def pause_polling(self):
+        if self._timer is not None:
+            self._timer.pause()
+
+    def resume_polling(self):
+        """Back in sight: poll at once, then on the interval again."""
+        if self._timer is not None:
+            self._timer.resume()
+            self.poll()
