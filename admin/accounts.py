@@ -49,6 +49,9 @@ class NewAccount:
     enrolment_expires: datetime | None
 
 
+TRUSTED_PER_ACCOUNT = 16  # addresses remembered per account (the oldest is forgotten)
+
+
 def _too_many(wait):
     wait = max(1, math.ceil(wait))
     return ApiError(f"too many failed logins; try again in {wait} s", status=429,
@@ -145,11 +148,15 @@ class LoginThrottle:
                 if outcome.ok is False:
                     self._record_failure(keys)
                 elif outcome.ok:
-                    self._failures.pop(account, None)
-                    seen = self._trusted.setdefault(account, {})
-                    seen[address] = self.clock()
-                    if len(seen) > 16:
-                        del seen[min(seen, key=seen.get)]
+                    self._succeeded(account, address)
+
+    def _succeeded(self, account, address):
+        """The account's failures are forgiven and ``address`` is trusted for it."""
+        self._failures.pop(account, None)
+        seen = self._trusted.setdefault(account, {})
+        seen[address] = self.clock()
+        if len(seen) > TRUSTED_PER_ACCOUNT:
+            del seen[min(seen, key=seen.get)]
 
     def failed(self, *keys):
         with self._lock:
@@ -180,14 +187,14 @@ def _new_generation(user):
 
 
 class Accounts:
-    def __init__(self, sessions, clock=utcnow, bcrypt_rounds=BCRYPT_ROUNDS,
+    def __init__(self, sessions, clock=utcnow, bcrypt_rounds=BCRYPT_ROUNDS, throttle=None,
                  enrolment_seconds=ENROLMENT_SECONDS, removed_namespace_days=30.0):
         self.sessions = sessions
         self.removed_namespace_days = removed_namespace_days
         self.clock = clock
         self.rounds = bcrypt_rounds
         self.enrolment_seconds = enrolment_seconds
-        self.throttle = LoginThrottle()
+        self.throttle = throttle or LoginThrottle()
         # Compared against when the user does not exist, so both paths cost one bcrypt check.
         self._dummy_hash = hash_password(secrets.token_hex(16), bcrypt_rounds).encode()
 

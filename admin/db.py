@@ -12,6 +12,8 @@ from sqlalchemy.orm import sessionmaker
 
 from securifile.common.private_files import private_file
 
+from .coordination import exclusive_connection
+
 
 def make_engine(url):
     """An engine for ``url``; SQLite gets WAL and foreign keys, as PostgreSQL has them."""
@@ -68,6 +70,9 @@ def upgrade(engine, revision="head"):
     """Create or upgrade the schema to ``revision`` (Alembic migrations)."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
+        # Two admin server instances starting together: one upgrades, the other waits and
+        # then finds the schema current.
+        exclusive_connection(connection, "schema")
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 

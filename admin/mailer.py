@@ -26,6 +26,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from pathlib import Path
 
+from securifile.common.admin_urls import parse_admin_urls
 from securifile.common.durable import fsync_dir
 from securifile.common.times import from_epoch, utc
 
@@ -343,7 +344,10 @@ def account_email(username, email, enrolment_code, admin_url, valid_until, node_
     now = utc(now or datetime.datetime.now(datetime.timezone.utc))
     valid_until = utc(valid_until)
     days = _days_left(valid_until, now)
-    admin_url = admin_url.rstrip("/")
+    # Several admin server instances ("URL,URL"): the client commands name them all, curl
+    # the first.
+    admin_urls = parse_admin_urls(admin_url) or [""]
+    admin_url, admin_arg = admin_urls[0], ",".join(admin_urls)
     tls = admin_url.startswith("https:")
     cacert = "--cacert securifile-ca.pem " if tls else ""
 
@@ -354,20 +358,20 @@ def account_email(username, email, enrolment_code, admin_url, valid_until, node_
     if enrolment_code:
         expires = utc(enrolment_expires) if enrolment_expires else None
         body.fields(("User name", username), ("Enrolment code", enrolment_code),
-                    ("Admin server", admin_url))
+                    ("Admin server", admin_arg))
         until = f" until {expires:%Y-%m-%d %H:%M} UTC" if expires else ""
         body.para(f"First choose your password with the enrolment code. The code works once "
                   f"and only{until}; if it has expired, ask your administrator for a new one. "
                   f"The password needs at least 12 characters, must not contain your user name "
                   f"or e-mail address, and must not be easy to guess.")
-        body.code(f"securifile enrol --admin {admin_url} --user {username}")
+        body.code(f"securifile enrol --admin {admin_arg} --user {username}")
         body.para("or with curl:")
         body.code(f"curl {cacert}-H 'Content-Type: application/json' \\",
                   f"     -d '{{\"username\": \"{username}\", \"code\": \"CODE\", "
                   f"\"password\": \"NEW PASSWORD\"}}' \\",
                   f"     {admin_url}/api/v1/enrol")
     else:
-        body.fields(("User name", username), ("Admin server", admin_url))
+        body.fields(("User name", username), ("Admin server", admin_arg))
         body.para("Your administrator gives you your initial password by other means; change "
                   "it after your first login with: securifile passwd")
     body.para(f"Your account is valid until {valid_until:%Y-%m-%d %H:%M} UTC "
@@ -377,7 +381,7 @@ def account_email(username, email, enrolment_code, admin_url, valid_until, node_
               "'securifile passwd'.")
     body.para("Log in with the command-line client (it asks for your password, creates your "
               "key and certificate and keeps them in your configuration folder):")
-    body.code(f"securifile login --admin {admin_url} --user {username}")
+    body.code(f"securifile login --admin {admin_arg} --user {username}")
     body.para("Or with curl, which returns a token to send as a bearer header:")
     body.code(f"curl {cacert}-H 'Content-Type: application/json' \\",
               f"     -d '{{\"username\": \"{username}\", \"password\": \"YOUR PASSWORD\"}}' \\",
@@ -403,7 +407,7 @@ def enrolment_email(username, email, enrolment_code, admin_url, enrolment_expire
                     sender=None, now=None):
     """A new enrolment code (an administrator reset the password)."""
     now = utc(now or datetime.datetime.now(datetime.timezone.utc))
-    admin_url = admin_url.rstrip("/")
+    admin_url = ",".join(parse_admin_urls(admin_url))
     body = _Body()
     body.para(f"Hello {username},")
     body.para(f"an administrator has issued a new enrolment code for your {PRODUCT} account. "

@@ -48,7 +48,19 @@ log = logging.getLogger("securifile.admin")
 ADMIN_NAME = "admin"
 
 
+def check_shared_database(cfg):
+    """Several instances (``admin_urls``) need one database they can all reach and that
+    serialises their writes: PostgreSQL. SQLite is one file on one host."""
+    if len(cfg.admin_endpoints) > 1 and cfg.effective_database_url.startswith("sqlite"):
+        raise ApiError(
+            f"{len(cfg.admin_endpoints)} admin server instances are configured (admin_urls) "
+            "but the database is SQLite: several instances need one PostgreSQL database "
+            "(database_url = \"postgresql+pg8000://...\"); run one instance with SQLite",
+            code="sqlite_single_instance")
+
+
 def open_service(cfg, with_node_client=True):
+    check_shared_database(cfg)
     private_dir(cfg.admin_data_dir)
     engine = db.make_engine(cfg.effective_database_url)
     db.upgrade(engine)
@@ -124,14 +136,15 @@ def start_syslog_receiver(cfg, service, ctx):
 
 
 def open_syslog(cfg, layout):
-    """The admin server's own audit messages go where the nodes' go."""
-    if not cfg.syslog_port:
+    """The admin server's own audit messages go where the nodes' go (its own receiver
+    first, then the other instances')."""
+    targets = cfg.syslog_endpoints()
+    if not targets:
         return None
     from securifile.common.syslog_sender import SyslogSender
-    host = cfg.syslog_host or urlsplit(cfg.admin_url).hostname
     ctx = client_context(layout.ca_cert, layout.server_cert(ADMIN_NAME),
                          layout.server_key(ADMIN_NAME)) if cfg.tls else None
-    return SyslogSender(host, cfg.syslog_port, ctx, app_name="securifile-admin", hostname="admin")
+    return SyslogSender(targets, None, ctx, app_name="securifile-admin", hostname="admin")
 
 
 async def _housekeeping(service, stop):

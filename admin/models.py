@@ -269,7 +269,8 @@ class Event(Base):
     """Recent audit events (file access, status changes) for the GUI's live panel."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_at", "at"),)
+    __table_args__ = (Index("ix_events_at", "at"),
+                      Index("ux_events_record_id", "record_id", unique=True))
 
     id: Mapped[int] = mapped_column(SerialId, primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -281,6 +282,42 @@ class Event(Base):
     result: Mapped[str] = mapped_column(String(32), default="")
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     message: Mapped[str] = mapped_column(Text, default="")
+    # The syslog message's own id (SD "rec@32473"): a copy received again is not stored.
+    record_id: Mapped[str | None] = mapped_column(String(32), nullable=True, default=None)
+
+
+class LoginFailure(Base):
+    """A failed password check (admin/shared_throttle.py), by account, login or address."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),
+                      Index("ix_login_failures_at", "at"))
+
+    id: Mapped[int] = mapped_column(SerialId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(300))
+    at: Mapped[float] = mapped_column(Float)
+
+
+class LoginTrust(Base):
+    """An address an account logged in from: it skips that account's back-off."""
+
+    __tablename__ = "login_trust"
+
+    account: Mapped[str] = mapped_column(String(300), primary_key=True)
+    address: Mapped[str] = mapped_column(String(300), primary_key=True)
+    at: Mapped[float] = mapped_column(Float)
+
+
+class WitnessGrant(Base):
+    """The tie-break lease itself (admin/witness.py): one row, id 1, taken by compare-and-set
+    by any admin instance; ``side`` JSON list of names, ``until`` Unix time by the
+    database's clock. (``WitnessLease`` is the copy written down for membership changes.)"""
+
+    __tablename__ = "witness_lease"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    side: Mapped[str] = mapped_column(Text, default="")
+    until: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class AppliedReport(Base):

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from securifile.common.errors import NotFound
 from securifile.common.times import epoch, from_epoch, iso
 
+from .coordination import exclusive
 from .models import File, Observation, Placement, Server, StatusChange
 
 RUNNING, DOWN, FAILED, UNKNOWN, VERIFYING = "running", "down", "failed", "unknown", "verifying"
@@ -44,6 +45,7 @@ class ServerRegistry:
         """Make sure every configured server has a row (new ones start as unknown)."""
         now = datetime.now(timezone.utc)
         with self.sessions.begin() as s:
+            exclusive(s, "register")  # two instances starting at once add each row once
             for e in entries:
                 row = s.get(Server, e.name)
                 if row is None:
@@ -112,7 +114,10 @@ class ServerRegistry:
                 self._change(s, row, status[name], f"views: {judges or 'none'}")
 
     def recompute_now(self):
+        """Re-judge every server; with two admin instances one at a time, the second seeing
+        what the first changed, so that a status change is recorded and logged once."""
         with self.sessions.begin() as s:
+            exclusive(s, "recompute")
             self.recompute(s)
 
     def _change(self, s, row, new, detail):

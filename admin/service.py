@@ -15,12 +15,13 @@ from securifile.common.errors import ApiError, Forbidden, NotFound
 from securifile.common.times import aware, iso
 from securifile.common.tokens import load_private_key, mint_token
 
-from securifile.common.syslog import status_event
+from securifile.common.syslog import SD_RECORD, status_event
 
 from .accounts import Accounts
 from .acl import AccessControl, allowed
 from .caller import Caller
 from .catalog import Catalog
+from .coordination import exclusive, insert_once
 from .events import events_page
 from .membership import MembershipBook
 from .mailer import (
@@ -29,6 +30,7 @@ from .models import Event
 from .namespaces import due_for_purge, finish_purges, sealed
 from .quotas import Quotas, check_quota
 from .servers import ServerRegistry
+from .shared_throttle import SharedLoginThrottle
 from .witness import Witness
 
 log = logging.getLogger("securifile.admin")
@@ -42,7 +44,9 @@ class AdminService:
         self.sessions = sessions
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.layout = CertLayout(cfg.certs_dir)
+        # The login back-off in the database: every admin server instance counts one.
         self.accounts = Accounts(sessions, self.clock, cfg.bcrypt_rounds,
+                                 throttle=SharedLoginThrottle(sessions),
                                  removed_namespace_days=cfg.removed_namespace_days)
         self.acl = AccessControl(sessions)
         self.servers = ServerRegistry(sessions, self._log_status,
@@ -62,12 +66,17 @@ class AdminService:
             ca_file=cfg.smtp_ca_file or None))
         self._ca = None
         self._token_key = None
-        self.witness = Witness()
+        self.witness = Witness(sessions)
         self.membership = MembershipBook(sessions, self.servers, self.witness, cfg.replicas)
         # Node names the admin server accepts certificates of: kept in step with the
         # membership (the Authenticator shares this set).
         self.node_names = set()
         self.syslog_names = {"admin"}  # and the nodes, for the built-in receiver
+
+    @property
+    def admin_address(self):
+        """Every admin server instance, "URL,URL", as account e-mails name them."""
+        return ",".join(self.cfg.admin_endpoints)
 
     # -- audit -----------------------------------------------------------------------------
 
@@ -90,17 +99,21 @@ class AdminService:
                         result=fields.get("result", ""), size=int(fields.get("size", 0))))
 
     def record_event(self, event):
-        """An event that arrived through the built-in syslog receiver."""
+        """An event that arrived through the built-in syslog receiver; stored once per
+        record id (a message sent again, to this instance or another, adds nothing)."""
         sd = {}
         for params in (event.get("sd") or {}).values():
             sd.update(params)
+        size = str(sd.get("bytes") or "0")
+        record_id = ((event.get("sd") or {}).get(SD_RECORD) or {}).get("id")
+        row = dict(at=self.clock(), kind=(event.get("msgid") or "log").lower(),
+                   server=sd.get("server", event.get("hostname") or ""),
+                   username=sd.get("user", ""), operation=sd.get("op", ""),
+                   path=sd.get("path", ""), result=sd.get("result", ""),
+                   size=int(size) if size.isdigit() else 0, message=event.get("msg") or "",
+                   record_id=record_id if record_id and len(record_id) <= 32 else None)
         with self.sessions.begin() as s:
-            s.add(Event(at=self.clock(), kind=(event.get("msgid") or "log").lower(),
-                        server=sd.get("server", event.get("hostname") or ""),
-                        username=sd.get("user", ""), operation=sd.get("op", ""),
-                        path=sd.get("path", ""), result=sd.get("result", ""),
-                        size=int(sd.get("bytes") or 0) if str(sd.get("bytes") or "0").isdigit() else 0,
-                        message=event.get("msg") or ""))
+            s.execute(insert_once(s, Event, row, "record_id"))
 
     def prune_events(self, keep=EVENTS_KEPT):
         with self.sessions.begin() as s:
@@ -266,7 +279,7 @@ class AdminService:
                                       password, admin, check_quota(quota_bytes))
         user = new.user
         mail = await self._mail(account_email(
-            user.username, user.email, new.enrolment_code, self.cfg.admin_url, user.valid_until,
+            user.username, user.email, new.enrolment_code, self.admin_address, user.valid_until,
             [s.url for s in self.cfg.servers], enrolment_expires=new.enrolment_expires))
         self.audit("account", f"account {user.username} created by {by}", username=user.username,
                    operation="create_user", result="ok")
@@ -298,7 +311,7 @@ class AdminService:
         """A new enrolment code e-mailed to the owner (a forgotten password)."""
         user, code, expires = await asyncio.to_thread(self.accounts.issue_enrolment, username)
         mail = await self._mail(enrolment_email(user.username, user.email, code,
-                                                self.cfg.admin_url, expires))
+                                                self.admin_address, expires))
         self.audit("account", f"enrolment code for {username} issued by {by}", username=username,
                    operation="enrolment", result="ok")
         result = {"username": user.username, "email_sent": mail is None,
@@ -341,7 +354,7 @@ class AdminService:
 
     async def remove_user(self, username, by="admin"):
         user = await asyncio.to_thread(self.accounts.remove, username)
-        await self._mail(account_removed_email(user.username, user.email, self.cfg.admin_url))
+        await self._mail(account_removed_email(user.username, user.email, self.admin_address))
         self.audit("account", f"account {username} removed by {by}", username=username,
                    operation="remove_user", result="ok")
 
@@ -405,6 +418,7 @@ class AdminService:
     def finish_purges(self):
         """Mark purged the namespaces whose last file the nodes deleted, in the audit log."""
         with self.sessions.begin() as s:
+            exclusive(s, "finish_purges")  # two admin instances: one marks and logs each
             done = finish_purges(s, self.clock())
         for username, uid in done:
             self.audit("account", f"the files of removed account {username} ({uid}) are "
@@ -450,8 +464,7 @@ class AdminService:
         side counting over an older list might overlap nobody (admin/membership.py)."""
         granted = self.tie_allowed(epoch) and self.witness.ask(node, side, lease)
         if granted:  # a change made by the CLI must see it too
-            self.membership.note_lease(self.witness.side,
-                                       time.time() + self.witness.until - self.witness.clock())
+            self.membership.note_lease(self.witness.side, time.time() + self.witness.remaining())
         return {"granted": granted, "lease": lease if granted else 0, "side": self.witness.side}
 
     async def set_server_state(self, name, state, by):

@@ -5,7 +5,8 @@ Each prints a readable table or sentence, or with ``--json`` the server's JSON a
 import sys
 
 from securifile.client.credentials import keep_login_after_password_change
-from securifile.client.settings import LoginFolder
+from securifile.client.settings import LoginFolder, saved_admin_url
+from securifile.common.admin_urls import parse_admin_urls
 
 from .output import format_table, human_size, quota_text, to_json, usage_text, when
 
@@ -68,7 +69,7 @@ class ControlCommands:
         me["admin_url"] = self.admin.url
         folder = LoginFolder.default(self.env)
         saved = folder.read() if folder is not None and folder.exists() else {}
-        if saved.get("admin_url") != self.admin.url:
+        if parse_admin_urls(saved_admin_url(saved)) != self.admin.urls:
             saved = {}  # these credentials came from elsewhere (a cluster file)
 
         def text():

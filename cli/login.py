@@ -18,7 +18,8 @@ from securifile.client.credentials import (
     revoke_saved,
 )
 from securifile.client.errors import ClientError, ServerError
-from securifile.client.settings import LoginFolder
+from securifile.client.settings import LoginFolder, saved_admin_url
+from securifile.common.admin_urls import parse_admin_urls
 
 from .output import UsageError, to_json, when
 
@@ -66,7 +67,7 @@ def enrol(args, env, out, stdin=None):
     """Set the first password with the enrolment code from the account e-mail."""
     folder = LoginFolder.default(env)
     saved = folder.read() if folder is not None and folder.exists() else {}
-    admin_url = args.admin or saved.get("admin_url")
+    admin_url = args.admin or saved_admin_url(saved)
     if not admin_url or not args.user:
         raise UsageError("give the admin server and your user name: --admin URL --user NAME "
                          "(both are in the account e-mail)")
@@ -105,10 +106,10 @@ def login(args, env, out, stdin=None):
     if folder is None:
         raise UsageError("no folder for the login: set HOME or XDG_CONFIG_HOME")
     saved = folder.read() if folder.exists() else {}
-    admin_url = args.admin or saved.get("admin_url")
+    admin_url = args.admin or saved_admin_url(saved)
     if not admin_url:
         raise UsageError("which admin server? give --admin URL (e.g. https://127.0.0.1:8440)")
-    same_admin = saved.get("admin_url", "").rstrip("/") == admin_url.rstrip("/")
+    same_admin = parse_admin_urls(saved_admin_url(saved)) == parse_admin_urls(admin_url)
     username = args.user or (saved.get("username") if same_admin else None)
     if not username:
         raise UsageError("give your user name: --user NAME")
@@ -144,7 +145,9 @@ def login(args, env, out, stdin=None):
         if isinstance(e, OSError):  # the --ca file itself
             raise LoginFailed(f"cannot read {ca}: {e.strerror or e}") from e
         raise login_error(e, admin_url, ca) from e
-    info = {"admin_url": admin.url, "username": username, "admin": bool(account.get("admin")),
+    # The instance that answered first; every instance in admin_urls, for failover.
+    info = {"admin_url": admin.url, "admin_urls": admin.urls, "username": username,
+            "admin": bool(account.get("admin")),
             "token_expires_at": account.get("expires_at"),
             "account_valid_until": account.get("valid_until"),
             "certificate_not_after": signed.get("not_after"), "servers": servers,

@@ -10,6 +10,8 @@ and message), and an admin server that does not answer raises ``AdminUnreachable
 import json
 from urllib.parse import quote, urlencode
 
+from securifile.common.admin_urls import MOVE_ON_STATUSES, AdminURLs, parse_admin_urls
+
 from .errors import NoRunningServer, ProtocolError, TransportError, Unreachable, describe_error
 from .files import parse_remote
 from .servers import base_url
@@ -61,6 +63,10 @@ def usable_servers(listing):
 class AdminClient(ConnectionsOwner):
     """Calls the admin server at ``url`` as one user (bearer ``token`` and/or certificate).
 
+    ``url``: one URL, or several admin server instances (a list, or "URL,URL"): each call
+    goes to the one that answered last, and to the next when it does not answer or answers
+    5xx, each at most once (common/admin_urls.py).
+
     ``transport``: share another client's connections and TLS context (then ``ca``,
     ``cert``, ``key`` and the timeouts are that transport's). Safe to share between
     threads.
@@ -68,10 +74,10 @@ class AdminClient(ConnectionsOwner):
 
     def __init__(self, url, *, ca=None, cert=None, key=None, token=None, timeout=30.0,
                  connect_timeout=5.0, transport=None):
-        self.url = base_url(url)
+        self.admin = AdminURLs([base_url(u) for u in parse_admin_urls(url)])
         self._token = token
         if transport is None:
-            secure = self.url.startswith("https:")
+            secure = any(u.startswith("https:") for u in self.admin.urls)
             transport = Transport(tls_context(ca, cert, key) if secure else None,
                                   timeout=timeout, connect_timeout=connect_timeout)
         self._transport = transport
@@ -83,6 +89,15 @@ class AdminClient(ConnectionsOwner):
             raise ValueError("these settings name no admin server")
         return cls(settings.admin_url, ca=settings.ca, cert=settings.cert, key=settings.key,
                    token=settings.token, **kwargs)
+
+    @property
+    def url(self):
+        """The instance that answered last (the first before any answered)."""
+        return self.admin.current
+
+    @property
+    def urls(self):
+        return list(self.admin.urls)
 
     @property
     def tls(self):
@@ -97,25 +112,38 @@ class AdminClient(ConnectionsOwner):
         """One call: the decoded JSON answer (None for ``204``), or the typed error."""
         if query:
             query = {k: v for k, v in query.items() if v is not None}
-        url = self.url + path + (f"?{urlencode(query)}" if query else "")
+        target = path + (f"?{urlencode(query)}" if query else "")
         headers = {"Accept": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        body = None
-        if payload is not None:
-            data = json.dumps(payload).encode("utf-8")
+        data = None if payload is None else json.dumps(payload).encode("utf-8")
+        if data is not None:
             headers["Content-Type"] = "application/json"
-            body = BytesBody(data, CHUNK_SIZE)
-        try:
-            resp = self._transport.exchange(method, url, headers, body)
-        except Unreachable as e:
-            raise AdminUnreachable(self.url, e.cause) from e.cause
+        resp = self._exchange(method, target, headers, data)
         if resp.status not in expected:
             raise error_from_response(resp)
         if resp.status == 204:
             resp.release()
             return None
         return resp.json()
+
+    def _exchange(self, method, target, headers, data):
+        """The first answer from the instances in turn; the last instance's 5xx, or
+        AdminUnreachable naming the last one when none answers."""
+        order = self.admin.order()
+        for i, base in enumerate(order):
+            body = None if data is None else BytesBody(data, CHUNK_SIZE)
+            try:
+                resp = self._transport.exchange(method, base + target, headers, body)
+            except Unreachable as e:
+                if i == len(order) - 1:
+                    raise AdminUnreachable(base, e.cause) from e.cause
+                continue
+            if resp.status in MOVE_ON_STATUSES and i < len(order) - 1:
+                resp.release()
+                continue
+            self.admin.answered(base)
+            return resp
 
     # -- accounts --
 

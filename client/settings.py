@@ -45,7 +45,9 @@ class ClientSettings:
     key: str = None
     token: str = None
     username: str = None
-    admin_url: str = None  # the admin server: the list of running servers comes from it
+    # The admin server: the list of running servers comes from it. Several instances as
+    # "URL,URL" (AdminClient tries them in turn).
+    admin_url: str = None
 
     @classmethod
     def from_cluster_file(cls, path):
@@ -66,8 +68,15 @@ class ClientSettings:
             key=local(user.get("key")) if data.get("tls", True) else None,
             token=read_token_file(token_file) if token_file and os.path.exists(token_file) else None,
             username=user.get("username"),
-            admin_url=(data.get("admin") or {}).get("url"),
+            admin_url=saved_admin_url(data.get("admin") or {}, "url"),
         )
+
+
+def saved_admin_url(info, key="admin_url"):
+    """Every admin server instance a saved login or cluster file names, as "URL,URL"
+    (``admin_urls``, a list, is there when there are several)."""
+    urls = info.get("admin_urls") or info.get("urls") or ([info[key]] if info.get(key) else [])
+    return ",".join(str(u) for u in urls) or None
 
 
 def default_login_dir(env=None):
@@ -126,7 +135,7 @@ class LoginFolder:
             servers=[str(u) for u in info.get("servers") or []], ca=present(self.CA),
             cert=cert if key else None, key=key if cert else None,
             token=read_token_file(token) if token else None,
-            username=info.get("username"), admin_url=info["admin_url"])
+            username=info.get("username"), admin_url=saved_admin_url(info))
 
     def save(self, info, token, *, key_pem=None, cert_pem=None, ca_pem=None):
         """Write a login (bytes or text for the PEMs); files a new login lacks are removed."""

@@ -85,11 +85,17 @@ class Config:
     idle_timeout: float = 120.0
     body_timeout: float = 30.0
     max_connections: int = 512
-    # The admin server (empty admin_url: nodes run without one, owners-only access).
+    # The admin server (empty admin_url: nodes run without one, owners-only access). With
+    # several instances on one PostgreSQL database, ``admin_urls`` lists them all (nodes and
+    # clients fail over between them) and ``admin_url`` is where this instance listens.
     admin_url: str = ""
+    admin_urls: list = field(default_factory=list)
     database_url: str = ""  # empty: SQLite in DATA_DIR/admin/admin.sqlite3
     syslog_host: str = ""  # empty: the admin server's built-in receiver
     syslog_port: int = 0
+    # Receivers to send the audit log to, "host:port", tried in turn (empty: syslog_host or
+    # the admin server's host, on syslog_port).
+    syslog_targets: list = field(default_factory=list)
     token_ttl_seconds: int = 12 * 3600
     # User certificates are short-lived: the client renews them (securifile renews when less
     # than half of this is left); a removed account's namespace stays sealed this long.
@@ -123,6 +129,22 @@ class Config:
         return Path(self.data_dir) / "nodes" / name
 
     @property
+    def admin_endpoints(self):
+        """Every admin server instance's URL, this configuration's own first."""
+        urls = [u.rstrip("/") for u in ([self.admin_url] if self.admin_url else [])]
+        return urls + [u.rstrip("/") for u in self.admin_urls if u.rstrip("/") not in urls]
+
+    def syslog_endpoints(self):
+        """(host, port) of each audit-log receiver, in the order to try them."""
+        if self.syslog_targets:
+            return [split_host_port(t) for t in self.syslog_targets]
+        if not self.syslog_port:
+            return []
+        if self.syslog_host:
+            return [(self.syslog_host, self.syslog_port)]
+        return [(urlsplit(u).hostname, self.syslog_port) for u in self.admin_endpoints]
+
+    @property
     def admin_data_dir(self):
         return Path(self.data_dir) / "admin"
 
@@ -154,6 +176,8 @@ class Config:
         if min(self.max_json_body_bytes, self.max_peer_body_bytes, self.max_connections) < 1 \
                 or min(self.handshake_timeout, self.idle_timeout, self.body_timeout) <= 0:
             raise ValueError("body limits, connection limit and timeouts must be positive")
+        for target in self.syslog_targets:
+            split_host_port(target)
         if self.reserve_bytes < 0 or self.quota_reservation_seconds <= 0:
             raise ValueError("reserve_bytes cannot be negative; quota_reservation_seconds "
                              "must be positive")
@@ -165,7 +189,23 @@ class Config:
         return self
 
 
-_SCALARS = {f.name: f for f in dataclasses.fields(Config) if f.name != "servers"}
+LISTS = ("admin_urls", "syslog_targets")  # lists of strings; "a,b" in the environment
+_SCALARS = {f.name: f for f in dataclasses.fields(Config)
+            if f.name != "servers" and f.name not in LISTS}
+
+
+def split_host_port(text):
+    """("host", port) from "host:port" or "[v6]:port"."""
+    host, sep, port = str(text).strip().rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"syslog target {text!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def _strings(value):
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    return [str(v).strip() for v in value]
 
 
 def _coerce(name, value):
@@ -198,7 +238,7 @@ def load_config(path=None, env=None, overrides=None):
         with open(path, "rb") as f:
             values.update(tomllib.load(f))
     not_from_file = set()
-    for name in list(_SCALARS) + ["servers"]:
+    for name in list(_SCALARS) + ["servers", *LISTS]:
         key = ENV_PREFIX + name.upper()
         if key in env:
             values[name] = env[key]
@@ -207,10 +247,13 @@ def load_config(path=None, env=None, overrides=None):
         if value is not None:
             values[name] = value
             not_from_file.add(name)
-    unknown = set(values) - set(_SCALARS) - {"servers"}
+    unknown = set(values) - set(_SCALARS) - {"servers", *LISTS}
     if unknown:
         raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
-    kwargs = {n: _coerce(n, v) for n, v in values.items() if n != "servers"}
+    kwargs = {n: _coerce(n, v) for n, v in values.items() if n in _SCALARS}
+    kwargs.update({n: _strings(values[n]) for n in LISTS if n in values})
+    if not kwargs.get("admin_url") and kwargs.get("admin_urls"):
+        kwargs["admin_url"] = kwargs["admin_urls"][0]
     if "servers" in values:
         kwargs["servers"] = _servers(values["servers"])
     cfg = Config(**kwargs)
@@ -233,6 +276,7 @@ def dump_config(cfg):
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines = [f"{name} = {value(getattr(cfg, name))}" for name in _SCALARS]
+    lines += [f"{name} = [{', '.join(value(v) for v in getattr(cfg, name))}]" for name in LISTS]
     for s in cfg.servers:
         lines += ["", "[[servers]]", f"name = {value(s.name)}", f"url = {value(s.url)}"]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,10 @@ SD_ACCESS = f"access@{ENTERPRISE_NUMBER}"
 SD_STATUS = f"status@{ENTERPRISE_NUMBER}"
 SD_LOSS = f"loss@{ENTERPRISE_NUMBER}"
 SD_INTEGRITY = f"integrity@{ENTERPRISE_NUMBER}"
+# Every message the sender queues carries a random id here: a receiver that stores messages
+# (the admin server's) keeps one row per id, so a batch sent again after a broken
+# connection, to the same receiver or to another one, is not recorded twice.
+SD_RECORD = f"rec@{ENTERPRISE_NUMBER}"
 MSGID_ACCESS = "ACCESS"
 MSGID_STATUS = "STATUS"
 MSGID_LOSS = "LOSS"

@@ -14,8 +14,9 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 
-from securifile.common.syslog import (DEFAULT_MAX_MESSAGE_BYTES, LOCAL0, MSGID_LOSS, SD_LOSS, Severity,
+from securifile.common.syslog import (DEFAULT_MAX_MESSAGE_BYTES, LOCAL0, MSGID_LOSS, SD_LOSS, SD_RECORD, Severity,
                                       format_message, format_timestamp, utc_now)
 
 # A connection that lasted this long was healthy: the next reconnect starts at min_backoff.
@@ -26,6 +27,10 @@ log = logging.getLogger("securifile.syslog")
 
 class SyslogSender:
     """Sends RFC 5424 messages over TCP, or TLS when ``ssl_context`` is given (RFC 5425).
+
+    ``host``, ``port``: one receiver; or ``host`` a list of (host, port) and ``port`` None:
+    receivers tried in turn, one at a time, the next when a connection cannot be made or
+    breaks (each message has an id in ``SD_RECORD`` so that a receiver can drop a copy).
 
     ``log()`` is synchronous and O(1): it formats the message and appends it to a bounded
     queue, dropping (and counting) the oldest message when the queue is full. ``start()``
@@ -42,9 +47,13 @@ class SyslogSender:
                  batch_bytes=64 * 1024):
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
-        self.host, self.port = host, int(port)
+        self.targets = [(str(h), int(p)) for h, p in host] if port is None \
+            else [(str(host), int(port))]
+        if not self.targets:
+            raise ValueError("no syslog receiver")
+        self._target = 0
         self.ssl_context = ssl_context
-        self.server_hostname = server_hostname or host
+        self._server_hostname = server_hostname
         self.app_name = app_name
         self.hostname = hostname or socket.gethostname()
         self.facility = facility
@@ -74,6 +83,18 @@ class SyslogSender:
         self._connected_at = 0.0
         self._outage_logged = False
 
+    @property
+    def host(self):
+        return self.targets[self._target][0]
+
+    @property
+    def port(self):
+        return self.targets[self._target][1]
+
+    @property
+    def server_hostname(self):
+        return self._server_hostname or self.host
+
     # -- the caller's side: never blocks, never raises for network reasons
 
     def log(self, severity, msgid, sd=None, msg=""):
@@ -82,6 +103,7 @@ class SyslogSender:
         Never raises: a message that cannot be formatted (an invalid SD-ID is a bug) is
         logged here and counted as dropped, so a user request never fails for logging.
         """
+        sd = dict(sd or {}, **{SD_RECORD: {"id": uuid.uuid4().hex}})
         try:
             data = format_message(severity, msgid, sd, msg, facility=self.facility,
                                   timestamp=self.clock(), hostname=self.hostname,
@@ -197,6 +219,7 @@ class SyslogSender:
         """
         lived = time.monotonic() - self._connected_at
         await self._disconnect()
+        self._target = (self._target + 1) % len(self.targets)  # this one failed: the next
         self._note_outage(why)
         if lived >= _HEALTHY_CONNECTION_SECONDS:
             delay = self.min_backoff
@@ -219,12 +242,22 @@ class SyslogSender:
             self._outage_logged = True
 
     async def _connect(self):
-        tls = {}
-        if self.ssl_context is not None:
-            tls = dict(ssl=self.ssl_context, server_hostname=self.server_hostname,
-                       ssl_handshake_timeout=self.connect_timeout)
-        self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, **tls), self.connect_timeout)
+        """Connect to the receiver that took messages last, else to the next that answers."""
+        first = self._target
+        for step in range(len(self.targets)):
+            self._target = (first + step) % len(self.targets)
+            tls = {}
+            if self.ssl_context is not None:
+                tls = dict(ssl=self.ssl_context, server_hostname=self.server_hostname,
+                           ssl_handshake_timeout=self.connect_timeout)
+            try:
+                self._reader, self._writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.host, self.port, **tls), self.connect_timeout)
+                break
+            except (OSError, asyncio.TimeoutError, ssl.SSLError):
+                if step == len(self.targets) - 1:
+                    self._target = (first + 1) % len(self.targets)  # start there next time
+                    raise
         self._peer_closed = False
         self._connected_at = time.monotonic()
         self._watcher = asyncio.get_running_loop().create_task(self._watch(self._reader))

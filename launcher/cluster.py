@@ -9,6 +9,7 @@ what the test fixtures use to start, kill and restart nodes.
 """
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ from securifile.common.tls import client_context
 from .certs import ensure_peer_secret, issue_user, write_token
 
 ADMIN_NAME = "admin"
+SECOND_ADMIN = "admin2"  # the second admin server instance's process (admin_instances=2)
 
 
 def port_in_use(host, port):
@@ -76,8 +78,12 @@ class Cluster:
     @classmethod
     def create(cls, data_dir, servers=3, replicas=1, tls=True, base_port=8441, host="127.0.0.1",
                certs_dir=None, username="alice", user_days=30, admin=True, hosts=None,
-               admin_host=None, **settings):
+               admin_host=None, admin_instances=1, **settings):
         """Write certificates, configuration and first accounts for a new cluster.
+
+        ``admin_instances=2``: a second admin server instance (process ``admin2``, its own
+        port, syslog receiver and DATA_DIR/admin2/ folder) on the same database, which must
+        then be PostgreSQL (``database_url``); nodes and clients get both URLs.
 
         Ports: nodes from ``base_port`` up, the admin server just below, its syslog receiver
         at ``base_port + 73`` (8514 by default); ``base_port=0`` takes free ports for all.
@@ -91,17 +97,29 @@ class Cluster:
         admin_host = admin_host or host
         if len(hosts) != servers:
             raise ValueError(f"{servers} servers need {servers} hosts, not {len(hosts)}")
+        if admin_instances not in (1, 2) or (admin_instances == 2 and not admin):
+            raise ValueError("admin_instances is 1 or 2 (and 2 needs the admin server)")
+        if admin_instances == 2 and not str(settings.get("database_url", "")).startswith(
+                "postgresql"):
+            raise ValueError("two admin server instances need one PostgreSQL database "
+                             "(database_url); SQLite serves one instance only")
         if base_port:
             ports = list(range(base_port, base_port + servers))
-            admin_port, syslog_port = base_port - 1, base_port + 73
+            admin_ports, syslog_ports = [base_port - 1, base_port - 2], [base_port + 73,
+                                                                         base_port + 74]
         else:
-            *ports, admin_port, syslog_port = free_ports(servers + 2, host)
+            *ports, a1, a2, s1, s2 = free_ports(servers + 4, host)
+            admin_ports, syslog_ports = [a1, a2], [s1, s2]
         scheme = "https" if tls else "http"
         entries = [ServerEntry(f"node{i + 1}", f"{scheme}://{url_host(hosts[i])}:{port}")
                    for i, port in enumerate(ports)]
+        admin_urls = [f"{scheme}://{url_host(admin_host)}:{p}" for p in admin_ports]
         if admin:
-            settings.setdefault("admin_url", f"{scheme}://{url_host(admin_host)}:{admin_port}")
-            settings.setdefault("syslog_port", syslog_port)
+            settings.setdefault("admin_url", admin_urls[0])
+            settings.setdefault("syslog_port", syslog_ports[0])
+        if admin_instances == 2:
+            settings["admin_urls"] = admin_urls
+            settings["syslog_targets"] = [f"{url_host(admin_host)}:{p}" for p in syslog_ports]
         cfg = Config(servers=entries, replicas=replicas, tls=tls, certs_dir=certs_dir,
                      data_dir=data_dir, **settings).validate()
         layout = CertLayout(certs_dir)
@@ -111,6 +129,10 @@ class Cluster:
             ensure_server_cert(layout, ca, s.name, hosts=server_names(s.host))
         config_path = data_dir / "cluster.toml"
         private_file(config_path).write_text(dump_config(cfg))
+        if admin_instances == 2:  # the second instance: its own URL, receiver and folder
+            second = dataclasses.replace(cfg, admin_url=admin_urls[1], syslog_port=syslog_ports[1],
+                                         data_dir=data_dir / SECOND_ADMIN)
+            private_file(data_dir / f"{SECOND_ADMIN}.toml").write_text(dump_config(second))
         user, uids = {}, {}
         if admin:
             ensure_server_cert(layout, ca, ADMIN_NAME, ROLE_ADMIN, server_names(admin_host))
@@ -132,10 +154,19 @@ class Cluster:
     def has_admin(self):
         return bool(self.cfg.admin_url)
 
+    @property
+    def admin_names(self):
+        """The admin server processes: ``admin``, and ``admin2`` when there are two."""
+        if not self.has_admin:
+            return []
+        return [ADMIN_NAME, SECOND_ADMIN][:len(self.cfg.admin_endpoints)]
+
     def url(self, name):
         if name in self.added:
             return self.added[name][0].url
-        return self.cfg.admin_url if name == ADMIN_NAME else self.cfg.server(name).url
+        if name in self.admin_names:
+            return self.cfg.admin_endpoints[self.admin_names.index(name)]
+        return self.cfg.server(name).url
 
     def new_server(self, name, host="127.0.0.1", port=None):
         """One more node for the running cluster, not started: a free port, its certificate,
@@ -163,20 +194,22 @@ class Cluster:
         return self.procs[name]
 
     def start_node(self, name):
-        if name == ADMIN_NAME:
-            return self.start_admin()
+        if name in self.admin_names:
+            return self.start_admin(name)
         config = self.added[name][1] if name in self.added else self.config_path
         return self._spawn(name, [sys.executable, "-m", "securifile.nodes.main", "--config",
                                   str(config), "--name", name])
 
-    def start_admin(self):
-        return self._spawn(ADMIN_NAME, [sys.executable, "-m", "securifile.admin.main", "--config",
-                                        str(self.config_path), "serve"])
+    def start_admin(self, name=ADMIN_NAME):
+        config = self.config_path if name == ADMIN_NAME else self.data_dir / f"{name}.toml"
+        return self._spawn(name, [sys.executable, "-m", "securifile.admin.main", "--config",
+                                  str(config), "serve"])
 
     def start(self, timeout=60):
         if self.has_admin:
-            self.start_admin()
-            self.wait_ready([ADMIN_NAME], timeout)
+            for name in self.admin_names:
+                self.start_admin(name)
+            self.wait_ready(self.admin_names, timeout)
         for name in self.names:
             self.start_node(name)
         self.wait_ready(self.names, timeout)
@@ -234,9 +267,9 @@ class Cluster:
 
     def stop(self, timeout=10):
         # Nodes first: they flush their last reports and audit lines to the admin server.
-        order = sorted(self.procs.values(), key=lambda p: p is self.procs.get(ADMIN_NAME))
-        self._terminate([p for p in order if p is not self.procs.get(ADMIN_NAME)], timeout)
-        self._terminate([p for p in order if p is self.procs.get(ADMIN_NAME)], timeout)
+        admins = [self.procs[n] for n in self.admin_names if n in self.procs]
+        self._terminate([p for p in self.procs.values() if p not in admins], timeout)
+        self._terminate(admins, timeout)
 
     def _terminate(self, procs, timeout):
         for proc in procs:
@@ -258,7 +291,8 @@ class Cluster:
         admin = None
         if self.has_admin:
             proc = self.procs.get(ADMIN_NAME)
-            admin = {"url": self.cfg.admin_url, "pid": proc.pid if proc else None,
+            admin = {"url": self.cfg.admin_url, "urls": self.cfg.admin_endpoints,
+                     "pid": proc.pid if proc else None,
                      "credentials": str(self.data_dir / "credentials" / "admin.json"),
                      "database": self.cfg.effective_database_url.split("@")[-1]}
         return {

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+from securifile.common.admin_urls import AdminURLs
 from securifile.common.errors import Forbidden, Unavailable
 from securifile.common.roles import NEEDS  # named in a refusal; the admin server's "may" decides
 
@@ -40,6 +41,8 @@ class AdminAuthoriser:
 
     The questions go through ``client`` (the node's PeerClient), over its kept mutual-TLS
     connections: a new connection per question cost a TLS handshake on both sides.
+    ``admin_url``: one URL or a list of admin server instances (see common/admin_urls.py):
+    the one that answered last is asked first, the next when it does not answer.
 
     Every question carries the account id and credential id of the caller's token or
     certificate, so a removed account's credential (even under a name given to somebody
@@ -52,7 +55,7 @@ class AdminAuthoriser:
 
     def __init__(self, admin_url, client, ttl=3.0, timeout=3.0, clock=time.monotonic,
                  wall=time.time, state_path=None):
-        self.admin_url = admin_url.rstrip("/")
+        self.admin = AdminURLs(admin_url)
         self.client = client
         self.ttl = ttl
         self.timeout = timeout
@@ -69,8 +72,8 @@ class AdminAuthoriser:
         query = urlencode({"user": principal.name, "path": target, "uid": principal.uid or "",
                            "credential": principal.credential or "",
                            "generation": principal.generation})
-        answer = await self.client.call_json(f"{self.admin_url}/api/v1/authorize?{query}",
-                                             timeout=self.timeout)
+        answer = await self.client.call_admin(self.admin, f"/api/v1/authorize?{query}",
+                                              timeout=self.timeout)
         self.memory.learn(principal, target, answer)
         if len(self._cache) > 10_000:
             self._cache.clear()

@@ -7,10 +7,10 @@ import random
 import signal
 import sys
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from tornado.ioloop import PeriodicCallback
 
+from securifile.common.admin_urls import AdminURLs
 from securifile.common.auth import Authenticator
 from securifile.common.certs import CertLayout
 from securifile.common.config import ServerEntry, load_config
@@ -93,8 +93,10 @@ def build_node(cfg, name, deep=False):
     client = PeerClient(name, peer_ctx, secret, cfg.peer_timeout)
     client.epoch = lambda: membership.epoch
     detection = cfg.heartbeat_interval * cfg.heartbeat_misses
+    admin = AdminURLs(cfg.admin_endpoints) if cfg.admin_url else None
+
     async def ask_witness(side):
-        return await client.ask_witness(cfg.admin_url, side, detection * 2, detection)
+        return await client.ask_witness(admin, side, detection * 2, detection)
 
     # Only an even number of servers can tie (exactly half reachable): only they ask it.
     quorum = Quorum(peers, len(peer_names), detection, ask_witness if cfg.admin_url else None)
@@ -112,19 +114,19 @@ def build_node(cfg, name, deep=False):
     verifier = Verifier(node, cfg.challenge_timeout, retry_delay=cfg.heartbeat_interval)
     authenticator = Authenticator(load_public_key(layout.token_public_key), set(peer_names), secret)
     follow(membership, node, peers, quorum, urls, authenticator.node_names)
-    node.membership_poller = MembershipPoller(membership, client, cfg.admin_url,
+    node.membership_poller = MembershipPoller(membership, client, admin,
                                               max(cfg.heartbeat_interval, cfg.report_interval)) \
         if cfg.admin_url else None
     reporter = None
     if cfg.admin_url:
-        authoriser = AdminAuthoriser(cfg.admin_url, client, cfg.authz_cache_seconds,
+        authoriser = AdminAuthoriser(cfg.admin_endpoints, client, cfg.authz_cache_seconds,
                                      state_path=data / "refused-accounts.json")
-        reporter = Reporter(name, data / "reports.sqlite3", cfg.admin_url, client)
+        reporter = Reporter(name, data / "reports.sqlite3", cfg.admin_endpoints, client)
         node.reporter = reporter  # its queue depth is a metric
-        node.purger = NamespacePurger(node, cfg.admin_url, client, cfg.purge_interval,
+        node.purger = NamespacePurger(node, cfg.admin_endpoints, client, cfg.purge_interval,
                                       cfg.purge_batch)
         node.on_file_change = reporter.file_changed
-        node.quotas = QuotaKeeper(cfg.admin_url, client, reporter.quota_done,
+        node.quotas = QuotaKeeper(admin, client, reporter.quota_done,
                                   unlimited_ttl=cfg.authz_cache_seconds,
                                   state_path=data / "quota-owners.json")
         peers.on_change = reporter.status_changed
@@ -158,15 +160,16 @@ def build_node(cfg, name, deep=False):
 
 
 def open_syslog(cfg, name):
-    """The audit log: to the configured syslog server, else the admin server's receiver."""
-    if not cfg.syslog_port or not (cfg.syslog_host or cfg.admin_url):
+    """The audit log: to the configured syslog server, else the admin server's receivers
+    (one at a time, the next when it does not take the messages)."""
+    targets = cfg.syslog_endpoints()
+    if not targets:
         return None
-    host = cfg.syslog_host or urlsplit(cfg.admin_url).hostname
     ctx = None
     if cfg.tls:
         layout = CertLayout(cfg.certs_dir)
         ctx = client_context(layout.ca_cert, layout.server_cert(name), layout.server_key(name))
-    return SyslogSender(host, cfg.syslog_port, ctx, app_name="securifile-node", hostname=name)
+    return SyslogSender(targets, None, ctx, app_name="securifile-node", hostname=name)
 
 
 def make_server(app, server_ctx, limits, authenticator):

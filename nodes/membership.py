@@ -97,17 +97,17 @@ class MembershipPoller:
     """Asks the admin server for the current list, saying which epoch this node holds
     (the admin server lets the next change through once a majority holds the last)."""
 
-    def __init__(self, membership, client, admin_url, interval):
+    def __init__(self, membership, client, admin, interval):
         self.membership = membership
         self.client = client
-        self.admin_url = admin_url
+        self.admin = admin  # AdminURLs: its instances in turn
         self.interval = interval
         self._periodic = None
         self._running = None
 
     async def run_once(self):
         try:
-            answer = await self.client.membership(self.admin_url, self.membership.epoch,
+            answer = await self.client.membership(self.admin, self.membership.epoch,
                                                   timeout=max(1.0, self.interval))
         except PeerError as e:
             log.debug("membership poll failed: %s", e)

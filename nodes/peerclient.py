@@ -14,12 +14,16 @@ our calls may be repeated (locks carry their token, records are applied by stamp
 """
 import asyncio
 import json
+import logging
 import os
 
 import aiohttp
 
+from securifile.common.admin_urls import MOVE_ON_STATUSES, AdminURLs
 from securifile.common.auth import PEER_SECRET_HEADER
 from securifile.common.paths import file_url
+
+log = logging.getLogger("securifile.peerclient")
 
 COPY_CHUNK = 1 << 20
 REPLICAS = "/peer/replicas/"  # the route of a node's copies, for its peers only
@@ -167,6 +171,26 @@ class PeerClient:
             raise PeerError(f"{method} {url}: the answer is not a JSON object")
         return answer
 
+    async def call_admin(self, admin, path, method="GET", payload=None, timeout=None):
+        """``call_json`` to the admin server: its instances (``admin``: AdminURLs or URLs) in
+        turn, the one that answered last first, until one answers; the last error when none
+        does. A refusal (4xx) is an answer, not asked of the others."""
+        admin = admin if isinstance(admin, AdminURLs) else AdminURLs(admin)
+        error = None
+        for base in admin.order():
+            try:
+                answer = await self.call_json(base + path, method, payload, timeout)
+            except PeerError as e:
+                if not (e.unreachable or e.timed_out or e.status in MOVE_ON_STATUSES):
+                    admin.answered(base)
+                    raise
+                error = e
+                log.debug("admin server %s did not answer (%s); trying the next", base, e)
+                continue
+            admin.answered(base)
+            return answer
+        raise error
+
     async def heartbeat(self, base, timeout, pulled=0):
         return await self.call_json(base + "/peer/heartbeat", "POST",
                                 {"from": self.self_name, "pulled": pulled}, timeout)
@@ -201,24 +225,25 @@ class PeerClient:
     async def pull_locations(self, base, since, limit=1000):
         return await self.call_json(f"{base}/peer/locations?since={since}&limit={limit}")
 
-    async def ask_witness(self, admin_url, side, lease, timeout):
+    async def ask_witness(self, admin, side, lease, timeout):
         """Ask the admin server (the witness) for the tie-break lease for ``side``: the lease
-        in seconds when granted, 0 when another side holds it."""
-        answer = await self.call_json(admin_url.rstrip("/") + "/api/v1/witness", "POST",
-                                      {"side": side, "lease": lease, "epoch": self.epoch()},
-                                      timeout)
+        in seconds when granted, 0 when another side holds it. ``admin``: the AdminURLs of
+        its instances (they share the lease's row)."""
+        answer = await self.call_admin(admin, "/api/v1/witness", "POST",
+                                       {"side": side, "lease": lease, "epoch": self.epoch()},
+                                       timeout)
         return float(answer.get("lease", 0)) if answer.get("granted") else 0.0
 
-    async def quota_reservation(self, admin_url, rid, request=None, timeout=None):
+    async def quota_reservation(self, admin, rid, request=None, timeout=None):
         """Reserve (``request``: owner, path, bytes, wanted) or, without one, give back the
         quota reservation ``rid`` at the admin server; its answer (see admin/quotas.py)."""
-        url = f"{admin_url.rstrip('/')}/api/v1/quota/reservations/{rid}"
-        return await self.call_json(url, "PUT" if request is not None else "DELETE", request, timeout)
+        return await self.call_admin(admin, f"/api/v1/quota/reservations/{rid}",
+                                     "PUT" if request is not None else "DELETE", request, timeout)
 
-    async def membership(self, admin_url, known, timeout):
+    async def membership(self, admin, known, timeout):
         """The admin server's current membership; it notes that this node holds ``known``."""
-        return await self.call_json(admin_url.rstrip("/") + f"/api/v1/membership?known={known}",
-                                "GET", None, timeout)
+        return await self.call_admin(admin, f"/api/v1/membership?known={known}", "GET", None,
+                                     timeout)
 
     async def delete_copy(self, base, fp, version):
         await self._call(file_url(fp, base, REPLICAS) + f"?version={version}", "DELETE")

@@ -15,6 +15,7 @@ node can delete yet (their holders down) do not hold the others up.
 import logging
 from urllib.parse import urlencode
 
+from securifile.common.admin_urls import AdminURLs
 from securifile.common.errors import ApiError
 from securifile.common.paths import FilePath
 
@@ -32,7 +33,7 @@ class NamespacePurger(PeriodicRounds):
 
     def __init__(self, node, admin_url, client, interval=60.0, batch=100, timeout=10.0):
         self.node = node
-        self.admin_url = admin_url.rstrip("/")
+        self.admin = AdminURLs(admin_url)
         self.client = client  # the node's PeerClient: its kept connections
         self.interval = interval
         self.batch = batch
@@ -46,8 +47,8 @@ class NamespacePurger(PeriodicRounds):
         query = {"limit": self.batch}
         if self.after:
             query["after"] = self.after
-        files = (await self.client.call_json(f"{self.admin_url}/api/v1/purges?{urlencode(query)}",
-                                             timeout=self.timeout))["files"]
+        files = (await self.client.call_admin(self.admin, f"/api/v1/purges?{urlencode(query)}",
+                                              timeout=self.timeout))["files"]
         self.after = f"{files[-1]['owner']}/{files[-1]['path']}" if len(files) == self.batch \
             else None
         return [(FilePath(f["owner"], f["path"]), int(f["version"])) for f in files]

@@ -42,9 +42,9 @@ class QuotaKeeper:
     """Reservations from the admin server (``PUT /api/v1/quota/reservations/ID``), asked
     over the node's kept connections (``client``, a PeerClient): no TLS handshake per upload."""
 
-    def __init__(self, admin_url, client, report_done=None, unlimited_ttl=3.0, timeout=3.0,
+    def __init__(self, admin, client, report_done=None, unlimited_ttl=3.0, timeout=3.0,
                  step=STEP, clock=time.monotonic, state_path=None):
-        self.admin_url = admin_url
+        self.admin = admin  # AdminURLs (or one URL): its instances in turn
         self.client = client
         self.report_done = report_done or (lambda rid: None)
         self.unlimited_ttl = unlimited_ttl
@@ -74,7 +74,7 @@ class QuotaKeeper:
         return quota
 
     async def call(self, rid, request=None):
-        return await self.client.quota_reservation(self.admin_url, rid, request, self.timeout)
+        return await self.client.quota_reservation(self.admin, rid, request, self.timeout)
 
     def give_back(self, rid, background):
         """Release reservation ``rid`` without waiting (it expires, should this be lost)."""

@@ -13,6 +13,8 @@ import time
 
 from tornado.ioloop import PeriodicCallback
 
+from securifile.common.admin_urls import AdminURLs
+
 from .peerclient import PeerError
 
 log = logging.getLogger("securifile.reporter")
@@ -23,7 +25,8 @@ MAX_QUEUED = 200_000
 class Reporter:
     def __init__(self, name, db_path, admin_url, client, clock=time.time, timeout=10.0):
         self.name = name
-        self.admin_url = admin_url.rstrip("/")
+        # One URL or every admin server instance: a report goes to the first that takes it.
+        self.admin = AdminURLs(admin_url)
         self.client = client
         self.clock = clock
         self.timeout = timeout
@@ -82,8 +85,8 @@ class Reporter:
             report = {"id": f"{self.name}:{rows[0][0]}-{rows[-1][0]}", "server": self.name,
                       "events": [json.loads(e) for _id, e in rows]}
             try:
-                await self.client.call_json(self.admin_url + "/api/v1/reports", "POST",
-                                            {"reports": [report]}, self.timeout)
+                await self.client.call_admin(self.admin, "/api/v1/reports", "POST",
+                                             {"reports": [report]}, self.timeout)
             except PeerError as e:
                 log.debug("admin server did not take the report (will resend): %s", e)
                 return False

@@ -82,6 +82,7 @@ def service(admin_engine, certs, tmp_path):
                  certs_dir=certs[0].root, data_dir=tmp_path, bcrypt_rounds=4)
     svc = AdminService(cfg, db.session_factory(admin_engine), NodesHeard())
     svc.servers.register(cfg.servers)
+    svc.membership.bootstrap(cfg.servers)  # as admin/main.py does at start
     return svc
 
 

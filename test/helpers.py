@@ -123,12 +123,14 @@ def disk_copy(cluster, node, owner, rel):
 
 
 class AdminApi:
-    """JSON calls to the admin server as a logged-in user (the administrator by default)."""
+    """JSON calls to the admin server as a logged-in user (the administrator by default);
+    ``url``: one admin server instance's (by default the configuration's first)."""
 
-    def __init__(self, cluster, username="admin", password=None, token=None):
+    def __init__(self, cluster, username="admin", password=None, token=None, url=None):
         self.cluster = cluster
         self.username = username
-        u = urlsplit(cluster.cfg.admin_url)
+        self.url = url or cluster.cfg.admin_url
+        u = urlsplit(self.url)
         self.host, self.port, self.https = u.hostname, u.port, u.scheme == "https"
         self.ctx = client_context(cluster.layout.ca_cert) if self.https else None
         self.token = token
@@ -145,7 +147,7 @@ class AdminApi:
         h.update(headers or {})
         if self.token:
             h["Authorization"] = f"Bearer {self.token}"
-        conn = http_connection(self.cluster.cfg.admin_url, self.ctx, 30,
+        conn = http_connection(self.url, self.ctx, 30,
                                getattr(self.cluster, "client_netns", None))
         try:
             conn.request(method, path, body=None if payload is None else json.dumps(payload), headers=h)
@@ -165,7 +167,7 @@ class AdminApi:
         return r.json()
 
     def as_user(self, username, password="correct horse battery"):
-        return AdminApi(self.cluster, username, password)
+        return AdminApi(self.cluster, username, password, url=self.url)
 
     def node_api(self, node_token=None):
         """An Api for the storage nodes with this user's bearer token."""

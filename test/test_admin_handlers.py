@@ -240,8 +240,23 @@ async def test_the_witness_route_checks_its_body_and_grants_one_side(http_client
         status, answer = await call(http_client, base_url, "/api/v1/witness", "POST", body=body,
                                     headers=node1)
         assert (status, error_of(answer)) == (400, code)
+    # A tie goes only to a node at the current membership, once a majority holds it.
+    ask = {"side": ["node1"], "lease": 5}
+    status, answer = await call(http_client, base_url, "/api/v1/witness", "POST", body=ask,
+                                headers=node1)
+    assert status == 200 and answer["granted"] is False and answer["lease"] == 0
+    epoch = None
+    for name in NODES:
+        status, answer = await call(
+            http_client, base_url, f"/api/v1/membership?known={epoch or 0}", headers={
+                PEER_SECRET_HEADER: PEER_SECRET, "X-SecuriFile-Node": name})
+        assert status == 200, answer
+        epoch = answer["epoch"]
+        status, answer = await call(http_client, base_url, f"/api/v1/membership?known={epoch}",
+                                    headers={PEER_SECRET_HEADER: PEER_SECRET,
+                                             "X-SecuriFile-Node": name})
     status, answer = await call(http_client, base_url, "/api/v1/witness", "POST",
-                                body={"side": ["node1"], "lease": 5}, headers=node1)
+                                body=dict(ask, epoch=epoch), headers=node1)
     assert status == 200 and answer["granted"] is True and answer["lease"] == 5
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from securifile.cli import login as cli_login
 from securifile.cli.output import UsageError
-from securifile.client.admin import AdminUnreachable, acl_target, usable_servers
+from securifile.client.admin import AdminClient, AdminUnreachable, acl_target, usable_servers
 from securifile.client.errors import NoRunningServer, NoServerServing
 from securifile.client.settings import LoginFolder
 from securifile.client.storage import Client
@@ -481,3 +481,32 @@ def test_password_comes_from_a_prompt_on_a_terminal_and_from_stdin_otherwise(mon
     assert cli_login.read_password("alice", False, io.StringIO("s3cret pass\nrest\n")) == "s3cret pass"
     with pytest.raises(UsageError):
         cli_login.read_password("alice", False, io.StringIO(""))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_admin_client_moves_on_to_the_next_instance_and_stays_there(fakes):
+    """Two admin server instances: one refuses connections, then one answers 503; each call
+    reaches the other, which is asked first from then on."""
+    second, _nodes = fakes
+    second.routes["/status"] = lambda: (200, {"name": "admin", "status": "running"})
+    dead = f"http://127.0.0.1:{free_port()}"
+    admin = AdminClient(f"{dead},{second.url}", token="tok")
+    assert admin.status()["status"] == "running"
+    assert admin.url == second.url
+    admin.status()
+    assert [p for p, _ in second.seen] == ["/status", "/status"]
+
+    busy = FakeServer("busy")
+    try:
+        busy.routes["/status"] = lambda: (503, {"error": {"code": "unavailable", "message": "x"}})
+        admin = AdminClient([busy.url, second.url])
+        assert admin.status()["status"] == "running" and admin.url == second.url
+        with pytest.raises(AdminUnreachable):  # none answers: the last one is named
+            AdminClient([dead, f"http://127.0.0.1:{free_port()}"]).status()
+    finally:
+        busy.stop()

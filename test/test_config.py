@@ -164,6 +164,8 @@ def test_dump_config_round_trips(tmp_path):
         replicas=2, tls=False, certs_dir=tmp_path / 'we"ird\\certs', data_dir=tmp_path / "data",
         digest="sha1", heartbeat_interval=0.2, heartbeat_misses=5, peer_timeout=2.5,
         capacity_bytes=123456789, max_body_bytes=1 << 40, admin_url="http://127.0.0.1:8440",
+        admin_urls=["http://127.0.0.1:8440", "http://127.0.0.2:8440"],
+        syslog_targets=["127.0.0.1:8514", "[::1]:8515"],
     )
     path = tmp_path / "dumped.toml"
     path.write_text(dump_config(cfg))
@@ -182,3 +184,18 @@ def test_repair_after_comes_from_the_environment_and_is_checked(tmp_path):
     assert load_config(env={"SECURIFILE_REPAIR_AFTER": "42"}).repair_after == 42.0
     with pytest.raises(ValueError, match="repair_after"):
         load_config(env={"SECURIFILE_REPAIR_AFTER": "-1"})
+
+
+def test_several_admin_instances_and_syslog_receivers(tmp_path):
+    cfg = load_config(env={"SECURIFILE_ADMIN_URLS": "https://a:8440/, https://b:8440",
+                           "SECURIFILE_SYSLOG_TARGETS": "a:8514,[::1]:8515"})
+    assert cfg.admin_url == "https://a:8440/"  # the first, when none is given
+    assert cfg.admin_endpoints == ["https://a:8440", "https://b:8440"]
+    assert cfg.syslog_endpoints() == [("a", 8514), ("::1", 8515)]
+    # An instance's own URL comes first; the receivers default to the admin hosts.
+    second = load_config(env={}, overrides={"admin_url": "https://b:8440", "syslog_port": 9,
+                                            "admin_urls": ["https://a:8440", "https://b:8440"]})
+    assert second.admin_endpoints == ["https://b:8440", "https://a:8440"]
+    assert second.syslog_endpoints() == [("b", 9), ("a", 9)]
+    with pytest.raises(ValueError, match="host:port"):
+        load_config(env={"SECURIFILE_SYSLOG_TARGETS": "nohost"})

@@ -61,6 +61,17 @@ def test_account_email_holds_login_details_and_validity():
     assert "Enrol-Code-42" in html and "2025-03-31 12:00 UTC" in html
 
 
+def test_with_two_admin_instances_the_commands_name_both_and_curl_the_first():
+    both = "https://admin-a.example:8440,https://admin-b.example:8440"
+    text = plain_text(account_email("alice", "alice@example.com", "Enrol-Code-42", both,
+                                    NOW + datetime.timedelta(days=30), NODES, None, now=NOW,
+                                    enrolment_expires=NOW + datetime.timedelta(days=1)))
+    assert f"securifile enrol --admin {both} --user alice" in text
+    assert f"securifile login --admin {both} --user alice" in text
+    assert "https://admin-a.example:8440/api/v1/login" in text
+    assert "https://admin-b.example:8440/api/v1/login" not in text
+
+
 def test_an_account_made_with_a_password_gets_no_code_and_no_password():
     message = account_email("bob", "bob@example.com", None, ADMIN_URL,
                             NOW + datetime.timedelta(days=30), NODES, None, now=NOW)

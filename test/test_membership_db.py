@@ -28,7 +28,8 @@ class Clock:
 
 
 def book(sessions, replicas=1, clock=None):
-    return MembershipBook(sessions, ServerRegistry(sessions), Witness(clock or Clock()), replicas)
+    return MembershipBook(sessions, ServerRegistry(sessions), Witness(sessions, clock or Clock()),
+                          replicas)
 
 
 def holds(membership, epoch, *names):

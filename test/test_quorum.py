@@ -1,7 +1,6 @@
 """Unit tests of the majority rule, the witness and the lock reservations (no processes)."""
 import asyncio
 
-from securifile.admin.witness import Witness
 from securifile.common.paths import parse_path
 from securifile.nodes.locationmap import Location
 from securifile.nodes.locks import LockTable
@@ -102,25 +101,6 @@ def test_more_than_half_never_asks_the_witness():
         q.heard(n)
     asyncio.run(q.refresh())
     assert q.has() and q.enough(3) and not q.enough(2)
-
-
-def test_the_witness_grants_one_side_at_a_time():
-    clock = Clock()
-    w = Witness(clock)
-    assert w.ask("node1", ["node1", "node2"], 5)
-    assert not w.ask("node3", ["node3", "node4"], 5)  # the other side of a 2-2 split
-    assert w.ask("node2", ["node2", "node1"], 5)  # a member renews
-    clock.now += 4.9
-    assert not w.ask("node3", ["node3", "node4"], 5)
-    clock.now += 5.1  # not renewed: the other side may go on
-    assert w.ask("node4", ["node4", "node3"], 5)
-    assert not w.ask("node1", ["node1", "node2"], 5)
-
-
-def test_the_witness_refuses_a_side_the_asker_is_not_on():
-    w = Witness(Clock())
-    assert not w.ask("node1", ["node2"], 5)
-    assert w.side is None
 
 
 def test_reservations_only_grow_and_outlive_the_lock():

@@ -11,8 +11,8 @@ from tornado.netutil import bind_sockets
 from securifile.admin.syslog_receiver import FrameDecoder, SyslogReceiver, escape_line
 from securifile.common.certs import CertificateAuthority, write_cert_and_key
 from securifile.common.syslog import (
-    LOCAL0, SD_ACCESS, SD_LOSS, SD_STATUS, Severity, SyslogParseError, access_event,
-    format_message, parse_message, status_event)
+    LOCAL0, SD_ACCESS, SD_LOSS, SD_RECORD, SD_STATUS, Severity, SyslogParseError,
+    access_event, format_message, parse_message, status_event)
 from securifile.common.syslog_sender import SyslogSender
 from securifile.common.tls import client_context, server_context
 
@@ -280,6 +280,8 @@ def test_sender_to_receiver(tmp_path, pki, tls):
 
     events = run(main())
     access, status, note = events
+    ids = [e["sd"].pop(SD_RECORD)["id"] for e in events]
+    assert len(set(ids)) == 3 and all(len(i) == 32 for i in ids)  # one id a message
     assert access["sd"] == {SD_ACCESS: {"user": "alice", "op": "write", "path": NASTY_PATH,
                                         "server": "node1", "result": "201", "bytes": "12345"}}
     assert (access["facility"], access["severity"], access["msgid"], access["hostname"],
@@ -293,7 +295,9 @@ def test_sender_to_receiver(tmp_path, pki, tls):
     assert access["peer_name"] == ("node1" if tls else None)
     lines = log_path.read_bytes().splitlines()
     assert len(lines) == 3
-    assert [parse_message(line)["sd"] for line in lines[:2]] == [access["sd"], status["sd"]]
+    assert [parse_message(line)["sd"] for line in lines[:2]] == [
+        dict(access["sd"], **{SD_RECORD: {"id": ids[0]}}),
+        dict(status["sd"], **{SD_RECORD: {"id": ids[1]}})]
     assert lines[2].endswith(b" two#012lines")
 
 
@@ -348,6 +352,34 @@ def test_sender_reconnects_after_the_receiver_restarts(tmp_path):
             receiver.close()
         finally:
             await sender.close(timeout=0.5)
+
+    run(main())
+
+
+def test_sender_fails_over_to_the_next_receiver_and_back(tmp_path):
+    """Two admin server instances' receivers: the sender uses the first that answers, moves
+    to the other when its connection breaks, and each message keeps its record id."""
+    async def main():
+        first, events1, port1 = await start_receiver(tmp_path / "a.log")
+        second, events2, port2 = await start_receiver(tmp_path / "b.log")
+        dead = unused_port()
+        sender = SyslogSender([("127.0.0.1", dead), ("127.0.0.1", port1),
+                               ("127.0.0.1", port2)], None, **FAST)
+        sender.start()
+        try:
+            sender.log(Severity.INFO, "ONE", None, "to the first that answers")
+            await until(lambda: events1, what="the message at the first live receiver")
+            first.close()  # an instance dies: its connection breaks
+            await until(lambda: not sender.stats()["connected"], what="sender sees the loss")
+            sender.log(Severity.INFO, "TWO", None, "after the failover")
+            await until(lambda: events2, what="the message at the other receiver")
+            assert [e["msgid"] for e in events1 + events2] == ["ONE", "TWO"]
+            ids = {e["sd"][SD_RECORD]["id"] for e in events1 + events2}
+            assert len(ids) == 2
+            assert sender.stats()["dropped"] == 0
+        finally:
+            await sender.close(timeout=0.5)
+            second.close()
 
     run(main())
 
@@ -562,8 +594,6 @@ def test_rsyslog_receives_our_messages_intact_over_tls(rsyslog, pki):
         status_event("node1", "node2", "running", "down", "3 heartbeats missed"),
         (Severity.INFO, "NOTE", {"x@32473": {"a": "1"}, "y@32473": {"b": "[2]"}}, "ünïcode"),
     ]
-    expected = [format_message(*e, timestamp=T0, hostname="node1", app_name="securifile-node",
-                               procid=4242).decode() for e in sent]
 
     async def main():
         sender = SyslogSender("127.0.0.1", rsyslog.port, pki.node_ctx(), "securifile-node",
@@ -580,6 +610,13 @@ def test_rsyslog_receives_our_messages_intact_over_tls(rsyslog, pki):
 
     lines = wait_for(lambda: len(ours()) >= len(sent) and ours(), timeout=10,
                      what="rsyslog writing the messages")
+    # Each message as formatted, with the record id the sender gave it (read back).
+    ids = [parse_message(line)["sd"][SD_RECORD]["id"] for line in lines]
+    expected = [format_message(severity, msgid, dict(sd or {}, **{SD_RECORD: {"id": i}}), msg,
+                               timestamp=T0, hostname="node1", app_name="securifile-node",
+                               procid=4242).decode()
+                for (severity, msgid, sd, msg), i in zip(sent, ids)]
+    assert len(set(ids)) == len(sent)
     assert lines == expected, rsyslog.log()
     parsed = parse_message(lines[0])
     assert parsed["sd"][SD_ACCESS]["path"] == NASTY_PATH

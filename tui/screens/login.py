@@ -16,6 +16,8 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, LoadingIndicator, Static
 from textual.worker import WorkerState
 
+from securifile.common.admin_urls import parse_admin_urls
+
 from ..errors import login_problem
 from ..session import Session
 from ..typeahead import FIELD_KEYS, TypeAheadForm
@@ -131,7 +133,8 @@ class LoginScreen(TypeAheadForm, Screen):
         admin_url, ca, user = self.value("admin"), self.value("ca"), self.value("user")
         password = self.query_one("#login-password", Input).value
         problem = None
-        if not admin_url.lower().startswith(("https://", "http://")):
+        urls = parse_admin_urls(admin_url)  # several instances: "URL,URL"
+        if not urls or not all(u.lower().startswith(("https://", "http://")) for u in urls):
             problem = "The admin server is an https:// URL, such as https://127.0.0.1:8440."
         elif ca and not Path(ca).expanduser().is_file():
             problem = f"No CA certificate at {ca}."

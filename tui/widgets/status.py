@@ -8,6 +8,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from securifile.common.admin_urls import parse_admin_urls
+
 from ..format import human_size
 
 
@@ -54,8 +56,9 @@ class SessionBar(Static):
 
     @property
     def insecure(self):
-        url = getattr(self.session, "admin_url", "") or ""
-        return bool(url) and not url.lower().startswith("https:")
+        # Several admin server instances ("URL,URL"): insecure if any of them is plain HTTP.
+        urls = parse_admin_urls(getattr(self.session, "admin_url", "") or "")
+        return any(not url.lower().startswith("https:") for url in urls)
 
     def render(self):
         left = Text.assemble(("SecuriFile", "bold"), " · ", self.title)

@@ -1,0 +1,37 @@
+"""What lets two admin server instances share one database safely.
+
+``insert_once``: an insert that a concurrent or repeated copy of the same row (by a unique
+column) turns into nothing. ``exclusive``: a transaction-scoped PostgreSQL advisory lock,
+so that a periodic job run by both instances runs one at a time and the second sees what
+the first committed; SQLite admits one instance only (the launcher and the admin server
+refuse two), so there it locks nothing.
+"""
+import zlib
+
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+
+def insert_once(session, model, values, unique_column):
+    """INSERT ... ON CONFLICT (unique_column) DO NOTHING, for either dialect."""
+    dialect = session.get_bind().dialect.name
+    make = pg_insert if dialect == "postgresql" else sqlite_insert
+    return make(model).values(**values).on_conflict_do_nothing(index_elements=[unique_column])
+
+
+def lock_key(name):
+    """A stable 31-bit key for an advisory lock named ``name``."""
+    return zlib.crc32(f"securifile:{name}".encode()) & 0x7FFFFFFF
+
+
+def exclusive(session, name):
+    """Hold the lock ``name`` until ``session``'s transaction ends (PostgreSQL)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(name)})
+
+
+def exclusive_connection(connection, name):
+    """The same, for a Core connection's transaction (schema upgrades)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(name)})
