@@ -18,14 +18,14 @@ from .helpers import AdminApi, Api
 from .test_tui_app import POLL, admin_session, cell, type_into, until
 from .tui_data import NOW, fixed_session
 
-FILES = 30  # the drain moves one a round (0.3 s) per node: seconds of work to refuse
+FILES = 30  # the drain moves one a round (1 s) per node: ten seconds or more of work to refuse
 MEMBERSHIP_ACTIONS = {"Add server", "Drain", "Remove"}
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     c = start_cluster(tmp_path_factory, "tui-membership", servers=3, replicas=1,
-                      repair_interval=0.3, repair_batch=1, repair_after=600.0)
+                      repair_interval=1.0, repair_batch=1, repair_after=600.0)
     try:
         yield c
     finally:
