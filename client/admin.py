@@ -294,7 +294,8 @@ class AdminClient(ConnectionsOwner):
 
     def add_server(self, name, url):
         """Add a server to the running cluster (administrators only): the new membership."""
-        return self.request("POST", "/api/v1/servers", {"name": name, "url": url})
+        return self.request("POST", "/api/v1/servers", {"name": name, "url": url},
+                            expected=(201,))
 
     def drain_server(self, name):
         """Start moving every copy off ``name``; nothing new is placed on it."""

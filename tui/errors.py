@@ -9,6 +9,16 @@ from securifile.client.errors import (
     TLSFailure, Unauthorized,
 )
 
+# The admin server's 409 answers to a membership change, as what to do about them.
+MEMBERSHIP_REFUSALS = {
+    "not_drained": "It still holds copies or is not draining: drain it first (d) and remove it "
+                   "once its drain is over",
+    "membership_changing": "The previous membership change is not yet known to a majority of "
+                           "the servers: try again in a few seconds",
+    "witness_lease": "The cluster is split in two halves and a tie-break lease is out: try "
+                     "again once the split is over",
+}
+
 
 def describe(error):
     """(title, message) for an error a worker raised."""
@@ -18,6 +28,10 @@ def describe(error):
         return "Not allowed", error.message
     if isinstance(error, RateLimited):
         return "Too many attempts", error.message
+    if isinstance(error, ServerError) and error.code in MEMBERSHIP_REFUSALS:
+        left = error.details.get("files_left")
+        held = f" ({left} file copies left)" if left else ""
+        return "Membership change refused", f"{MEMBERSHIP_REFUSALS[error.code]}{held}."
     if isinstance(error, ServerError):
         return "The server refused", f"{error.message} ({error.code})"
     if isinstance(error, AdminUnreachable):

@@ -1,5 +1,6 @@
 """The servers screen: each storage server's state and since when, its storage over time,
-and the live audit events; administrators take servers offline and online from here.
+and the live audit events; administrators take servers offline and online, and add, drain
+and remove servers from here.
 
 Every few seconds one thread worker asks the admin server for the server list and, per
 server, for the storage samples newer than the newest already held; the answer comes back
@@ -18,12 +19,14 @@ from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import WorkerState, get_current_worker
 
+from ..errors import describe
 from ..format import human_size, since
 from ..polling import PollWhileShown
 from ..widgets.events import EventsPanel
 from ..widgets.status import SessionBar
 from ..widgets.table import LiveTable
 from ..widgets.storage_plot import WINDOW, StorageChart, StorageSeries, StorageSparkline
+from .add_server import AddServerScreen
 from .dialogs import ConfirmScreen
 
 COLUMNS = (("name", "Server"), ("status", "Status"), ("since", "Since"), ("used", "Used"),
@@ -42,6 +45,14 @@ class ServersFetched(Message):
         super().__init__()
         self.listing = listing
         self.samples = samples
+
+
+class MembershipChanged(Message):
+    """The admin server accepted an add, a drain or a removal: its new membership epoch."""
+
+    def __init__(self, server, change, epoch):
+        super().__init__()
+        self.server, self.change, self.epoch = server, change, epoch
 
 
 class ServerStateSet(Message):
@@ -107,6 +118,13 @@ class ServersScreen(PollWhileShown, Screen):
                 tooltip="Take the selected server offline (administrators)"),
         Binding("n", "online", "Online", id="servers.online",
                 tooltip="Put the selected server back online (administrators)"),
+        # Out of the footer so that 80 columns still show f1-f4: in the palette and F1 help.
+        Binding("a", "add_server", "Add server", id="servers.add", show=False,
+                tooltip="Add a server to the running cluster (administrators)"),
+        Binding("d", "drain", "Drain", id="servers.drain",
+                tooltip="Move every copy off the selected server (administrators)"),
+        Binding("x", "remove", "Remove", id="servers.remove",
+                tooltip="Take the selected, drained server out of the cluster (administrators)"),
         Binding("v", "toggle_view", "View", id="servers.view",
                 tooltip="Switch between plots and one sparkline per server"),
         Binding("l", "toggle_scale", "Log/lin", id="servers.scale",
@@ -200,7 +218,12 @@ class ServersScreen(PollWhileShown, Screen):
             self.post_message(ServersFetched(listing, samples))
 
     def on_worker_state_changed(self, event):
-        if event.worker.node is self and event.state == WorkerState.ERROR:
+        if event.worker.node is self and event.state == WorkerState.ERROR \
+                and event.worker.group == "membership":
+            event.stop()  # every refusal is shown, not only the first of a kind in a minute
+            title, text = describe(event.worker.error)
+            self.notify(text, title=title, severity="error", timeout=10)
+        elif event.worker.node is self and event.state == WorkerState.ERROR:
             self.app.report_error(event.worker.error, source=event.worker.group or "servers")
 
     def on_servers_fetched(self, message: ServersFetched):
@@ -289,6 +312,14 @@ class ServersScreen(PollWhileShown, Screen):
             if action == "offline":
                 return wanted != "offline"  # one of the two at a time, for the footer's sake
             return wanted == "offline"
+        if action in ("add_server", "drain", "remove"):
+            if not self.session.is_admin:
+                return False
+            if action == "add_server" or not self.is_mounted or not self.query("#servers-table"):
+                return True
+            # Drain a member, remove a draining one: one of the two at a time in the footer.
+            draining = self.servers.get(self.selected or "", {}).get("membership") == "draining"
+            return draining if action == "remove" else not draining
         if action == "toggle_scale":
             return not self.has_class("-compact")
         return True
@@ -346,4 +377,52 @@ class ServersScreen(PollWhileShown, Screen):
     def on_server_state_set(self, message: ServerStateSet):
         self.notify(f"{message.server} is being taken {message.state}" if message.state == "offline"
                     else f"{message.server} is being put back online", title="Servers")
+        self.poll()
+
+    def action_add_server(self):
+        def answered(entry):
+            if entry:
+                self.change_membership("add", entry["name"], entry["url"])
+
+        self.app.push_screen(AddServerScreen(), answered)
+
+    def action_drain(self):
+        self.ask_membership("drain", "Drain", lambda name: (
+            f"Drain {name}? Every copy it holds is copied to other servers (never fewer than "
+            f"the replicas + 1 copies of a file) and nothing new is placed on it; then it can "
+            f"be removed."))
+
+    def action_remove(self):
+        self.ask_membership("remove", "Remove", lambda name: (
+            f"Remove {name} from the cluster? Every server stops using it. The admin server "
+            f"refuses while it still holds copies."))
+
+    def ask_membership(self, change, verb, question):
+        name = self.selected
+        if name is None:
+            self.notify("Select a server first", severity="warning")
+            return
+
+        def answered(yes):
+            if yes:
+                self.change_membership(change, name)
+
+        self.app.push_screen(ConfirmScreen(question(name), title=f"{name}: {change}",
+                                           yes=verb, danger=True), answered)
+
+    @work(thread=True, group="membership", exit_on_error=False)
+    def change_membership(self, change, name, url=None):
+        admin = self.session.admin
+        if change == "add":
+            answer = admin.add_server(name, url)
+        elif change == "drain":
+            answer = admin.drain_server(name)
+        else:
+            answer = admin.remove_server(name)
+        self.post_message(MembershipChanged(name, change, answer.get("epoch")))
+
+    def on_membership_changed(self, message: MembershipChanged):
+        done = {"add": "added", "drain": "draining", "remove": "removed"}[message.change]
+        self.notify(f"{message.server} {'is ' if message.change == 'drain' else ''}{done} "
+                    f"(membership epoch {message.epoch})", title="Servers")
         self.poll()
