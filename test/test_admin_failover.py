@@ -212,8 +212,10 @@ def test_the_terminal_client_logs_in_and_shows_the_servers_through_the_other(run
             await until(pilot, lambda: isinstance(app.screen, LoginScreen) and app.screen.focused,
                         what="the login screen")
             type_ahead(app, [*"admin", "tab", *password, "enter"])
+            # Mounted, not only pushed: its table exists once it is composed.
             screen = await until(pilot, lambda: isinstance(app.screen, ServersScreen)
-                                 and app.screen, what="the servers screen")
+                                 and len(app.screen.query("#servers-table")) and app.screen,
+                                 what="the servers screen")
             await until(pilot, lambda: {str(k.value): cell(screen.table, k, "status")
                                         for k in screen.table.rows} ==
                         {n: "running" for n in NODES}, what="both servers running")
