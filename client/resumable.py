@@ -28,6 +28,10 @@ from .transport import FileBody
 # long the pauses between tries grow (a node restarting takes some seconds to serve again).
 MAX_RESUMES = 30
 PAUSE_FIRST, PAUSE_CAP = 0.25, 2.0
+# Answers after which an upload is tried again after a pause: gone, changed, locked (by its
+# own lost request's lock, until the peers see that server down), busy, not serving yet.
+RETRIED = (404, 409, 412, 423, 429, 503)
+CREATE_RETRIED = (423, 429, 503)
 GONE, DONE = -1, -2  # what _offset says of an upload its server does not know, or completed
 # A completed upload whose answer was lost: its record is waited for this long, plus the
 # time its replicas' copies take at this rate.
@@ -134,7 +138,7 @@ class ResumableUploads:
             if offset in (None, GONE):
                 url = None  # expired, cancelled, or its server is gone: start over
         if url is None:
-            url = self._create(fp, st.st_size, hexdigest)
+            url = self._create_patiently(fp, st.st_size, hexdigest)
             self.state.save(local, remote, st, hexdigest, url)
             offset = 0
         elif offset:
@@ -150,9 +154,9 @@ class ResumableUploads:
                 if found == DONE:
                     self.state.forget(local, remote, st)
                     return self._stored(fp, st.st_size, hexdigest)
-                if found == GONE:  # the file changed meanwhile, or the upload expired
-                    self.state.forget(local, remote, st)
-                    url, found = self._create(fp, st.st_size, hexdigest), 0
+                if found == GONE:  # the file changed meanwhile, the upload expired, or its
+                    self.state.forget(local, remote, st)  # server was lost: start over
+                    url, found = self._create_patiently(fp, st.st_size, hexdigest), 0
                     self.state.save(local, remote, st, hexdigest, url)
                 offset = found
                 if offset:
@@ -164,7 +168,7 @@ class ResumableUploads:
                 self.state.forget(local, remote, st)
                 raise
             except ServerError as e:
-                if e.status not in (404, 409, 412, 423, 429, 503):
+                if e.status not in RETRIED:
                     raise
                 error = e
                 continue
@@ -179,6 +183,23 @@ class ResumableUploads:
             raise error
         raise TransportError(f"the upload of {remote} broke off {MAX_RESUMES + 1} times; run "
                              f"the command again to resume it: {getattr(error, 'cause', error)}")
+
+    def _create_patiently(self, fp, size, hexdigest):
+        """``_create``, asked again after a pause while the cluster cannot take it yet: 423
+        while a lost server's lock on the file lasts (until its peers see it down, seconds),
+        429 or 503, or no answer (a server that died while creating it); bounded."""
+        pause = PAUSE_FIRST
+        for attempt in range(MAX_RESUMES + 1):
+            try:
+                return self._create(fp, size, hexdigest)
+            except ServerError as e:
+                if e.status not in CREATE_RETRIED or attempt == MAX_RESUMES:
+                    raise
+            except (TransportError, Unreachable, OSError):
+                if attempt == MAX_RESUMES:
+                    raise
+            self.sleep(pause)
+            pause = min(pause * 2, PAUSE_CAP)
 
     def _create(self, fp, size, hexdigest):
         headers = {"Upload-Complete": "?0", "Upload-Length": str(size),

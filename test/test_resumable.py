@@ -246,6 +246,7 @@ import re  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -368,9 +369,23 @@ def test_a_tui_upload_resumes_after_its_server_comes_back(cluster, api, tmp_path
     (tmp_path / "tui.bin").write_bytes(data)
     session = Session.from_cluster_file(cluster.data_dir / "cluster.json")
 
-    def holding_node():
-        found = partials(cluster, 4 << 20)
-        return found and found[0].parent.parent.name
+    stopped = []
+
+    def stop_the_holder():
+        """Stop (SIGSTOP) the node the upload is created on as soon as it is: on a quiet
+        machine the 64 MiB are through in half a second. Polled on a thread of its own, every
+        few milliseconds, for at most a minute."""
+        deadline = time.monotonic() + 60
+        while not stopped and time.monotonic() < deadline:
+            found = partials(cluster, 0)
+            if found:
+                node = found[0].parent.parent.name
+                cluster.signal(node, signal.SIGSTOP)
+                stopped.append(node)
+            time.sleep(0.003)
+
+    watcher = threading.Thread(target=stop_the_holder, daemon=True)
+    watcher.start()
 
     def restart(node):
         cluster.kill(node)
@@ -381,7 +396,8 @@ def test_a_tui_upload_resumes_after_its_server_comes_back(cluster, api, tmp_path
         async with app.run_test(size=SIZE) as pilot:
             screen = await loaded(pilot)
             transfer = await started_upload(pilot, screen, "tui.bin")
-            node = await until(pilot, holding_node, timeout=60, what="bytes on a node")
+            node = await until(pilot, lambda: stopped and stopped[0], timeout=70,
+                               what="the upload created (and its node stopped)")
             await asyncio.get_running_loop().run_in_executor(None, restart, node)
             await until(pilot, lambda: not transfer.running, timeout=120,
                         what="the upload to end")
