@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]  # the checkout whose venv stands in for the install
+
 OVERLAID = ("etc", "var", "opt")
 
 
@@ -106,8 +108,18 @@ class Host:
                 lines += [f"mount --bind {folder} {folder}",
                           f"mount -o remount,bind,rw {folder}"]
         if one.get("PrivateTmp") == "yes":
+            # The stand-in install (this checkout, its venv inside) may itself live under /tmp
+            # (a CI clone): stashed on /opt/securifile while the tmpfs covers it, then put
+            # back, read-only, where the venv's paths expect it.
+            under_tmp = REPO.parts[1:2] == ("tmp",) or REPO.parts[1:3] == ("var", "tmp")
+            repo = shlex.quote(str(REPO))
+            if under_tmp:
+                lines.append(f"mount --bind {repo} /opt/securifile")
             lines += ["mount -t tmpfs -o mode=1777 tmpfs /tmp",
                       "mount -t tmpfs -o mode=1777 tmpfs /var/tmp"]
+            if under_tmp:
+                lines += [f"mkdir -p {repo}", f"mount --move /opt/securifile {repo}",
+                          f"mount -o remount,bind,ro {repo}"]
         if one.get("ProtectHome") == "yes":
             prefix = interpreter_prefix()
             lines += [f"mount -t tmpfs -o ro,mode=0755 tmpfs {top}" for top in ("/home", "/root")
