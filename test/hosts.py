@@ -98,6 +98,11 @@ class Host:
         user, group = one["User"], one.get("Group", one["User"])
         writable = [f"/var/lib/{d}" for v in service.get("StateDirectory", []) for d in v.split()]
         lines = []
+        under_tmp = one.get("PrivateTmp") == "yes" and (
+            REPO.parts[1:2] == ("tmp",) or REPO.parts[1:3] == ("var", "tmp"))
+        repo = shlex.quote(str(REPO))
+        if under_tmp:  # stashed before the file systems turn read-only (see PrivateTmp below)
+            lines.append(f"mount --bind {repo} /opt/securifile")
         for folder in writable:
             lines.append(f"install -d -o {user} -g {group} -m "
                          f"{one.get('StateDirectoryMode', '0755')} {folder}")
@@ -110,16 +115,11 @@ class Host:
         if one.get("PrivateTmp") == "yes":
             # The stand-in install (this checkout, its venv inside) may itself live under /tmp
             # (a CI clone): stashed on /opt/securifile while the tmpfs covers it, then put
-            # back, read-only, where the venv's paths expect it.
-            under_tmp = REPO.parts[1:2] == ("tmp",) or REPO.parts[1:3] == ("var", "tmp")
-            repo = shlex.quote(str(REPO))
-            if under_tmp:
-                lines.append(f"mount --bind {repo} /opt/securifile")
+            # back where the venv's paths expect it.
             lines += ["mount -t tmpfs -o mode=1777 tmpfs /tmp",
                       "mount -t tmpfs -o mode=1777 tmpfs /var/tmp"]
             if under_tmp:
-                lines += [f"mkdir -p {repo}", f"mount --move /opt/securifile {repo}",
-                          f"mount -o remount,bind,ro {repo}"]
+                lines += [f"mkdir -p {repo}", f"mount --no-mtab --move /opt/securifile {repo}"]
         if one.get("ProtectHome") == "yes":
             prefix = interpreter_prefix()
             lines += [f"mount -t tmpfs -o ro,mode=0755 tmpfs {top}" for top in ("/home", "/root")
