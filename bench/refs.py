@@ -142,7 +142,9 @@ class LocalReference:
         self.port = None
 
     def local_path(self, remote):
-        raise NotImplementedError
+        """Where the server keeps ``remote`` on this disk: each reference (nginx, vsftpd)
+        says where its document root is."""
+        raise NotImplementedError("each reference names its own document root")
 
     def delete(self, remote):
         try:
