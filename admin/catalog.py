@@ -16,27 +16,14 @@ from sqlalchemy.orm import selectinload
 from securifile.common.roles import OWNER
 from securifile.common.times import epoch, from_epoch, iso
 
-from .namespaces import owner_uid_for, visible_clause
+from .coordination import insert_once
+from .file_records import FileRecord, apply_file_records, upper_bound
+from .namespaces import visible_clause
 from .models import (
     AppliedReport, DeletedFile, File, Folder, Grant, OwnerUsage, Placement, Server, StorageSample,
     User)
 
 log = logging.getLogger("securifile.admin.catalog")
-
-
-def folder_of(path):
-    return path.rpartition("/")[0]
-
-
-def ancestors(path):
-    """'a/b/c.txt' -> ['a', 'a/b']."""
-    parts = path.split("/")[:-1]
-    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-
-
-def upper_bound(prefix):
-    """The smallest string above every string that starts with ``prefix/``."""
-    return prefix + "0"  # '0' is the character after '/'
 
 
 def file_json(f, role=None, replicas=None):
@@ -59,17 +46,16 @@ class Catalog:
         self.sessions = sessions
         self.rejected_events = 0
         self.on_status = on_status  # (session, observer, event) -> None, set by the server logic
-        self.on_quota_done = None  # (session, server, reservation id) -> None, likewise
+        self.on_quota_done = None  # (session, server, [reservation id]) -> None, likewise
 
     # -- applying reports ------------------------------------------------------------------
 
     def apply_report(self, report, attempts=3):
         """Apply one node report; returns False if it was applied before.
 
-        Two requests can race for the same new rows: a report resent while the first copy is
-        still being applied, or the first files of one owner reported by two nodes at once.
-        The loser's transaction fails on a unique key and is run again from the start, when
-        it sees the winner's rows (and, for the same report, that it was applied).
+        Two requests can race for the same new rows: the first files of one owner reported
+        by two nodes at once. The loser's transaction fails on a unique key and is run again
+        from the start, when it sees the winner's rows.
         """
         for attempt in range(attempts):
             try:
@@ -80,41 +66,62 @@ class Catalog:
         return False
 
     def _apply_once(self, report):
+        """The whole report in one transaction: its id claimed first (a concurrent copy of
+        the same report waits for it, then finds it applied), file records and the ends of
+        quota reservations in bulk (admin/file_records.py), then status and samples."""
         rid, server = str(report["id"]), str(report["server"])
+        now = datetime.now(timezone.utc)
         with self.sessions.begin() as s:
-            if s.get(AppliedReport, rid) is not None:
+            claimed = s.execute(insert_once(s, AppliedReport,
+                                             {"id": rid, "server": server, "at": now}, "id"))
+            if claimed.rowcount == 0:
                 return False
-            s.add(AppliedReport(id=rid, server=server, at=datetime.now(timezone.utc)))
-            s.flush()  # claim the id first: a concurrent copy of this report stops here
-            reporter = s.get(Server, server)
-            if reporter is not None:
-                reporter.last_report = datetime.now(timezone.utc)
-            for event in report.get("events", []):
+            s.execute(update(Server).where(Server.name == server).values(last_report=now))
+            records, quota_done, others = self._sort_events(server, report.get("events", []))
+            apply_file_records(s, records)
+            if quota_done:
+                # Queued after the files' own events: those files count from here on.
+                self.on_quota_done(s, server, quota_done)
+            for event in others:
                 self._apply_event(s, server, event)
         return True
 
-    def _apply_event(self, s, server, event):
-        """One event in its own savepoint: a malformed one is logged, counted and skipped,
-        so it cannot hold up the node's queue for ever (the rest of the batch still applies)."""
-        try:
-            with s.begin_nested():
+    def _sort_events(self, server, events):
+        """(file records, quota reservation ids, other events) of a report, each in queue
+        order; a malformed event is logged, counted and skipped, so it cannot hold up the
+        node's queue for ever (the rest of the batch still applies)."""
+        records, quota_done, others = [], [], []
+        for event in events:
+            try:
                 kind = event.get("type")
                 if kind == "file":
-                    self._apply_file(s, event["record"])
-                elif kind == "sample":
-                    self._apply_sample(s, server, event)
-                elif kind == "status" and self.on_status is not None:
-                    self.on_status(s, server, event)
+                    records.append(FileRecord.parse(event["record"]))
                 elif kind == "quota_done" and self.on_quota_done is not None:
-                    # Queued after the file's own event: the file counts from here on.
-                    self.on_quota_done(s, server, str(event["id"]))
+                    quota_done.append(str(event["id"]))
+                elif kind == "sample" or (kind == "status" and self.on_status is not None):
+                    others.append(event)
                 else:
                     raise ValueError(f"unknown event type {kind!r}")
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                self._reject(server, event, e)
+        return records, quota_done, others
+
+    def _reject(self, server, event, error):
+        self.rejected_events += 1
+        log.error("report from %s: event skipped (%s): %.300r", server, error, event)
+
+    def _apply_event(self, s, server, event):
+        """A status change or a storage sample (a few per report) in its own savepoint."""
+        try:
+            with s.begin_nested():
+                if event["type"] == "sample":
+                    self._apply_sample(s, server, event)
+                else:
+                    self.on_status(s, server, event)
         except IntegrityError:
             raise  # a race with another request: the whole report is tried again
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            self.rejected_events += 1
-            log.error("report from %s: event skipped (%s): %.300r", server, e, event)
+            self._reject(server, event, e)
 
     def _apply_sample(self, s, server, event):
         t, used, available = from_epoch(event["t"]), int(event["used"]), int(event["available"])
@@ -127,67 +134,6 @@ class Catalog:
         row = s.get(Server, server)
         if row is not None and (row.sampled_at is None or epoch(row.sampled_at) <= epoch(t)):
             row.used_bytes, row.available_bytes, row.sampled_at = used, available, t
-
-    def _usage(self, s, owner, files, size):
-        done = s.execute(update(OwnerUsage).where(OwnerUsage.owner == owner).values(
-            file_count=OwnerUsage.file_count + files,
-            total_bytes=OwnerUsage.total_bytes + size)).rowcount
-        if not done:
-            s.add(OwnerUsage(owner=owner, file_count=files, total_bytes=size))
-            s.flush()
-
-    def _apply_file(self, s, rec):
-        owner, path = rec["owner"], rec["path"]
-        row = s.scalar(select(File).where(File.owner == owner, File.path == path).with_for_update())
-        if row is not None and (int(rec["version"]), float(rec["modified"])) <= (
-                row.version, epoch(row.modified_at)):
-            return
-        tomb = s.get(DeletedFile, (owner, path))
-        if tomb is not None and tomb.version >= int(rec["version"]):
-            return  # deleted at a newer version than this record
-        if rec.get("deleted"):
-            if row is not None:
-                self._usage(s, owner, -1, -row.size)
-                s.delete(row)
-                s.flush()
-                self._prune_folders(s, owner, path)
-            if tomb is None:
-                s.add(DeletedFile(owner=owner, path=path, version=int(rec["version"]),
-                                  deleted_at=from_epoch(rec["modified"])))
-            else:
-                tomb.version, tomb.deleted_at = int(rec["version"]), from_epoch(rec["modified"])
-            return
-        if tomb is not None:
-            s.delete(tomb)  # created again, above the deletion's version
-        replicas = sorted(rec.get("replicas", []), key=lambda r: r["priority"])
-        size = int(rec["size"])
-        if row is None:
-            row = File(owner=owner, path=path, folder=folder_of(path), created_at=from_epoch(rec["modified"]),
-                       owner_uid=owner_uid_for(s, owner, from_epoch(rec["modified"])))
-            grown, added = size, 1
-        else:
-            grown, added = size - row.size, 0
-        row.size, row.digest, row.algorithm = size, rec["digest"], rec["algorithm"]
-        row.version, row.origin = int(rec["version"]), rec["origin"]
-        row.modified_at = from_epoch(rec["modified"])
-        row.under_replicated = bool(rec.get("under_replicated", False))
-        row.placements = [Placement(server=r["server"], priority=int(r["priority"])) for r in replicas]
-        if added:
-            s.add(row)
-            for folder in ancestors(path):
-                if s.get(Folder, (owner, folder)) is None:
-                    s.add(Folder(owner=owner, path=folder, parent=folder_of(folder)))
-        s.flush()
-        self._usage(s, owner, added, grown)
-
-    def _prune_folders(self, s, owner, path):
-        for folder in reversed(ancestors(path)):
-            lo = folder + "/"
-            busy = s.scalar(select(File.id).where(
-                File.owner == owner, File.path >= lo, File.path < upper_bound(folder)).limit(1))
-            if busy is not None:
-                return
-            s.execute(delete(Folder).where(Folder.owner == owner, Folder.path == folder))
 
     # -- queries ---------------------------------------------------------------------------
 

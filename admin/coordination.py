@@ -15,9 +15,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 def insert_once(session, model, values, unique_column):
     """INSERT ... ON CONFLICT (unique_column) DO NOTHING, for either dialect."""
-    dialect = session.get_bind().dialect.name
-    make = pg_insert if dialect == "postgresql" else sqlite_insert
-    return make(model).values(**values).on_conflict_do_nothing(index_elements=[unique_column])
+    return dialect_insert(session, model).values(**values).on_conflict_do_nothing(
+        index_elements=[unique_column])
+
+
+def dialect_insert(session, model):
+    """The INSERT of ``session``'s dialect, which has ON CONFLICT (both have the same)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return pg_insert(model)
+    return sqlite_insert(model)
 
 
 def lock_key(name):

@@ -120,10 +120,12 @@ class Quotas:
             return s.execute(delete(QuotaReservation).where(
                 QuotaReservation.id == rid, QuotaReservation.node == node)).rowcount > 0
 
-    def finish(self, s, node, rid):
-        """In a report's transaction: the file is counted now, its reservation ends."""
-        s.execute(delete(QuotaReservation).where(QuotaReservation.id == rid,
-                                                 QuotaReservation.node == node))
+    def finish(self, s, node, rids):
+        """In a report's transaction: the files are counted now, their reservations end."""
+        rids = sorted(set(rids))
+        for i in range(0, len(rids), 500):
+            s.execute(delete(QuotaReservation).where(QuotaReservation.id.in_(rids[i:i + 500]),
+                                                     QuotaReservation.node == node))
 
     def prune_expired(self):
         with self.sessions.begin() as s:

@@ -1,0 +1,230 @@
+"""A node's report applied in bulk (admin/file_records.py) against the same events applied
+one report each, on SQLite and PostgreSQL: the catalogue, usage, deletion marks, folders and
+quota reservations must come out the same, in a bounded number of statements."""
+import random
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import event, select
+
+from securifile.admin import db
+from securifile.admin.catalog import Catalog
+from securifile.admin.models import DeletedFile, File, Folder, OwnerUsage, Placement, QuotaReservation
+from securifile.admin.quotas import Quotas
+from securifile.common.times import aware
+
+from .databases import db_url, fresh_postgres_database, sessions  # noqa: F401 (fixtures)
+from .test_admin_db import PASSWORD, T0, file_event, new_accounts, report
+
+OWNERS = ("alice", "bob", "carol")  # carol has no account: her files are stamped with none
+PATHS = ("a.txt", "docs/b.txt", "docs/c.txt", "docs/sub/d.txt", "x/y/z/e.bin", "f")
+
+
+@pytest.fixture
+def other_sessions(db_url, tmp_path):  # noqa: F811
+    """A second empty database of the same kind as ``sessions``'s."""
+    if db_url.startswith("sqlite"):
+        url, drop = f"sqlite:///{tmp_path / 'other.sqlite3'}", None
+    else:
+        url, drop = fresh_postgres_database()
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    yield db.session_factory(engine)
+    engine.dispose()
+    if drop is not None:
+        drop()
+
+
+def accounts(sessions):  # noqa: F811
+    """The same accounts (same ids) in a database, and quotas that end reservations."""
+    made = new_accounts(sessions)
+    for name in OWNERS[:2]:
+        made.create(name, f"{name}@example.com", 30, PASSWORD)
+    with sessions.begin() as s:
+        for i, user in enumerate(s.scalars(select(type(made.get("alice"))))):
+            user.uid = f"uid{i}-{user.username}"
+            user.created_at = datetime.fromtimestamp(T0 - 100, timezone.utc)
+    catalog = Catalog(sessions)
+    catalog.on_quota_done = Quotas(sessions, lambda: datetime.now(timezone.utc)).finish
+    return catalog
+
+
+def mixed_events(seed, count):
+    """Creates, updates, stale and equal versions, deletions, late records of deleted
+    files and creations again, of a few files of several owners, in random order, with
+    the end of a quota reservation after some."""
+    rng = random.Random(seed)
+    versions = {}
+    events, reservations = [], []
+    for _ in range(count):
+        key = (rng.choice(OWNERS), rng.choice(PATHS))
+        newest = versions.get(key, 0)
+        version = max(1, newest + rng.choice((-2, -1, 0, 1, 1, 1, 2)))
+        versions[key] = max(newest, version)
+        modified = T0 + version + rng.choice((0, 0, 0.25, 0.5))
+        replicas = rng.sample([("node1", 0), ("node2", 1), ("node3", 2)], rng.randint(1, 3))
+        e = file_event(*key, version=version, size=rng.randint(0, 5000), modified=modified,
+                       origin=rng.choice(("node1", "node2")), replicas=replicas,
+                       deleted=rng.random() < 0.25,
+                       digest=f"d{rng.getrandbits(32):08x}")
+        e["record"]["under_replicated"] = rng.random() < 0.2
+        events.append(e)
+        if rng.random() < 0.3:
+            rid = uuid.uuid4().hex
+            reservations.append((rid, key))
+            events.append({"type": "quota_done", "id": rid})
+    return events, reservations
+
+
+def edges(version=100):
+    """The cases a batch's random events may hide by overwriting them later: each file's
+    last records here decide what it ends as."""
+    def at(path, v, modified=0.0, **kw):
+        return file_event("bob", path, version=v, modified=T0 + v + modified, **kw)
+
+    return [
+        at("a.txt", version, deleted=True), at("a.txt", version),  # refused: deleted at it
+        at("f", version), at("f", version, 0.5, size=77),  # same version, later: replaces
+        at("f", version, 0.25, size=99),  # same version, earlier: refused
+        at("f", version - 1, 1.0, size=55),  # older version, however late: refused
+        at("docs/b.txt", version, deleted=True), at("docs/b.txt", version + 1, size=5),
+        at("docs/b.txt", version + 2, deleted=True),  # gone again, at a newer version
+        at("docs/c.txt", version, size=8), at("docs/c.txt", version + 1, deleted=True),
+        at("docs/c.txt", version + 2, size=9, replicas=(("node3", 1),)),  # created again
+    ]
+
+
+def reserve(sessions, reservations):  # noqa: F811
+    with sessions.begin() as s:
+        for rid, (owner, path) in reservations:
+            s.add(QuotaReservation(id=rid, node="node1", owner=owner, path=path, bytes=1,
+                                   expires_at=datetime.now(timezone.utc) + timedelta(hours=1)))
+        # One of another node's, named in this node's report: not this node's to end.
+        s.add(QuotaReservation(id="f" * 32, node="node2", owner="alice", path="a.txt",
+                               bytes=1, expires_at=datetime.now(timezone.utc) + timedelta(hours=1)))
+
+
+def catalogue(sessions):  # noqa: F811
+    """Everything a report can change, without row ids (a file deleted and created again
+    gets a new one either way)."""
+    with sessions() as s:
+        files = {f.id: (f.owner, f.path) for f in s.scalars(select(File))}
+        return {
+            "files": sorted((f.owner, f.path, f.folder, f.size, f.digest, f.algorithm, f.version,
+                             f.origin, f.under_replicated, aware(f.created_at),
+                             aware(f.modified_at), f.owner_uid) for f in s.scalars(select(File))),
+            "placements": sorted((*files[p.file_id], p.server, p.priority)
+                                 for p in s.scalars(select(Placement))),
+            "folders": sorted((f.owner, f.path, f.parent) for f in s.scalars(select(Folder))),
+            "tombstones": sorted((t.owner, t.path, t.version, aware(t.deleted_at))
+                                 for t in s.scalars(select(DeletedFile))),
+            "usage": sorted((u.owner, u.file_count, u.total_bytes)
+                            for u in s.scalars(select(OwnerUsage))),
+            "reservations": sorted(r.id for r in s.scalars(select(QuotaReservation))),
+        }
+
+
+def rules(events):
+    """What the catalogue must hold after ``events`` one at a time, by the rules alone
+    (docs/DESIGN.md): files by key with their (version, size, digest, origin, flag,
+    replicas), deletion marks by key with their version, usage, folders."""
+    files, marks = {}, {}
+    for rec in (e["record"] for e in events if e["type"] == "file"):
+        key, version, modified = (rec["owner"], rec["path"]), rec["version"], rec["modified"]
+        old = files.get(key)
+        if old is not None and (version, modified) <= (old["version"], old["modified"]):
+            continue
+        if marks.get(key, 0) >= version:
+            continue
+        if rec["deleted"]:
+            files.pop(key, None)
+            marks[key] = version
+            continue
+        marks.pop(key, None)
+        files[key] = dict(rec)
+    usage = {}
+    for (owner, _), rec in files.items():
+        count, size = usage.get(owner, (0, 0))
+        usage[owner] = (count + 1, size + rec["size"])
+    folders = {(owner, "/".join(path.split("/")[:i])) for owner, path in files
+               for i in range(1, path.count("/") + 1)}
+    return ({key: (r["version"], r["size"], r["digest"], r["origin"], r.get("under_replicated", False),
+                   sorted((p["server"], p["priority"]) for p in r["replicas"]))
+             for key, r in files.items()}, marks, usage, folders)
+
+
+def held(got):
+    """``catalogue``'s answer in the shape of ``rules``'s."""
+    replicas = {}
+    for owner, path, server, priority in got["placements"]:
+        replicas.setdefault((owner, path), []).append((server, priority))
+    files = {(f[0], f[1]): (f[6], f[3], f[4], f[7], f[8], sorted(replicas.get((f[0], f[1]), [])))
+             for f in got["files"]}
+    usage = {owner: (count, size) for owner, count, size in got["usage"] if count or size}
+    return (files, {(t[0], t[1]): t[2] for t in got["tombstones"]}, usage,
+            {(f[0], f[1]) for f in got["folders"]})
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_mixed_batch_gives_what_its_events_one_by_one_give(sessions, other_sessions, seed):  # noqa: F811
+    bulk, single = accounts(sessions), accounts(other_sessions)
+    before, _ = mixed_events(seed * 100, 40)  # rows, deletion marks and folders to start from
+    events, reservations = mixed_events(seed, 400)
+    events += edges()
+    for sessions_, catalog in ((sessions, bulk), (other_sessions, single)):
+        catalog.apply_report(report("node1:0", "node1", *before))
+        reserve(sessions_, reservations)
+    assert bulk.apply_report(report("node1:1-412", "node1", *events)) is True
+    for i, e in enumerate(events):
+        assert single.apply_report(report(f"node1:{i + 1}", "node1", e)) is True
+    got = catalogue(sessions)
+    assert got == catalogue(other_sessions)
+    assert held(got) == rules(before + events)
+    # The batch did something of each kind, and a resent batch changes nothing.
+    assert got["files"] and got["tombstones"] and got["folders"]
+    assert got["reservations"] == ["f" * 32]
+    assert {u[0] for u in got["usage"]} == set(OWNERS)
+    assert {f[-1] for f in got["files"] if f[0] == "carol"} == {None}
+    assert bulk.apply_report(report("node1:1-412", "node1", *events)) is False
+    assert bulk.apply_report(report("node1:1-413", "node1", *events)) is True
+    assert catalogue(sessions) == got
+
+
+def test_malformed_events_are_skipped_and_the_rest_applies(sessions):  # noqa: F811
+    catalog = accounts(sessions)
+    good = file_event("alice", "docs/ok.txt", size=7)
+    bad = [file_event("alice", "x" * 1100),  # longer than the column
+           {"type": "file", "record": {"owner": "alice", "path": "no-version.txt"}},
+           file_event("alice", "n.txt", size="many"),
+           dict(file_event("alice", "r.txt"), record=dict(file_event("alice", "r.txt")["record"],
+                                                          replicas=[{"server": 3}])),
+           file_event(["alice"], "list-owner.txt"),
+           {"type": "gossip"}, "not even an object"]
+    assert catalog.apply_report(report("node1:1-8", "node1", bad[0], good, *bad[1:])) is True
+    assert catalog.rejected_events == len(bad)
+    got = catalogue(sessions)
+    assert [(f[0], f[1], f[3]) for f in got["files"]] == [("alice", "docs/ok.txt", 7)]
+    assert got["usage"] == [("alice", 1, 7)]
+
+
+def test_a_batch_costs_a_bounded_number_of_statements(sessions):  # noqa: F811
+    """Statements per report, whatever its number of files: the admin server's CPU per
+    upload would otherwise be the node's (about twenty statements per file before)."""
+    catalog = accounts(sessions)
+    statements = []
+    engine = sessions.kw["bind"]
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    events, reservations = mixed_events(3, 300)
+    reserve(sessions, reservations)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        catalog.apply_report(report("node1:1-300", "node1", *events))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    # Claim, server, rows, marks, accounts, deletes, update, insert, folders, placements,
+    # marks, usage, reservations, and a folder check for each folder emptied.
+    assert len(statements) <= 30, statements
