@@ -9,21 +9,14 @@ refuse two), so there it locks nothing.
 import zlib
 
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from .bulk import dialect_insert
 
 
 def insert_once(session, model, values, unique_column):
     """INSERT ... ON CONFLICT (unique_column) DO NOTHING, for either dialect."""
     return dialect_insert(session, model).values(**values).on_conflict_do_nothing(
         index_elements=[unique_column])
-
-
-def dialect_insert(session, model):
-    """The INSERT of ``session``'s dialect, which has ON CONFLICT (both have the same)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return pg_insert(model)
-    return sqlite_insert(model)
 
 
 def lock_key(name):

@@ -19,12 +19,11 @@ from sqlalchemy import bindparam, delete, insert, select, tuple_, update
 
 from securifile.common.times import epoch, from_epoch
 
-from .coordination import dialect_insert
+from .bulk import dialect_insert, insert_rows, pages
 from .models import DeletedFile, File, Folder, OwnerUsage, Placement
 from .namespaces import OwnerStamps
 
 FILES, PLACEMENTS, TOMBS = File.__table__, Placement.__table__, DeletedFile.__table__
-KEYS_PER_QUERY = 400  # (owner, path) pairs per IN list: 800 parameters, under every limit
 # Column widths (admin/models.py): a longer value is a malformed record, skipped like any
 # other rather than failing the batch (and the node's queue behind it) on PostgreSQL.
 WIDTHS = {"owner": 64, "path": 1024, "digest": 128, "algorithm": 16, "origin": 64}
@@ -139,7 +138,7 @@ def apply_file_records(s, records):
         return
     keys = sorted({r.key for r in records})
     rows = {}
-    for chunk in _chunks(keys):
+    for chunk in pages(keys):
         # Locked in key order on PostgreSQL: two reports of the same files queue here
         # instead of deadlocking, and the second sees what the first wrote.
         q = (select(FILES.c.id, FILES.c.owner, FILES.c.path, FILES.c.size, FILES.c.version,
@@ -148,7 +147,7 @@ def apply_file_records(s, records):
              .order_by(FILES.c.owner, FILES.c.path).with_for_update())
         rows.update(((r.owner, r.path), r) for r in s.execute(q))
     tombs = {}
-    for chunk in _chunks(keys):
+    for chunk in pages(keys):
         q = select(TOMBS).where(tuple_(TOMBS.c.owner, TOMBS.c.path).in_(chunk))
         tombs.update(((t.owner, t.path), t) for t in s.execute(q))
     stamps = OwnerStamps(s, {owner for owner, _ in keys})
@@ -175,21 +174,19 @@ def _write(s, states):
     new = [(key, st) for key, st in states.items() if st.created is not None]
     ids = {}
     if new:
-        made = s.execute(insert(FILES).returning(FILES.c.id, FILES.c.owner, FILES.c.path), [
+        made = insert_rows(s, insert(FILES), [
             dict(_columns(st.record), owner=owner, path=path, folder=folder_of(path),
                  created_at=st.created[0], owner_uid=st.created[1])
-            for (owner, path), st in new])
+            for (owner, path), st in new], returning=(FILES.c.id, FILES.c.owner, FILES.c.path))
         ids = {(r.owner, r.path): r.id for r in made}
         folders = {(owner, f): folder_of(f) for (owner, path), _ in new for f in ancestors(path)}
-        if folders:
-            s.execute(dialect_insert(s, Folder).on_conflict_do_nothing(),
-                      [{"owner": o, "path": p, "parent": parent}
-                       for (o, p), parent in sorted(folders.items())])
+        insert_rows(s, dialect_insert(s, Folder).on_conflict_do_nothing(),
+                    [{"owner": o, "path": p, "parent": parent}
+                     for (o, p), parent in sorted(folders.items())])
     placements = [{"file_id": ids.get(key, st.old_id), "server": server, "priority": priority}
                   for key, st in states.items() if st.record is not None
                   for server, priority in st.record.replicas]
-    if placements:
-        s.execute(insert(PLACEMENTS), placements)
+    insert_rows(s, insert(PLACEMENTS), placements)
     _write_tombs(s, states)
     _prune_folders(s, sorted(key for key, st in states.items() if st.replaced and not st.present))
 
@@ -206,7 +203,7 @@ def _columns(rec):
 
 def _write_tombs(s, states):
     dropped = [key for key, st in states.items() if st.old_tomb is not None and st.tomb is None]
-    for chunk in _chunks(dropped):
+    for chunk in pages(dropped):
         s.execute(delete(TOMBS).where(tuple_(TOMBS.c.owner, TOMBS.c.path).in_(chunk)))
     moved = [{"b_owner": o, "b_path": p, "version": st.tomb[0], "deleted_at": st.tomb[1]}
              for (o, p), st in states.items() if st.old_tomb is not None and st.tomb is not None
@@ -218,8 +215,7 @@ def _write_tombs(s, states):
                   moved)
     made = [{"owner": o, "path": p, "version": st.tomb[0], "deleted_at": st.tomb[1]}
             for (o, p), st in states.items() if st.old_tomb is None and st.tomb is not None]
-    if made:
-        s.execute(insert(TOMBS), made)
+    insert_rows(s, insert(TOMBS), made)
 
 
 def _prune_folders(s, emptied):
@@ -245,18 +241,12 @@ def _add_usage(s, usage):
     reports at once lock the rows in the same order)."""
     rows = [{"owner": owner, "file_count": files, "total_bytes": size}
             for owner, (files, size) in sorted(usage.items())]
-    if not rows:
-        return
     stmt = dialect_insert(s, OwnerUsage)
-    s.execute(stmt.on_conflict_do_update(index_elements=[OwnerUsage.owner], set_={
+    insert_rows(s, stmt.on_conflict_do_update(index_elements=[OwnerUsage.owner], set_={
         "file_count": OwnerUsage.file_count + stmt.excluded.file_count,
         "total_bytes": OwnerUsage.total_bytes + stmt.excluded.total_bytes}), rows)
 
 
 def _delete_in(s, column, ids):
-    for chunk in _chunks(sorted(ids)):
+    for chunk in pages(sorted(ids)):
         s.execute(delete(column.table).where(column.in_(chunk)))
-
-
-def _chunks(items, size=KEYS_PER_QUERY):
-    return [items[i:i + size] for i in range(0, len(items), size)]

@@ -1,7 +1,10 @@
 """A node's report applied in bulk (admin/file_records.py) against the same events applied
 one report each, on SQLite and PostgreSQL: the catalogue, usage, deletion marks, folders and
-quota reservations must come out the same, in a bounded number of statements."""
+quota reservations must come out the same, in a bounded number of statements. And the
+syslog receiver's audit events stored a batch at a time (admin/event_recorder.py)."""
+import asyncio
 import random
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -10,8 +13,13 @@ from sqlalchemy import event, select
 
 from securifile.admin import db
 from securifile.admin.catalog import Catalog
-from securifile.admin.models import DeletedFile, File, Folder, OwnerUsage, Placement, QuotaReservation
+from securifile.admin.event_recorder import EventRecorder
+from securifile.admin.models import (
+    DeletedFile, Event, File, Folder, OwnerUsage, Placement, QuotaReservation)
 from securifile.admin.quotas import Quotas
+from securifile.admin.service import AdminService
+from securifile.common.config import Config
+from securifile.common.syslog import SD_ACCESS, SD_RECORD
 from securifile.common.times import aware
 
 from .databases import db_url, fresh_postgres_database, sessions  # noqa: F401 (fixtures)
@@ -228,3 +236,69 @@ def test_a_batch_costs_a_bounded_number_of_statements(sessions):  # noqa: F811
     # Claim, server, rows, marks, accounts, deletes, update, insert, folders, placements,
     # marks, usage, reservations, and a folder check for each folder emptied.
     assert len(statements) <= 30, statements
+
+
+# -- audit events from the syslog receiver, in batches -----------------------------------------
+
+
+def access_event(n, record_id=None, kind="ACCESS"):
+    sd = {SD_ACCESS: {"user": "bob", "op": "read", "path": f"alice/{n}", "server": "node1",
+                      "result": "200", "bytes": "3"}}
+    if record_id is not None:
+        sd[SD_RECORD] = {"id": record_id}
+    return {"msgid": kind, "hostname": "node1", "msg": f"bob read alice/{n}", "sd": sd}
+
+
+def stored_events(sessions):  # noqa: F811
+    with sessions() as s:
+        return [(e.path, e.record_id) for e in s.scalars(select(Event).order_by(Event.id))]
+
+
+def test_events_of_a_batch_are_stored_once_each_and_a_bad_one_loses_only_itself(sessions, tmp_path):  # noqa: F811
+    service = AdminService(Config(data_dir=tmp_path, certs_dir=tmp_path / "certs",
+                                  bcrypt_rounds=4), sessions)
+    ids = [f"{i:032x}" for i in range(4)]
+    batch = [access_event(i, ids[i]) for i in range(4)] + [access_event(0, ids[0])]
+    service.record_events(batch + [access_event(9)])
+    service.record_events(batch)  # sent again (to this instance or another)
+    assert stored_events(sessions) == [(f"alice/{i}", ids[i]) for i in range(4)] + [
+        ("alice/9", None)]
+    # A kind longer than its column: PostgreSQL refuses that row (SQLite keeps it); the
+    # others of its batch are stored all the same.
+    service.record_events([access_event(10), access_event(11, kind="X" * 40), access_event(12)])
+    paths = [p for p, _ in stored_events(sessions)]
+    assert paths[5] == "alice/10" and paths[-1] == "alice/12"
+    assert ("alice/11" in paths) == (sessions.kw["bind"].dialect.name == "sqlite")
+
+
+def test_the_recorder_gathers_events_into_few_batches_in_order():
+    batches = []
+
+    def record(events):
+        if any(e == "poison" for e in events):
+            raise RuntimeError("the database is gone")
+        batches.append(list(events))
+
+    async def scenario():
+        recorder = EventRecorder(record, delay=0.05, batch=40, max_pending=100)
+        for i in range(100):
+            await recorder.add(i)
+        await until(lambda: sum(map(len, batches)) == 100, what="all 100 events stored")
+        assert [e for b in batches for e in b] == list(range(100))
+        assert len(batches) <= 5 and max(map(len, batches)) <= 40
+        await recorder.add("poison")
+        await recorder.add(100)
+        await recorder.flush()
+        assert recorder.failed == 2  # the whole batch the database refused
+        await recorder.add(101)
+        await recorder.flush()  # at shutdown: nothing queued is left behind
+        assert batches[-1] == [101]
+
+    asyncio.run(asyncio.wait_for(scenario(), 15))
+
+
+async def until(predicate, timeout=5.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
