@@ -27,6 +27,7 @@ FILES, PLACEMENTS, TOMBS = File.__table__, Placement.__table__, DeletedFile.__ta
 # Column widths (admin/models.py): a longer value is a malformed record, skipped like any
 # other rather than failing the batch (and the node's queue behind it) on PostgreSQL.
 WIDTHS = {"owner": 64, "path": 1024, "digest": 128, "algorithm": 16, "origin": 64}
+NOT_KEPT = {"digest", "algorithm", "origin"}  # of a deletion
 
 
 def folder_of(path):
@@ -62,15 +63,19 @@ class FileRecord:
 
     @classmethod
     def parse(cls, rec):
-        """The record of a file event; KeyError, TypeError or ValueError when malformed."""
+        """The record of a file event; KeyError, TypeError or ValueError when malformed.
+        A deletion needs only its name, version and time: nothing else of it is kept."""
+        deleted = bool(rec.get("deleted"))
         text = {}
         for name, width in WIDTHS.items():
-            value = rec[name]
+            value = rec.get(name, "") if deleted and name in NOT_KEPT else rec[name]
+            if deleted and name in NOT_KEPT and value is None:
+                value = ""
             if not isinstance(value, str) or len(value) > width:
                 raise ValueError(f"{name} must be text of at most {width} characters")
             text[name] = value
         replicas = []
-        for r in rec.get("replicas", []):
+        for r in [] if deleted else rec.get("replicas", []):
             server = r["server"]
             if not isinstance(server, str) or len(server) > 64:
                 raise ValueError("a replica's server must be a name")
@@ -79,8 +84,9 @@ class FileRecord:
         if len({server for server, _ in replicas}) != len(replicas):
             raise ValueError("a server holds a file once")
         return cls(version=int(rec["version"]), modified=epoch(from_epoch(rec["modified"])),
-                   size=int(rec["size"]), under_replicated=bool(rec.get("under_replicated", False)),
-                   replicas=replicas, deleted=bool(rec.get("deleted")), **text)
+                   size=0 if deleted else int(rec["size"]),
+                   under_replicated=bool(rec.get("under_replicated", False)),
+                   replicas=replicas, deleted=deleted, **text)
 
     @property
     def key(self):

@@ -209,11 +209,16 @@ def test_malformed_events_are_skipped_and_the_rest_applies(sessions):  # noqa: F
                                                           replicas=[{"server": 3}])),
            file_event(["alice"], "list-owner.txt"),
            {"type": "gossip"}, "not even an object"]
-    assert catalog.apply_report(report("node1:1-8", "node1", bad[0], good, *bad[1:])) is True
+    # A deletion needs only its name, version and time (a tombstone may carry no digest).
+    deletion = file_event("alice", "gone.txt", version=2, deleted=True)
+    deletion["record"].update(digest=None, replicas=None)
+    assert catalog.apply_report(report("node1:1-9", "node1", bad[0], good, *bad[1:],
+                                       deletion)) is True
     assert catalog.rejected_events == len(bad)
     got = catalogue(sessions)
     assert [(f[0], f[1], f[3]) for f in got["files"]] == [("alice", "docs/ok.txt", 7)]
     assert got["usage"] == [("alice", 1, 7)]
+    assert [t[:3] for t in got["tombstones"]] == [("alice", "gone.txt", 2)]
 
 
 def test_a_batch_costs_a_bounded_number_of_statements(sessions):  # noqa: F811
