@@ -4,12 +4,13 @@ quota reservations must come out the same, in a bounded number of statements. An
 syslog receiver's audit events stored a batch at a time (admin/event_recorder.py)."""
 import asyncio
 import random
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text, update
 
 from securifile.admin import db
 from securifile.admin.catalog import Catalog
@@ -23,6 +24,7 @@ from securifile.common.syslog import SD_ACCESS, SD_RECORD
 from securifile.common.times import aware
 
 from .databases import db_url, fresh_postgres_database, sessions  # noqa: F401 (fixtures)
+from .helpers import wait_for
 from .test_admin_db import PASSWORD, T0, file_event, new_accounts, report
 
 OWNERS = ("alice", "bob", "carol")  # carol has no account: her files are stamped with none
@@ -197,6 +199,82 @@ def test_a_mixed_batch_gives_what_its_events_one_by_one_give(sessions, other_ses
     assert bulk.apply_report(report("node1:1-412", "node1", *events)) is False
     assert bulk.apply_report(report("node1:1-413", "node1", *events)) is True
     assert catalogue(sessions) == got
+
+
+def test_reports_of_the_same_files_from_two_nodes_at_once(sessions):  # noqa: F811
+    """Every holder reports each file: two reports of the same rows, new and existing, in
+    different orders, applied at the same time, must neither deadlock nor lose a change
+    (PostgreSQL locks the rows in key order; a race on a new row is run again)."""
+    catalog = accounts(sessions)
+    rng = random.Random(7)
+    # Each version of a file once: then the newest record wins in any order of application.
+    versions = {(o, p): rng.sample(range(1, 1000), 60) for o in OWNERS for p in PATHS}
+    rounds = []
+    for _ in range(6):
+        events = [file_event(o, p, version=versions[o, p].pop(), size=rng.randint(0, 999),
+                             deleted=rng.random() < 0.3, replicas=(("node1", 0),))
+                  for _ in range(120) for o, p in [(rng.choice(OWNERS), rng.choice(PATHS))]]
+        rounds.append((events, list(reversed(events))))
+    errors = []
+
+    def apply(node, i, events):
+        try:
+            catalog.apply_report(report(f"{node}:{i}", node, *events))
+        except Exception as e:  # the test reports it
+            errors.append(e)
+
+    everything = []
+    for i, (first, second) in enumerate(rounds):
+        threads = [threading.Thread(target=apply, args=("node1", i, first)),
+                   threading.Thread(target=apply, args=("node2", i, second))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads) and errors == []
+        everything += first
+    files, marks, usage, _ = rules(sorted(everything, key=lambda e: e["record"]["version"]))
+    got = held(catalogue(sessions))
+    assert (got[0], got[2]) == (files, usage)
+
+
+def test_a_report_waits_for_a_concurrent_change_of_its_rows_and_keeps_the_newer(sessions):  # noqa: F811
+    """Another request changes a file the report holds an older record of, and commits only
+    once the report is under way: the report must read the row after that commit (locked
+    on PostgreSQL, the database's write lock on SQLite), not overwrite it from before."""
+    catalog = accounts(sessions)
+    catalog.apply_report(report("node1:1", "node1", file_event("alice", "f", version=1)))
+    engine = sessions.kw["bind"]
+    holder = sessions()
+    holder.begin()
+    holder.execute(update(File).where(File.owner == "alice", File.path == "f")
+                   .values(version=50, modified_at=datetime.fromtimestamp(T0 + 50, timezone.utc)))
+    result = {}
+
+    def race():
+        try:
+            result["applied"] = catalog.apply_report(
+                report("node2:1", "node2", file_event("alice", "f", version=10, size=99)))
+        except Exception as e:  # the test reports it
+            result["error"] = e
+
+    racer = threading.Thread(target=race)
+    try:
+        racer.start()
+        if engine.dialect.name == "postgresql":
+            def report_waits():
+                with engine.connect() as c:
+                    return c.scalar(text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()"))
+            wait_for(report_waits, what="the report waiting for the row")
+        holder.commit()
+        racer.join(60)
+        assert not racer.is_alive() and result == {"applied": True}
+    finally:
+        holder.close()
+    f = catalog.file("alice", "f")
+    assert (f.version, f.size) == (50, 10)
 
 
 def test_malformed_events_are_skipped_and_the_rest_applies(sessions):  # noqa: F811
