@@ -47,6 +47,9 @@ setup(
         "textual-fspicker>=1.0",
         "zxcvbn>=4.4",
         "prometheus-client>=0.20",  # the /metrics exposition format, kept upstream
+        # The admin server's pages: parsing the rows' JSON and writing the answer took a
+        # third of a 200-file page's CPU with the standard library's json, a tenth with it.
+        "orjson>=3.9",
     ],
     extras_require={
         "test": [
