@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import bcrypt
-from sqlalchemy import delete, exists, false, func, select
+from sqlalchemy import String, bindparam, delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 
 from securifile.common.errors import ApiError, Conflict, Forbidden, NotFound, Unauthenticated
@@ -53,6 +53,10 @@ class NewAccount:
 # What a request's ``Caller`` reads of its account (columns, not the entity).
 CALLER_COLUMNS = (User.id, User.uid, User.username, User.email, User.admin, User.disabled,
                   User.valid_until, User.credential_generation)
+# The account by name, and whether a credential id is revoked (no id: never, '= NULL').
+CALLER_ACCOUNT = select(*CALLER_COLUMNS, exists().where(
+    RevokedCredential.id == bindparam("credential", type_=String)).label("revoked")).where(
+    User.username == bindparam("name", type_=String))
 TRUSTED_PER_ACCOUNT = 16  # addresses remembered per account (the oldest is forgotten)
 
 
@@ -340,11 +344,9 @@ class Accounts:
         """``(account, revoked)`` for a user's credential, read in one statement: the
         account's row by name (None: no such account; the columns a ``Caller`` uses) and
         whether the credential's id is among the revoked ones."""
-        revoked = (exists().where(RevokedCredential.id == principal.credential)
-                   if principal.credential else false())
         with self.reading() as s:
-            row = s.execute(select(*CALLER_COLUMNS, revoked.label("revoked"))
-                            .where(User.username == principal.name)).first()
+            row = s.execute(CALLER_ACCOUNT, {"name": principal.name,
+                                             "credential": principal.credential}).first()
         return (None, False) if row is None else (row, row.revoked)
 
     def credential_problem(self, user, uid, credential, generation=0, revoked=None):

@@ -249,20 +249,13 @@ class Catalog:
         a page shorter than ``limit`` is the last), with their totals from owner_usage;
         ``only``: just that account (or none)."""
         with self.reading() as s:
-            q = (select(User.username, User.uid, User.email, User.admin, User.disabled,
-                        User.valid_until, User.created_at, User.quota_bytes,
-                        OwnerUsage.file_count, OwnerUsage.total_bytes)
+            q = (select(*USER_FIELDS.columns(s))
                  .join(OwnerUsage, OwnerUsage.owner == User.username, isouter=True))
             if only is not None:
                 q = q.where(User.username == only)
             if after:
                 q = q.where(User.username > after)
-            rows = s.execute(q.order_by(User.username).limit(limit)).all()
-        return [{"username": u.username, "id": u.uid, "email": u.email, "admin": u.admin,
-                 "disabled": u.disabled, "valid_until": iso(u.valid_until),
-                 "created": iso(u.created_at), "file_count": u.file_count or 0,
-                 "total_bytes": u.total_bytes or 0, "quota_bytes": u.quota_bytes}
-                for u in rows]
+            return USER_FIELDS.objects(s, s.execute(q.order_by(User.username).limit(limit)))
 
     def owned_files(self, owner, limit=500, after=None):
         with self.reading() as s:
@@ -280,13 +273,11 @@ class Catalog:
         """The newest ``limit`` samples at or after ``since`` (the time of the last sample a
         client holds: it asks only for what is new), oldest first."""
         with self.reading() as s:
-            q = select(StorageSample.t, StorageSample.used_bytes, StorageSample.available_bytes
-                       ).where(StorageSample.server == server)
+            q = select(*SAMPLE_FIELDS.columns(s)).where(StorageSample.server == server)
             if since is not None:
                 q = q.where(StorageSample.t >= since)
             rows = s.execute(q.order_by(StorageSample.t.desc()).limit(limit)).all()
-        return [{"t": iso(t), "used_bytes": used, "available_bytes": available}
-                for t, used, available in reversed(rows)]  # (Row.t is the row as a tuple)
+            return SAMPLE_FIELDS.objects(s, reversed(rows))
 
     def prune_tombstones(self, before):
         """Deletions older than any report still queued on a node can be forgotten."""
@@ -354,6 +345,19 @@ FILE_FIELDS = Fields(
     Field("created", File.created_at), Field("origin", File.origin),
     Field("under_replicated", File.under_replicated),
     Field("replicas", _replicas_column(), postgres=_replicas_json(), convert=_replicas))
+
+
+# An account as the users list shows it, with its totals from owner_usage.
+USER_FIELDS = Fields(
+    Field("username", User.username), Field("id", User.uid), Field("email", User.email),
+    Field("admin", User.admin), Field("disabled", User.disabled),
+    Field("valid_until", User.valid_until), Field("created", User.created_at),
+    Field("file_count", func.coalesce(OwnerUsage.file_count, 0)),
+    Field("total_bytes", func.coalesce(OwnerUsage.total_bytes, 0)),
+    Field("quota_bytes", User.quota_bytes))
+
+SAMPLE_FIELDS = Fields(Field("t", StorageSample.t), Field("used_bytes", StorageSample.used_bytes),
+                       Field("available_bytes", StorageSample.available_bytes))
 
 
 def _one_of(s, column, values, kind=BigInteger):

@@ -35,10 +35,17 @@ class Field:
 class Fields:
     def __init__(self, *fields):
         self.fields = fields
+        self._columns = {}  # per database kind: built once, their cache keys memoized
 
     def columns(self, s):
         """What to select for the objects, on ``s``'s database."""
-        if on_postgres(s):
+        postgres = on_postgres(s)
+        if postgres not in self._columns:
+            self._columns[postgres] = self._build(postgres)
+        return self._columns[postgres]
+
+    def _build(self, postgres):
+        if postgres:
             pairs = []
             for f in self.fields:
                 pairs += [literal_column(sql_string(f.key)), f.on_postgres()]
