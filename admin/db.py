@@ -47,7 +47,7 @@ def make_engine(url):
 
 # A pooled connection unused for this long is pinged (a round trip) before it is handed out;
 # one used more recently is only checked for a hang-up its server sent (no round trip).
-PING_AFTER_IDLE = 10.0
+PING_AFTER_IDLE = 1.0
 
 
 def _server_engine(url, prepared=False, **options):

@@ -150,7 +150,9 @@ class ServerRegistry:
 
     def listing(self):
         with reading(self.sessions)() as s:
-            rows = s.scalars(select(Server).order_by(Server.name)).all()
+            rows = s.execute(select(Server.name, Server.url, Server.status, Server.admin_state,
+                                    Server.since, Server.used_bytes, Server.available_bytes,
+                                    Server.sampled_at).order_by(Server.name)).all()
             under = self.under_replicated_counts(s)
         return [{"name": r.name, "url": r.url, "under_replicated": under.get(r.name, 0),
                  "status": "offline" if r.admin_state == "offline" and r.status != RUNNING else r.status,
