@@ -362,10 +362,19 @@ SAMPLE_FIELDS = Fields(Field("t", StorageSample.t), Field("used_bytes", StorageS
 
 def _one_of(s, column, values, kind=BigInteger):
     """``column IN (values)``; on PostgreSQL ``column = ANY(array)``, one parameter:
-    rendering and converting a page's hundreds of placeholders cost more than the query."""
+    rendering and converting a page's hundreds of placeholders cost more than the query.
+    The array goes as its text ('{"a","b"}', cast by the server): pg8000 escapes an array
+    parameter character by character in Python."""
     if s.get_bind().dialect.name == "postgresql":
-        return column == any_(literal(values, ARRAY(kind)))
+        return column == any_(cast(literal(array_text(values), String), ARRAY(kind)))
     return column.in_(values)
+
+
+def array_text(values):
+    """PostgreSQL's text for an array of ``values`` (strings quoted, '"' and '\\' escaped)."""
+    return "{" + ",".join(
+        str(v) if isinstance(v, int) else
+        '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
 def _under(grant_path, folder_key):

@@ -8,12 +8,13 @@ what the Python formatting and the plain pool gave.
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import String, cast, create_engine, literal, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import selectinload
 
 from securifile.admin import db
 from securifile.admin.acl import AccessControl
-from securifile.admin.catalog import Catalog, file_json
+from securifile.admin.catalog import Catalog, array_text, file_json
 from securifile.admin.events import events_page
 from securifile.admin.models import Event, File, Grant, StorageSample, User
 from securifile.common.times import iso
@@ -145,3 +146,21 @@ def test_prepared_reads_survive_a_change_of_the_schema(pg_engine):
         s.execute(text("ALTER TABLE grants ALTER COLUMN role TYPE text"))
     assert acl.role_function("bob", "alice")("docs/a.txt") == "reader"
     assert acl.shared_with("bob") == [{"owner": "alice", "path": "docs/", "role": "reader"}]
+
+
+def test_an_array_sent_as_text_comes_back_as_the_same_values(pg_engine):
+    values = ["a", 'quote " inside', "back\\slash", "comma, {braces}", "NULL", "", " spaced ",
+              "\u00e9t\u00e9/\u6587\u4ef6.txt"]
+    with pg_engine.reading.connect() as c:
+        got = c.execute(select(cast(literal(array_text(values), String), ARRAY(String)))).scalar()
+    assert got == values
+
+
+def test_a_sharee_sees_exactly_the_files_shared_whatever_their_names(sessions):
+    names = ['s/a "quoted".txt', "s/back\\slash.txt", "s/comma, {x}.txt", "s/NULL"]
+    catalog = Catalog(sessions)
+    catalog.apply_report(report("n1:s", "node1", *[file_event("alice", p) for p in
+                                                    names + ["s/other.txt"]]))
+    roles = lambda p: "reader" if p in names else None  # noqa: E731
+    page = catalog.list_folder("bob", "alice", "s", roles, grant_paths=names)
+    assert [f["path"] for f in page["files"]] == sorted(names)
