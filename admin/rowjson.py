@@ -73,7 +73,7 @@ def iso_text(column):
     """PostgreSQL: a timestamptz as ``common.times.iso`` writes it, in UTC
     ('2026-11-20T09:30:00.500000+00:00'; no fraction at a whole second; NULL stays NULL)."""
     utc = column.op("AT TIME ZONE")(literal_column("'UTC'"))
-    whole = func.to_char(utc, literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS'"))
-    fraction = func.coalesce(func.nullif(func.to_char(utc, literal_column("'.US'")),
-                                         literal_column("'.000000'")), literal_column("''"))
-    return whole.op("||")(fraction).op("||")(literal_column("'+00:00'"))  # NULL || x is NULL
+    text = func.to_char(utc, literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS.US'"))
+    # One to_char a timestamp: '.000000' can only be the fraction. NULL || x is NULL.
+    return func.replace(text, literal_column("'.000000'"), literal_column("''")).op("||")(
+        literal_column("'+00:00'"))
