@@ -100,7 +100,7 @@ class AdminHandler(ApiHandler):
         return await asyncio.to_thread(run)
 
     def send_json(self, payload, status=200):
-        """As ApiHandler's, written with orjson: a page of 200 files costs a tenth of the
+        """As ApiHandler's, written with orjson: a page of 200 files costs an eighth of the
         standard library's time (compact, the same JSON values)."""
         try:
             body = orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)

@@ -2,9 +2,8 @@
 
 On PostgreSQL the database builds each row's object (``json_build_object``, timestamps as
 ISO text): the admin server receives one text column per row and parses the page in one
-``json.loads``, instead of decoding a dozen columns a row and building the dicts in Python
-(two thirds of a 200-file page's CPU); orjson parses it several times faster than the
-standard library. On SQLite the same fields are read as columns and
+call (orjson), instead of decoding a dozen columns a row and building the dicts in Python
+(two thirds of a 200-file page's CPU). On SQLite the same fields are read as columns and
 turned into the same dicts here. ``Fields`` names each key once for both.
 """
 import orjson
