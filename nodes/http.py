@@ -222,9 +222,12 @@ class FileHandler(UserHandler):
         chunks = read.chunks(start, end, self.read_chunk,
                              verify=rng is None and self.verify_reads)
         try:
+            await self.flush()  # the headers
             for chunk in chunks:
-                self.write(chunk)  # one chunk per flush: Tornado sends it without a copy
-                await self.flush()
+                # A view of a reused buffer: straight to the connection (RequestHandler.write
+                # takes bytes only), which sends it without a copy; the next chunk is read
+                # only once this one is out.
+                await self.request.connection.write(chunk)
         except StreamClosedError:
             return
         except CopyCorrupt:
