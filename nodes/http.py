@@ -222,12 +222,15 @@ class FileHandler(UserHandler):
         chunks = read.chunks(start, end, self.read_chunk,
                              verify=rng is None and self.verify_reads)
         try:
-            await self.flush()  # the headers
             for chunk in chunks:
-                # A view of a reused buffer: straight to the connection (RequestHandler.write
-                # takes bytes only), which sends it without a copy; the next chunk is read
-                # only once this one is out.
-                await self.request.connection.write(chunk)
+                # A view of a reused buffer, sent before the next chunk is read. The first
+                # goes with the headers (a copy: RequestHandler.write takes bytes only), the
+                # others straight to the connection, which sends them without a copy.
+                if not self._headers_written:
+                    self.write(bytes(chunk))
+                    await self.flush()
+                else:
+                    await self.request.connection.write(chunk)
         except StreamClosedError:
             return
         except CopyCorrupt:
