@@ -4,8 +4,8 @@ Why reused: a fresh object of about a MiB per MiB moved (the pieces of a body jo
 a write, a chunk read for a download) fragments glibc's heap at full speed. Once a freed
 block of 1 MiB has raised glibc's dynamic mmap threshold, such blocks come from the heap,
 and blocks of slightly different sizes freed and taken in turn leave holes that are never
-given back. A node moving a 2 GiB file at 130 MB/s peaked 25-30 MiB above its resting size
-while Python held 3-6 MiB of buffers at any moment (tracemalloc), and replaying that
+given back. A node moving a 2 GiB file at 130 MB/s peaked 25-30 MiB above its resting
+size while Python held 3-6 MiB of buffers at any moment (tracemalloc), and replaying that
 allocation pattern alone grew a process by 15 MiB (3.6 MiB with the buffers below). One
 buffer per transfer, filled again and again, keeps the peak near what is live.
 """
@@ -28,7 +28,7 @@ class Gather:
         self.capacity = capacity
         self.put = put
         self.filled = 0  # bytes gathered and not yet put
-        self._pieces = []  # while the body fits in less than one buffer
+        self._pieces = []  # while the body is under SMALL
         self._buffer = None
 
     def add(self, chunk):

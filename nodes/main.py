@@ -48,7 +48,7 @@ log = logging.getLogger("securifile.node")
 TLS_READ_CHUNK = 16 * 1024
 # A streamed body reaches its handler in pieces of at most this much. 1 MiB pieces (fresh
 # objects each, several alive at once on their way to disk and to the replicas) fragmented
-# the heap at full speed; the disk writes are gathered to 1 MiB anyway (diskfile.Gather).
+# the heap at full speed; the disk writes are gathered to 1 MiB anyway (buffers.Gather).
 BODY_CHUNK = 256 << 10
 # Downloads are read and flushed 1 MiB at a time. 2 MiB chunks (half the flushes) raised a
 # node's peak RSS by 4-5 MiB, and with aiohttp loaded the node is near its 64 MiB budget.
