@@ -8,15 +8,18 @@ import logging
 from datetime import datetime, timezone
 
 from sqlalchemy import (
-    BigInteger, String, and_, any_, cast, delete, func, literal, or_, select, update)
-from sqlalchemy.dialects.postgresql import ARRAY
+    BigInteger, String, and_, any_, cast, delete, func, literal, literal_column, or_, select,
+    update)
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from securifile.common.roles import OWNER
 from securifile.common.times import epoch, from_epoch, iso
 
+from .db import reading
 from .namespaces import owner_uid_for, visible_clause
+from .rowjson import Field, Fields
 from .models import (
     AppliedReport, DeletedFile, File, Folder, Grant, OwnerUsage, Placement, Server, StorageSample,
     User)
@@ -57,6 +60,7 @@ def file_json(f, role=None, replicas=None):
 class Catalog:
     def __init__(self, sessions, on_status=None):
         self.sessions = sessions
+        self.reading = reading(sessions)  # the GUI's pages
         self.rejected_events = 0
         self.on_status = on_status  # (session, observer, event) -> None, set by the server logic
         self.on_quota_done = None  # (session, server, reservation id) -> None, likewise
@@ -203,9 +207,9 @@ class Catalog:
         limit = max(1, min(int(limit), 5000))
         folder_key = folder + "/" if folder else ""
         whole = role_of(folder_key) is not None
-        with self.sessions() as s:
+        with self.reading() as s:
             unsealed = visible_clause(s, owner)
-            q = _owner_files(owner, unsealed)
+            q = _owner_files(s, owner, unsealed)
             if recursive:
                 if folder:
                     q = q.where(File.path >= folder + "/", File.path < upper_bound(folder))
@@ -220,8 +224,8 @@ class Catalog:
                 if shared:  # one parameter, not one OR term per file shared
                     visible.append(_one_of(s, File.path, shared, String))
                 q = q.where(or_(*visible) if visible else False)
-            rows, more = _keyset_page(s, q, limit, after)
-            files = _page_json(rows, role_of)
+            files, more = _keyset_page(s, q, limit, after)
+            _add_roles(files, role_of)
             folders = []
             if not recursive and after is None:
                 fq = select(Folder.path).where(Folder.owner == owner, Folder.parent == folder)
@@ -233,7 +237,7 @@ class Catalog:
                         select(File.id).where(File.owner == owner, unsealed, File.path >= p + "/",
                                               File.path < upper_bound(p)).limit(1)) is not None]
         return {"owner": owner, "folder": folder, "files": files, "folders": folders,
-                "next": rows[-1].path if more else None}
+                "next": files[-1]["path"] if more else None}
 
     def file(self, owner, path):
         with self.sessions() as s:
@@ -244,43 +248,36 @@ class Catalog:
         """A page of accounts by name (keyset: ``after`` is the last name of the page before;
         a page shorter than ``limit`` is the last), with their totals from owner_usage;
         ``only``: just that account (or none)."""
-        with self.sessions() as s:
-            q = (select(User.username, User.uid, User.email, User.admin, User.disabled,
-                        User.valid_until, User.created_at, User.quota_bytes,
-                        OwnerUsage.file_count, OwnerUsage.total_bytes)
+        with self.reading() as s:
+            q = (select(*USER_FIELDS.columns(s))
                  .join(OwnerUsage, OwnerUsage.owner == User.username, isouter=True))
             if only is not None:
                 q = q.where(User.username == only)
             if after:
                 q = q.where(User.username > after)
-            rows = s.execute(q.order_by(User.username).limit(limit)).all()
-        return [{"username": u.username, "id": u.uid, "email": u.email, "admin": u.admin,
-                 "disabled": u.disabled, "valid_until": iso(u.valid_until),
-                 "created": iso(u.created_at), "file_count": u.file_count or 0,
-                 "total_bytes": u.total_bytes or 0, "quota_bytes": u.quota_bytes}
-                for u in rows]
+            return USER_FIELDS.objects(s, s.execute(q.order_by(User.username).limit(limit)))
 
     def owned_files(self, owner, limit=500, after=None):
-        with self.sessions() as s:
-            rows, more = _keyset_page(s, _owner_files(owner, visible_clause(s, owner)), limit,
-                                      after)
-            usage = s.get(OwnerUsage, owner)
-            files = _page_json(rows, lambda _path: OWNER)
+        with self.reading() as s:
+            files, more = _keyset_page(s, _owner_files(s, owner, visible_clause(s, owner)),
+                                       limit, after)
+            usage = s.execute(select(OwnerUsage.file_count, OwnerUsage.total_bytes)
+                              .where(OwnerUsage.owner == owner)).first()
+        for f in files:
+            f["role"] = OWNER
         return {"username": owner, "file_count": usage.file_count if usage else 0,
                 "total_bytes": usage.total_bytes if usage else 0, "files": files,
-                "next": rows[-1].path if more else None}
+                "next": files[-1]["path"] if more else None}
 
     def samples(self, server, since, limit=2000):
         """The newest ``limit`` samples at or after ``since`` (the time of the last sample a
         client holds: it asks only for what is new), oldest first."""
-        with self.sessions() as s:
-            q = select(StorageSample.t, StorageSample.used_bytes, StorageSample.available_bytes
-                       ).where(StorageSample.server == server)
+        with self.reading() as s:
+            q = select(*SAMPLE_FIELDS.columns(s)).where(StorageSample.server == server)
             if since is not None:
                 q = q.where(StorageSample.t >= since)
             rows = s.execute(q.order_by(StorageSample.t.desc()).limit(limit)).all()
-        return [{"t": iso(t), "used_bytes": used, "available_bytes": available}
-                for t, used, available in reversed(rows)]  # (Row.t is the row as a tuple)
+            return SAMPLE_FIELDS.objects(s, reversed(rows))
 
     def prune_tombstones(self, before):
         """Deletions older than any report still queued on a node can be forgotten."""
@@ -301,21 +298,34 @@ class Catalog:
                 s.add(OwnerUsage(owner=owner, file_count=count, total_bytes=total))
 
 
-def _page_json(rows, role_of):
-    """JSON for a page of ``files`` rows that carry their replicas (``_owner_files``)."""
-    return [file_json(r, role_of(r.path), _replicas(r.replicas)) for r in rows]
+def _add_roles(files, role_of):
+    """Each file's ``role`` for the caller (none: no key, as ``file_json`` leaves it)."""
+    for f in files:
+        role = role_of(f["path"])
+        if role is not None:
+            f["role"] = role
 
 
 REPLICA_SEP = "\n"  # between a file's replicas in the page query's text column
 
 
 def _replicas_column():
-    """A file's replicas as one text column, 'priority server' joined by REPLICA_SEP (a
-    correlated subquery on placements' primary key): the page and its replicas come in
-    one statement, and pg8000 decodes one row per file instead of one per replica."""
+    """SQLite: a file's replicas as one text column, 'priority server' joined by
+    REPLICA_SEP (a correlated subquery on placements' primary key): the page and its
+    replicas come in one statement."""
     pair = cast(Placement.priority, String) + " " + Placement.server
     return (select(func.aggregate_strings(pair, REPLICA_SEP))
-            .where(Placement.file_id == File.id).scalar_subquery().label("replicas"))
+            .where(Placement.file_id == File.id).scalar_subquery())
+
+
+def _replicas_json():
+    """PostgreSQL: a file's replicas as the API's JSON list, by priority."""
+    pair = func.json_build_object(literal_column("'server'"), Placement.server,
+                                  literal_column("'priority'"), Placement.priority)
+    return func.coalesce(
+        select(func.json_agg(aggregate_order_by(pair, Placement.priority, Placement.server)))
+        .where(Placement.file_id == File.id).scalar_subquery(),
+        literal_column("'[]'::json"))
 
 
 def _replicas(text):
@@ -327,12 +337,44 @@ def _replicas(text):
             for priority, server in sorted((int(p), server) for p, server in pairs)]
 
 
+# A file as the API shows it (``file_json``), for a page of rows.
+FILE_FIELDS = Fields(
+    Field("owner", File.owner), Field("path", File.path), Field("size", File.size),
+    Field("digest", File.digest), Field("algorithm", File.algorithm),
+    Field("version", File.version), Field("modified", File.modified_at),
+    Field("created", File.created_at), Field("origin", File.origin),
+    Field("under_replicated", File.under_replicated),
+    Field("replicas", _replicas_column(), postgres=_replicas_json(), convert=_replicas))
+
+
+# An account as the users list shows it, with its totals from owner_usage.
+USER_FIELDS = Fields(
+    Field("username", User.username), Field("id", User.uid), Field("email", User.email),
+    Field("admin", User.admin), Field("disabled", User.disabled),
+    Field("valid_until", User.valid_until), Field("created", User.created_at),
+    Field("file_count", func.coalesce(OwnerUsage.file_count, 0)),
+    Field("total_bytes", func.coalesce(OwnerUsage.total_bytes, 0)),
+    Field("quota_bytes", User.quota_bytes))
+
+SAMPLE_FIELDS = Fields(Field("t", StorageSample.t), Field("used_bytes", StorageSample.used_bytes),
+                       Field("available_bytes", StorageSample.available_bytes))
+
+
 def _one_of(s, column, values, kind=BigInteger):
     """``column IN (values)``; on PostgreSQL ``column = ANY(array)``, one parameter:
-    rendering and converting a page's hundreds of placeholders cost more than the query."""
+    rendering and converting a page's hundreds of placeholders cost more than the query.
+    The array goes as its text ('{"a","b"}', cast by the server): pg8000 escapes an array
+    parameter character by character in Python."""
     if s.get_bind().dialect.name == "postgresql":
-        return column == any_(literal(values, ARRAY(kind)))
+        return column == any_(cast(literal(array_text(values), String), ARRAY(kind)))
     return column.in_(values)
+
+
+def array_text(values):
+    """PostgreSQL's text for an array of ``values`` (strings quoted, '"' and '\\' escaped)."""
+    return "{" + ",".join(
+        str(v) if isinstance(v, int) else
+        '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
 def _under(grant_path, folder_key):
@@ -346,19 +388,20 @@ def _grant_clause(grant_path):
     return File.path == grant_path
 
 
-def _owner_files(owner, unsealed):
-    """The query for ``owner``'s file rows with their replicas, only those ``unsealed`` lets
-    through (if not None)."""
-    q = select(File.__table__, _replicas_column()).where(File.owner == owner)
+def _owner_files(s, owner, unsealed):
+    """The query for ``owner``'s files as the API's objects with their replicas
+    (``FILE_FIELDS``), only those ``unsealed`` lets through (if not None)."""
+    q = select(*FILE_FIELDS.columns(s)).where(File.owner == owner)
     return q if unsealed is None else q.where(unsealed)
 
 
 def _keyset_page(s, q, limit, after):
-    """Up to ``limit`` rows of ``q`` by path after ``after``, and whether more follow."""
+    """Up to ``limit`` files of ``q`` (``_owner_files``) by path after ``after``, as
+    objects, and whether more follow."""
     if after:
         q = q.where(File.path > after)
     rows = s.execute(q.order_by(File.path).limit(limit + 1)).all()
-    return rows[:limit], len(rows) > limit
+    return FILE_FIELDS.objects(s, rows[:limit]), len(rows) > limit
 
 
 def _grant_paths(s, caller, owner):

@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select, update
 
 from securifile.common.errors import ApiError, Forbidden, NotFound
 
+from .db import reading
 from .models import File, OwnerUsage, QuotaReservation, User
 
 RESERVATION_SECONDS = 120.0
@@ -54,7 +55,7 @@ class Quotas:
 
     def usage(self, username):
         """``{"quota_bytes", "used_bytes", "reserved_bytes"}`` of an account's namespace."""
-        with self.sessions() as s:
+        with reading(self.sessions)() as s:
             quota = s.scalar(select(User.quota_bytes).where(User.username == username))
             return {"quota_bytes": quota, "used_bytes": self._used(s, username),
                     "reserved_bytes": self._reserved(s, username)}

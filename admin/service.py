@@ -23,6 +23,7 @@ from .acl import AccessControl, allowed
 from .caller import Caller
 from .catalog import Catalog
 from .coordination import exclusive, insert_once
+from .db import reading
 from .events import events_page
 from .membership import MembershipBook
 from .mailer import (
@@ -125,7 +126,7 @@ class AdminService:
     def recent_events(self, caller, after, limit):
         """A page of events (see events_page): every one for administrators, the caller's
         own for anybody else."""
-        return events_page(self.sessions, after, limit, None if caller.admin else caller.name)
+        return events_page(reading(self.sessions), after, limit, None if caller.admin else caller.name)
 
     def _log_status(self, server, old, new, detail):
         log.warning("server %s: %s -> %s (%s)", server, old, new, detail)
@@ -154,10 +155,10 @@ class AdminService:
         """The ``Caller`` behind a user's credential: refused while the account is gone (403),
         the credential revoked or from a removed account of that name (401), or the account
         disabled or expired (403)."""
-        user = self.accounts.get(principal.name)
+        user, revoked = self.accounts.caller_account(principal)
         if user is None:
             raise Forbidden(f"account {principal.name} no longer exists", code="no_such_user")
-        self.accounts.check_credential(user, principal)
+        self.accounts.check_credential(user, principal, revoked)
         self.accounts.check_active(user)
         return Caller(principal, user)
 
