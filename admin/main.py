@@ -27,7 +27,7 @@ import sys
 from urllib.parse import urlsplit
 
 from securifile.common.auth import Authenticator
-from securifile.common.certs import CertLayout
+from securifile.common.certnames import CertLayout
 from securifile.common.config import load_config
 from securifile.common.errors import ApiError
 from securifile.common.limits import LimitedHTTPServer, ServerLimits, node_callers

@@ -11,7 +11,8 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from securifile.common.certs import CertificateAuthority, CertLayout
+from securifile.common.certnames import CertLayout
+from securifile.common.certs import CertificateAuthority
 from securifile.common.errors import ApiError, Forbidden, NotFound
 from securifile.common.times import aware, iso
 from securifile.common.tokens import load_private_key, mint_token

@@ -17,7 +17,7 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 from tornado.tcpserver import TCPServer
 
-from securifile.common.certs import subject_identity
+from securifile.common.certnames import subject_identity
 from securifile.common.limits import ConnectionGate, ServerLimits, handshake_deadline
 from securifile.common.private_files import open_private_append, private_dir
 from securifile.common.syslog import SyslogParseError, parse_message

@@ -9,7 +9,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .certs import ROLE_ADMIN, ROLE_MONITOR, ROLE_NODE, ROLE_USER, peer_credential, subject_identity
+from .certnames import (
+    ROLE_ADMIN, ROLE_MONITOR, ROLE_NODE, ROLE_USER, peer_credential, subject_identity)
 from .errors import Forbidden, Unauthenticated
 from .tokens import ROLE_ADMIN_SERVER, verify_token
 

@@ -7,7 +7,6 @@ A monitoring certificate (a Prometheus server's) reads /metrics and nothing else
 import datetime
 import ipaddress
 import os
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,22 +15,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .certnames import ROLE_MONITOR, ROLE_NODE, ROLE_USER, server_identity
+
 ORGANISATION = "SecuriFile"
-ROLE_NODE, ROLE_ADMIN, ROLE_USER, ROLE_MONITOR = "node", "admin", "user", "monitor"
 DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
-# Every server certificate also names NAME.ROLE.securifile (e.g. node1.node.securifile). User
-# names cannot hold a dot, so a peer check by name (rsyslog's permittedPeer) matches server
-# certificates only, never a user's certificate with a server's name as its common name.
-IDENTITY_SUFFIX = ".securifile"
 STRONG_CURVES = (ec.SECP256R1, ec.SECP384R1)
 # Certificates start this long before they are issued, for clocks a little behind.
 BACKDATE = datetime.timedelta(minutes=5)
 MIN_RSA_BITS = 3072
-
-
-def server_identity(name, role=ROLE_NODE):
-    """The DNS name that proves a certificate belongs to server ``name`` in ``role``."""
-    return f"{name}.{role}{IDENTITY_SUFFIX}"
 
 
 def check_key_strength(public_key):
@@ -212,47 +203,6 @@ class CertificateAuthority:
         )
 
 
-@dataclass(frozen=True)
-class CertLayout:
-    """Where each generated file lives inside a certificate folder."""
-
-    root: Path
-
-    @property
-    def ca_cert(self):
-        return self.root / "ca.crt"
-
-    @property
-    def ca_key(self):
-        return self.root / "ca.key"
-
-    @property
-    def token_private_key(self):
-        return self.root / "token-signing.key"
-
-    @property
-    def token_public_key(self):
-        return self.root / "token-signing.pub"
-
-    def server_cert(self, name):
-        return self.root / "servers" / f"{name}.crt"
-
-    def server_key(self, name):
-        return self.root / "servers" / f"{name}.key"
-
-    def user_cert(self, name):
-        return self.root / "users" / f"{name}.crt"
-
-    def user_key(self, name):
-        return self.root / "users" / f"{name}.key"
-
-    def monitor_cert(self, name):
-        return self.root / "monitors" / f"{name}.crt"
-
-    def monitor_key(self, name):
-        return self.root / "monitors" / f"{name}.key"
-
-
 def ensure_ca(layout):
     """Load the CA from the folder, creating it (and the token signing key) when missing."""
     if layout.ca_cert.exists() and layout.ca_key.exists():
@@ -339,29 +289,3 @@ def certificate_uid(cert_path):
 def write_cert_and_key(cert_path, key_path, cert, key):
     _write_cert(cert_path, cert)
     _write_key(key_path, key)
-
-
-def subject_identity(peercert):
-    """(common name, role) from the dict ``ssl.SSLSocket.getpeercert()`` returns."""
-    fields = {}
-    for rdn in peercert.get("subject", ()):
-        for key, value in rdn:
-            fields[key] = value
-    return fields.get("commonName"), fields.get("organizationalUnitName")
-
-
-def peer_credential(peercert):
-    """(account id, credential id, not-after epoch, credential generation) of a verified
-    peer certificate dict."""
-    fields = {}
-    for rdn in peercert.get("subject", ()):
-        for key, value in rdn:
-            fields[key] = value
-    serial = peercert.get("serialNumber")
-    not_after = peercert.get("notAfter")
-    expires = ssl.cert_time_to_seconds(not_after) if not_after else None
-    try:
-        generation = int(fields.get("generationQualifier") or 0)
-    except ValueError:
-        generation = -1  # not one we signed: matches no account
-    return fields.get("userId"), f"cert:{serial}" if serial else None, expires, generation

@@ -12,9 +12,9 @@ import secrets
 import sys
 from pathlib import Path
 
+from securifile.common.certnames import ROLE_ADMIN, ROLE_NODE, CertLayout, server_identity
 from securifile.common.certs import (
-    DEFAULT_SERVER_NAMES, ROLE_ADMIN, ROLE_NODE, CertLayout, ensure_ca, ensure_server_cert,
-    ensure_monitor_cert, ensure_user_cert, server_identity)
+    DEFAULT_SERVER_NAMES, ensure_ca, ensure_monitor_cert, ensure_server_cert, ensure_user_cert)
 from securifile.common.paths import check_username
 from securifile.common.tokens import load_private_key, mint_token
 

@@ -22,8 +22,8 @@ import urllib.request
 from urllib.parse import urlsplit
 from pathlib import Path
 
-from securifile.common.certs import (DEFAULT_SERVER_NAMES, ROLE_ADMIN, CertLayout, ensure_ca,
-                                     ensure_server_cert)
+from securifile.common.certnames import ROLE_ADMIN, CertLayout
+from securifile.common.certs import DEFAULT_SERVER_NAMES, ensure_ca, ensure_server_cert
 from securifile.common.config import Config, ServerEntry, dump_config, load_config
 from securifile.common.private_files import private_dir, private_file, restrict_umask
 from securifile.common.tls import client_context

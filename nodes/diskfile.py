@@ -20,6 +20,8 @@ from securifile.common.digests import new_hasher
 from securifile.common.durable import FolderSyncer, fsync_dir
 from securifile.common.errors import ApiError, Conflict, InsufficientStorage, NotFound
 
+from .buffers import Gather, read_views
+
 READ_CHUNK = 1 << 20
 WRITE_BUFFER = 1 << 20
 SYNC_EVERY = 256 << 20  # a big upload is synced behind the writes this often (as Swift does)
@@ -79,11 +81,18 @@ class DiskStore:
 
     def open_chunks(self, fp, start=0, end=None, chunk_size=READ_CHUNK):
         """Yield the bytes ``[start, end)`` of a stored file in chunks."""
+        return _chunks(self._open(fp), start, end, chunk_size)
+
+    def open_views(self, fp, start=0, end=None, chunk_size=READ_CHUNK):
+        """``open_chunks`` for a download: views of two buffers read into in turn
+        (``buffers.read_views``: each chunk is overwritten two chunks later)."""
+        return read_views(self._open(fp, buffering=0), start, end, chunk_size)
+
+    def _open(self, fp, **kw):
         try:
-            f = open(self.path_for(fp), "rb")
+            return open(self.path_for(fp), "rb", **kw)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"{fp} is not stored on this server") from None
-        return _chunks(f, start, end, chunk_size)
 
     def delete(self, fp):
         """Remove a file and the folders it leaves empty up to the namespace root."""
@@ -186,9 +195,10 @@ def _chunks(f, start, end, chunk_size):
 class DiskWriter:
     """One upload in flight: bytes go to a temp file and into the digest as they arrive.
 
-    Under TLS the pieces arrive 16 KiB at a time; they are gathered in a 1 MiB buffer and
-    hashed and written a buffer at a time (one ``update`` and one ``write(2)`` per MiB rather
-    than 64 of each: every ``update`` over 2 KiB gives up and takes back the GIL). A big
+    Under TLS the pieces arrive 16 KiB at a time; they are gathered in a 1 MiB buffer, reused
+    for the whole body (``buffers.Gather``), and hashed and written a buffer at a time (one
+    ``update`` and one ``write(2)`` per MiB rather than 64 of each: every ``update`` over
+    2 KiB gives up and takes back the GIL). A big
     file is synced to disk in a worker thread every ``SYNC_EVERY`` bytes while it arrives,
     so that the fsync of the commit finds little left to write.
     """
@@ -202,8 +212,7 @@ class DiskWriter:
         fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="up-")
         self._fd = fd
         self._tmp = Path(name)
-        self._pending = []  # pieces gathered until WRITE_BUFFER bytes are there
-        self._filled = 0
+        self._gather = Gather(WRITE_BUFFER, self._put)
         self._synced = 0
         self._written = 0  # bytes in the temp file
         self._syncing = None
@@ -211,18 +220,12 @@ class DiskWriter:
 
     def write(self, chunk):
         self.size += len(chunk)
-        self._pending.append(chunk)
-        self._filled += len(chunk)
-        if self._filled >= WRITE_BUFFER:
-            self._drain()
-            if self.size - self._synced >= SYNC_EVERY:
-                self._sync_behind()
+        self._gather.add(chunk)
+        if self.size - self._synced >= SYNC_EVERY:
+            self._sync_behind()
 
     def _drain(self):
-        if self._pending:
-            pending = self._pending
-            self._pending, self._filled = [], 0
-            self._put(pending[0] if len(pending) == 1 else b"".join(pending))
+        self._gather.drain()
 
     def _put(self, data):
         # Checked before every buffer (a statvfs a MiB): a body of unknown length was never
@@ -334,7 +337,7 @@ class DiskWriter:
             except OSError:
                 pass
             self._fd = None
-        self._pending, self._filled = [], 0
+        self._gather.clear()
         self._tmp.unlink(missing_ok=True)
 
 

@@ -40,8 +40,10 @@ class Download:
 
     def chunks(self, start, end, chunk_size, verify):
         """The bytes from ``start`` to ``end``; ``verify``: a whole read raises CopyCorrupt
-        instead of its last chunk when the copy does not match the record."""
-        chunks = self.node.store.open_chunks(self.loc.file_path, start, end, chunk_size)
+        instead of its last chunk when the copy does not match the record. The chunks are
+        views of two reused buffers (``DiskStore.open_views``): the caller sends each one
+        before it asks for the next."""
+        chunks = self.node.store.open_views(self.loc.file_path, start, end, chunk_size)
         if verify:
             chunks = verified(chunks, new_hasher(self.loc.algorithm), self.loc.digest)
         return chunks

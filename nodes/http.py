@@ -223,8 +223,14 @@ class FileHandler(UserHandler):
                              verify=rng is None and self.verify_reads)
         try:
             for chunk in chunks:
-                self.write(chunk)  # one chunk per flush: Tornado sends it without a copy
-                await self.flush()
+                # A view of a reused buffer, sent before the next chunk is read. The first
+                # goes with the headers (a copy: RequestHandler.write takes bytes only), the
+                # others straight to the connection, which sends them without a copy.
+                if not self._headers_written:
+                    self.write(bytes(chunk))
+                    await self.flush()
+                else:
+                    await self.request.connection.write(chunk)
         except StreamClosedError:
             return
         except CopyCorrupt:

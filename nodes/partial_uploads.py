@@ -22,6 +22,7 @@ from securifile.common.durable import fsync_dir
 from securifile.common.errors import ApiError, NotFound
 from securifile.common.paths import FilePath
 
+from .buffers import Gather
 from .diskfile import WRITE_BUFFER, DiskWriter
 
 
@@ -210,8 +211,7 @@ class PartialWriter(DiskWriter):
         os.ftruncate(self._fd, offset)  # nothing past the offset the client was told
         os.lseek(self._fd, offset, os.SEEK_SET)
         self._tmp = path
-        self._pending = []
-        self._filled = 0
+        self._gather = Gather(WRITE_BUFFER, self._put)
         self._synced = offset
         self._written = offset  # bytes in the file: DiskWriter._put counts them as in flight
         self._syncing = None
@@ -239,7 +239,7 @@ class PartialWriter(DiskWriter):
     def rewind(self, hasher):
         """Drop what this request appended (its own digest did not match): back to the
         offset it started from, with ``hasher`` (a copy taken then)."""
-        self._pending, self._filled = [], 0
+        self._gather.clear()
         os.ftruncate(self._fd, self.start)
         os.lseek(self._fd, self.start, os.SEEK_SET)
         self.size, self.hasher, self._written = self.start, hasher, self.start

@@ -15,8 +15,8 @@ from securifile.admin import db
 from securifile.admin.models import Base
 from securifile.admin.service import AdminService
 from securifile.common.auth import Principal
-from securifile.common.certs import (
-    ROLE_ADMIN, ROLE_NODE, CertLayout, ensure_ca, ensure_server_cert, ensure_user_cert)
+from securifile.common.certnames import ROLE_ADMIN, ROLE_NODE, CertLayout
+from securifile.common.certs import ensure_ca, ensure_server_cert, ensure_user_cert
 from securifile.common.config import Config, ServerEntry
 from securifile.common.errors import Unavailable
 from securifile.common.tokens import load_public_key, verify_token

@@ -15,9 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from securifile.common.auth import VerifiedTokens
-from securifile.common.certs import (ROLE_ADMIN, ROLE_NODE, ROLE_USER, CertificateAuthority,
-                                     CertLayout, ensure_ca, ensure_server_cert, ensure_user_cert,
-                                     subject_identity, write_cert_and_key)
+from securifile.common.certnames import (
+    ROLE_ADMIN, ROLE_NODE, ROLE_USER, CertLayout, subject_identity)
+from securifile.common.certs import (
+    CertificateAuthority, ensure_ca, ensure_server_cert, ensure_user_cert, write_cert_and_key)
 from securifile.common.errors import Unauthenticated
 from securifile.common.tls import client_context, server_context
 from securifile.common.tokens import (load_private_key, load_public_key, mint_token,

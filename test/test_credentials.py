@@ -21,7 +21,8 @@ from sqlalchemy import select, text
 from securifile.admin import db
 from securifile.admin.models import File, RemovedAccount, User
 from securifile.admin.service import AdminService
-from securifile.common.certs import CertificateAuthority, CertLayout, ensure_ca
+from securifile.common.certnames import CertLayout
+from securifile.common.certs import CertificateAuthority, ensure_ca
 from securifile.common.config import Config
 from securifile.common.errors import Unauthenticated
 from securifile.common.tokens import load_private_key, load_public_key, mint_token, verify_token

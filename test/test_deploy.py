@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from securifile.common.certs import CertLayout
+from securifile.common.certnames import CertLayout
 from securifile.common.config import load_config
 from securifile.launcher.cluster import ADMIN_NAME
 

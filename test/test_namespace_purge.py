@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from securifile.admin.models import Event, RemovedAccount
 from securifile.admin.service import AdminService
-from securifile.common.certs import CertLayout, ensure_ca
+from securifile.common.certnames import CertLayout
+from securifile.common.certs import ensure_ca
 from securifile.common.config import Config
 
 from .clusters import start_cluster

@@ -9,8 +9,8 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from securifile.common.auth import Authenticator
-from securifile.common.certs import (ROLE_NODE, CertLayout, ensure_ca, ensure_server_cert,
-                                     ensure_user_cert)
+from securifile.common.certnames import ROLE_NODE, CertLayout
+from securifile.common.certs import ensure_ca, ensure_server_cert, ensure_user_cert
 from securifile.common.paths import FilePath
 from securifile.common.tls import client_context, server_context
 from securifile.nodes.http import load_openapi, make_app

@@ -28,7 +28,8 @@ class AdminServer:
     """``securifile-admin --config X serve`` on the bench database, TLS, in a scratch folder."""
 
     def __init__(self, url, workdir):
-        from securifile.common.certs import ROLE_ADMIN, CertLayout, ensure_ca, ensure_server_cert
+        from securifile.common.certnames import ROLE_ADMIN, CertLayout
+        from securifile.common.certs import ensure_ca, ensure_server_cert
         from securifile.common.config import Config, ServerEntry, dump_config
         from securifile.launcher.certs import ensure_peer_secret
 

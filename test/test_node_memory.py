@@ -1,0 +1,98 @@
+"""What a node holds in memory while bytes stream through it: one reused buffer per upload
+and two per download (nodes/buffers.py), and no module it never uses at rest."""
+import hashlib
+import os
+import subprocess
+import sys
+import tracemalloc
+
+import pytest
+
+from securifile.common.paths import parse_path
+from securifile.nodes.buffers import Gather, read_views
+from securifile.nodes.diskfile import WRITE_BUFFER, DiskStore
+
+MiB = 1 << 20
+
+
+def gathered(pieces, capacity):
+    """What ``put`` received, as (bytes, the buffer object it was a view of or None)."""
+    got = []
+
+    def put(data):
+        got.append((bytes(data), data.obj if isinstance(data, memoryview) else None))
+
+    g = Gather(capacity, put)
+    for p in pieces:
+        g.add(p)
+    g.drain()
+    return got
+
+
+def test_a_big_body_goes_out_in_full_buffers_of_one_reused_bytearray():
+    body = os.urandom(100_000)
+    pieces = [body[i:i + 3000] for i in range(0, len(body), 3000)]  # 34 pieces, uneven end
+    got = gathered(pieces, 16_384)
+    assert b"".join(data for data, _ in got) == body
+    assert [len(data) for data, _ in got] == [16_384] * 6 + [100_000 - 6 * 16_384]
+    assert len({id(obj) for _, obj in got}) == 1  # one buffer, reused
+    assert isinstance(got[0][1], bytearray)
+
+
+def test_a_small_body_never_allocates_the_buffer():
+    got = gathered([b"abc", b"def"], 16_384)
+    assert got == [(b"abcdef", None)]
+
+
+def test_a_piece_as_big_as_the_buffer_goes_out_as_it_is():
+    piece = os.urandom(20_000)
+    seen = []
+    g = Gather(16_384, seen.append)
+    g.add(piece)
+    assert seen[0] is piece
+    g.add(b"x")
+    g.clear()  # a rewound body: what was gathered is forgotten
+    g.drain()
+    assert len(seen) == 1
+
+
+@pytest.mark.parametrize("start, end", [(0, None), (0, 50_000), (5, 49_999), (16_384, 32_768)])
+def test_read_views_reads_a_range_into_two_buffers_in_turn(tmp_path, start, end):
+    data = os.urandom(50_000)
+    (tmp_path / "f").write_bytes(data)
+    views, copies = [], []
+    for view in read_views(open(tmp_path / "f", "rb", buffering=0), start, end, 4096):
+        views.append(view)
+        copies.append(bytes(view))  # used before the next read, as a download does
+    assert b"".join(copies) == data[start:end]
+    assert len({id(v.obj) for v in views}) == 2
+
+
+def test_a_writer_holds_one_buffer_however_big_the_body(tmp_path):
+    store = DiskStore(tmp_path / "node")
+    w = store.writer(parse_path("alice/big"), "sha256")
+    digest = hashlib.sha256()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(64):  # 16 MiB in fresh pieces of the node's body chunk, as they arrive
+            piece = os.urandom(256 << 10)
+            w.write(piece)
+            digest.update(piece)
+            del piece
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert w.commit() == digest.hexdigest()
+    # The 1 MiB buffer and the piece in hand. Keeping the pieces until a MiB was there, then
+    # joining them, held a MiB of pieces and a fresh MiB beside them: twice as much.
+    assert WRITE_BUFFER <= peak < WRITE_BUFFER + 3 * MiB // 8, peak
+
+
+def test_a_node_does_not_load_the_cryptography_package_at_start():
+    # About 10 MiB of a node's memory: tokens load it on first use (common/tokens.py).
+    code = ("import sys, securifile.nodes.main; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'cryptography', 'jwt'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "[]"
