@@ -215,11 +215,14 @@ class PeerClient:
         return await self.call_json(base + "/peer/locks", "POST", {
             "owner": fp.owner, "path": fp.rel, "token": token, "release": True}, timeout)
 
-    async def push_locations(self, base, records, release=None, timeout=None):
-        """Records to apply, and the locks they end (given back once applied)."""
+    async def push_locations(self, base, records, release=None, timeout=None, seq=None):
+        """Records to apply, and the locks they end (given back once applied); ``seq``:
+        (before, after), this node's map sequence around them (see HeartbeatLoop.note_pushed)."""
         body = {"records": records}
         if release:
             body["release"] = release
+        if seq is not None:
+            body["seq"] = list(seq)
         return await self.call_json(base + "/peer/locations", "POST", body, timeout)
 
     async def pull_locations(self, base, since, limit=1000):

@@ -48,7 +48,7 @@ class InMemoryPeerClient:
         self._node(base).locks.release(fp, token)
         return {"ok": True}
 
-    async def push_locations(self, base, records, release=None, timeout=None):
+    async def push_locations(self, base, records, release=None, timeout=None, seq=None):
         self._node(base).apply_locations(records, release or ())
         return {"applied": len(records)}
 
