@@ -56,6 +56,9 @@ class InMemoryPeerClient:
         with open(disk_path, "rb") as f:
             return self._store(self._node(base), fp, loc, [f.read()], None)
 
+    async def send_copy_bytes(self, base, fp, body, loc):
+        return self._store(self._node(base), fp, loc, [body], len(body))
+
     async def stream_copy(self, base, fp, loc, size, chunks):
         node = self._node(base)
         return self._store(node, fp, loc, [chunk async for chunk in chunks], size)
