@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import bcrypt
-from sqlalchemy import delete, func, select
+from sqlalchemy import String, bindparam, delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 
 from securifile.common.errors import ApiError, Conflict, Forbidden, NotFound, Unauthenticated
 from securifile.common.paths import EMAIL_RE, MAX_EMAIL_LENGTH, check_username
 from securifile.common.times import aware
 
+from .db import reading
 from .models import Enrolment, Grant, RemovedAccount, RevokedCredential, User
 from .passwords import BCRYPT_ROUNDS, MAX_BYTES, check_password, hash_password
 
@@ -49,6 +50,13 @@ class NewAccount:
     enrolment_expires: datetime | None
 
 
+# What a request's ``Caller`` reads of its account (columns, not the entity).
+CALLER_COLUMNS = (User.id, User.uid, User.username, User.email, User.admin, User.disabled,
+                  User.valid_until, User.credential_generation)
+# The account by name, and whether a credential id is revoked (no id: never, '= NULL').
+CALLER_ACCOUNT = select(*CALLER_COLUMNS, exists().where(
+    RevokedCredential.id == bindparam("credential", type_=String)).label("revoked")).where(
+    User.username == bindparam("name", type_=String))
 TRUSTED_PER_ACCOUNT = 16  # addresses remembered per account (the oldest is forgotten)
 
 
@@ -190,6 +198,7 @@ class Accounts:
     def __init__(self, sessions, clock=utcnow, bcrypt_rounds=BCRYPT_ROUNDS, throttle=None,
                  enrolment_seconds=ENROLMENT_SECONDS, removed_namespace_days=30.0):
         self.sessions = sessions
+        self.reading = reading(sessions)
         self.removed_namespace_days = removed_namespace_days
         self.clock = clock
         self.rounds = bcrypt_rounds
@@ -331,11 +340,21 @@ class Accounts:
             return s.execute(delete(RevokedCredential)
                              .where(RevokedCredential.expires_at < self.clock())).rowcount
 
-    def credential_problem(self, user, uid, credential, generation=0):
+    def caller_account(self, principal):
+        """``(account, revoked)`` for a user's credential, read in one statement: the
+        account's row by name (None: no such account; the columns a ``Caller`` uses) and
+        whether the credential's id is among the revoked ones."""
+        with self.reading() as s:
+            row = s.execute(CALLER_ACCOUNT, {"name": principal.name,
+                                             "credential": principal.credential}).first()
+        return (None, False) if row is None else (row, row.revoked)
+
+    def credential_problem(self, user, uid, credential, generation=0, revoked=None):
         """(state, reason) when a credential with ``uid``, id ``credential`` and issued in
         ``generation`` may not act for ``user`` (None: no such account), else None. States:
         'removed' (the id is not the account's: removed, or a credential from before account
-        ids), 'revoked' (logged out, or issued before the last password change or reset)."""
+        ids), 'revoked' (logged out, or issued before the last password change or reset).
+        ``revoked``: whether the id is revoked, when the caller read it already."""
         if user is None or uid != user.uid:
             if not uid:
                 return "removed", "the credential carries no account id: log in again"
@@ -344,15 +363,17 @@ class Accounts:
             return "revoked", ("the credential was issued before the password was last "
                                "changed or reset: log in again")
         if credential:
-            with self.sessions() as s:
-                if s.get(RevokedCredential, credential) is not None:
-                    return "revoked", "the credential was revoked (logged out): log in again"
+            if revoked is None:
+                with self.sessions() as s:
+                    revoked = s.get(RevokedCredential, credential) is not None
+            if revoked:
+                return "revoked", "the credential was revoked (logged out): log in again"
         return None
 
-    def check_credential(self, user, principal):
+    def check_credential(self, user, principal, revoked=None):
         """Raise 401 when the caller's credential may not act for ``user``."""
         problem = self.credential_problem(user, principal.uid, principal.credential,
-                                          principal.generation)
+                                          principal.generation, revoked)
         if problem is not None:
             raise Unauthenticated(problem[1], code="credential_revoked")
 
@@ -370,7 +391,7 @@ class Accounts:
             return s.scalar(select(User).where(User.username == username))
 
     def exists(self, username):
-        with self.sessions() as s:
+        with self.reading() as s:
             return s.scalar(select(func.count()).select_from(User)
                             .where(User.username == username)) > 0
 

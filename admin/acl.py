@@ -8,12 +8,14 @@ from sqlalchemy import delete, select
 from securifile.common.errors import ApiError, Forbidden, NotFound
 from securifile.common.roles import NEEDS, OWNER, ROLES, allowed, covers, strongest
 
+from .db import reading
 from .models import Grant, User
 
 
 class AccessControl:
     def __init__(self, sessions):
         self.sessions = sessions
+        self.reading = reading(sessions)  # for the checks and listings
 
     def grants_for(self, session, username, owner):
         return session.scalars(select(Grant).where(Grant.grantee == username, Grant.owner == owner)).all()
@@ -22,7 +24,7 @@ class AccessControl:
         """The caller's role on ``owner/path`` ('' or a path ending in '/' for a folder)."""
         if username == owner:
             return OWNER
-        with self.sessions() as s:
+        with self.reading() as s:
             return strongest(g.role for g in self.grants_for(s, username, owner) if covers(g.path, path))
 
     def role_function(self, username, owner):
@@ -30,7 +32,7 @@ class AccessControl:
         for every row's role, and a query per row would cost a round trip each."""
         if username == owner:
             return Roles([], owner=True)
-        with self.sessions() as s:
+        with self.reading() as s:
             return Roles(s.execute(select(Grant.path, Grant.role).where(
                 Grant.grantee == username, Grant.owner == owner)).all())
 
@@ -45,7 +47,7 @@ class AccessControl:
         return role
 
     def list_grants(self, owner, path):
-        with self.sessions() as s:
+        with self.reading() as s:
             rows = s.scalars(select(Grant).where(Grant.owner == owner, Grant.path == path)
                              .order_by(Grant.grantee)).all()
             return [{"username": g.grantee, "role": g.role, "granted_by": g.granted_by} for g in rows]
@@ -79,7 +81,7 @@ class AccessControl:
             raise NotFound(f"{grantee} has no grant on {owner}/{path}", code="no_such_grant")
 
     def shared_with(self, username):
-        with self.sessions() as s:
+        with self.reading() as s:
             rows = s.execute(select(Grant.owner, Grant.path, Grant.role)
                              .where(Grant.grantee == username)
                              .order_by(Grant.owner, Grant.path)).all()
@@ -88,7 +90,7 @@ class AccessControl:
     def contacts(self, username):
         """The users ``username`` already shares with, either way: the names a non-administrator
         may see in a user list (anybody else only by exact name)."""
-        with self.sessions() as s:
+        with self.reading() as s:
             given = s.scalars(select(Grant.grantee).where(Grant.owner == username)).all()
             got = s.scalars(select(Grant.owner).where(Grant.grantee == username)).all()
         return sorted(set(given) | set(got) - {username})

@@ -8,35 +8,25 @@ import logging
 from datetime import datetime, timezone
 
 from sqlalchemy import (
-    BigInteger, String, and_, any_, cast, delete, func, literal, or_, select, update)
-from sqlalchemy.dialects.postgresql import ARRAY
+    BigInteger, String, and_, any_, cast, delete, func, literal, literal_column, or_, select,
+    update)
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from securifile.common.roles import OWNER
 from securifile.common.times import epoch, from_epoch, iso
 
-from .namespaces import owner_uid_for, visible_clause
+from .coordination import insert_once
+from .db import reading
+from .file_records import FileRecord, apply_file_records, upper_bound
+from .namespaces import visible_clause
+from .rowjson import Field, Fields
 from .models import (
     AppliedReport, DeletedFile, File, Folder, Grant, OwnerUsage, Placement, Server, StorageSample,
     User)
 
 log = logging.getLogger("securifile.admin.catalog")
-
-
-def folder_of(path):
-    return path.rpartition("/")[0]
-
-
-def ancestors(path):
-    """'a/b/c.txt' -> ['a', 'a/b']."""
-    parts = path.split("/")[:-1]
-    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-
-
-def upper_bound(prefix):
-    """The smallest string above every string that starts with ``prefix/``."""
-    return prefix + "0"  # '0' is the character after '/'
 
 
 def file_json(f, role=None, replicas=None):
@@ -57,19 +47,19 @@ def file_json(f, role=None, replicas=None):
 class Catalog:
     def __init__(self, sessions, on_status=None):
         self.sessions = sessions
+        self.reading = reading(sessions)  # the GUI's pages
         self.rejected_events = 0
         self.on_status = on_status  # (session, observer, event) -> None, set by the server logic
-        self.on_quota_done = None  # (session, server, reservation id) -> None, likewise
+        self.on_quota_done = None  # (session, server, [reservation id]) -> None, likewise
 
     # -- applying reports ------------------------------------------------------------------
 
     def apply_report(self, report, attempts=3):
         """Apply one node report; returns False if it was applied before.
 
-        Two requests can race for the same new rows: a report resent while the first copy is
-        still being applied, or the first files of one owner reported by two nodes at once.
-        The loser's transaction fails on a unique key and is run again from the start, when
-        it sees the winner's rows (and, for the same report, that it was applied).
+        Two requests can race for the same new rows: the first files of one owner reported
+        by two nodes at once. The loser's transaction fails on a unique key and is run again
+        from the start, when it sees the winner's rows.
         """
         for attempt in range(attempts):
             try:
@@ -80,41 +70,62 @@ class Catalog:
         return False
 
     def _apply_once(self, report):
+        """The whole report in one transaction: its id claimed first (a concurrent copy of
+        the same report waits for it, then finds it applied), file records and the ends of
+        quota reservations in bulk (admin/file_records.py), then status and samples."""
         rid, server = str(report["id"]), str(report["server"])
+        now = datetime.now(timezone.utc)
         with self.sessions.begin() as s:
-            if s.get(AppliedReport, rid) is not None:
+            claimed = s.execute(insert_once(s, AppliedReport,
+                                             {"id": rid, "server": server, "at": now}, "id"))
+            if claimed.rowcount == 0:
                 return False
-            s.add(AppliedReport(id=rid, server=server, at=datetime.now(timezone.utc)))
-            s.flush()  # claim the id first: a concurrent copy of this report stops here
-            reporter = s.get(Server, server)
-            if reporter is not None:
-                reporter.last_report = datetime.now(timezone.utc)
-            for event in report.get("events", []):
+            s.execute(update(Server).where(Server.name == server).values(last_report=now))
+            records, quota_done, others = self._sort_events(server, report.get("events", []))
+            apply_file_records(s, records)
+            if quota_done:
+                # Queued after the files' own events: those files count from here on.
+                self.on_quota_done(s, server, quota_done)
+            for event in others:
                 self._apply_event(s, server, event)
         return True
 
-    def _apply_event(self, s, server, event):
-        """One event in its own savepoint: a malformed one is logged, counted and skipped,
-        so it cannot hold up the node's queue for ever (the rest of the batch still applies)."""
-        try:
-            with s.begin_nested():
+    def _sort_events(self, server, events):
+        """(file records, quota reservation ids, other events) of a report, each in queue
+        order; a malformed event is logged, counted and skipped, so it cannot hold up the
+        node's queue for ever (the rest of the batch still applies)."""
+        records, quota_done, others = [], [], []
+        for event in events:
+            try:
                 kind = event.get("type")
                 if kind == "file":
-                    self._apply_file(s, event["record"])
-                elif kind == "sample":
-                    self._apply_sample(s, server, event)
-                elif kind == "status" and self.on_status is not None:
-                    self.on_status(s, server, event)
+                    records.append(FileRecord.parse(event["record"]))
                 elif kind == "quota_done" and self.on_quota_done is not None:
-                    # Queued after the file's own event: the file counts from here on.
-                    self.on_quota_done(s, server, str(event["id"]))
+                    quota_done.append(str(event["id"]))
+                elif kind == "sample" or (kind == "status" and self.on_status is not None):
+                    others.append(event)
                 else:
                     raise ValueError(f"unknown event type {kind!r}")
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                self._reject(server, event, e)
+        return records, quota_done, others
+
+    def _reject(self, server, event, error):
+        self.rejected_events += 1
+        log.error("report from %s: event skipped (%s): %.300r", server, error, event)
+
+    def _apply_event(self, s, server, event):
+        """A status change or a storage sample (a few per report) in its own savepoint."""
+        try:
+            with s.begin_nested():
+                if event["type"] == "sample":
+                    self._apply_sample(s, server, event)
+                else:
+                    self.on_status(s, server, event)
         except IntegrityError:
             raise  # a race with another request: the whole report is tried again
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            self.rejected_events += 1
-            log.error("report from %s: event skipped (%s): %.300r", server, e, event)
+            self._reject(server, event, e)
 
     def _apply_sample(self, s, server, event):
         t, used, available = from_epoch(event["t"]), int(event["used"]), int(event["available"])
@@ -127,67 +138,6 @@ class Catalog:
         row = s.get(Server, server)
         if row is not None and (row.sampled_at is None or epoch(row.sampled_at) <= epoch(t)):
             row.used_bytes, row.available_bytes, row.sampled_at = used, available, t
-
-    def _usage(self, s, owner, files, size):
-        done = s.execute(update(OwnerUsage).where(OwnerUsage.owner == owner).values(
-            file_count=OwnerUsage.file_count + files,
-            total_bytes=OwnerUsage.total_bytes + size)).rowcount
-        if not done:
-            s.add(OwnerUsage(owner=owner, file_count=files, total_bytes=size))
-            s.flush()
-
-    def _apply_file(self, s, rec):
-        owner, path = rec["owner"], rec["path"]
-        row = s.scalar(select(File).where(File.owner == owner, File.path == path).with_for_update())
-        if row is not None and (int(rec["version"]), float(rec["modified"])) <= (
-                row.version, epoch(row.modified_at)):
-            return
-        tomb = s.get(DeletedFile, (owner, path))
-        if tomb is not None and tomb.version >= int(rec["version"]):
-            return  # deleted at a newer version than this record
-        if rec.get("deleted"):
-            if row is not None:
-                self._usage(s, owner, -1, -row.size)
-                s.delete(row)
-                s.flush()
-                self._prune_folders(s, owner, path)
-            if tomb is None:
-                s.add(DeletedFile(owner=owner, path=path, version=int(rec["version"]),
-                                  deleted_at=from_epoch(rec["modified"])))
-            else:
-                tomb.version, tomb.deleted_at = int(rec["version"]), from_epoch(rec["modified"])
-            return
-        if tomb is not None:
-            s.delete(tomb)  # created again, above the deletion's version
-        replicas = sorted(rec.get("replicas", []), key=lambda r: r["priority"])
-        size = int(rec["size"])
-        if row is None:
-            row = File(owner=owner, path=path, folder=folder_of(path), created_at=from_epoch(rec["modified"]),
-                       owner_uid=owner_uid_for(s, owner, from_epoch(rec["modified"])))
-            grown, added = size, 1
-        else:
-            grown, added = size - row.size, 0
-        row.size, row.digest, row.algorithm = size, rec["digest"], rec["algorithm"]
-        row.version, row.origin = int(rec["version"]), rec["origin"]
-        row.modified_at = from_epoch(rec["modified"])
-        row.under_replicated = bool(rec.get("under_replicated", False))
-        row.placements = [Placement(server=r["server"], priority=int(r["priority"])) for r in replicas]
-        if added:
-            s.add(row)
-            for folder in ancestors(path):
-                if s.get(Folder, (owner, folder)) is None:
-                    s.add(Folder(owner=owner, path=folder, parent=folder_of(folder)))
-        s.flush()
-        self._usage(s, owner, added, grown)
-
-    def _prune_folders(self, s, owner, path):
-        for folder in reversed(ancestors(path)):
-            lo = folder + "/"
-            busy = s.scalar(select(File.id).where(
-                File.owner == owner, File.path >= lo, File.path < upper_bound(folder)).limit(1))
-            if busy is not None:
-                return
-            s.execute(delete(Folder).where(Folder.owner == owner, Folder.path == folder))
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -203,9 +153,9 @@ class Catalog:
         limit = max(1, min(int(limit), 5000))
         folder_key = folder + "/" if folder else ""
         whole = role_of(folder_key) is not None
-        with self.sessions() as s:
+        with self.reading() as s:
             unsealed = visible_clause(s, owner)
-            q = _owner_files(owner, unsealed)
+            q = _owner_files(s, owner, unsealed)
             if recursive:
                 if folder:
                     q = q.where(File.path >= folder + "/", File.path < upper_bound(folder))
@@ -220,8 +170,8 @@ class Catalog:
                 if shared:  # one parameter, not one OR term per file shared
                     visible.append(_one_of(s, File.path, shared, String))
                 q = q.where(or_(*visible) if visible else False)
-            rows, more = _keyset_page(s, q, limit, after)
-            files = _page_json(rows, role_of)
+            files, more = _keyset_page(s, q, limit, after)
+            _add_roles(files, role_of)
             folders = []
             if not recursive and after is None:
                 fq = select(Folder.path).where(Folder.owner == owner, Folder.parent == folder)
@@ -233,7 +183,7 @@ class Catalog:
                         select(File.id).where(File.owner == owner, unsealed, File.path >= p + "/",
                                               File.path < upper_bound(p)).limit(1)) is not None]
         return {"owner": owner, "folder": folder, "files": files, "folders": folders,
-                "next": rows[-1].path if more else None}
+                "next": files[-1]["path"] if more else None}
 
     def file(self, owner, path):
         with self.sessions() as s:
@@ -244,43 +194,36 @@ class Catalog:
         """A page of accounts by name (keyset: ``after`` is the last name of the page before;
         a page shorter than ``limit`` is the last), with their totals from owner_usage;
         ``only``: just that account (or none)."""
-        with self.sessions() as s:
-            q = (select(User.username, User.uid, User.email, User.admin, User.disabled,
-                        User.valid_until, User.created_at, User.quota_bytes,
-                        OwnerUsage.file_count, OwnerUsage.total_bytes)
+        with self.reading() as s:
+            q = (select(*USER_FIELDS.columns(s))
                  .join(OwnerUsage, OwnerUsage.owner == User.username, isouter=True))
             if only is not None:
                 q = q.where(User.username == only)
             if after:
                 q = q.where(User.username > after)
-            rows = s.execute(q.order_by(User.username).limit(limit)).all()
-        return [{"username": u.username, "id": u.uid, "email": u.email, "admin": u.admin,
-                 "disabled": u.disabled, "valid_until": iso(u.valid_until),
-                 "created": iso(u.created_at), "file_count": u.file_count or 0,
-                 "total_bytes": u.total_bytes or 0, "quota_bytes": u.quota_bytes}
-                for u in rows]
+            return USER_FIELDS.objects(s, s.execute(q.order_by(User.username).limit(limit)))
 
     def owned_files(self, owner, limit=500, after=None):
-        with self.sessions() as s:
-            rows, more = _keyset_page(s, _owner_files(owner, visible_clause(s, owner)), limit,
-                                      after)
-            usage = s.get(OwnerUsage, owner)
-            files = _page_json(rows, lambda _path: OWNER)
+        with self.reading() as s:
+            files, more = _keyset_page(s, _owner_files(s, owner, visible_clause(s, owner)),
+                                       limit, after)
+            usage = s.execute(select(OwnerUsage.file_count, OwnerUsage.total_bytes)
+                              .where(OwnerUsage.owner == owner)).first()
+        for f in files:
+            f["role"] = OWNER
         return {"username": owner, "file_count": usage.file_count if usage else 0,
                 "total_bytes": usage.total_bytes if usage else 0, "files": files,
-                "next": rows[-1].path if more else None}
+                "next": files[-1]["path"] if more else None}
 
     def samples(self, server, since, limit=2000):
         """The newest ``limit`` samples at or after ``since`` (the time of the last sample a
         client holds: it asks only for what is new), oldest first."""
-        with self.sessions() as s:
-            q = select(StorageSample.t, StorageSample.used_bytes, StorageSample.available_bytes
-                       ).where(StorageSample.server == server)
+        with self.reading() as s:
+            q = select(*SAMPLE_FIELDS.columns(s)).where(StorageSample.server == server)
             if since is not None:
                 q = q.where(StorageSample.t >= since)
             rows = s.execute(q.order_by(StorageSample.t.desc()).limit(limit)).all()
-        return [{"t": iso(t), "used_bytes": used, "available_bytes": available}
-                for t, used, available in reversed(rows)]  # (Row.t is the row as a tuple)
+            return SAMPLE_FIELDS.objects(s, reversed(rows))
 
     def prune_tombstones(self, before):
         """Deletions older than any report still queued on a node can be forgotten."""
@@ -301,21 +244,34 @@ class Catalog:
                 s.add(OwnerUsage(owner=owner, file_count=count, total_bytes=total))
 
 
-def _page_json(rows, role_of):
-    """JSON for a page of ``files`` rows that carry their replicas (``_owner_files``)."""
-    return [file_json(r, role_of(r.path), _replicas(r.replicas)) for r in rows]
+def _add_roles(files, role_of):
+    """Each file's ``role`` for the caller (none: no key, as ``file_json`` leaves it)."""
+    for f in files:
+        role = role_of(f["path"])
+        if role is not None:
+            f["role"] = role
 
 
 REPLICA_SEP = "\n"  # between a file's replicas in the page query's text column
 
 
 def _replicas_column():
-    """A file's replicas as one text column, 'priority server' joined by REPLICA_SEP (a
-    correlated subquery on placements' primary key): the page and its replicas come in
-    one statement, and pg8000 decodes one row per file instead of one per replica."""
+    """SQLite: a file's replicas as one text column, 'priority server' joined by
+    REPLICA_SEP (a correlated subquery on placements' primary key): the page and its
+    replicas come in one statement."""
     pair = cast(Placement.priority, String) + " " + Placement.server
     return (select(func.aggregate_strings(pair, REPLICA_SEP))
-            .where(Placement.file_id == File.id).scalar_subquery().label("replicas"))
+            .where(Placement.file_id == File.id).scalar_subquery())
+
+
+def _replicas_json():
+    """PostgreSQL: a file's replicas as the API's JSON list, by priority."""
+    pair = func.json_build_object(literal_column("'server'"), Placement.server,
+                                  literal_column("'priority'"), Placement.priority)
+    return func.coalesce(
+        select(func.json_agg(aggregate_order_by(pair, Placement.priority, Placement.server)))
+        .where(Placement.file_id == File.id).scalar_subquery(),
+        literal_column("'[]'::json"))
 
 
 def _replicas(text):
@@ -327,12 +283,44 @@ def _replicas(text):
             for priority, server in sorted((int(p), server) for p, server in pairs)]
 
 
+# A file as the API shows it (``file_json``), for a page of rows.
+FILE_FIELDS = Fields(
+    Field("owner", File.owner), Field("path", File.path), Field("size", File.size),
+    Field("digest", File.digest), Field("algorithm", File.algorithm),
+    Field("version", File.version), Field("modified", File.modified_at),
+    Field("created", File.created_at), Field("origin", File.origin),
+    Field("under_replicated", File.under_replicated),
+    Field("replicas", _replicas_column(), postgres=_replicas_json(), convert=_replicas))
+
+
+# An account as the users list shows it, with its totals from owner_usage.
+USER_FIELDS = Fields(
+    Field("username", User.username), Field("id", User.uid), Field("email", User.email),
+    Field("admin", User.admin), Field("disabled", User.disabled),
+    Field("valid_until", User.valid_until), Field("created", User.created_at),
+    Field("file_count", func.coalesce(OwnerUsage.file_count, 0)),
+    Field("total_bytes", func.coalesce(OwnerUsage.total_bytes, 0)),
+    Field("quota_bytes", User.quota_bytes))
+
+SAMPLE_FIELDS = Fields(Field("t", StorageSample.t), Field("used_bytes", StorageSample.used_bytes),
+                       Field("available_bytes", StorageSample.available_bytes))
+
+
 def _one_of(s, column, values, kind=BigInteger):
     """``column IN (values)``; on PostgreSQL ``column = ANY(array)``, one parameter:
-    rendering and converting a page's hundreds of placeholders cost more than the query."""
+    rendering and converting a page's hundreds of placeholders cost more than the query.
+    The array goes as its text ('{"a","b"}', cast by the server): pg8000 escapes an array
+    parameter character by character in Python."""
     if s.get_bind().dialect.name == "postgresql":
-        return column == any_(literal(values, ARRAY(kind)))
+        return column == any_(cast(literal(array_text(values), String), ARRAY(kind)))
     return column.in_(values)
+
+
+def array_text(values):
+    """PostgreSQL's text for an array of ``values`` (strings quoted, '"' and '\\' escaped)."""
+    return "{" + ",".join(
+        str(v) if isinstance(v, int) else
+        '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
 def _under(grant_path, folder_key):
@@ -346,19 +334,20 @@ def _grant_clause(grant_path):
     return File.path == grant_path
 
 
-def _owner_files(owner, unsealed):
-    """The query for ``owner``'s file rows with their replicas, only those ``unsealed`` lets
-    through (if not None)."""
-    q = select(File.__table__, _replicas_column()).where(File.owner == owner)
+def _owner_files(s, owner, unsealed):
+    """The query for ``owner``'s files as the API's objects with their replicas
+    (``FILE_FIELDS``), only those ``unsealed`` lets through (if not None)."""
+    q = select(*FILE_FIELDS.columns(s)).where(File.owner == owner)
     return q if unsealed is None else q.where(unsealed)
 
 
 def _keyset_page(s, q, limit, after):
-    """Up to ``limit`` rows of ``q`` by path after ``after``, and whether more follow."""
+    """Up to ``limit`` files of ``q`` (``_owner_files``) by path after ``after``, as
+    objects, and whether more follow."""
     if after:
         q = q.where(File.path > after)
     rows = s.execute(q.order_by(File.path).limit(limit + 1)).all()
-    return rows[:limit], len(rows) > limit
+    return FILE_FIELDS.objects(s, rows[:limit]), len(rows) > limit
 
 
 def _grant_paths(s, caller, owner):

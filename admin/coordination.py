@@ -9,15 +9,14 @@ refuse two), so there it locks nothing.
 import zlib
 
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from .bulk import dialect_insert
 
 
 def insert_once(session, model, values, unique_column):
     """INSERT ... ON CONFLICT (unique_column) DO NOTHING, for either dialect."""
-    dialect = session.get_bind().dialect.name
-    make = pg_insert if dialect == "postgresql" else sqlite_insert
-    return make(model).values(**values).on_conflict_do_nothing(index_elements=[unique_column])
+    return dialect_insert(session, model).values(**values).on_conflict_do_nothing(
+        index_elements=[unique_column])
 
 
 def lock_key(name):

@@ -5,10 +5,12 @@ account), ADMIN (an administrator's), NODE (a node certificate from our CA), MON
 monitoring certificate or an active administrator's token).
 """
 import asyncio
+import json
 import logging
 import re
 from datetime import datetime
 
+import orjson
 import tornado.web
 
 from securifile.common.errors import ApiError
@@ -60,6 +62,9 @@ class AdminHandler(ApiHandler):
 
     auth = USER
     auth_by_method = {}
+    # Methods whose handler identifies the caller with its own work (``as_caller``): one
+    # hop to a worker thread per request, not one for the account and another for the page.
+    identify_late = ()
 
     def initialize(self, service, authenticator):
         self.service = service
@@ -72,10 +77,38 @@ class AdminHandler(ApiHandler):
         await super().prepare()
         self.auth = wanted
         self.caller = None
-        if self.principal is not None and self.principal.kind == "user":
-            self.caller = await asyncio.to_thread(self.service.identify, self.principal)
-            if wanted in (ADMIN, MONITOR):
-                self.caller.require_admin()
+        if self.request.method not in self.identify_late and self._user_principal():
+            self.caller = await asyncio.to_thread(self._identify)
+
+    def _user_principal(self):
+        return self.principal is not None and self.principal.kind == "user"
+
+    def _identify(self):
+        caller = self.service.identify(self.principal)
+        if self.auth in (ADMIN, MONITOR):
+            caller.require_admin()
+        return caller
+
+    async def as_caller(self, work):
+        """``work(caller)`` in a worker thread, the caller identified first in the same hop
+        (for the methods in ``identify_late``); the arguments are read there too, so a
+        refused credential is told so before anything about its arguments."""
+        def run():
+            if self._user_principal():
+                self.caller = self._identify()
+            return work(self.caller)
+        return await asyncio.to_thread(run)
+
+    def send_json(self, payload, status=200):
+        """As ApiHandler's, written with orjson: a page of 200 files costs an eighth of the
+        standard library's time (compact, the same JSON values)."""
+        try:
+            body = orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:  # what orjson refuses (an integer beyond 64 bits): as before
+            body = json.dumps(payload).encode()
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(body)
 
     def arg_int(self, name, default, lo=1, hi=5000):
         try:
@@ -107,8 +140,10 @@ class LogoutHandler(AdminHandler):
 
 
 class MeHandler(AdminHandler):
+    identify_late = ("GET",)
+
     async def get(self):
-        self.send_json(await asyncio.to_thread(self.service.me, self.caller))
+        self.send_json(await self.as_caller(self.service.me))
 
 
 class PasswordHandler(AdminHandler):
@@ -154,9 +189,10 @@ class CertificateHandler(AdminHandler):
 
 class ServersHandler(AdminHandler):
     auth_by_method = {"POST": ADMIN}
+    identify_late = ("GET",)
 
     async def get(self):
-        self.send_json(await asyncio.to_thread(self.service.servers_overview))
+        self.send_json(await self.as_caller(lambda _caller: self.service.servers_overview()))
 
     async def post(self):
         """An administrator adds a server to the running cluster."""
@@ -194,15 +230,19 @@ class MembershipHandler(AdminHandler):
 
 
 class StorageHandler(AdminHandler):
+    identify_late = ("GET",)
+
     async def get(self, name):
-        since = parse_time(self.get_query_argument("since", None))
-        self.send_json(await asyncio.to_thread(self.service.storage_samples, name, since,
-                                               self.arg_int("limit", 2000, hi=20000)))
+        self.send_json(await self.as_caller(lambda _caller: self.service.storage_samples(
+            name, parse_time(self.get_query_argument("since", None)),
+            self.arg_int("limit", 2000, hi=20000))))
 
 
 class ServerHistoryHandler(AdminHandler):
+    identify_late = ("GET",)
+
     async def get(self, name):
-        self.send_json(await asyncio.to_thread(self.service.server_history, name))
+        self.send_json(await self.as_caller(lambda _caller: self.service.server_history(name)))
 
 
 class ServerStateHandler(AdminHandler):
@@ -218,15 +258,17 @@ class UsersHandler(AdminHandler):
     (AdminService.list_users). POST: an administrator creates an account."""
 
     auth_by_method = {"POST": ADMIN}
+    identify_late = ("GET",)
 
     async def get(self):
+        self.send_json({"users": await self.as_caller(self.page)})
+
+    def page(self, caller):
         wanted = self.get_query_argument("username", None, strip=False)
         if wanted is not None:
             check_username(wanted)
-        users = await asyncio.to_thread(
-            self.service.list_users, self.caller, self.arg_int("limit", 1000),
-            self.get_query_argument("after", None), wanted)
-        self.send_json({"users": users})
+        return self.service.list_users(caller, self.arg_int("limit", 1000),
+                                       self.get_query_argument("after", None), wanted)
 
     async def post(self):
         body = self.json_body()
@@ -251,34 +293,43 @@ class UserHandler(AdminHandler):
 
 
 class UserFilesHandler(AdminHandler):
+    identify_late = ("GET",)
+
     async def get(self, username):
-        self.send_json(await asyncio.to_thread(
-            self.service.user_files, self.caller, check_username(username),
-            self.arg_int("limit", 500), self.get_query_argument("after", None)))
+        self.send_json(await self.as_caller(lambda caller: self.service.user_files(
+            caller, check_username(username), self.arg_int("limit", 500),
+            self.get_query_argument("after", None))))
 
 
 class FilesHandler(AdminHandler):
+    identify_late = ("GET",)
+
     async def get(self):
-        prefix = self.get_query_argument("prefix", None, strip=False) or self.caller.name + "/"
+        self.send_json(await self.as_caller(self.page))
+
+    def page(self, caller):
+        prefix = self.get_query_argument("prefix", None, strip=False) or caller.name + "/"
         owner, path = split_target(prefix)
         if path and not path.endswith("/"):
             raise ApiError("prefix must name a folder (end it with '/')", code="bad_prefix")
         recursive = self.get_query_argument("recursive", "0") in ("1", "true", "yes")
-        self.send_json(await asyncio.to_thread(
-            self.service.list_folder, self.caller, owner, path, self.arg_int("limit", 500),
-            self.get_query_argument("after", None), recursive))
+        return self.service.list_folder(caller, owner, path, self.arg_int("limit", 500),
+                                        self.get_query_argument("after", None), recursive)
 
 
 class SharedHandler(AdminHandler):
+    identify_late = ("GET",)
+
     async def get(self):
-        self.send_json({"shared": await asyncio.to_thread(self.service.shared_with,
-                                                          self.caller)})
+        self.send_json({"shared": await self.as_caller(self.service.shared_with)})
 
 
 class AclHandler(AdminHandler):
+    identify_late = ("GET",)
+
     async def get(self, raw):
-        owner, path = split_target(raw)
-        self.send_json(await asyncio.to_thread(self.service.grants, self.caller, owner, path))
+        self.send_json(await self.as_caller(
+            lambda caller: self.service.grants(caller, *split_target(raw))))
 
     async def put(self, raw):
         owner, path = split_target(raw)
@@ -296,12 +347,16 @@ class AclHandler(AdminHandler):
 
 
 class EventsHandler(AdminHandler):
+    identify_late = ("GET",)
+
     async def get(self):
+        self.send_json(await self.as_caller(self.page))
+
+    def page(self, caller):
         after = None
         if self.get_query_argument("after", None) is not None:
             after = self.arg_int("after", 0, lo=0, hi=2**62)
-        self.send_json(await asyncio.to_thread(self.service.recent_events, self.caller, after,
-                                               self.arg_int("limit", 100, hi=1000)))
+        return self.service.recent_events(caller, after, self.arg_int("limit", 100, hi=1000))
 
 
 class AuthorizeHandler(AdminHandler):

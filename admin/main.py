@@ -113,6 +113,7 @@ async def serve(cfg):
         await service.syslog.close()
     if receiver is not None:
         receiver.close()
+        await service.recorder.flush()
     await server.close_all_connections()
 
 
@@ -120,17 +121,16 @@ def start_syslog_receiver(cfg, service, ctx):
     """The built-in receiver (the default) on the configured syslog port, when there is one."""
     if cfg.syslog_host or not cfg.syslog_port:
         return None
+    from .event_recorder import EventRecorder
     from .syslog_receiver import SyslogReceiver
 
-    async def on_event(event):
-        await asyncio.to_thread(service.record_event, event)
-
-    receiver = SyslogReceiver(cfg.admin_data_dir / "audit.log", on_event, ctx,
+    service.recorder = EventRecorder(service.record_events)
+    receiver = SyslogReceiver(cfg.admin_data_dir / "audit.log", service.recorder.add, ctx,
                               limits=ServerLimits.from_config(cfg),
                               allowed_roles={"node", "admin"} if ctx else None,
                               allowed_names=service.syslog_names if ctx else None)
     receiver.listen(cfg.syslog_port, address=urlsplit(cfg.admin_url).hostname)
-    service.receiver_stats = receiver.stats
+    service.receiver_stats = lambda: dict(receiver.stats(), not_stored=service.recorder.failed)
     log.info("syslog receiver on port %d (%s)", cfg.syslog_port, "TLS" if ctx else "TCP")
     return receiver
 

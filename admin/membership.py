@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from securifile.common.errors import ApiError, Conflict, NotFound
 
+from .db import reading
 from .models import File, Membership, Observation, Placement, Server, WitnessLease
 
 MEMBER, DRAINING = "member", "draining"
@@ -96,10 +97,12 @@ class MembershipBook:
     def status(self):
         """The current list with each server's state, the epoch it holds and files left on
         a draining one: what `server list`, REST and the TUI show."""
-        with self.sessions() as s:
+        with reading(self.sessions)() as s:
             epoch, servers = self._current(s)
             known = dict(s.execute(select(Server.name, Server.known_epoch)).all())
-            committed = 2 * self._known_by(s, epoch, servers) > len(servers)
+            # As committed() counts, from the rows just read.
+            holding = sum(1 for x in servers if (known.get(x["name"]) or 0) >= epoch)
+            committed = 2 * holding > len(servers)
             members = [{**x, "known_epoch": known.get(x["name"], 0) or 0,
                         "files_left": self.files_left(s, x["name"])
                         if x["state"] == DRAINING else None} for x in servers]

@@ -9,9 +9,9 @@ hears of each deletion as of any other, and the namespace is marked purged when 
 left (``finish_purges``). The checks cost one indexed lookup for names that never had a
 removed account.
 """
-from datetime import timezone
-
 from sqlalchemy import and_, exists, or_, select
+
+from securifile.common.times import aware
 
 from .models import File, RemovedAccount, User
 
@@ -21,19 +21,34 @@ def current_uid(s, owner):
     return s.scalar(select(User.uid).where(User.username == owner))
 
 
-def owner_uid_for(s, owner, written_at):
-    """The id to stamp on a file of ``owner`` that the catalogue sees for the first time,
-    written at ``written_at`` (the node's time): None (sealed) when nobody holds the name,
-    or when the name had a removed account and the file is older than the current one (a
-    late report of the removed account's file)."""
-    row = s.execute(select(User.uid, User.created_at).where(User.username == owner)).first()
-    if row is None:
-        return None
-    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(
-        tzinfo=timezone.utc)
-    if written_at < created and has_removed_account(s, owner):
-        return None
-    return row.uid
+class OwnerStamps:
+    """The account ids to stamp on new files of ``owners``, read for all of them at the
+    first one asked (once per report, not per file)."""
+
+    def __init__(self, s, owners):
+        self.s, self.owners = s, sorted(set(owners))
+        self.accounts, self.removed = None, None
+
+    def uid(self, owner, written_at):
+        """None (sealed) when nobody holds the name, or when the name had a removed account
+        and the file is older than the current one (a late report of the removed account's
+        file); the current account's id otherwise."""
+        if self.accounts is None:
+            self._read()
+        account = self.accounts.get(owner)
+        if account is None:
+            return None
+        uid, created = account
+        if written_at < created and owner in self.removed:
+            return None
+        return uid
+
+    def _read(self):
+        self.accounts = {r.username: (r.uid, aware(r.created_at)) for r in self.s.execute(
+            select(User.username, User.uid, User.created_at)
+            .where(User.username.in_(self.owners)))}
+        self.removed = set(self.s.scalars(select(RemovedAccount.username).distinct().where(
+            RemovedAccount.username.in_(self.owners))))
 
 
 def has_removed_account(s, owner):

@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select, update
 
 from securifile.common.errors import ApiError, Forbidden, NotFound
 
+from .db import reading
 from .models import File, OwnerUsage, QuotaReservation, User
 
 RESERVATION_SECONDS = 120.0
@@ -54,7 +55,7 @@ class Quotas:
 
     def usage(self, username):
         """``{"quota_bytes", "used_bytes", "reserved_bytes"}`` of an account's namespace."""
-        with self.sessions() as s:
+        with reading(self.sessions)() as s:
             quota = s.scalar(select(User.quota_bytes).where(User.username == username))
             return {"quota_bytes": quota, "used_bytes": self._used(s, username),
                     "reserved_bytes": self._reserved(s, username)}
@@ -120,10 +121,12 @@ class Quotas:
             return s.execute(delete(QuotaReservation).where(
                 QuotaReservation.id == rid, QuotaReservation.node == node)).rowcount > 0
 
-    def finish(self, s, node, rid):
-        """In a report's transaction: the file is counted now, its reservation ends."""
-        s.execute(delete(QuotaReservation).where(QuotaReservation.id == rid,
-                                                 QuotaReservation.node == node))
+    def finish(self, s, node, rids):
+        """In a report's transaction: the files are counted now, their reservations end."""
+        rids = sorted(set(rids))
+        for i in range(0, len(rids), 500):
+            s.execute(delete(QuotaReservation).where(QuotaReservation.id.in_(rids[i:i + 500]),
+                                                     QuotaReservation.node == node))
 
     def prune_expired(self):
         with self.sessions.begin() as s:

@@ -12,6 +12,7 @@ from securifile.common.errors import NotFound
 from securifile.common.times import epoch, from_epoch, iso
 
 from .coordination import exclusive
+from .db import reading
 from .models import File, Observation, Placement, Server, StatusChange
 
 RUNNING, DOWN, FAILED, UNKNOWN, VERIFYING = "running", "down", "failed", "unknown", "verifying"
@@ -148,8 +149,10 @@ class ServerRegistry:
         return counts
 
     def listing(self):
-        with self.sessions() as s:
-            rows = s.scalars(select(Server).order_by(Server.name)).all()
+        with reading(self.sessions)() as s:
+            rows = s.execute(select(Server.name, Server.url, Server.status, Server.admin_state,
+                                    Server.since, Server.used_bytes, Server.available_bytes,
+                                    Server.sampled_at).order_by(Server.name)).all()
             under = self.under_replicated_counts(s)
         return [{"name": r.name, "url": r.url, "under_replicated": under.get(r.name, 0),
                  "status": "offline" if r.admin_state == "offline" and r.status != RUNNING else r.status,
@@ -158,7 +161,7 @@ class ServerRegistry:
                  "sampled_at": iso(r.sampled_at)} for r in rows]
 
     def history(self, name, limit=100):
-        with self.sessions() as s:
+        with reading(self.sessions)() as s:
             rows = s.scalars(select(StatusChange).where(StatusChange.server == name)
                              .order_by(StatusChange.at.desc(), StatusChange.id.desc()).limit(limit)).all()
         return [{"observer": r.observer, "old": r.old, "new": r.new, "detail": r.detail,

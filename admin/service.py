@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from securifile.common.certs import CertificateAuthority, CertLayout
 from securifile.common.errors import ApiError, Forbidden, NotFound
@@ -21,7 +22,9 @@ from .accounts import Accounts
 from .acl import AccessControl, allowed
 from .caller import Caller
 from .catalog import Catalog
-from .coordination import exclusive, insert_once
+from .bulk import dialect_insert, insert_rows
+from .coordination import exclusive
+from .db import reading
 from .events import events_page
 from .membership import MembershipBook
 from .mailer import (
@@ -58,6 +61,7 @@ class AdminService:
         self.syslog = syslog
         self.receiver_stats = None
         self.builtin_receiver = False  # True: events reach the database through syslog
+        self.recorder = None  # the built-in receiver's EventRecorder, which calls record_events
         self.mailer = Mailer(MailSettings(
             mode=cfg.mail_mode, outbox_dir=cfg.admin_data_dir / "outbox",
             smtp_host=cfg.smtp_host or "localhost", smtp_port=cfg.smtp_port or None,
@@ -99,21 +103,43 @@ class AdminService:
                         result=fields.get("result", ""), size=int(fields.get("size", 0))))
 
     def record_event(self, event):
-        """An event that arrived through the built-in syslog receiver; stored once per
-        record id (a message sent again, to this instance or another, adds nothing)."""
+        """An event that arrived through the built-in syslog receiver (see record_events)."""
+        self.record_events([event])
+
+    def record_events(self, events):
+        """Events that arrived through the built-in syslog receiver, in one transaction,
+        each stored once per record id (a message sent again, to this instance or another,
+        adds nothing). A batch the database refuses is stored event by event, so that one
+        bad event loses only itself."""
+        rows = [self._event_row(e) for e in events]
+        try:
+            self._insert_events(rows)
+        except SQLAlchemyError:
+            if len(rows) == 1:
+                raise
+            for row in rows:
+                try:
+                    self._insert_events([row])
+                except SQLAlchemyError as e:
+                    log.error("audit event not stored (%s): %.300r", e, row)
+
+    def _insert_events(self, rows):
+        with self.sessions.begin() as s:
+            insert_rows(s, dialect_insert(s, Event).on_conflict_do_nothing(
+                index_elements=["record_id"]), rows)
+
+    def _event_row(self, event):
         sd = {}
         for params in (event.get("sd") or {}).values():
             sd.update(params)
         size = str(sd.get("bytes") or "0")
         record_id = ((event.get("sd") or {}).get(SD_RECORD) or {}).get("id")
-        row = dict(at=self.clock(), kind=(event.get("msgid") or "log").lower(),
-                   server=sd.get("server", event.get("hostname") or ""),
-                   username=sd.get("user", ""), operation=sd.get("op", ""),
-                   path=sd.get("path", ""), result=sd.get("result", ""),
-                   size=int(size) if size.isdigit() else 0, message=event.get("msg") or "",
-                   record_id=record_id if record_id and len(record_id) <= 32 else None)
-        with self.sessions.begin() as s:
-            s.execute(insert_once(s, Event, row, "record_id"))
+        return dict(at=self.clock(), kind=(event.get("msgid") or "log").lower(),
+                    server=sd.get("server", event.get("hostname") or ""),
+                    username=sd.get("user", ""), operation=sd.get("op", ""),
+                    path=sd.get("path", ""), result=sd.get("result", ""),
+                    size=int(size) if size.isdigit() else 0, message=event.get("msg") or "",
+                    record_id=record_id if record_id and len(record_id) <= 32 else None)
 
     def prune_events(self, keep=EVENTS_KEPT):
         with self.sessions.begin() as s:
@@ -124,7 +150,7 @@ class AdminService:
     def recent_events(self, caller, after, limit):
         """A page of events (see events_page): every one for administrators, the caller's
         own for anybody else."""
-        return events_page(self.sessions, after, limit, None if caller.admin else caller.name)
+        return events_page(reading(self.sessions), after, limit, None if caller.admin else caller.name)
 
     def _log_status(self, server, old, new, detail):
         log.warning("server %s: %s -> %s (%s)", server, old, new, detail)
@@ -153,10 +179,10 @@ class AdminService:
         """The ``Caller`` behind a user's credential: refused while the account is gone (403),
         the credential revoked or from a removed account of that name (401), or the account
         disabled or expired (403)."""
-        user = self.accounts.get(principal.name)
+        user, revoked = self.accounts.caller_account(principal)
         if user is None:
             raise Forbidden(f"account {principal.name} no longer exists", code="no_such_user")
-        self.accounts.check_credential(user, principal)
+        self.accounts.check_credential(user, principal, revoked)
         self.accounts.check_active(user)
         return Caller(principal, user)
 

@@ -11,8 +11,10 @@ from .measure import BenchError, Target
 class SecuriFileCluster:
     """A local cluster of ``servers`` nodes with ``replicas`` copies besides the origin."""
 
-    def __init__(self, launcher, data_dir, servers=3, replicas=0, start_timeout_s=120):
+    def __init__(self, launcher, data_dir, servers=3, replicas=0, start_timeout_s=120,
+                 env=None):
         self.launcher = launcher
+        self.env = env  # SECURIFILE_* settings for every process of the cluster
         self.data_dir = data_dir
         self.servers = servers
         self.replicas = replicas
@@ -34,7 +36,8 @@ class SecuriFileCluster:
                "--certs-dir", os.path.join(self.data_dir, "certs"), "--host", "127.0.0.1"]
         # its own process group, so that stopping it can never reach anything but its nodes
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, **(self.env or {})})
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -7,11 +7,8 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import signal
-import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +16,8 @@ import time
 from . import report
 from .cluster import SecuriFileCluster
 from .concurrent import concurrent_big, concurrent_small
+from .cpugroups import BenchGroups
+from .machine import check_disk, machine_info
 from .measure import (MIB, BenchError, ForeignCpu, PeakMemorySampler, download,
                            download_digest, format_size, make_random_file, median, parse_size,
                            upload, upload_many, wait_for_quiet)
@@ -108,36 +107,6 @@ def parse_args(argv):
     if args.concurrent_only and not args.clients:
         parser.error("--concurrent-only needs --clients > 0")
     return args
-
-
-def machine_info():
-    def first(path, prefix):
-        try:
-            with open(path) as f:
-                for line in f:
-                    if line.startswith(prefix):
-                        return line.split(":", 1)[1].strip()
-        except OSError:
-            return None
-        return None
-
-    try:
-        import tornado
-        tornado_version = tornado.version
-    except ImportError:
-        tornado_version = None
-    curl = subprocess.run(["curl", "--version"], capture_output=True, text=True, timeout=30)
-    mem_kib = first("/proc/meminfo", "MemTotal")
-    return {
-        "cpus": len(os.sched_getaffinity(0)),
-        "cpu_model": first("/proc/cpuinfo", "model name"),
-        "memory": f"{int(mem_kib.split()[0]) // 1024} MiB" if mem_kib else None,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "tornado": tornado_version,
-        "openssl": ssl.OPENSSL_VERSION,
-        "curl": curl.stdout.split()[1] if curl.stdout else None,
-    }
 
 
 def find_launcher(explicit):
@@ -232,9 +201,11 @@ def undisturbed(label, transfer, args, before=None, target=None):
         if attempt and before:
             before()
         patient = time.monotonic() < args.patient_until
-        wait_for_quiet(args.max_foreign_cpu, args.quiet_wait if patient else 0, log)
+        wait_for_quiet(args.max_foreign_cpu, args.quiet_wait if patient else 0, log,
+                       args.cpu_groups)
         settle()
-        with ForeignCpu(server_pids=target.root_pids if target else ()) as foreign:
+        with ForeignCpu(server_pids=target.root_pids if target else (),
+                        groups=args.cpu_groups) as foreign:
             result = transfer()
         result["server_cpu_s"] = round(foreign.server_cpu_s, 2)
         result["foreign_cores"] = round(foreign.cores, 2)
@@ -420,7 +391,7 @@ def profile_pass(cluster, target, files, out_dir, args):
     )
     summaries = {}
     for phase, transfer in phases:
-        wait_for_quiet(args.max_foreign_cpu, args.quiet_wait, log)
+        wait_for_quiet(args.max_foreign_cpu, args.quiet_wait, log, args.cpu_groups)
         settle()
         prefix = os.path.join(out_dir, f"{tag}-{phase.replace(' ', '-')}")
         with NodeProfiler(cluster.node_pids(), prefix) as profiler:
@@ -479,6 +450,9 @@ def run_ours(args, files, workdir, results):
                 figures["concurrent"] = measure_concurrent(cluster, target, files, args)
             if args.move_bytes:
                 figures["move"] = measure_move(cluster, target, files, args.move_bytes, args)
+            if replicas == 0 and not args.concurrent_only:
+                figures["download_unverified_mb_s"] = measure_unverified_download(
+                    launcher, files, workdir, args)
             if args.profile and not args.concurrent_only:
                 figures["profile"] = profile_pass(cluster, target, files, os.path.join(
                     args.results_dir, "profiles", args.stamp), args)
@@ -490,12 +464,32 @@ def run_ours(args, files, workdir, results):
     files.drop_move_file()
 
 
-def check_disk(workdir, args):
-    need = (0 if args.concurrent_only else args.size_bytes * 4) + args.move_bytes * 4 \
-        + (args.concurrent_bytes * (args.clients + 1) * 3 if args.clients else 0) + 512 * MIB
-    free = shutil.disk_usage(workdir).free
-    if free < need:
-        raise BenchError(f"{format_size(need)} of scratch space needed, {free // MIB} MiB free")
+def measure_unverified_download(launcher, files, workdir, args):
+    """Downloads (MB/s, median) from a cluster whose nodes do not check the digest of what they
+    send (``verify_reads = false``): what the check costs, against the default above."""
+    cluster = SecuriFileCluster(launcher, os.path.join(workdir, "cluster-unverified"),
+                                servers=args.servers, replicas=0,
+                                env={"SECURIFILE_VERIFY_READS": "false"})
+    log(f"starting {cluster.name} with {args.servers} servers, reads not verified")
+    target = cluster.start()
+    try:
+        if args.nice:
+            for pid in [cluster.proc.pid] + target.root_pids + target.side_pids:
+                set_priority(pid, args.nice)
+        timeout = transfer_timeout(files.big_size)
+        upload(target, files.big, "unverified.bin", files.big_size, timeout)
+        rates = []
+        for run in range(args.runs):
+            down = undisturbed(f"{target.name} download, reads not verified", lambda: download(
+                target, "unverified.bin", files.big_size, timeout), args, target=target)
+            rates.append(down["mb_per_s"])
+            log(f"{target.name} unverified download {run + 1}/{args.runs}: "
+                f"{down['mb_per_s']:.0f} MB/s")
+        return median(rates)
+    finally:
+        cluster.stop()
+        if not args.keep:
+            shutil.rmtree(cluster.data_dir, ignore_errors=True)
 
 
 def set_priority(pid, nice):
@@ -534,6 +528,7 @@ def main(argv=None):
         set_priority(os.getpid(), args.nice)
     args.stamp = time.strftime("%Y%m%d-%H%M%S")
     args.patient_until = time.monotonic() + args.patience
+    args.cpu_groups = None
     if args.report_only:
         with open(os.path.join(args.results_dir, "latest.json")) as f:
             merged = json.load(f)
@@ -551,6 +546,9 @@ def main(argv=None):
         "systems": {},
     }
     failed = None
+    # CPU counted by the kernel per group where it can (bench/cpugroups.py says why)
+    args.cpu_groups = BenchGroups.start(f"securifile-bench-{os.getpid()}")
+    results["cpu_accounting"] = "cgroup" if args.cpu_groups else "proc"
     try:
         check_disk(workdir, args)
         files = Files(workdir, args.size_bytes, args.small_count, args.small_bytes,
@@ -566,6 +564,8 @@ def main(argv=None):
         failed = "interrupted"
         log("interrupted")
     finally:
+        if args.cpu_groups is not None:
+            args.cpu_groups.close()
         if args.nice and group_nice_before is not None:
             set_priority(os.getpid(), group_nice_before)
         if args.keep:

@@ -269,37 +269,48 @@ class ForeignCpu:
     among themselves as well as with others, kept to compare like with like.
     """
 
-    def __init__(self, root_pid=None, server_pids=()):
+    def __init__(self, root_pid=None, server_pids=(), groups=None):
         self.root_pid = root_pid or os.getpid()
         self.server_pids = list(server_pids)
+        # bench/cpugroups.py's BenchGroups, when the kernel counts for us (None: /proc)
+        self.groups = groups
         self.cores = None
         self.waiting_cores = None
         self.server_cpu_s = None  # CPU seconds the server's own processes used
 
-    def _server_jiffies(self):
-        return sum(_tree_jiffies(pid) for pid in self.server_pids)
+    def _ours_s(self):
+        if self.groups is not None:
+            return self.groups.group.seconds()
+        return _tree_jiffies(self.root_pid) / CLOCK_TICKS
+
+    def _server_s(self):
+        if not self.server_pids:
+            return 0.0
+        if self.groups is not None:
+            return self.groups.for_server(self.server_pids).seconds()
+        return sum(_tree_jiffies(pid) for pid in self.server_pids) / CLOCK_TICKS
 
     def __enter__(self):
-        self._t0, self._busy0, self._ours0 = time.monotonic(), _busy_jiffies(), _tree_jiffies(self.root_pid)
+        self._t0, self._busy0, self._ours0 = time.monotonic(), _busy_jiffies(), self._ours_s()
         self._wait0 = _tree_run_delay_ns(self.root_pid)
-        self._server0 = self._server_jiffies()
+        self._server0 = self._server_s()
         return self
 
     def __exit__(self, *exc):
         seconds = max(time.monotonic() - self._t0, 1e-3)
-        foreign = (_busy_jiffies() - self._busy0) - (_tree_jiffies(self.root_pid) - self._ours0)
-        self.cores = max(0.0, foreign / CLOCK_TICKS / seconds)
+        foreign = (_busy_jiffies() - self._busy0) / CLOCK_TICKS - (self._ours_s() - self._ours0)
+        self.cores = max(0.0, foreign / seconds)
         waited = _tree_run_delay_ns(self.root_pid) - self._wait0
         self.waiting_cores = max(0.0, waited / 1e9 / seconds)
-        self.server_cpu_s = (self._server_jiffies() - self._server0) / CLOCK_TICKS
+        self.server_cpu_s = self._server_s() - self._server0
 
 
-def wait_for_quiet(max_cores, max_wait_s, log):
+def wait_for_quiet(max_cores, max_wait_s, log, groups=None):
     """Wait (bounded) until other processes use at most ``max_cores``; returns what was seen."""
     deadline = time.monotonic() + max_wait_s
     told = False
     while True:
-        with ForeignCpu() as cpu:
+        with ForeignCpu(groups=groups) as cpu:
             time.sleep(1.0)
         if cpu.cores <= max_cores or time.monotonic() >= deadline:
             if told:

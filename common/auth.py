@@ -4,6 +4,9 @@ Servers resolve the caller once per request into a Principal; what the caller ma
 authoriser's business, not this module's.
 """
 import hmac
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from .certs import ROLE_ADMIN, ROLE_MONITOR, ROLE_NODE, ROLE_USER, peer_credential, subject_identity
@@ -34,11 +37,42 @@ def token_generation(claims):
     return gen if isinstance(gen, int) and not isinstance(gen, bool) else -1
 
 
+class VerifiedTokens:
+    """Bearer tokens whose signature checked out, with their claims, until they expire: a
+    client sends the same token with every request, and checking its signature again is
+    the costliest step of authenticating it. Only the signature and claims are remembered
+    (a token byte for byte as verified); whether the account may still act, or the token
+    was revoked, is for the server to ask on each request. Bounded: least recently used
+    first out."""
+
+    def __init__(self, public_key, size=1024, clock=time.time):
+        self.public_key, self.size, self.clock = public_key, size, clock
+        self._claims = OrderedDict()
+        self._lock = threading.Lock()
+
+    def claims(self, token):
+        with self._lock:
+            claims = self._claims.get(token)
+            if claims is not None:
+                if claims["exp"] > self.clock():  # as PyJWT decides it, without leeway
+                    self._claims.move_to_end(token)
+                    return dict(claims)
+                del self._claims[token]
+        claims = verify_token(self.public_key, token)  # raises for a bad or expired one
+        if isinstance(claims.get("exp"), (int, float)):
+            with self._lock:
+                self._claims[token] = claims
+                while len(self._claims) > self.size:
+                    self._claims.popitem(last=False)
+        return dict(claims)
+
+
 class Authenticator:
     """Resolves callers from a verified TLS certificate, a bearer token or (no-TLS) a secret."""
 
     def __init__(self, token_public_key, node_names, peer_secret=None):
         self.token_public_key = token_public_key
+        self.tokens = VerifiedTokens(token_public_key)
         # A set given is shared, not copied: the membership changes it as servers come and go.
         self.node_names = node_names if isinstance(node_names, set) else set(node_names)
         self.peer_secret = peer_secret
@@ -74,7 +108,7 @@ class Authenticator:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
-            return verify_token(self.token_public_key, token.strip())
+            return self.tokens.claims(token.strip())
         return None
 
     def admin_server(self, request):

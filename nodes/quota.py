@@ -133,6 +133,7 @@ class UploadQuota:
         self.done = False
         self._renewal = None
         self._background = set()
+        self._shrinking = None  # keep()'s call to the admin server, while it runs
 
     def needs(self, size):
         """Whether a body of ``size`` bytes goes beyond what is reserved."""
@@ -197,11 +198,18 @@ class UploadQuota:
     def keep(self, size):
         """A resumable upload's request ends with ``size`` bytes held, the upload goes on:
         no more renewals, and the step reserved ahead goes back (the reservation covers
-        ``size`` until it expires); the next request renews it, or takes it again."""
+        ``size`` until it expires); the next request renews it, or takes it again. The
+        admin server is told in the background: ``kept()`` waits for it."""
         if self._stop() and self.covered > size:
-            task = asyncio.ensure_future(self._shrink(size))
+            task = self._shrinking = asyncio.ensure_future(self._shrink(size))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    async def kept(self):
+        """Once the admin server has what ``keep()`` told it: a request's answer waits for
+        this, so that the owner's usage read right after it shows what the upload holds."""
+        if self._shrinking is not None:
+            await asyncio.shield(self._shrinking)  # a request cut off leaves it running
 
     async def _shrink(self, size):
         try:

@@ -65,6 +65,7 @@ class _UploadBody(UserHandler):
         self.redirect = None  # a creation to send elsewhere once its small body is read
         self.complete = False  # Upload-Complete, once read
         self.gone = False  # answered, or the connection closed
+        self.quota = None  # the upload's quota reservation (None: no quota, or not yet)
 
     async def prepare(self):
         self.failure = None
@@ -73,6 +74,7 @@ class _UploadBody(UserHandler):
             self.node.require_serving()
             await self.start()
         except ApiError as e:
+            await self._quota_kept()
             if self.request.method not in ("POST", "PATCH") or not self._answer_after_body():
                 raise
             # A small refused body on its way: read (and dropped) before the answer.
@@ -124,7 +126,10 @@ class _UploadBody(UserHandler):
         if self.failure is not None:
             raise self.failure
         append, upload = self.append, self.append.upload
-        result = await append.finish(complete)
+        try:
+            result = await append.finish(complete)
+        finally:
+            await self._quota_kept()
         self.set_header("Upload-Complete", "?1" if complete else "?0")
         if not complete:
             self._upload_fields(upload, result)
@@ -140,6 +145,12 @@ class _UploadBody(UserHandler):
         body["replicas_wanted"] = self.node.replicas
         self.send_json(body, status=201 if created else 200)
         return loc
+
+    async def _quota_kept(self):
+        """A request that ends with the upload partial shrinks its reservation to the bytes
+        held before it answers: the owner reading their usage next sees the truth."""
+        if self.quota is not None:
+            await self.quota.kept()
 
     def _upload_fields(self, upload, offset):
         self.set_header("Upload-Offset", str(offset))
@@ -177,7 +188,7 @@ class UploadCreationHandler(_UploadBody):
         whole = self.request.headers.get("Repr-Digest")
         digests = parse_content_digest(whole) if whole else {}
         self._take_slot()
-        quota = await self.node.resumable.reserve(fp, self._expected(length, 0), 0)
+        quota = self.quota = await self.node.resumable.reserve(fp, self._expected(length, 0), 0)
         upload, ticket = await self.node.resumable.create(self.principal.name, fp, length,
                                                           digests, quota)
         if upload is None:  # another server coordinates this file's writes
@@ -236,7 +247,8 @@ class UploadHandler(_UploadBody):
         self._check_length(length if length is not None else upload.length, current)
         self._take_slot()
         total = self._expected(length if length is not None else upload.length, current)
-        quota = await node.resumable.reserve(upload.file_path, total, current, upload.reservation)
+        quota = self.quota = await node.resumable.reserve(upload.file_path, total, current,
+                                                          upload.reservation)
         upload, ticket = await node.resumable.resume(upload, self.principal.name, current, quota)
         whole = self.request.headers.get("Repr-Digest")
         if whole or (length is not None and upload.length is None):

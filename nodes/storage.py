@@ -83,15 +83,18 @@ class StorageNode(MajorityLocking):
         status = self.peers.self_status
         if status in (FAILED, OFFLINE):  # whatever the majority says, it serves nobody
             raise Unavailable(f"server {self.name} is {status}", code="server_not_running")
+        # The states below pass by themselves (a heartbeat or a verification later): a client
+        # that has no other server to ask may ask this one again soon.
+        soon = {"Retry-After": "1"}
         if self.quorum is not None and not self.quorum.has():
             if not self.quorum.ever:
                 raise Unavailable(f"server {self.name} has not caught up with its peers yet",
-                                  code="not_synced")
+                                  code="not_synced", headers=soon)
             raise Unavailable(f"server {self.name} is cut off from the majority of the cluster: "
-                              f"{self.quorum.detail()}", code="no_quorum")
+                              f"{self.quorum.detail()}", code="no_quorum", headers=soon)
         if self.peers.self_status != RUNNING:
             raise Unavailable(f"server {self.name} is {self.peers.self_status}",
-                              code="server_not_running")
+                              code="server_not_running", headers=soon)
 
     def _enough(self, count):
         return self.quorum is None or self.quorum.enough(count)

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from securifile.common.auth import VerifiedTokens
 from securifile.common.certs import (ROLE_ADMIN, ROLE_NODE, ROLE_USER, CertificateAuthority,
                                      CertLayout, ensure_ca, ensure_server_cert, ensure_user_cert,
                                      subject_identity, write_cert_and_key)
@@ -21,6 +22,8 @@ from securifile.common.errors import Unauthenticated
 from securifile.common.tls import client_context, server_context
 from securifile.common.tokens import (load_private_key, load_public_key, mint_token,
                                       verify_token)
+
+from .helpers import wait_for
 
 UTC = datetime.timezone.utc
 
@@ -387,3 +390,46 @@ def test_not_after_caps_the_expiry(keys):
     with pytest.raises(Unauthenticated) as e:
         verify_token(public, token)
     assert e.value.code == "token_expired"
+
+
+# -- verified tokens remembered (common/auth.py VerifiedTokens) ----------------------------
+
+def test_a_remembered_token_still_expires(keys):
+    private, public = keys
+    tokens = VerifiedTokens(public)
+    token, exp = mint_token(private, "alice", ttl_seconds=1)
+    assert tokens.claims(token)["sub"] == "alice"
+    assert tokens.claims(token)["exp"] == exp  # now from memory
+    wait_for(lambda: time.time() >= exp, timeout=5, what="the token's expiry")
+    with pytest.raises(Unauthenticated) as e:
+        tokens.claims(token)
+    assert e.value.code == "token_expired"
+
+
+def test_only_the_very_token_verified_is_remembered(keys):
+    private, public = keys
+    tokens = VerifiedTokens(public)
+    token, _ = mint_token(private, "alice")
+    tokens.claims(token)
+    tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    header, payload, signature = token.split(".")
+    stranger, _ = pem_pair()
+    forged, _ = mint_token(stranger, "alice")
+    for bad in (tampered, ".".join([header, forged.split(".")[1], signature]), forged):
+        with pytest.raises(Unauthenticated) as e:
+            tokens.claims(bad)
+        assert e.value.code == "invalid_token"
+    tokens.claims(token)["sub"] = "mallory"  # a caller's copy: the memory keeps its own
+    assert tokens.claims(token)["sub"] == "alice"
+
+
+def test_the_memory_of_tokens_is_bounded(keys):
+    private, public = keys
+    tokens = VerifiedTokens(public, size=3)
+    minted = [mint_token(private, f"u{i}")[0] for i in range(5)]
+    for token in minted:
+        tokens.claims(token)
+    assert list(tokens._claims) == minted[2:]
+    tokens.claims(minted[2])  # used again: the most recent
+    tokens.claims(minted[0])
+    assert list(tokens._claims) == [minted[4], minted[2], minted[0]]

@@ -153,6 +153,15 @@ async def test_a_node_without_a_majority_serves_nobody(http_client, base_url, cl
     cluster.nodes["n1"].peers.set_self("offline", "taken offline by the test")
     r = await call(http_client, base_url, "GET", "alice/x.txt")
     assert r.code == 503 and error_code(r) == "server_not_running"
+    assert "Retry-After" not in r.headers  # it will not pass by itself: ask another server
+
+
+@pytest.mark.gen_test
+async def test_a_node_being_verified_says_when_to_ask_again(http_client, base_url, cluster):
+    cluster.nodes["n1"].peers.set_self("verifying", "back after a restart")
+    r = await call(http_client, base_url, "GET", "alice/x.txt")
+    assert r.code == 503 and error_code(r) == "server_not_running"
+    assert r.headers["Retry-After"] == "1"
 
 
 async def peer_call(http_client, base_url, method, path, payload=None, peer="n2"):

@@ -26,7 +26,9 @@ class StatementLog:
     def __init__(self, engine):
         self.on = False
         self.statements = []
-        event.listen(engine, "before_cursor_execute", self._seen)
+        # The GUI's reads go through the engine's reading pool (admin/db.py) when it has one.
+        for each in {engine, getattr(engine, "reading", engine)}:
+            event.listen(each, "before_cursor_execute", self._seen)
 
     def _seen(self, conn, cursor, statement, parameters, context, executemany):
         if self.on:

@@ -1,0 +1,46 @@
+"""The machine the figures come from: what it is, and whether it has room for a run."""
+import os
+import platform
+import shutil
+import ssl
+import subprocess
+
+from .measure import MIB, BenchError, format_size
+
+
+def machine_info():
+    def first(path, prefix):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(prefix):
+                        return line.split(":", 1)[1].strip()
+        except OSError:
+            return None
+        return None
+
+    try:
+        import tornado
+        tornado_version = tornado.version
+    except ImportError:
+        tornado_version = None
+    curl = subprocess.run(["curl", "--version"], capture_output=True, text=True, timeout=30)
+    mem_kib = first("/proc/meminfo", "MemTotal")
+    return {
+        "cpus": len(os.sched_getaffinity(0)),
+        "cpu_model": first("/proc/cpuinfo", "model name"),
+        "memory": f"{int(mem_kib.split()[0]) // 1024} MiB" if mem_kib else None,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "tornado": tornado_version,
+        "openssl": ssl.OPENSSL_VERSION,
+        "curl": curl.stdout.split()[1] if curl.stdout else None,
+    }
+
+
+def check_disk(workdir, args):
+    need = (0 if args.concurrent_only else args.size_bytes * 4) + args.move_bytes * 4 \
+        + (args.concurrent_bytes * (args.clients + 1) * 3 if args.clients else 0) + 512 * MIB
+    free = shutil.disk_usage(workdir).free
+    if free < need:
+        raise BenchError(f"{format_size(need)} of scratch space needed, {free // MIB} MiB free")
