@@ -216,6 +216,7 @@ class DiskWriter:
         self._synced = 0
         self._written = 0  # bytes in the temp file
         self._syncing = None
+        self._presync = None  # the fsync of the whole body started before the commit
         self.done = False
 
     def write(self, chunk):
@@ -269,21 +270,45 @@ class DiskWriter:
         self.done = True
         return digest
 
-    async def commit_async(self, expected_digest=None, expected_size=None):
+    def presync(self):
+        """The whole body is here: start its fsync on a worker thread now, while the caller
+        still waits for something else (an upload's lock round). Nothing is renamed; the
+        commit then skips its own fsync, or fails with this one's error (a failed fsync
+        cannot be retried: the kernel may have dropped the dirty pages)."""
+        if self._presync is None and not self.done:
+            self._presync = asyncio.ensure_future(self._drain_and_fsync())
+            self._presync.add_done_callback(_retrieve)
+
+    async def _drain_and_fsync(self):
+        self._drain()
+        return await self._fsync_now(self.size)
+
+    async def _fsync_now(self, size):
+        fd = os.dup(self._fd)  # an abort meanwhile must not close it under the thread
+        try:
+            await asyncio.to_thread(_fsync_file, fd)
+        finally:
+            os.close(fd)
+        return size
+
+    async def commit_async(self, expected_digest=None, expected_size=None, placed=None):
         """``commit`` with both fsyncs on worker threads, so the event loop serves other
         requests while the disk answers; the folder's fsync is shared with the renames
-        into it made meanwhile (``DiskStore.folders``). Returns once the file is durable."""
+        into it made meanwhile (``DiskStore.folders``). Returns once the file is durable.
+
+        ``placed(digest)`` is called once the file is at its name, before the folder's
+        fsync (an upload sends its replicas their copies meanwhile)."""
         try:
+            synced = await self._presync if self._presync is not None else None
             digest = self._checked(expected_digest, expected_size)
-            fd = os.dup(self._fd)  # an abort meanwhile must not close it under the thread
-            try:
-                await asyncio.to_thread(_fsync_file, fd)
-            finally:
-                os.close(fd)
+            if synced != self.size and not self.done:
+                await self._fsync_now(self.size)
             if self.done:  # aborted meanwhile (the sender went away): nothing was renamed
                 raise ApiError("the upload was abandoned while it was being stored",
                                code="aborted")
             target = self._place()
+            if placed is not None:
+                placed(digest)
             await self.store.folders.sync(target.parent)
         except BaseException:
             self.abort()
@@ -348,6 +373,11 @@ def _fsync_file(fd):
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise InsufficientStorage("the server ran out of disk space") from None
         raise
+
+
+def _retrieve(task):
+    if not task.cancelled():
+        task.exception()  # the commit that awaits it raises it; an abandoned one does not
 
 
 def _datasync_and_close(fd):

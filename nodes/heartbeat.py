@@ -30,6 +30,7 @@ class HeartbeatLoop:
         # map) so that a restart does not pull every record of every peer again.
         self._cursors = cursors
         self._pulled = dict(cursors.pull_cursors()) if cursors is not None else {}
+        self._saved = dict(self._pulled)  # what ``cursors`` holds (pushes advance lazily)
         self._periodic = None
         self.quorum = quorum  # told of every answer; asked to refresh once a round
         self.membership = membership  # takes a newer list from an answer (gossip)
@@ -59,7 +60,9 @@ class HeartbeatLoop:
             if self.membership is not None:
                 self.membership.gossip(answer.get("membership"), name)
             seq = int(answer.get("seq", 0))
-            if seq != self._pulled.get(name, 0):
+            if seq == self._pulled.get(name, 0) and self._saved.get(name) != seq:
+                self._advance(name, seq)  # advanced by pushes: kept, once a beat at most
+            elif seq != self._pulled.get(name, 0):
                 # Catch up first: a returning peer is challenged on the newest records. The
                 # peer stays in flight meanwhile, so that the next beats do not start the
                 # same long pull again from the same point.
@@ -98,10 +101,20 @@ class HeartbeatLoop:
         except Exception:
             log.exception("applying locations from %s failed", name)
 
+    def note_pushed(self, name, before, after):
+        """``name`` pushed records (now applied here) that took its map from sequence
+        ``before`` to ``after``: when this node had pulled exactly up to ``before``, it has
+        everything up to ``after`` and the next beat pulls nothing. Each small upload's
+        record was otherwise pulled again by every peer within a second of its push."""
+        if name in self.urls and name not in self._in_flight \
+                and self._pulled.get(name, 0) == before < after:
+            self._pulled[name] = after  # saved by the next beat (a restart pulls them again)
+
     def _advance(self, name, seq):
         self._pulled[name] = seq
         if self._cursors is not None:
             self._cursors.save_pull_cursor(name, seq)
+            self._saved[name] = seq
 
     def start(self):
         self._periodic = PeriodicCallback(self._tick, self.interval * 1000)

@@ -153,6 +153,7 @@ def build_node(cfg, name, deep=False):
             node.peer_changed(subject, old, new)
 
     peers.on_change = on_change
+    node.on_pushed = heartbeat.note_pushed
     verifier.catch_up = heartbeat.catch_up  # a peer claims versions this node has not seen
     node.scrubber = None
     if cfg.scrub_files_per_second > 0:

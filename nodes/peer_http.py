@@ -86,7 +86,13 @@ class LocationsHandler(NodeHandler):
     def post(self):
         body = self.json_body()
         records = body.get("records", [])
-        self.node.receive_locations(self.principal.name, records, body.get("release", ()))
+        seq = body.get("seq")
+        if seq is not None:
+            try:
+                seq = (int(seq[0]), int(seq[1]))
+            except (TypeError, ValueError, IndexError, KeyError):
+                raise ApiError("seq must be [before, after]", code="bad_record") from None
+        self.node.receive_locations(self.principal.name, records, body.get("release", ()), seq)
         self.send_json({"applied": len(records)})
 
 

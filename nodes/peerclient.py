@@ -215,11 +215,14 @@ class PeerClient:
         return await self.call_json(base + "/peer/locks", "POST", {
             "owner": fp.owner, "path": fp.rel, "token": token, "release": True}, timeout)
 
-    async def push_locations(self, base, records, release=None, timeout=None):
-        """Records to apply, and the locks they end (given back once applied)."""
+    async def push_locations(self, base, records, release=None, timeout=None, seq=None):
+        """Records to apply, and the locks they end (given back once applied); ``seq``:
+        (before, after), this node's map sequence around them (see HeartbeatLoop.note_pushed)."""
         body = {"records": records}
         if release:
             body["release"] = release
+        if seq is not None:
+            body["seq"] = list(seq)
         return await self.call_json(base + "/peer/locations", "POST", body, timeout)
 
     async def pull_locations(self, base, since, limit=1000):
@@ -267,9 +270,19 @@ class PeerClient:
                                     retry=False)
         finally:
             f.close()
+        return self._stored(data, url, loc)
+
+    async def send_copy_bytes(self, base, fp, body, loc):
+        """A small file's copy from memory (the bytes the origin committed, ``loc.digest``
+        theirs): headers and body go in one write; the peer answers once its digest matches."""
+        url = file_url(fp, base, REPLICAS)
+        data = await self._call(url, "PUT", body, 60.0, copy_headers(loc, len(body)))
+        return self._stored(data, url, loc)
+
+    def _stored(self, data, url, loc):
         answer = self._object(data, "PUT", url)
         if answer.get("digest") != loc.digest:
-            raise PeerError(f"{base} stored digest {answer.get('digest')} for {fp}, not {loc.digest}")
+            raise PeerError(f"PUT {url}: stored digest {answer.get('digest')}, not {loc.digest}")
         return answer
 
     async def stream_copy(self, base, fp, loc, size, chunks):

@@ -56,6 +56,9 @@ class StorageNode(MajorityLocking):
         self.pulled_by = {}  # peer -> the last of this node's sequence numbers it has pulled
         # Told of every change this node coordinated: (location, under_replicated).
         self.on_file_change = lambda loc, under_replicated: None
+        # Told of records a peer pushed: (peer, its seq before them, its seq after them), so
+        # the heartbeat does not pull them again (HeartbeatLoop.note_pushed).
+        self.on_pushed = lambda peer, before, after: None
         self.audit = None  # a SyslogSender for the audit log, when one is configured
         self.upload_slots = UploadSlots(0)  # uploads per user at a time (0: any number)
         self.min_upload_rate = 0.0  # bytes a second an upload must keep to keep its lock
@@ -194,8 +197,12 @@ class StorageNode(MajorityLocking):
     async def publish(self, locs, ticket=None):
         """Apply ``locs`` here and send them to every reachable peer, releasing ``ticket``'s
         lock there with them. True when a majority (this node included) stores them."""
+        before = self.locations.seq
         for loc in locs:
             self._apply_own(loc)
+        # Nothing else changes the map in between: a peer that has pulled up to ``before``
+        # has every change up to the new seq once it applies these (no pull for them).
+        seq = (before, self.locations.seq)
         records = [loc.to_json() for loc in locs]
         release = ([{"owner": ticket.fp.owner, "path": ticket.fp.rel, "token": ticket.token}]
                    if ticket else None)
@@ -204,7 +211,7 @@ class StorageNode(MajorityLocking):
         async def push(p):
             try:
                 await self.client.push_locations(self.urls[p], records, release,
-                                                 timeout=self.call_timeout)
+                                                 timeout=self.call_timeout, seq=seq)
                 return True
             except PeerError as e:
                 log.warning("records to %s failed (it will pull them later): %s", p, e)
@@ -409,10 +416,11 @@ class StorageNode(MajorityLocking):
             answer["record"] = loc.to_json()
         return answer
 
-    def receive_locations(self, sender, records, release=()):
+    def receive_locations(self, sender, records, release=(), seq=None):
         """Records a peer pushed: each must be one ``sender`` coordinated (a node publishes
         only its own changes), and not while another node holds the file's lock here; each
         lock to give back must be one it holds. Forbidden, and nothing applied, otherwise.
+        ``seq``: (before, after), the sender's map sequence around these records.
 
         A node that did not grant the lock (it was stopped or cut off during the lock round)
         still takes its coordinator's record: refusing it would leave this node answering
@@ -435,6 +443,8 @@ class StorageNode(MajorityLocking):
             raise Forbidden(f"{sender} does not hold the locks on {', '.join(foreign[:5])}",
                             code="not_the_coordinator")
         self.apply_locations(records, release)
+        if seq is not None:
+            self.on_pushed(sender, *seq)
 
     def check_copy_sender(self, fp, sender):
         """Only the node coordinating a change of ``fp`` (it holds the file's lock here) or a

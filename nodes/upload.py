@@ -17,6 +17,7 @@ from tornado.ioloop import PeriodicCallback
 from securifile.common.errors import ApiError, Forbidden, Unavailable
 
 from .locationmap import Location
+from .peerclient import PeerError
 from .pipeline import Pipeline
 from .placement import place_replicas, under_replicated
 from .upload_limits import ProgressWatch
@@ -77,6 +78,7 @@ class Upload:
         self.quota = None  # the room reserved in the owner's quota (None: no quota)
         self.closed = False
         self._locking = None  # the lock round run while a small body arrives
+        self._body = None  # a small body's pieces, kept to send the replicas from memory
         self._slot = None  # the user whose upload slot this upload holds
 
     @property
@@ -90,7 +92,8 @@ class Upload:
 
         ``body_first``: the body is on its way already (a small one, sent without waiting for
         ``100-continue``): the lock round runs while it arrives into a temp file (nothing is
-        committed before ``finish()`` has the lock); its replicas get the committed copy.
+        committed before ``finish()`` has the lock); its replicas get it from memory once
+        the origin's copy is at its name (see ``finish``).
         TooManyUploads (429) when the user has all the uploads allowed under way.
         """
         self.node.upload_slots.take(self.user)
@@ -99,6 +102,8 @@ class Upload:
             self.quota = await self.node.quotas.reserve(self.fp, self.length)
         if body_first:
             self.writer = self.node.store.writer(self.fp, self.node.algorithm)
+            if self.length is not None:  # at most SMALL_BODY (nodes/http.py)
+                self._body = []
             self._locking = asyncio.ensure_future(self._take_lock())
             return None
         where = await self._take_lock()
@@ -174,6 +179,8 @@ class Upload:
         except ApiError as e:
             self._refuse(e)
             return None
+        if self._body is not None:
+            self._body.append(chunk)
         if self.pipeline is not None:
             return self.pipeline.feed(chunk)
         return None
@@ -193,6 +200,8 @@ class Upload:
         coordinator."""
         node = self.node
         if self._locking is not None:
+            if self.failure is None:
+                self.writer.presync()  # the body's fsync runs while the lock round ends
             locking, self._locking = self._locking, None
             try:
                 where = await locking
@@ -207,9 +216,27 @@ class Upload:
         except ApiError:
             self.writer.abort()  # gone before the client hears of it (the pipeline too)
             raise
-        digest = await self.writer.commit_async(self.declared.own)
+        copies = None
+
+        def placed(digest):
+            nonlocal copies
+            copies = self._send_small_copies(digest)
+
+        small = self._body is not None and self.plan.targets
+        try:
+            digest = await self.writer.commit_async(self.declared.own,
+                                                    placed=placed if small else None)
+        except BaseException:
+            if copies is not None:
+                # A replica that stored it keeps a copy no record names (a new file's is
+                # removed by the repair loop; an existing file's is ahead of its record,
+                # as when an origin dies between its copies and its record).
+                copies.cancel()
+            raise
         piped = None
-        if self.pipeline is not None:
+        if copies is not None:
+            piped = await copies
+        elif self.pipeline is not None:
             # Only now, the origin's copy committed under a live lock, do the replicas get
             # the last bytes (and commit theirs).
             node.check_held(self.ticket)
@@ -235,6 +262,36 @@ class Upload:
         body["under_replicated"] = under_replicated(loc, node.replicas)
         body["replicas_wanted"] = node.replicas
         return Stored(body, self.existing is None)
+
+    def _send_small_copies(self, digest):
+        """The origin's copy is at its name (its folder's fsync under way): send the small
+        body to the plan's replicas from memory now, each in one request, rather than read
+        it back from disk after the origin's commit. A task: ``{slot: server}`` of those
+        that stored it (the others are handled as failed pipelined copies); None when the
+        lock could have run out (the commit then fails before anything is published)."""
+        node, plan = self.node, self.plan
+        try:
+            node.check_held(self.ticket)
+        except Unavailable:
+            return None
+        loc = copy.copy(plan.loc)
+        loc.digest = digest
+        body = b"".join(self._body)
+        fp = plan.loc.file_path
+
+        async def send(slot, target):
+            try:
+                await node.client.send_copy_bytes(node.urls[target], fp, body, loc)
+                return slot
+            except PeerError as e:
+                log.warning("replica copy of %s to %s failed: %s", fp, target, e)
+                return None
+
+        async def send_all():
+            sent = await asyncio.gather(*(send(i, t) for i, t in enumerate(plan.targets)))
+            return {slot: plan.targets[slot] for slot in sent if slot is not None}
+
+        return asyncio.ensure_future(send_all())
 
     async def _renew_lock(self):
         if self.ticket is None:

@@ -48,13 +48,16 @@ class InMemoryPeerClient:
         self._node(base).locks.release(fp, token)
         return {"ok": True}
 
-    async def push_locations(self, base, records, release=None, timeout=None):
+    async def push_locations(self, base, records, release=None, timeout=None, seq=None):
         self._node(base).apply_locations(records, release or ())
         return {"applied": len(records)}
 
     async def send_copy(self, base, fp, disk_path, loc):
         with open(disk_path, "rb") as f:
             return self._store(self._node(base), fp, loc, [f.read()], None)
+
+    async def send_copy_bytes(self, base, fp, body, loc):
+        return self._store(self._node(base), fp, loc, [body], len(body))
 
     async def stream_copy(self, base, fp, loc, size, chunks):
         node = self._node(base)

@@ -393,3 +393,30 @@ def test_async_commit_refuses_a_wrong_digest_and_keeps_the_old_file(store):
     asyncio.run(main())
     assert on_disk(store, "alice/kept.txt").read_bytes() == b"old bytes"
     assert not list(store.tmp_dir.iterdir())
+
+
+def test_a_body_synced_ahead_is_committed_and_one_aborted_after_its_sync_is_not(store):
+    """``presync`` fsyncs the temp file early and places nothing; the commit then places it.
+    An abort after it leaves nothing, and bytes written after it are synced by the commit."""
+    async def main():
+        w = store.writer(parse_path("alice/early.bin"), "sha256")
+        w.write(DATA)
+        w.presync()
+        await asyncio.sleep(0.05)
+        assert not on_disk(store, "alice/early.bin").exists()
+        w.write(b"more")  # after the sync ahead: the commit syncs again
+        digest = await asyncio.wait_for(w.commit_async(), 30)
+        assert digest == hashlib.sha256(DATA + b"more").hexdigest()
+
+        gone = store.writer(parse_path("alice/gone.bin"), "sha256")
+        gone.write(DATA)
+        gone.presync()
+        commit = asyncio.ensure_future(gone.commit_async())
+        await asyncio.sleep(0)
+        gone.abort()
+        with pytest.raises(ApiError):
+            await asyncio.wait_for(commit, 30)
+
+    asyncio.run(main())
+    assert on_disk(store, "alice/early.bin").read_bytes() == DATA + b"more"
+    assert not on_disk(store, "alice/gone.bin").exists() and not list(store.tmp_dir.iterdir())

@@ -520,3 +520,44 @@ def test_a_pull_cut_short_goes_on_from_its_last_page(tmp_path):
             mine.close()
 
     run(scenario())
+
+
+def test_records_pushed_right_after_the_last_pull_are_not_pulled_again(tmp_path):
+    """A push that takes the peer's map from exactly what was pulled to its new seq leaves
+    nothing to pull; one that leaves a gap (a push missed) does not move the cursor, so the
+    next beat pulls what was missed. The cursor a push advanced is saved by the next beat."""
+    async def scenario():
+        locations = LocationMap(tmp_path / "peer.db")
+        locations.apply(record(0))
+        peer = FakePeer(locations, page_limit=100)
+        server, port = await serve(peer)
+        mine = LocationMap(tmp_path / "mine.db")
+        table = PeerTable("me", ["me", "p"])
+        client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
+        loop = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}"}, 2.0, list,
+                             cursors=mine)
+        try:
+            await loop.run_once()
+            assert peer.pulls == [0]
+            assert mine.pull_cursors() == {"p": 1}
+
+            locations.apply(record(1))  # pushed (and applied here) as seq 1 -> 2
+            loop.note_pushed("p", 1, 2)
+            loop.note_pushed("stranger", 0, 5)  # no peer of ours: ignored
+            await loop.run_once()
+            assert peer.pulls == [0]  # nothing pulled again
+            assert mine.pull_cursors() == {"p": 2}  # and the cursor kept
+
+            locations.apply(record(2))  # a push this node missed (seq 2 -> 3) ...
+            locations.apply(record(3))
+            loop.note_pushed("p", 3, 4)  # ... so the next one leaves a gap: not taken
+            await loop.run_once()
+            assert peer.pulls == [0, 2]
+            assert mine.pull_cursors() == {"p": 4}
+        finally:
+            server.stop()
+            await client.close()
+            locations.close()
+            mine.close()
+
+    run(scenario())

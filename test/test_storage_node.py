@@ -220,3 +220,67 @@ def test_the_metrics_hear_of_replication_broadcasts_and_misses(cluster):
     # A method nobody marked cannot be listened to: a renamed one fails loudly.
     with pytest.raises(AttributeError):
         listen(n1, "route_read", lambda *_: None)
+
+
+def held_folder_syncs(node):
+    """Make ``node``'s folder fsyncs wait for the event this returns (set it to let them
+    through, or set ``failure`` on it first to make them fail)."""
+    import threading
+
+    from securifile.common.durable import FolderSyncer, fsync_dir
+    gate = threading.Event()
+    gate.failure = None
+
+    def sync(folder):
+        assert gate.wait(10)
+        if gate.failure is not None:
+            raise gate.failure
+        fsync_dir(folder)
+
+    node.store.folders = FolderSyncer(sync)
+    return gate
+
+
+def test_a_small_body_reaches_its_replica_while_the_origin_syncs_its_folder(cluster):
+    """A small body sent with its headers goes to the replica from memory as soon as the
+    origin's copy is at its name, not after the origin's folder fsync."""
+    n1 = cluster.nodes["n1"]
+    fp = FilePath("alice", "fast.txt")
+    gate = held_folder_syncs(n1)
+
+    async def scenario():
+        stored = asyncio.ensure_future(upload(n1, fp, "alice", b"small body", body_first=True))
+        for _ in range(500):  # bounded: the copy is a few loop turns away
+            if any(n.store.exists(fp) for name, n in cluster.nodes.items() if name != "n1"):
+                break
+            await asyncio.sleep(0.01)
+        copied = [name for name, n in cluster.nodes.items() if name != "n1" and n.store.exists(fp)]
+        # Nothing is published before the origin's commit is whole.
+        published = [name for name, n in cluster.nodes.items() if n.locations.get(fp) is not None]
+        gate.set()
+        return copied, published, await stored
+
+    copied, published, stored = run(scenario())
+    assert len(copied) == 1 and published == []
+    assert [r["server"] for r in stored.body["replicas"]] == copied
+    assert stored.body["under_replicated"] is False
+    assert all(node.locations.get(fp).version == 1 for node in cluster.nodes.values())
+    assert no_locks_anywhere(cluster, fp)
+
+
+def test_an_origin_whose_commit_fails_after_the_copies_went_out_publishes_nothing(cluster):
+    n1 = cluster.nodes["n1"]
+    fp = FilePath("alice", "failing.txt")
+    gate = held_folder_syncs(n1)
+    gate.failure = OSError(5, "Input/output error")
+    gate.set()
+
+    async def scenario():
+        with pytest.raises(OSError):
+            await upload(n1, fp, "alice", b"small body", body_first=True)
+        for _ in range(3):  # the peers' unlocks run in the background
+            await asyncio.sleep(0)
+
+    run(scenario())
+    assert all(node.locations.get(fp) is None for node in cluster.nodes.values())
+    assert no_locks_anywhere(cluster, fp)
