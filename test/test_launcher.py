@@ -126,9 +126,36 @@ def test_up_prints_working_curl_and_stops_on_ctrl_c(launched):
     assert (cwd / "README.copy").read_bytes() == readme
 
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) == 0
+    try:
+        code = proc.wait(timeout=30)  # the launcher gives each server 10 s, then kills it
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the launcher did not stop: {hang_report(proc, cluster, cwd)}")
+    assert code == 0
     for s in cluster["servers"]:
         wait_for(lambda: not pid_alive(s["pid"]), timeout=10, what=f"{s['name']} to exit")
+
+
+def hang_report(proc, cluster, cwd):
+    """What a launcher that does not stop, and its servers, are doing (for the failure)."""
+    def state(pid):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+            stack = subprocess.run(["cat", f"/proc/{pid}/stack"], capture_output=True,
+                                   text=True, timeout=5).stdout
+        except OSError:
+            return "gone"
+        return f"{[line for line in status if line.startswith('State')]} wchan={wchan} {stack}"
+
+    parts = [f"launcher {proc.pid}: {state(proc.pid)}"]
+    pids = [(s["name"], s["pid"]) for s in cluster["servers"]]
+    if cluster.get("admin", {}).get("pid"):
+        pids.append(("admin", cluster["admin"]["pid"]))
+    for name, pid in pids:
+        parts.append(f"{name} {pid}: {state(pid)}")
+    for log in sorted((cwd / "var" / "logs").glob("*.log")):
+        parts.append(f"--- {log.name}: " + log.read_text(errors="replace")[-1500:])
+    return "\n".join(parts)
 
 
 def test_cli_against_the_launched_cluster(launched):
