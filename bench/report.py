@@ -277,7 +277,7 @@ def markdown_block(results):
         "",
         *disturbance_line(systems),
         "",
-        "### CPU spent by the servers (all their processes, from /proc)",
+        "### CPU spent by the servers (all their processes, counted per control group where the bench can)",
         "",
         *(cpu_table(systems) or ["not measured"]),
         "",
