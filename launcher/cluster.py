@@ -397,6 +397,9 @@ def main(argv=None):
         return 1
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    # Ctrl-C (SIGINT) stops the cluster even when this was started with SIGINT ignored, as a
+    # shell does for a background job and Python then leaves it: `kill -INT` must still work.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         try:
             cluster.start()

@@ -66,7 +66,10 @@ def launched(tmp_path, worker_id):
     proc = subprocess.Popen([str(BIN / "securifile"), "up", "--servers", "3", "--replicas", "1",
                              "--base-port", str(base)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            # started as a shell starts a background job (the CI script may
+                            # be one): SIGINT ignored, which Python then leaves ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         lines = []
         deadline = time.monotonic() + 60
