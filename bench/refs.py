@@ -4,6 +4,7 @@ Each runs as its own process on a free high loopback port with a configuration, 
 directory and a certificate made for this run under a temporary prefix; nothing of the
 system's own nginx or vsftpd configuration is used.
 """
+import abc
 import os
 import shutil
 import signal
@@ -133,7 +134,7 @@ http {{
 """
 
 
-class LocalReference:
+class LocalReference(abc.ABC):
     """A reference server run from ``binary`` under ``prefix``, its files on this disk."""
 
     def __init__(self, binary, prefix, tls):
@@ -141,10 +142,10 @@ class LocalReference:
         self.proc = None
         self.port = None
 
+    @abc.abstractmethod
     def local_path(self, remote):
         """Where the server keeps ``remote`` on this disk: each reference (nginx, vsftpd)
         says where its document root is."""
-        raise NotImplementedError("each reference names its own document root")
 
     def delete(self, remote):
         try:
