@@ -13,6 +13,11 @@ file, and only of files whose record names the challenger as a holder; anything 
 answers as refused, which proves nothing either way. A claimed newer version, or a refusal,
 is never a pass: the challenger catches up and asks again (``verification``).
 
+A copy replaced while it is answered for (a write's copy lands between reading its version
+and reading its bytes) would pair the old version with the new bytes: a copy that changed
+under the answer, or one a change here is under way for, is answered as changing, which
+the challenger judges again once the change is done.
+
 No HTTP here: the transport sends the dicts these functions build and read.
 """
 import hashlib
@@ -22,7 +27,7 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 
-from securifile.common.digests import ALGORITHMS, file_digest
+from securifile.common.digests import ALGORITHMS, new_hasher
 from securifile.common.paths import FilePath
 
 RANGE_BYTES = 4096
@@ -32,6 +37,7 @@ MAX_RANGE_LENGTH = MIN_RANGES * RANGE_BYTES  # a small file asked whole
 BATCH = 5000  # files per challenge request
 
 OK, STALE, MISSING, CORRUPT, REPLAYED = "ok", "stale", "missing", "corrupt", "replayed"
+HASH_CHUNK = 1 << 20
 NEWER = "newer"  # the challenger's map is behind: nothing to judge until it catches up
 REFUSED = "refused"  # the peer would not answer for this file (its map does not name us)
 CHANGING = "changing"  # written while it was being checked: judged again once settled
@@ -125,13 +131,15 @@ def new_challenge(challenger, locations, rng):
 
 
 def answer_challenge(store, locations, challenge, deep=False, challenger=None,
-                     on_checked=None):
+                     on_checked=None, busy=None):
     """The returning node's answer, computed from its own disk.
 
     ``challenger`` is the authenticated caller (else the name the challenge gives): only
     files whose record here names it as a holder are answered, each range checked first.
     ``on_checked(challenger, n)`` hears, before the disk is read, that the challenge named
-    ``n`` such files: what a verdict of that challenger may be about.
+    ``n`` such files: what a verdict of that challenger may be about. ``busy(fp)``: a change
+    of ``fp`` is under way here (its lock is held), so a copy that is not as its record says
+    may be one moment of that change.
     """
     files = challenge.get("files")
     if not isinstance(files, list) or len(files) > BATCH:
@@ -151,6 +159,9 @@ def answer_challenge(store, locations, challenge, deep=False, challenger=None,
     if on_checked is not None:
         on_checked(challenger, len(allowed))
     paths = DiskPaths(store)
+
+    def unsettled(fp, record):
+        return (busy is not None and busy(fp)) or locations.copy_record(fp) != record
     rehashed = []  # (fp, digest, stat key) to store, in one transaction at the end
     answers = []
     for fp, item in zip(fps, files):
@@ -160,7 +171,7 @@ def answer_challenge(store, locations, challenge, deep=False, challenger=None,
             answers.append({"owner": fp.owner, "path": fp.rel, "refused": "not a holder"})
             continue
         answers.append(_answer_one(paths, record, fp, item.get("algorithm"), nonce,
-                                   item.get("ranges"), deep, rehashed))
+                                   item.get("ranges"), deep, rehashed, unsettled))
     if rehashed:
         locations.update_disk_digests(rehashed)
     return {"files": answers}
@@ -183,7 +194,18 @@ def _inside(ranges, size):
     return all(offset + length <= size for offset, length in ranges)
 
 
-def _answer_one(paths, record, fp, algorithm, nonce, ranges, deep, rehashed):
+def _fd_digest(fd, algorithm):
+    # From the descriptor the ranges are read from: the path may name a newer file by now.
+    h = new_hasher(algorithm)
+    offset = 0
+    while chunk := os.pread(fd, HASH_CHUNK, offset):
+        h.update(chunk)
+        offset += len(chunk)
+    return h.hexdigest()
+
+
+def _answer_one(paths, record, fp, algorithm, nonce, ranges, deep, rehashed, unsettled):
+    changing = {"owner": fp.owner, "path": fp.rel, "changing": "a change of this file is under way"}
     out = {"owner": fp.owner, "path": fp.rel, "version": None, "digest": None, "mac": None}
     if record is None:
         return out
@@ -196,8 +218,8 @@ def _answer_one(paths, record, fp, algorithm, nonce, ranges, deep, rehashed):
         # One open, then fstat and pread on it: one lookup of the name, not two. Non-blocking,
         # so that a FIFO where a file should be cannot stall the answer.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except (OSError, ValueError):  # gone (or not a valid name here): missing
-        return out
+    except (OSError, ValueError):  # gone (or not a valid name here): missing, unless dropped
+        return changing if unsettled(fp, record) else out
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -205,7 +227,9 @@ def _answer_one(paths, record, fp, algorithm, nonce, ranges, deep, rehashed):
         key = stat_key_of(st)
         digest = record.disk_digest
         if deep or key != record.stat_key or not digest:
-            digest = file_digest(path, algorithm)
+            digest = _fd_digest(fd, algorithm)
+            if key != record.stat_key and unsettled(fp, record):
+                return changing
             rehashed.append((fp, digest, key))
         # Ranges past the end of this copy: it is not the challenger's (its digest will say
         # so); no bytes are read for them.
@@ -257,6 +281,8 @@ def check_answer(store, locations_by_key, challenge, answer, result):
         a = got.get(key)
         if a is not None and a.get("refused"):
             result.outcomes[key] = REFUSED
+        elif a is not None and a.get("changing"):
+            result.outcomes[key] = CHANGING
         elif a is None or a.get("version") is None:
             # A copy the record already names stale (its holder lost it, or missed this
             # version): nothing is claimed, so it is brought up to date, not failed.

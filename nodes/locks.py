@@ -37,6 +37,12 @@ class LockTable:
             return None
         return lock
 
+    def busy(self, fp):
+        """Whether an unexpired lock guards ``fp``: read only, so a thread may ask (``held``
+        drops an expired lock, which only the event loop may do)."""
+        lock = self._locks.get(fp)
+        return lock is not None and lock.expires > self.clock()
+
     def held_count(self):
         """Unexpired locks, for the metrics."""
         now = self.clock()

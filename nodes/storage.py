@@ -522,7 +522,8 @@ class StorageNode(MajorityLocking):
         # about copies this node holds with it (noted before the disk is read, so that a
         # challenge that times out still lets it fail this node).
         return await asyncio.to_thread(answer_challenge, self.store, self.locations, challenge,
-                                       deep, challenger, self.peers.note_challenge)
+                                       deep, challenger, self.peers.note_challenge,
+                                       self.locks.busy)
 
     def receive_verdict(self, challenger, passed, detail):
         """A peer's verdict on this node's copies; this node's status after it."""

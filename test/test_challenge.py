@@ -7,7 +7,7 @@ import pytest
 
 from securifile.common.errors import ApiError
 from securifile.common.paths import FilePath
-from securifile.nodes.challenge import (BATCH, CORRUPT, MAX_RANGE_LENGTH, MAX_RANGES, MISSING,
+from securifile.nodes.challenge import (BATCH, CHANGING, CORRUPT, MAX_RANGE_LENGTH, MAX_RANGES, MISSING,
                                         NEWER, OK, RANGE_BYTES, REFUSED, REPLAYED, STALE,
                                         ChallengeRefused, ChallengeResult, DiskPaths,
                                         answer_challenge, check_answer, choose_ranges,
@@ -46,9 +46,9 @@ def pair(tmp_path):
     theirs.locations.close()
 
 
-def run(mine, theirs, locs, deep=False, rng=None):
+def run(mine, theirs, locs, deep=False, rng=None, busy=None):
     challenge = new_challenge("n1", locs, rng or random.Random(3))
-    answer = answer_challenge(theirs.store, theirs.locations, challenge, deep)
+    answer = answer_challenge(theirs.store, theirs.locations, challenge, deep, busy=busy)
     by_key = {(loc.owner, loc.path): loc for loc in locs}
     return check_answer(mine.store, by_key, challenge, answer, ChallengeResult()), answer
 
@@ -220,3 +220,39 @@ def test_a_copy_the_record_names_stale_and_missing_is_stale_not_failed(pair):
     plain = check_answer(mine.store, {("alice", "lost"): loc}, challenge, answer,
                          ChallengeResult())
     assert plain.outcomes == {("alice", "lost"): MISSING}
+
+
+def test_a_copy_replaced_while_it_is_answered_for_is_changing_not_corrupt(pair):
+    """A write's copy lands between the answer reading the copy's version and its bytes: the
+    old version with the new bytes would read as corrupt and fail a sound server."""
+    mine, theirs = pair
+    old, new = os.urandom(3000), os.urandom(3000)
+    loc = mine.put("f", old)
+    theirs.put("f", old)
+    batch_read = theirs.locations.copy_records
+
+    def write_lands_after_the_read(fps):
+        rows = batch_read(fps)
+        theirs.put("f", new, version=2)  # the copy renamed into place, then recorded
+        return rows
+    theirs.locations.copy_records = write_lands_after_the_read
+    result, answer = run(mine, theirs, [loc])
+    assert answer["files"][0].get("changing") and "digest" not in answer["files"][0]
+    assert result.outcomes == {("alice", "f"): CHANGING}
+    assert not result.failed and result.inconclusive == [("alice", "f")]
+
+
+def test_a_copy_unlike_its_record_while_a_change_is_under_way_is_changing(pair):
+    """Bytes renamed into place before the copy is recorded, or a copy dropped before its row
+    goes: with the file's lock held, changing; with none, what it is (corrupt, missing)."""
+    mine, theirs = pair
+    data = os.urandom(3000)
+    locs = [mine.put("replaced", data), mine.put("dropped", data)]
+    for name in ("replaced", "dropped"):
+        theirs.put(name, data)
+    theirs.store.path_for(FilePath("alice", "replaced")).write_bytes(os.urandom(3000))
+    theirs.store.path_for(FilePath("alice", "dropped")).unlink()
+    under_way, _ = run(mine, theirs, locs, busy=lambda fp: True)
+    assert under_way.outcomes == {("alice", "replaced"): CHANGING, ("alice", "dropped"): CHANGING}
+    settled, _ = run(mine, theirs, locs, busy=lambda fp: False)
+    assert settled.outcomes == {("alice", "replaced"): CORRUPT, ("alice", "dropped"): MISSING}
