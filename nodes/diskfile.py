@@ -21,6 +21,7 @@ from securifile.common.durable import FolderSyncer, fsync_dir
 from securifile.common.errors import ApiError, Conflict, InsufficientStorage, NotFound
 
 from .buffers import Gather, read_views
+from .chunksums import ChunkSums
 
 READ_CHUNK = 1 << 20
 WRITE_BUFFER = 1 << 20
@@ -82,6 +83,10 @@ class DiskStore:
     def open_chunks(self, fp, start=0, end=None, chunk_size=READ_CHUNK):
         """Yield the bytes ``[start, end)`` of a stored file in chunks."""
         return _chunks(self._open(fp), start, end, chunk_size)
+
+    def open_file(self, fp):
+        """The stored file opened unbuffered for reading (NotFound if there is none)."""
+        return self._open(fp, buffering=0)
 
     def open_views(self, fp, start=0, end=None, chunk_size=READ_CHUNK):
         """``open_chunks`` for a download: views of two buffers read into in turn
@@ -208,6 +213,7 @@ class DiskWriter:
         self.fp = fp
         self.algorithm = algorithm
         self.hasher = new_hasher(algorithm)
+        self.sums = ChunkSums()  # what a whole read of the copy checks (``chunksums``)
         self.size = 0
         fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="up-")
         self._fd = fd
@@ -238,6 +244,8 @@ class DiskWriter:
             raise
         self._written += len(data)
         self.hasher.update(data)
+        if self.sums is not None:
+            self.sums.update(data)
         try:
             with memoryview(data) as view:
                 done = 0

@@ -1,30 +1,36 @@
-"""One read this node serves: the file's record, its copy on disk, and its bytes checked
-against the record's digest as they go out (so a bad copy is never sent whole)."""
+"""One read this node serves: the file's record, its copy on disk, and its bytes checked as
+they go out, against the copy's read checksums (``chunksums``) or its record's digest, so
+that a bad copy is never sent whole."""
 import logging
+import os
 
 from securifile.common.digests import new_hasher
 
+from .buffers import read_views
+from .challenge import stat_key_of
+from .chunksums import CHUNK, ChunkSums, CopyCorrupt, checked, unpack
 from .quarantine import quarantine_if_bad
 
 log = logging.getLogger("securifile.node")
 
 
-class CopyCorrupt(Exception):
-    """The bytes read from disk do not hash to the record's digest."""
-
-
-def verified(chunks, hasher, digest):
+def verified(chunks, hasher, digest, sums=None, on_match=None):
     """``chunks``, each passed on only once the next one is read, the last only once the
     whole hashes to ``digest``; CopyCorrupt instead of the last chunk otherwise. One chunk
-    is held at a time, so memory stays flat."""
+    is held at a time, so memory stays flat. ``sums`` (a ``ChunkSums``) is fed the same
+    bytes; ``on_match()`` is called once the digest has matched."""
     held = None
     for chunk in chunks:
         hasher.update(chunk)
+        if sums is not None:
+            sums.update(chunk)
         if held is not None:
             yield held
         held = chunk
     if hasher.hexdigest() != digest:
         raise CopyCorrupt(f"the bytes hash to {hasher.hexdigest()}, not {digest}")
+    if on_match is not None:
+        on_match()
     if held is not None:
         yield held
 
@@ -37,21 +43,46 @@ class Download:
         self.node = node
         self.loc = loc
         self.size = size
+        self.by_sums = False  # checked against its read checksums, not its digest
 
     def chunks(self, start, end, chunk_size, verify):
-        """The bytes from ``start`` to ``end``; ``verify``: a whole read raises CopyCorrupt
-        instead of its last chunk when the copy does not match the record. The chunks are
-        views of two reused buffers (``DiskStore.open_views``): the caller sends each one
-        before it asks for the next."""
-        chunks = self.node.store.open_views(self.loc.file_path, start, end, chunk_size)
-        if verify:
-            chunks = verified(chunks, new_hasher(self.loc.algorithm), self.loc.digest)
-        return chunks
+        """The bytes from ``start`` to ``end``; ``verify`` (a whole read): CopyCorrupt
+        instead of the first chunk that does not match the copy's read checksums, or,
+        without checksums for this very file, instead of the last chunk when the whole does
+        not hash to the record's digest (the checksums are then taken on the way, for the
+        next read). The chunks are views of two reused buffers (``buffers.read_views``):
+        the caller sends each one before it asks for the next."""
+        store, fp = self.node.store, self.loc.file_path
+        if not verify:
+            return store.open_views(fp, start, end, chunk_size)
+        f = store.open_file(fp)
+        try:
+            st = os.fstat(f.fileno())
+            key = stat_key_of(st)
+            sums = (unpack(self.node.locations.chunk_sums(fp, key), st.st_size)
+                    if chunk_size == CHUNK else None)
+        except BaseException:
+            f.close()
+            raise
+        views = read_views(f, start, end, chunk_size)
+        if sums is not None:
+            self.by_sums = True
+            return checked(views, sums)
+        taken = ChunkSums() if chunk_size == CHUNK else None
+        version = self.loc.version
+
+        def keep():
+            if taken is not None:
+                self.node.locations.set_chunk_sums(fp, version, key, taken.packed())
+        return verified(views, new_hasher(self.loc.algorithm), self.loc.digest, taken, keep)
 
     async def quarantine(self, why):
-        """The copy proved bad: moved aside and published stale, if a fresh read confirms it.
-        Never raises: the transfer is broken off already, and the scrubber tries again."""
+        """The copy proved bad: moved aside and published stale, if a fresh read against
+        the digest confirms it; if it does not, the checksums were what was wrong, and
+        they go. Never raises: the transfer is broken off already, and the scrubber tries
+        again."""
         try:
-            await quarantine_if_bad(self.node, self.loc.file_path, why)
+            if not await quarantine_if_bad(self.node, self.loc.file_path, why) and self.by_sums:
+                self.node.locations.clear_chunk_sums(self.loc.file_path)
         except Exception:
             log.exception("quarantine of %s failed", self.loc.file_path)

@@ -169,6 +169,10 @@ CREATE TABLE IF NOT EXISTS copies (
     -- what the file looked like when ``disk_digest`` was computed: (size, mtime, ctime, inode)
     stat_key TEXT NOT NULL DEFAULT '',
     disk_digest TEXT NOT NULL DEFAULT '',  -- the last hash of the bytes on disk (a cache)
+    -- CRC-32 per MiB of the bytes the digest was checked against (``chunksums``), valid
+    -- only for the file whose stat key is ``sums_key``
+    chunk_sums BLOB,
+    sums_key TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (owner, path)
 );
 -- Small facts of this node's own loops, such as where the scrubber stopped.
@@ -230,6 +234,9 @@ class LocationMap:
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         if "disk_digest" not in columns:
             self._split_disk_digest()
+        if "chunk_sums" not in columns:  # maps written before the read checksums
+            self._db.execute("ALTER TABLE copies ADD COLUMN chunk_sums BLOB")
+            self._db.execute("ALTER TABLE copies ADD COLUMN sums_key TEXT NOT NULL DEFAULT ''")
 
     def _split_disk_digest(self):
         """Maps written before the cache had its own column kept re-hashes in ``digest``.
@@ -418,13 +425,37 @@ class LocationMap:
     # The copies this node itself holds on disk, with the version each one is of: a holder
     # whose copy is older than the location record must not serve it.
 
-    def record_copy(self, fp, version, digest, size, stat_key=""):
-        """A copy just written and checked: ``digest`` is both committed and what the disk holds."""
+    def record_copy(self, fp, version, digest, size, stat_key="", sums=None):
+        """A copy just written and checked: ``digest`` is both committed and what the disk
+        holds; ``sums`` (packed ``ChunkSums``), when given, are of the file at ``stat_key``."""
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO copies (owner, path, version, digest, size, stat_key, "
-                "disk_digest) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (fp.owner, fp.rel, version, digest, size, stat_key, digest))
+                "disk_digest, chunk_sums, sums_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (fp.owner, fp.rel, version, digest, size, stat_key, digest, sums,
+                 stat_key if sums is not None and stat_key else ""))
+
+    def chunk_sums(self, fp, stat_key):
+        """The packed read checksums of this node's copy of ``fp`` if they were taken from the
+        file whose stat key is ``stat_key`` (the one a reader has open), else None."""
+        row = self._db.execute(
+            "SELECT chunk_sums FROM copies WHERE owner = ? AND path = ? AND sums_key = ? "
+            "AND sums_key != ''", (fp.owner, fp.rel, stat_key)).fetchone()
+        return row[0] if row else None
+
+    def set_chunk_sums(self, fp, version, stat_key, sums):
+        """Checksums taken during a whole read that matched the digest of ``version``: kept
+        if the copy is still of that version (else the read raced a new one)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE copies SET chunk_sums = ?, sums_key = ? WHERE owner = ? AND path = ? "
+                "AND version = ?", (sums, stat_key, fp.owner, fp.rel, version))
+
+    def clear_chunk_sums(self, fp):
+        """Checksums a good copy did not match (the checksums were wrong, not the bytes)."""
+        with self._lock:
+            self._db.execute("UPDATE copies SET chunk_sums = NULL, sums_key = '' "
+                             "WHERE owner = ? AND path = ?", (fp.owner, fp.rel))
 
     def copy_record(self, fp):
         """CopyRecord of this node's copy, or None."""

@@ -23,6 +23,7 @@ from securifile.common.tokens import load_public_key
 from securifile.common.web import MAX_HEADER_READ
 
 from .access import AdminAuthoriser, OwnerOnlyAuthoriser
+from .chunksums import CHUNK
 from .diskfile import DiskStore
 from .heartbeat import HeartbeatLoop
 from .http import load_openapi, make_app
@@ -50,9 +51,10 @@ TLS_READ_CHUNK = 16 * 1024
 # objects each, several alive at once on their way to disk and to the replicas) fragmented
 # the heap at full speed; the disk writes are gathered to 1 MiB anyway (buffers.Gather).
 BODY_CHUNK = 256 << 10
-# Downloads are read and flushed 1 MiB at a time. 2 MiB chunks (half the flushes) raised a
-# node's peak RSS by 4-5 MiB, and with aiohttp loaded the node is near its 64 MiB budget.
-DOWNLOAD_CHUNK = 1 << 20
+# Downloads are read and flushed 1 MiB at a time, the chunk of the read checksums (one check
+# per chunk read). 2 MiB chunks (half the flushes) raised a node's peak RSS by 4-5 MiB, and
+# with aiohttp loaded the node is near its 64 MiB budget.
+DOWNLOAD_CHUNK = CHUNK
 
 
 @dataclass

@@ -206,6 +206,9 @@ class PartialWriter(DiskWriter):
         if hasher is None:  # after a restart: the bytes so far are hashed again
             hasher = hash_file(path, [algorithm], offset)[algorithm]
         self.hasher = hasher
+        # No read checksums: the bytes come in over several requests and restarts; the
+        # first whole read takes them (``download.py``).
+        self.sums = None
         self.size = self.start = offset
         self._fd = os.open(path, os.O_WRONLY)
         os.ftruncate(self._fd, offset)  # nothing past the offset the client was told

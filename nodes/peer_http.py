@@ -139,7 +139,8 @@ class ReplicaHandler(NodeHandler):
         length = self.request.headers.get("Content-Length")
         digest = await self.writer.commit_async(
             self.expected, int(length) if length and length.isdigit() else None)
-        self.node.accept_copy(self.fp, self.version, digest, self.writer.size)
+        self.node.accept_copy(self.fp, self.version, digest, self.writer.size,
+                              self.writer.sums.packed())
         self.send_json({"server": self.node.name, "digest": digest, "size": self.writer.size})
 
     def delete(self, _path):

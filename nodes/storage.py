@@ -273,7 +273,8 @@ class StorageNode(MajorityLocking):
         declared = DeclaredDigests.from_header(content_digest, self.algorithm)
         return Upload(self, fp, user, length, declared, sent_here, avoid, cut_off)
 
-    async def finish_upload(self, ticket, digest, size, plan, piped=None, before_publish=None):
+    async def finish_upload(self, ticket, digest, size, plan, piped=None, before_publish=None,
+                            sums=None):
         """After the local commit: copy to replicas, publish the record; (record, confirmed).
 
         ``plan``: the new record and its replicas, chosen under the lock (upload.py).
@@ -282,12 +283,13 @@ class StorageNode(MajorityLocking):
         failed replica is replaced by a spare, an existing holder that missed it is stale).
         ``confirmed`` is False when no majority stored the record: the change may or may not
         last, and the client is told so. ``before_publish`` is awaited once the copies are
-        made (a caller renewing the lock meanwhile stops there).
+        made (a caller renewing the lock meanwhile stops there). ``sums``: the read
+        checksums of the local copy (``chunksums``), when its writer took them.
         """
         fp, existing = ticket.fp, ticket.existing
         loc, fresh = plan.loc, plan.fresh
         loc.digest, loc.size, loc.modified = digest, size, time.time()
-        self.record_copy(fp, loc.version, digest, size)
+        self.record_copy(fp, loc.version, digest, size, sums)
         confirmed = await self._replicate(fp, loc, plan.targets, fresh, piped)
         if fresh:
             loc.origin = self.name
@@ -336,9 +338,11 @@ class StorageNode(MajorityLocking):
         await asyncio.gather(*(copy_to(t, i) for i, t in enumerate(wanted)))
         return [confirmed[i] for i in sorted(confirmed)]
 
-    def record_copy(self, fp, version, digest, size):
-        """Note the copy just committed, with the stat key that lets challenges reuse its digest."""
-        self.locations.record_copy(fp, version, digest, size, stat_key(self.store.path_for(fp)))
+    def record_copy(self, fp, version, digest, size, sums=None):
+        """Note the copy just committed, with the stat key that lets challenges reuse its
+        digest and reads use its checksums (``sums``: packed ``ChunkSums``, or None)."""
+        self.locations.record_copy(fp, version, digest, size, stat_key(self.store.path_for(fp)),
+                                   sums)
 
     async def delete(self, fp, user, up_to_version=None):
         """Tombstone the record under the file's lock; every holder drops its copy when the
@@ -472,8 +476,8 @@ class StorageNode(MajorityLocking):
         for item in release or ():
             self.locks.release(FilePath(item["owner"], item["path"]), item["token"])
 
-    def accept_copy(self, fp, version, digest, size):
-        self.record_copy(fp, version, digest, size)
+    def accept_copy(self, fp, version, digest, size, sums=None):
+        self.record_copy(fp, version, digest, size, sums)
 
     def delete_copy(self, fp, version):
         held = self.locations.copy_version(fp)

@@ -248,7 +248,8 @@ class Upload:
         # may write the file again at once.
         try:
             loc, confirmed = await node.finish_upload(ticket, digest, self.writer.size,
-                                                      self.plan, piped)
+                                                      self.plan, piped,
+                                                      sums=self.writer.sums.packed())
         except BaseException:
             node.release(ticket)
             raise

@@ -2,11 +2,14 @@
 delivered as a whole file; it is quarantined, logged, published stale, and read elsewhere."""
 import http.client
 import os
+import sqlite3
 
 from .helpers import AdminApi, Api, wait_for
 from .test_faults import (DETECT, VERIFY, copy_on_disk, holders_of, put_ok, record_on, settled,
                           wait_seen)
 from .test_scrubber import rot
+
+from securifile.nodes.challenge import stat_key
 
 PATH = "alice/rot/report.bin"
 
@@ -95,3 +98,38 @@ def test_with_verified_reads_off_a_rotten_copy_is_served_whole(make_cluster):
     served_by, r = api.follow(replica, "GET", PATH)
     assert (served_by, r.status, len(r.body)) == (replica, 200, len(DATA))
     assert r.body != DATA and not quarantined(cluster, replica)
+
+
+def read_sums(cluster, node):
+    """(packed checksums, the stat key they are for) of ``node``'s copy, from its map."""
+    db = sqlite3.connect(cluster.cfg.node_data_dir(node) / "locations.sqlite3", timeout=10)
+    try:
+        return db.execute("SELECT chunk_sums, sums_key FROM copies WHERE owner = 'alice' AND "
+                          "path = ?", (PATH.split("/", 1)[1],)).fetchone()
+    finally:
+        db.close()
+
+
+def test_rot_that_leaves_the_file_times_alone_breaks_a_read_off_at_the_checksums(make_cluster):
+    """Each holder takes per-MiB checksums as it writes its copy (the origin from the
+    client's body, the replicas from the copy). Rot on the medium changes no ctime: the
+    checksums still count for the file (the test carries their stat key over, which
+    flipping a byte through the file system cannot avoid), and the read breaks off at the
+    bad MiB; the digest confirms it, and the copy is quarantined and read elsewhere."""
+    cluster = settled(make_cluster, servers=3, replicas=2, scrub_interval=3600)
+    api = Api(cluster)
+    origin, first, second = holders_of(put_ok(api, "node1", PATH, DATA))
+    for node in (origin, first, second):
+        sums, key = read_sums(cluster, node)
+        assert len(sums) == 4 * 3 and key == stat_key(copy_on_disk(cluster, node, PATH)), node
+    rot(copy_on_disk(cluster, first, PATH), (1 << 20) + 5)
+    db = sqlite3.connect(cluster.cfg.node_data_dir(first) / "locations.sqlite3", timeout=10)
+    with db:
+        db.execute("UPDATE copies SET sums_key = ?", (stat_key(copy_on_disk(cluster, first, PATH)),))
+    db.close()
+    cluster.kill(origin)
+    wait_seen(cluster, [first, second], origin, "down", DETECT)
+    assert read(api, first) == "broken"
+    assert len(wait_for(lambda: quarantined(cluster, first), VERIFY, what="the quarantine")) == 1
+    served_by, r = api.follow(first, "GET", PATH)
+    assert (served_by, r.status) == (second, 200) and r.body == DATA
