@@ -11,7 +11,9 @@ themselves: stored digests replayed without the data do not pass.
 The answering node reads only what a challenge may ask: ranges within bounds and inside the
 file, and only of files whose record names the challenger as a holder; anything else it
 answers as refused, which proves nothing either way. A claimed newer version, or a refusal,
-is never a pass: the challenger catches up and asks again (``verification``).
+is never a pass: the challenger catches up and asks again (``verification``). A file of
+which it never recorded a copy it answers as not held: stale, brought up to date, where a
+recorded copy gone from the disk is missing and fails the node.
 
 A copy replaced while it is answered for (a write's copy lands between reading its version
 and reading its bytes) would pair the old version with the new bytes: a copy that changed
@@ -207,8 +209,8 @@ def _fd_digest(fd, algorithm):
 def _answer_one(paths, record, fp, algorithm, nonce, ranges, deep, rehashed, unsettled):
     changing = {"owner": fp.owner, "path": fp.rel, "changing": "a change of this file is under way"}
     out = {"owner": fp.owner, "path": fp.rel, "version": None, "digest": None, "mac": None}
-    if record is None:
-        return out
+    if record is None:  # no copy ever recorded here (or one forgotten, as a quarantined copy is)
+        return dict(out, held=False)
     refusal = ("unknown digest algorithm" if algorithm not in ALGORITHMS
                else ranges_refusal(ranges))
     if refusal is not None:
@@ -284,9 +286,14 @@ def check_answer(store, locations_by_key, challenge, answer, result):
         elif a is not None and a.get("changing"):
             result.outcomes[key] = CHANGING
         elif a is None or a.get("version") is None:
-            # A copy the record already names stale (its holder lost it, or missed this
-            # version): nothing is claimed, so it is brought up to date, not failed.
-            result.outcomes[key] = STALE if getattr(loc, "other_stale", False) else MISSING
+            # Nothing is claimed: the copy was never recorded there, or the record already
+            # names it stale (its holder lost it, or missed this version), so it is brought
+            # up to date, not failed. A small upload's record goes out with its copies, so
+            # a coordinator that dies in that round leaves records naming holders that never
+            # got theirs (``replication``). A copy recorded there and gone from the disk is
+            # missing: something lost it behind the node's back.
+            stale = getattr(loc, "other_stale", False) or (a is not None and a.get("held") is False)
+            result.outcomes[key] = STALE if stale else MISSING
         elif a["version"] < loc.version:
             result.outcomes[key] = STALE
         elif a["version"] > loc.version:

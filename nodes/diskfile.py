@@ -299,13 +299,10 @@ class DiskWriter:
             os.close(fd)
         return size
 
-    async def commit_async(self, expected_digest=None, expected_size=None, placed=None):
+    async def commit_async(self, expected_digest=None, expected_size=None):
         """``commit`` with both fsyncs on worker threads, so the event loop serves other
         requests while the disk answers; the folder's fsync is shared with the renames
-        into it made meanwhile (``DiskStore.folders``). Returns once the file is durable.
-
-        ``placed(digest)`` is called once the file is at its name, before the folder's
-        fsync (an upload sends its replicas their copies meanwhile)."""
+        into it made meanwhile (``DiskStore.folders``). Returns once the file is durable."""
         try:
             synced = await self._presync if self._presync is not None else None
             digest = self._checked(expected_digest, expected_size)
@@ -315,8 +312,6 @@ class DiskWriter:
                 raise ApiError("the upload was abandoned while it was being stored",
                                code="aborted")
             target = self._place()
-            if placed is not None:
-                placed(digest)
             await self.store.folders.sync(target.parent)
         except BaseException:
             self.abort()

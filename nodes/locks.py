@@ -57,13 +57,15 @@ class LockTable:
         self._locks[fp] = Lock(holder, node, token, self.clock() + lease)
 
     def reserve(self, fp, known):
-        """A stamp above ``known`` and above every stamp reserved here before; kept."""
+        """A stamp above ``known`` and above every stamp reserved here before; kept with the
+        one after it, which a change may need for a second record (a small upload whose
+        record went out with its copies, corrected when a copy failed: ``storage``)."""
         stamp = max(known, self._reserved.get(fp, 0)) + 1
-        self._reserved[fp] = stamp
+        self._reserved[fp] = stamp + 1
         return stamp
 
     def raise_reservation(self, fp, stamp):
-        self._reserved[fp] = max(stamp, self._reserved.get(fp, 0))
+        self._reserved[fp] = max(stamp + 1, self._reserved.get(fp, 0))
 
     def release(self, fp, token):
         lock = self._locks.get(fp)

@@ -68,8 +68,14 @@ class NodeMetrics:
             self.broadcast.observe(seconds)
             self.broadcasts.labels("true" if confirmed else "false").inc()
 
+        def copied_and_published(result, args, seconds):
+            confirmed, majority = result  # a small upload's one round (fp, loc, wanted, ...)
+            replicated(confirmed, args, seconds)
+            published(majority, args, seconds)
+
         listen(node, "_replicate", replicated)
         listen(node, "publish", published)
+        listen(node, "_copy_and_publish", copied_and_published)
 
 
 class NodeStateCollector:

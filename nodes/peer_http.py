@@ -4,6 +4,8 @@ certificates only (the admin server's for the state change); users never reach t
 
 Handlers parse, call one StorageNode method, and answer; no protocol logic here.
 """
+import json
+
 import tornado.web
 
 from securifile.common.errors import ApiError
@@ -141,6 +143,14 @@ class ReplicaHandler(NodeHandler):
             self.expected, int(length) if length and length.isdigit() else None)
         self.node.accept_copy(self.fp, self.version, digest, self.writer.size,
                               self.writer.sums.packed())
+        publish = self.request.headers.get("X-SecuriFile-Publish")
+        if publish is not None:  # a small upload's record, sent with its copy
+            try:
+                publish = json.loads(publish)
+            except ValueError:
+                raise ApiError("X-SecuriFile-Publish is not JSON", code="bad_record") from None
+            self.node.receive_copy_record(self.principal.name, self.fp, self.version, digest,
+                                          publish)
         self.send_json({"server": self.node.name, "digest": digest, "size": self.writer.size})
 
     def delete(self, _path):

@@ -22,9 +22,10 @@ from securifile.common.syslog import access_event
 from .challenge import answer_challenge, stat_key
 from .contentdigest import DeclaredDigests
 from .download import Download
-from .locationmap import Location, Replica
+from .locationmap import Location
 from .locks import LockTable
 from .majority_lock import MajorityLocking
+from .replication import Replication
 from .observed import observed
 from .peerclient import PeerError
 from .peers import DOWN, FAILED, OFFLINE, RUNNING, VERIFYING
@@ -35,7 +36,7 @@ from .upload_limits import UploadSlots
 log = logging.getLogger("securifile.storage")
 
 
-class StorageNode(MajorityLocking):
+class StorageNode(MajorityLocking, Replication):
     def __init__(self, name, urls, replicas, algorithm, store, locations, peers, peer_client, rng,
                  lock_lease=30.0, quorum=None, call_timeout=3.0):
         self.name = name
@@ -273,71 +274,6 @@ class StorageNode(MajorityLocking):
         declared = DeclaredDigests.from_header(content_digest, self.algorithm)
         return Upload(self, fp, user, length, declared, sent_here, avoid, cut_off)
 
-    async def finish_upload(self, ticket, digest, size, plan, piped=None, before_publish=None,
-                            sums=None):
-        """After the local commit: copy to replicas, publish the record; (record, confirmed).
-
-        ``plan``: the new record and its replicas, chosen under the lock (upload.py).
-        ``piped``: {slot: server} of the replicas of ``plan`` that already stored the body
-        through the pipeline; the others are copied from disk as before (a fresh file's
-        failed replica is replaced by a spare, an existing holder that missed it is stale).
-        ``confirmed`` is False when no majority stored the record: the change may or may not
-        last, and the client is told so. ``before_publish`` is awaited once the copies are
-        made (a caller renewing the lock meanwhile stops there). ``sums``: the read
-        checksums of the local copy (``chunksums``), when its writer took them.
-        """
-        fp, existing = ticket.fp, ticket.existing
-        loc, fresh = plan.loc, plan.fresh
-        loc.digest, loc.size, loc.modified = digest, size, time.time()
-        self.record_copy(fp, loc.version, digest, size, sums)
-        confirmed = await self._replicate(fp, loc, plan.targets, fresh, piped)
-        if fresh:
-            loc.origin = self.name
-            loc.replicas = [Replica(s, i) for i, s in enumerate(confirmed, start=1)]
-        else:
-            # Holders keep their places; those that missed this version are stale until a
-            # running holder brings them up to date (the repair loop, or the challenge).
-            loc.replicas = list(existing.replicas)
-            current = set(confirmed) | {self.name}
-            loc.stale = [h for h in existing.holders if h not in current]
-        if before_publish is not None:
-            await before_publish()
-        self.check_held(ticket)
-        return loc, await self.publish([loc], ticket)
-
-    @observed
-    async def _replicate(self, fp, loc, wanted, fresh, piped=None):
-        """Copy to each wanted server concurrently (those in ``piped`` have it already); a
-        fresh file replaces a failed target."""
-        disk_path = self.store.path_for(fp)
-        tried = set(wanted) | {self.name}
-        confirmed = {}
-
-        async def copy_to(target, slot):
-            if piped is not None:
-                if slot in piped:
-                    confirmed[slot] = target
-                    return
-                target = None  # its pipelined copy failed: a fresh file looks for a spare
-            while True:
-                if target is not None:
-                    try:
-                        await self.client.send_copy(self.urls[target], fp, disk_path, loc)
-                        confirmed[slot] = target
-                        return
-                    except PeerError as e:
-                        log.warning("replica copy of %s to %s failed: %s", fp, target, e)
-                if not fresh:
-                    return
-                spare = [p for p in self.placeable_peers() if p not in tried]
-                if not spare:
-                    return
-                target = place_replicas(spare, 1, self.rng)[0]
-                tried.add(target)
-
-        await asyncio.gather(*(copy_to(t, i) for i, t in enumerate(wanted)))
-        return [confirmed[i] for i in sorted(confirmed)]
-
     def record_copy(self, fp, version, digest, size, sums=None):
         """Note the copy just committed, with the stat key that lets challenges reuse its
         digest and reads use its checksums (``sums``: packed ``ChunkSums``, or None)."""
@@ -478,6 +414,25 @@ class StorageNode(MajorityLocking):
 
     def accept_copy(self, fp, version, digest, size, sums=None):
         self.record_copy(fp, version, digest, size, sums)
+
+    def receive_copy_record(self, sender, fp, version, digest, publish):
+        """The record sent with the copy just stored (``finish_small_upload``): applied, and
+        the sender's lock given back, as a push of it would be. It must name this copy as
+        current (its file, version and digest); else nothing is applied (ApiError) and the
+        copy waits for a record like any other (the repair loop removes it if none comes)."""
+        try:
+            record, token = publish["record"], str(publish["token"])
+            loc = Location.from_json(record)
+            seq = publish.get("seq")
+            seq = None if seq is None else (int(seq[0]), int(seq[1]))
+        except (TypeError, KeyError, ValueError, AttributeError, IndexError) as e:
+            raise ApiError(f"malformed record sent with a copy: {e!r}", code="bad_record") from None
+        if (loc.file_path != fp or loc.version != version or loc.digest != digest
+                or loc.deleted or self.name not in loc.current_holders):
+            raise ApiError("the record sent with a copy must name that copy as current",
+                           code="bad_record")
+        self.receive_locations(sender, [record], [{"owner": fp.owner, "path": fp.rel,
+                                                   "token": token}], seq)
 
     def delete_copy(self, fp, version):
         held = self.locations.copy_version(fp)

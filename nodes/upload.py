@@ -17,7 +17,6 @@ from tornado.ioloop import PeriodicCallback
 from securifile.common.errors import ApiError, Forbidden, Unavailable
 
 from .locationmap import Location
-from .peerclient import PeerError
 from .pipeline import Pipeline
 from .placement import place_replicas, under_replicated
 from .upload_limits import ProgressWatch
@@ -216,43 +215,18 @@ class Upload:
         except ApiError:
             self.writer.abort()  # gone before the client hears of it (the pipeline too)
             raise
-        copies = None
-
-        def placed(digest):
-            nonlocal copies
-            copies = self._send_small_copies(digest)
-
-        small = self._body is not None and self.plan.targets
-        try:
-            digest = await self.writer.commit_async(self.declared.own,
-                                                    placed=placed if small else None)
-        except BaseException:
-            if copies is not None:
-                # A replica that stored it keeps a copy no record names (a new file's is
-                # removed by the repair loop; an existing file's is ahead of its record,
-                # as when an origin dies between its copies and its record).
-                copies.cancel()
-            raise
-        piped = None
-        if copies is not None:
-            piped = await copies
-        elif self.pipeline is not None:
-            # Only now, the origin's copy committed under a live lock, do the replicas get
-            # the last bytes (and commit theirs).
-            node.check_held(self.ticket)
-            piped = await self.pipeline.finish(digest, max(30.0, node.client.timeout))
-            self.pipeline = None
-        self.renewal.stop()
-        ticket, self.ticket = self.ticket, None
-        # The record releases the lock on every peer before the answer goes out: the client
-        # may write the file again at once.
-        try:
-            loc, confirmed = await node.finish_upload(ticket, digest, self.writer.size,
-                                                      self.plan, piped,
-                                                      sums=self.writer.sums.packed())
-        except BaseException:
-            node.release(ticket)
-            raise
+        digest = await self.writer.commit_async(self.declared.own)
+        if self._body is not None and self.plan.targets:
+            loc, confirmed = await self._finish_small(digest)
+        else:
+            piped = None
+            if self.pipeline is not None:
+                # Only now, the origin's copy committed under a live lock, do the replicas
+                # get the last bytes (and commit theirs).
+                node.check_held(self.ticket)
+                piped = await self.pipeline.finish(digest, max(30.0, node.client.timeout))
+                self.pipeline = None
+            loc, confirmed = await self._finish(digest, piped)
         if self.quota is not None:
             self.quota.committed()  # queued after the file's own report
         if not confirmed:
@@ -264,35 +238,33 @@ class Upload:
         body["replicas_wanted"] = node.replicas
         return Stored(body, self.existing is None)
 
-    def _send_small_copies(self, digest):
-        """The origin's copy is at its name (its folder's fsync under way): send the small
-        body to the plan's replicas from memory now, each in one request, rather than read
-        it back from disk after the origin's commit. A task: ``{slot: server}`` of those
-        that stored it (the others are handled as failed pipelined copies); None when the
-        lock could have run out (the commit then fails before anything is published)."""
-        node, plan = self.node, self.plan
+    async def _finish(self, digest, piped):
+        """Copy what the pipeline did not, and publish the record; (record, confirmed). The
+        record releases the lock on every peer before the answer goes out: the client may
+        write the file again at once."""
+        node = self.node
+        self.renewal.stop()
+        ticket, self.ticket = self.ticket, None
         try:
-            node.check_held(self.ticket)
-        except Unavailable:
-            return None
-        loc = copy.copy(plan.loc)
-        loc.digest = digest
-        body = b"".join(self._body)
-        fp = plan.loc.file_path
+            return await node.finish_upload(ticket, digest, self.writer.size, self.plan, piped,
+                                            sums=self.writer.sums.packed())
+        except BaseException:
+            node.release(ticket)
+            raise
 
-        async def send(slot, target):
-            try:
-                await node.client.send_copy_bytes(node.urls[target], fp, body, loc)
-                return slot
-            except PeerError as e:
-                log.warning("replica copy of %s to %s failed: %s", fp, target, e)
-                return None
-
-        async def send_all():
-            sent = await asyncio.gather(*(send(i, t) for i, t in enumerate(plan.targets)))
-            return {slot: plan.targets[slot] for slot in sent if slot is not None}
-
-        return asyncio.ensure_future(send_all())
+    async def _finish_small(self, digest):
+        """A small body, kept in memory, goes to the replicas with its record in one round
+        once the origin's copy is committed (``StorageNode.finish_small_upload``)."""
+        node = self.node
+        self.renewal.stop()
+        ticket, self.ticket = self.ticket, None
+        try:
+            return await node.finish_small_upload(ticket, digest, self.writer.size, self.plan,
+                                                  b"".join(self._body),
+                                                  sums=self.writer.sums.packed())
+        except BaseException:
+            node.release(ticket)
+            raise
 
     async def _renew_lock(self):
         if self.ticket is None:

@@ -25,10 +25,12 @@ class InMemoryPeerClient:
         self.cluster = cluster
         self.me = me
         self.calls = 0
+        self.log = []  # (what, peer) of every call made: the rounds a change costs
 
-    def _node(self, base):
+    def _node(self, base, what="call"):
         name = base.removeprefix("mem://")
         self.calls += 1
+        self.log.append((what, name))
         if name in self.cluster.unreachable:
             raise PeerError(f"{name} is unreachable", unreachable=True)
         return self.cluster.nodes[name]
@@ -37,7 +39,7 @@ class InMemoryPeerClient:
         return {"calls": self.calls}
 
     async def lock(self, base, fp, holder, lease, token, known=0, stamp=None, timeout=None):
-        node = self._node(base)
+        node = self._node(base, "lock")
         try:
             return node.grant_lock(fp, holder, self.me, token, lease, known, stamp)
         except ApiError as e:  # as PeerClient raises a refusal: its status and JSON body
@@ -45,22 +47,28 @@ class InMemoryPeerClient:
                                                             **e.details}}) from None
 
     async def unlock(self, base, fp, token, timeout=None):
-        self._node(base).locks.release(fp, token)
+        self._node(base, "unlock").locks.release(fp, token)
         return {"ok": True}
 
     async def push_locations(self, base, records, release=None, timeout=None, seq=None):
-        self._node(base).apply_locations(records, release or ())
+        self._node(base, "records").apply_locations(records, release or ())
         return {"applied": len(records)}
 
     async def send_copy(self, base, fp, disk_path, loc):
         with open(disk_path, "rb") as f:
-            return self._store(self._node(base), fp, loc, [f.read()], None)
+            return self._store(self._node(base, "copy"), fp, loc, [f.read()], None)
 
-    async def send_copy_bytes(self, base, fp, body, loc):
-        return self._store(self._node(base), fp, loc, [body], len(body))
+    async def send_copy_bytes(self, base, fp, body, loc, publish=None):
+        node = self._node(base, "copy" if publish is None else "copy and record")
+        if node.name in self.cluster.refuse_copies:
+            raise PeerError(f"{node.name} refused the copy", 507, {})
+        answer = self._store(node, fp, loc, [body], len(body))
+        if publish is not None:  # as the /peer/replicas handler does after the copy
+            node.receive_copy_record(self.me, fp, loc.version, answer["digest"], publish)
+        return answer
 
     async def stream_copy(self, base, fp, loc, size, chunks):
-        node = self._node(base)
+        node = self._node(base, "copy")
         return self._store(node, fp, loc, [chunk async for chunk in chunks], size)
 
     def _store(self, node, fp, loc, chunks, size):
@@ -82,6 +90,7 @@ class MemoryCluster:
         names = [f"n{i}" for i in range(1, size + 1)]
         self.urls = {n: f"mem://{n}" for n in names}
         self.unreachable = set()
+        self.refuse_copies = set()  # names that answer lock and records but refuse copies
         self.nodes = {}
         for n in names:
             data = root / n

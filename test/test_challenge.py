@@ -81,7 +81,9 @@ def test_outcomes_missing_stale_corrupt_and_cache_fooled(pair):
     theirs.locations.apply(locs[-1])
     theirs.store.path_for(FilePath("alice", "folder")).mkdir()
     result, _answer = run(mine, theirs, locs)
-    assert result.outcomes == {("alice", "ok"): OK, ("alice", "gone"): MISSING,
+    # "gone" was never recorded there: stale (sent again), where a recorded copy that is not
+    # a file any more ("folder") is missing.
+    assert result.outcomes == {("alice", "ok"): OK, ("alice", "gone"): STALE,
                                ("alice", "old"): STALE, ("alice", "bad"): CORRUPT,
                                ("alice", "fooled"): REPLAYED, ("alice", "folder"): MISSING}
     # --deep re-hashes: the fooled cache no longer hides the change, and is corrected; the
@@ -217,9 +219,14 @@ def test_a_copy_the_record_names_stale_and_missing_is_stale_not_failed(pair):
     result = check_answer(mine.store, {("alice", "lost"): version}, challenge, answer,
                           ChallengeResult())
     assert result.outcomes == {("alice", "lost"): STALE}
+    # Never recorded there: nothing claimed, stale too (its record went out with copies
+    # that did not all arrive); no answer at all for the file proves nothing but a gap.
     plain = check_answer(mine.store, {("alice", "lost"): loc}, challenge, answer,
                          ChallengeResult())
-    assert plain.outcomes == {("alice", "lost"): MISSING}
+    assert plain.outcomes == {("alice", "lost"): STALE}
+    silent = check_answer(mine.store, {("alice", "lost"): loc}, challenge, {"files": []},
+                          ChallengeResult())
+    assert silent.outcomes == {("alice", "lost"): MISSING}
 
 
 def test_a_copy_replaced_while_it_is_answered_for_is_changing_not_corrupt(pair):

@@ -668,6 +668,9 @@ class _Copies:
     def named_holder(self, fps, server):
         return {(fp.owner, fp.rel) for fp in fps}
 
+    def copy_record(self, fp):
+        return self.rows.get((fp.owner, fp.rel))
+
     def update_disk_digests(self, updates):
         for fp, digest, key in updates:
             self.rows[(fp.owner, fp.rel)] = self.rows[(fp.owner, fp.rel)]._replace(

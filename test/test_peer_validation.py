@@ -122,3 +122,34 @@ def test_a_verdict_without_a_challenge_or_about_copies_not_held_together_is_refu
     status = Api(cluster).request(target, "GET", "/status", raw_path=True).json()
     assert status["status"] == "running", status
     assert Api(cluster).follow(target, "GET", FILE)[1].body == BODY
+
+
+def test_a_record_sent_with_a_copy_must_name_that_copy_and_come_from_its_coordinator(
+        cluster, placed):
+    """A small upload's record travels with its copy (``X-SecuriFile-Publish``); a holder may
+    send a copy (a repair), but the record with it is checked as a push is, and must be
+    of that very copy: else it is refused and nothing of it applied."""
+    import hashlib
+    holders, outsider = placed
+    sender, target = holders
+    before = record_on(cluster, target, outsider)
+    owner, rel = FILE.split("/", 1)
+    peer = as_node(cluster, sender)
+
+    def copy_with(record):
+        publish = json.dumps({"record": record, "token": "t", "seq": None})
+        return peer.request(target, "PUT", f"/peer/replicas/{FILE}", raw_path=True, body=BODY,
+                            headers={"X-SecuriFile-Version": str(before["version"]),
+                                     "X-SecuriFile-Digest": hashlib.sha256(BODY).hexdigest(),
+                                     "Content-Length": str(len(BODY)),
+                                     "X-SecuriFile-Publish": publish})
+
+    for wrong in (dict(before, path=rel + ".other"), dict(before, version=before["version"] + 1),
+                  dict(before, digest="0" * 64), dict(before, deleted=True)):
+        r = copy_with(dict(wrong, stamp=before["stamp"] + 5, coordinator=sender))
+        assert (r.status, error_code(r)) == (400, "bad_record"), (wrong, r)
+    r = copy_with(dict(before, stamp=before["stamp"] + 5, coordinator=outsider))
+    assert (r.status, error_code(r)) == (403, "not_the_coordinator"), r
+    assert record_on(cluster, target, outsider) == before
+    assert disk_copy(cluster, target, owner, rel).read_bytes() == BODY
+    assert Api(cluster).follow(target, "GET", FILE)[1].body == BODY

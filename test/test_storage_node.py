@@ -241,30 +241,77 @@ def held_folder_syncs(node):
     return gate
 
 
-def test_a_small_body_reaches_its_replica_while_the_origin_syncs_its_folder(cluster):
-    """A small body sent with its headers goes to the replica from memory as soon as the
-    origin's copy is at its name, not after the origin's folder fsync."""
+def peer_calls(node):
+    """What ``node`` asked its peers, in order, as (what, peer); the log is emptied."""
+    log, node.client.log = node.client.log, []
+    return log
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_a_small_upload_sends_its_record_with_its_copies_one_round_after_the_lock(tmp_path,
+                                                                                  replicas):
+    """Lock, then one round: each replica stores the copy and takes the record that names
+    it (giving the lock back), the other peers take the record. No separate copy round."""
+    c = MemoryCluster(tmp_path, replicas=replicas)
+    try:
+        n1 = c.nodes["n1"]
+        fp = FilePath("alice", "small.txt")
+        stored = run(upload(n1, fp, "alice", b"small body", body_first=True))
+        copies = sorted(r["server"] for r in stored.body["replicas"])
+        assert len(copies) == replicas and stored.body["under_replicated"] is False
+        calls = peer_calls(n1)
+        assert sorted(calls[:2]) == [("lock", "n2"), ("lock", "n3")]
+        assert sorted(calls[2:]) == sorted([("copy and record", n) for n in copies]
+                                           + [("records", n) for n in ("n2", "n3")
+                                              if n not in copies])
+        for name in ["n1"] + copies:
+            assert b"".join(c.nodes[name].store.open_chunks(fp)) == b"small body"
+            assert c.nodes[name].locations.copy_version(fp) == 1
+        records = [node.locations.get(fp) for node in c.nodes.values()]
+        assert all(r.to_json() == records[0].to_json() for r in records)
+        assert no_locks_anywhere(c, fp)
+        again = run(upload(n1, fp, "alice", b"small again", body_first=True))
+        assert again.body["version"] == 2 and again.body["stamp"] > stored.body["stamp"]
+    finally:
+        c.close()
+
+
+def run_stamps(cluster, fp):
+    return [node.locations.get(fp).stamp for node in cluster.nodes.values()]
+
+
+def test_a_replica_that_refuses_a_small_copy_gets_a_corrected_record(cluster):
+    """The record went out naming the replica; the one that follows (the stamp after the
+    ticket's) names only what was stored, everywhere, before the client hears of it."""
     n1 = cluster.nodes["n1"]
-    fp = FilePath("alice", "fast.txt")
-    gate = held_folder_syncs(n1)
+    fp = FilePath("alice", "refused.txt")
+    cluster.refuse_copies = {"n2", "n3"}
+    stored = run(upload(n1, fp, "alice", b"small body", body_first=True))
+    assert stored.body["replicas"] == [] and stored.body["under_replicated"] is True
+    first = stored.body["stamp"]
+    record = {k: v for k, v in stored.body.items()
+              if k not in ("under_replicated", "replicas_wanted")}
+    for node in cluster.nodes.values():
+        assert node.locations.get(fp).to_json() == record
+    assert [n for n in ("n2", "n3") if cluster.nodes[n].store.exists(fp)] == []
+    assert no_locks_anywhere(cluster, fp)
+    assert first == run_stamps(cluster, fp)[0] and len(set(run_stamps(cluster, fp))) == 1
+    # The next change orders after the correction (its stamp was reserved with the first).
+    cluster.refuse_copies = set()
+    again = run(upload(n1, fp, "alice", b"second", body_first=True))
+    assert again.body["stamp"] > first and again.body["version"] == 2
 
-    async def scenario():
-        stored = asyncio.ensure_future(upload(n1, fp, "alice", b"small body", body_first=True))
-        for _ in range(500):  # bounded: the copy is a few loop turns away
-            if any(n.store.exists(fp) for name, n in cluster.nodes.items() if name != "n1"):
-                break
-            await asyncio.sleep(0.01)
-        copied = [name for name, n in cluster.nodes.items() if name != "n1" and n.store.exists(fp)]
-        # Nothing is published before the origin's commit is whole.
-        published = [name for name, n in cluster.nodes.items() if n.locations.get(fp) is not None]
-        gate.set()
-        return copied, published, await stored
 
-    copied, published, stored = run(scenario())
-    assert len(copied) == 1 and published == []
-    assert [r["server"] for r in stored.body["replicas"]] == copied
-    assert stored.body["under_replicated"] is False
-    assert all(node.locations.get(fp).version == 1 for node in cluster.nodes.values())
+def test_an_existing_holder_that_refuses_a_small_copy_is_named_stale(cluster):
+    n1 = cluster.nodes["n1"]
+    fp = cluster.place("alice", "held.txt", ["n1", "n2"])
+    cluster.refuse_copies = {"n2"}
+    stored = run(upload(n1, fp, "alice", b"version two", body_first=True))
+    assert stored.body["version"] == 2 and stored.body["stale"] == ["n2"]
+    for node in cluster.nodes.values():
+        loc = node.locations.get(fp)
+        assert (loc.version, loc.stale, loc.stamp) == (2, ["n2"], stored.body["stamp"])
+    assert cluster.nodes["n2"].locations.copy_version(fp) == 1  # its old copy, stale
     assert no_locks_anywhere(cluster, fp)
 
 
