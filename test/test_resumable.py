@@ -130,12 +130,15 @@ def test_a_broken_connection_keeps_what_arrived_and_the_upload_resumes(cluster, 
     where = upload_path(create(api, "node2", "alice/res/broken.bin"))
     half = HalfAppend(api, "node2", where, 0, len(data))
     half.send(data[:2 << 20])
-    # The lock is held while the bytes flow: another writer is refused meanwhile.
-    assert wait_for(lambda: api.put("node3", "alice/res/broken.bin", b"other").status == 423,
-                    20, what="the flowing upload to hold the lock")
     # Bytes on the node's disk (written a MiB at a time) before the client goes: bytes
     # still in flight when it goes may be lost with the connection, but not these.
     arrived = wait_for(lambda: offset_of(api, "node2", where)[0], 20, what="bytes on disk")
+    # The lock is held while the connection is open: another writer is refused. (Asked
+    # only now: a writer that came first would take the lock and refuse the upload. Its
+    # digest is wrong, so that even then it could store nothing.)
+    other = api.put("node3", "alice/res/broken.bin", b"other",
+                    headers={"Content-Digest": digest_field("sha-256", b"something else")})
+    assert other.status == 423, other
     half.close()
     offset = offset_of(api, "node2", where)[0]
     for _ in range(3):  # the node may take the rest of what arrived in after the HEAD: 409
