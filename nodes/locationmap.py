@@ -169,7 +169,7 @@ CREATE TABLE IF NOT EXISTS copies (
     -- what the file looked like when ``disk_digest`` was computed: (size, mtime, ctime, inode)
     stat_key TEXT NOT NULL DEFAULT '',
     disk_digest TEXT NOT NULL DEFAULT '',  -- the last hash of the bytes on disk (a cache)
-    -- CRC-32 per MiB of the bytes the digest was checked against (``chunksums``), valid
+    -- CRC-32C per MiB of the bytes the digest was checked against (``chunksums``), valid
     -- only for the file whose stat key is ``sums_key``
     chunk_sums BLOB,
     sums_key TEXT NOT NULL DEFAULT '',

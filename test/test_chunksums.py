@@ -4,9 +4,9 @@ a real location map."""
 import asyncio
 import hashlib
 import os
-import zlib
 
 import pytest
+from crc32c import crc32c
 
 from securifile.common.paths import parse_path
 from securifile.nodes.challenge import stat_key
@@ -24,7 +24,7 @@ def sha(data):
 
 def test_checksums_per_chunk_whatever_pieces_the_bytes_come_in():
     data = os.urandom(3 * CHUNK + 777)
-    expected = [zlib.crc32(data[i:i + CHUNK]) for i in range(0, len(data), CHUNK)]
+    expected = [crc32c(data[i:i + CHUNK]) for i in range(0, len(data), CHUNK)]
     for piece in (1000, CHUNK, CHUNK + 1, 3 * CHUNK + 777, 16384):
         sums = ChunkSums()
         for i in range(0, len(data), piece):
