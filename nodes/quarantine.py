@@ -15,9 +15,10 @@ log = logging.getLogger("securifile.quarantine")
 CHUNK = 1 << 20
 
 
-def hash_open_file(path, algorithm, chunk_size=CHUNK, pace=None):
+def hash_open_file(path, algorithm, chunk_size=CHUNK, pace=None, sums=None):
     """(hex digest, stat at open) of the file at ``path``, hashed through one descriptor;
-    (None, None) if there is no file. ``pace(nbytes)`` is called after each chunk."""
+    (None, None) if there is no file. ``pace(nbytes)`` is called after each chunk;
+    ``sums`` (a ``ChunkSums``), if given, is fed the same bytes."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except (FileNotFoundError, NotADirectoryError):
@@ -27,6 +28,8 @@ def hash_open_file(path, algorithm, chunk_size=CHUNK, pace=None):
         h = new_hasher(algorithm)
         while chunk := f.read(chunk_size):
             h.update(chunk)
+            if sums is not None:
+                sums.update(chunk)
             if pace is not None:
                 pace(len(chunk))
     return h.hexdigest(), st

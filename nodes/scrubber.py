@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from securifile.common.paths import FilePath
 
 from .challenge import stat_key_of
+from .chunksums import ChunkSums
 from .quarantine import hash_open_file, quarantine_if_bad
 
 log = logging.getLogger("securifile.scrubber")
@@ -111,13 +112,19 @@ class Scrubber:
                     raise _Stopped()
                 self.thread_sleep(data_pace.add(nbytes))
 
-            digest, st = await asyncio.to_thread(hash_open_file, path, algorithm, pace=pace)
+            sums = ChunkSums()  # read checksums for a copy that has none (``chunksums``)
+            digest, st = await asyncio.to_thread(hash_open_file, path, algorithm, pace=pace,
+                                                 sums=sums)
             report.checked += 1
             if digest is not None and digest == committed:
                 now = node.locations.copy_record(fp)
                 if now is not None and now[:2] == (version, committed):
-                    # A fresh hash under the stat key it was read with: challenges reuse it.
-                    node.locations.update_disk_digest(fp, digest, stat_key_of(st))
+                    # A fresh hash under the stat key it was read with: challenges reuse it,
+                    # and reads its checksums, if the copy had none for this very file.
+                    key = stat_key_of(st)
+                    node.locations.update_disk_digest(fp, digest, key)
+                    if node.locations.chunk_sums(fp, key) is None:
+                        node.locations.set_chunk_sums(fp, version, key, sums.packed())
                 return
             if await quarantine_if_bad(node, fp, f"scrub found {fp.full} changed on disk"):
                 report.bad += 1

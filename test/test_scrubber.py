@@ -241,3 +241,19 @@ def test_nothing_is_scrubbed_while_the_node_is_not_running(node):
     assert report.checked == 0 and node.lost == [] and node.store.path_for(fp).exists()
     running[0] = True
     assert asyncio.run(s.run_once()).bad == 1 and node.lost
+
+
+def test_a_scrub_gives_a_copy_without_read_checksums_its_checksums(node):
+    """A copy that a resumable upload assembled, or one from before the checksums, gets them
+    from the scrub that found it sound: for that very file, one per MiB; a bad copy none."""
+    from crc32c import crc32c
+
+    from securifile.nodes.chunksums import CHUNK, unpack
+    data = os.urandom(2 * CHUNK + 99)
+    good, bad = node.put("good", data), node.put("bad", data)
+    rot(node.store.path_for(bad), 5)
+    asyncio.run(scrubber(node, FakeTime()).run_once())
+    path = node.store.path_for(good)
+    sums = unpack(node.locations.chunk_sums(good, stat_key(path)), len(data))
+    assert list(sums) == [crc32c(data[i:i + CHUNK]) for i in range(0, len(data), CHUNK)]
+    assert node.locations.copy_record(bad) is None and node.quarantined == 1  # none for it
