@@ -1,6 +1,7 @@
 """Digest algorithms by their configuration names, and RFC 9530 ``Repr-Digest`` values."""
 import base64
 import hashlib
+import os
 
 ALGORITHMS = {
     "sha1": ("sha1", "sha"),
@@ -57,8 +58,19 @@ def parse_digest_field(value):
 
 def file_digest(path, name, chunk_size=1 << 20):
     """Hex digest of a file on disk, read in chunks so memory stays flat."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return fd_digest(fd, name, chunk_size)
+    finally:
+        os.close(fd)
+
+
+def fd_digest(fd, name, chunk_size=1 << 20):
+    """Hex digest of the file open as ``fd``, from its start (``pread``: its offset is left
+    alone), read in chunks so memory stays flat."""
     h = new_hasher(name)
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            h.update(chunk)
+    offset = 0
+    while chunk := os.pread(fd, chunk_size, offset):
+        h.update(chunk)
+        offset += len(chunk)
     return h.hexdigest()

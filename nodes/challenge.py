@@ -29,7 +29,7 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 
-from securifile.common.digests import ALGORITHMS, new_hasher
+from securifile.common.digests import ALGORITHMS, fd_digest
 from securifile.common.paths import FilePath
 
 RANGE_BYTES = 4096
@@ -39,7 +39,6 @@ MAX_RANGE_LENGTH = MIN_RANGES * RANGE_BYTES  # a small file asked whole
 BATCH = 5000  # files per challenge request
 
 OK, STALE, MISSING, CORRUPT, REPLAYED = "ok", "stale", "missing", "corrupt", "replayed"
-HASH_CHUNK = 1 << 20
 NEWER = "newer"  # the challenger's map is behind: nothing to judge until it catches up
 REFUSED = "refused"  # the peer would not answer for this file (its map does not name us)
 CHANGING = "changing"  # written while it was being checked: judged again once settled
@@ -196,16 +195,6 @@ def _inside(ranges, size):
     return all(offset + length <= size for offset, length in ranges)
 
 
-def _fd_digest(fd, algorithm):
-    # From the descriptor the ranges are read from: the path may name a newer file by now.
-    h = new_hasher(algorithm)
-    offset = 0
-    while chunk := os.pread(fd, HASH_CHUNK, offset):
-        h.update(chunk)
-        offset += len(chunk)
-    return h.hexdigest()
-
-
 def _answer_one(paths, record, fp, algorithm, nonce, ranges, deep, rehashed, unsettled):
     changing = {"owner": fp.owner, "path": fp.rel, "changing": "a change of this file is under way"}
     out = {"owner": fp.owner, "path": fp.rel, "version": None, "digest": None, "mac": None}
@@ -229,7 +218,8 @@ def _answer_one(paths, record, fp, algorithm, nonce, ranges, deep, rehashed, uns
         key = stat_key_of(st)
         digest = record.disk_digest
         if deep or key != record.stat_key or not digest:
-            digest = _fd_digest(fd, algorithm)
+            # From the descriptor the ranges are read from: the path may name a newer file.
+            digest = fd_digest(fd, algorithm)
             if key != record.stat_key and unsettled(fp, record):
                 return changing
             rehashed.append((fp, digest, key))

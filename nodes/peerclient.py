@@ -272,15 +272,16 @@ class PeerClient:
             f.close()
         return self._stored(data, url, loc)
 
-    async def send_copy_bytes(self, base, fp, body, loc, publish=None):
+    async def send_copy_bytes(self, base, fp, body, loc, publish):
         """A small file's copy from memory (the bytes the origin committed, ``loc.digest``
-        theirs): headers and body go in one write; the peer answers once its digest matches.
-        ``publish``: {"record", "token", "seq"}, the record naming the copy, which the peer
-        applies once the copy is stored, giving the lock back (as ``push_locations``)."""
+        theirs) with its record: headers and body go in one write; the peer answers once
+        its digest matches. ``publish``: {"record", "token", "seq"}, the record naming the
+        copy, which the peer applies once the copy is stored, giving the lock back (as
+        ``push_locations``)."""
         url = file_url(fp, base, REPLICAS)
         headers = copy_headers(loc, len(body))
-        if publish is not None:  # ASCII JSON: a header value
-            headers["X-SecuriFile-Publish"] = json.dumps(publish, separators=(",", ":"))
+        # ASCII JSON (json.dumps escapes the rest): a header value.
+        headers["X-SecuriFile-Publish"] = json.dumps(publish, separators=(",", ":"))
         data = await self._call(url, "PUT", body, 60.0, headers)
         return self._stored(data, url, loc)
 

@@ -216,17 +216,14 @@ class Upload:
             self.writer.abort()  # gone before the client hears of it (the pipeline too)
             raise
         digest = await self.writer.commit_async(self.declared.own)
-        if self._body is not None and self.plan.targets:
-            loc, confirmed = await self._finish_small(digest)
-        else:
-            piped = None
-            if self.pipeline is not None:
-                # Only now, the origin's copy committed under a live lock, do the replicas
-                # get the last bytes (and commit theirs).
-                node.check_held(self.ticket)
-                piped = await self.pipeline.finish(digest, max(30.0, node.client.timeout))
-                self.pipeline = None
-            loc, confirmed = await self._finish(digest, piped)
+        piped = None
+        if self.pipeline is not None:
+            # Only now, the origin's copy committed under a live lock, do the replicas get
+            # the last bytes (and commit theirs).
+            node.check_held(self.ticket)
+            piped = await self.pipeline.finish(digest, max(30.0, node.client.timeout))
+            self.pipeline = None
+        loc, confirmed = await self._finish(digest, piped)
         if self.quota is not None:
             self.quota.committed()  # queued after the file's own report
         if not confirmed:
@@ -238,30 +235,22 @@ class Upload:
         body["replicas_wanted"] = node.replicas
         return Stored(body, self.existing is None)
 
-    async def _finish(self, digest, piped):
-        """Copy what the pipeline did not, and publish the record; (record, confirmed). The
-        record releases the lock on every peer before the answer goes out: the client may
-        write the file again at once."""
+    async def _finish(self, digest, piped=None):
+        """Copies and the record; (record, confirmed). A small body kept in memory goes to
+        the replicas with its record in one round (``StorageNode.finish_small_upload``);
+        otherwise what the pipeline did not copy is copied from disk and the record follows.
+        The record releases the lock on every peer before the answer goes out: the client
+        may write the file again at once."""
         node = self.node
         self.renewal.stop()
         ticket, self.ticket = self.ticket, None
+        sums = self.writer.sums.packed()
         try:
+            if self._body is not None and self.plan.targets:
+                return await node.finish_small_upload(ticket, digest, self.writer.size,
+                                                      self.plan, b"".join(self._body), sums)
             return await node.finish_upload(ticket, digest, self.writer.size, self.plan, piped,
-                                            sums=self.writer.sums.packed())
-        except BaseException:
-            node.release(ticket)
-            raise
-
-    async def _finish_small(self, digest):
-        """A small body, kept in memory, goes to the replicas with its record in one round
-        once the origin's copy is committed (``StorageNode.finish_small_upload``)."""
-        node = self.node
-        self.renewal.stop()
-        ticket, self.ticket = self.ticket, None
-        try:
-            return await node.finish_small_upload(ticket, digest, self.writer.size, self.plan,
-                                                  b"".join(self._body),
-                                                  sums=self.writer.sums.packed())
+                                            sums=sums)
         except BaseException:
             node.release(ticket)
             raise

@@ -58,13 +58,13 @@ class InMemoryPeerClient:
         with open(disk_path, "rb") as f:
             return self._store(self._node(base, "copy"), fp, loc, [f.read()], None)
 
-    async def send_copy_bytes(self, base, fp, body, loc, publish=None):
-        node = self._node(base, "copy" if publish is None else "copy and record")
+    async def send_copy_bytes(self, base, fp, body, loc, publish):
+        node = self._node(base, "copy and record")
         if node.name in self.cluster.refuse_copies:
             raise PeerError(f"{node.name} refused the copy", 507, {})
         answer = self._store(node, fp, loc, [body], len(body))
-        if publish is not None:  # as the /peer/replicas handler does after the copy
-            node.receive_copy_record(self.me, fp, loc.version, answer["digest"], publish)
+        # As the /peer/replicas handler does once the copy is stored.
+        node.receive_copy_record(self.me, fp, loc.version, answer["digest"], publish)
         return answer
 
     async def stream_copy(self, base, fp, loc, size, chunks):
