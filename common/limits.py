@@ -23,6 +23,7 @@ from tornado.iostream import SSLIOStream, StreamClosedError
 
 from .config import Config
 from .errors import error_body
+from .whole_reads import read_whole
 
 log = logging.getLogger("securifile.limits")
 
@@ -121,6 +122,7 @@ class LimitedHTTPServer(HTTPServer):
 
     def handle_stream(self, stream, address):
         if self.gate.admit(stream, address):
+            read_whole(stream)
             if isinstance(stream, SSLIOStream):
                 handshake_deadline(stream, self.limits.handshake_timeout)
             super().handle_stream(stream, address)
