@@ -42,7 +42,7 @@ def machine_info():
 def page_reporting(params="/sys/module/page_reporting/parameters"):
     """Whether this VM's kernel gives freed memory back to the host (virtio-balloon free
     page reporting), and how soon; None where it does not. Where it does, a page taken
-    again faults into the host: writing a new file here cost 2.9-4.0 s of system CPU per
+    again faults into the host: writing a new file here cost 2.9-4.3 s of system CPU per
     GiB against 0.3 on pages the guest had kept (docs/PERFORMANCE.md, Caveats)."""
     try:
         with open(os.path.join(params, "min_free_ms")) as f:

@@ -7,9 +7,9 @@ on its own (Tornado's coroutines, the body guard, the handler, the upload, the d
 writer): 65,536 trips per GiB. A stream whose partial reads go on reading until the socket
 has nothing more, or the read is full, hands a handler up to a body chunk (256 KiB on a
 node) whenever the client sends faster than the server takes the bytes, and exactly what
-is there otherwise: nothing waits longer than before. On a node taking a 1 GiB upload this
-took the event loop's user CPU from 3.5-4.2 s to 2.0-2.6 s (docs/PERFORMANCE.md, "Reading
-a body whole").
+is there otherwise: nothing waits longer than before. On the origin of a 1 GiB upload
+this took the user CPU from 4.0-4.1 s to 2.9 s in alternating runs (docs/PERFORMANCE.md,
+"Reading a body whole").
 
 The loop overridden is Tornado's own (``BaseIOStream._read_to_buffer_loop``, private API):
 setup.py keeps Tornado below 7, and test_whole_reads.py fails if the reads stop being
@@ -47,4 +47,3 @@ def read_whole(stream):
     whole = _WHOLE.get(type(stream))
     if whole is not None:
         stream.__class__ = whole
-    return stream

@@ -6,9 +6,12 @@ streaming handler that records the pieces it is given; the client is a blocking 
 on a thread of its own, so that what it has sent is known when the handler looks.
 """
 import asyncio
+import fcntl
 import hashlib
 import os
 import socket
+import struct
+import termios
 import threading
 
 import pytest
@@ -54,7 +57,7 @@ class Pieces(web.RequestHandler):
 
 
 class Server:
-    """The server on this test's event loop; ``send`` runs a client on a thread."""
+    """The server on this test's event loop, and TLS connections to it for a client thread."""
 
     def __init__(self, layout):
         self.seen = []
@@ -144,11 +147,7 @@ def test_bytes_waiting_in_the_socket_reach_the_handler_as_one_piece(certs):
 
 async def _wait_until_readable(server, count, timeout=WAIT):
     """Until the server's connection has ``count`` bytes (and their TLS framing) waiting in
-    its kernel receive buffer (``SIOCINQ``), or the deadline."""
-    import fcntl
-    import struct
-    import termios
-
+    its kernel receive buffer (``FIONREAD``), or the deadline."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
