@@ -20,6 +20,7 @@ from securifile.common.web import PUBLIC, USER, NotFoundHandler, request_logger
 
 from .access import DELETE, LIST, READ, WRITE
 from .base_handler import NodeHandler
+from .channel_handler import ChannelHandler
 from .download import CopyCorrupt
 from .metrics import NodeMetrics
 from .peer_http import (AdminStateHandler, ChallengeHandler, HeartbeatHandler, LocationsHandler,
@@ -332,6 +333,7 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
             (r"/peer/challenge", ChallengeHandler, dict(deps, deep=deep)),
             (r"/peer/verdict", VerdictHandler, deps),
             (r"/peer/locks", LocksHandler, deps),
+            (r"/peer/channel", ChannelHandler, deps),
             (r"/metrics", NodeMetricsHandler, dict(deps, registry=metrics.registry)),
         ],
         log_function=metrics.requests.counting(request_logger(("/peer/", "/metrics"))),

@@ -13,6 +13,7 @@ from securifile.common.limits import allow_streamed_body
 from securifile.common.paths import parse_path
 from securifile.common.web import ADMIN_SERVER, NODE
 
+from . import peer_ops
 from .base_handler import NodeHandler
 from .challenge import ChallengeRefused
 
@@ -63,18 +64,7 @@ class LocksHandler(NodeHandler):
     auth = NODE
 
     def post(self):
-        body = self.json_body()
-        fp = parse_path(f"{body.get('owner')}/{body.get('path')}")
-        if body.get("release"):
-            self.node.give_back_lock(fp, body.get("token"))
-            return self.send_json({"ok": True})
-        if self.node.membership is not None:
-            self.node.membership.check_coordinator(body.get("epoch"))
-        stamp = body.get("stamp")
-        self.send_json(self.node.grant_lock(
-            fp, str(body.get("holder")), self.principal.name, str(body.get("token")),
-            float(body.get("lease", 30)), int(body.get("known", 0)),
-            None if stamp is None else int(stamp)))
+        self.send_json(peer_ops.lock(self.node, self.principal.name, self.json_body()))
 
 
 class LocationsHandler(NodeHandler):
@@ -86,16 +76,7 @@ class LocationsHandler(NodeHandler):
         self.send_json(self.node.changes_since(since, limit))
 
     def post(self):
-        body = self.json_body()
-        records = body.get("records", [])
-        seq = body.get("seq")
-        if seq is not None:
-            try:
-                seq = (int(seq[0]), int(seq[1]))
-            except (TypeError, ValueError, IndexError, KeyError):
-                raise ApiError("seq must be [before, after]", code="bad_record") from None
-        self.node.receive_locations(self.principal.name, records, body.get("release", ()), seq)
-        self.send_json({"applied": len(records)})
+        self.send_json(peer_ops.push_locations(self.node, self.principal.name, self.json_body()))
 
 
 @tornado.web.stream_request_body
@@ -139,19 +120,15 @@ class ReplicaHandler(NodeHandler):
         # checked anyway. No digest announced (a pipelined copy): the one computed is
         # answered, and the origin compares it with its own.
         length = self.request.headers.get("Content-Length")
-        digest = await self.writer.commit_async(
-            self.expected, int(length) if length and length.isdigit() else None)
-        self.node.accept_copy(self.fp, self.version, digest, self.writer.size,
-                              self.writer.sums.packed())
         publish = self.request.headers.get("X-SecuriFile-Publish")
         if publish is not None:  # a small upload's record, sent with its copy
             try:
                 publish = json.loads(publish)
             except ValueError:
                 raise ApiError("X-SecuriFile-Publish is not JSON", code="bad_record") from None
-            self.node.receive_copy_record(self.principal.name, self.fp, self.version, digest,
-                                          publish)
-        self.send_json({"server": self.node.name, "digest": digest, "size": self.writer.size})
+        self.send_json(await peer_ops.finish_copy(
+            self.node, self.principal.name, self.fp, self.writer, self.expected, self.version,
+            int(length) if length and length.isdigit() else None, publish))
 
     def delete(self, _path):
         self.node.check_copy_sender(self.fp, self.principal.name)

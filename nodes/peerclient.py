@@ -23,11 +23,15 @@ from securifile.common.admin_urls import MOVE_ON_STATUSES, AdminURLs
 from securifile.common.auth import PEER_SECRET_HEADER
 from securifile.common.paths import file_url
 
+from .channel_client import MAX_ANSWER, PATH as CHANNEL_PATH, ChannelClosed, ChannelRefused, Channels, TooLong
+
 log = logging.getLogger("securifile.peerclient")
 
 COPY_CHUNK = 1 << 20
 REPLICAS = "/peer/replicas/"  # the route of a node's copies, for its peers only
+HTTP_ROUTES = {"lock": "/peer/locks", "locations": "/peer/locations"}  # the channel ops' routes
 KEEPALIVE = 60.0  # seconds an idle connection stays open (heartbeats use them every second)
+HTTP_ONLY_FOR = 60.0  # seconds a peer that refused a channel is called over HTTP only
 
 
 class PeerError(Exception):
@@ -69,6 +73,8 @@ class PeerClient:
         self.peer_secret = peer_secret
         self.timeout = timeout
         self._session = None
+        self._channels = None
+        self._http_only = {}  # base URL -> until when it is called over HTTP (no channel)
         # Counted for /status and the bench: new connections (a TLS handshake each) and calls.
         self.connections_created = 0
         self.requests = 0
@@ -98,10 +104,14 @@ class PeerClient:
         if isinstance(ctx.trace_request_ctx, dict):
             ctx.trace_request_ctx["reused"] = True
 
-    async def _started(self, _session, _ctx, _params):
-        self.requests += 1
+    async def _started(self, _session, _ctx, params):
+        if params.url.path != CHANNEL_PATH:  # a channel's calls are counted as they go
+            self.requests += 1
 
     async def close(self):
+        if self._channels is not None:
+            await self._channels.close()
+            self._channels = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -152,6 +162,58 @@ class PeerClient:
             detail = data[:300].decode("utf-8", "replace")
             raise PeerError(f"{method} {url}: {status} {detail}", status,
                             answer if isinstance(answer, dict) else {})
+        return data
+
+    def _open_ws(self, url):
+        return self._open().ws_connect(url, headers=self._headers(), heartbeat=None,
+                                       max_msg_size=MAX_ANSWER, compress=0)
+
+    async def call_op(self, base, op, body, timeout=None, data=None, http=None):
+        """``op`` (nodes/peer_ops.py) over the kept channel to the peer at ``base``, with the
+        bytes ``data`` if any: the JSON object answered; PeerError as ``_call`` raises it.
+        A peer that refuses a channel, and a call too long for one, go over HTTP instead:
+        ``http(timeout)``, by default a POST of ``body`` to the op's JSON route."""
+        loop = asyncio.get_running_loop()
+        if http is None:
+            def http(left):
+                return self.call_json(base + HTTP_ROUTES[op], "POST", body, left)
+        timeout = timeout or self.timeout
+        if self._http_only.get(base, 0.0) > loop.time():
+            return await http(timeout)
+        deadline = loop.time() + timeout
+        if self._channels is None:
+            self._channels = Channels(self._open_ws, self.timeout)
+        retry, fresh = True, True
+        while True:
+            try:
+                async with asyncio.timeout(max(0.001, deadline - loop.time())):
+                    channel, fresh = await self._channels.get(base)
+                    self.requests += 1
+                    answer = await channel.call(op, body, data)
+                break
+            except TimeoutError:
+                raise PeerError(f"{op} at {base}: no answer within {timeout:.1f} s",
+                                timed_out=True) from None
+            except ChannelRefused:
+                self._http_only[base] = loop.time() + HTTP_ONLY_FOR
+                return await http(max(0.001, deadline - loop.time()))
+            except TooLong:
+                return await http(max(0.001, deadline - loop.time()))
+            except ChannelClosed as e:
+                # A kept channel the peer closed meanwhile (a restart): once more, on a new
+                # one, as a kept HTTP connection is (every op may be repeated).
+                if retry and not fresh and loop.time() < deadline:
+                    retry = False
+                    continue
+                raise PeerError(f"{op} at {base}: {e}", unreachable=True) from None
+            except (aiohttp.ClientError, OSError) as e:  # refused, reset, TLS refused
+                raise PeerError(f"{op} at {base}: {e!r}", unreachable=True) from None
+        status, data = answer.get("status"), answer.get("body")
+        if not isinstance(status, int) or not 200 <= status < 300:
+            raise PeerError(f"{op} at {base}: {status} {json.dumps(data)[:300]}", status,
+                            data if isinstance(data, dict) else {})
+        if not isinstance(data, dict):
+            raise PeerError(f"{op} at {base}: the answer is not a JSON object")
         return data
 
     async def call_json(self, url, method="GET", payload=None, timeout=None):
@@ -209,10 +271,10 @@ class PeerClient:
                 "token": token, "known": known, "epoch": self.epoch()}
         if stamp is not None:
             body["stamp"] = stamp
-        return await self.call_json(base + "/peer/locks", "POST", body, timeout)
+        return await self.call_op(base, "lock", body, timeout)
 
     async def unlock(self, base, fp, token, timeout=None):
-        return await self.call_json(base + "/peer/locks", "POST", {
+        return await self.call_op(base, "lock", {
             "owner": fp.owner, "path": fp.rel, "token": token, "release": True}, timeout)
 
     async def push_locations(self, base, records, release=None, timeout=None, seq=None):
@@ -223,7 +285,7 @@ class PeerClient:
             body["release"] = release
         if seq is not None:
             body["seq"] = list(seq)
-        return await self.call_json(base + "/peer/locations", "POST", body, timeout)
+        return await self.call_op(base, "locations", body, timeout)
 
     async def pull_locations(self, base, since, limit=1000):
         return await self.call_json(f"{base}/peer/locations?since={since}&limit={limit}")
@@ -270,23 +332,29 @@ class PeerClient:
                                     retry=False)
         finally:
             f.close()
-        return self._stored(data, url, loc)
+        return self._stored(self._object(data, "PUT", url), url, loc)
 
     async def send_copy_bytes(self, base, fp, body, loc, publish):
         """A small file's copy from memory (the bytes the origin committed, ``loc.digest``
-        theirs) with its record: headers and body go in one write; the peer answers once
-        its digest matches. ``publish``: {"record", "token", "seq"}, the record naming the
+        theirs) with its record, in one message over the peer's channel (a PUT, headers and
+        body in one write, to a peer without one); the peer answers once its digest matches. ``publish``: {"record", "token", "seq"}, the record naming the
         copy, which the peer applies once the copy is stored, giving the lock back (as
         ``push_locations``)."""
         url = file_url(fp, base, REPLICAS)
-        headers = copy_headers(loc, len(body))
-        # ASCII JSON (json.dumps escapes the rest): a header value.
-        headers["X-SecuriFile-Publish"] = json.dumps(publish, separators=(",", ":"))
-        data = await self._call(url, "PUT", body, 60.0, headers)
-        return self._stored(data, url, loc)
 
-    def _stored(self, data, url, loc):
-        answer = self._object(data, "PUT", url)
+        async def over_http(timeout):
+            headers = copy_headers(loc, len(body))
+            # ASCII JSON (json.dumps escapes the rest): a header value.
+            headers["X-SecuriFile-Publish"] = json.dumps(publish, separators=(",", ":"))
+            return self._object(await self._call(url, "PUT", body, timeout, headers), "PUT", url)
+
+        meta = {"owner": fp.owner, "path": fp.rel, "algorithm": loc.algorithm,
+                "version": loc.version, "digest": loc.digest,
+                "publish": publish}
+        answer = await self.call_op(base, "copy", meta, 60.0, data=body, http=over_http)
+        return self._stored(answer, url, loc)
+
+    def _stored(self, answer, url, loc):
         if answer.get("digest") != loc.digest:
             raise PeerError(f"PUT {url}: stored digest {answer.get('digest')}, not {loc.digest}")
         return answer

@@ -5,9 +5,25 @@ import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from tornado.testing import bind_unused_port
+
 from securifile.common.tls import client_context
 
 from .netns import http_connection
+
+
+def serve_app(app, port=None):
+    """(server, port): ``app`` served in this process on a free loopback port, or on
+    ``port`` (a peer restarting where it was)."""
+    server = HTTPServer(app)
+    if port is None:
+        sock, port = bind_unused_port()
+        server.add_sockets([sock])
+    else:
+        server.add_sockets(bind_sockets(port, "127.0.0.1"))
+    return server, port
 
 
 def wait_for(predicate, timeout=15.0, interval=0.05, what="condition"):

@@ -7,9 +7,14 @@ certificate that breaks these rules gets 403 and changes nothing.
 One real cluster over TLS for the module: three nodes, one replica, so each file has two
 holders and one node that holds nothing of it (the "outsider" whose certificate we use).
 """
+import asyncio
 import json
 
+import aiohttp
 import pytest
+
+from securifile.common.tls import client_context
+from securifile.nodes.peerclient import PeerClient, PeerError
 
 from .clusters import start_cluster
 from .helpers import Api, disk_copy, wait_for
@@ -153,3 +158,40 @@ def test_a_record_sent_with_a_copy_must_name_that_copy_and_come_from_its_coordin
     assert record_on(cluster, target, outsider) == before
     assert disk_copy(cluster, target, owner, rel).read_bytes() == BODY
     assert Api(cluster).follow(target, "GET", FILE)[1].body == BODY
+
+
+def test_the_channel_checks_what_the_http_route_checks(cluster, placed):
+    """Locks and records go over the kept channel (``/peer/channel``): a forged record sent
+    there by a node certificate is refused as on ``/peer/locations``, and a user's
+    certificate opens no channel at all."""
+    holders, outsider = placed
+    target = holders[1]
+    before = record_on(cluster, target, outsider)
+    forged = dict(before, deleted=True, version=before["version"] + 1,
+                  stamp=before["stamp"] + 100)
+    layout = cluster.layout
+
+    async def scenario():
+        ctx = client_context(layout.ca_cert, layout.server_cert(outsider),
+                             layout.server_key(outsider))
+        mallory = PeerClient(outsider, ssl_context=ctx, timeout=10)
+        try:
+            with pytest.raises(PeerError) as refused:
+                await mallory.call_op(cluster.url(target), "locations", {"records": [forged]})
+            assert mallory.connections_created == 1  # the channel, not a fallback
+        finally:
+            await mallory.close()
+        user = client_context(layout.ca_cert, layout.user_cert("alice"),
+                              layout.user_key("alice"))
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as no_channel:
+                async with session.ws_connect(cluster.url(target) + "/peer/channel", ssl=user):
+                    pass
+        return refused.value, no_channel.value
+
+    refused, no_channel = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert (refused.status, refused.body["error"]["code"]) == (403, "not_the_coordinator")
+    assert no_channel.status == 403
+    assert record_on(cluster, target, outsider) == before
+    owner, rel = FILE.split("/", 1)
+    assert disk_copy(cluster, target, owner, rel).read_bytes() == BODY

@@ -5,11 +5,10 @@ import asyncio
 import time
 
 import tornado.web
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-from tornado.testing import bind_unused_port
 
 from securifile.nodes.peerclient import PeerClient, PeerError
+
+from .helpers import serve_app
 
 SECRET = "cluster-secret"
 
@@ -29,12 +28,7 @@ async def serve(port=None, hang=False):
     answered = []
     app = tornado.web.Application([(r"/peer/heartbeat", Beat, dict(answered=answered,
                                                                    hang=hang))])
-    server = HTTPServer(app)
-    if port is None:
-        sock, port = bind_unused_port()
-        server.add_sockets([sock])
-    else:
-        server.add_sockets(bind_sockets(port, "127.0.0.1"))
+    server, port = serve_app(app, port)
     return server, port, answered
 
 

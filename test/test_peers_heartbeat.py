@@ -5,9 +5,6 @@ import socket
 
 import pytest
 import tornado.web
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-from tornado.testing import bind_unused_port
 
 from securifile.common.auth import PEER_SECRET_HEADER
 from securifile.common.errors import Forbidden
@@ -15,6 +12,8 @@ from securifile.nodes.heartbeat import HeartbeatLoop
 from securifile.nodes.locationmap import Location, LocationMap, Replica
 from securifile.nodes.peerclient import PeerClient, PeerError
 from securifile.nodes.peers import DOWN, FAILED, RUNNING, VERIFYING, PeerTable
+
+from .helpers import serve_app
 
 SECRET = "cluster-secret"
 
@@ -245,13 +244,7 @@ def closed_port():
 
 
 async def serve(peer, port=None):
-    server = HTTPServer(peer.app())
-    if port is None:
-        sock, port = bind_unused_port()
-        server.add_sockets([sock])
-    else:
-        server.add_sockets(bind_sockets(port, "127.0.0.1"))
-    return server, port
+    return serve_app(peer.app(), port)
 
 
 def run(coro):
