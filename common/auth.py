@@ -79,17 +79,34 @@ class Authenticator:
         self.peer_secret = peer_secret
 
     def peer_certificate(self, request):
+        """The verified client certificate of the request's connection (None: plain HTTP,
+        or none presented)."""
+        return self._connection_identity(request)[0]
+
+    def _connection_identity(self, request):
+        """(certificate, (name, role), user credential) of the request's connection, worked
+        out once per connection and kept on its stream: a TLS connection's certificate
+        cannot change, and asking the session and parsing the certificate again cost each
+        small upload more than its lock (docs/PERFORMANCE.md "Peer channels")."""
+        stream = getattr(request.connection, "stream", None)
+        known = getattr(stream, "securifile_identity", None)
+        if known is not None:
+            return known
         try:
-            return request.get_ssl_certificate()
+            cert = request.get_ssl_certificate()
         except Exception:  # plain HTTP connection, or no certificate presented
-            return None
+            cert = None
+        identity = (cert, subject_identity(cert) if cert else (None, None),
+                    peer_credential(cert) if cert else None)
+        if stream is not None:
+            stream.securifile_identity = identity
+        return identity
 
     def user(self, request):
-        cert = self.peer_certificate(request)
+        cert, (name, role), credential = self._connection_identity(request)
         if cert:
-            name, role = subject_identity(cert)
             if role == ROLE_USER and name:
-                uid, credential, expires, generation = peer_credential(cert)
+                uid, credential, expires, generation = credential
                 return Principal(name, "user", uid=uid, credential=credential, expires=expires,
                                  generation=generation)
             if role in (ROLE_NODE, ROLE_ADMIN, ROLE_MONITOR):
@@ -116,9 +133,8 @@ class Authenticator:
         """The admin server itself: its certificate, or in no-TLS mode a short-lived token
         that only it can sign. The nodes' shared debug secret never passes here: a node
         must not take its peers offline."""
-        cert = self.peer_certificate(request)
+        cert, (name, role), _ = self._connection_identity(request)
         if cert:
-            name, role = subject_identity(cert)
             if role == ROLE_ADMIN:
                 return Principal(name, "admin")
             raise Forbidden("this endpoint is for the admin server only", code="not_the_admin")
@@ -131,9 +147,8 @@ class Authenticator:
     def monitor(self, request):
         """Who may read metrics: a monitoring certificate, or an administrator's token
         (the admin server also checks that the account is still an active administrator)."""
-        cert = self.peer_certificate(request)
+        cert, (name, role), _ = self._connection_identity(request)
         if cert:
-            name, role = subject_identity(cert)
             if role == ROLE_MONITOR and name:
                 return Principal(name, "monitor")
         claims = self._bearer_claims(request)
@@ -155,9 +170,8 @@ class Authenticator:
                         code="not_a_node")
 
     def node(self, request):
-        cert = self.peer_certificate(request)
+        cert, (name, role), _ = self._connection_identity(request)
         if cert:
-            name, role = subject_identity(cert)
             if role == ROLE_NODE and name in self.node_names:
                 return Principal(name, "node")
             raise Forbidden("this endpoint is for the cluster's nodes only", code="not_a_node")
