@@ -77,10 +77,12 @@ class PeerClient:
         self._http_only = {}  # base URL -> until when it is called over HTTP (no channel)
         # Counted for /status and the bench: new connections (a TLS handshake each) and calls.
         self.connections_created = 0
-        self.requests = 0
+        self.requests = 0  # HTTP requests and channel calls
+        self.channel_calls = 0
 
     def stats(self):
-        return {"connections_created": self.connections_created, "requests": self.requests}
+        return {"connections_created": self.connections_created, "requests": self.requests,
+                "channel_calls": self.channel_calls}
 
     def _open(self):
         if self._session is None or self._session.closed:
@@ -189,6 +191,7 @@ class PeerClient:
                 async with asyncio.timeout(max(0.001, deadline - loop.time())):
                     channel, fresh = await self._channels.get(base)
                     self.requests += 1
+                    self.channel_calls += 1
                     answer = await channel.call(op, body, data)
                 break
             except TimeoutError:

@@ -115,7 +115,7 @@ def test_calls_share_one_channel_and_each_gets_its_own_answer():
             for n in range(40, 60):
                 assert (await client.call_op(url, "lock", lock_body(n)))["n"] == n
             assert client.connections_created == 1 and len(peer.channels) == 1
-            assert client.requests == 60
+            assert client.requests == client.channel_calls == 60
             with_error = await asyncio.gather(
                 client.call_op(url, "lock", lock_body(60, refuse=True)),
                 client.call_op(url, "lock", lock_body(61)), return_exceptions=True)

@@ -195,3 +195,16 @@ def test_the_channel_checks_what_the_http_route_checks(cluster, placed):
     assert record_on(cluster, target, outsider) == before
     owner, rel = FILE.split("/", 1)
     assert disk_copy(cluster, target, owner, rel).read_bytes() == BODY
+
+
+def test_writes_go_over_the_kept_channels(cluster, placed):
+    """Every small upload's lock and copy-with-record (or record) messages go over the
+    coordinator's two kept channels, with no new connection: four calls per upload here."""
+    api = Api(cluster)
+    before = api.status("node1")["peer_client"]
+    for i in range(10):
+        r = api.put("node1", f"alice/peer-check/many/{i}.txt", b"small %d" % i)
+        assert r.status == 201, r
+    after = api.status("node1")["peer_client"]
+    assert after["channel_calls"] - before["channel_calls"] >= 40, (before, after)
+    assert after["connections_created"] == before["connections_created"]
