@@ -22,6 +22,7 @@ from .channel_frames import join_call
 PATH = "/peer/channel"
 MAX_ANSWER = 64 << 20  # an answer may carry a peer's records
 MAX_CALL = 1 << 20  # longer calls go over HTTP (the peer closes a channel at 2 MiB)
+CLOSE_WAIT = 1.0  # seconds a closing node waits for a peer to answer its close
 
 
 class ChannelClosed(ConnectionError):
@@ -90,7 +91,7 @@ class Channel:
         finally:
             self._close()
 
-    def _close(self):
+    def _close(self, close_ws=True):
         """Fail every call waiting here; the next call opens a new channel."""
         if self.closed:
             return
@@ -99,13 +100,18 @@ class Channel:
             if not waiter.done():
                 waiter.set_exception(ChannelClosed("the peer closed the channel"))
         self._waiting.clear()
-        if not self.ws.closed:
-            asyncio.ensure_future(self.ws.close())
+        if close_ws and not self.ws.closed:
+            asyncio.ensure_future(self.ws.close()).add_done_callback(_retrieve)
 
     async def close(self):
-        self._close()
-        await self.ws.close()
+        """Close it (the node stops), waiting a moment at most for a hung peer's goodbye."""
+        self._close(close_ws=False)
         self._reader.cancel()
+        try:
+            async with asyncio.timeout(CLOSE_WAIT):
+                await self.ws.close()
+        except (TimeoutError, ConnectionError, aiohttp.ClientError):
+            pass
 
 
 class Channels:
@@ -153,3 +159,8 @@ class Channels:
         channels, self._open = list(self._open.values()), {}
         for channel in channels:
             await channel.close()
+
+
+def _retrieve(future):
+    if not future.cancelled():
+        future.exception()  # a close that failed: the channel is gone either way

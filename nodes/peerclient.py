@@ -23,7 +23,8 @@ from securifile.common.admin_urls import MOVE_ON_STATUSES, AdminURLs
 from securifile.common.auth import PEER_SECRET_HEADER
 from securifile.common.paths import file_url
 
-from .channel_client import MAX_ANSWER, PATH as CHANNEL_PATH, ChannelClosed, ChannelRefused, Channels, TooLong
+from .channel_client import MAX_ANSWER, ChannelClosed, ChannelRefused, Channels, TooLong
+from .channel_client import PATH as CHANNEL_PATH
 
 log = logging.getLogger("securifile.peerclient")
 
