@@ -50,6 +50,14 @@ class DiskStore:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._used = None
         self.folders = FolderSyncer()  # folder fsyncs of concurrent commits, shared
+        # Files whose new version is at its name while its commit waits for the folder's
+        # fsync (``commit_async``): the copy's record still names the version before.
+        self._placing = {}
+
+    def being_placed(self, fp):
+        """Whether a commit of ``fp`` has renamed its new bytes into place and not returned
+        yet: what lies at the name is not what the copy's record says (see quarantine)."""
+        return self._placing.get(fp, 0) > 0
 
     def sweep_temp(self):
         """Remove uploads that a crash left half-written."""
@@ -312,7 +320,14 @@ class DiskWriter:
                 raise ApiError("the upload was abandoned while it was being stored",
                                code="aborted")
             target = self._place()
-            await self.store.folders.sync(target.parent)
+            placing = self.store._placing
+            placing[self.fp] = placing.get(self.fp, 0) + 1
+            try:
+                await self.store.folders.sync(target.parent)
+            finally:
+                placing[self.fp] -= 1
+                if not placing[self.fp]:
+                    del placing[self.fp]
         except BaseException:
             self.abort()
             raise

@@ -5,6 +5,7 @@ import logging
 import os
 
 from securifile.common.digests import new_hasher
+from securifile.common.errors import Unavailable
 
 from .buffers import read_views
 from .challenge import stat_key_of
@@ -51,7 +52,8 @@ class Download:
         without checksums for this very file, instead of the last chunk when the whole does
         not hash to the record's digest (the checksums are then taken on the way, for the
         next read). The chunks are views of two reused buffers (``buffers.read_views``):
-        the caller sends each one before it asks for the next."""
+        the caller sends each one before it asks for the next. A whole read that opens a
+        version not recorded yet is refused before any byte (``_check_not_replaced``)."""
         store, fp = self.node.store, self.loc.file_path
         if not verify:
             return store.open_views(fp, start, end, chunk_size)
@@ -59,6 +61,7 @@ class Download:
         try:
             st = os.fstat(f.fileno())
             key = stat_key_of(st)
+            self._check_not_replaced(key)
             sums = (unpack(self.node.locations.chunk_sums(fp, key), st.st_size)
                     if chunk_size == CHUNK else None)
         except BaseException:
@@ -75,6 +78,18 @@ class Download:
             if taken is not None:
                 self.node.locations.set_chunk_sums(fp, version, key, taken.packed())
         return verified(views, new_hasher(self.loc.algorithm), self.loc.digest, taken, keep)
+
+    def _check_not_replaced(self, key):
+        """Unavailable (503, ask again in a second) when the file opened is not the copy the
+        record names because a write of it is under way: a commit renames the new version
+        into place before it records it, and checking those bytes against the record being
+        replaced would break the read off as corrupt."""
+        node, fp = self.node, self.loc.file_path
+        record = node.locations.copy_record(fp)
+        if record is not None and record.stat_key and record.stat_key != key and (
+                node.locks.busy(fp) or node.store.being_placed(fp)):
+            raise Unavailable(f"{fp.full} is being replaced on {node.name}: ask again in a "
+                              "moment", code="being_replaced", headers={"Retry-After": "1"})
 
     async def quarantine(self, why):
         """The copy proved bad: moved aside and published stale, if a fresh read against

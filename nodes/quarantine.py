@@ -2,7 +2,9 @@
 
 The scrubber and verified reads both come here. A fresh read confirms the damage first,
 against the committed digest: a read can race a new version renamed into place, and a copy
-that changed meanwhile (another inode, another committed version) is left alone.
+that changed meanwhile (another inode, another committed version), or one whose file is
+being written (its lock held here, or its commit between rename and record), is left
+alone.
 """
 import asyncio
 import logging
@@ -57,6 +59,12 @@ async def quarantine_if_bad(node, fp, reason):
     now = node.locations.copy_record(fp)
     if now is None or now[:2] != record[:2] or _current_inode(path) != inode:
         return False  # replaced or removed meanwhile: not the copy that was found bad
+    if node.locks.busy(fp) or node.store.being_placed(fp):
+        # A write of the file is under way: its new version may lie at the name before its
+        # record is made (a commit renames, syncs the folder, then records), so what was
+        # hashed may be good bytes the record does not name yet. The next read or scrub
+        # looks again once the write is over.
+        return False
     if digest == record.digest:
         return False
     moved = node.store.quarantine(fp)

@@ -11,9 +11,13 @@ from securifile.common.syslog import MSGID_INTEGRITY
 from securifile.nodes.challenge import stat_key
 from securifile.nodes.diskfile import DiskStore
 from securifile.nodes.download import CopyCorrupt, verified
+from securifile.common.durable import FolderSyncer
 from securifile.nodes.locationmap import Location, LocationMap
+from securifile.nodes.locks import LockTable
 from securifile.nodes.quarantine import quarantine_if_bad
 from securifile.nodes.scrubber import CURSOR, Pace, Scrubber
+
+from .test_diskfile import HeldSync, until
 
 
 def sha(data):
@@ -38,6 +42,7 @@ class Node:
     def __init__(self, root):
         self.store = DiskStore(root)
         self.locations = LocationMap(root / "locations.sqlite3")
+        self.locks = LockTable()
         self.audit = Audit()
         self.quarantined = 0
         self.lost = []
@@ -155,6 +160,48 @@ def test_a_copy_replaced_by_a_new_version_while_hashed_is_left_alone(node):
 
     assert asyncio.run(scenario()) is False
     assert node.store.path_for(fp).read_bytes() == b"version two" and node.lost == []
+
+
+def test_a_new_version_at_its_name_before_its_record_is_left_alone(node):
+    """A commit renames the new version into place, syncs the folder, and only then records
+    the copy: a read or scrub in between hashes good new bytes against the old record. Seen
+    in a nemesis run: a verified read quarantined the upload just committed, and the upload
+    failed with 500 when it came to record its copy."""
+    fp = node.put("racing.bin", b"version one")
+    held = HeldSync()
+    node.store.folders = FolderSyncer(held)
+
+    async def scenario():
+        w = node.store.writer(fp, "sha256")
+        w.write(b"version two")
+        commit = asyncio.ensure_future(w.commit_async())
+        await until(lambda: held.calls, "the commit to rename and sync the folder")
+        verdict = await quarantine_if_bad(node, fp, "a read that raced the commit")
+        held.release.set()
+        await asyncio.wait_for(commit, 30)
+        return verdict
+
+    assert asyncio.run(scenario()) is False
+    assert node.store.path_for(fp).read_bytes() == b"version two"
+    assert node.lost == [] and node.quarantined == 0
+
+
+def test_a_file_whose_lock_is_held_here_is_left_alone(node):
+    """A write holds the file's lock here from before its rename until its record: the
+    coordinator's big upload records its copy only after its replicas confirmed theirs."""
+    fp = node.put("locked.bin", b"version one")
+    node.locks.acquire(fp, "alice", "n2", "token", 30.0)
+    os.replace(_written(node, b"version two"), node.store.path_for(fp))
+    assert asyncio.run(quarantine_if_bad(node, fp, "a read during the write")) is False
+    assert node.store.path_for(fp).read_bytes() == b"version two" and node.lost == []
+    node.locks.release(fp, "token")  # the write is over: bytes its record does not name go
+    assert asyncio.run(quarantine_if_bad(node, fp, "a read after the write")) is True
+
+
+def _written(node, data):
+    path = node.store.tmp_dir / "new"
+    path.write_bytes(data)
+    return path
 
 
 def test_the_rate_bounds_hold_by_count_and_by_bytes(node):
