@@ -10,7 +10,7 @@ from securifile.common.errors import Unavailable
 from .buffers import read_views
 from .challenge import stat_key_of
 from .chunksums import CHUNK, ChunkSums, CopyCorrupt, checked, unpack
-from .quarantine import quarantine_if_bad
+from .quarantine import quarantine_if_bad, write_under_way
 
 log = logging.getLogger("securifile.node")
 
@@ -61,9 +61,10 @@ class Download:
         try:
             st = os.fstat(f.fileno())
             key = stat_key_of(st)
-            self._check_not_replaced(key)
             sums = (unpack(self.node.locations.chunk_sums(fp, key), st.st_size)
                     if chunk_size == CHUNK else None)
+            if sums is None:  # checksums kept for this very file are its record's
+                self._check_not_replaced(key)
         except BaseException:
             f.close()
             raise
@@ -86,8 +87,8 @@ class Download:
         replaced would break the read off as corrupt."""
         node, fp = self.node, self.loc.file_path
         record = node.locations.copy_record(fp)
-        if record is not None and record.stat_key and record.stat_key != key and (
-                node.locks.busy(fp) or node.store.being_placed(fp)):
+        if (record is not None and record.stat_key and record.stat_key != key
+                and write_under_way(node, fp)):
             raise Unavailable(f"{fp.full} is being replaced on {node.name}: ask again in a "
                               "moment", code="being_replaced", headers={"Retry-After": "1"})
 

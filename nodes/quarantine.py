@@ -44,6 +44,14 @@ def _current_inode(path):
         return None
 
 
+def write_under_way(node, fp):
+    """Whether a write of ``fp`` is under way here: its new version may lie at the name
+    before its copy is recorded (a commit renames, syncs the folder, then records; the
+    file's lock covers the rest of an upload), so bytes that do not match the record may
+    be good ones the record does not name yet."""
+    return node.locks.busy(fp) or node.store.being_placed(fp)
+
+
 async def quarantine_if_bad(node, fp, reason):
     """Quarantine this node's copy of ``fp`` if its bytes do not hash to the committed
     digest, and tell the cluster the copy is lost. True when it was quarantined."""
@@ -59,12 +67,8 @@ async def quarantine_if_bad(node, fp, reason):
     now = node.locations.copy_record(fp)
     if now is None or now[:2] != record[:2] or _current_inode(path) != inode:
         return False  # replaced or removed meanwhile: not the copy that was found bad
-    if node.locks.busy(fp) or node.store.being_placed(fp):
-        # A write of the file is under way: its new version may lie at the name before its
-        # record is made (a commit renames, syncs the folder, then records), so what was
-        # hashed may be good bytes the record does not name yet. The next read or scrub
-        # looks again once the write is over.
-        return False
+    if write_under_way(node, fp):
+        return False  # the next read or scrub looks again once the write is over
     if digest == record.digest:
         return False
     moved = node.store.quarantine(fp)
