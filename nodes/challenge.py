@@ -139,8 +139,9 @@ def answer_challenge(store, locations, challenge, deep=False, challenger=None,
     files whose record here names it as a holder are answered, each range checked first.
     ``on_checked(challenger, n)`` hears, before the disk is read, that the challenge named
     ``n`` such files: what a verdict of that challenger may be about. ``busy(fp)``: a change
-    of ``fp`` is under way here (its lock is held), so a copy that is not as its record says
-    may be one moment of that change.
+    of ``fp`` is under way here (its lock is held, or its copy is being renamed in or removed
+    and its record not yet updated), so a copy that is not as its record says may be one
+    moment of that change.
     """
     files = challenge.get("files")
     if not isinstance(files, list) or len(files) > BATCH:

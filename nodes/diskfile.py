@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from securifile.common.digests import new_hasher
@@ -50,14 +51,27 @@ class DiskStore:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._used = None
         self.folders = FolderSyncer()  # folder fsyncs of concurrent commits, shared
-        # Files whose new version is at its name while its commit waits for the folder's
-        # fsync (``commit_async``): the copy's record still names the version before.
-        self._placing = {}
+        # Files whose bytes at the name and whose copy record may disagree for a moment: a
+        # commit has renamed its new version into place and not been recorded yet, or a copy
+        # is removed and its record not yet forgotten.
+        self._changing = {}
 
-    def being_placed(self, fp):
-        """Whether a commit of ``fp`` has renamed its new bytes into place and not returned
-        yet: what lies at the name is not what the copy's record says (see quarantine)."""
-        return self._placing.get(fp, 0) > 0
+    @contextmanager
+    def changing(self, fp):
+        """Marks ``fp`` while its bytes and its copy's record may disagree (nests)."""
+        self._changing[fp] = self._changing.get(fp, 0) + 1
+        try:
+            yield
+        finally:
+            self._changing[fp] -= 1
+            if not self._changing[fp]:
+                del self._changing[fp]
+
+    def being_changed(self, fp):
+        """Whether ``fp`` is inside ``changing``: what lies at the name may not be what the
+        copy's record says, so a reader in another thread must not judge it (quarantine,
+        challenge answers). Read only: safe from a thread."""
+        return self._changing.get(fp, 0) > 0
 
     def sweep_temp(self):
         """Remove uploads that a crash left half-written."""
@@ -319,15 +333,9 @@ class DiskWriter:
             if self.done:  # aborted meanwhile (the sender went away): nothing was renamed
                 raise ApiError("the upload was abandoned while it was being stored",
                                code="aborted")
-            target = self._place()
-            placing = self.store._placing
-            placing[self.fp] = placing.get(self.fp, 0) + 1
-            try:
+            with self.store.changing(self.fp):  # (a caller that records holds it on)
+                target = self._place()
                 await self.store.folders.sync(target.parent)
-            finally:
-                placing[self.fp] -= 1
-                if not placing[self.fp]:
-                    del placing[self.fp]
         except BaseException:
             self.abort()
             raise

@@ -43,8 +43,9 @@ async def finish_copy(node, caller, fp, writer, expected, version, length, publi
     """A copy whose bytes have all arrived: checked against ``expected`` (None: the digest
     computed is answered, for the origin to compare), committed, recorded, and the record
     sent with it (``publish``, a small upload's) applied."""
-    digest = await writer.commit_async(expected, length)
-    node.accept_copy(fp, version, digest, writer.size, writer.sums.packed())
+    with node.store.changing(fp):  # until the copy's record names the bytes renamed in
+        digest = await writer.commit_async(expected, length)
+        node.accept_copy(fp, version, digest, writer.size, writer.sums.packed())
     if publish is not None:
         node.receive_copy_record(caller, fp, version, digest, publish)
     return {"server": node.name, "digest": digest, "size": writer.size}

@@ -49,7 +49,7 @@ def write_under_way(node, fp):
     before its copy is recorded (a commit renames, syncs the folder, then records; the
     file's lock covers the rest of an upload), so bytes that do not match the record may
     be good ones the record does not name yet."""
-    return node.locks.busy(fp) or node.store.being_placed(fp)
+    return node.locks.busy(fp) or node.store.being_changed(fp)
 
 
 async def quarantine_if_bad(node, fp, reason):
@@ -71,8 +71,9 @@ async def quarantine_if_bad(node, fp, reason):
         return False  # the next read or scrub looks again once the write is over
     if digest == record.digest:
         return False
-    moved = node.store.quarantine(fp)
-    node.locations.forget_copy(fp)
+    with node.store.changing(fp):  # a challenge answered meanwhile must not say missing
+        moved = node.store.quarantine(fp)
+        node.locations.forget_copy(fp)
     detail = (f"{reason}; the bytes hash to {digest or '(no file)'}, committed {record.digest}"
               f"; kept at {moved}" if moved else f"{reason}; the file is missing")
     log.warning("copy of %s quarantined: %s", fp.full, detail)

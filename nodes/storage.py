@@ -13,6 +13,7 @@ import copy
 import logging
 import time
 import uuid
+from functools import partial
 
 from securifile.common.digests import ALGORITHMS
 from securifile.common.errors import ApiError, Conflict, Forbidden, Locked, NotFound, Unavailable
@@ -30,6 +31,7 @@ from .observed import observed
 from .peerclient import PeerError
 from .peers import DOWN, FAILED, OFFLINE, RUNNING, VERIFYING
 from .placement import place_replicas, serving_holder, under_replicated
+from .quarantine import write_under_way
 from .upload import Redirect, Upload
 from .upload_limits import UploadSlots
 
@@ -335,8 +337,9 @@ class StorageNode(MajorityLocking, Replication):
             log.warning("could not publish the lost copy of %s yet: %s", fp, e)
 
     def _drop_local(self, fp):
-        self.store.delete(fp)
-        self.locations.forget_copy(fp)
+        with self.store.changing(fp):  # a challenge answered meanwhile must not say missing
+            self.store.delete(fp)
+            self.locations.forget_copy(fp)
 
     # -- what peers send -------------------------------------------------------------------
 
@@ -482,7 +485,7 @@ class StorageNode(MajorityLocking, Replication):
         # challenge that times out still lets it fail this node).
         return await asyncio.to_thread(answer_challenge, self.store, self.locations, challenge,
                                        deep, challenger, self.peers.note_challenge,
-                                       self.locks.busy)
+                                       partial(write_under_way, self))
 
     def receive_verdict(self, challenger, passed, detail):
         """A peer's verdict on this node's copies; this node's status after it."""

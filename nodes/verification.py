@@ -20,6 +20,7 @@ import time
 from .challenge import (BATCH, CHANGING, CORRUPT, MISSING, REPLAYED, ChallengeResult,
                         check_answer, new_challenge)
 from .peerclient import PeerError
+from .quarantine import write_under_way
 
 log = logging.getLogger("securifile.verification")
 IN_FLIGHT = 2  # challenge batches sent to a peer at a time
@@ -152,8 +153,8 @@ class Verifier:
                 task.cancel()
 
     def _unsettled_to_changing(self, batch, result):
-        """A bad outcome for a file that a write touched meanwhile (its lock is held here, or
-        its record moved on) proves nothing: the copies compared may be of two moments.
+        """A bad outcome for a file that a write touched meanwhile (its lock is held here, its
+        copy is being renamed in or removed, or its record moved on) proves nothing: the copies compared may be of two moments.
         Such files are judged again, after the write, instead of failing the peer."""
         node = self.node
         for loc in batch:
@@ -162,7 +163,7 @@ class Verifier:
                 continue
             fp = loc.file_path
             now = node.locations.get(fp)
-            if (node.locks.held(fp) is not None or now is None
+            if (write_under_way(node, fp) or now is None
                     or (now.version, now.digest) != (loc.version, loc.digest)
                     or node.locations.copy_version(fp) != loc.version):
                 result.outcomes[key] = CHANGING
