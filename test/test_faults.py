@@ -554,7 +554,9 @@ def test_a_quick_offline_repair_online_is_verified_again(make_cluster):
     copy_on_disk(cluster, node, path).write_bytes(data)
     assert admin.call("POST", f"/api/v1/servers/{node}/online").status == 200
     wait_own(cluster, node, "verifying")
-    assert view(cluster, holder, node) == "failed"  # it did not miss enough beats to be down
+    # It did not miss enough beats to be down: the holder still has it failed, or has
+    # already challenged it again (one file takes a few milliseconds).
+    assert view(cluster, holder, node) in ("failed", "verifying", "running")
     wait_own(cluster, node, "running", 6)  # a challenge of one file takes well under that
     assert len(changes(admin, node, holder, new="down")) == downs
     assert get_at(api, node, path).body == data
