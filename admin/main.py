@@ -26,6 +26,7 @@ import signal
 import sys
 from urllib.parse import urlsplit
 
+from securifile.common import heap
 from securifile.common.auth import Authenticator
 from securifile.common.certnames import CertLayout
 from securifile.common.config import load_config
@@ -101,6 +102,7 @@ async def serve(cfg):
     server.listen(u.port, address=u.hostname)
     log.info("admin server listening on %s (database %s)", cfg.admin_url,
              service.sessions.kw["bind"].url.render_as_string(hide_password=True))
+    heap.settle()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -9,8 +9,10 @@ import asyncio
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
                                disable_created_metrics, generate_latest)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from tornado.routing import PathMatches
 
+from . import heap
 from .web import MONITOR, ApiHandler
 
 # From a small JSON answer to a large file over a slow link.
@@ -24,7 +26,32 @@ def new_registry():
     # The library's switch is process-wide: the ``_created`` series would double every
     # scrape with start times no dashboard reads.
     disable_created_metrics()
-    return CollectorRegistry(auto_describe=True)
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(HeapCollector())
+    return registry
+
+
+class HeapCollector:
+    """The garbage collector's pauses and the objects frozen out of its reach (common/heap)."""
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        count = CounterMetricFamily("securifile_gc_collections",
+                                    "Garbage collections since the server started serving",
+                                    labels=["generation"])
+        seconds = CounterMetricFamily("securifile_gc_pause_seconds",
+                                      "Seconds the process stood still in garbage collections",
+                                      labels=["generation"])
+        for generation in range(3):
+            count.add_metric([str(generation)], heap.pauses.count[generation])
+            seconds.add_metric([str(generation)], heap.pauses.seconds[generation])
+        yield count
+        yield seconds
+        yield GaugeMetricFamily("securifile_gc_frozen_objects",
+                                "Objects frozen out of the collector's reach when serving began",
+                                heap.frozen())
 
 
 def response_length(handler):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from tornado.ioloop import PeriodicCallback
 
+from securifile.common import heap
 from securifile.common.admin_urls import AdminURLs
 from securifile.common.auth import Authenticator
 from securifile.common.certnames import CertLayout
@@ -228,6 +229,7 @@ async def serve(cfg, name, deep=False):
             reporter.status_changed(peer["name"], "", peer["status"], "start")
         reporter.start(cfg.report_interval, cfg.sample_interval, node.store.usage)
     log.info("node %s listening on %s (replicas=%d, digest=%s)", name, me.url, cfg.replicas, cfg.digest)
+    heap.settle()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

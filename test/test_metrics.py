@@ -115,6 +115,21 @@ def test_a_node_counts_uploads_downloads_replication_and_sees_its_peers(cluster,
         assert value(found, "securifile_peer_status", peer=peer, status="down") == 0
 
 
+def test_each_server_froze_its_start_out_of_the_collectors_reach_and_counts_its_pauses(
+        cluster, admin_token):
+    """common/heap.py: a full collection walks only what the requests left, not the tens of
+    thousands of objects the server made to start (the stall of every client at once)."""
+    for server in ["admin", "node1"]:
+        status, _ctype, body = scrape(cluster, server, token=admin_token)
+        assert status == 200, body
+        found = samples(body)
+        assert value(found, "securifile_gc_frozen_objects") > 10_000, server
+        for generation in "012":
+            assert value(found, "securifile_gc_collections_total", generation=generation) >= 0
+            assert value(found, "securifile_gc_pause_seconds_total", generation=generation) >= 0
+        assert value(found, "securifile_gc_collections_total", generation="0") > 0, server
+
+
 def test_the_admin_server_reports_server_status_and_under_replicated_files(cluster, admin_token):
     def running_everywhere():
         found = samples(scrape(cluster, "admin", token=admin_token)[2])
