@@ -25,10 +25,8 @@ from .download import CopyCorrupt
 from .metrics import NodeMetrics
 from .peer_http import (AdminStateHandler, ChallengeHandler, HeartbeatHandler, LocationsHandler,
                         LocksHandler, ReplicaHandler, VerdictHandler)
-from .upload import Redirect
+from .upload import SMALL_BODY, Redirect
 
-
-SMALL_BODY = 1 << 20
 # A refused body is read (and dropped) this far at most; then the connection is closed.
 DISCARD_LIMIT = 64 << 20
 
