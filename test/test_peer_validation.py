@@ -201,15 +201,24 @@ def test_the_channel_checks_what_the_http_route_checks(cluster, placed):
 
 def test_writes_go_over_the_kept_channels(cluster, placed):
     """Every small upload's lock and copy-with-record (or record) messages go over the
-    coordinator's two kept channels, with no new connection: four calls per upload here."""
+    coordinator's two kept channels: four calls per upload here, and new connections well
+    under the issue's 0.05 per upload in steady state (the count takes in the admin server's
+    too: a report meeting a membership poll, or a heartbeat meeting a pull of records on the
+    same peer, may open a second connection now and then)."""
     api = Api(cluster)
+    # A channel opens on an idle kept connection (the upgrade needs one of its own), so the
+    # heartbeat that used it opens another: once, after the channels first open. Steady
+    # state is when a heartbeat round to both peers has run since.
+    warm = api.status("node1")["peer_client"]
+    wait_for(lambda: api.status("node1")["peer_client"]["requests"] >= warm["requests"] + 4,
+             what="a heartbeat round after the channels opened")
     before = api.status("node1")["peer_client"]
-    for i in range(10):
+    for i in range(40):
         r = api.put("node1", f"alice/peer-check/many/{i}.txt", b"small %d" % i)
         assert r.status == 201, r
     after = api.status("node1")["peer_client"]
-    assert after["channel_calls"] - before["channel_calls"] >= 40, (before, after)
-    assert after["connections_created"] == before["connections_created"]
+    assert after["channel_calls"] - before["channel_calls"] >= 160, (before, after)
+    assert after["connections_created"] - before["connections_created"] <= 1, (before, after)
 
 
 def test_a_small_curl_upload_asking_100_continue_takes_the_one_round_path(cluster, placed,
