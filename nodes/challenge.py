@@ -18,7 +18,12 @@ recorded copy gone from the disk is missing and fails the node.
 A copy replaced while it is answered for (a write's copy lands between reading its version
 and reading its bytes) would pair the old version with the new bytes: a copy that changed
 under the answer, or one a change here is under way for, is answered as changing, which
-the challenger judges again once the change is done.
+the challenger judges again once the change is done. Another file at the name than the one
+recorded (another inode) with other bytes than the recorded copy's is a commit that renamed
+its bytes in and died before it recorded them (a crash, or a stop, between the two): those
+bytes were never confirmed to anyone, and the copy is answered as not held, so that the
+challenger brings it up to date. Bytes changed in place (the same inode) are answered as
+they are, and a copy unlike the record fails the node.
 
 No HTTP here: the transport sends the dicts these functions build and read.
 """
@@ -192,6 +197,12 @@ def ranges_refusal(ranges):
     return None
 
 
+def _other_file(key, recorded_key):
+    """Whether the stat key ``key`` is of another inode than the recorded one: a file renamed
+    in at the name since, where bytes changed in place keep their inode."""
+    return bool(recorded_key) and key.rsplit(":", 1)[-1] != recorded_key.rsplit(":", 1)[-1]
+
+
 def _inside(ranges, size):
     return all(offset + length <= size for offset, length in ranges)
 
@@ -223,6 +234,8 @@ def _answer_one(paths, record, fp, algorithm, nonce, ranges, deep, rehashed, uns
             digest = fd_digest(fd, algorithm)
             if key != record.stat_key and unsettled(fp, record):
                 return changing
+            if digest != record.digest and _other_file(key, record.stat_key):
+                return dict(out, held=False)  # a commit that died before its record
             rehashed.append((fp, digest, key))
         # Ranges past the end of this copy: it is not the challenger's (its digest will say
         # so); no bytes are read for them.
