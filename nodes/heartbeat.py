@@ -46,6 +46,7 @@ class HeartbeatLoop:
 
     async def _beat(self, name):
         self._in_flight.add(name)
+        sent = self.quorum.clock() if self.quorum is not None else None
         try:
             try:
                 # Given up before the next beat is due: a hung peer (SIGSTOP) then misses one
@@ -72,7 +73,8 @@ class HeartbeatLoop:
         returned = self.peers.record_ack(name, seq, answer.get("boot"),
                                          answer.get("status", "running"), int(answer.get("round", 0)))
         if self.quorum is not None:
-            self.quorum.heard(name)  # after the pull: a majority heard means records caught up
+            # After the pull: a majority heard means records caught up (as of ``sent``).
+            self.quorum.heard(name, sent)
         if returned:
             self.on_return(name)
 

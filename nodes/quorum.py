@@ -35,9 +35,19 @@ class Quorum:
         self.ever = self._state  # had quorum at least once since start
         self._asking = None
 
-    def heard(self, name):
-        """``name`` answered a heartbeat (after its records were pulled) just now."""
-        self._last_ack[name] = self.clock()
+    def heard(self, name, sent=None):
+        """``name`` answered a heartbeat (after its records were pulled). ``sent``: when that
+        heartbeat went out (this clock), which is all an answer vouches for: an answer to a
+        beat sent before this process stood still (SIGSTOP, a stalled host) arrives after
+        it, and must not count as fresh.
+
+        A loss of the majority that nobody asked about yet (the process stood still longer
+        than the window) is noticed first: the node is cut off, and becomes verifying,
+        before the peers' new answers make a majority again. Those peers marked it down
+        meanwhile and wrote without it; verified again, it serves only once they count it.
+        """
+        self._note(*self._decide())
+        self._last_ack[name] = self.clock() if sent is None else sent
 
     def lost(self, name):
         """``name`` was seen down: it no longer counts, whatever its last answer."""

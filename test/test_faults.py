@@ -305,6 +305,10 @@ def test_a_hung_node_is_marked_down_read_elsewhere_then_challenged_and_running(m
     passed = changes(admin, "node2", replica, "verifying", "running")
     assert any(re.match(r"\d+ ok \(", h["detail"]) for h in passed), passed  # their shared copies
     assert view(cluster, "node2", "node2") == "running"
+    # It knew it had been away: cut off (verifying) in its own view too, not running on
+    # as if its peers had counted it all along (they wrote without it).
+    cut = changes(admin, "node2", "node2", "running", "verifying")
+    assert any("cut off from the majority" in h["detail"] for h in cut), cut
     served_by, r = api.follow("node2", "GET", "alice/hung/own.bin")
     assert (served_by, r.status) == ("node2", 200) and r.body == files["alice/hung/own.bin"]
     wait_for(lambda: listed(admin, "node2") == "running", what="node2 running in the database")

@@ -51,6 +51,32 @@ def test_silence_longer_than_the_window_loses_the_majority():
     assert "only 1 of 3" in q.detail()
 
 
+def test_an_answer_counts_from_when_its_beat_was_sent():
+    """A beat sent before the process stood still (SIGSTOP) is answered after it: the answer
+    vouches for the peer as of the sending, long past the window."""
+    q, clock, changes = quorum(3)
+    q.heard("node2")
+    assert q.has()
+    sent = clock.now
+    clock.now += 3.4  # stood still
+    q.heard("node2", sent)
+    assert not q.has() and changes == [True, False]
+
+
+def test_a_loss_nobody_asked_about_is_noticed_before_new_answers_count():
+    """Stood still longer than the window, then answered at once by its peers (which marked
+    it down meanwhile, and wrote without it): it must go through being cut off (verifying,
+    checked again) rather than carry on serving as if it had never been away."""
+    q, clock, changes = quorum(3)
+    q.heard("node2")
+    q.heard("node3")
+    assert q.has() and changes == [True]
+    clock.now += 3.4  # nobody called has() meanwhile
+    q.heard("node2", clock.now - 0.01)
+    q.heard("node3", clock.now - 0.01)
+    assert q.has() and changes == [True, False, True]
+
+
 def test_a_peer_seen_down_stops_counting_at_once():
     q, clock, _ = quorum(3)
     q.heard("node2")
