@@ -15,7 +15,7 @@ import time
 
 
 class Pauses:
-    """Collections and the seconds they took, per generation, since ``watch``."""
+    """Collections and the seconds they took, per generation, since ``settle``."""
 
     def __init__(self):
         self.count = [0, 0, 0]
