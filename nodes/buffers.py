@@ -20,16 +20,20 @@ class Gather:
     A body below ``SMALL`` bytes keeps its pieces and never allocates the buffer (small
     uploads stay cheap); a bigger one copies its pieces into one ``bytearray`` reused for
     the rest of the body (allocated early, so that few pieces wait beside it). ``put`` gets
-    a view that is valid only during the call. A piece at least ``capacity`` long arriving
-    on an empty buffer goes to ``put`` as it is.
+    a view that is valid only during the call; with ``buffers=2`` the full buffers alternate
+    between two, so a full one stays valid until the ``put`` after it returns (a consumer
+    that writes it behind, in a thread, must be done with it by then). A piece at least
+    ``capacity`` long arriving on an empty buffer goes to ``put`` as it is.
     """
 
-    def __init__(self, capacity, put):
+    def __init__(self, capacity, put, buffers=1):
         self.capacity = capacity
         self.put = put
         self.filled = 0  # bytes gathered and not yet put
         self._pieces = []  # while the body is under SMALL
         self._buffer = None
+        self._pool = [None] * buffers  # allocated when first needed
+        self._turn = 0
 
     def add(self, chunk):
         if not self.filled and len(chunk) >= self.capacity:
@@ -39,7 +43,7 @@ class Gather:
                 self._pieces.append(chunk)
                 self.filled += len(chunk)
                 return
-            self._buffer = memoryview(bytearray(self.capacity))
+            self._buffer = self._next_buffer()
             pieces, self._pieces, self.filled = self._pieces, [], 0
             for piece in pieces:  # less than SMALL in all: they fit
                 self._copy(piece)
@@ -54,7 +58,17 @@ class Gather:
             view = view[n:]
             if self.filled == self.capacity:
                 self.filled = 0
-                self.put(self._buffer)
+                full = self._buffer
+                if len(self._pool) > 1:
+                    self._buffer = self._next_buffer()
+                self.put(full)
+
+    def _next_buffer(self):
+        turn = self._turn
+        self._turn = (turn + 1) % len(self._pool)
+        if self._pool[turn] is None:
+            self._pool[turn] = memoryview(bytearray(self.capacity))
+        return self._pool[turn]
 
     def drain(self):
         """Put what is gathered (the end of the body, or before a pause)."""

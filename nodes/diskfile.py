@@ -8,6 +8,7 @@ the new ones, never half of either, and a crash or a broken-off body leaves at m
 file that the next start sweeps away.
 """
 import asyncio
+import concurrent.futures
 import errno
 import os
 import shutil
@@ -29,6 +30,12 @@ WRITE_BUFFER = 1 << 20
 SYNC_EVERY = 256 << 20  # a big upload is synced behind the writes this often (as Swift does)
 # One thread syncs big uploads behind their writes (fdatasync releases the GIL).
 _SYNCER = ThreadPoolExecutor(1, thread_name_prefix="datasync")
+# Full buffers of big bodies are hashed and written by these threads while the event loop
+# reads the next MiB from TLS (hashlib and ``write(2)`` release the GIL; the hash and the copy
+# into new page-cache pages are most of a big upload's CPU). Each upload has at most one
+# buffer in flight, so its bytes are hashed and written in order; two threads let two big
+# uploads go at once.
+_WRITERS = ThreadPoolExecutor(2, thread_name_prefix="diskwrite")
 
 
 class DigestMismatch(ApiError):
@@ -222,12 +229,16 @@ def _chunks(f, start, end, chunk_size):
 class DiskWriter:
     """One upload in flight: bytes go to a temp file and into the digest as they arrive.
 
-    Under TLS the pieces arrive 16 KiB at a time; they are gathered in a 1 MiB buffer, reused
-    for the whole body (``buffers.Gather``), and hashed and written a buffer at a time (one
-    ``update`` and one ``write(2)`` per MiB rather than 64 of each: every ``update`` over
-    2 KiB gives up and takes back the GIL). A big
-    file is synced to disk in a worker thread every ``SYNC_EVERY`` bytes while it arrives,
-    so that the fsync of the commit finds little left to write.
+    Under TLS the pieces arrive 16 KiB at a time; they are gathered in 1 MiB buffers, two
+    reused in turn for the whole body (``buffers.Gather``), and hashed and written a buffer
+    at a time (one ``update`` and one ``write(2)`` per MiB rather than 64 of each: every
+    ``update`` over 2 KiB gives up and takes back the GIL). A full buffer is hashed and
+    written behind, by a worker thread, while the event loop reads the next one from TLS;
+    anything shorter (a small body, the end of a big one) is done inline, where a hand-off
+    to a thread would cost more than it saves. The hash and the read checksums are final
+    once ``_drain`` returns. A big file is synced to disk in a
+    worker thread every ``SYNC_EVERY`` bytes while it arrives, so that the fsync of the
+    commit finds little left to write.
     """
 
     def __init__(self, store, fp, algorithm):
@@ -240,9 +251,10 @@ class DiskWriter:
         fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="up-")
         self._fd = fd
         self._tmp = Path(name)
-        self._gather = Gather(WRITE_BUFFER, self._put)
+        self._gather = Gather(WRITE_BUFFER, self._put, buffers=2)
+        self._behind = None  # the write of a full buffer running in a thread
         self._synced = 0
-        self._written = 0  # bytes in the temp file
+        self._written = 0  # bytes in the temp file, or on their way there
         self._syncing = None
         self._presync = None  # the fsync of the whole body started before the commit
         self.done = False
@@ -254,7 +266,9 @@ class DiskWriter:
             self._sync_behind()
 
     def _drain(self):
+        """Every byte received so far is in the file (not necessarily on the disk)."""
         self._gather.drain()
+        self._settle()
 
     def _put(self, data):
         # Checked before every buffer (a statvfs a MiB): a body of unknown length was never
@@ -265,19 +279,37 @@ class DiskWriter:
             self.abort()
             raise
         self._written += len(data)
-        self.hasher.update(data)
-        if self.sums is not None:
-            self.sums.update(data)
+        self._settle()  # the buffer before this one: Gather fills it next
+        if len(data) >= WRITE_BUFFER:
+            self._behind = _WRITERS.submit(_hash_and_write, self.hasher, self.sums,
+                                           self._fd, data)
+            return
         try:
-            with memoryview(data) as view:
-                done = 0
-                while done < len(view):
-                    done += os.write(self._fd, view[done:])
+            _hash_and_write(self.hasher, self.sums, self._fd, data)
         except OSError as e:
-            self.abort()
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise InsufficientStorage("the server ran out of disk space") from None
-            raise
+            self._failed(e)
+
+    def _settle(self):
+        """Wait for the write running behind, if any; its error is this call's."""
+        behind, self._behind = self._behind, None
+        if behind is not None:
+            try:
+                behind.result()
+            except OSError as e:
+                self._failed(e)
+
+    def _failed(self, error):
+        self.abort()
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage("the server ran out of disk space") from None
+        raise error
+
+    def _forget_behind(self):
+        """Wait for the write running behind, whatever its outcome (before the descriptor
+        is closed or truncated under it)."""
+        behind, self._behind = self._behind, None
+        if behind is not None:
+            concurrent.futures.wait([behind])
 
     def _sync_behind(self):
         """fdatasync what was written so far, in a worker thread, on a duplicate descriptor
@@ -382,6 +414,7 @@ class DiskWriter:
         if self.done:
             return
         self.done = True
+        self._forget_behind()
         if self._fd is not None:
             try:
                 os.close(self._fd)
@@ -390,6 +423,16 @@ class DiskWriter:
             self._fd = None
         self._gather.clear()
         self._tmp.unlink(missing_ok=True)
+
+
+def _hash_and_write(hasher, sums, fd, data):
+    hasher.update(data)
+    if sums is not None:
+        sums.update(data)
+    with memoryview(data) as view:
+        done = 0
+        while done < len(view):
+            done += os.write(fd, view[done:])
 
 
 def _fsync_file(fd):

@@ -214,7 +214,8 @@ class PartialWriter(DiskWriter):
         os.ftruncate(self._fd, offset)  # nothing past the offset the client was told
         os.lseek(self._fd, offset, os.SEEK_SET)
         self._tmp = path
-        self._gather = Gather(WRITE_BUFFER, self._put)
+        self._gather = Gather(WRITE_BUFFER, self._put, buffers=2)
+        self._behind = None
         self._synced = offset
         self._written = offset  # bytes in the file: DiskWriter._put counts them as in flight
         self._syncing = None
@@ -243,6 +244,7 @@ class PartialWriter(DiskWriter):
         """Drop what this request appended (its own digest did not match): back to the
         offset it started from, with ``hasher`` (a copy taken then)."""
         self._gather.clear()
+        self._forget_behind()  # its bytes go with the rest of this request's
         os.ftruncate(self._fd, self.start)
         os.lseek(self._fd, self.start, os.SEEK_SET)
         self.size, self.hasher, self._written = self.start, hasher, self.start

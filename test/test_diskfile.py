@@ -1,5 +1,6 @@
 """The disk layout on real temp directories, with 7-byte chunks so the streaming loops run."""
 import asyncio
+import errno
 import hashlib
 import os
 import threading
@@ -13,6 +14,7 @@ from securifile.common.paths import FilePath, parse_path
 from securifile.nodes.diskfile import DigestMismatch, DiskStore
 
 CHUNK = 7
+MiB = 1 << 20
 DATA = bytes(range(256)) * 3 + b"tail"  # 772 bytes: not a multiple of the chunk size
 
 
@@ -420,3 +422,66 @@ def test_a_body_synced_ahead_is_committed_and_one_aborted_after_its_sync_is_not(
     asyncio.run(main())
     assert on_disk(store, "alice/early.bin").read_bytes() == DATA + b"more"
     assert not on_disk(store, "alice/gone.bin").exists() and not list(store.tmp_dir.iterdir())
+
+
+def test_full_buffers_are_hashed_and_written_by_a_worker_thread(store, monkeypatch):
+    # The event loop reads the next MiB from TLS meanwhile; the end of the body is written
+    # inline (a hand-off would cost more than it saves).
+    writes, real_write = [], os.write
+
+    def spy(fd, data):
+        writes.append((threading.current_thread().name, len(data)))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", spy)
+    data = os.urandom(3 * MiB + 5)
+    assert put(store, "alice/big", data, chunk=256 << 10) == hashlib.sha256(data).hexdigest()
+    assert on_disk(store, "alice/big").read_bytes() == data
+    assert [n for _, n in writes] == [MiB] * 3 + [5]
+    assert all(name.startswith("diskwrite") for name, _ in writes[:3])
+    assert writes[3][0] == threading.current_thread().name
+
+
+def test_a_write_that_fails_behind_is_the_next_calls_error_and_leaves_nothing(store, monkeypatch):
+    real_write = os.write
+
+    def full_disk(fd, data):
+        if len(data) >= MiB:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_disk)
+    w = store.writer(parse_path("alice/big"), "sha256")
+    w.write(os.urandom(MiB))  # a full buffer: it goes behind, the error comes later
+    with pytest.raises(InsufficientStorage):
+        w.commit()
+    assert temp_files(store) == [] and not store.exists(parse_path("alice/big"))
+
+
+def test_an_abort_waits_for_the_write_behind_before_closing_the_file(store, monkeypatch):
+    # Closing the descriptor under the thread would make its write fail, or land in whatever
+    # file took the descriptor's number next.
+    started, release, errors, real_write = threading.Event(), threading.Event(), [], os.write
+
+    def slow(fd, data):
+        if len(data) >= MiB:
+            started.set()
+            assert release.wait(10)
+        try:
+            return real_write(fd, data)
+        except OSError as e:
+            errors.append(e)
+            raise
+
+    monkeypatch.setattr(os, "write", slow)
+    w = store.writer(parse_path("alice/big"), "sha256")
+    w.write(os.urandom(MiB))
+    assert started.wait(10)
+    aborting = threading.Thread(target=w.abort)
+    aborting.start()
+    aborting.join(0.3)
+    assert aborting.is_alive()  # still waiting for the write
+    release.set()
+    aborting.join(10)
+    assert not aborting.is_alive()
+    assert errors == [] and temp_files(store) == []

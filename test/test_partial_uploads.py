@@ -11,6 +11,9 @@ from securifile.nodes.diskfile import DiskStore, DigestMismatch
 from securifile.nodes.partial_uploads import PartialUploadStore, TooManyPartialUploads
 
 
+MiB = 1 << 20
+
+
 class Clock:
     def __init__(self):
         self.now = 1000.0
@@ -60,13 +63,16 @@ def test_a_wrong_whole_file_digest_discards_the_upload(disk):
         partials.get(up.id, "alice")
 
 
-def test_a_rewind_drops_one_requests_bytes_and_their_hash(disk):
+@pytest.mark.parametrize("bad", [b"bad bytes", b"b" * (2 * MiB + 3)],
+                         ids=["small", "buffers-written-behind"])
+def test_a_rewind_drops_one_requests_bytes_and_their_hash(disk, bad):
     store, partials, _ = disk
     up = partials.create("alice", FilePath("alice", "d.bin"), 0)
     append(partials, store, up, b"good")
     w = partials.writer(up, "sha256").bind(store)
     before = w.hasher.copy()
-    w.write(b"bad bytes")
+    for i in range(0, len(bad), 7000):
+        w.write(bad[i:i + 7000])
     w.rewind(before)
     w.write(b" more")
     assert w.commit() == hashlib.sha256(b"good more").hexdigest()
