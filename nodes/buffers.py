@@ -10,7 +10,12 @@ allocation pattern alone grew a process by 15 MiB (3.6 MiB with the buffers belo
 buffer per transfer, filled again and again, keeps the peak near what is live.
 """
 
+import concurrent.futures
+from concurrent.futures import ThreadPoolExecutor
+
 SMALL = 64 << 10  # a body shorter than this never gets a buffer: its pieces are joined
+# Downloads read their next chunk in these threads (``readinto`` releases the GIL).
+_READERS = ThreadPoolExecutor(2, thread_name_prefix="diskread")
 
 
 class Gather:
@@ -84,25 +89,44 @@ class Gather:
         self._pieces, self.filled = [], 0
 
 
-def read_views(f, start, end, chunk_size, buffers=2):
+def read_views(f, start, end, chunk_size, buffers=2, ahead=False):
     """The bytes ``[start, end)`` of the open file ``f`` (``end`` None: to its end), read
     into ``buffers`` buffers of ``chunk_size`` used in turn: each view yielded is
     overwritten ``buffers`` reads later, so a consumer must be done with a chunk before it
     asks for the one ``buffers`` after it (a download sends and flushes each chunk before
-    it reads on; the verified read holds one back, hence two). Closes ``f``."""
+    it reads on; the verified read holds one back, hence two). With ``ahead``, the next
+    chunk is read by a worker thread while the consumer sends this one (the copy out of
+    the page cache then leaves the event loop); a view is then overwritten ``buffers - 1``
+    reads later. Closes ``f``, once no read is running behind."""
     with f:
         f.seek(start)
         pool = [memoryview(bytearray(chunk_size)) for _ in range(buffers)]
         remaining = None if end is None else end - start
         turn = 0
-        while remaining is None or remaining > 0:
-            view = pool[turn]
-            if remaining is not None and remaining < chunk_size:
-                view = view[:remaining]
-            n = f.readinto(view)
-            if not n:
-                break
-            if remaining is not None:
-                remaining -= n
-            turn = (turn + 1) % buffers
-            yield view[:n]
+        behind = None  # (view, future) of the read running in a worker thread
+        try:
+            while True:
+                if behind is not None:
+                    (view, reading), behind = behind, None
+                    n = reading.result()
+                elif remaining is None or remaining > 0:
+                    view = _sized(pool[turn], remaining)
+                    n = f.readinto(view)
+                else:
+                    break
+                if not n:
+                    break
+                if remaining is not None:
+                    remaining -= n
+                turn = (turn + 1) % buffers
+                if ahead and (remaining is None or remaining > 0):
+                    nxt = _sized(pool[turn], remaining)
+                    behind = (nxt, _READERS.submit(f.readinto, nxt))
+                yield view[:n]
+        finally:
+            if behind is not None:  # the consumer stopped early: no read under the close
+                concurrent.futures.wait([behind[1]])
+
+
+def _sized(view, remaining):
+    return view if remaining is None or remaining >= len(view) else view[:remaining]

@@ -118,9 +118,10 @@ class DiskStore:
         return self._open(fp, buffering=0)
 
     def open_views(self, fp, start=0, end=None, chunk_size=READ_CHUNK):
-        """``open_chunks`` for a download: views of two buffers read into in turn
-        (``buffers.read_views``: each chunk is overwritten two chunks later)."""
-        return read_views(self._open(fp, buffering=0), start, end, chunk_size)
+        """``open_chunks`` for a download: views of two buffers, the next read by a worker
+        thread while the caller sends this one (``buffers.read_views``: each chunk is
+        overwritten once the caller asks for the next)."""
+        return read_views(self._open(fp, buffering=0), start, end, chunk_size, ahead=True)
 
     def _open(self, fp, **kw):
         try:

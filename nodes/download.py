@@ -51,8 +51,9 @@ class Download:
         instead of the first chunk that does not match the copy's read checksums, or,
         without checksums for this very file, instead of the last chunk when the whole does
         not hash to the record's digest (the checksums are then taken on the way, for the
-        next read). The chunks are views of two reused buffers (``buffers.read_views``):
-        the caller sends each one before it asks for the next. A whole read that opens a
+        next read). The chunks are views of reused buffers (``buffers.read_views``), the
+        next one read by a worker thread while the caller sends this one: the caller sends
+        each one before it asks for the next. A whole read that opens a
         version not recorded yet is refused before any byte (``_check_not_replaced``)."""
         store, fp = self.node.store, self.loc.file_path
         if not verify:
@@ -68,10 +69,11 @@ class Download:
         except BaseException:
             f.close()
             raise
-        views = read_views(f, start, end, chunk_size)
         if sums is not None:
             self.by_sums = True
-            return checked(views, sums)
+            return checked(read_views(f, start, end, chunk_size, ahead=True), sums)
+        # The digest's check holds one chunk back: a third buffer for the one read ahead.
+        views = read_views(f, start, end, chunk_size, buffers=3, ahead=True)
         taken = ChunkSums() if chunk_size == CHUNK else None
         version = self.loc.version
 

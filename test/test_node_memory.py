@@ -4,6 +4,8 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
+import time
 import tracemalloc
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from securifile.common.paths import parse_path
 from securifile.nodes.buffers import Gather, read_views
 from securifile.nodes.diskfile import WRITE_BUFFER, DiskStore
+from securifile.nodes.download import verified
 
 MiB = 1 << 20
 
@@ -75,12 +78,14 @@ def test_a_piece_as_big_as_the_buffer_goes_out_as_it_is():
     assert len(seen) == 1
 
 
+@pytest.mark.parametrize("ahead", [False, True], ids=["inline", "ahead"])
 @pytest.mark.parametrize("start, end", [(0, None), (0, 50_000), (5, 49_999), (16_384, 32_768)])
-def test_read_views_reads_a_range_into_two_buffers_in_turn(tmp_path, start, end):
+def test_read_views_reads_a_range_into_two_buffers_in_turn(tmp_path, start, end, ahead):
     data = os.urandom(50_000)
     (tmp_path / "f").write_bytes(data)
     views, copies = [], []
-    for view in read_views(open(tmp_path / "f", "rb", buffering=0), start, end, 4096):
+    for view in read_views(open(tmp_path / "f", "rb", buffering=0), start, end, 4096,
+                           ahead=ahead):
         views.append(view)
         copies.append(bytes(view))  # used before the next read, as a download does
     assert b"".join(copies) == data[start:end]
@@ -116,3 +121,75 @@ def test_a_node_does_not_load_the_cryptography_package_at_start():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out.strip() == "[]"
+
+
+class Spied:
+    """A file whose reads note the thread they run in, and may wait to be let go."""
+
+    def __init__(self, path):
+        self.f = open(path, "rb", buffering=0)
+        self.events, self.gate = [], None
+
+    def readinto(self, view):
+        if self.gate is not None and threading.current_thread().name.startswith("diskread"):
+            self.events.append("waiting")
+            assert self.gate.wait(10)
+        n = self.f.readinto(view)
+        self.events.append(("read", threading.current_thread().name, n))
+        return n
+
+    def seek(self, offset):
+        return self.f.seek(offset)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.events.append("closed")
+        self.f.close()
+
+
+def test_with_ahead_the_next_chunk_is_read_by_a_worker_thread(tmp_path):
+    data = os.urandom(50_000)
+    (tmp_path / "f").write_bytes(data)
+    f = Spied(tmp_path / "f")
+    assert b"".join(bytes(v) for v in read_views(f, 0, 50_000, 16_384, ahead=True)) == data
+    reads = [e for e in f.events if e != "closed"]
+    assert [n for _, _, n in reads] == [16_384] * 3 + [50_000 - 3 * 16_384]
+    assert reads[0][1] == threading.current_thread().name  # the first: nothing to overlap
+    assert all(name.startswith("diskread") for _, name, _ in reads[1:])
+
+
+def test_a_download_stopped_early_closes_its_file_only_after_the_read_behind(tmp_path):
+    # A client that goes away mid-download: the file must not close under the worker's read.
+    (tmp_path / "f").write_bytes(os.urandom(50_000))
+    f = Spied(tmp_path / "f")
+    f.gate = threading.Event()
+    views = read_views(f, 0, None, 16_384, ahead=True)
+    next(views)  # the second chunk is now being read behind, held at the gate
+    closing = threading.Thread(target=views.close)
+    closing.start()
+    closing.join(0.3)
+    assert closing.is_alive()  # waiting for the read
+    f.gate.set()
+    closing.join(10)
+    assert not closing.is_alive()
+    assert f.events[-2][0] == "read" and f.events[-1] == "closed"
+
+
+def test_a_consumer_that_holds_one_chunk_back_gets_intact_chunks_from_three_buffers(tmp_path):
+    # The digest check of a whole read holds a chunk until the next is read (download.py);
+    # each chunk is copied only once the read ahead of it has landed (with two buffers it
+    # would land in the held chunk).
+    data = os.urandom(10 * 4096)
+    (tmp_path / "f").write_bytes(data)
+    f = Spied(tmp_path / "f")
+    views = read_views(f, 0, len(data), 4096, buffers=3, ahead=True)
+    out = []
+    for k, chunk in enumerate(verified(views, hashlib.sha256(), hashlib.sha256(data).hexdigest())):
+        deadline = time.monotonic() + 10
+        while len([e for e in f.events if e[0] == "read"]) < min(k + 3, 10):
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        out.append(bytes(chunk))
+    assert b"".join(out) == data
