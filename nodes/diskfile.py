@@ -253,7 +253,7 @@ class DiskWriter:
         self._fd = fd
         self._tmp = Path(name)
         self._gather = Gather(WRITE_BUFFER, self._put, buffers=2)
-        self._behind = None  # the write of a full buffer running in a thread
+        self._behind = None  # a full buffer being hashed and written in a thread
         self._synced = 0
         self._written = 0  # bytes in the temp file, or on their way there
         self._syncing = None
@@ -272,6 +272,9 @@ class DiskWriter:
         self._settle()
 
     def _put(self, data):
+        # The buffer before this one has landed first (Gather fills it next, and the free
+        # space below must count its bytes as taken).
+        self._settle()
         # Checked before every buffer (a statvfs a MiB): a body of unknown length was never
         # checked up front, and concurrent uploads can together outgrow what each saw.
         try:
@@ -280,7 +283,6 @@ class DiskWriter:
             self.abort()
             raise
         self._written += len(data)
-        self._settle()  # the buffer before this one: Gather fills it next
         if len(data) >= WRITE_BUFFER:
             self._behind = _WRITERS.submit(_hash_and_write, self.hasher, self.sums,
                                            self._fd, data)
@@ -291,7 +293,8 @@ class DiskWriter:
             self._failed(e)
 
     def _settle(self):
-        """Wait for the write running behind, if any; its error is this call's."""
+        """Wait for the buffer being hashed and written behind, if any; its error is this
+        call's."""
         behind, self._behind = self._behind, None
         if behind is not None:
             try:
@@ -306,8 +309,8 @@ class DiskWriter:
         raise error
 
     def _forget_behind(self):
-        """Wait for the write running behind, whatever its outcome (before the descriptor
-        is closed or truncated under it)."""
+        """Wait for the buffer being written behind, whatever its outcome (before the
+        descriptor is closed or truncated under it)."""
         behind, self._behind = self._behind, None
         if behind is not None:
             concurrent.futures.wait([behind])

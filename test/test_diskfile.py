@@ -3,8 +3,10 @@ import asyncio
 import errno
 import hashlib
 import os
+import shutil
 import threading
 import time
+import types
 
 import pytest
 
@@ -485,3 +487,31 @@ def test_an_abort_waits_for_the_write_behind_before_closing_the_file(store, monk
     aborting.join(10)
     assert not aborting.is_alive()
     assert errors == [] and temp_files(store) == []
+
+
+def test_the_free_space_checked_before_a_buffer_counts_the_one_written_behind(tmp_path, monkeypatch):
+    # A small file system: its free space is what the files in it leave. The buffer written
+    # behind must have landed before the next one is checked, or a body reaches into the
+    # reserve by up to a buffer.
+    store = DiskStore(tmp_path / "node", reserve_bytes=MiB)
+    total = MiB + 2 * MiB + MiB // 2  # the reserve and 2.5 MiB of room
+
+    def usage(_path):
+        used = sum(os.path.getsize(p) for p in store.tmp_dir.iterdir())
+        return types.SimpleNamespace(total=total, used=used, free=total - used)
+
+    real_write = os.write
+
+    def slow(fd, data):  # the buffer behind lands late
+        if threading.current_thread().name.startswith("diskwrite"):
+            time.sleep(0.05)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    monkeypatch.setattr(os, "write", slow)
+    w = store.writer(parse_path("alice/big"), "sha256")
+    with pytest.raises(InsufficientStorage):
+        for _ in range(12):  # 3 MiB: more than the room
+            w.write(os.urandom(256 << 10))
+        w.commit()
+    assert temp_files(store) == [] and not store.exists(parse_path("alice/big"))
