@@ -10,6 +10,7 @@ import logging
 from tornado.ioloop import PeriodicCallback
 
 from .peerclient import PeerError
+from .peers import DOWN
 
 log = logging.getLogger("securifile.heartbeat")
 BEAT_TIMEOUT = 0.8  # of the interval
@@ -24,7 +25,8 @@ class HeartbeatLoop:
         self.interval = interval
         self.sync_locations = sync_locations
         self.on_return = on_return or (lambda name: None)  # a peer to challenge
-        self._in_flight = set()
+        self._in_flight = set()  # peers with a heartbeat under way
+        self._pulling = set()  # peers whose records are being pulled (one pull at a time)
         self._tasks = set()
         # peer -> last sequence number pulled from it; kept in ``cursors`` (the location
         # map) so that a restart does not pull every record of every peer again.
@@ -58,18 +60,29 @@ class HeartbeatLoop:
                 log.debug("heartbeat to %s missed: %s", name, e)
                 self.peers.record_miss(name)
                 return
-            if self.membership is not None:
-                self.membership.gossip(answer.get("membership"), name)
-            seq = int(answer.get("seq", 0))
-            if seq == self._pulled.get(name, 0) and self._saved.get(name) != seq:
-                self._advance(name, seq)  # advanced by pushes: kept, once a beat at most
-            elif seq != self._pulled.get(name, 0):
-                # Catch up first: a returning peer is challenged on the newest records. The
-                # peer stays in flight meanwhile, so that the next beats do not start the
-                # same long pull again from the same point.
-                await self._pull(name, seq)
         finally:
             self._in_flight.discard(name)
+        if name in self._pulling:
+            # The beat that started the pull answers for the peer once its records are
+            # here; this one only says the peer still answers.
+            self.peers.record_alive(name)
+            return
+        if self.membership is not None:
+            self.membership.gossip(answer.get("membership"), name)
+        seq = int(answer.get("seq", 0))
+        if seq == self._pulled.get(name, 0) and self._saved.get(name) != seq:
+            self._advance(name, seq)  # advanced by pushes: kept, once a beat at most
+        elif seq != self._pulled.get(name, 0):
+            # Catch up first: a returning peer is challenged on the newest records. The
+            # beats go on meanwhile (a peer cut off during a long pull is seen down as
+            # soon as any other), but start no second pull from the same point.
+            self._pulling.add(name)
+            try:
+                pulled = await self._pull(name, seq)
+            finally:
+                self._pulling.discard(name)
+            if not pulled and self.peers.status(name) == DOWN:
+                return  # seen down by the beats meanwhile: this answer is stale
         returned = self.peers.record_ack(name, seq, answer.get("boot"),
                                          answer.get("status", "running"), int(answer.get("round", 0)))
         if self.quorum is not None:
@@ -98,10 +111,12 @@ class HeartbeatLoop:
                     break
             if seq is not None:
                 self._advance(name, max(since, seq))
+            return True
         except PeerError as e:
             log.warning("pulling locations from %s failed: %s", name, e)
         except Exception:
             log.exception("applying locations from %s failed", name)
+        return False
 
     def note_pushed(self, name, before, after):
         """``name`` pushed records (now applied here) that took its map from sequence

@@ -134,6 +134,13 @@ class PeerTable:
             self._set(name, RUNNING)
         return False  # failed: heartbeats go on; only a return re-opens the question
 
+    def record_alive(self, name):
+        """A heartbeat answered while its records are still being pulled: the misses count
+        from zero again; the rest waits for the answer the pull belongs to."""
+        p = self._peers.get(name)
+        if p is not None:
+            p["misses"] = 0
+
     @observed
     def record_miss(self, name):
         p = self._peers.get(name)

@@ -554,3 +554,48 @@ def test_records_pushed_right_after_the_last_pull_are_not_pulled_again(tmp_path)
             mine.close()
 
     run(scenario())
+
+
+def test_a_peer_cut_off_during_a_long_pull_is_seen_down_by_the_beats_meanwhile(tmp_path):
+    # The pull waits out its timeout on a peer that went away under it; the beats must not
+    # wait with it (CI saw a node take 10 s longer than its peers to see a cut-off peer).
+    async def scenario():
+        locations = LocationMap(tmp_path / "peer.db")
+        for i in range(3):
+            locations.apply(record(i))
+        peer = FakePeer(locations, page_limit=10)
+        server, port = await serve(peer)
+        hung = asyncio.Event()
+        table = PeerTable("me", ["me", "p"], misses_allowed=3)
+        client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
+        loop = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}"}, 0.2,
+                             lambda records: None, cursors=LocationMap(tmp_path / "mine.db"))
+
+        async def hanging_pull(base, since):
+            await hung.wait()  # the peer went away: no answer until the test lets go
+            raise PeerError("no answer")
+
+        client.pull_locations = hanging_pull
+        try:
+            first = asyncio.ensure_future(loop.run_once())  # answered; its pull hangs
+            for _ in range(100):
+                if peer.beats:
+                    break
+                await asyncio.sleep(0.01)
+
+            async def cut_off(*args, **kwargs):
+                raise PeerError("no answer within 0.16 s")
+
+            client.heartbeat = cut_off  # the next beats miss
+            for _ in range(3):
+                await loop.run_once()
+            assert table.status("p") == DOWN and not first.done()
+            hung.set()
+            await first
+            assert table.status("p") == DOWN  # the answer from before the cut is not counted
+        finally:
+            server.stop()
+            await client.close()
+            locations.close()
+
+    run(scenario())
