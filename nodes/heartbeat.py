@@ -123,7 +123,7 @@ class HeartbeatLoop:
         ``before`` to ``after``: when this node had pulled exactly up to ``before``, it has
         everything up to ``after`` and the next beat pulls nothing. Each small upload's
         record was otherwise pulled again by every peer within a second of its push."""
-        if name in self.urls and name not in self._in_flight \
+        if name in self.urls and name not in self._in_flight and name not in self._pulling \
                 and self._pulled.get(name, 0) == before < after:
             self._pulled[name] = after  # saved by the next beat (a restart pulls them again)
 

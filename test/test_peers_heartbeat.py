@@ -568,8 +568,9 @@ def test_a_peer_cut_off_during_a_long_pull_is_seen_down_by_the_beats_meanwhile(t
         hung = asyncio.Event()
         table = PeerTable("me", ["me", "p"], misses_allowed=3)
         client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
+        mine = LocationMap(tmp_path / "mine.db")
         loop = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}"}, 0.2,
-                             lambda records: None, cursors=LocationMap(tmp_path / "mine.db"))
+                             lambda records: None, cursors=mine)
 
         async def hanging_pull(base, since):
             await hung.wait()  # the peer went away: no answer until the test lets go
@@ -597,5 +598,6 @@ def test_a_peer_cut_off_during_a_long_pull_is_seen_down_by_the_beats_meanwhile(t
             server.stop()
             await client.close()
             locations.close()
+            mine.close()
 
     run(scenario())
