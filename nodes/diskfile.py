@@ -1,7 +1,8 @@
 """How file bytes lie on a node's disk, free of any HTTP.
 
 Layout: ``ROOT/files/<owner>/<rel path>`` holds committed files (the user's namespace is a
-folder named after them); ``ROOT/tmp`` holds uploads in flight; ``ROOT/quarantine`` keeps
+folder named after them); ``ROOT/tmp`` holds uploads in flight (their temp files made
+ahead, empty, in ``ROOT/spare``: ``nodes/sparefiles.py``); ``ROOT/quarantine`` keeps
 copies found bad, out of every user's reach, for the administrator to look at. A file
 appears at its name only by an atomic rename after fsync, so a reader sees the old bytes or
 the new ones, never half of either, and a crash or a broken-off body leaves at most a temp
@@ -24,6 +25,7 @@ from securifile.common.errors import ApiError, Conflict, InsufficientStorage, No
 
 from .buffers import Gather, read_views
 from .chunksums import ChunkSums
+from .sparefiles import SpareFiles
 
 READ_CHUNK = 1 << 20
 WRITE_BUFFER = 1 << 20
@@ -58,6 +60,7 @@ class DiskStore:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._used = None
         self.folders = FolderSyncer()  # folder fsyncs of concurrent commits, shared
+        self.spares = None  # empty files made ahead for temp files (``keep_spares``)
         # Files whose bytes at the name and whose copy record may disagree for a moment: a
         # commit has renamed its new version into place and not been recorded yet, or a copy
         # is removed and its record not yet forgotten.
@@ -81,9 +84,23 @@ class DiskStore:
         return self._changing.get(fp, 0) > 0
 
     def sweep_temp(self):
-        """Remove uploads that a crash left half-written."""
+        """Remove uploads that a crash left half-written (and spare files it left)."""
         for p in self.tmp_dir.iterdir():
             p.unlink(missing_ok=True)
+        if self.spares is not None:
+            self.spares.sweep()
+
+    def keep_spares(self):
+        """Make temp files ahead, in a worker thread (``nodes/sparefiles.py``): a running
+        node's uploads take theirs without creating a file on the event loop."""
+        self.spares = SpareFiles(self.root / "spare")
+
+    def new_temp(self):
+        """(fd, path): an empty temp file of one upload's own in ``tmp``."""
+        if self.spares is not None:
+            return self.spares.take(self.tmp_dir)
+        fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix="up-")
+        return fd, Path(name)
 
     def path_for(self, fp):
         """The on-disk path of a validated FilePath; never outside ``files_dir``."""
@@ -249,9 +266,7 @@ class DiskWriter:
         self.hasher = new_hasher(algorithm)
         self.sums = ChunkSums()  # what a whole read of the copy checks (``chunksums``)
         self.size = 0
-        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="up-")
-        self._fd = fd
-        self._tmp = Path(name)
+        self._fd, self._tmp = store.new_temp()
         self._gather = Gather(WRITE_BUFFER, self._put, buffers=2)
         self._behind = None  # a full buffer being hashed and written in a thread
         self._synced = 0

@@ -76,6 +76,7 @@ def build_node(cfg, name, deep=False):
     layout = CertLayout(cfg.certs_dir)
     data = cfg.node_data_dir(name)
     store = DiskStore(data, cfg.capacity_bytes, cfg.reserve_bytes)
+    store.keep_spares()
     store.sweep_temp()
     # The saved membership, if any, wins over the configuration's list (only a bootstrap).
     membership = NodeMembership(data / "membership.json", cfg.servers)

@@ -184,3 +184,30 @@ def test_no_space_gives_507_and_nothing_half_written(make_cluster):
     assert r.status == 507 and r.json()["error"]["code"] == "insufficient_storage"
     assert not disk_copy(cluster, "node1", "alice", "big").exists()
     assert list((cluster.cfg.node_data_dir("node1") / "tmp").iterdir()) == []
+
+
+def _inodes(folder):
+    """Inode numbers of the files in ``folder`` (a file renamed away meanwhile is skipped)."""
+    found = set()
+    for p in folder.iterdir():
+        try:
+            found.add(p.stat().st_ino)
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def test_uploads_and_copies_take_their_temp_files_from_spares_made_ahead(make_cluster):
+    """A node makes empty files ahead in DATA/spare (nodes/sparefiles.py): the stored file
+    on the origin and on its replica is one of the spares that waited there."""
+    cluster = make_cluster(servers=2, replicas=1)
+    api = Api(cluster)
+    assert api.put("node1", "alice/first.bin", b"one").status == 201  # starts both makers
+    spare = {n: cluster.cfg.node_data_dir(n) / "spare" for n in cluster.names}
+    wait_for(lambda: all(len(_inodes(d)) >= 8 for d in spare.values()), timeout=10)
+    before = {n: _inodes(d) for n, d in spare.items()}
+    assert api.put("node1", "alice/second.bin", b"two").status == 201
+    for n in cluster.names:
+        assert disk_copy(cluster, n, "alice", "second.bin").stat().st_ino in before[n], n
+        assert all(p.stat().st_size == 0 for p in spare[n].iterdir()), n
+        assert list((cluster.cfg.node_data_dir(n) / "tmp").iterdir()) == [], n
