@@ -11,6 +11,7 @@ buffer per transfer, filled again and again, keeps the peak near what is live.
 """
 
 import concurrent.futures
+import mmap
 from concurrent.futures import ThreadPoolExecutor
 
 SMALL = 64 << 10  # a body shorter than this never gets a buffer: its pieces are joined
@@ -28,12 +29,15 @@ class Gather:
     a view that is valid only during the call; with ``buffers=2`` the full buffers alternate
     between two, so a full one stays valid until the ``put`` after it returns (a consumer
     that writes it behind, in a thread, must be done with it by then). A piece at least
-    ``capacity`` long arriving on an empty buffer goes to ``put`` as it is.
+    ``capacity`` long arriving on an empty buffer goes to ``put`` as it is, unless
+    ``aligned``: then every full buffer is one of the page-aligned buffers (anonymous
+    ``mmap``), as a write with ``O_DIRECT`` needs.
     """
 
-    def __init__(self, capacity, put, buffers=1):
+    def __init__(self, capacity, put, buffers=1, aligned=False):
         self.capacity = capacity
         self.put = put
+        self.aligned = aligned
         self.filled = 0  # bytes gathered and not yet put
         self._pieces = []  # while the body is under SMALL
         self._buffer = None
@@ -41,7 +45,7 @@ class Gather:
         self._turn = 0
 
     def add(self, chunk):
-        if not self.filled and len(chunk) >= self.capacity:
+        if not self.filled and len(chunk) >= self.capacity and not self.aligned:
             return self.put(chunk)  # a buffer's worth already: no copy
         if self._buffer is None:
             if self.filled + len(chunk) < min(SMALL, self.capacity):
@@ -72,7 +76,8 @@ class Gather:
         turn = self._turn
         self._turn = (turn + 1) % len(self._pool)
         if self._pool[turn] is None:
-            self._pool[turn] = memoryview(bytearray(self.capacity))
+            self._pool[turn] = memoryview(mmap.mmap(-1, self.capacity) if self.aligned
+                                          else bytearray(self.capacity))
         return self._pool[turn]
 
     def drain(self):

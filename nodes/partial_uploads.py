@@ -214,6 +214,7 @@ class PartialWriter(DiskWriter):
         os.ftruncate(self._fd, offset)  # nothing past the offset the client was told
         os.lseek(self._fd, offset, os.SEEK_SET)
         self._tmp = path
+        self._direct = None  # parts are written through the page cache (DiskWriter._put)
         self._gather = Gather(WRITE_BUFFER, self._put, buffers=2)
         self._behind = None
         self._synced = offset

@@ -35,6 +35,8 @@ from .quarantine import write_under_way
 from .upload import Redirect, Upload
 from .upload_limits import UploadSlots
 
+DIRECT_COPY = 16 << 20  # a replica's copy this big bypasses the page cache
+
 log = logging.getLogger("securifile.storage")
 
 
@@ -450,7 +452,10 @@ class StorageNode(MajorityLocking, Replication):
         if length is not None:
             self.store.check_room(length)
         self.check_copy_sender(fp, sender)
-        return self.store.writer(fp, algorithm)
+        # A big copy is written around the page cache (``diskfile._open_direct``): the
+        # origin serves reads, so a replica's copy is seldom read soon.
+        direct = length is not None and length >= DIRECT_COPY
+        return self.store.writer(fp, algorithm, direct)
 
     def give_back_lock(self, fp, token):
         """A coordinator is done with (or gave up) the lock it took here."""

@@ -1,6 +1,7 @@
 """The disk layout on real temp directories, with 7-byte chunks so the streaming loops run."""
 import asyncio
 import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -515,3 +516,83 @@ def test_the_free_space_checked_before_a_buffer_counts_the_one_written_behind(tm
             w.write(os.urandom(256 << 10))
         w.commit()
     assert temp_files(store) == [] and not store.exists(parse_path("alice/big"))
+
+
+def _direct_supported(folder):
+    probe = folder / "direct-probe"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    probe.unlink()
+    return True
+
+
+@pytest.fixture
+def direct_store(store):
+    if not _direct_supported(store.tmp_dir):
+        pytest.skip(f"the file system of {store.tmp_dir} refuses O_DIRECT (tmpfs before Linux 6.6)")
+    return store
+
+
+def _pwrites(monkeypatch, fail=None):
+    """Record each ``os.pwrite`` as (thread name, O_DIRECT or not, bytes); ``fail(direct)``
+    may return an OSError to raise instead."""
+    calls, real_pwrite = [], os.pwrite
+
+    def spy(fd, data, offset):
+        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+        calls.append((threading.current_thread().name, direct, len(data)))
+        error = fail(direct) if fail else None
+        if error is not None:
+            raise error
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", spy)
+    return calls
+
+
+def test_a_direct_writer_writes_full_buffers_around_the_page_cache(direct_store, monkeypatch):
+    # A replica's big copy: each full MiB goes through an O_DIRECT descriptor in a worker
+    # thread, the end of the body through the page cache inline.
+    calls = _pwrites(monkeypatch)
+    data = os.urandom(3 * MiB + 5)
+    w = direct_store.writer(parse_path("alice/copy"), "sha256", direct=True)
+    for i in range(0, len(data), 16 << 10):  # TLS records' size
+        w.write(data[i:i + (16 << 10)])
+    assert w.commit() == hashlib.sha256(data).hexdigest()
+    assert on_disk(direct_store, "alice/copy").read_bytes() == data
+    assert [(direct, n) for _, direct, n in calls] == [(True, MiB)] * 3
+    assert all(name.startswith("diskwrite") for name, _, _ in calls)
+    assert temp_files(direct_store) == []
+
+
+def test_without_direct_the_writer_never_writes_around_the_page_cache(direct_store, monkeypatch):
+    calls = _pwrites(monkeypatch)
+    data = os.urandom(2 * MiB)
+    assert put(direct_store, "alice/own", data, chunk=16 << 10) == hashlib.sha256(data).hexdigest()
+    assert calls == []
+
+
+def test_a_direct_write_the_device_refuses_in_part_is_finished_through_the_page_cache(
+        direct_store, monkeypatch):
+    # EINVAL: what is left is not aligned (a short write before it); the bytes still land.
+    calls = _pwrites(monkeypatch, fail=lambda direct: OSError(errno.EINVAL, "Invalid") if direct
+                     else None)
+    data = os.urandom(2 * MiB + 7)
+    w = direct_store.writer(parse_path("alice/copy"), "sha256", direct=True)
+    w.write(data)
+    assert w.commit() == hashlib.sha256(data).hexdigest()
+    assert on_disk(direct_store, "alice/copy").read_bytes() == data
+    assert [direct for _, direct, _ in calls] == [True, False, True, False]
+
+
+def test_a_full_disk_under_a_direct_write_is_the_next_calls_error_and_leaves_nothing(
+        direct_store, monkeypatch):
+    _pwrites(monkeypatch, fail=lambda direct: OSError(errno.ENOSPC, "No space left on device"))
+    w = direct_store.writer(parse_path("alice/copy"), "sha256", direct=True)
+    w.write(os.urandom(MiB))
+    with pytest.raises(InsufficientStorage):
+        w.commit()
+    assert temp_files(direct_store) == [] and not direct_store.exists(parse_path("alice/copy"))

@@ -193,3 +193,24 @@ def test_a_consumer_that_holds_one_chunk_back_gets_intact_chunks_from_three_buff
             time.sleep(0.001)
         out.append(bytes(chunk))
     assert b"".join(out) == data
+
+
+def test_aligned_gather_hands_over_only_page_aligned_buffers():
+    # O_DIRECT writes need page-aligned memory: a piece a whole buffer long is copied into
+    # one rather than handed over as it came.
+    import ctypes
+    import mmap
+
+    got = []
+
+    def put(view):
+        got.append((ctypes.addressof(ctypes.c_char.from_buffer(view)), bytes(view)))
+
+    g = Gather(WRITE_BUFFER, put, buffers=2, aligned=True)
+    whole = bytearray(os.urandom(WRITE_BUFFER))
+    g.add(whole)
+    for i in range(0, WRITE_BUFFER, 16 << 10):
+        g.add(whole[i:i + (16 << 10)])
+    assert [data == whole for _, data in got] == [True, True]
+    assert all(address % mmap.PAGESIZE == 0 for address, _ in got)
+    assert got[0][0] != ctypes.addressof(ctypes.c_char.from_buffer(whole))
