@@ -414,12 +414,8 @@ class DiskWriter:
         return digest
 
     def _close_direct(self):
-        if self._direct is not None:
-            try:
-                os.close(self._direct)
-            except OSError:
-                pass
-            self._direct = None
+        direct, self._direct = self._direct, None
+        _close_quietly(direct)
 
     def _place(self):
         """Rename the synced temp file to the file's name; the name's path."""
@@ -451,12 +447,8 @@ class DiskWriter:
         self.done = True
         self._forget_behind()
         self._close_direct()
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = None
+        fd, self._fd = self._fd, None
+        _close_quietly(fd)
         self._gather.clear()
         self._tmp.unlink(missing_ok=True)
 
@@ -469,6 +461,14 @@ def _hash_and_write(hasher, sums, fd, data):
         done = 0
         while done < len(view):
             done += os.write(fd, view[done:])
+
+
+def _close_quietly(fd):
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:  # what was written is judged by the fsync or the abort already
+            pass
 
 
 def _open_direct(path):
