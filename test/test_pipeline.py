@@ -8,12 +8,16 @@ import signal
 import threading
 import time
 
+from securifile.nodes.storage import DIRECT_COPY
+
 from .helpers import Api, wait_for
 from .test_faults import (DETECT, SlowUpload, broken_off, copy_on_disk, holders_of, no_temp_files,
                           others, record_on, settled, sha, wait_seen)
 
 PATH = "alice/pipe/data.bin"
-SIZE = 8 << 20
+# Big enough that the replicas write their copies with O_DIRECT (``diskfile._open_direct``),
+# so each fault below also meets a direct write in flight.
+SIZE = DIRECT_COPY + (8 << 20)
 
 
 def temp_bytes(cluster, node):
