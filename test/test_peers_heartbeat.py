@@ -247,17 +247,24 @@ async def serve(peer, port=None):
     return serve_app(peer.app(), port)
 
 
+async def serve_records(tmp_path, count, page_limit):
+    """A fake peer serving a map of ``count`` records, ``page_limit`` a page:
+    (its map, the peer, the server, its port)."""
+    locations = LocationMap(tmp_path / "peer.db")
+    for i in range(count):
+        locations.apply(record(i))
+    peer = FakePeer(locations, page_limit=page_limit)
+    server, port = await serve(peer)
+    return locations, peer, server, port
+
+
 def run(coro):
     asyncio.run(asyncio.wait_for(coro, timeout=15))
 
 
 def test_heartbeats_mark_a_dead_peer_down_and_pull_locations_in_pages(tmp_path):
     async def scenario():
-        locations = LocationMap(tmp_path / "peer.db")
-        for i in range(7):
-            locations.apply(record(i))
-        peer = FakePeer(locations, page_limit=3)
-        server, port = await serve(peer)
+        locations, peer, server, port = await serve_records(tmp_path, 7, page_limit=3)
         dead = closed_port()
         changes, received, returned = [], [], []
         table = PeerTable("me", ["me", "alive", "dead"], misses_allowed=3,
@@ -316,11 +323,7 @@ def test_heartbeats_mark_a_dead_peer_down_and_pull_locations_in_pages(tmp_path):
 
 def test_a_page_of_exactly_the_limit_is_followed_by_another(tmp_path):
     async def scenario():
-        locations = LocationMap(tmp_path / "peer.db")
-        for i in range(6):
-            locations.apply(record(i))
-        peer = FakePeer(locations, page_limit=3)
-        server, port = await serve(peer)
+        locations, peer, server, port = await serve_records(tmp_path, 6, page_limit=3)
         received = []
         table = PeerTable("me", ["me", "p"])
         client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
@@ -340,11 +343,7 @@ def test_a_page_of_exactly_the_limit_is_followed_by_another(tmp_path):
 
 def test_a_peer_that_lost_its_map_is_pulled_from_the_start(tmp_path):
     async def scenario():
-        locations = LocationMap(tmp_path / "peer.db")
-        for i in range(5):
-            locations.apply(record(i))
-        peer = FakePeer(locations, page_limit=100)
-        server, port = await serve(peer)
+        locations, peer, server, port = await serve_records(tmp_path, 5, page_limit=100)
         received = []
         table = PeerTable("me", ["me", "p"])
         client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
@@ -372,11 +371,7 @@ def test_a_peer_that_lost_its_map_is_pulled_from_the_start(tmp_path):
 
 def test_a_failing_sync_is_retried_on_the_next_beat(tmp_path):
     async def scenario():
-        locations = LocationMap(tmp_path / "peer.db")
-        for i in range(2):
-            locations.apply(record(i))
-        peer = FakePeer(locations, page_limit=100)
-        server, port = await serve(peer)
+        locations, peer, server, port = await serve_records(tmp_path, 2, page_limit=100)
         received, fail = [], [True]
 
         def sync(records):
@@ -426,11 +421,7 @@ def test_a_peer_refusing_our_secret_counts_as_missed(tmp_path):
 
 def test_one_pull_at_a_time_per_peer_and_a_restart_goes_on_from_the_saved_cursor(tmp_path):
     async def scenario():
-        locations = LocationMap(tmp_path / "peer.db")
-        for i in range(9):
-            locations.apply(record(i))
-        peer = FakePeer(locations, page_limit=3)
-        server, port = await serve(peer)
+        locations, peer, server, port = await serve_records(tmp_path, 9, page_limit=3)
         mine = LocationMap(tmp_path / "mine.db")
         slow = asyncio.Event()
         received = []
@@ -478,11 +469,7 @@ def test_one_pull_at_a_time_per_peer_and_a_restart_goes_on_from_the_saved_cursor
 
 def test_a_pull_cut_short_goes_on_from_its_last_page(tmp_path):
     async def scenario():
-        locations = LocationMap(tmp_path / "peer.db")
-        for i in range(9):
-            locations.apply(record(i))
-        peer = FakePeer(locations, page_limit=3)
-        server, port = await serve(peer)
+        locations, peer, server, port = await serve_records(tmp_path, 9, page_limit=3)
         mine = LocationMap(tmp_path / "mine.db")
         received = []
         table = PeerTable("me", ["me", "p"])
@@ -520,10 +507,7 @@ def test_records_pushed_right_after_the_last_pull_are_not_pulled_again(tmp_path)
     nothing to pull; one that leaves a gap (a push missed) does not move the cursor, so the
     next beat pulls what was missed. The cursor a push advanced is saved by the next beat."""
     async def scenario():
-        locations = LocationMap(tmp_path / "peer.db")
-        locations.apply(record(0))
-        peer = FakePeer(locations, page_limit=100)
-        server, port = await serve(peer)
+        locations, peer, server, port = await serve_records(tmp_path, 1, page_limit=100)
         mine = LocationMap(tmp_path / "mine.db")
         table = PeerTable("me", ["me", "p"])
         client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
@@ -560,11 +544,7 @@ def test_a_peer_cut_off_during_a_long_pull_is_seen_down_by_the_beats_meanwhile(t
     # The pull waits out its timeout on a peer that went away under it; the beats must not
     # wait with it (CI saw a node take 10 s longer than its peers to see a cut-off peer).
     async def scenario():
-        locations = LocationMap(tmp_path / "peer.db")
-        for i in range(3):
-            locations.apply(record(i))
-        peer = FakePeer(locations, page_limit=10)
-        server, port = await serve(peer)
+        locations, peer, server, port = await serve_records(tmp_path, 3, page_limit=10)
         hung = asyncio.Event()
         table = PeerTable("me", ["me", "p"], misses_allowed=3)
         client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
