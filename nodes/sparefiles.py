@@ -75,10 +75,3 @@ class SpareFiles:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
         return fd, path
-
-    def close(self):
-        """Close the spares' descriptors and remove them (a store that is done)."""
-        while self._ready:
-            fd, name = self._ready.popleft()
-            os.close(fd)
-            (self.dir / name).unlink(missing_ok=True)

@@ -532,7 +532,8 @@ def _direct_supported(folder):
 @pytest.fixture
 def direct_store(store):
     if not _direct_supported(store.tmp_dir):
-        pytest.skip(f"the file system of {store.tmp_dir} refuses O_DIRECT (tmpfs before Linux 6.6)")
+        pytest.skip(f"the file system of {store.tmp_dir} refuses O_DIRECT (tmpfs before Linux "
+                    "6.6); the writer's fallback for it is tested without O_DIRECT below")
     return store
 
 
@@ -596,3 +597,23 @@ def test_a_full_disk_under_a_direct_write_is_the_next_calls_error_and_leaves_not
     with pytest.raises(InsufficientStorage):
         w.commit()
     assert temp_files(direct_store) == [] and not direct_store.exists(parse_path("alice/copy"))
+
+
+def test_where_the_file_system_refuses_o_direct_a_direct_writer_writes_through_the_page_cache(
+        store, monkeypatch):
+    # tmpfs before Linux 6.6 refuses O_DIRECT at open: the copy is written as any other.
+    real_open = os.open
+
+    def refusing(path, flags, *args, **kw):
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(os, "open", refusing)
+    calls = _pwrites(monkeypatch)
+    data = os.urandom(2 * MiB + 3)
+    w = store.writer(parse_path("alice/copy"), "sha256", direct=True)
+    w.write(data)
+    assert w.commit() == hashlib.sha256(data).hexdigest()
+    assert on_disk(store, "alice/copy").read_bytes() == data
+    assert calls == [] and temp_files(store) == []

@@ -43,7 +43,6 @@ def test_a_ready_spare_is_taken_without_creating_a_file_on_the_callers_thread(tm
     os.close(fd)
     assert path.read_bytes() == b"bytes"
     wait_for(lambda: len(os.listdir(tmp_path / "spare")) == 4)  # refilled
-    spares.close()
 
 
 def test_each_take_gets_a_file_of_its_own(tmp_path):
@@ -58,8 +57,6 @@ def test_each_take_gets_a_file_of_its_own(tmp_path):
         os.write(fd, str(i).encode())
         os.close(fd)
     assert [p.read_bytes() for p in paths] == [str(i).encode() for i in range(20)]
-    spares.close()
-    assert os.listdir(tmp_path / "spare") == []
 
 
 def test_sweep_removes_what_a_previous_run_left(tmp_path):
@@ -93,4 +90,3 @@ def test_a_store_keeping_spares_commits_and_aborts_as_before(tmp_path):
     assert list(store.tmp_dir.iterdir()) == []
     # What waits in spare holds nobody's bytes.
     assert all(p.stat().st_size == 0 for p in (tmp_path / "node" / "spare").iterdir())
-    store.spares.close()
