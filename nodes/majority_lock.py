@@ -32,6 +32,19 @@ class Ticket:
     renewed: float = field(default_factory=time.monotonic)
 
 
+def _why_not(peers, results):
+    """Which peers did not grant a lock and why, for the operator reading the refusal."""
+    def reason(r):
+        if not isinstance(r, PeerError):
+            return type(r).__name__
+        if r.timed_out:
+            return "no answer in time"
+        if r.unreachable:
+            return "unreachable"
+        return str(r.body.get("error", {}).get("code") or r.status or r)
+    return ", ".join(f"{p}: {reason(r)}" for p, r in zip(peers, results) if not isinstance(r, dict))
+
+
 class MajorityLocking:
     """Taking, renewing and giving back a file's majority lock (mixed into StorageNode)."""
 
@@ -67,7 +80,8 @@ class MajorityLocking:
         if not self._enough(1 + len(granted)):
             self.release(ticket)
             raise Unavailable(f"only {1 + len(granted)} of {len(self.peers.names) + 1} servers "
-                              f"granted the lock on {fp.full}: no majority", code="no_quorum")
+                              f"granted the lock on {fp.full}: no majority "
+                              f"({_why_not(peers, results)})", code="no_quorum")
         newer = [r["record"] for r in results if isinstance(r, dict) and r.get("record")]
         if newer:
             self.apply_locations(newer)

@@ -10,6 +10,7 @@ from securifile.common.paths import FilePath
 from securifile.nodes.diskfile import InsufficientStorage
 from securifile.nodes.metrics import NodeMetrics
 from securifile.nodes.observed import listen
+from securifile.nodes.quorum import Quorum
 from securifile.nodes.upload import Redirect, Stored, Upload
 from securifile.nodes.upload_limits import TooManyUploads
 
@@ -118,6 +119,28 @@ def test_a_lock_held_only_on_a_peer_refuses_the_upload_at_lock_time(cluster):
     n1 = cluster.nodes["n1"]
     assert isinstance(refusal(n1, fp, "alice"), Locked)
     assert n1.locks.held(fp) is None and n1.upload_slots._busy == {}
+
+
+def test_a_lock_round_without_a_majority_says_which_peers_did_not_grant_and_why(cluster):
+    """An operator reading the 503 learns whom to look at: one peer cut off, one refusing."""
+    fp = FilePath("alice", "lonely.txt")
+    n1 = cluster.nodes["n1"]
+    n1.quorum = Quorum(n1.peers, 3, window=60.0)
+    n1.quorum.heard("n2")
+    n1.quorum.heard("n3")  # both answered heartbeats a moment ago
+    cluster.unreachable.add("n2")
+    n3_grant = cluster.nodes["n3"].grant_lock
+
+    def stale(*args, **kwargs):
+        raise ApiError("membership epoch 1 is older than this server's (2)", status=409,
+                       code="stale_membership")
+
+    cluster.nodes["n3"].grant_lock = stale
+    err = refusal(n1, fp, "alice")
+    cluster.nodes["n3"].grant_lock = n3_grant
+    assert err.status == 503 and err.code == "no_quorum", err
+    assert "(n2: unreachable, n3: stale_membership)" in err.message, err.message
+    assert no_locks_anywhere(cluster, fp) and n1.upload_slots._busy == {}
 
 
 def test_only_the_owner_creates_a_file_and_the_refusal_gives_everything_back(cluster):

@@ -43,14 +43,16 @@ def run(scenario):
 
 
 async def until(pilot, predicate, timeout=30.0, what="the screen to show it"):
-    """Let the app run until ``predicate()`` is truthy; fail after ``timeout`` seconds."""
+    """Let the app run until ``predicate()`` is truthy; fail after ``timeout`` seconds.
+    ``what`` may be a function, called at the timeout to describe what the screen shows."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for "
+                                 f"{what() if callable(what) else what}")
         await pilot.pause(0.1)
 
 

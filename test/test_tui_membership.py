@@ -80,13 +80,17 @@ def test_administrator_adds_drains_and_removes_a_server_from_the_screen(cluster,
             await until(pilot, lambda: put(0), timeout=60, what="node4 taking writes")
             for i in range(1, FILES):
                 assert put(i)
+            # A drain asked before a majority holds epoch 2 is refused (as a sentence).
+            await until(pilot, lambda: admin.get("/api/v1/servers").json()["committed"],
+                        timeout=60, what="epoch 2 known to a majority")
             while table.cursor_key != "node4":
                 await pilot.press("down")
             await pilot.press("d")
             await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
             await pilot.press("y")
             await until(pilot, lambda: "draining" in cell(table, "node4", "status"),
-                        what="node4 draining")
+                        what=lambda: f"node4 draining: {cell(table, 'node4', 'status')!r}, "
+                                     f"{[(n.title, n.message) for n in app._notifications]}")
             await until(pilot, lambda: "Remove" in {c.title for c in app.get_system_commands(screen)},
                         what="Remove offered for a draining server")
             app.clear_notifications()
