@@ -418,6 +418,34 @@ def test_command_palette_offers_the_screens_actions_and_runs_them(tmp_path):
     run(scenario)
 
 
+@pytest.mark.parametrize("scale", ["log", "linear"])
+def test_a_server_that_has_not_measured_its_disk_yet_is_drawn_on_either_scale(tmp_path, scale):
+    """A server just added reports no sizes yet (zero used, zero available): its plot shows
+    an empty axis rather than the app stopping on log10(0)."""
+    session = fixed_session()
+    session.admin.storage = lambda name, since=None, limit=None: [
+        {"t": (NOW - timedelta(seconds=s)).isoformat(), "used_bytes": 0, "available_bytes": 0}
+        for s in (40, 20, 0)]
+
+    async def scenario():
+        app = SecuriFileApp(session=session, config_dir=tmp_path, start="servers",
+                            poll_seconds=3600, now=lambda: NOW, tz=timezone.utc)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await until(pilot, lambda: isinstance(app.screen, ServersScreen) and app.screen)
+            await app.workers.wait_for_complete()
+            await until(pilot, lambda: screen.series and all(
+                len(s.points) == 3 for s in screen.series.values()), what="the samples")
+            plots = list(screen.query("StoragePlot"))
+            assert plots
+            for plot in plots:
+                plot.scale = scale
+                plot.replot()
+            await pilot.pause()
+            assert isinstance(app.screen, ServersScreen)
+
+    run(scenario)
+
+
 def test_users_screen_lists_every_account_page_by_page_and_drops_removed_ones(tmp_path):
     session = fixed_session()
     accounts = [{"username": f"u{i:04d}", "email": f"u{i:04d}@example.com", "admin": False,

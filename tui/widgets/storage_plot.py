@@ -167,6 +167,8 @@ class StoragePlot(PlotextPlot):
             plt.yscale("log")
             used = [max(1, u) for u in used]  # log(0): nothing stored is drawn as one byte
             avail = [max(1, a) for a in avail]
+            cap = [max(1, c) for c in cap]  # a server that has not measured its disk yet
+            top = max(cap)
             ticks = [t for t in log_byte_ticks(min(used), top, most=rows) if t <= top]
             # the top label is the capacity itself, instead of a round value just below it
             if len(ticks) > 1 and math.log10(top) - math.log10(ticks[-1]) < 0.3:
