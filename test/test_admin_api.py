@@ -512,7 +512,7 @@ def test_administrators_take_a_server_offline_and_back_online(shared, admin):
     r = admin.call("POST", "/api/v1/servers/node3/offline")
     assert r.status == 200 and r.json()["admin_state"] == "offline"
     wait_for(lambda: server_statuses(admin)["node3"] == "offline", what="node3 listed offline")
-    assert Api(shared).sees("node1", "node3", "down")
+    wait_for(lambda: Api(shared).sees("node1", "node3", "down"), what="node1 to see node3 down")
     assert server_statuses(admin)["node1"] == "running"
     assert admin.call("POST", "/api/v1/servers/node3/online").status == 200
     wait_for(lambda: server_statuses(admin) == dict.fromkeys(shared.names, "running"),
