@@ -41,7 +41,8 @@ def _why_not(peers, results):
             return "no answer in time"
         if r.unreachable:
             return "unreachable"
-        return str(r.body.get("error", {}).get("code") or r.status or r)
+        err = r.body.get("error")
+        return str((err.get("code") if isinstance(err, dict) else None) or r.status or "failed")
     return ", ".join(f"{p}: {reason(r)}" for p, r in zip(peers, results) if not isinstance(r, dict))
 
 

@@ -121,7 +121,8 @@ def test_a_lock_held_only_on_a_peer_refuses_the_upload_at_lock_time(cluster):
     assert n1.locks.held(fp) is None and n1.upload_slots._busy == {}
 
 
-def test_a_lock_round_without_a_majority_says_which_peers_did_not_grant_and_why(cluster):
+def test_a_lock_round_without_a_majority_says_which_peers_did_not_grant_and_why(cluster,
+                                                                              monkeypatch):
     """An operator reading the 503 learns whom to look at: one peer cut off, one refusing."""
     fp = FilePath("alice", "lonely.txt")
     n1 = cluster.nodes["n1"]
@@ -129,15 +130,13 @@ def test_a_lock_round_without_a_majority_says_which_peers_did_not_grant_and_why(
     n1.quorum.heard("n2")
     n1.quorum.heard("n3")  # both answered heartbeats a moment ago
     cluster.unreachable.add("n2")
-    n3_grant = cluster.nodes["n3"].grant_lock
 
     def stale(*args, **kwargs):
         raise ApiError("membership epoch 1 is older than this server's (2)", status=409,
                        code="stale_membership")
 
-    cluster.nodes["n3"].grant_lock = stale
+    monkeypatch.setattr(cluster.nodes["n3"], "grant_lock", stale)
     err = refusal(n1, fp, "alice")
-    cluster.nodes["n3"].grant_lock = n3_grant
     assert err.status == 503 and err.code == "no_quorum", err
     assert "(n2: unreachable, n3: stale_membership)" in err.message, err.message
     assert no_locks_anywhere(cluster, fp) and n1.upload_slots._busy == {}
