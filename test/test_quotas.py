@@ -79,7 +79,7 @@ def quota(cluster, admin):
     A node that saw ``user`` without a quota remembers that for ``authz_cache_seconds``
     (docs/DESIGN.md, "Quotas"): a new limit binds there only once that memory has lapsed.
     Its length is the cluster's setting, so waiting it out after the PATCH is certain, not
-    hoped for (CI found the CLI's upload in that window, 0.4 s after an unlimited write).
+    hoped for (CI found the CLI's upload inside that window after an unlimited write).
     A lifted quota needs no wait: a node asks the admin server for every limited owner."""
     touched = []
 
