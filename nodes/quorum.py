@@ -10,7 +10,10 @@ loss alone changes nothing while a strict majority of servers hear each other.
 "Hears" means: answered a heartbeat within the detection window (``misses`` intervals),
 whatever its status (a verifying or failed server still votes on locks). At start nothing
 has answered yet, so a node serves only after it has heard from, and pulled the location
-records of, a majority.
+records of, a majority. Nor does it ask the witness in its first window: a node just
+started has heard from no peer yet, then from some, and "exactly half" then means "not all
+answered yet", not a split; a lease granted for it would hold up membership changes for
+its length (the admin server refuses them while a lease is out).
 """
 import asyncio
 import logging
@@ -34,6 +37,7 @@ class Quorum:
         self._state = self.size == 1
         self.ever = self._state  # had quorum at least once since start
         self._asking = None
+        self._since = clock()  # when this node began counting its peers' answers
 
     def heard(self, name, sent=None):
         """``name`` answered a heartbeat (after its records were pulled). ``sent``: when that
@@ -71,7 +75,7 @@ class Quorum:
     def has(self):
         """True while this node may serve and coordinate writes."""
         has, detail = self._decide()
-        if not has and self.witness is not None and self.tied() and self._asking is None:
+        if not has and self._may_ask() and self._asking is None:
             # Just tied (a peer went silent): ask now rather than at the next round.
             try:
                 loop = asyncio.get_running_loop()
@@ -99,6 +103,11 @@ class Quorum:
     def tied(self):
         return 2 * len(self.reachable()) == self.size
 
+    def _may_ask(self):
+        """Tied once every peer has had a window to answer (see the module's docstring)."""
+        return (self.witness is not None and self.tied()
+                and self.clock() - self._since >= self.window)
+
     def _note(self, has, detail):
         if has != self._state:
             self._state = has
@@ -109,7 +118,7 @@ class Quorum:
 
     async def refresh(self):
         """Once per heartbeat round: ask the witness when exactly half are reachable."""
-        if self.witness is not None and self.tied():
+        if self._may_ask():
             side = self.reachable()
             asked = self.clock()
             try:

@@ -97,11 +97,42 @@ def test_exactly_half_needs_the_witness_grant():
         return 4.0
 
     q, clock, _ = quorum(2, witness)
+    clock.now += 2.0  # past the first window (below)
     assert not q.has()
     asyncio.run(q.refresh())
     assert granted == [["node1"]] and q.has() and q.enough(1)
     clock.now += 4.0 * 0.8  # the node's own lease is shorter than the witness's
     assert not q.has()
+
+
+def test_a_node_just_started_does_not_ask_the_witness_before_its_peers_could_answer():
+    """Started, it has heard from some peers only: half of them is "not all answered yet",
+    not a split, and a lease granted then would hold up membership changes (CI saw a new
+    fourth server, having heard from one peer, take one and an administrator's drain be
+    refused for it)."""
+    asked = []
+
+    async def witness(side):
+        asked.append(side)
+        return 4.0
+
+    q, clock, _ = quorum(4, witness)
+    q.heard("node2")  # two of four, within the first window
+
+    async def within_the_first_window():
+        assert not q.has()
+        await q.refresh()
+        await asyncio.sleep(0)  # what has() would have started
+    asyncio.run(within_the_first_window())
+    assert asked == []
+    clock.now += 1.9
+    q.heard("node2")
+    asyncio.run(q.refresh())
+    assert asked == []
+    clock.now += 0.1  # a whole window since the start: still half, so a real tie
+    q.heard("node2")
+    asyncio.run(q.refresh())
+    assert asked == [["node1", "node2"]] and q.has()
 
 
 def test_a_refused_or_silent_witness_gives_no_majority():
