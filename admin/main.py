@@ -26,7 +26,7 @@ import signal
 import sys
 from urllib.parse import urlsplit
 
-from securifile.common import heap
+from securifile.common import eventloop, heap
 from securifile.common.auth import Authenticator
 from securifile.common.certnames import CertLayout
 from securifile.common.config import load_config
@@ -188,7 +188,7 @@ def read_password(args):
 
 def run_command(cfg, args):
     if args.command == "serve":
-        asyncio.run(serve(cfg))
+        eventloop.run(serve(cfg), cfg.event_loop)
         return 0
     if args.command == "db":
         service = open_service(cfg, with_node_client=False)

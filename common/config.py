@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .digests import DEFAULT_ALGORITHM, check_algorithm
+from .eventloop import LOOPS
 
 ENV_PREFIX = "SECURIFILE_"
 
@@ -75,6 +76,7 @@ class Config:
     # third of this while the body arrives; a node that died holds nothing for longer).
     quota_reservation_seconds: float = 120.0
     max_body_bytes: int = 1 << 40
+    event_loop: str = "uvloop"  # or "asyncio", Python's own (common/eventloop.py)
     # What an anonymous client can make a server hold (common/limits.py): the body limit
     # before a streaming file handler raises it after authentication, and fellow servers'
     # JSON bodies; TLS handshake, idle (between requests) and small-body timeouts; open
@@ -158,6 +160,9 @@ class Config:
 
     def validate(self):
         check_algorithm(self.digest)
+        if self.event_loop not in LOOPS:
+            raise ValueError(f"event_loop must be one of {', '.join(LOOPS)}, not "
+                             f"{self.event_loop!r}")
         names = [s.name for s in self.servers]
         if len(set(names)) != len(names):
             raise ValueError("server names must be unique")

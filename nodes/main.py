@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from tornado.ioloop import PeriodicCallback
 
-from securifile.common import heap
+from securifile.common import eventloop, heap
 from securifile.common.admin_urls import AdminURLs
 from securifile.common.auth import Authenticator
 from securifile.common.certnames import CertLayout
@@ -275,7 +275,7 @@ def main(argv=None):
     cfg = load_config(args.config, overrides={"tls": args.tls})
     setup_logging(args.log_level, f"node {args.name}", cfg.tls)
     try:
-        asyncio.run(serve(cfg, args.name, args.deep))
+        eventloop.run(serve(cfg, args.name, args.deep), cfg.event_loop)
     except KeyError as e:
         print(f"securifile-node: {e}", file=sys.stderr)
         return 2

@@ -181,3 +181,14 @@ def test_cli_against_the_launched_cluster(launched):
     assert r.returncode == 0, r.stderr
     r = run("securifile stat alice/photos/cat.jpg", cwd, env)
     assert r.returncode != 0 and "not" in (r.stderr + r.stdout).lower()
+
+
+def test_every_server_runs_on_uvloop(launched):
+    """The nodes and the admin server run their event loop on uvloop (common/eventloop.py):
+    its library is mapped into each process."""
+    _proc, _lines, cwd, _env, _base = launched
+    cluster = json.loads((cwd / "var" / "cluster.json").read_text())
+    pids = [s["pid"] for s in cluster["servers"]] + [cluster["admin"]["pid"]]
+    for pid in pids:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert "/uvloop/" in maps, f"process {pid} has not loaded uvloop"
