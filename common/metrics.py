@@ -82,6 +82,7 @@ class RequestMetrics:
     def __init__(self, registry, transfer_route=None):
         self.transfer_route = transfer_route
         self._routes = None
+        self._series = {}  # (route, method, status) -> the four labelled series it counts in
         self.requests = Counter("securifile_http_requests", "HTTP requests answered",
                                 ["route", "method", "status"], registry=registry)
         self.duration = Histogram("securifile_http_request_duration_seconds",
@@ -113,10 +114,17 @@ class RequestMetrics:
         route, seconds = self.route(handler), request.request_time()
         # Any token parses as a method: only the ones Tornado serves become label values.
         method = request.method if request.method in handler.SUPPORTED_METHODS else "other"
-        self.requests.labels(route, method, str(status)).inc()
-        self.duration.labels(route, method).observe(seconds)
-        self.received.labels(route).inc(request_length(handler))
-        self.sent.labels(route).inc(response_length(handler))
+        series = self._series.get((route, method, status))
+        if series is None:  # routes x methods x statuses: a bounded set, looked up once each
+            series = self._series[(route, method, status)] = (
+                self.requests.labels(route, method, str(status)),
+                self.duration.labels(route, method), self.received.labels(route),
+                self.sent.labels(route))
+        requests, duration, received, sent = series
+        requests.inc()
+        duration.observe(seconds)
+        received.inc(request_length(handler))
+        sent.inc(response_length(handler))
         if route != self.transfer_route:
             return
         if method == "PUT" and status in (200, 201):

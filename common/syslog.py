@@ -6,6 +6,7 @@ these messages over TCP or TLS; the admin server's receiver parses them with ``p
 """
 import datetime
 import enum
+import functools
 import re
 from typing import NamedTuple
 
@@ -74,6 +75,7 @@ def format_timestamp(ts):
     return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond:06d}Z"
 
 
+@functools.lru_cache(maxsize=256)  # a server's host, app, process and message ids: a few
 def _header_field(value, max_len):
     """A header field: PRINTUSASCII only (others become '_'), cut to length, '-' when empty."""
     if value is None:
@@ -82,6 +84,7 @@ def _header_field(value, max_len):
     return text or NILVALUE
 
 
+@functools.lru_cache(maxsize=1024)  # each message names the same handful again
 def _valid_sd_name(name):
     return (isinstance(name, str) and 0 < len(name) <= _SD_NAME_MAX
             and all("!" <= c <= "~" and c not in '=]"' for c in name))

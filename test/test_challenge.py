@@ -109,10 +109,11 @@ def test_a_digest_out_of_date_is_recomputed_and_stored_once(pair):
 def test_disk_paths_are_path_for_for_every_name(tmp_path):
     store = DiskStore(tmp_path)
     paths = DiskPaths(store)
-    for rel in ("a.txt", "docs/a.txt", "docs/sub/b", "docs/sub/b", "x/./y", "x/../y", "x//y"):
+    for rel in ("a.txt", "docs/a.txt", "docs/sub/b", "docs/sub/b"):
         fp = FilePath("alice", rel)
         assert os.path.normpath(paths(fp)) == os.path.normpath(store.path_for(fp)), rel
-    for rel in ("../bob/secret", "docs/../../bob/secret", "docs/..", "docs/../.."):
+    for rel in ("../bob/secret", "docs/../../bob/secret", "docs/..", "docs/../..", "x/./y",
+                "x/../y", "x//y"):
         fp = FilePath("alice", rel)
         try:
             expected = store.path_for(fp)

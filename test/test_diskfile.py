@@ -269,6 +269,10 @@ def test_path_for_stays_inside_the_namespace(store):
     ("alice/../bob", "secret"),
     (".", "x"),
     ("", "x"),
+    ("alice", "a/./b"),  # stays inside, but no validated name has such a part
+    ("alice", "a//b"),
+    ("alice", "/etc/passwd"),
+    ("alice", "a\0b"),
 ])
 def test_path_for_refuses_names_that_escape(store, owner, rel):
     fp = FilePath(owner, rel)  # built directly: parse_path would never let these through
