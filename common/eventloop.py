@@ -3,10 +3,11 @@
 uvloop (libuv under asyncio's interface) unless the configuration says ``asyncio``. A node's
 event loop is its bottleneck for small uploads: each one costs 50-odd callbacks and about 30
 turns of the loop, and the peer channels' TLS runs in asyncio's pure-Python SSL protocol.
-On a 3-node cluster, one client's 4 KiB uploads at r=0 took about 10% less of the origin's
-CPU on uvloop (docs/PERFORMANCE.md, "uvloop"). ``event_loop = "asyncio"`` (or
-``SECURIFILE_EVENT_LOOP=asyncio``) keeps Python's own loop, for an operator who suspects
-the loop.
+On a 3-node cluster one client's 4 KiB uploads at r=0 ran 1.07x faster on uvloop (twelve
+alternating pairs; the origin's loop spent 13% less user time) and a 1 GiB download about
+6% slower, for reasons not yet found (docs/PERFORMANCE.md, "uvloop, and three cheaper
+pieces of each request"). ``event_loop = "asyncio"`` (or ``SECURIFILE_EVENT_LOOP=asyncio``)
+keeps Python's own loop, for an operator who suspects the loop.
 """
 import asyncio
 
