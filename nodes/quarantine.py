@@ -72,8 +72,8 @@ async def quarantine_if_bad(node, fp, reason):
     if digest == record.digest:
         return False
     with node.store.changing(fp):  # a challenge answered meanwhile must not say missing
+        node.locations.forget_copy(fp)  # first, as in StorageNode._drop_local
         moved = node.store.quarantine(fp)
-        node.locations.forget_copy(fp)
     detail = (f"{reason}; the bytes hash to {digest or '(no file)'}, committed {record.digest}"
               f"; kept at {moved}" if moved else f"{reason}; the file is missing")
     log.warning("copy of %s quarantined: %s", fp.full, detail)

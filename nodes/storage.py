@@ -339,9 +339,13 @@ class StorageNode(MajorityLocking, Replication):
             log.warning("could not publish the lost copy of %s yet: %s", fp, e)
 
     def _drop_local(self, fp):
+        # The record goes first: a process killed between the two steps then leaves a file
+        # nobody recorded (a challenge finds it not held and repair sends a live file
+        # afresh; a deleted one's bytes stay until the name is written again), never a
+        # recorded copy that is gone, which a challenge calls missing and fails this node for.
         with self.store.changing(fp):  # a challenge answered meanwhile must not say missing
-            self.store.delete(fp)
             self.locations.forget_copy(fp)
+            self.store.delete(fp)
 
     # -- what peers send -------------------------------------------------------------------
 

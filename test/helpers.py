@@ -188,3 +188,18 @@ class AdminApi:
     def node_api(self, node_token=None):
         """An Api for the storage nodes with this user's bearer token."""
         return Api(self.cluster, cert=False, token=node_token or self.token)
+
+
+class Killed(BaseException):
+    """The process died here (SIGKILL): nothing after this step runs."""
+
+
+def killed_after(monkeypatch, obj, name):
+    """Make ``obj.name`` do its work, then "kill the process" (raise Killed)."""
+    real = getattr(obj, name)
+
+    def step(*args, **kwargs):
+        real(*args, **kwargs)
+        raise Killed(name)
+
+    monkeypatch.setattr(obj, name, step)

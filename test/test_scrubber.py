@@ -17,6 +17,7 @@ from securifile.nodes.locks import LockTable
 from securifile.nodes.quarantine import quarantine_if_bad
 from securifile.nodes.scrubber import CURSOR, Pace, Scrubber
 
+from .helpers import Killed, killed_after
 from .test_diskfile import HeldSync, until
 
 
@@ -304,3 +305,18 @@ def test_a_scrub_gives_a_copy_without_read_checksums_its_checksums(node):
     sums = unpack(node.locations.chunk_sums(good, stat_key(path)), len(data))
     assert list(sums) == [crc32c(data[i:i + CHUNK]) for i in range(0, len(data), CHUNK)]
     assert node.locations.copy_record(bad) is None and node.quarantined == 1  # none for it
+
+
+@pytest.mark.parametrize("step", ["quarantine", "forget_copy"])
+def test_a_quarantine_cut_short_by_a_kill_never_leaves_a_recorded_copy_gone(node, monkeypatch,
+                                                                             step):
+    """Moving a bad copy aside and forgetting its record are two steps; a node killed
+    between them must not keep the record of a copy no longer at its name, which its peers'
+    challenge would call missing (a failed node) rather than stale (a copy to repair)."""
+    fp = node.put("docs/rotten.bin", os.urandom(5000))
+    path = node.store.path_for(fp)
+    path.write_bytes(os.urandom(5000))  # rot
+    killed_after(monkeypatch, node.store if step == "quarantine" else node.locations, step)
+    with pytest.raises(Killed):
+        asyncio.run(quarantine_if_bad(node, fp, "a read"))
+    assert node.locations.copy_record(fp) is None or path.is_file()

@@ -14,6 +14,7 @@ from securifile.nodes.quorum import Quorum
 from securifile.nodes.upload import Redirect, Stored, Upload
 from securifile.nodes.upload_limits import TooManyUploads
 
+from .helpers import Killed, killed_after
 from .memory_cluster import MemoryCluster
 
 
@@ -353,3 +354,19 @@ def test_an_origin_whose_commit_fails_after_the_copies_went_out_publishes_nothin
     run(scenario())
     assert all(node.locations.get(fp) is None for node in cluster.nodes.values())
     assert no_locks_anywhere(cluster, fp)
+
+
+@pytest.mark.parametrize("step", ["delete", "forget_copy"])
+def test_a_copy_dropped_when_the_node_dies_half_way_is_never_recorded_and_gone(
+        cluster, monkeypatch, step):
+    """Dropping a copy (a tombstone, a lost copy, a leftover) removes the file and its copy
+    record; killed between the two, the node must not keep the record of a file that is
+    gone: its peers' challenge would call that copy missing and fail a healthy node."""
+    n1 = cluster.nodes["n1"]
+    fp = FilePath("alice", "docs/dropped.txt")
+    run(upload(n1, fp, "alice", b"to be dropped"))
+    assert n1.locations.copy_record(fp) is not None
+    killed_after(monkeypatch, n1.store if step == "delete" else n1.locations, step)
+    with pytest.raises(Killed):
+        n1._drop_local(fp)
+    assert n1.locations.copy_record(fp) is None or n1.store.path_for(fp).is_file()
