@@ -46,6 +46,7 @@ class DigestMismatch(ApiError):
 
 _NOT_A_NAME = frozenset(("", ".", ".."))  # path parts path_for refuses
 
+
 class DiskStore:
     """The files of one node under one root directory."""
 
