@@ -211,7 +211,9 @@ def _answer_one(paths, record, fp, algorithm, nonce, ranges, deep, rehashed, uns
     changing = {"owner": fp.owner, "path": fp.rel, "changing": "a change of this file is under way"}
     out = {"owner": fp.owner, "path": fp.rel, "version": None, "digest": None, "mac": None}
     if record is None:  # no copy ever recorded here (or one forgotten, as a quarantined copy is)
-        return dict(out, held=False)
+        # ... unless one is being renamed in or dropped right now: a drop forgets the record
+        # before it removes the file (StorageNode._drop_local).
+        return changing if unsettled(fp, record) else dict(out, held=False)
     refusal = ("unknown digest algorithm" if algorithm not in ALGORITHMS
                else ranges_refusal(ranges))
     if refusal is not None:

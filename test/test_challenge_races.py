@@ -110,23 +110,23 @@ def test_a_copy_is_recorded_before_the_mark_of_its_change_is_lifted(cluster):
     assert after["files"][0]["version"] == 2 and after["files"][0]["digest"] == sha(NEW)
 
 
-def test_a_copy_removed_before_its_record_is_forgotten_is_not_missing(cluster):
-    """A tombstone drops the copy, then forgets its record: an answer in between would say the
-    recorded copy is missing, which fails a node."""
+def test_a_copy_dropped_between_its_record_and_its_file_is_not_missing(cluster):
+    """A tombstone forgets the copy's record, then removes the file: an answer in between
+    must say the copy is changing, neither missing (a failed node) nor not held."""
     fp = cluster.place("alice", "landing.bin", ["n1", "n2"], data=OLD)
     n2 = cluster.nodes["n2"]
     challenge = challenge_of(cluster, fp)
     answers = []
-    forget = n2.locations.forget_copy
+    delete = n2.store.delete
 
-    def answered_then_forgotten(fp):
+    def answered_then_deleted(fp):
         answers.append(answer_challenge(n2.store, n2.locations, challenge, False, "n1",
                                         busy=partial(write_under_way, n2)))
-        return forget(fp)
+        return delete(fp)
 
-    n2.locations.forget_copy = answered_then_forgotten
+    n2.store.delete = answered_then_deleted
     n2.delete_copy(fp, 2)
-    assert not n2.store.exists(fp)
+    assert not n2.store.exists(fp) and n2.locations.copy_record(fp) is None
     assert answers and answers[0]["files"][0].get("changing"), answers
     assert verdict(cluster, challenge, answers[0]) == CHANGING
 
