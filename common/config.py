@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .digests import DEFAULT_ALGORITHM, check_algorithm
-from .eventloop import LOOPS
+from .eventloop import check as check_event_loop
 
 ENV_PREFIX = "SECURIFILE_"
 
@@ -160,9 +160,7 @@ class Config:
 
     def validate(self):
         check_algorithm(self.digest)
-        if self.event_loop not in LOOPS:
-            raise ValueError(f"event_loop must be one of {', '.join(LOOPS)}, not "
-                             f"{self.event_loop!r}")
+        check_event_loop(self.event_loop)
         names = [s.name for s in self.servers]
         if len(set(names)) != len(names):
             raise ValueError("server names must be unique")

@@ -14,10 +14,15 @@ import asyncio
 LOOPS = ("uvloop", "asyncio")
 
 
-def run(main, event_loop="uvloop"):
-    """Run the coroutine ``main`` to its end on a new loop of the kind named."""
+def check(event_loop):
+    """ValueError unless ``event_loop`` names a loop this module runs."""
     if event_loop not in LOOPS:
         raise ValueError(f"event_loop must be one of {', '.join(LOOPS)}, not {event_loop!r}")
+
+
+def run(main, event_loop="uvloop"):
+    """Run the coroutine ``main`` to its end on a new loop of the kind named."""
+    check(event_loop)
     factory = None
     if event_loop == "uvloop":
         import uvloop
