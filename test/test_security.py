@@ -571,7 +571,8 @@ def test_the_tui_changes_the_password_and_shows_the_servers_reason(tmp_path):
         app = PasswordApp()
         async with app.run_test(size=(80, 24)) as pilot:
             screen = await until(pilot, lambda: isinstance(app.screen, PasswordScreen)
-                                 and app.screen, what="the password screen")
+                                 and app.screen.query("#current") and app.screen,
+                                 what="the password screen")
             screen.query_one("#current").value = "not my password"
             screen.query_one("#new").value = NEW_PASSWORD
             screen.query_one("#again").value = NEW_PASSWORD + "x"

@@ -343,7 +343,9 @@ def test_administrator_adds_and_removes_a_user_from_the_screen(cluster, tmp_path
             await type_into(pilot, "#add-username", "emil")
             await type_into(pilot, "#add-email", "emil@example.com")
             await pilot.click("#add")
-            shown = await until(pilot, lambda: isinstance(app.screen, MessageScreen) and app.screen,
+            # A pushed screen composes after it becomes app.screen: wait for its body too.
+            shown = await until(pilot, lambda: isinstance(app.screen, MessageScreen)
+                                and app.screen.query("#message-body") and app.screen,
                                 what="the enrolment note")
             assert "enrolment code was e-mailed" in str(shown.query_one("#message-body").render())
 

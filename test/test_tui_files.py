@@ -183,7 +183,8 @@ def test_share_a_folder_with_bob_then_revoke(cluster, tmp_path):
                         what="the uploaded folder")
             await highlight(pilot, screen, "d:alice/docs/")
             await pilot.press("s")
-            await until(pilot, lambda: isinstance(app.screen, SharingScreen), what="sharing")
+            await until(pilot, lambda: isinstance(app.screen, SharingScreen)
+                        and app.screen.query("#grant-user"), what="sharing")
             sharing = app.screen
             users = sharing.query_one("#grant-user", Select)
             await until(pilot, lambda: sharing._loaded, what="the grants")
