@@ -48,6 +48,14 @@ class NodeMetrics:
 
     def _instrument(self, node):
         peers = node.peers
+        # Every series at zero from the start, so that a query or alert on one finds it
+        # before the first miss or challenge (peers added later appear with their first).
+        for peer in peers.names:
+            self.heartbeat_misses.labels(peer)
+            for outcome in ("passed", "failed", "undecided", "abandoned"):
+                self.challenges.labels(peer, outcome)
+        for outcome in ("passed", "failed"):
+            self.verdicts.labels(outcome)
         listen(peers, "record_miss",
                lambda _r, args, _s: self.heartbeat_misses.labels(args[0]).inc())
         listen(peers, "challenge_done", lambda _r, args, _s: self.challenges.labels(
