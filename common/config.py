@@ -67,6 +67,9 @@ class Config:
     scrub_bytes_per_second: float = 10e6
     scrub_files_per_second: float = 50.0
     scrub_interval: float = 300.0
+    # After each complete pass, files no copy record names (a removal cut short by a kill)
+    # are removed once unmodified this many seconds.
+    orphan_grace: float = 3600.0
     verify_reads: bool = True
     capacity_bytes: int = 0  # 0: the free space of the data directory's file system
     # Free space of the data directory's file system that no upload or copy may take, so a
@@ -174,8 +177,9 @@ class Config:
             raise ValueError("repair_after must be >= 0, repair_interval > 0, repair_batch >= 1")
         if self.heartbeat_interval <= 0 or self.heartbeat_misses < 1:
             raise ValueError("heartbeat interval must be positive and misses at least 1")
-        if self.scrub_files_per_second < 0 or self.scrub_interval < 0:
-            raise ValueError("scrub_files_per_second and scrub_interval cannot be negative")
+        if self.scrub_files_per_second < 0 or self.scrub_interval < 0 or self.orphan_grace < 0:
+            raise ValueError("scrub_files_per_second, scrub_interval and orphan_grace cannot "
+                             "be negative")
         if min(self.max_json_body_bytes, self.max_peer_body_bytes, self.max_connections) < 1 \
                 or min(self.handshake_timeout, self.idle_timeout, self.body_timeout) <= 0:
             raise ValueError("body limits, connection limit and timeouts must be positive")

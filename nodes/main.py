@@ -163,7 +163,8 @@ def build_node(cfg, name, deep=False):
     if cfg.scrub_files_per_second > 0:
         node.scrubber = Scrubber(node, cfg.scrub_bytes_per_second, cfg.scrub_files_per_second,
                                  cfg.scrub_interval,
-                                 may_run=lambda: node.peers.self_status == RUNNING)
+                                 may_run=lambda: node.peers.self_status == RUNNING,
+                                 orphan_grace=cfg.orphan_grace)
     return NodeParts(app, node, heartbeat, server_ctx, me, reporter, authenticator)
 
 

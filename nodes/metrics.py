@@ -146,3 +146,6 @@ class NodeStateCollector:
             for result in ("checked", "bad", "errors"):
                 family.add_metric([result], getattr(scrubber.totals, result))
             yield family
+            yield CounterMetricFamily("securifile_orphan_files_removed",
+                                      "Files no copy record named, removed after a scrub pass",
+                                      value=scrubber.totals.orphans)

@@ -5,7 +5,8 @@ auditor does the same). The scan goes through the copies table in slices of abou
 of work, from a cursor saved in the location map, so a restart goes on where it stopped;
 the hashing runs in a thread, paced by bytes per second and files per second. A copy whose
 bytes do not hash to its committed digest is quarantined and published stale
-(``quarantine``); one bad item is logged and counted, never fatal to the loop.
+(``quarantine``); one bad item is logged and counted, never fatal to the loop. After each
+complete pass, files that no copy record names are swept away (``orphans``).
 
 It scrubs only while the node is running: a node just back is judged by its peers'
 challenges first, and a copy damaged while it was away must fail it, not quietly vanish.
@@ -19,6 +20,7 @@ from securifile.common.paths import FilePath
 
 from .challenge import stat_key_of
 from .chunksums import ChunkSums
+from .orphans import sweep_orphans
 from .quarantine import hash_open_file, quarantine_if_bad
 
 log = logging.getLogger("securifile.scrubber")
@@ -46,6 +48,7 @@ class ScrubReport:
     checked: int = 0
     bad: int = 0
     errors: int = 0
+    orphans: int = 0  # files no copy record named, removed after a complete pass
     wrapped: bool = False  # the slice reached the last copy: a pass is complete
 
 
@@ -55,8 +58,11 @@ class _Stopped(Exception):
 
 class Scrubber:
     def __init__(self, node, bytes_per_second, files_per_second, interval, clock=time.monotonic,
-                 sleep=asyncio.sleep, thread_sleep=time.sleep, may_run=lambda: True):
+                 sleep=asyncio.sleep, thread_sleep=time.sleep, may_run=lambda: True,
+                 orphan_grace=None, wall_clock=time.time):
         self.node = node
+        self.orphan_grace = orphan_grace  # None: no sweep of unnamed files
+        self.wall_clock = wall_clock  # file times are wall-clock times
         self.may_run = may_run  # False while the node is not running: nothing is scrubbed
         self.bytes_per_second = bytes_per_second
         self.files_per_second = files_per_second
@@ -143,12 +149,27 @@ class Scrubber:
             except Exception:
                 log.exception("scrub slice failed")
                 report = None
+            if report is not None and report.wrapped:
+                await self.sweep()
             if report is None or report.wrapped:
                 await self.sleep(self.interval)
             elif not self.may_run():
                 await self.sleep(min(self.interval, 1.0))  # until the node runs again
             else:
                 await self.sleep(0)
+
+    async def sweep(self):
+        """Remove the files no copy record names (``orphans``), while the node runs."""
+        if self.orphan_grace is None or not self.may_run():
+            return 0
+        try:
+            removed = await sweep_orphans(self.node, self.orphan_grace, self.wall_clock,
+                                          stopping=lambda: self._stopping or not self.may_run())
+        except Exception:
+            log.exception("the sweep of unnamed files failed")
+            return 0
+        self.totals.orphans += removed
+        return removed
 
     def start(self):
         self._task = asyncio.ensure_future(self.run_forever())

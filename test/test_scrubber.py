@@ -2,6 +2,8 @@
 import asyncio
 import hashlib
 import os
+import time
+from dataclasses import replace
 
 import pytest
 
@@ -14,6 +16,7 @@ from securifile.nodes.download import CopyCorrupt, verified
 from securifile.common.durable import FolderSyncer
 from securifile.nodes.locationmap import Location, LocationMap
 from securifile.nodes.locks import LockTable
+from securifile.nodes.orphans import sweep_orphans
 from securifile.nodes.quarantine import quarantine_if_bad
 from securifile.nodes.scrubber import CURSOR, Pace, Scrubber
 
@@ -320,3 +323,67 @@ def test_a_quarantine_cut_short_by_a_kill_never_leaves_a_recorded_copy_gone(node
     with pytest.raises(Killed):
         asyncio.run(quarantine_if_bad(node, fp, "a read"))
     assert node.locations.copy_record(fp) is None or path.is_file()
+
+
+def _aged(node, fp, seconds):
+    path = node.store.path_for(fp)
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+    return path
+
+
+def _relocated(node, fp, **change):
+    """The file's record one version on, with ``change`` (a tombstone, other holders)."""
+    loc = node.locations.get(fp)
+    assert node.locations.apply(replace(loc, version=loc.version + 1, **change))
+
+
+def test_the_sweep_removes_only_old_unrecorded_files_that_no_live_record_keeps_here(node):
+    """Files with no copy record whose file is deleted, held elsewhere, or stale here (a
+    removal cut short by a kill) are swept. Not: a recorded copy; a file younger than the
+    grace; one a commit is renaming in (between its rename and its record); one whose lock
+    is held here; and one a live record names this node a current holder of (a commit
+    killed before its record, a lost map: maybe the file's last bytes)."""
+    kept = node.put("docs/kept.bin", b"recorded")
+    deleted, elsewhere, stale = (node.put(f"old/deep/{n}.bin", n.encode())
+                                 for n in ("deleted", "elsewhere", "stale"))
+    young, renaming, locked, held = (node.put(f"docs/{n}.bin", n.encode())
+                                     for n in ("young", "renaming", "locked", "held"))
+    unrecorded = [deleted, elsewhere, stale, young, renaming, locked, held]
+    for fp in unrecorded:
+        node.locations.forget_copy(fp)
+    for fp in unrecorded + [kept]:
+        _aged(node, fp, 120)
+    _aged(node, young, 10)
+    _relocated(node, deleted, deleted=True)
+    _relocated(node, elsewhere, origin="n2")
+    _relocated(node, stale, stale=["n1"])
+    node.locks.acquire(locked, "bob", "n2", "token", 30.0)
+    with node.store.changing(renaming):
+        removed = asyncio.run(sweep_orphans(node, grace=60))
+    assert removed == 3
+    assert not (node.store.files_dir / "alice" / "old").exists()  # emptied folders go too
+    for fp in (kept, young, renaming, locked, held):
+        assert node.store.path_for(fp).is_file(), fp
+    assert node.locations.copy_record(kept) is not None
+
+
+def test_a_complete_scrub_pass_sweeps_and_counts_but_not_while_the_node_is_not_running(node):
+    kept = node.put("docs/kept.bin", b"recorded")
+    orphan = node.put("docs/orphan.bin", b"left behind")
+    node.locations.forget_copy(orphan)
+    _relocated(node, orphan, deleted=True)
+    running = [False]
+    s = Scrubber(node, 1e9, 1000.0, 60.0, sleep=lambda seconds: stop_at(s, seconds),
+                 may_run=lambda: running[0], orphan_grace=0)
+    assert asyncio.run(s.sweep()) == 0 and node.store.path_for(orphan).is_file()
+    running[0] = True
+    asyncio.run(s.run_forever())  # one pass, the sweep, then the pause: stopped there
+    assert not node.store.path_for(orphan).exists() and s.totals.orphans == 1
+    assert node.store.path_for(kept).is_file() and s.totals.checked == 1
+
+
+async def stop_at(scrubber, seconds):
+    """The scrubber's sleep, stopping it at the pause after a complete pass."""
+    if seconds == scrubber.interval:
+        scrubber._stopping = True

@@ -2,6 +2,7 @@
 goes, 423 while a file is locked, who may create a file, room checks, and a whole upload
 through the majority lock to its replica. No processes: each test takes milliseconds."""
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -11,6 +12,7 @@ from securifile.nodes.diskfile import InsufficientStorage
 from securifile.nodes.metrics import NodeMetrics
 from securifile.nodes.observed import listen
 from securifile.nodes.quorum import Quorum
+from securifile.nodes.orphans import sweep_orphans
 from securifile.nodes.upload import Redirect, Stored, Upload
 from securifile.nodes.upload_limits import TooManyUploads
 
@@ -370,3 +372,11 @@ def test_a_copy_dropped_when_the_node_dies_half_way_is_never_recorded_and_gone(
     with pytest.raises(Killed):
         n1._drop_local(fp)
     assert n1.locations.copy_record(fp) is None or n1.store.path_for(fp).is_file()
+    # Dropped for a tombstone, say: what the kill left, a file with no copy record, goes
+    # with the sweep after a scrub pass.
+    monkeypatch.undo()
+    loc = n1.locations.get(fp)
+    n1.locations.apply(dataclasses.replace(loc, version=loc.version + 1, deleted=True))
+    run(sweep_orphans(n1, grace=0))
+    assert n1.locations.copy_record(fp) is None and not n1.store.path_for(fp).exists()
+    assert not (n1.store.files_dir / "alice" / "docs").exists()  # and the folder it empties
