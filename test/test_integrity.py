@@ -133,3 +133,27 @@ def test_rot_that_leaves_the_file_times_alone_breaks_a_read_off_at_the_checksums
     assert len(wait_for(lambda: quarantined(cluster, first), VERIFY, what="the quarantine")) == 1
     served_by, r = api.follow(first, "GET", PATH)
     assert (served_by, r.status) == (second, 200) and r.body == DATA
+
+
+def test_bytes_a_cut_short_removal_left_are_swept_after_a_scrub_pass(make_cluster):
+    """A node forgets a copy before it removes the file; killed between the two, it keeps
+    bytes no copy record names. The scrubber's sweep after a complete pass removes them
+    (here at once: ``orphan_grace = 0``), and nothing a record names."""
+    cluster = settled(make_cluster, servers=3, replicas=1, scrub_interval=0.2, orphan_grace=0)
+    api = Api(cluster)
+    kept = "alice/rot/kept.bin"
+    origin, replica = holders_of(put_ok(api, "node1", PATH, DATA))
+    put_ok(api, "node1", kept, b"kept")
+    assert api.follow("node1", "DELETE", PATH)[1].status == 204
+    for node in (origin, replica):
+        wait_for(lambda: not copy_on_disk(cluster, node, PATH).exists(), VERIFY,
+                 what=f"{node} dropping its copy")
+    # What a kill between forgetting the copy and removing the file would have left:
+    left = copy_on_disk(cluster, replica, PATH)
+    left.parent.mkdir(parents=True, exist_ok=True)
+    left.write_bytes(DATA)
+    wait_for(lambda: not left.exists(), VERIFY, what="the sweep of the unnamed file")
+    for node in cluster.names:
+        served_by, r = api.follow(node, "GET", kept)
+        assert r.status == 200 and r.body == b"kept"
+    assert api.follow("node1", "GET", PATH)[1].status == 404
