@@ -8,7 +8,9 @@ finds leftovers: a walk of the disk, each file checked against the records. The 
 a thread; each file is judged and removed on the event loop, where no commit interleaves,
 and only when no write of it is under way (an upload renames its file in before it records
 the copy), it has not been modified for ``grace`` seconds, and the file is deleted, or this
-node no holder of it or a stale one.
+node no holder of it or a stale one. The thread also drops the files that have a copy record
+(one query per batch), so the event loop judges only the few candidates, never a whole
+batch in one stretch.
 """
 import asyncio
 import logging
@@ -45,6 +47,16 @@ def _walk(files_dir):
         yield batch
 
 
+def _next_candidates(batches, locations):
+    """In the walking thread: the next batch's files without a copy record (None: done)."""
+    batch = next(batches, None)
+    if batch is None:
+        return None
+    fps = [FilePath(owner, rel) for owner, rel in batch]
+    held = locations.copy_records(fps)
+    return [fp for fp in fps if (fp.owner, fp.rel) not in held]
+
+
 def _is_orphan(node, fp, now, grace):
     """Judged on the event loop: no copy record, no write under way, old enough, and no live
     record naming this node a current holder: such bytes (a commit killed before its record,
@@ -65,16 +77,17 @@ async def sweep_orphans(node, grace, clock=time.time, stopping=lambda: False):
     """Remove the files no copy record names (see the module's docstring); how many."""
     batches = _walk(node.store.files_dir)
     removed = 0
-    while not stopping():
-        batch = await asyncio.to_thread(next, batches, None)
-        if batch is None:
-            break
-        now = clock()
-        for owner, rel in batch:
-            fp = FilePath(owner, rel)
-            if _is_orphan(node, fp, now, grace) and node.store.delete(fp):
-                removed += 1
-                log.warning("removed %s: no copy record names it (left by an interrupted "
-                            "removal)", fp.full)
-    batches.close()
+    try:
+        while not stopping():
+            candidates = await asyncio.to_thread(_next_candidates, batches, node.locations)
+            if candidates is None:
+                break
+            now = clock()
+            for fp in candidates:
+                if _is_orphan(node, fp, now, grace) and node.store.delete(fp):
+                    removed += 1
+                    log.warning("removed %s: no copy record names it (left by an "
+                                "interrupted removal)", fp.full)
+    finally:
+        batches.close()
     return removed
