@@ -517,14 +517,20 @@ def test_administrators_take_a_server_offline_and_back_online(shared, admin):
     assert admin.call("POST", "/api/v1/servers/node3/online").status == 200
     wait_for(lambda: server_statuses(admin) == dict.fromkeys(shared.names, "running"),
              what="node3 running again")
-    changes = admin.get("/api/v1/servers/node3/history").json()["history"]
-    cluster_changes = [c["new"] for c in changes if c["observer"] == "cluster"]
-    # Newest first: running again, after being verified on its return, after down. The
-    # cluster's view follows the latest report of each node, so a node that verified it and
-    # reported first may show it running before the other's "verifying" comes in.
-    since_down = cluster_changes[:cluster_changes.index("down")]
-    assert since_down[0] == "running" and "verifying" in since_down, cluster_changes
-    assert set(since_down) <= {"running", "verifying"}, cluster_changes
+    def since_down(observer):
+        """``observer``'s views of node3 since it last saw it down, newest first."""
+        changes = admin.get("/api/v1/servers/node3/history").json()["history"]
+        views = [c["new"] for c in changes if c["observer"] == observer]
+        return views[:views.index("down")] if "down" in views else None
+
+    # node1 reports each change it sees: node3 verified on its return, then running.
+    seen = wait_for(lambda: (since_down("node1") or [None])[0] == "running"
+                    and since_down("node1"), what="node1's report of node3 running again")
+    assert "verifying" in seen and set(seen) <= {"running", "verifying"}, seen
+    # The cluster's view is judged from the latest report of each node: a verification
+    # that both peers finished within one report can go from down to running at once.
+    cluster = since_down("cluster")
+    assert cluster[0] == "running" and set(cluster) <= {"running", "verifying"}, cluster
 
 
 # -- the core flow on PostgreSQL -----------------------------------------------------------
