@@ -6,7 +6,6 @@ one without TLS.
 """
 import email
 import json
-import os
 import re
 import stat
 import threading
