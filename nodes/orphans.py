@@ -89,5 +89,8 @@ async def sweep_orphans(node, grace, clock=time.time, stopping=lambda: False):
                     log.warning("removed %s: no copy record names it (left by an "
                                 "interrupted removal)", fp.full)
     finally:
-        batches.close()
+        try:
+            batches.close()
+        except ValueError:  # cancelled while the thread walks: the walk ends with its batch
+            pass
     return removed

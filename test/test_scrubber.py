@@ -2,6 +2,7 @@
 import asyncio
 import hashlib
 import os
+import threading
 import time
 from dataclasses import replace
 
@@ -15,6 +16,7 @@ from securifile.nodes.diskfile import DiskStore
 from securifile.nodes.download import CopyCorrupt, verified
 from securifile.common.durable import FolderSyncer
 from securifile.nodes.locationmap import Location, LocationMap
+from securifile.nodes import orphans
 from securifile.nodes.locks import LockTable
 from securifile.nodes.orphans import sweep_orphans
 from securifile.nodes.quarantine import quarantine_if_bad
@@ -387,3 +389,28 @@ async def stop_at(scrubber, seconds):
     """The scrubber's sleep, stopping it at the pause after a complete pass."""
     if seconds == scrubber.interval:
         scrubber._stopping = True
+
+
+def test_a_sweep_cancelled_while_its_thread_walks_ends_cancelled(node, monkeypatch):
+    """A node stopping cancels the scrubber mid-walk: the walking thread is still inside the
+    walk, and the sweep must end as cancelled, not fail closing the walk under the thread."""
+    walking, release = threading.Event(), threading.Event()
+
+    def slow_walk(files_dir):
+        walking.set()
+        release.wait(10)
+        yield []
+
+    monkeypatch.setattr(orphans, "_walk", slow_walk)
+
+    async def scenario():
+        task = asyncio.ensure_future(sweep_orphans(node, grace=0))
+        await asyncio.to_thread(walking.wait, 10)
+        task.cancel()
+        try:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            release.set()
+
+    asyncio.run(scenario())
