@@ -3,7 +3,6 @@
 Every test takes ``sessions`` (a fresh, upgraded schema on each backend): migrations,
 accounts and login, the file catalogue fed by node reports, and server status aggregation.
 """
-import statistics
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -331,7 +330,9 @@ def test_unknown_user_costs_one_bcrypt_check_like_a_known_one(sessions, monkeypa
         unknown.append(duration("nobody", f"10.1.0.{i}"))
         known.append(duration("bob", f"10.2.0.{i}"))
     assert checked == [accounts._dummy_hash, stored.encode()] * 5
-    ratio = statistics.median(unknown) / statistics.median(known)
+    # The fastest of each: what the check itself costs (a busy machine only adds to it, and
+    # the medians of five can each land on a different burst of load).
+    ratio = min(unknown) / min(known)
     assert 0.5 < ratio < 2.0, (unknown, known)
 
 
