@@ -13,6 +13,7 @@ import concurrent.futures
 import errno
 import os
 import shutil
+import stat
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -198,14 +199,21 @@ class DiskStore:
         return self._used
 
     def _count_used(self):
-        total = 0
+        return sum(st.st_size for _owner, _rel, st in self.stored_files())
+
+    def stored_files(self):
+        """(owner, rel, lstat) of every regular file in the owners' folders, from a walk of
+        the disk (for a thread: no record is read)."""
         for dirpath, _dirs, files in os.walk(self.files_dir):
             for name in files:
+                path = os.path.join(dirpath, name)
                 try:
-                    total += os.lstat(os.path.join(dirpath, name)).st_size
+                    st = os.lstat(path)
                 except FileNotFoundError:
-                    pass
-        return total
+                    continue
+                parts = os.path.relpath(path, self.files_dir).split(os.sep)
+                if stat.S_ISREG(st.st_mode) and len(parts) > 1:  # none is right in files_dir
+                    yield parts[0], "/".join(parts[1:]), st
 
     def usage(self):
         """(used, available) bytes; with a capacity set, available is what is left of it."""

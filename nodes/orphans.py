@@ -15,7 +15,6 @@ batch in one stretch.
 import asyncio
 import logging
 import os
-import stat
 import time
 
 from securifile.common.errors import ApiError
@@ -27,22 +26,14 @@ log = logging.getLogger("securifile.orphans")
 BATCH = 500  # files walked per hand-off from the walking thread
 
 
-def _walk(files_dir):
-    """Batches of (owner, rel) of the regular files in the owners' folders."""
+def _walk(store):
+    """Batches of (owner, rel) of the files on the store's disk."""
     batch = []
-    for top, _dirs, names in os.walk(files_dir):
-        for name in names:
-            path = os.path.join(top, name)
-            parts = os.path.relpath(path, files_dir).split(os.sep)
-            try:
-                regular = stat.S_ISREG(os.lstat(path).st_mode)
-            except FileNotFoundError:
-                continue
-            if regular and len(parts) > 1:  # a file right in files_dir is no owner's file
-                batch.append((parts[0], "/".join(parts[1:])))
-                if len(batch) >= BATCH:
-                    yield batch
-                    batch = []
+    for owner, rel, _st in store.stored_files():
+        batch.append((owner, rel))
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
     if batch:
         yield batch
 
@@ -75,7 +66,7 @@ def _is_orphan(node, fp, now, grace):
 
 async def sweep_orphans(node, grace, clock=time.time, stopping=lambda: False):
     """Remove the files no copy record names (see the module's docstring); how many."""
-    batches = _walk(node.store.files_dir)
+    batches = _walk(node.store)
     removed = 0
     try:
         while not stopping():

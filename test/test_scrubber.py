@@ -396,7 +396,7 @@ def test_a_sweep_cancelled_while_its_thread_walks_ends_cancelled(node, monkeypat
     walk, and the sweep must end as cancelled, not fail closing the walk under the thread."""
     walking, release = threading.Event(), threading.Event()
 
-    def slow_walk(files_dir):
+    def slow_walk(store):
         walking.set()
         release.wait(10)
         yield []
