@@ -22,6 +22,7 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import SSLIOStream, StreamClosedError
 
 from .config import Config
+from .direct_bodies import read_bodies_in_place
 from .errors import error_body
 from .whole_reads import read_whole
 
@@ -132,6 +133,7 @@ class LimitedHTTPServer(HTTPServer):
         self.gate.closed()
 
     def start_request(self, server_conn, request_conn):
+        read_bodies_in_place(request_conn)
         return _BodyGuard(self, super().start_request(server_conn, request_conn), request_conn)
 
     def body_limit(self, start_line, headers, conn):
@@ -185,6 +187,14 @@ class _BodyGuard(httputil.HTTPMessageDelegate):
             except StreamClosedError:
                 return
         await linger_close(stream)
+
+    def body_sink(self):
+        """The streaming handler's sink for a body read in place (``direct_bodies``), if
+        it offers one. The handler sits behind Tornado's router (its ``delegate`` once the
+        request is routed) in tornado.web's delegate (its ``handler`` once it streams)."""
+        routed = getattr(self.inner, "delegate", None)
+        offer = getattr(getattr(routed, "handler", None), "body_sink", None)
+        return offer() if offer is not None else None
 
     def data_received(self, chunk):
         return self.inner.data_received(chunk)

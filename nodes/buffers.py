@@ -52,25 +52,23 @@ class Gather:
                 self._pieces.append(chunk)
                 self.filled += len(chunk)
                 return
-            self._buffer = self._next_buffer()
-            pieces, self._pieces, self.filled = self._pieces, [], 0
-            for piece in pieces:  # less than SMALL in all: they fit
-                self._copy(piece)
+            self._start_buffer()
         self._copy(chunk)
+
+    def _start_buffer(self):
+        """The first buffer, holding the pieces kept so far (less than SMALL: they fit)."""
+        self._buffer = self._next_buffer()
+        pieces, self._pieces, self.filled = self._pieces, [], 0
+        for piece in pieces:
+            self._copy(piece)
 
     def _copy(self, chunk):
         view = memoryview(chunk)
         while view:
             n = min(len(view), self.capacity - self.filled)
             self._buffer[self.filled:self.filled + n] = view[:n]
-            self.filled += n
             view = view[n:]
-            if self.filled == self.capacity:
-                self.filled = 0
-                full = self._buffer
-                if len(self._pool) > 1:
-                    self._buffer = self._next_buffer()
-                self.put(full)
+            self.took(n)
 
     def _next_buffer(self):
         turn = self._turn
@@ -79,6 +77,23 @@ class Gather:
             self._pool[turn] = memoryview(mmap.mmap(-1, self.capacity) if self.aligned
                                           else bytearray(self.capacity))
         return self._pool[turn]
+
+    def space(self):
+        """The free part of the current buffer, for a reader to fill in place (then
+        ``took``): a body read straight into it is never copied on the event loop."""
+        if self._buffer is None:
+            self._start_buffer()
+        return self._buffer[self.filled:]
+
+    def took(self, n):
+        """``n`` bytes were written into the view ``space`` gave."""
+        self.filled += n
+        if self.filled == self.capacity:
+            self.filled = 0
+            full = self._buffer
+            if len(self._pool) > 1:
+                self._buffer = self._next_buffer()
+            self.put(full)
 
     def drain(self):
         """Put what is gathered (the end of the body, or before a pause)."""

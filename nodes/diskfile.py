@@ -295,6 +295,17 @@ class DiskWriter:
         if self.size - self._synced >= SYNC_EVERY:
             self._sync_behind()
 
+    def space(self):
+        """Where the next bytes of the body may be read to in place (see ``filled``)."""
+        return self._gather.space()
+
+    def filled(self, n):
+        """``n`` bytes were read into the view ``space`` gave: ``write`` without a copy."""
+        self.size += n
+        self._gather.took(n)
+        if self.size - self._synced >= SYNC_EVERY:
+            self._sync_behind()
+
     def _drain(self):
         """Every byte received so far is in the file (not necessarily on the disk)."""
         self._gather.drain()

@@ -123,6 +123,12 @@ class FileHandler(UserHandler):
         if where is not None:
             self._redirect_upload(where)
 
+    def body_sink(self):
+        """An upload's body is read in place (``common/direct_bodies.py``) when it may."""
+        if self.upload is None or self.failure is not None or self.redirect_after_body:
+            return None
+        return self.upload.sink()
+
     def data_received(self, chunk):
         if self.upload is None or self.failure is not None:
             return None

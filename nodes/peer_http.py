@@ -9,12 +9,13 @@ import json
 import tornado.web
 
 from securifile.common.errors import ApiError
-from securifile.common.limits import allow_streamed_body
+from securifile.common.limits import allow_streamed_body, declared_length
 from securifile.common.paths import parse_path
 from securifile.common.web import ADMIN_SERVER, NODE
 
 from . import peer_ops
 from .base_handler import NodeHandler
+from .buffers import SMALL
 from .challenge import ChallengeRefused
 
 
@@ -104,6 +105,23 @@ class ReplicaHandler(NodeHandler):
                 self.fp, algorithm, self.principal.name,
                 int(length) if length and length.isdigit() else None)
             allow_streamed_body(self.request, self.max_body_bytes)
+
+    def body_sink(self):
+        """A big copy is read in place (``common/direct_bodies.py``): this handler is its
+        sink, so that a refused write is this request's failure."""
+        length = declared_length(self.request.headers)
+        if self.writer is None or length is None or length < SMALL:
+            return None
+        return self
+
+    def space(self):
+        return None if self.failure is not None else self.writer.space()
+
+    def filled(self, n):
+        try:
+            self.writer.filled(n)
+        except ApiError as e:
+            self.failure = e
 
     def data_received(self, chunk):
         if self.writer is None or self.failure is not None:

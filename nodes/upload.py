@@ -81,6 +81,7 @@ class Upload:
         self.closed = False
         self._locking = None  # the lock round run while a small body arrives
         self._body = None  # a small body's pieces, kept to send the replicas from memory
+        self._space = None  # the view a body read in place is being read into
         self._slot = None  # the user whose upload slot this upload holds
 
     @property
@@ -180,8 +181,13 @@ class Upload:
             await pending
 
     def _write(self, chunk):
+        return self._take(chunk, self.writer.write, chunk)
+
+    def _take(self, chunk, store, arg):
+        """The body's next ``chunk``, put in the temp file by ``store(arg)``: into the
+        declared digests, kept if the body is small, fed to the replicas."""
         try:
-            self.writer.write(chunk)
+            store(arg)
             self.declared.update(chunk)
         except ApiError as e:
             self._refuse(e)
@@ -191,6 +197,30 @@ class Upload:
         if self.pipeline is not None:
             return self.pipeline.feed(chunk)
         return None
+
+    def sink(self):
+        """Itself, as the sink of a body read in place (``common/direct_bodies.py``), when
+        that suits: a body of known length, neither kept in memory nor beyond its quota
+        reservation; else None (the body comes through ``write``)."""
+        if (self.writer is None or self.failure is not None or self.length is None
+                or self._body is not None
+                or (self.quota is not None and self.quota.needs(self.length))):
+            return None
+        return self
+
+    def space(self):
+        """Where the next bytes of the body go, in place; None once refused."""
+        if self.failure is not None:
+            return None
+        self._space = self.writer.space()
+        return self._space
+
+    def filled(self, n):
+        """``n`` bytes were read into ``space()``: ``write`` without its copies."""
+        view, self._space = self._space, None
+        # The replicas get a copy: the buffer is filled again once written.
+        chunk = bytes(view[:n]) if self.pipeline is not None else view[:n]
+        return self._take(chunk, self.writer.filled, n)
 
     def _refuse(self, error):
         """Stop storing (answered by finish(), or by the handler while the rest of the body

@@ -621,3 +621,26 @@ def test_where_the_file_system_refuses_o_direct_a_direct_writer_writes_through_t
     assert w.commit() == hashlib.sha256(data).hexdigest()
     assert on_disk(store, "alice/copy").read_bytes() == data
     assert calls == [] and temp_files(store) == []
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["buffered", "direct"])
+def test_a_body_read_into_the_writer_in_place_is_stored_as_one_written(store, direct):
+    """``space``/``filled``: what a body decrypted straight into the write buffer stores
+    (common/direct_bodies.py) is byte for byte what ``write`` stores, with the same digest
+    and read checksums."""
+    data = os.urandom(3 * MiB + 12_345)
+    copied = store.writer(parse_path("alice/copied"), "sha256", direct=direct)
+    in_place = store.writer(parse_path("alice/in-place"), "sha256", direct=direct)
+    for i in range(0, len(data), 16 << 10):
+        copied.write(data[i:i + (16 << 10)])
+    done = 0
+    while done < len(data):
+        space = in_place.space()
+        n = min(len(space), 40_000, len(data) - done)
+        space[:n] = data[done:done + n]
+        in_place.filled(n)
+        done += n
+    assert in_place.size == len(data)
+    assert in_place.commit() == copied.commit() == hashlib.sha256(data).hexdigest()
+    assert in_place.sums.packed() == copied.sums.packed()
+    assert on_disk(store, "alice/in-place").read_bytes() == data

@@ -214,3 +214,32 @@ def test_aligned_gather_hands_over_only_page_aligned_buffers():
     assert [data == whole for _, data in got] == [True, True]
     assert all(address % mmap.PAGESIZE == 0 for address, _ in got)
     assert got[0][0] != ctypes.addressof(ctypes.c_char.from_buffer(whole))
+
+
+def test_a_body_read_in_place_fills_the_same_buffers_as_one_copied_in():
+    """``space``/``took`` (a body decrypted straight into the buffer) put the same full
+    buffers, of the same reused objects, as ``add``; pieces kept while the body was small
+    go first."""
+    body = os.urandom(100_000)
+    views, intact = [], []
+
+    def put(view):
+        if views:
+            before, want = views[-1]
+            intact.append(bytes(before) == want)
+        views.append((view, bytes(view)))
+
+    g = Gather(16_384, put, buffers=2)
+    g.add(body[:10])  # small so far: kept as a piece
+    done = 10
+    while done < len(body):
+        space = g.space()
+        n = min(len(space), 5000, len(body) - done)  # a read brings what it brings
+        space[:n] = body[done:done + n]
+        g.took(n)
+        done += n
+    g.drain()
+    assert b"".join(want for _, want in views) == body
+    assert [len(want) for _, want in views] == [16_384] * 6 + [100_000 - 6 * 16_384]
+    assert intact == [True] * (len(views) - 1)
+    assert len({id(v.obj) for v, _ in views}) == 2

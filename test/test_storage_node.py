@@ -380,3 +380,55 @@ def test_a_copy_dropped_when_the_node_dies_half_way_is_never_recorded_and_gone(
     run(sweep_orphans(n1, grace=0))
     assert n1.locations.copy_record(fp) is None and not n1.store.path_for(fp).exists()
     assert not (n1.store.files_dir / "alice" / "docs").exists()  # and the folder it empties
+
+
+async def upload_in_place(node, fp, user, data, read=40_000):
+    """An upload whose body is read straight into its sink (common/direct_bodies.py), as a
+    node's HTTP connection reads one of known length; None if the upload offers no sink."""
+    up = node.begin_upload(fp, user, len(data))
+    try:
+        assert await up.start() is None
+        sink = up.sink()
+        if sink is None:
+            return None
+        done = 0
+        while done < len(data):
+            space = sink.space()
+            n = min(len(space), read, len(data) - done)
+            space[:n] = data[done:done + n]
+            pending = sink.filled(n)
+            if pending is not None:
+                await pending
+            done += n
+        return await up.finish()
+    finally:
+        up.close()
+
+
+def test_a_big_body_read_in_place_is_stored_here_and_streamed_to_its_replica(cluster):
+    n1 = cluster.nodes["n1"]
+    fp = FilePath("alice", "big.bin")
+    data = bytes(range(256)) * (12 << 10)  # 3 MiB: pipelined, not kept in memory
+    stored = run(upload_in_place(n1, fp, "alice", data))
+    assert isinstance(stored, Stored) and stored.body["size"] == len(data)
+    assert stored.body["under_replicated"] is False
+    (replica,) = [r["server"] for r in stored.body["replicas"]]
+    for name in ("n1", replica):
+        assert b"".join(cluster.nodes[name].store.open_chunks(fp)) == data
+    assert no_locks_anywhere(cluster, fp)
+
+
+def test_a_small_body_or_one_of_unknown_length_offers_no_sink(cluster):
+    n1 = cluster.nodes["n1"]
+    # Kept in memory for its replicas (one message with the record): read as pieces.
+    assert run(upload_in_place(n1, FilePath("alice", "small"), "alice", b"x" * 5000)) is None
+
+    async def unknown_length():
+        up = n1.begin_upload(FilePath("alice", "unknown"), "alice", None)
+        try:
+            assert await up.start() is None
+            return up.sink()
+        finally:
+            up.close()
+
+    assert run(unknown_length()) is None
