@@ -17,7 +17,7 @@ from tornado.ioloop import PeriodicCallback
 from securifile.common.errors import ApiError, Forbidden, Unavailable
 
 from .locationmap import Location
-from .pipeline import Pipeline
+from .pipeline import BATCH, Pipeline
 from .placement import place_replicas, under_replicated
 from .upload_limits import ProgressWatch
 
@@ -213,6 +213,10 @@ class Upload:
         if self.failure is not None:
             return None
         self._space = self.writer.space()
+        if self.pipeline is not None:
+            # Pieces the size of a batch to the replicas: each is copied for them, and
+            # bigger fresh objects, several queued at once, grew the heap.
+            self._space = self._space[:BATCH]
         return self._space
 
     def filled(self, n):
