@@ -196,7 +196,8 @@ def machine_lines(machine):
     keys = (("cpus", "CPUs (nproc)"), ("cpu_model", "CPU model"), ("memory", "memory"),
             ("kernel", "kernel"), ("python", "Python"), ("tornado", "Tornado"),
             ("openssl", "OpenSSL (Python's)"), ("curl", "curl"), ("nginx", "nginx"),
-            ("vsftpd", "vsftpd"), ("page_reporting", "free page reporting to the host"))
+            ("vsftpd", "vsftpd"), ("page_reporting", "free page reporting to the host"),
+            ("sha256_per_core", "SHA-256 on one core"))
     return [f"- {title}: {machine[key]}" for key, title in keys if machine.get(key)]
 
 
