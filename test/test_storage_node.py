@@ -3,6 +3,7 @@ goes, 423 while a file is locked, who may create a file, room checks, and a whol
 through the majority lock to its replica. No processes: each test takes milliseconds."""
 import asyncio
 import dataclasses
+import os
 
 import pytest
 
@@ -440,3 +441,43 @@ def test_a_small_body_or_one_of_unknown_length_offers_no_sink(cluster):
             up.close()
 
     assert run(unknown_length()) is None
+
+
+def test_a_disk_that_fills_under_a_body_read_in_place_refuses_the_rest(cluster, monkeypatch):
+    """The free space is checked before each full buffer: once it runs out, the sink offers
+    no more room (the connection then drops the rest through ``data_received``), and the
+    upload ends 507 with nothing stored and nothing held."""
+    n1 = cluster.nodes["n1"]
+    fp = FilePath("alice", "filling.bin")
+    data = os.urandom(3 << 20)
+
+    def full(incoming, in_flight=0):
+        if in_flight >= 1 << 20:  # the second buffer finds the disk full
+            raise InsufficientStorage("not enough space")
+
+    async def attempt():
+        up = n1.begin_upload(fp, "alice", len(data))
+        try:
+            assert await up.start() is None
+            sink = up.sink()
+            monkeypatch.setattr(n1.store, "check_room", full)
+            done = 0
+            while (space := sink.space()) is not None:
+                n = min(len(space), len(data) - done)
+                space[:n] = data[done:done + n]
+                pending = sink.filled(n)
+                if pending is not None:
+                    await pending
+                done += n
+            assert done == 2 << 20
+            assert up.failure is not None and up.failure.status == 507
+            with pytest.raises(InsufficientStorage):
+                await up.finish()
+        finally:
+            up.close()
+            for _ in range(3):
+                await asyncio.sleep(0)
+
+    run(attempt())
+    assert all(not node.store.exists(fp) for node in cluster.nodes.values())
+    assert no_locks_anywhere(cluster, fp) and n1.upload_slots._busy == {}
