@@ -46,6 +46,7 @@ class Sink:
         self.spaces = 0
         self.refuse_after = refuse_after
         self.hold = hold
+        self.held = False  # ``filled`` has returned the wait on ``hold``
 
     def space(self):
         if self.refuse_after is not None and len(self.taken) >= self.refuse_after:
@@ -58,6 +59,7 @@ class Sink:
         self.at = (self.at + n) % CAPACITY
         if self.hold is not None:
             hold, self.hold = self.hold, None
+            self.held = True
             return hold.wait()
         return None
 
@@ -174,8 +176,10 @@ def test_the_sink_paces_the_reads(certs):
     async def during(http):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT
-        while loop.time() < deadline and not _waiting(http, CAPACITY):
+        # Once the first read is held, the client's next bytes pile up in the socket.
+        while loop.time() < deadline and not (sink.held and _waiting(http, CAPACITY)):
             await asyncio.sleep(0.01)
+        assert sink.held, "the first read never came"
         assert _waiting(http, CAPACITY), "the client's bytes never piled up in the socket"
         assert sink.spaces == 1
         hold.set()
