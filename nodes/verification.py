@@ -5,6 +5,10 @@ deadline; a copy that is only older (it missed a modification while down) is sen
 after which the peer's name leaves the file's stale list everywhere. Any missing, corrupt or
 replayed copy fails the peer.
 
+A copy whose ranges differ from this node's own is judged only once this node's own copy
+has hashed to its record (a commit killed between its rename and its record leaves other
+bytes under the old record here; such a copy is quarantined and repaired instead).
+
 A file the peer claims at a newer version, or refuses to answer for, is judged neither way:
 this node pulls the peer's location changes and asks about those files again, a few rounds
 at most. Still undecided, the peer stays verifying and is challenged again at a later
@@ -20,7 +24,7 @@ import time
 from .challenge import (BATCH, CHANGING, CORRUPT, MISSING, REPLAYED, ChallengeResult,
                         check_answer, new_challenge)
 from .peerclient import PeerError
-from .quarantine import write_under_way
+from .quarantine import quarantine_if_bad, write_under_way
 
 log = logging.getLogger("securifile.verification")
 IN_FLIGHT = 2  # challenge batches sent to a peer at a time
@@ -144,6 +148,7 @@ class Verifier:
                 await asyncio.to_thread(check_answer, node.store, by_key, challenge, answer,
                                         result)
                 self._unsettled_to_changing(batch, result)
+                await self._own_copy_first(peer, batch, result)
 
         senders = [asyncio.ensure_future(send_batches()) for _ in range(IN_FLIGHT)]
         try:
@@ -166,6 +171,22 @@ class Verifier:
             if (write_under_way(node, fp) or now is None
                     or (now.version, now.digest) != (loc.version, loc.digest)
                     or node.locations.copy_version(fp) != loc.version):
+                result.outcomes[key] = CHANGING
+
+    async def _own_copy_first(self, peer, batch, result):
+        """Ranges of the peer's copy unlike this node's own copy: the bad one may be this
+        node's. A commit killed between its rename and its record leaves other bytes under
+        the old record (seen in a nemesis run: two nodes killed at once, then the one
+        restarted judged the other "1 replayed" with nothing corrupted). This node's own
+        copy is hashed first; one unlike its record is quarantined and published lost (the
+        others repair it), and the peer's copy is no longer this node's to judge."""
+        for loc in batch:
+            key = (loc.owner, loc.path)
+            if result.outcomes.get(key) != REPLAYED:
+                continue
+            if await quarantine_if_bad(self.node, loc.file_path,
+                                       f"a challenge of {peer} found {loc.file_path.full} "
+                                       "unlike this node's copy"):
                 result.outcomes[key] = CHANGING
 
     async def _repair(self, peer, keys):

@@ -141,3 +141,32 @@ def test_a_bad_outcome_while_the_challengers_own_copy_changes_is_judged_again(cl
     with n1.store.changing(fp):
         Verifier(n1)._unsettled_to_changing([loc], result)
     assert result.outcomes[(loc.owner, loc.path)] == CHANGING
+
+
+def test_a_sound_peer_is_not_failed_for_bytes_a_killed_commit_left_in_the_challengers_copy(
+        cluster):
+    """Two nodes killed at once: the challenger's commit had renamed new bytes in and died
+    before recording them, so its copy is unlike its own record. The peer's sound answer
+    differs from that copy; the challenger hashes its own copy first, quarantines it (to be
+    repaired) and does not fail the peer. A copy of its own that matches its record keeps
+    the verdict: the peer's answer is then the one that is wrong."""
+    fp = cluster.place("alice", "killed.bin", ["n1", "n2"], data=OLD)
+    n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+    loc = n1.locations.get(fp)
+    n1.store.path_for(fp).write_bytes(NEW)  # the dead commit's bytes, no record of them
+    challenge = challenge_of(cluster, fp)
+    answer = answer_challenge(n2.store, n2.locations, challenge, False, "n1",
+                              busy=partial(write_under_way, n2))
+    assert verdict(cluster, challenge, answer) == REPLAYED  # what the ranges alone say
+    result = ChallengeResult({(loc.owner, loc.path): REPLAYED})
+    asyncio.run(Verifier(n1)._own_copy_first("n2", [loc], result))
+    assert result.outcomes[(loc.owner, loc.path)] == CHANGING
+    assert n1.locations.copy_record(fp) is None and not n1.store.exists(fp)
+    assert n1.quarantined == 1
+
+    sound = cluster.place("alice", "sound.bin", ["n1", "n2"], data=OLD)
+    loc = n1.locations.get(sound)
+    result = ChallengeResult({(loc.owner, loc.path): REPLAYED})
+    asyncio.run(Verifier(n1)._own_copy_first("n2", [loc], result))
+    assert result.outcomes[(loc.owner, loc.path)] == REPLAYED
+    assert n1.store.exists(sound) and n1.quarantined == 1
