@@ -29,7 +29,7 @@ setup(
                              "migrations/versions/*.py"],
     },
     install_requires=[
-        "tornado>=6.4,<7",  # common/whole_reads.py overrides a private read loop
+        "tornado>=6.4,<7",  # common/whole_reads.py and direct_bodies.py override private loops
         # Peer calls: kept-alive mutual-TLS connections and streamed request bodies (the
         # replication pipeline); Tornado's simple client keeps nothing alive, and its curl
         # client cannot stream a request body.
