@@ -45,7 +45,6 @@ class DirectBodyConnection(HTTP1Connection):
             if len(view) > content_length:
                 view = view[:content_length]
             n = await self.stream.read_into(view, partial=True)
-            del view
             content_length -= n
             pending = sink.filled(n)
             if pending is not None:

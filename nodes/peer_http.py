@@ -9,7 +9,7 @@ import json
 import tornado.web
 
 from securifile.common.errors import ApiError
-from securifile.common.limits import allow_streamed_body, declared_length
+from securifile.common.limits import allow_streamed_body
 from securifile.common.paths import parse_path
 from securifile.common.web import ADMIN_SERVER, NODE
 
@@ -93,6 +93,7 @@ class ReplicaHandler(NodeHandler):
     async def prepare(self):
         self.writer = None
         self.failure = None
+        self.length = None  # announced
         await super().prepare()
         self.fp = parse_path(self.path_args[0])
         if self.request.method == "PUT":
@@ -101,16 +102,15 @@ class ReplicaHandler(NodeHandler):
             self.version = int(h.get("X-SecuriFile-Version", "1"))
             algorithm = h.get("X-SecuriFile-Algorithm", self.node.algorithm)
             length = h.get("Content-Length")
-            self.writer = self.node.begin_copy(
-                self.fp, algorithm, self.principal.name,
-                int(length) if length and length.isdigit() else None)
+            self.length = int(length) if length and length.isdigit() else None
+            self.writer = self.node.begin_copy(self.fp, algorithm, self.principal.name,
+                                               self.length)
             allow_streamed_body(self.request, self.max_body_bytes)
 
     def body_sink(self):
         """A big copy is read in place (``common/direct_bodies.py``): this handler is its
         sink, so that a refused write is this request's failure."""
-        length = declared_length(self.request.headers)
-        if self.writer is None or length is None or length < SMALL:
+        if self.writer is None or self.length is None or self.length < SMALL:
             return None
         return self
 
@@ -118,16 +118,17 @@ class ReplicaHandler(NodeHandler):
         return None if self.failure is not None else self.writer.space()
 
     def filled(self, n):
-        try:
-            self.writer.filled(n)
-        except ApiError as e:
-            self.failure = e
+        self._store(self.writer.filled, n)
 
     def data_received(self, chunk):
-        if self.writer is None or self.failure is not None:
-            return
+        if self.writer is not None and self.failure is None:
+            self._store(self.writer.write, chunk)
+
+    def _store(self, write, what):
+        """``write(what)``; a refusal (a full disk) is this request's failure, the rest of
+        the body dropped."""
         try:
-            self.writer.write(chunk)
+            write(what)
         except ApiError as e:
             self.failure = e
 
@@ -137,7 +138,6 @@ class ReplicaHandler(NodeHandler):
         # A body cut short never reaches here (the connection closed first); the length is
         # checked anyway. No digest announced (a pipelined copy): the one computed is
         # answered, and the origin compares it with its own.
-        length = self.request.headers.get("Content-Length")
         publish = self.request.headers.get("X-SecuriFile-Publish")
         if publish is not None:  # a small upload's record, sent with its copy
             try:
@@ -146,7 +146,7 @@ class ReplicaHandler(NodeHandler):
                 raise ApiError("X-SecuriFile-Publish is not JSON", code="bad_record") from None
         self.send_json(await peer_ops.finish_copy(
             self.node, self.principal.name, self.fp, self.writer, self.expected, self.version,
-            int(length) if length and length.isdigit() else None, publish))
+            self.length, publish))
 
     def delete(self, _path):
         self.node.check_copy_sender(self.fp, self.principal.name)
