@@ -12,6 +12,7 @@ buffer per transfer, filled again and again, keeps the peak near what is live.
 
 import concurrent.futures
 import mmap
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 SMALL = 64 << 10  # a body shorter than this never gets a buffer: its pieces are joined
@@ -114,16 +115,23 @@ def read_views(f, start, end, chunk_size, buffers=2, ahead=False):
     into ``buffers`` buffers of ``chunk_size`` used in turn: each view yielded is
     overwritten ``buffers`` reads later, so a consumer must be done with a chunk before it
     asks for the one ``buffers`` after it (a download sends and flushes each chunk before
-    it reads on; the verified read holds one back, hence two). With ``ahead``, the next
-    chunk is read by a worker thread while the consumer sends this one (the copy out of
-    the page cache then leaves the event loop); a view is then overwritten ``buffers - 1``
-    reads later. Closes ``f``, once no read is running behind."""
+    it reads on; the verified read holds one back, hence two).
+
+    With ``ahead``, a chunk the page cache holds is copied on the caller's thread, and once
+    a read has had to wait for the disk, the next chunk is read by a worker thread while
+    the consumer sends this one (the disk's time then overlaps the sending); a view is then
+    overwritten ``buffers - 1`` reads later. Handing every chunk to a worker cost more than
+    the copy it took off the event loop: a cached 1 GiB download ran 1,353-1,423 MB/s for
+    0.79-0.88 CPU-s with every chunk read in a worker, 1,484-1,517 for 0.69-0.72 without
+    (docs/PERFORMANCE.md, "Downloads without Nagle's delay"). Closes ``f``, once no read is
+    running behind."""
     with f:
         f.seek(start)
         pool = [memoryview(bytearray(chunk_size)) for _ in range(buffers)]
         remaining = None if end is None else end - start
-        turn = 0
+        turn, pos = 0, start
         behind = None  # (view, future) of the read running in a worker thread
+        from_disk = False  # a read waited for the disk: read ahead in a worker from now on
         try:
             while True:
                 if behind is not None:
@@ -131,21 +139,42 @@ def read_views(f, start, end, chunk_size, buffers=2, ahead=False):
                     n = reading.result()
                 elif remaining is None or remaining > 0:
                     view = _sized(pool[turn], remaining)
-                    n = f.readinto(view)
+                    if ahead and not from_disk:
+                        n, from_disk = _read_cached_first(f, view, pos)
+                    else:
+                        n = f.readinto(view)
                 else:
                     break
                 if not n:
                     break
+                pos += n
                 if remaining is not None:
                     remaining -= n
                 turn = (turn + 1) % buffers
-                if ahead and (remaining is None or remaining > 0):
+                if from_disk and (remaining is None or remaining > 0):
                     nxt = _sized(pool[turn], remaining)
                     behind = (nxt, _READERS.submit(f.readinto, nxt))
                 yield view[:n]
         finally:
             if behind is not None:  # the consumer stopped early: no read under the close
                 concurrent.futures.wait([behind[1]])
+
+
+def _read_cached_first(f, view, pos):
+    """Fill ``view`` from ``f`` at ``pos`` (its position): what the page cache holds
+    without waiting (``RWF_NOWAIT``), the rest as usual. (bytes read, whether any had to
+    come from the disk); a file system that cannot tell counts as the disk."""
+    try:
+        n = os.preadv(f.fileno(), [view], pos, os.RWF_NOWAIT)
+    except BlockingIOError:
+        n = 0
+    except OSError:  # EOPNOTSUPP: this file system does not read without waiting
+        return f.readinto(view), True
+    f.seek(pos + n)
+    if n == len(view):
+        return n, False
+    more = f.readinto(view[n:])  # the rest, or 0 at the end of the file
+    return n + more, more > 0
 
 
 def _sized(view, remaining):

@@ -139,9 +139,9 @@ class DiskStore:
         return self._open(fp, buffering=0)
 
     def open_views(self, fp, start=0, end=None, chunk_size=READ_CHUNK):
-        """``open_chunks`` for a download: views of two buffers, the next read by a worker
-        thread while the caller sends this one (``buffers.read_views``: each chunk is
-        overwritten once the caller asks for the next)."""
+        """``open_chunks`` for a download: views of two buffers, each chunk overwritten once
+        the caller asks for the next (``buffers.read_views``, reading ahead in a worker
+        thread once the disk has to be waited for)."""
         return read_views(self._open(fp, buffering=0), start, end, chunk_size, ahead=True)
 
     def _open(self, fp, **kw):

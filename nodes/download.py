@@ -51,9 +51,9 @@ class Download:
         instead of the first chunk that does not match the copy's read checksums, or,
         without checksums for this very file, instead of the last chunk when the whole does
         not hash to the record's digest (the checksums are then taken on the way, for the
-        next read). The chunks are views of reused buffers (``buffers.read_views``), the
-        next one read by a worker thread while the caller sends this one: the caller sends
-        each one before it asks for the next. A whole read that opens a
+        next read). The chunks are views of reused buffers (``buffers.read_views``; once
+        the disk has to be waited for, the next one is read by a worker thread while the
+        caller sends this one): the caller sends each one before it asks for the next. A whole read that opens a
         version not recorded yet is refused before any byte (``_check_not_replaced``)."""
         store, fp = self.node.store, self.loc.file_path
         if not verify:

@@ -1,5 +1,6 @@
 """What a node holds in memory while bytes stream through it: two reused buffers per upload
 and two per download (nodes/buffers.py), and no module it never uses at rest."""
+import errno
 import hashlib
 import os
 import subprocess
@@ -78,9 +79,27 @@ def test_a_piece_as_big_as_the_buffer_goes_out_as_it_is():
     assert len(seen) == 1
 
 
-@pytest.mark.parametrize("ahead", [False, True], ids=["inline", "ahead"])
+@pytest.fixture
+def from_disk(monkeypatch):
+    """Reads as of a file the page cache does not hold: one that may not wait gets nothing
+    (``EAGAIN``), as ``preadv`` with ``RWF_NOWAIT`` answers then."""
+    preadv = os.preadv
+
+    def nothing_cached(fd, buffers, offset, flags=0):
+        if flags & os.RWF_NOWAIT:
+            raise BlockingIOError(errno.EAGAIN, "not in the page cache")
+        return preadv(fd, buffers, offset, flags)
+
+    monkeypatch.setattr(os, "preadv", nothing_cached)
+
+
+@pytest.mark.parametrize("ahead, cached", [(False, True), (True, True), (True, False)],
+                         ids=["inline", "ahead", "ahead from disk"])
 @pytest.mark.parametrize("start, end", [(0, None), (0, 50_000), (5, 49_999), (16_384, 32_768)])
-def test_read_views_reads_a_range_into_two_buffers_in_turn(tmp_path, start, end, ahead):
+def test_read_views_reads_a_range_into_two_buffers_in_turn(tmp_path, request, start, end, ahead,
+                                                          cached):
+    if not cached:
+        request.getfixturevalue("from_disk")
     data = os.urandom(50_000)
     (tmp_path / "f").write_bytes(data)
     views, copies = [], []
@@ -141,6 +160,9 @@ class Spied:
     def seek(self, offset):
         return self.f.seek(offset)
 
+    def fileno(self):
+        return self.f.fileno()
+
     def __enter__(self):
         return self
 
@@ -149,7 +171,22 @@ class Spied:
         self.f.close()
 
 
-def test_with_ahead_the_next_chunk_is_read_by_a_worker_thread(tmp_path):
+def test_with_ahead_a_file_the_page_cache_holds_is_read_without_a_worker(tmp_path):
+    data = os.urandom(50_000)
+    (tmp_path / "f").write_bytes(data)  # just written: in the page cache
+    f = Spied(tmp_path / "f")
+    try:
+        os.preadv(f.fileno(), [bytearray(1)], 0, os.RWF_NOWAIT)
+    except OSError as e:
+        pytest.skip(f"the file system of {tmp_path} cannot read without waiting: {e}")
+    assert b"".join(bytes(v) for v in read_views(f, 0, None, 16_384, ahead=True)) == data
+    # Only the reads that find the end of the file (after the short last chunk), here.
+    reads = [e for e in f.events if e != "closed"]
+    assert reads and set(reads) == {("read", threading.current_thread().name, 0)}, reads
+
+
+def test_once_a_read_waits_for_the_disk_the_next_chunks_are_read_by_a_worker(tmp_path,
+                                                                             from_disk):
     data = os.urandom(50_000)
     (tmp_path / "f").write_bytes(data)
     f = Spied(tmp_path / "f")
@@ -160,7 +197,8 @@ def test_with_ahead_the_next_chunk_is_read_by_a_worker_thread(tmp_path):
     assert all(name.startswith("diskread") for _, name, _ in reads[1:])
 
 
-def test_a_download_stopped_early_closes_its_file_only_after_the_read_behind(tmp_path):
+def test_a_download_stopped_early_closes_its_file_only_after_the_read_behind(tmp_path,
+                                                                           from_disk):
     # A client that goes away mid-download: the file must not close under the worker's read.
     (tmp_path / "f").write_bytes(os.urandom(50_000))
     f = Spied(tmp_path / "f")
@@ -177,7 +215,8 @@ def test_a_download_stopped_early_closes_its_file_only_after_the_read_behind(tmp
     assert f.events[-2][0] == "read" and f.events[-1] == "closed"
 
 
-def test_a_consumer_that_holds_one_chunk_back_gets_intact_chunks_from_three_buffers(tmp_path):
+def test_a_consumer_that_holds_one_chunk_back_gets_intact_chunks_from_three_buffers(tmp_path,
+                                                                                   from_disk):
     # The digest check of a whole read holds a chunk until the next is read (download.py);
     # each chunk is copied only once the read ahead of it has landed (with two buffers it
     # would land in the held chunk).
