@@ -53,8 +53,9 @@ class Download:
         not hash to the record's digest (the checksums are then taken on the way, for the
         next read). The chunks are views of reused buffers (``buffers.read_views``; once
         the disk has to be waited for, the next one is read by a worker thread while the
-        caller sends this one): the caller sends each one before it asks for the next. A whole read that opens a
-        version not recorded yet is refused before any byte (``_check_not_replaced``)."""
+        caller sends this one): the caller sends each one before it asks for the next. A
+        whole read that opens a version not recorded yet is refused before any byte
+        (``_check_not_replaced``)."""
         store, fp = self.node.store, self.loc.file_path
         if not verify:
             return store.open_views(fp, start, end, chunk_size)
