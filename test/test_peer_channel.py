@@ -7,6 +7,7 @@ The ops a node really serves over it are covered by the cluster tests (every loc
 record goes this way) and test_peer_validation.py (what a node refuses on it)."""
 import asyncio
 import json
+import socket
 import time
 
 import aiohttp
@@ -53,6 +54,7 @@ class Peer:
 
         class Tracked(ChannelHandler):
             def open(self):
+                super().open()
                 peer.channels.append(self)
 
         class Locks(tornado.web.RequestHandler):
@@ -115,6 +117,9 @@ def test_calls_share_one_channel_and_each_gets_its_own_answer():
             for n in range(40, 60):
                 assert (await client.call_op(url, "lock", lock_body(n)))["n"] == n
             assert client.connections_created == 1 and len(peer.channels) == 1
+            # Answers go out as written, not held back for the caller's ACK (Nagle's).
+            sock = peer.channels[0].ws_connection.stream.socket
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             assert client.requests == client.channel_calls == 60
             with_error = await asyncio.gather(
                 client.call_op(url, "lock", lock_body(60, refuse=True)),
