@@ -3,6 +3,7 @@
 Tornado application over loopback HTTP (the no-TLS mode), its peers answer in-process.
 What the handlers do is checked here in milliseconds: routing and redirects, 423 while
 locked, owner-only creation, room checks and the mapping of errors to status codes."""
+import asyncio
 import json
 import socket
 
@@ -13,6 +14,7 @@ from tornado.httpclient import HTTPClientError
 from securifile.common.auth import PEER_SECRET_HEADER, Authenticator
 from securifile.common.errors import Forbidden
 from securifile.common.paths import FilePath
+from securifile.nodes import http as node_http
 from securifile.nodes.http import load_openapi, make_app
 
 from .memory_cluster import MemoryCluster, bearer, token_keys
@@ -102,6 +104,42 @@ async def test_a_file_goes_out_without_nagles_delay(http_client, base_url, clust
     r = await call(http_client, base_url, "GET", "alice/a.txt")  # three chunks of 4 bytes
     assert r.code == 200 and r.body == b"hello world"
     assert len(delayed) >= 2 and not any(delayed), delayed
+
+
+@pytest.mark.gen_test
+async def test_a_long_download_gives_the_event_loop_turns(http_client, base_url, cluster,
+                                                          monkeypatch):
+    """A write the socket takes at once completes without a turn of the event loop, so a
+    download could hold the loop for its whole length: a 4 GiB one did for seconds, and the
+    node's peers, missing its heartbeats, marked it down. It yields every YIELD_EVERY
+    bytes (here 40: ten chunks of 4 bytes)."""
+    monkeypatch.setattr(node_http, "YIELD_EVERY", 40)
+    data = bytes(range(250)) * 2  # 125 chunks
+    r = await call(http_client, base_url, "PUT", "alice/long.bin", body=data)
+    assert r.code == 201, r.body
+    turns, stop, seen = [0], asyncio.Event(), []
+
+    async def ticker():
+        while not stop.is_set():
+            turns[0] += 1
+            await asyncio.sleep(0)
+
+    write = HTTP1Connection.write
+
+    def watched(connection, chunk):
+        if not connection.is_client:
+            seen.append(turns[0])
+        return write(connection, chunk)
+
+    monkeypatch.setattr(HTTP1Connection, "write", watched)
+    ticking = asyncio.ensure_future(ticker())
+    try:
+        r = await call(http_client, base_url, "GET", "alice/long.bin")
+    finally:
+        stop.set()
+        await ticking
+    assert r.code == 200 and r.body == data
+    assert len(set(seen)) >= 10, seen  # the loop turned at least every ten chunks
 
 
 @pytest.mark.gen_test
