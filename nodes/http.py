@@ -29,12 +29,12 @@ from .peer_http import (AdminStateHandler, ChallengeHandler, HeartbeatHandler, L
 from .upload import SMALL_BODY, Redirect
 
 # A refused body is read (and dropped) this far at most; then the connection is closed.
+DISCARD_LIMIT = 64 << 20
 # A download gives the event loop a turn after this many bytes sent: a write the socket
 # takes at once completes without one, and a chunk read from the disk waits on the loop, so
 # a big download could hold the loop for its whole length. A 4 GiB one did for seconds: the
 # peers missed three heartbeats, marked the serving node down and it lost its majority.
 YIELD_EVERY = 4 << 20
-DISCARD_LIMIT = 64 << 20
 
 
 class UserHandler(NodeHandler):
