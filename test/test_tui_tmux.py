@@ -75,8 +75,11 @@ def test_a_login_typed_ahead_in_one_burst_lands_in_the_right_fields(cluster, tmp
     try:
         term.wait_for(lambda t: "User or e-mail" in t and "Log in" in t, what="the login screen")
         term.keys("-l", f"admin\t{password}\r")
-        text = term.wait_for(lambda t: "Servers (3)" in t or "Wrong user name" in t,
-                             what="the servers screen after the login")
+        # The account's usage joins the status bar once it has been read (its own request),
+        # which may come a moment after the servers.
+        text = term.wait_for(lambda t: ("Servers (3)" in t and "admin (admin) · " in t)
+                             or "Wrong user name" in t,
+                             what="the servers screen and its status bar after the login")
         # The status bar: who, the account's usage, where.
         assert "admin (admin) · " in text and "@ " + cluster.cfg.admin_url in text, text
     finally:
@@ -87,8 +90,9 @@ def test_the_client_in_tmux_shows_servers_users_and_help_and_quits(cluster, tmp_
     env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path), TERM="xterm-256color")
     term = Tmux(tui_command(cluster.data_dir / "cluster.json"), env)
     try:
-        text = term.wait_for(lambda t: "Servers (3)" in t and t.count("running") >= 3,
-                             what="three running servers")
+        # The account's usage ("alice · ...") joins the status bar once it has been read.
+        text = term.wait_for(lambda t: "Servers (3)" in t and t.count("running") >= 3
+                             and "alice · " in t, what="three running servers, the usage")
         assert "alice · " in text and "@ " + cluster.cfg.admin_url in text and "TLS" in text
         assert all(name in text for name in cluster.names)
         assert "Events" in text and "Help" in text  # the panel, and F1 in the footer
