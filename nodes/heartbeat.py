@@ -55,7 +55,8 @@ class HeartbeatLoop:
                 # beat per interval, as a dead one does, not one every other interval.
                 answer = await self.client.heartbeat(self.urls[name],
                                                      timeout=self.interval * BEAT_TIMEOUT,
-                                                     pulled=self._pulled.get(name, 0))
+                                                     pulled=self._pulled.get(name, 0),
+                                                     counted_down=self._counts_down(name))
             except PeerError as e:
                 log.debug("heartbeat to %s missed: %s", name, e)
                 self.peers.record_miss(name)
@@ -90,6 +91,13 @@ class HeartbeatLoop:
             self.quorum.heard(name, sent)
         if returned:
             self.on_return(name)
+
+    def _counts_down(self, name):
+        """Whether the beat tells ``name`` that this side wrote without it: this node, with
+        the majority, counts it down after having heard from it (a server just added, or
+        not heard since this node started, was never counted, so never counted out)."""
+        return (self.peers.counted_out(name)
+                and (self.quorum is None or self.quorum.has()))
 
     async def catch_up(self, name):
         """Pull whatever ``name`` has that this node has not applied yet (a challenger

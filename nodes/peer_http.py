@@ -24,7 +24,10 @@ class HeartbeatHandler(NodeHandler):
 
     def post(self):
         body = self.json_body()
-        self.send_json(self.node.heartbeat_answer(body.get("from"), body.get("pulled", 0)))
+        # In no-TLS mode the caller names itself (behind the cluster secret).
+        caller = self.principal.name if self.principal.name != "?" else body.get("from")
+        self.send_json(self.node.heartbeat_answer(caller, body.get("pulled", 0),
+                                                  counted_down=body.get("down") is True))
 
 
 class ChallengeHandler(NodeHandler):

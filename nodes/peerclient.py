@@ -257,9 +257,11 @@ class PeerClient:
             return answer
         raise error
 
-    async def heartbeat(self, base, timeout, pulled=0):
-        return await self.call_json(base + "/peer/heartbeat", "POST",
-                                {"from": self.self_name, "pulled": pulled}, timeout)
+    async def heartbeat(self, base, timeout, pulled=0, counted_down=False):
+        body = {"from": self.self_name, "pulled": pulled}
+        if counted_down:  # this node (with the majority) counts the callee down
+            body["down"] = True
+        return await self.call_json(base + "/peer/heartbeat", "POST", body, timeout)
 
     async def challenge(self, base, challenge, timeout):
         return await self.call_json(base + "/peer/challenge", "POST", challenge, timeout)

@@ -85,6 +85,11 @@ class PeerTable:
         p = self._peers.get(name)
         return p is not None and p["status"] == RUNNING and p["self"] == RUNNING
 
+    def counted_out(self, name):
+        """Down after having answered this node at least once (since it started)."""
+        p = self._peers.get(name)
+        return p is not None and p["status"] == DOWN and p["boot"] is not None
+
     def coming_back(self, name):
         """Being verified, in this node's view or by its own word: it may serve in a moment."""
         p = self._peers.get(name)

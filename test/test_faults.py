@@ -307,12 +307,54 @@ def test_a_hung_node_is_marked_down_read_elsewhere_then_challenged_and_running(m
     assert view(cluster, "node2", "node2") == "running"
     # It knew it had been away: cut off (verifying) in its own view too, not running on
     # as if its peers had counted it all along (they wrote without it).
-    cut = changes(admin, "node2", "node2", "running", "verifying")
-    assert any("cut off from the majority" in h["detail"] for h in cut), cut
+    # (Reported by node2 itself: it can reach the database after its observers' reports.)
+    wait_for(lambda: any("cut off from the majority" in h["detail"]
+                         for h in changes(admin, "node2", "node2", "running", "verifying")),
+             what="node2's own cut-off in the history")
     served_by, r = api.follow("node2", "GET", "alice/hung/own.bin")
     assert (served_by, r.status) == ("node2", 200) and r.body == files["alice/hung/own.bin"]
     wait_for(lambda: listed(admin, "node2") == "running", what="node2 running in the database")
     assert_readable(api, files, cluster.names)
+
+
+def test_a_node_counted_down_before_its_own_window_ran_out_is_verified_again(make_cluster):
+    # The peers count a hung node down after their missed beats; the node itself notices
+    # only once no majority has answered it for its whole window. A hang between the two
+    # (CI saw one) left it running in its own view while its peers had written without it.
+    # Here node2's own window is 8 s, its peers count it down in about 2: the hang ends
+    # between the two, every time.
+    cluster = settled(make_cluster, servers=3, replicas=1)
+    api, admin = Api(cluster), AdminApi(cluster)
+    cluster.kill("node2")
+    path = cluster.data_dir / "node2-long-window.toml"
+    path.write_text(cluster.config_path.read_text().replace(
+        f"heartbeat_misses = {cluster.cfg.heartbeat_misses}", "heartbeat_misses = 16"))
+    assert "heartbeat_misses = 16" in path.read_text()
+    cluster.added["node2"] = (cluster.cfg.server("node2"), path)
+    cluster.restart("node2")
+    wait_seen(cluster, cluster.names, "node2", "running", VERIFY)
+    data = os.urandom(5000)
+    put_ok(api, "node2", "alice/window/own.bin", data)
+    observers = others(cluster, "node2")
+
+    cluster.signal("node2", signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        wait_seen(cluster, observers, "node2", "down")
+    finally:
+        cluster.signal("node2", signal.SIGCONT)
+    assert time.monotonic() - stopped < 8.0, "hung longer than node2's own window"
+
+    wait_for(lambda: any(re.search(r"node[13] counted it down", h["detail"])
+                         for h in changes(admin, "node2", "node2", "running", "verifying")),
+             DETECT, what="node2 verifying in its own view, told by a peer that counted it down")
+    wait_seen(cluster, observers, "node2", "running", VERIFY, never=("failed",))
+    wait_own(cluster, "node2", "running")
+    for observer in observers:  # each checked its copies before counting it again
+        wait_for(lambda: changes(admin, "node2", observer, "verifying", "running"),
+                 what=f"{observer}'s challenge of node2 in the history")
+    served_by, r = api.follow("node2", "GET", "alice/window/own.bin")
+    assert (served_by, r.status) == ("node2", 200) and r.body == data
 
 
 def test_a_killed_node_is_down_everywhere_and_checked_when_it_restarts(make_cluster):

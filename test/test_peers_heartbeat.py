@@ -12,8 +12,10 @@ from securifile.nodes.heartbeat import HeartbeatLoop
 from securifile.nodes.locationmap import Location, LocationMap, Replica
 from securifile.nodes.peerclient import PeerClient, PeerError
 from securifile.nodes.peers import DOWN, FAILED, RUNNING, VERIFYING, PeerTable
+from securifile.nodes.quorum import Quorum
 
 from .helpers import serve_app
+from .memory_cluster import MemoryCluster
 
 SECRET = "cluster-secret"
 
@@ -202,6 +204,7 @@ class FakePeer:
         self.locations = locations
         self.page_limit = page_limit
         self.beats = []   # X-SecuriFile-Node of each heartbeat
+        self.downs = []   # whether each heartbeat said the caller counts this peer down
         self.pulls = []   # 'since' of each pull
 
     def app(self):
@@ -216,7 +219,9 @@ class FakePeer:
             def post(self):
                 body = json.loads(self.request.body)
                 peer.beats.append((self.request.headers.get("X-SecuriFile-Node"), body["from"]))
-                self.write({"name": "peer", "status": RUNNING, "seq": peer.locations.seq})
+                peer.downs.append(body.get("down", False))
+                self.write({"name": "peer", "status": RUNNING, "seq": peer.locations.seq,
+                            "boot": "boot-1"})
 
         class Locations(Base):
             def get(self):
@@ -581,3 +586,52 @@ def test_a_peer_cut_off_during_a_long_pull_is_seen_down_by_the_beats_meanwhile(t
             mine.close()
 
     run(scenario())
+
+
+def test_a_beat_tells_a_peer_counted_down_by_the_majority(tmp_path):
+    # Its peers can count a hung node down before its own window runs out: the beats that
+    # reach it then tell it, so that it knows they wrote without it.
+    async def scenario():
+        locations, peer, server, port = await serve_records(tmp_path, 0, page_limit=10)
+        client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
+        try:
+            for size, told in ((3, True), (5, False)):  # 2 of 3 a majority, 2 of 5 not
+                table = PeerTable("me", ["me", "p"], misses_allowed=3)
+                quorum = Quorum(table, size, window=60.0)
+                loop = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}"}, 0.5,
+                                     lambda records: None, quorum=quorum)
+                for _ in range(3):
+                    table.record_miss("p")  # down before it ever answered: never counted
+                await loop.run_once()
+                assert peer.downs[-1] is False and table.status("p") == VERIFYING
+                table.challenge_done("p", True)
+                for _ in range(3):
+                    table.record_miss("p")  # answered, then counted down
+                await loop.run_once()
+                assert peer.downs[-1] is told, size
+                assert table.status("p") == VERIFYING  # and challenged as it answers
+                await loop.run_once()
+                assert peer.downs[-1] is False  # no longer down in this view
+        finally:
+            server.stop()
+            await client.close()
+            locations.close()
+
+    run(scenario())
+
+
+def test_a_running_node_told_it_was_counted_down_is_verified_again(tmp_path):
+    cluster = MemoryCluster(tmp_path)
+    try:
+        node = cluster.nodes["n1"]
+        answer = node.heartbeat_answer("n2", 0)
+        assert answer["status"] == RUNNING and answer["round"] == 0
+        node.heartbeat_answer("n9", 0, counted_down=True)  # not a peer: not believed
+        node.heartbeat_answer("n1", 0, counted_down=True)
+        assert node.peers.self_status == RUNNING
+        answer = node.heartbeat_answer("n2", 0, counted_down=True)
+        # Verifying in a new round, so that every peer (n3 too) challenges it again.
+        assert answer["status"] == VERIFYING and answer["round"] == 1
+        assert node.heartbeat_answer("n3", 0, counted_down=True)["round"] == 1  # one round
+    finally:
+        cluster.close()
