@@ -2,9 +2,11 @@
 
 Events wait in a queue on the node's disk and go out in batches over the node's kept
 mutual-TLS connections (its PeerClient: no handshake per report). A batch's
-id is made of its first and last event ids, so a batch resent after a lost answer is the
-same report, and the admin server applies it once. The admin server being down only makes
-the queue longer (up to a bound, beyond which the oldest storage samples are dropped).
+id is made of its first and last event ids, and a batch sent without an answer is sent
+again as it was (its range is kept on disk, across a restart too), not with the events
+queued since: the admin server may have applied it, and it applies a report id once.
+The admin server being down only makes the queue longer (up to a bound, beyond which the
+oldest storage samples are dropped).
 """
 import json
 import logging
@@ -37,6 +39,9 @@ class Reporter:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS queue (id INTEGER PRIMARY KEY AUTOINCREMENT, "
                          "kind TEXT NOT NULL, event TEXT NOT NULL)")
+        # The batch on its way (one row at most): sent again as it was until answered.
+        self._db.execute("CREATE TABLE IF NOT EXISTS sending (first INTEGER NOT NULL, "
+                         "last INTEGER NOT NULL)")
         self.dropped = 0
         self.sent = 0
         self._timers = []
@@ -78,11 +83,10 @@ class Reporter:
     async def run_once(self):
         """Send queued events in batches until the queue is empty or the admin fails."""
         for _ in range(1000):
-            rows = self._db.execute("SELECT id, event FROM queue ORDER BY id LIMIT ?",
-                                    (BATCH,)).fetchall()
+            first, last, rows = self._next_batch()
             if not rows:
                 return True
-            report = {"id": f"{self.name}:{rows[0][0]}-{rows[-1][0]}", "server": self.name,
+            report = {"id": f"{self.name}:{first}-{last}", "server": self.name,
                       "events": [json.loads(e) for _id, e in rows]}
             try:
                 await self.client.call_admin(self.admin, "/api/v1/reports", "POST",
@@ -90,9 +94,30 @@ class Reporter:
             except PeerError as e:
                 log.debug("admin server did not take the report (will resend): %s", e)
                 return False
-            self._db.execute("DELETE FROM queue WHERE id <= ?", (rows[-1][0],))
+            # (A crash between the two leaves a range of deleted rows: nothing to resend.)
+            self._db.execute("DELETE FROM queue WHERE id <= ?", (last,))
+            self._db.execute("DELETE FROM sending WHERE first = ? AND last = ?", (first, last))
             self.sent += len(rows)
         return False
+
+    def _next_batch(self):
+        """(first id, last id, rows): the batch sent last without an answer, the same range
+        again (its id unchanged even if the bound dropped samples from it); otherwise the
+        next ``BATCH`` events, noted as sending before they go."""
+        pending = self._db.execute("SELECT first, last FROM sending").fetchone()
+        if pending is not None:
+            rows = self._db.execute("SELECT id, event FROM queue WHERE id BETWEEN ? AND ? "
+                                    "ORDER BY id", pending).fetchall()
+            if rows:  # (unless the bound dropped them all: then they are gone)
+                return pending[0], pending[1], rows
+        rows = self._db.execute("SELECT id, event FROM queue ORDER BY id LIMIT ?",
+                                (BATCH,)).fetchall()
+        self._db.execute("DELETE FROM sending")
+        if not rows:
+            return None, None, rows
+        first, last = rows[0][0], rows[-1][0]
+        self._db.execute("INSERT INTO sending (first, last) VALUES (?, ?)", (first, last))
+        return first, last, rows
 
     def start(self, report_interval, sample_interval, usage):
         """Send every ``report_interval`` s; sample ``usage()`` every ``sample_interval`` s."""
