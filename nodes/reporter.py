@@ -110,9 +110,9 @@ class Reporter:
                                     "ORDER BY id", pending).fetchall()
             if rows:  # (unless the bound dropped them all: then they are gone)
                 return pending[0], pending[1], rows
+            self._db.execute("DELETE FROM sending")
         rows = self._db.execute("SELECT id, event FROM queue ORDER BY id LIMIT ?",
                                 (BATCH,)).fetchall()
-        self._db.execute("DELETE FROM sending")
         if not rows:
             return None, None, rows
         first, last = rows[0][0], rows[-1][0]
