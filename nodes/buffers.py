@@ -10,6 +10,7 @@ allocation pattern alone grew a process by 15 MiB (3.6 MiB with the buffers belo
 buffer per transfer, filled again and again, keeps the peak near what is live.
 """
 
+import asyncio
 import concurrent.futures
 import mmap
 import os
@@ -110,7 +111,22 @@ class Gather:
         self._pieces, self.filled = [], 0
 
 
-def read_views(f, start, end, chunk_size, buffers=2, ahead=False):
+class ReadBehind:
+    """The worker's read that the next chunk of a ``read_views`` waits for, so that the
+    event loop awaits it (``ready``) before it asks for that chunk, instead of waiting
+    inside the generator: a download of a file not in the page cache then holds the loop
+    for none of its disk time, and other requests are served meanwhile."""
+
+    def __init__(self):
+        self.future = None
+
+    async def ready(self):
+        future = self.future
+        if future is not None and not future.done():
+            await asyncio.wrap_future(future)
+
+
+def read_views(f, start, end, chunk_size, buffers=2, ahead=False, behind_read=None):
     """The bytes ``[start, end)`` of the open file ``f`` (``end`` None: to its end), read
     into ``buffers`` buffers of ``chunk_size`` used in turn: each view yielded is
     overwritten ``buffers`` reads later, so a consumer must be done with a chunk before it
@@ -123,8 +139,9 @@ def read_views(f, start, end, chunk_size, buffers=2, ahead=False):
     overwritten ``buffers - 1`` reads later. Handing every chunk to a worker cost more than
     the copy it took off the event loop: a cached 1 GiB download ran 1,353-1,423 MB/s for
     0.79-0.88 CPU-s with every chunk read in a worker, 1,484-1,517 for 0.69-0.72 without
-    (docs/PERFORMANCE.md, "Downloads without Nagle's delay"). Closes ``f``, once no read is
-    running behind."""
+    (docs/PERFORMANCE.md, "Downloads without Nagle's delay"). ``behind_read`` (a
+    ReadBehind) is kept pointing at the worker's read in flight. Closes ``f``, once no
+    read is running behind."""
     with f:
         f.seek(start)
         pool = [memoryview(bytearray(chunk_size)) for _ in range(buffers)]
@@ -154,6 +171,8 @@ def read_views(f, start, end, chunk_size, buffers=2, ahead=False):
                 if from_disk and (remaining is None or remaining > 0):
                     nxt = _sized(pool[turn], remaining)
                     behind = (nxt, _READERS.submit(f.readinto, nxt))
+                    if behind_read is not None:
+                        behind_read.future = behind[1]
                 yield view[:n]
         finally:
             if behind is not None:  # the consumer stopped early: no read under the close

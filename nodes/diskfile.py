@@ -138,11 +138,12 @@ class DiskStore:
         """The stored file opened unbuffered for reading (NotFound if there is none)."""
         return self._open(fp, buffering=0)
 
-    def open_views(self, fp, start=0, end=None, chunk_size=READ_CHUNK):
+    def open_views(self, fp, start=0, end=None, chunk_size=READ_CHUNK, behind_read=None):
         """``open_chunks`` for a download: views of two buffers, each chunk overwritten once
         the caller asks for the next (``buffers.read_views``, reading ahead in a worker
-        thread once the disk has to be waited for)."""
-        return read_views(self._open(fp, buffering=0), start, end, chunk_size, ahead=True)
+        thread once the disk has to be waited for, that read kept in ``behind_read``)."""
+        return read_views(self._open(fp, buffering=0), start, end, chunk_size, ahead=True,
+                          behind_read=behind_read)
 
     def _open(self, fp, **kw):
         try:

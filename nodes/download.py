@@ -46,19 +46,20 @@ class Download:
         self.size = size
         self.by_sums = False  # checked against its read checksums, not its digest
 
-    def chunks(self, start, end, chunk_size, verify):
+    def chunks(self, start, end, chunk_size, verify, behind_read=None):
         """The bytes from ``start`` to ``end``; ``verify`` (a whole read): CopyCorrupt
         instead of the first chunk that does not match the copy's read checksums, or,
         without checksums for this very file, instead of the last chunk when the whole does
         not hash to the record's digest (the checksums are then taken on the way, for the
         next read). The chunks are views of reused buffers (``buffers.read_views``; once
         the disk has to be waited for, the next one is read by a worker thread while the
-        caller sends this one): the caller sends each one before it asks for the next. A
-        whole read that opens a version not recorded yet is refused before any byte
+        caller sends this one; ``behind_read``, a ``buffers.ReadBehind``, points at that
+        read): the caller sends each one before it asks for the next. A whole read that
+        opens a version not recorded yet is refused before any byte
         (``_check_not_replaced``)."""
         store, fp = self.node.store, self.loc.file_path
         if not verify:
-            return store.open_views(fp, start, end, chunk_size)
+            return store.open_views(fp, start, end, chunk_size, behind_read)
         f = store.open_file(fp)
         try:
             st = os.fstat(f.fileno())
@@ -72,9 +73,11 @@ class Download:
             raise
         if sums is not None:
             self.by_sums = True
-            return checked(read_views(f, start, end, chunk_size, ahead=True), sums)
+            return checked(read_views(f, start, end, chunk_size, ahead=True,
+                                      behind_read=behind_read), sums)
         # The digest's check holds one chunk back: a third buffer for the one read ahead.
-        views = read_views(f, start, end, chunk_size, buffers=3, ahead=True)
+        views = read_views(f, start, end, chunk_size, buffers=3, ahead=True,
+                           behind_read=behind_read)
         taken = ChunkSums() if chunk_size == CHUNK else None
         version = self.loc.version
 

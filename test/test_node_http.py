@@ -4,8 +4,11 @@ Tornado application over loopback HTTP (the no-TLS mode), its peers answer in-pr
 What the handlers do is checked here in milliseconds: routing and redirects, 423 while
 locked, owner-only creation, room checks and the mapping of errors to status codes."""
 import asyncio
+import errno
 import json
+import os
 import socket
+import threading
 
 import pytest
 from tornado.http1connection import HTTP1Connection
@@ -14,6 +17,7 @@ from tornado.httpclient import HTTPClientError
 from securifile.common.auth import PEER_SECRET_HEADER, Authenticator
 from securifile.common.errors import Forbidden
 from securifile.common.paths import FilePath
+from securifile.nodes import buffers
 from securifile.nodes import http as node_http
 from securifile.nodes.http import load_openapi, make_app
 
@@ -106,6 +110,24 @@ async def test_a_file_goes_out_without_nagles_delay(http_client, base_url, clust
     assert len(delayed) >= 2 and not any(delayed), delayed
 
 
+async def get_while_ticking(http_client, base_url, path, tick, every):
+    """GET ``path`` while another task on the event loop calls ``tick`` every ``every`` s
+    (0: at each turn of the loop)."""
+    stop = asyncio.Event()
+
+    async def ticker():
+        while not stop.is_set():
+            tick()
+            await asyncio.sleep(every)
+
+    ticking = asyncio.ensure_future(ticker())
+    try:
+        return await call(http_client, base_url, "GET", path)
+    finally:
+        stop.set()
+        await ticking
+
+
 @pytest.mark.gen_test
 async def test_a_long_download_gives_the_event_loop_turns(http_client, base_url, cluster,
                                                           monkeypatch):
@@ -117,13 +139,7 @@ async def test_a_long_download_gives_the_event_loop_turns(http_client, base_url,
     data = bytes(range(250)) * 2  # 125 chunks
     r = await call(http_client, base_url, "PUT", "alice/long.bin", body=data)
     assert r.code == 201, r.body
-    turns, stop, seen = [0], asyncio.Event(), []
-
-    async def ticker():
-        while not stop.is_set():
-            turns[0] += 1
-            await asyncio.sleep(0)
-
+    turns, seen = [0], []
     write = HTTP1Connection.write
 
     def watched(connection, chunk):
@@ -132,14 +148,51 @@ async def test_a_long_download_gives_the_event_loop_turns(http_client, base_url,
         return write(connection, chunk)
 
     monkeypatch.setattr(HTTP1Connection, "write", watched)
-    ticking = asyncio.ensure_future(ticker())
-    try:
-        r = await call(http_client, base_url, "GET", "alice/long.bin")
-    finally:
-        stop.set()
-        await ticking
+
+    def tick():
+        turns[0] += 1
+
+    r = await get_while_ticking(http_client, base_url, "alice/long.bin", tick, 0)
     assert r.code == 200 and r.body == data
     assert len(set(seen)) >= 10, seen  # the loop turned at least every ten chunks
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_chunk_read_from_the_disk_is_awaited_without_holding_the_event_loop(
+        http_client, base_url, cluster, monkeypatch):
+    """Once a download's chunks come from the disk, a worker thread reads the next one
+    while this one is sent; the handler awaits that read, so the event loop serves other
+    requests meanwhile. Each worker read here waits until the loop has turned after it
+    began (at most 0.5 s): one the loop waited for instead (inside the chunk generator)
+    times out. The first one does: the digest's check holds a chunk back, so the first
+    chunk asked for pulls the second too (one chunk's read per download)."""
+    data = bytes(range(200))  # 50 chunks of 4 bytes
+    r = await call(http_client, base_url, "PUT", "alice/cold.bin", body=data)
+    assert r.code == 201, r.body
+    preadv = os.preadv
+
+    def nothing_cached(fd, buffers, offset, flags=0):  # as RWF_NOWAIT answers for a cold file
+        if flags & os.RWF_NOWAIT:
+            raise BlockingIOError(errno.EAGAIN, "not in the page cache")
+        return preadv(fd, buffers, offset, flags)
+
+    monkeypatch.setattr(os, "preadv", nothing_cached)
+    turned, waited_out, reads = threading.Event(), [], []
+    real = buffers._READERS
+
+    class Readers:
+        def submit(self, fn, *args):
+            def read():
+                turned.clear()
+                waited_out.append(not turned.wait(0.5))  # the loop turns while this runs
+                reads.append(1)
+                return fn(*args)
+            return real.submit(read)
+
+    monkeypatch.setattr(buffers, "_READERS", Readers())
+    r = await get_while_ticking(http_client, base_url, "alice/cold.bin", turned.set, 0.001)
+    assert r.code == 200 and r.body == data
+    assert len(reads) >= 40 and not any(waited_out[1:]), (len(reads), waited_out.count(True))
 
 
 @pytest.mark.gen_test
