@@ -35,6 +35,9 @@ class HeartbeatLoop:
         self._saved = dict(self._pulled)  # what ``cursors`` holds (pushes advance lazily)
         self._periodic = None
         self.quorum = quorum  # told of every answer; asked to refresh once a round
+        # peer -> whether this node has held the majority at every beat since it counted
+        # the peer down (``_counts_down``)
+        self._counted_out = {}
         self.membership = membership  # takes a newer list from an answer (gossip)
 
     def _due(self):
@@ -93,11 +96,19 @@ class HeartbeatLoop:
             self.on_return(name)
 
     def _counts_down(self, name):
-        """Whether the beat tells ``name`` that this side wrote without it: this node, with
-        the majority, counts it down after having heard from it (a server just added, or
-        not heard since this node started, was never counted, so never counted out)."""
-        return (self.peers.counted_out(name)
-                and (self.quorum is None or self.quorum.has()))
+        """What the beat tells ``name`` when this side wrote without it (None otherwise):
+        its boot and round as this node last heard them. This node has counted it down,
+        after having heard from it (a server just added, or not heard since this node
+        started, was never counted, so never counted out), and held the majority at every
+        beat since: a node that counted it down while cut off itself wrote nothing without
+        it (told, it would be verified again for nothing after its peers had passed it; a
+        CI run caught one answering 503 just then)."""
+        if not self.peers.counted_out(name):
+            self._counted_out.pop(name, None)
+            return None
+        held = self.quorum is None or self.quorum.has()
+        self._counted_out[name] = self._counted_out.get(name, True) and held
+        return self.peers.last_heard(name) if self._counted_out[name] else None
 
     async def catch_up(self, name):
         """Pull whatever ``name`` has that this node has not applied yet (a challenger

@@ -26,8 +26,9 @@ class HeartbeatHandler(NodeHandler):
         body = self.json_body()
         # In no-TLS mode the caller names itself (behind the cluster secret).
         caller = self.principal.name if self.principal.name != "?" else body.get("from")
+        down = body.get("down")
         self.send_json(self.node.heartbeat_answer(caller, body.get("pulled", 0),
-                                                  counted_down=body.get("down") is True))
+                                                  down if isinstance(down, dict) else None))
 
 
 class ChallengeHandler(NodeHandler):

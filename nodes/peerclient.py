@@ -257,10 +257,10 @@ class PeerClient:
             return answer
         raise error
 
-    async def heartbeat(self, base, timeout, pulled=0, counted_down=False):
+    async def heartbeat(self, base, timeout, pulled=0, counted_down=None):
         body = {"from": self.self_name, "pulled": pulled}
-        if counted_down:  # this node (with the majority) counts the callee down
-            body["down"] = True
+        if counted_down:  # this node (with the majority) counts the callee down since then
+            body["down"] = counted_down
         return await self.call_json(base + "/peer/heartbeat", "POST", body, timeout)
 
     async def challenge(self, base, challenge, timeout):

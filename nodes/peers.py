@@ -90,6 +90,11 @@ class PeerTable:
         p = self._peers.get(name)
         return p is not None and p["status"] == DOWN and p["boot"] is not None
 
+    def last_heard(self, name):
+        """The boot and verification round ``name`` answered with last."""
+        p = self._peers[name]
+        return {"boot": p["boot"], "round": p["round"]}
+
     def coming_back(self, name):
         """Being verified, in this node's view or by its own word: it may serve in a moment."""
         p = self._peers.get(name)

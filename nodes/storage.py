@@ -470,19 +470,24 @@ class StorageNode(MajorityLocking, Replication):
         return {"records": self.locations.changes_since(since, limit),
                 "seq": self.locations.seq, "limit": limit}
 
-    def heartbeat_answer(self, caller, pulled, counted_down=False):
+    def heartbeat_answer(self, caller, pulled, counted_down=None):
         """This node's state for ``caller``'s heartbeat; ``pulled``: the last of this node's
         sequence numbers it has applied (tombstones every peer has are purged);
-        ``counted_down``: the caller, with the majority, counts this node down."""
+        ``counted_down``: the caller, with the majority, counts this node down since it
+        answered with that boot and round."""
         if self.peers.self_status == OFFLINE:
             raise Unavailable(f"{self.name} is offline", code="server_offline")
         if self.quorum is not None:
             # A node back from a hang learns it was cut off before it answers as running.
             self.quorum.has()
-        if counted_down and caller in self.urls and caller != self.name \
-                and self.peers.self_status == RUNNING:
+        if (counted_down and caller in self.urls and caller != self.name
+                and self.peers.self_status == RUNNING
+                and counted_down.get("boot") == self.boot
+                and counted_down.get("round") == self.peers.round):
             # Its peers can count it down before its own window runs out (a hang shorter
-            # than the window): they wrote without it all the same.
+            # than the window): they wrote without it all the same. Not when it has been
+            # verified since (a later round: it knew it was cut off, and was passed), or
+            # has restarted since (a new boot: its peers challenge it for that).
             self.peers.set_self(VERIFYING, f"cut off from the majority ({caller} counted it down)")
         if caller in self.urls:
             self.pulled_by[caller] = int(pulled)

@@ -608,10 +608,42 @@ def test_a_beat_tells_a_peer_counted_down_by_the_majority(tmp_path):
                 for _ in range(3):
                     table.record_miss("p")  # answered, then counted down
                 await loop.run_once()
-                assert peer.downs[-1] is told, size
+                # Told its boot and round as last heard (the fake answers round 0).
+                assert peer.downs[-1] == ({"boot": "boot-1", "round": 0} if told else False)
                 assert table.status("p") == VERIFYING  # and challenged as it answers
                 await loop.run_once()
                 assert peer.downs[-1] is False  # no longer down in this view
+        finally:
+            server.stop()
+            await client.close()
+            locations.close()
+
+    run(scenario())
+
+
+def test_a_peer_counted_down_while_this_node_was_cut_off_is_not_told(tmp_path):
+    # This node counted the peer down without the majority (cut off itself): it wrote
+    # nothing without it, and must not have it verified again once it has the majority back.
+    async def scenario():
+        locations, peer, server, port = await serve_records(tmp_path, 0, page_limit=10)
+        client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
+        try:
+            table = PeerTable("me", ["me", "p", "q"], misses_allowed=3)
+            quorum = Quorum(table, 3, window=60.0)
+            loop = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}",
+                                                 "q": f"http://127.0.0.1:{closed_port()}"},
+                                 0.5, lambda records: None, quorum=quorum)
+            await loop.run_once()  # heard from p: me and p, a majority of three
+            for _ in range(3):
+                table.record_miss("p")
+            quorum.lost("p")  # cut off: no majority while p counts down
+            client.heartbeat = missed = _missing(client.heartbeat)
+            await loop.run_once()
+            assert dict(missed.calls)[f"http://127.0.0.1:{port}"] is None
+            client.heartbeat = missed.real
+            quorum.heard("q")  # the majority back (q answers), p still down here
+            await loop.run_once()
+            assert peer.downs[-1] is False
         finally:
             server.stop()
             await client.close()
@@ -626,12 +658,30 @@ def test_a_running_node_told_it_was_counted_down_is_verified_again(tmp_path):
         node = cluster.nodes["n1"]
         answer = node.heartbeat_answer("n2", 0)
         assert answer["status"] == RUNNING and answer["round"] == 0
-        node.heartbeat_answer("n9", 0, counted_down=True)  # not a peer: not believed
-        node.heartbeat_answer("n1", 0, counted_down=True)
+        as_heard = {"boot": node.boot, "round": 0}
+        node.heartbeat_answer("n9", 0, as_heard)  # not a peer: not believed
+        node.heartbeat_answer("n1", 0, as_heard)
+        # Counted down since an earlier life of this node: it restarted, and its peers
+        # challenge it for that.
+        node.heartbeat_answer("n2", 0, {"boot": "an-earlier-boot", "round": 0})
         assert node.peers.self_status == RUNNING
-        answer = node.heartbeat_answer("n2", 0, counted_down=True)
+        answer = node.heartbeat_answer("n2", 0, as_heard)
         # Verifying in a new round, so that every peer (n3 too) challenges it again.
         assert answer["status"] == VERIFYING and answer["round"] == 1
-        assert node.heartbeat_answer("n3", 0, counted_down=True)["round"] == 1  # one round
+        assert node.heartbeat_answer("n3", 0, as_heard)["round"] == 1  # one round
+        node.peers.set_self(RUNNING, "passed")
+        # Told again by a peer that counted it down before that round: it has been
+        # verified since (it knew it was cut off), so it is not verified again.
+        assert node.heartbeat_answer("n3", 0, as_heard)["status"] == RUNNING
+        assert node.heartbeat_answer("n3", 0, {"boot": node.boot, "round": 1})["round"] == 2
     finally:
         cluster.close()
+
+
+def _missing(heartbeat):
+    """A heartbeat that misses, noting what it would have told the peer."""
+    async def missed(base, timeout, pulled=0, counted_down=None):
+        missed.calls.append((base, counted_down))
+        raise PeerError("no answer")
+    missed.calls, missed.real = [], heartbeat
+    return missed
