@@ -1,9 +1,11 @@
 """Fixtures: real node processes on free loopback ports, with TLS unless a test says not."""
+import errno
+
 import pytest
 
 from .clusters import start_cluster
 from .databases import db_url, sessions  # noqa: F401  (fixtures)
-from .helpers import AdminApi, Api
+from .helpers import AdminApi, Api, refuse_reads_without_waiting
 from .netns import make_netns_cluster  # noqa: F401  (fixture)
 
 
@@ -35,3 +37,11 @@ def api(cluster):
 @pytest.fixture
 def admin(cluster):
     return AdminApi(cluster)
+
+
+@pytest.fixture
+def from_disk(monkeypatch):
+    """Reads as of a file the page cache does not hold: one that may not wait gets nothing
+    (``EAGAIN``), as ``preadv`` with ``RWF_NOWAIT`` answers then."""
+    refuse_reads_without_waiting(monkeypatch,
+                                 BlockingIOError(errno.EAGAIN, "not in the page cache"))

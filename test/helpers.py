@@ -1,6 +1,7 @@
 """Test helpers: raw HTTP(S) calls to named nodes, and polling with a deadline."""
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -203,3 +204,15 @@ def killed_after(monkeypatch, obj, name):
         raise Killed(name)
 
     monkeypatch.setattr(obj, name, step)
+
+
+def refuse_reads_without_waiting(monkeypatch, error):
+    """``os.preadv`` with ``RWF_NOWAIT`` raises ``error``; other reads go on as usual."""
+    preadv = os.preadv
+
+    def refusing(fd, buffers, offset, flags=0):
+        if flags & os.RWF_NOWAIT:
+            raise error
+        return preadv(fd, buffers, offset, flags)
+
+    monkeypatch.setattr(os, "preadv", refusing)

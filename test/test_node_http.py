@@ -4,9 +4,7 @@ Tornado application over loopback HTTP (the no-TLS mode), its peers answer in-pr
 What the handlers do is checked here in milliseconds: routing and redirects, 423 while
 locked, owner-only creation, room checks and the mapping of errors to status codes."""
 import asyncio
-import errno
 import json
-import os
 import socket
 import threading
 
@@ -159,7 +157,7 @@ async def test_a_long_download_gives_the_event_loop_turns(http_client, base_url,
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_chunk_read_from_the_disk_is_awaited_without_holding_the_event_loop(
-        http_client, base_url, cluster, monkeypatch):
+        http_client, base_url, cluster, monkeypatch, from_disk):
     """Once a download's chunks come from the disk, a worker thread reads the next one
     while this one is sent; the handler awaits that read, so the event loop serves other
     requests meanwhile. Each worker read here waits until the loop has turned after it
@@ -169,14 +167,6 @@ async def test_a_chunk_read_from_the_disk_is_awaited_without_holding_the_event_l
     data = bytes(range(200))  # 50 chunks of 4 bytes
     r = await call(http_client, base_url, "PUT", "alice/cold.bin", body=data)
     assert r.code == 201, r.body
-    preadv = os.preadv
-
-    def nothing_cached(fd, buffers, offset, flags=0):  # as RWF_NOWAIT answers for a cold file
-        if flags & os.RWF_NOWAIT:
-            raise BlockingIOError(errno.EAGAIN, "not in the page cache")
-        return preadv(fd, buffers, offset, flags)
-
-    monkeypatch.setattr(os, "preadv", nothing_cached)
     turned, waited_out, reads = threading.Event(), [], []
     real = buffers._READERS
 

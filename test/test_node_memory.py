@@ -16,6 +16,8 @@ from securifile.nodes.buffers import Gather, read_views
 from securifile.nodes.diskfile import WRITE_BUFFER, DiskStore
 from securifile.nodes.download import verified
 
+from .helpers import refuse_reads_without_waiting
+
 MiB = 1 << 20
 
 
@@ -77,20 +79,6 @@ def test_a_piece_as_big_as_the_buffer_goes_out_as_it_is():
     g.clear()  # a rewound body: what was gathered is forgotten
     g.drain()
     assert len(seen) == 1
-
-
-@pytest.fixture
-def from_disk(monkeypatch):
-    """Reads as of a file the page cache does not hold: one that may not wait gets nothing
-    (``EAGAIN``), as ``preadv`` with ``RWF_NOWAIT`` answers then."""
-    preadv = os.preadv
-
-    def nothing_cached(fd, buffers, offset, flags=0):
-        if flags & os.RWF_NOWAIT:
-            raise BlockingIOError(errno.EAGAIN, "not in the page cache")
-        return preadv(fd, buffers, offset, flags)
-
-    monkeypatch.setattr(os, "preadv", nothing_cached)
 
 
 @pytest.mark.parametrize("ahead, cached", [(False, True), (True, True), (True, False)],
@@ -198,14 +186,7 @@ def test_a_file_system_that_cannot_read_without_waiting_counts_as_the_disk(tmp_p
                                                                           monkeypatch):
     data = os.urandom(50_000)
     (tmp_path / "f").write_bytes(data)
-    preadv = os.preadv
-
-    def unsupported(fd, buffers, offset, flags=0):
-        if flags & os.RWF_NOWAIT:
-            raise OSError(errno.EOPNOTSUPP, "not supported")
-        return preadv(fd, buffers, offset, flags)
-
-    monkeypatch.setattr(os, "preadv", unsupported)
+    refuse_reads_without_waiting(monkeypatch, OSError(errno.EOPNOTSUPP, "not supported"))
     f = Spied(tmp_path / "f")
     assert b"".join(bytes(v) for v in read_views(f, 0, 50_000, 16_384, ahead=True)) == data
     assert worker_reads(f) == [16_384, 16_384, 50_000 - 3 * 16_384]

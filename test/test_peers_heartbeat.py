@@ -1,5 +1,6 @@
 """Peer bookkeeping, and the heartbeat loop against a real Tornado peer on a loopback port."""
 import asyncio
+import contextlib
 import json
 import socket
 
@@ -588,18 +589,29 @@ def test_a_peer_cut_off_during_a_long_pull_is_seen_down_by_the_beats_meanwhile(t
     run(scenario())
 
 
+@contextlib.asynccontextmanager
+async def fake_peer(tmp_path):
+    """A fake peer with an empty map, and this node's client: (peer, its URL, client)."""
+    locations, peer, server, port = await serve_records(tmp_path, 0, page_limit=10)
+    client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
+    try:
+        yield peer, f"http://127.0.0.1:{port}", client
+    finally:
+        server.stop()
+        await client.close()
+        locations.close()
+
+
 def test_a_beat_tells_a_peer_counted_down_by_the_majority(tmp_path):
     # Its peers can count a hung node down before its own window runs out: the beats that
     # reach it then tell it, so that it knows they wrote without it.
     async def scenario():
-        locations, peer, server, port = await serve_records(tmp_path, 0, page_limit=10)
-        client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
-        try:
+        async with fake_peer(tmp_path) as (peer, url, client):
             for size, told in ((3, True), (5, False)):  # 2 of 3 a majority, 2 of 5 not
                 table = PeerTable("me", ["me", "p"], misses_allowed=3)
                 quorum = Quorum(table, size, window=60.0)
-                loop = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}"}, 0.5,
-                                     lambda records: None, quorum=quorum)
+                loop = HeartbeatLoop(table, client, {"p": url}, 0.5, lambda records: None,
+                                     quorum=quorum)
                 for _ in range(3):
                     table.record_miss("p")  # down before it ever answered: never counted
                 await loop.run_once()
@@ -613,10 +625,6 @@ def test_a_beat_tells_a_peer_counted_down_by_the_majority(tmp_path):
                 assert table.status("p") == VERIFYING  # and challenged as it answers
                 await loop.run_once()
                 assert peer.downs[-1] is False  # no longer down in this view
-        finally:
-            server.stop()
-            await client.close()
-            locations.close()
 
     run(scenario())
 
@@ -625,13 +633,11 @@ def test_a_peer_counted_down_while_this_node_was_cut_off_is_not_told(tmp_path):
     # This node counted the peer down without the majority (cut off itself): it wrote
     # nothing without it, and must not have it verified again once it has the majority back.
     async def scenario():
-        locations, peer, server, port = await serve_records(tmp_path, 0, page_limit=10)
-        client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
-        try:
+        async with fake_peer(tmp_path) as (peer, url, client):
             table = PeerTable("me", ["me", "p", "q"], misses_allowed=3)
             quorum = Quorum(table, 3, window=60.0)
-            loop = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}",
-                                                 "q": f"http://127.0.0.1:{closed_port()}"},
+            loop = HeartbeatLoop(table, client,
+                                 {"p": url, "q": f"http://127.0.0.1:{closed_port()}"},
                                  0.5, lambda records: None, quorum=quorum)
             await loop.run_once()  # heard from p: me and p, a majority of three
             for _ in range(3):
@@ -639,15 +645,11 @@ def test_a_peer_counted_down_while_this_node_was_cut_off_is_not_told(tmp_path):
             quorum.lost("p")  # cut off: no majority while p counts down
             client.heartbeat = missed = _missing(client.heartbeat)
             await loop.run_once()
-            assert dict(missed.calls)[f"http://127.0.0.1:{port}"] is None
+            assert dict(missed.calls)[url] is None
             client.heartbeat = missed.real
             quorum.heard("q")  # the majority back (q answers), p still down here
             await loop.run_once()
             assert peer.downs[-1] is False
-        finally:
-            server.stop()
-            await client.close()
-            locations.close()
 
     run(scenario())
 
