@@ -320,6 +320,29 @@ def test_cancel_a_large_upload_stores_nothing(cluster, tmp_path):
         assert not disk_copy(cluster, node, "alice", "big.bin").exists()
 
 
+def test_files_another_client_uploads_and_deletes_show_without_a_refresh(cluster, tmp_path):
+    """The folder shown is read again while the screen is in sight: what alice's other
+    client (here the API, as curl or the CLI would) changes appears and goes by itself."""
+    session = alice(cluster)
+
+    async def scenario():
+        app = FilesApp(session, poll_seconds=0.5)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await loaded(pilot)
+            assert "f:alice/elsewhere.txt" not in screen._entries
+            session.client.put_bytes(b"uploaded by another client", "alice/elsewhere.txt")
+            await until(pilot, lambda: "f:alice/elsewhere.txt" in screen._entries,
+                        what="the file another client uploaded")
+            session.client.put_bytes(b"and one in a new folder", "alice/later/inside.txt")
+            await until(pilot, lambda: "d:alice/later/" in screen._entries,
+                        what="the folder another client made")
+            session.client.delete("alice/elsewhere.txt")
+            await until(pilot, lambda: "f:alice/elsewhere.txt" not in screen._entries,
+                        what="the file another client deleted to go")
+
+    asyncio.run(scenario())
+
+
 # --- with the in-memory admin: paging, in-place refresh, roles -----------------------------
 
 def many_files(count):
@@ -357,6 +380,69 @@ def test_large_folder_loads_page_by_page():
                         what="the new version")
             assert screen.current_entry().key == "f:alice/big/file-00003.dat"
             assert table.row_count == 3 * PAGE
+
+    asyncio.run(scenario())
+
+
+def test_the_folder_is_read_again_while_in_sight_but_not_past_its_first_page_or_behind_a_dialog():
+    admin = many_files(2 * PAGE + 10)
+    admin.records["alice/a.txt"] = record("alice", "a.txt", 1)
+
+    def count(prefix):
+        return sum(1 for c in admin.calls if c[1] == prefix)
+
+    async def polls_go_on(pilot, more=3):
+        """Wait for ``more`` polls (each asks for the grants too)."""
+        goal = count(None) + more
+        await until(pilot, lambda: count(None) >= goal, what=f"{more} more polls")
+
+    async def scenario():
+        app = FilesApp(fake_session(admin), poll_seconds=0.1)
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await loaded(pilot)
+            admin.records["alice/b.txt"] = record("alice", "b.txt", 2)  # another client's
+            await until(pilot, lambda: "f:alice/b.txt" in screen._entries, what="b.txt")
+            del admin.records["alice/a.txt"]
+            await until(pilot, lambda: "f:alice/a.txt" not in screen._entries, what="a.txt to go")
+            await highlight(pilot, screen, "d:alice/big/")
+            await pilot.press("enter")
+            await until(pilot, lambda: screen._file_count == PAGE, what="the first page")
+            await polls_go_on(pilot)  # the first page alone is read again
+            assert count("alice/big/") > 1
+            await pilot.press("m")
+            await until(pilot, lambda: screen._file_count == 2 * PAGE, what="the second page")
+            await listing_done(pilot, screen)
+            read = count("alice/big/")
+            await polls_go_on(pilot)
+            assert count("alice/big/") == read  # two pages loaded: ctrl+r only
+            # A dialog in front pauses the polls; closing it polls at once.
+            await pilot.press("n")
+            await until(pilot, lambda: app.screen.query("#prompt-name"), what="the name prompt")
+            asked = count(None)
+            await pilot.pause(0.5)  # five intervals
+            assert count(None) == asked
+            await pilot.press("escape")
+            await until(pilot, lambda: count(None) > asked, what="a poll after the dialog")
+
+    asyncio.run(scenario())
+
+
+def test_a_poll_asked_before_the_last_listing_shown_is_dropped():
+    admin = FakeAdmin([record("alice", "a.txt", 1)])
+
+    async def scenario():
+        app = FilesApp(fake_session(admin))
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await loaded(pilot)
+            ref, seen = screen.folder, screen.listing.shown
+            without_a = {"files": [], "folders": [], "next": None}
+            # A poll asked before the listing shown (an upload's, once it had settled):
+            screen.post_message(screen.Listed(ref, without_a, "poll", None, seen - 1))
+            await pilot.pause()
+            assert "f:alice/a.txt" in screen._entries and screen.listing.shown == seen
+            # One asked after it is what the catalogue says now:
+            screen.post_message(screen.Listed(ref, without_a, "poll", None, seen))
+            await until(pilot, lambda: "f:alice/a.txt" not in screen._entries, what="a.txt to go")
 
     asyncio.run(scenario())
 
@@ -462,5 +548,29 @@ def test_errors_are_notifications_not_tracebacks():
             del admin.failures["files"]
             await pilot.press("ctrl+r")
             await until(pilot, lambda: "could not load" not in location(screen), what="the retry")
+
+    asyncio.run(scenario())
+
+
+def test_a_poll_that_keeps_failing_says_so_once_per_outage():
+    admin = FakeAdmin([record("alice", "a.txt", 1)])
+    outage = AdminUnreachable("https://admin.example:8440", ConnectionRefusedError(111, "refused"))
+
+    def polls():
+        return sum(1 for c in admin.calls if c[0] == "shared")
+
+    async def scenario():
+        app = FilesApp(fake_session(admin), poll_seconds=0.1)
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await loaded(pilot)
+            admin.failures["files"] = outage
+            await until(pilot, lambda: "could not load" in location(screen), what="a failed poll")
+            goal = polls() + 4
+            await until(pilot, lambda: polls() >= goal, what="four more polls")
+            assert len(app._notifications) == 1
+            del admin.failures["files"]
+            await until(pilot, lambda: "could not load" not in location(screen), what="recovery")
+            admin.failures["files"] = outage  # a new outage is news again
+            await until(pilot, lambda: len(app._notifications) == 2, what="a second notification")
 
     asyncio.run(scenario())

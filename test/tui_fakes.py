@@ -64,6 +64,7 @@ class FakeAdmin:
                 "folders": folders, "next": page[-1]["path"] if more else None}
 
     def shared(self):
+        self.calls.append(("shared", None, None, None))
         return list(self._shared)
 
     def grants(self, target):
@@ -164,12 +165,14 @@ class FilesApp(App):
 
     TITLE = "SecuriFile"
 
-    def __init__(self, session, local_dir=None, tz=UTC):
+    def __init__(self, session, local_dir=None, tz=UTC, poll_seconds=None):
         super().__init__()
         self.session, self.local_dir, self.tz = session, local_dir, tz
+        self.poll_seconds = poll_seconds  # None: the folder is read again on ctrl+r only
 
     def on_mount(self):
-        self.push_screen(FilesScreen(self.session, local_dir=self.local_dir, tz=self.tz))
+        self.push_screen(FilesScreen(self.session, local_dir=self.local_dir, tz=self.tz,
+                                     poll_seconds=self.poll_seconds))
 
 
 class SharingApp(App):

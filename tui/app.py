@@ -244,7 +244,9 @@ class SecuriFileApp(App):
         }
         files = self.files_screen_class()
         if files is not None:
-            factories["files"] = lambda: files(self.session)
+            # The folder shown changes less often than the servers' state, and a page of it
+            # costs the admin server more: read it every 2.5 polls (5 s by default).
+            factories["files"] = lambda: files(self.session, poll_seconds=2.5 * self.poll_seconds)
         return factories
 
     def files_screen_class(self):

@@ -112,6 +112,7 @@ class FolderListing:
         self.gone = {}  # deleted remote path -> until when (monotonic) to hide it
         self.file_count = 0  # file rows loaded; workers read it to refresh as many
         self.select_after_load = None
+        self.shown = 0  # listings shown so far: a poll asked before the last one is stale
 
     def open(self, ref, select=None):
         """Start a visit to ``ref``; ``select``: a row key to highlight once loaded."""

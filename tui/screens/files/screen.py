@@ -18,12 +18,13 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import WorkerState, get_current_worker
 
 from securifile.tui.errors import describe
+from securifile.tui.polling import PollWhileShown
 from securifile.tui.screens.dialogs import NamePrompt
 from securifile.tui.screens.sharing import SharingScreen
 from securifile.tui.widgets.status import SessionBar
 from securifile.tui.widgets.transfers import TransfersPanel
 
-from .catalogue import CatalogueReader
+from .catalogue import PAGE, CatalogueReader
 from .questions import NEW_FOLDER_HELP
 from .listing import SHARED, FolderListing, FolderRef, file_of, folder_key
 from .table import WIDE, FileTable, detail_text
@@ -31,11 +32,17 @@ from .transfers import FileTransfers
 from .tree import FolderTree
 
 
-class FilesScreen(Screen):
+# How often the folder shown is read again while the screen is in sight: files that other
+# clients upload or delete, and grants given meanwhile, show without ctrl+r.
+POLL_SECONDS = 5.0
+
+
+class FilesScreen(PollWhileShown, Screen):
     """My files and the files shared with me.
 
     ``local_dir``: where the local pickers start (the current directory by default);
-    ``tz``: the zone times are shown in (the local one by default).
+    ``tz``: the zone times are shown in (the local one by default); ``poll_seconds``: how
+    often the folder shown is read again (None: only on ctrl+r).
     """
 
     TITLE = "Files"
@@ -98,11 +105,13 @@ class FilesScreen(Screen):
     ]
 
     class Listed(Message):
-        """A listing came back: ``mode`` is open (new folder), more (next page) or refresh."""
+        """A listing came back: ``mode`` is open (new folder), more (next page), refresh or
+        poll; a poll's ``shown`` is how many listings had been shown when it was asked."""
 
-        def __init__(self, ref, listing, mode, generation):
+        def __init__(self, ref, listing, mode, generation, shown=None):
             super().__init__()
             self.ref, self.listing, self.mode, self.generation = ref, listing, mode, generation
+            self.shown = shown
 
     class SubfoldersLoaded(Message):
         def __init__(self, ref, folders):
@@ -121,8 +130,12 @@ class FilesScreen(Screen):
             super().__init__()
             self.targets = targets
 
-    def __init__(self, session, *, local_dir=None, tz=None, name=None, id=None):
+    def __init__(self, session, *, local_dir=None, tz=None, poll_seconds=POLL_SECONDS,
+                 name=None, id=None):
         super().__init__(name=name, id=id)
+        self.poll_seconds = poll_seconds
+        self._polls = ()  # the last poll's workers
+        self._poll_failed = None  # why polls fail, while they do: said once, not every poll
         self.session = session
         self.me = session.username
         self.local_dir = Path(local_dir) if local_dir else Path.cwd()
@@ -166,6 +179,14 @@ class FilesScreen(Screen):
         self.table.focus()
         self.load_shared()
         self.open_folder(FolderRef(self.me))
+        if self.poll_seconds:
+            self.start_polling()
+
+    def on_screen_suspend(self):
+        self.pause_polling()  # a dialog or another screen in front: nothing to show it on
+
+    def on_screen_resume(self):
+        self.resume_polling()
 
     # -- where we are --
 
@@ -190,7 +211,7 @@ class FilesScreen(Screen):
     # -- workers --
 
     @work(thread=True, exit_on_error=False, exclusive=True, group="listing")
-    def load_folder(self, ref, mode, generation, after=None, at_least_files=0):
+    def load_folder(self, ref, mode, generation, after=None, at_least_files=0, shown=None):
         if ref == SHARED:
             grants = self.session.admin.shared()
             listing = {"grants": grants, "next": None}
@@ -199,7 +220,7 @@ class FilesScreen(Screen):
         else:
             listing = self.catalogue.page(ref, after, at_least_files)
         if not get_current_worker().is_cancelled:
-            self.post_message(self.Listed(ref, listing, mode, generation))
+            self.post_message(self.Listed(ref, listing, mode, generation, shown))
 
     @work(thread=True, exit_on_error=False, group="shared")
     def load_shared(self):
@@ -216,7 +237,11 @@ class FilesScreen(Screen):
     def on_worker_state_changed(self, event):
         if event.state == WorkerState.ERROR:
             title, message = describe(event.worker.error)
-            self.notify(message, title=title, severity="error")
+            polled = event.worker in self._polls
+            if not (polled and message == self._poll_failed):
+                self.notify(message, title=title, severity="error")  # once per outage
+            if polled:
+                self._poll_failed = message
             if event.worker.group == "listing":
                 self.listing.loading_more = False
                 self._set_location(f"{self.listing.where} · could not load: {message} "
@@ -235,6 +260,8 @@ class FilesScreen(Screen):
 
     def on_files_screen_listed(self, message):
         ref, listing, model = message.ref, message.listing, self.listing
+        if message.mode == "poll" and (ref != model.folder or message.shown != model.shown):
+            return  # older than a listing shown since (an upload's, once it had settled)
         if ref != SHARED and message.mode != "more":
             self.tree.relabel(model.keep_real(ref, listing), model.pending)
             self.tree.sync_children(ref, listing.get("folders", []), model.pending)
@@ -242,6 +269,8 @@ class FilesScreen(Screen):
             return
         if message.generation is not None and message.generation != model.generation:
             return  # an answer for a visit to this folder that has since been left
+        model.shown += 1
+        self._poll_failed = None
         entries = model.entries_from(ref, listing, message.mode, time.monotonic())
         model.loading_more = False  # a refresh replaces a page load it overtook
         if message.mode == "more":
@@ -328,6 +357,19 @@ class FilesScreen(Screen):
         for ref in self.tree.open_folders():
             if ref != here:
                 self.load_subfolders(ref)
+
+    def poll(self):
+        """Read the folder shown and my grants again, quietly, unless a listing is on its
+        way. A folder read past its first page waits for ctrl+r: every page again each
+        time would load the admin server for rows out of sight."""
+        model = self.listing
+        if model.loading_more or any(w.node is self and w.group == "listing"
+                                     and not w.is_finished for w in self.workers):
+            return
+        polls = [self.load_shared()]
+        if model.folder == SHARED or model.file_count <= PAGE:
+            polls.append(self.load_folder(model.folder, "poll", None, shown=model.shown))
+        self._polls = tuple(polls)
 
     def action_more(self):
         self._maybe_load_more()
