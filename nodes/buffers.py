@@ -134,32 +134,49 @@ def read_views(f, start, end, chunk_size, buffers=2, ahead=False, behind_read=No
     it reads on; the verified read holds one back, hence two).
 
     With ``ahead``, a chunk the page cache holds is copied on the caller's thread, and once
-    a read has had to wait for the disk, the next chunk is read by a worker thread while
-    the consumer sends this one (the disk's time then overlaps the sending); a view is then
-    overwritten ``buffers - 1`` reads later. Handing every chunk to a worker cost more than
-    the copy it took off the event loop: a cached 1 GiB download ran 1,353-1,423 MB/s for
-    0.79-0.88 CPU-s with every chunk read in a worker, 1,484-1,517 for 0.69-0.72 without
-    (docs/PERFORMANCE.md, "Downloads without Nagle's delay"). ``behind_read`` (a
-    ReadBehind) is kept pointing at the worker's read in flight. Closes ``f``, once no
-    read is running behind."""
+    a read has had to wait for the disk, that read and every one after it are made by a
+    worker thread, the next chunk's while the consumer sends this one (the disk's time then
+    overlaps the sending); a view is then overwritten ``buffers - 1`` reads later. Handing
+    every chunk to a worker cost more than the copy it took off the event loop: a cached
+    1 GiB download ran 1,353-1,423 MB/s for 0.79-0.88 CPU-s with every chunk read in a
+    worker, 1,484-1,517 for 0.69-0.72 without (docs/PERFORMANCE.md, "Downloads without
+    Nagle's delay").
+
+    ``behind_read`` (a ReadBehind) is kept pointing at the worker's read in flight; a
+    consumer that passes one never waits for the disk inside this generator: when the read
+    of the chunk asked for is still running, it gets an empty view instead, awaits
+    ``behind_read.ready()`` and asks again. Without one, the generator waits. Closes ``f``,
+    once no read is running behind."""
     with f:
         f.seek(start)
         pool = [memoryview(bytearray(chunk_size)) for _ in range(buffers)]
         remaining = None if end is None else end - start
         turn, pos = 0, start
-        behind = None  # (view, future) of the read running in a worker thread
-        from_disk = False  # a read waited for the disk: read ahead in a worker from now on
+        behind = None  # (view, bytes in it already, future of the worker's read of the rest)
+        from_disk = False  # a read waited for the disk: read in a worker from now on
         try:
             while True:
                 if behind is not None:
-                    (view, reading), behind = behind, None
-                    n = reading.result()
+                    view, got, reading = behind
+                    if behind_read is not None and not reading.done():
+                        behind_read.future = reading
+                        yield view[:0]  # awaited by the consumer, which then asks again
+                        continue
+                    behind = None
+                    n = got + reading.result()
                 elif remaining is None or remaining > 0:
                     view = _sized(pool[turn], remaining)
-                    if ahead and not from_disk:
-                        n, from_disk = _read_cached_first(f, view, pos)
-                    else:
-                        n = f.readinto(view)
+                    got = _read_cached(f, view, pos) if ahead and not from_disk else None
+                    if got is not None and got == len(view):
+                        n = got
+                    elif ahead and behind_read is not None and remaining is not None:
+                        from_disk = True  # the rest of the chunk: a worker's read
+                        behind = (view, got or 0, _READERS.submit(f.readinto, view[got or 0:]))
+                        continue
+                    else:  # (without an end, a short read may just have met it)
+                        more = f.readinto(view[got or 0:])
+                        n = (got or 0) + more
+                        from_disk = from_disk or (ahead and (got is None or more > 0))
                 else:
                     break
                 if not n:
@@ -170,30 +187,28 @@ def read_views(f, start, end, chunk_size, buffers=2, ahead=False, behind_read=No
                 turn = (turn + 1) % buffers
                 if from_disk and (remaining is None or remaining > 0):
                     nxt = _sized(pool[turn], remaining)
-                    behind = (nxt, _READERS.submit(f.readinto, nxt))
+                    behind = (nxt, 0, _READERS.submit(f.readinto, nxt))
                     if behind_read is not None:
-                        behind_read.future = behind[1]
+                        behind_read.future = behind[2]
                 yield view[:n]
         finally:
             if behind is not None:  # the consumer stopped early: no read under the close
-                concurrent.futures.wait([behind[1]])
+                concurrent.futures.wait([behind[2]])
 
 
-def _read_cached_first(f, view, pos):
-    """Fill ``view`` from ``f`` at ``pos`` (its position): what the page cache holds
-    without waiting (``RWF_NOWAIT``), the rest as usual. (bytes read, whether any had to
-    come from the disk); a file system that cannot tell counts as the disk."""
+def _read_cached(f, view, pos):
+    """Fill what it can of ``view`` from ``f`` at ``pos`` (its position) with what the page
+    cache holds, without waiting for the disk (``RWF_NOWAIT``); the bytes read, with the
+    file's position after them, or None where the file system cannot read without waiting
+    (then everything counts as the disk's)."""
     try:
         n = os.preadv(f.fileno(), [view], pos, os.RWF_NOWAIT)
     except BlockingIOError:
         n = 0
     except OSError:  # EOPNOTSUPP: this file system does not read without waiting
-        return f.readinto(view), True
+        return None
     f.seek(pos + n)
-    if n == len(view):
-        return n, False
-    more = f.readinto(view[n:])  # the rest, or 0 at the end of the file
-    return n + more, more > 0
+    return n
 
 
 def _sized(view, remaining):

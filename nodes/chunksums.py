@@ -65,11 +65,16 @@ def unpack(blob, size):
 def checked(chunks, sums):
     """``chunks`` (``CHUNK`` bytes each from the start of the copy, the last may be shorter),
     each passed on only once its CRC-32C matches; CopyCorrupt instead of the first that does
-    not, or when the copy ends early or runs on."""
-    i = -1
-    for i, chunk in enumerate(chunks):
+    not, or when the copy ends early or runs on. An empty chunk (a read still under way,
+    ``buffers.read_views``) is passed on as it comes."""
+    i = 0
+    for chunk in chunks:
+        if not chunk:
+            yield chunk
+            continue
         if i >= len(sums) or crc32c(chunk) != sums[i]:
             raise CopyCorrupt(f"chunk {i} (offset {i * CHUNK}) does not match its checksum")
+        i += 1
         yield chunk
-    if i + 1 != len(sums):
-        raise CopyCorrupt(f"the copy ended after {i + 1} of {len(sums)} chunks")
+    if i != len(sums):
+        raise CopyCorrupt(f"the copy ended after {i} of {len(sums)} chunks")

@@ -19,9 +19,13 @@ def verified(chunks, hasher, digest, sums=None, on_match=None):
     """``chunks``, each passed on only once the next one is read, the last only once the
     whole hashes to ``digest``; CopyCorrupt instead of the last chunk otherwise. One chunk
     is held at a time, so memory stays flat. ``sums`` (a ``ChunkSums``) is fed the same
-    bytes; ``on_match()`` is called once the digest has matched."""
+    bytes; ``on_match()`` is called once the digest has matched. An empty chunk (a read
+    still under way, ``buffers.read_views``) is passed on as it comes."""
     held = None
     for chunk in chunks:
+        if not chunk:
+            yield chunk
+            continue
         hasher.update(chunk)
         if sums is not None:
             sums.update(chunk)

@@ -243,12 +243,14 @@ class FileHandler(UserHandler):
         unyielded = 0
         try:
             while True:
-                # The chunk read from the disk in a worker is awaited here, not waited for
-                # in the generator: the event loop serves other requests meanwhile.
+                # A chunk read from the disk in a worker is awaited here, not waited for in
+                # the generator: the event loop serves other requests meanwhile.
                 await behind_read.ready()
                 chunk = next(chunks, None)
                 if chunk is None:
                     break
+                if not chunk:
+                    continue  # its read from the disk is under way: awaited above
                 # A view of a reused buffer, sent before the next chunk is read. The first
                 # goes with the headers (a copy: RequestHandler.write takes bytes only), the
                 # others straight to the connection, which sends them without a copy.

@@ -55,6 +55,11 @@ def test_a_bad_chunk_is_never_passed_on_nor_any_after_it():
     with pytest.raises(CopyCorrupt, match="chunk 4"):
         list(checked(iter(good + [b"more"]), sums))  # runs on
     assert list(checked(iter(good), sums)) == good
+    # An empty chunk (a read from the disk still under way) passes as it came, uncounted.
+    waits = [b"", good[0], b"", b"", good[1], good[2], b"", good[3]]
+    assert list(checked(iter(waits), sums)) == waits
+    with pytest.raises(CopyCorrupt, match="ended after 3 of 4"):
+        list(checked(iter(waits[:-1]), sums))
 
 
 class Node:

@@ -12,7 +12,7 @@ import tracemalloc
 import pytest
 
 from securifile.common.paths import parse_path
-from securifile.nodes.buffers import Gather, read_views
+from securifile.nodes.buffers import Gather, ReadBehind, read_views
 from securifile.nodes.diskfile import WRITE_BUFFER, DiskStore
 from securifile.nodes.download import verified
 
@@ -202,6 +202,35 @@ def test_once_a_read_waits_for_the_disk_the_next_chunks_are_read_by_a_worker(tmp
     assert [n for _, _, n in reads] == [16_384] * 3 + [50_000 - 3 * 16_384]
     assert reads[0][1] == threading.current_thread().name  # the first: nothing to overlap
     assert all(name.startswith("diskread") for _, name, _ in reads[1:])
+
+
+def test_a_consumer_that_awaits_the_reads_is_never_held_by_the_disk(tmp_path, from_disk):
+    # With a ReadBehind (as a download has), every read the disk must serve is a worker's,
+    # the first too, and a chunk whose read is still running comes as an empty view: the
+    # event loop awaits the read instead of waiting inside the generator.
+    data = os.urandom(50_000)
+    (tmp_path / "f").write_bytes(data)
+    f = Spied(tmp_path / "f")
+    f.gate = threading.Event()
+    behind = ReadBehind()
+    views = read_views(f, 0, len(data), 16_384, buffers=3, ahead=True, behind_read=behind)
+    got, empties = [], 0
+    for _ in range(100):
+        view = next(views, None)  # returns at once, the gate closed or not
+        if view is None:
+            break
+        if not view:
+            empties += 1
+            assert not behind.future.done()
+            f.gate.set()  # the disk answers
+            behind.future.result(10)
+            f.gate.clear()
+            continue
+        got.append(bytes(view))
+    assert b"".join(got) == data
+    reads = [e for e in f.events if isinstance(e, tuple)]
+    assert empties == 4 and [n for _, _, n in reads] == [16_384] * 3 + [50_000 - 3 * 16_384]
+    assert all(name.startswith("diskread") for _, name, _ in reads)
 
 
 def test_a_download_stopped_early_closes_its_file_only_after_the_read_behind(tmp_path,
