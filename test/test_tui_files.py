@@ -418,6 +418,8 @@ def test_the_folder_is_read_again_while_in_sight_but_not_past_its_first_page_or_
             # A dialog in front pauses the polls; closing it polls at once.
             await pilot.press("n")
             await until(pilot, lambda: app.screen.query("#prompt-name"), what="the name prompt")
+            await until(pilot, lambda: not [w for w in app.workers if w.node is screen
+                                            and not w.is_finished], what="polls under way")
             asked = count(None)
             await pilot.pause(0.5)  # five intervals
             assert count(None) == asked
@@ -563,14 +565,16 @@ def test_a_poll_that_keeps_failing_says_so_once_per_outage():
         app = FilesApp(fake_session(admin), poll_seconds=0.1)
         async with app.run_test(size=(80, 24)) as pilot:
             screen = await loaded(pilot)
+            said = []  # counted as they are made: a notification on screen expires
+            screen.notify = lambda message, **kwargs: said.append(message)
             admin.failures["files"] = outage
             await until(pilot, lambda: "could not load" in location(screen), what="a failed poll")
             goal = polls() + 4
             await until(pilot, lambda: polls() >= goal, what="four more polls")
-            assert len(app._notifications) == 1
+            assert len(said) == 1 and "admin" in said[0].lower(), said
             del admin.failures["files"]
             await until(pilot, lambda: "could not load" not in location(screen), what="recovery")
             admin.failures["files"] = outage  # a new outage is news again
-            await until(pilot, lambda: len(app._notifications) == 2, what="a second notification")
+            await until(pilot, lambda: len(said) == 2, what="a second notification")
 
     asyncio.run(scenario())

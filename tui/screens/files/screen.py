@@ -6,6 +6,7 @@ network call runs in a thread worker and comes back as a message; errors become
 notifications.
 """
 import time
+import weakref
 from pathlib import Path
 
 from textual import on, work
@@ -134,7 +135,7 @@ class FilesScreen(PollWhileShown, Screen):
                  name=None, id=None):
         super().__init__(name=name, id=id)
         self.poll_seconds = poll_seconds
-        self._polls = ()  # the last poll's workers
+        self._polls = weakref.WeakSet()  # the polls' workers (their errors may come late)
         self._poll_failed = None  # why polls fail, while they do: said once, not every poll
         self.session = session
         self.me = session.username
@@ -366,10 +367,9 @@ class FilesScreen(PollWhileShown, Screen):
         if model.loading_more or any(w.node is self and w.group == "listing"
                                      and not w.is_finished for w in self.workers):
             return
-        polls = [self.load_shared()]
+        self._polls.add(self.load_shared())
         if model.folder == SHARED or model.file_count <= PAGE:
-            polls.append(self.load_folder(model.folder, "poll", None, shown=model.shown))
-        self._polls = tuple(polls)
+            self._polls.add(self.load_folder(model.folder, "poll", None, shown=model.shown))
 
     def action_more(self):
         self._maybe_load_more()
