@@ -167,15 +167,16 @@ def read_views(f, start, end, chunk_size, buffers=2, ahead=False, behind_read=No
                 elif remaining is None or remaining > 0:
                     view = _sized(pool[turn], remaining)
                     got = _read_cached(f, view, pos) if ahead and not from_disk else None
-                    if got is not None and got == len(view):
-                        n = got
+                    cached = got or 0
+                    if cached == len(view):
+                        n = cached
                     elif ahead and behind_read is not None and remaining is not None:
                         from_disk = True  # the rest of the chunk: a worker's read
-                        behind = (view, got or 0, _READERS.submit(f.readinto, view[got or 0:]))
+                        behind = (view, cached, _READERS.submit(f.readinto, view[cached:]))
                         continue
                     else:  # (without an end, a short read may just have met it)
-                        more = f.readinto(view[got or 0:])
-                        n = (got or 0) + more
+                        more = f.readinto(view[cached:])
+                        n = cached + more
                         from_disk = from_disk or (ahead and (got is None or more > 0))
                 else:
                     break
@@ -198,9 +199,9 @@ def read_views(f, start, end, chunk_size, buffers=2, ahead=False, behind_read=No
 
 def _read_cached(f, view, pos):
     """Fill what it can of ``view`` from ``f`` at ``pos`` (its position) with what the page
-    cache holds, without waiting for the disk (``RWF_NOWAIT``); the bytes read, with the
-    file's position after them, or None where the file system cannot read without waiting
-    (then everything counts as the disk's)."""
+    cache holds, without waiting for the disk (``RWF_NOWAIT``); the bytes read (the file's
+    position is moved past them), or None where the file system cannot read without
+    waiting (then everything counts as the disk's)."""
     try:
         n = os.preadv(f.fileno(), [view], pos, os.RWF_NOWAIT)
     except BlockingIOError:

@@ -566,7 +566,7 @@ def test_a_poll_that_keeps_failing_says_so_once_per_outage():
         async with app.run_test(size=(80, 24)) as pilot:
             screen = await loaded(pilot)
             said = []  # counted as they are made: a notification on screen expires
-            screen.notify = lambda message, **kwargs: said.append(message)
+            app.notify = lambda message, **kwargs: said.append(message)
             admin.failures["files"] = outage
             await until(pilot, lambda: "could not load" in location(screen), what="a failed poll")
             goal = polls() + 4

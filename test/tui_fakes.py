@@ -10,6 +10,7 @@ from datetime import timezone
 from textual import events
 from textual.app import App
 
+from securifile.tui.errors import ErrorReports
 from securifile.tui.screens.files import FilesScreen
 from securifile.tui.screens.sharing import SharingScreen
 from securifile.tui.session import Session
@@ -160,8 +161,9 @@ def type_ahead(app, keys):
         app.post_message(event)
 
 
-class FilesApp(App):
-    """A minimal app around the Files screen, as the real app shell pushes it."""
+class FilesApp(ErrorReports, App):
+    """A minimal app around the Files screen, as the real app shell pushes it (with the
+    shell's error reports, which the screen's polls use)."""
 
     TITLE = "SecuriFile"
 

@@ -13,7 +13,6 @@ import asyncio
 import importlib
 import os
 import sys
-import time
 from datetime import datetime, timezone
 from functools import partial
 
@@ -30,12 +29,11 @@ from textual.worker import WorkerState
 from securifile.client.errors import Unauthorized
 from securifile.client.settings import ClientSettings, LoginFolder
 
-from .errors import describe
+from .errors import ErrorReports, describe
 from .prefs import Preferences
 from .session import Session
 
 SCREENS = (("files", "Files", "f2"), ("servers", "Servers", "f3"), ("users", "Users", "f4"))
-REPEAT_QUIET_SECONDS = 60  # the same polling error is notified again after this long
 
 
 def offered(binding):
@@ -80,7 +78,7 @@ class UsageRead(Message):
         self.session, self.me = session, me
 
 
-class SecuriFileApp(App):
+class SecuriFileApp(ErrorReports, App):
     """The SecuriFile terminal client.
 
     ``session``: start logged in (tests, embedding); else ``cluster_file``; else the saved
@@ -115,7 +113,6 @@ class SecuriFileApp(App):
         self.poll_seconds = poll_seconds
         self._now = now
         self.tz = tz
-        self._errors = {}  # source -> (text, when notified)
         self._usage_timer = None
         saved_theme = self.prefs.load().get("theme")
         if saved_theme in self.available_themes:
@@ -344,19 +341,6 @@ class SecuriFileApp(App):
             self.prefs.update(theme=theme)
 
     # -- errors --
-
-    def report_error(self, error, *, source="app"):
-        """Notify a worker's error once; a poll failing the same way again stays quiet a while."""
-        title, text = describe(error)
-        last = self._errors.get(source)
-        now = time.monotonic()
-        if last and last[0] == text and now - last[1] < REPEAT_QUIET_SECONDS:
-            return
-        self._errors[source] = (text, now)
-        self.notify(text, title=title, severity="error", timeout=8)
-
-    def clear_error(self, source):
-        self._errors.pop(source, None)
 
     def on_worker_state_changed(self, event):
         if event.state == WorkerState.ERROR and event.worker.group != "connect":

@@ -3,6 +3,8 @@
 Workers never let a traceback reach the screen: their errors come here and leave as a
 notification (title, message, severity), or as the login screen's message.
 """
+import time
+
 from securifile.client.admin import AdminUnreachable
 from securifile.client.errors import (
     ClientError, LocalFileError, NoServerAvailable, PermissionDenied, RateLimited, ServerError,
@@ -71,3 +73,30 @@ def login_problem(error, admin_url, ca=None):
     if isinstance(error, OSError):
         return f"Cannot read a local file: {error.strerror or error}."
     return f"Login failed: {describe(error)[1]}"
+
+
+REPEAT_QUIET_SECONDS = 60  # the same polling error is notified again after this long
+
+
+class ErrorReports:
+    """Mixed into a Textual app: workers' errors become notifications, and a poll failing
+    the same way again stays quiet a while (``source`` names the poll)."""
+
+    _errors = None  # source -> (text, when notified)
+
+    def report_error(self, error, *, source="app"):
+        """Notify a worker's error once; a poll failing the same way again stays quiet a while."""
+        title, text = describe(error)
+        if self._errors is None:
+            self._errors = {}
+        last = self._errors.get(source)
+        now = time.monotonic()
+        if last and last[0] == text and now - last[1] < REPEAT_QUIET_SECONDS:
+            return
+        self._errors[source] = (text, now)
+        self.notify(text, title=title, severity="error", timeout=8)
+
+    def clear_error(self, source):
+        """``source`` works again: its next error is news."""
+        if self._errors is not None:
+            self._errors.pop(source, None)

@@ -12,6 +12,12 @@ class PollWhileShown:
         self.poll()
         self._timer = self.set_interval(self.poll_seconds, self.poll)
 
+    def working(self, group):
+        """Whether a worker of ``group`` that this node started is still running: a poll
+        does not pile a request on one whose answer has not come."""
+        return any(w.node is self and w.group == group and not w.is_finished
+                   for w in self.workers)
+
     def pause_polling(self):
         if self._timer is not None:
             self._timer.pause()

@@ -198,8 +198,8 @@ class ServersScreen(PollWhileShown, Screen):
     # -- polling --
 
     def poll(self):
-        if any(w.node is self and w.group == "servers" and not w.is_finished for w in self.workers):
-            return  # the last answer has not come yet: do not pile requests up
+        if self.working("servers"):
+            return
         default = (self.app.now() - WINDOW).isoformat()
         since_by_name = {name: datetime.fromtimestamp(s.last_time(), timezone.utc).isoformat()
                          for name, s in self.series.items() if s.last_time() is not None}

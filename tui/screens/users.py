@@ -208,7 +208,7 @@ class UsersScreen(PollWhileShown, Screen):
     # -- the account list --
 
     def poll(self):
-        if not any(w.node is self and w.group == "users" and not w.is_finished for w in self.workers):
+        if not self.working("users"):
             self.fetch_users()
 
     @work(thread=True, exclusive=True, group="users", exit_on_error=False)

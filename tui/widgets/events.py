@@ -80,8 +80,7 @@ class EventsPanel(PollWhileShown, Vertical):
         self.start_polling()
 
     def poll(self):
-        if not any(w.node is self and w.group == "events" and not w.is_finished
-                   for w in self.workers):
+        if not self.working("events"):
             self.fetch(self.last_id)
 
     @work(thread=True, exclusive=True, group="events", exit_on_error=False)

@@ -43,7 +43,8 @@ class FilesScreen(PollWhileShown, Screen):
 
     ``local_dir``: where the local pickers start (the current directory by default);
     ``tz``: the zone times are shown in (the local one by default); ``poll_seconds``: how
-    often the folder shown is read again (None: only on ctrl+r).
+    often the folder shown is read again (None: only on ctrl+r); the polls' errors go to
+    the app's ``report_error`` (``errors.ErrorReports``), once per outage.
     """
 
     TITLE = "Files"
@@ -136,7 +137,6 @@ class FilesScreen(PollWhileShown, Screen):
         super().__init__(name=name, id=id)
         self.poll_seconds = poll_seconds
         self._polls = weakref.WeakSet()  # the polls' workers (their errors may come late)
-        self._poll_failed = None  # why polls fail, while they do: said once, not every poll
         self.session = session
         self.me = session.username
         self.local_dir = Path(local_dir) if local_dir else Path.cwd()
@@ -238,11 +238,10 @@ class FilesScreen(PollWhileShown, Screen):
     def on_worker_state_changed(self, event):
         if event.state == WorkerState.ERROR:
             title, message = describe(event.worker.error)
-            polled = event.worker in self._polls
-            if not (polled and message == self._poll_failed):
-                self.notify(message, title=title, severity="error")  # once per outage
-            if polled:
-                self._poll_failed = message
+            if event.worker in self._polls:  # said once per outage, not every poll
+                self.app.report_error(event.worker.error, source="files")
+            else:
+                self.notify(message, title=title, severity="error")
             if event.worker.group == "listing":
                 self.listing.loading_more = False
                 self._set_location(f"{self.listing.where} · could not load: {message} "
@@ -271,7 +270,7 @@ class FilesScreen(PollWhileShown, Screen):
         if message.generation is not None and message.generation != model.generation:
             return  # an answer for a visit to this folder that has since been left
         model.shown += 1
-        self._poll_failed = None
+        self.app.clear_error("files")
         entries = model.entries_from(ref, listing, message.mode, time.monotonic())
         model.loading_more = False  # a refresh replaces a page load it overtook
         if message.mode == "more":
@@ -364,8 +363,7 @@ class FilesScreen(PollWhileShown, Screen):
         way. A folder read past its first page waits for ctrl+r: every page again each
         time would load the admin server for rows out of sight."""
         model = self.listing
-        if model.loading_more or any(w.node is self and w.group == "listing"
-                                     and not w.is_finished for w in self.workers):
+        if model.loading_more or self.working("listing"):
             return
         self._polls.add(self.load_shared())
         if model.folder == SHARED or model.file_count <= PAGE:
