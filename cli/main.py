@@ -19,6 +19,7 @@ from pathlib import Path
 from securifile.client.admin import AdminClient
 from securifile.client.errors import ClientError, FileNotFound, LocalFileError, ServerError
 from securifile.client.files import parse_remote
+from securifile.client.plans import MAX_PARALLEL, PARALLEL
 from securifile.client.resumable import continue_download, resume_uploads
 from securifile.client.settings import ClientSettings, LoginFolder, read_token_file
 from securifile.client.storage import Client
@@ -64,6 +65,21 @@ CONNECTION_DEFAULTS = dict(cluster=None, server=None, ca=None, cert=None, key=No
                            token_file=None, timeout=60.0, wait=15.0, progress=None, quiet=False)
 
 
+def _parallel_option(parser, done):
+    def count(text):
+        try:
+            n = int(text)
+        except ValueError:
+            n = 0
+        if not 1 <= n <= MAX_PARALLEL:
+            raise argparse.ArgumentTypeError(f"--parallel takes a number from 1 to {MAX_PARALLEL}")
+        return n
+
+    parser.add_argument("-P", "--parallel", type=count, default=PARALLEL, metavar="N",
+                        help=f"files of a folder {done} at a time (default {PARALLEL}; 1: one "
+                             "after another)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog=PROG, parents=[_connection_options()],
@@ -86,6 +102,7 @@ def build_parser():
                    help="start an interrupted upload over instead of resuming it (files of "
                         "4 MiB or more resume by default, after a broken connection or when "
                         "the same command is run again)")
+    _parallel_option(p, "uploaded")
 
     p = command("get", "download a file, or a folder (owner/dir/) recursively")
     p.add_argument("remote", metavar="REMOTE", help="owner/path, or owner/dir/ for a folder")
@@ -94,6 +111,7 @@ def build_parser():
     p.add_argument("-c", "--continue", dest="resume", action="store_true",
                    help="keep the bytes a partial LOCAL file holds and fetch only the rest "
                         "(Range); the whole file's digest is checked at the end")
+    _parallel_option(p, "downloaded")
 
     p = command("rm", "delete a file (owner only)")
     p.add_argument("remote", metavar="REMOTE")
@@ -283,7 +301,8 @@ class Commands:
             f"{PROG}: resuming the upload at {human_size(offset)} of {human_size(size)} "
             f"({offset} bytes there)", file=self.err, flush=True))
         with self.progress(f"put {args.remote}") as bar:
-            self.client.put_tree(args.local, args.remote, progress=bar, on_file=done)
+            self.client.put_tree(args.local, args.remote, progress=bar, on_file=done,
+                                 parallel=args.parallel)
         if args.json:
             print(json.dumps(records, indent=2), file=self.out)
         return 0
@@ -327,7 +346,8 @@ class Commands:
             self.say(f"{remote_name} -> {local}  {human_size(info['size'])}")
 
         with self.progress(f"get {remote}") as bar:
-            results = self.client.get_tree(remote, root, progress=bar, on_file=done)
+            results = self.client.get_tree(remote, root, progress=bar, on_file=done,
+                                           parallel=self.args.parallel)
         if not results:
             self.say(f"{remote}: no files")
         return 0

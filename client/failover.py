@@ -9,6 +9,7 @@ not serve, asks again naming it in ``avoid`` so that the node redirects to the n
 When no server serves, it asks again with a growing pause for a bounded time. ``Client``
 (storage.py) builds the file operations on its ``request``.
 """
+import contextlib
 import threading
 import time
 from urllib.parse import urljoin
@@ -135,6 +136,18 @@ class ClusterClient(ConnectionsOwner):
 
     def set_servers(self, urls, members=()):
         self._selector.set_servers(urls, members)
+
+    @contextlib.contextmanager
+    def worker(self, lane):
+        """A worker thread of a folder transfer (``plans.transfer_plan``): it starts ``lane``
+        servers after the current one, so that the workers' files spread over the servers
+        (each worker then stays with its own until it fails), and closes its connections
+        when it has no more files."""
+        self._selector.set_lane(lane)
+        try:
+            yield
+        finally:
+            self.close()
 
     def set_token(self, token):
         self._token = token

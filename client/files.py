@@ -116,18 +116,3 @@ def plan_download(files, prefix, local_dir):
         plan.append((fp.full, root.joinpath(*rel.split("/")), int(record.get("size") or 0)))
     return sorted(plan)
 
-
-def transfer_plan(plan, transfer, progress=None, on_file=None):
-    """Run ``transfer(source, target, per_file_progress)`` over a plan of (source, target,
-    size), ``progress(done, total)`` counting bytes over the whole plan and ``on_file(source,
-    target, result)`` after each file; the results in the plan's order."""
-    total = sum(size for _, _, size in plan)
-    results, base = [], 0
-    for source, target, size in plan:
-        per_file = None if progress is None else (lambda d, t, b=base: progress(b + d, total))
-        result = transfer(source, target, per_file)
-        base += size
-        results.append(result)
-        if on_file is not None:
-            on_file(source, target, result)
-    return results

@@ -54,6 +54,7 @@ class ServerSelector:
     def __init__(self, urls, *, members=(), allow_empty=False, rng=None, clock=time.monotonic,
                  suspect_seconds=30.0):
         self._lock = threading.Lock()
+        self._lanes = threading.local()
         self._clock = clock
         self._suspect_seconds = suspect_seconds
         self._suspect_until = {}
@@ -90,12 +91,19 @@ class ServerSelector:
         with self._lock:
             return list(self._urls)
 
+    def set_lane(self, lane):
+        """This thread starts ``lane`` servers after the current one (0: the current one):
+        the workers of a folder transfer spread their files over the servers."""
+        self._lanes.lane = lane
+
     def current(self, exclude=()):
-        """The server to talk to: the current one unless excluded or suspect; None if none left."""
+        """The server to talk to: the current one (shifted by this thread's lane) unless
+        excluded or suspect; None if none left."""
+        lane = getattr(self._lanes, "lane", 0)
         with self._lock:
             now = self._clock()
             n = len(self._urls)
-            order = [self._urls[(self._current + i) % n] for i in range(n)]
+            order = [self._urls[(self._current + lane + i) % n] for i in range(n)]
             candidates = [u for u in order if u not in exclude]
             for url in candidates:
                 if self._suspect_until.get(url, 0) <= now:

@@ -16,8 +16,8 @@ from .errors import DigestMismatch, HolderUnreachable, LocalFileError, ProtocolE
 from .failover import ClusterClient
 from .files import (
     AtomicFile, file_url_path, folder_url_path, parse_remote, plan_download, plan_upload,
-    transfer_plan,
 )
+from .plans import transfer_plan
 from .transport import CHUNK_SIZE, BytesBody, FileBody, check_cancel, report_progress
 
 UPLOAD_ALGORITHM = "sha256"
@@ -233,25 +233,34 @@ class Client(ClusterClient):
 
     # -- folders --
 
-    def put_tree(self, local, remote, *, progress=None, cancel=None, on_file=None):
-        """Upload a file, or every file under a folder, as ``plan_upload`` maps them.
+    def put_tree(self, local, remote, *, progress=None, cancel=None, on_file=None, parallel=1):
+        """Upload a file, or every file under a folder, as ``plan_upload`` maps them, up to
+        ``parallel`` files at a time (``plans.transfer_plan``).
 
         ``progress(done, total)`` counts bytes over the whole tree; ``on_file(local, remote,
         record)`` is called after each file. Returns the records.
         """
         plan = plan_upload(local, remote)
-        return transfer_plan(plan, lambda src, dst, per_file: self.put(
-            src, dst, progress=per_file, cancel=cancel), progress, on_file)
+        return transfer_plan(plan, lambda src, dst, per_file, stop: self.put(
+            src, dst, progress=per_file, cancel=stop), progress, on_file, parallel=parallel,
+            cancel=cancel, worker=self.worker)
 
-    def get_tree(self, remote_prefix, local_dir, *, progress=None, cancel=None, on_file=None):
+    def get_tree(self, remote_prefix, local_dir, *, progress=None, cancel=None, on_file=None,
+                 parallel=1):
         """Download every file under ``remote_prefix`` into ``local_dir`` (same layout)."""
         plan = plan_download(self.list(remote_prefix), remote_prefix, local_dir)
+        return self.get_plan(plan, progress=progress, cancel=cancel, on_file=on_file,
+                             parallel=parallel)
 
-        def get(remote, local, per_file):
+    def get_plan(self, plan, *, progress=None, cancel=None, on_file=None, parallel=1):
+        """Download the files of a ``plan_download`` plan, up to ``parallel`` at a time."""
+
+        def get(remote, local, per_file, stop):
             local.parent.mkdir(parents=True, exist_ok=True)
-            return self.get(remote, local, progress=per_file, cancel=cancel)
+            return self.get(remote, local, progress=per_file, cancel=stop)
 
-        return transfer_plan(plan, get, progress, on_file)
+        return transfer_plan(plan, get, progress, on_file, parallel=parallel, cancel=cancel,
+                             worker=self.worker)
 
 
 def _file_digest(path, algorithm, chunk_size, cancel=None):

@@ -28,6 +28,7 @@ from securifile.client.errors import (
 from securifile.client.files import (
     AtomicFile, file_url_path, folder_url_path, plan_download, plan_upload,
 )
+from securifile.client.plans import PARALLEL
 from securifile.client.servers import ServerSelector, holder_named, server_origin, with_avoid
 from securifile.client.settings import ClientSettings
 from securifile.client.storage import Client
@@ -144,6 +145,25 @@ def test_selector_skips_suspects_until_they_expire():
     assert sel.current() == C
     assert sel.current(exclude={C}) == A
     assert sel.current(exclude={A, B, C}) is None
+
+
+def test_selector_lanes_spread_threads_over_the_servers_and_skip_suspects():
+    sel = ServerSelector([A, B, C], rng=FixedRng(1))
+    seen = {}
+
+    def in_lane(lane):
+        sel.set_lane(lane)
+        seen[lane] = sel.current()
+        if lane == 2:
+            sel.failed(A)  # this lane's server does not answer: it goes on to the next
+            seen["after"] = sel.current()
+
+    for lane in range(4):
+        thread = threading.Thread(target=in_lane, args=(lane,))
+        thread.start()
+        thread.join()
+    assert seen == {0: B, 1: C, 2: A, 3: B, "after": B}
+    assert sel.current() == B  # a thread without a lane: the current server, as before
 
 
 def test_selector_answered_clears_suspicion_and_set_servers_keeps_current():
@@ -790,8 +810,8 @@ class StubClient:
     def delete(self, remote):
         self.calls.append(("delete", remote))
 
-    def get_tree(self, remote, root, progress=None, on_file=None, cancel=None):
-        self.calls.append(("get_tree", remote, Path(root)))
+    def get_tree(self, remote, root, progress=None, on_file=None, cancel=None, parallel=1):
+        self.calls.append(("get_tree", remote, Path(root), parallel))
         return []
 
     def get(self, remote, local, progress=None, cancel=None):
@@ -822,9 +842,9 @@ def test_get_picks_file_or_folder(tmp_path):
     run_command(["get", "alice/docs/a.txt", str(tmp_path)], stub)
     assert stub.calls[-1] == ("get", "alice/docs/a.txt", tmp_path / "a.txt")
     run_command(["get", "alice/docs/", str(tmp_path / "d")], stub)
-    assert stub.calls[-1] == ("get_tree", "alice/docs/", tmp_path / "d")
-    run_command(["get", "alice/dir", str(tmp_path / "new")], stub)  # no such file: a folder
-    assert stub.calls[-1] == ("get_tree", "alice/dir/", tmp_path / "new")
+    assert stub.calls[-1] == ("get_tree", "alice/docs/", tmp_path / "d", PARALLEL)
+    run_command(["get", "alice/dir", str(tmp_path / "new"), "--parallel", "1"], stub)  # a folder
+    assert stub.calls[-1] == ("get_tree", "alice/dir/", tmp_path / "new", 1)
 
 
 def test_ls_defaults_to_the_users_namespace():

@@ -12,6 +12,7 @@ from textual_fspicker import FileOpen, SelectDirectory
 
 from securifile.client.errors import ClientError, TransferCancelled
 from securifile.client.files import parse_remote, plan_download
+from securifile.client.plans import PARALLEL
 from securifile.tui.errors import describe
 from securifile.tui.screens.dialogs import ConfirmScreen
 from securifile.tui.widgets.transfers import CANCELLED, DONE, FAILED
@@ -177,7 +178,7 @@ class FileTransfers:
         try:
             if folder:
                 client.put_tree(local, remote, progress=transfer.progress, cancel=transfer.cancel,
-                                on_file=lambda _l, r, _rec: stored.append(r))
+                                on_file=lambda _l, r, _rec: stored.append(r), parallel=PARALLEL)
             else:
                 client.put(local, remote, progress=transfer.progress, cancel=transfer.cancel)
                 stored.append(remote)
@@ -202,14 +203,9 @@ class FileTransfers:
         try:
             if entry.is_folder:
                 plan = plan_download(self.catalogue.all_files(entry.target), entry.target, local)
-                total = sum(size for _, _, size in plan)
-                base = 0
-                transfer.progress(0, total)
-                for remote, path, size in plan:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    client.get(remote, path, cancel=transfer.cancel,
-                               progress=lambda d, t, b=base: transfer.progress(b + d, total))
-                    base += size
+                transfer.progress(0, sum(size for _, _, size in plan))
+                client.get_plan(plan, progress=transfer.progress, cancel=transfer.cancel,
+                                parallel=PARALLEL)
                 local.mkdir(parents=True, exist_ok=True)
                 detail = f"{len(plan)} files"
             else:
