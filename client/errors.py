@@ -13,6 +13,10 @@ NOT_SERVING_CODES = frozenset({"server_not_running", "no_quorum", "not_synced"})
 class ClientError(Exception):
     """Everything the client raises derives from this."""
 
+    # An answer to a request whose first server did not answer (ClusterClient.request): a
+    # 423 may then be the lock of that lost request, held until the peers see it down.
+    after_lost_request = False
+
 
 class ServerError(ClientError):
     """A server answered with an error: its HTTP status and its JSON ``{"error": ...}``."""

@@ -249,7 +249,9 @@ class ClusterClient(ConnectionsOwner):
         caller reads the body, then releases it), else the typed error."""
         resp = self._request(method, path, self._headers(headers), body)
         if resp.status not in expected:
-            raise self._error(resp)
+            error = self._error(resp)
+            error.after_lost_request = resp.after_lost_request
+            raise error
         return resp
 
     def _error(self, resp):
@@ -266,11 +268,15 @@ class ClusterClient(ConnectionsOwner):
         answers says it does not serve now, up to ``unavailable_wait`` seconds.
         """
         avoid = []  # holders that did not answer or serve: the nodes send us elsewhere
+        lost = []  # servers the request went to that did not answer
         backoff = Backoff(self.unavailable_wait, self._clock, self._sleep)
         retrying = False
         while True:
             try:
-                return self._request_round(method, path, headers, body, avoid, retrying)
+                resp = self._request_round(method, path, headers, body, avoid, retrying, lost)
+                # Its answer may be about what the lost request left behind (its lock).
+                resp.after_lost_request = bool(lost)
+                return resp
             except _TryAgain as e:
                 if not backoff.pause():
                     raise e.error from None
@@ -288,7 +294,7 @@ class ClusterClient(ConnectionsOwner):
                 return  # servers answered a moment ago: their word beats the admin's lagging list
             raise
 
-    def _request_round(self, method, path, headers, body, avoid, retrying):
+    def _request_round(self, method, path, headers, body, avoid, retrying, lost):
         """One pass over the servers. Raises _TryAgain if each one that answered said it
         does not serve now, or a node said the file is served again soon (``Retry-After``);
         NoServerAvailable if no server answered at all."""
@@ -317,6 +323,7 @@ class ClusterClient(ConnectionsOwner):
             try:
                 resp = self._follow(method, entry + with_avoid(path, avoid), headers, body)
             except Unreachable as e:
+                lost.append(e.url)
                 if server_origin(e.url) == server_origin(entry):
                     tried.add(entry)
                     failures.append((entry, e.cause))

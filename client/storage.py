@@ -12,8 +12,8 @@ from pathlib import Path
 
 from securifile.common.digests import ALGORITHMS, parse_digest_field, repr_digest
 
-from .errors import DigestMismatch, HolderUnreachable, LocalFileError, ProtocolError
-from .failover import ClusterClient
+from .errors import DigestMismatch, FileLocked, HolderUnreachable, LocalFileError, ProtocolError
+from .failover import Backoff, ClusterClient
 from .files import (
     AtomicFile, file_url_path, folder_url_path, parse_remote, plan_download, plan_upload,
 )
@@ -67,8 +67,19 @@ class Client(ClusterClient):
     def _put(self, fp, body, hexdigest):
         headers = {"Content-Type": "application/octet-stream",
                    "Content-Digest": repr_digest(UPLOAD_ALGORITHM, hexdigest)}
-        resp = self.request("PUT", file_url_path(fp), headers=headers, body=body,
-                            expected=(200, 201))
+        backoff, lost = Backoff(self.unavailable_wait, self._clock, self._sleep), False
+        while True:
+            try:
+                resp = self.request("PUT", file_url_path(fp), headers=headers, body=body,
+                                    expected=(200, 201))
+                break
+            except FileLocked as e:
+                # The server the upload went to died with it: its lock on the file lasts on
+                # the other servers until they see it down (seconds). Ask again, for a while;
+                # a 423 without such a loss is another writer's, the answer at once.
+                lost = lost or e.after_lost_request
+                if not lost or not backoff.pause():
+                    raise
         record = resp.json()
         if record.get("algorithm") == UPLOAD_ALGORITHM and record.get("digest") not in (None, hexdigest):
             raise DigestMismatch(fp.full, UPLOAD_ALGORITHM, hexdigest, record["digest"])

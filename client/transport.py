@@ -107,6 +107,8 @@ class Response:
         self.url = url
         self.status = raw.status
         self._reusable = reusable
+        # Set by ClusterClient: a server this request went to first did not answer.
+        self.after_lost_request = False
 
     @property
     def server(self):

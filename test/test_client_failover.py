@@ -7,13 +7,16 @@ by the node that is asked again with ``avoid``, not after the heartbeats have no
 Right after a whole-cluster restart the servers answer that they are verifying, or that a
 holder is (``Retry-After``): the client waits for them instead of failing.
 """
+import os
 import time
 
 import pytest
 
+from securifile.client.errors import FileLocked
 from securifile.client.storage import Client
 
-from .helpers import AdminApi, wait_for
+from .helpers import AdminApi, Api, wait_for
+from .test_faults import SlowUpload
 
 
 class RecordingClient(Client):
@@ -90,6 +93,40 @@ def test_a_read_whose_origin_was_killed_goes_to_the_next_holder_at_once(cluster)
             sent_to_origin = [u for u in client.asked if u.startswith(cluster.url(origin))]
             if sent_to_origin:  # the node still thought it running: avoid made it move on
                 assert any(f"avoid={origin}" in u for u in client.asked), client.asked
+
+
+def test_an_upload_whose_server_dies_under_it_waits_out_that_servers_lock(cluster, tmp_path):
+    """The killed server held the file's lock on its peers for the upload it took with it:
+    sent again to another server, the upload meets that lock (423) until the peers see the
+    server down, and waits for it, as a resumable upload does; another writer's 423 is the
+    answer at once (below)."""
+    local = tmp_path / "three.bin"
+    data = os.urandom(3 << 20)  # a plain PUT (resumable uploads start at 4 MiB)
+    local.write_bytes(data)
+    killed = []
+
+    def kill_at_one_mib(done, total):
+        if done >= 1 << 20 and not killed:  # past 100 Continue: the lock round is done
+            killed.append("node1")
+            cluster.kill("node1")
+
+    with client_starting_at(cluster, "node1") as client:
+        record = client.put(local, "alice/orphaned-lock.bin", progress=kill_at_one_mib)
+        assert killed and record["origin"] != "node1" and record["size"] == len(data)
+        assert client.pauses  # it waited for the lost lock to go
+        assert client.get_bytes("alice/orphaned-lock.bin") == data
+
+    # A 423 with no lost request behind it is another writer's: no waiting.
+    survivor = record["origin"]
+    writer = SlowUpload(Api(cluster), survivor, "alice/busy.bin", 100)
+    try:
+        writer.wait_continue()  # its lock is held on every running node
+        with client_starting_at(cluster, survivor) as client:
+            with pytest.raises(FileLocked):
+                client.put_bytes(b"second writer", "alice/busy.bin")
+            assert client.pauses == []
+    finally:
+        writer.close()
 
 
 def test_reads_right_after_a_whole_cluster_restart_all_succeed(cluster):
