@@ -17,6 +17,7 @@ from . import report
 from .cluster import SecuriFileCluster
 from .concurrent import concurrent_big, concurrent_small
 from .cpugroups import BenchGroups
+from .folders import folder_transfers, parallel_settings
 from .machine import check_disk, machine_info
 from .measure import (MIB, BenchError, ForeignCpu, PeakMemorySampler, download,
                            download_digest, format_size, make_random_file, median, parse_size,
@@ -86,6 +87,8 @@ def parse_args(argv):
                         help="--small-size uploads per concurrent client")
     parser.add_argument("--concurrent-size", default="64M",
                         help="one upload of this size per concurrent client; 0: skip")
+    parser.add_argument("--folder-parallel", default="1,4", type=parallel_settings,
+                        help="our CLI's folder put and get at these --parallel settings")
     parser.add_argument("--concurrent-only", action="store_true",
                         help="measure only the concurrent figures (no single-client transfers, "
                              "no big file, no memory check), e.g. --only vsftpd,r2 --concurrent-only")
@@ -449,6 +452,10 @@ def run_ours(args, files, workdir, results):
             # The big file's move before the concurrent clients: 16 big uploads at once leave
             # the nodes' heaps larger (glibc keeps what it was given), which would then be
             # the starting point of this peak; the concurrent table has a peak of its own.
+            if args.folder_parallel and not args.concurrent_only:
+                figures["folder"] = folder_transfers(
+                    launcher, cluster, files.small, args.folder_parallel, os.path.join(
+                        workdir, "folder-scratch"), transfer_timeout(len(files.small) << 20), log)
             if args.move_bytes:
                 figures["move"] = measure_move(cluster, target, files, args.move_bytes, args)
             if args.clients:

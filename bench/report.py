@@ -146,6 +146,30 @@ def concurrent_table(systems):
     return lines
 
 
+def folder_table(systems):
+    """Our CLI moving a folder of the small files, n at a time (``bench/folders.py``), beside
+    vsftpd's one session's small-file rate in the same run."""
+    names = [n for n in OURS if systems.get(n, {}).get("folder")]
+    if not names:
+        return []
+    settings = sorted({int(k) for n in names for k in systems[n]["folder"]["parallel"]})
+    reference = systems.get(VSFTPD, {}).get("small_per_s")
+    head = ["system", "folder"]
+    head += [f"put, {k} at a time, files/s | / vsftpd" for k in settings]
+    head += [f"get, {k} at a time, files/s" for k in settings]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * (2 + 3 * len(settings))]
+    for name in names:
+        folder = systems[name]["folder"]
+        rates = {int(k): v for k, v in folder["parallel"].items()}
+        cells = [f"{folder['files']} x {format_size(folder['size'])}"]
+        for k in settings:
+            put = rates.get(k, {}).get("put_per_s")
+            cells += [_fmt("{:.0f}", put), _fmt_ratio(ratio(put, reference))]
+        cells += [_fmt("{:.0f}", rates.get(k, {}).get("get_per_s")) for k in settings]
+        lines.append(f"| {_label(name, systems)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def ratios_table(systems):
     lines = ["| ours | metric | value | / nginx | / vsftpd |", "|---|---|---|---|---|"]
     if not any(single_client(systems.get(name, {})) for name in OURS):
@@ -257,6 +281,12 @@ def print_report(results, out):
             "upload from curl, each client's first transfer left out):")
         for line in concurrent:
             out(line)
+    folders = folder_table(systems)
+    if folders:
+        out("")
+        out("A folder through our CLI, n files at a time (the whole command timed):")
+        for line in folders:
+            out(line)
 
 
 def markdown_block(results):
@@ -291,6 +321,15 @@ def markdown_block(results):
         "first transfer (its handshake) left out.",
         "",
         *(concurrent_table(systems) or ["not measured"]),
+        "",
+        "### A folder through our command-line client",
+        "",
+        "`securifile put --parallel N` of a folder of the small files, then `get --parallel "
+        "N` of it back, timed as a user runs them (Python's start, a get's listing and the "
+        "per-file lines included); beside vsftpd's one session's small-file rate in the same "
+        "run, the way the customer's users send files today.",
+        "",
+        *(folder_table(systems) or ["not measured"]),
         "",
         "### Our figures as ratios to the references",
         "",
