@@ -259,34 +259,28 @@ def profile_lines(systems):
 
 def print_report(results, out):
     systems = dict(results["systems"], _versions=results["machine"])
-    profiles = profile_lines(systems)
-    if profiles:
-        out("")
-        out("Where our nodes spend their CPU time (py-spy, share of all nodes' samples):")
-        for line in profiles:
-            out(line)
-    concurrent = concurrent_table(systems)
+
+    def section(title, lines):
+        if lines:
+            out("")
+            out(title)
+            for line in lines:
+                out(line)
+
+    section("Where our nodes spend their CPU time (py-spy, share of all nodes' samples):",
+            profile_lines(systems))
     figures = figures_table(systems)
     if figures:
-        out("")
-        out(f"Figures ({settings_line(results['settings'])}; MB/s = 10^6 B/s):")
-        for line in figures + [""] + disturbance_line(systems) + [""] + cpu_table(systems) + [""] + ratios_table(systems):
-            out(line)
+        section(f"Figures ({settings_line(results['settings'])}; MB/s = 10^6 B/s):",
+                figures + [""] + disturbance_line(systems) + [""] + cpu_table(systems) + [""]
+                + ratios_table(systems))
     out("")
     for line in targets_table(systems):
         out(line)
-    if concurrent:
-        out("")
-        out("Concurrent clients (each a curl process with a session of its own; latency per "
-            "upload from curl, each client's first transfer left out):")
-        for line in concurrent:
-            out(line)
-    folders = folder_table(systems)
-    if folders:
-        out("")
-        out("A folder through our CLI, n files at a time (the whole command timed):")
-        for line in folders:
-            out(line)
+    section("Concurrent clients (each a curl process with a session of its own; latency per "
+            "upload from curl, each client's first transfer left out):", concurrent_table(systems))
+    section("A folder through our CLI, n files at a time (the whole command timed):",
+            folder_table(systems))
 
 
 def markdown_block(results):
