@@ -58,7 +58,8 @@ class FileLocked(ServerError):
 
 
 class RateLimited(ServerError):
-    """429: too many attempts (failed logins); ``details`` may say when to try again."""
+    """429: too many attempts (failed logins), or a user's uploads at a time on a node
+    (``too_many_uploads``); ``details`` may say when to try again."""
 
 
 class NoHolderAvailable(ServerError):

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from securifile.common.digests import ALGORITHMS, parse_digest_field, repr_digest
 
-from .errors import DigestMismatch, FileLocked, HolderUnreachable, LocalFileError, ProtocolError
+from .errors import (
+    DigestMismatch, FileLocked, HolderUnreachable, LocalFileError, ProtocolError, RateLimited,
+)
 from .failover import Backoff, ClusterClient
 from .files import (
     AtomicFile, file_url_path, folder_url_path, parse_remote, plan_download, plan_upload,
@@ -79,6 +81,11 @@ class Client(ClusterClient):
                 # a 423 without such a loss is another writer's, the answer at once.
                 lost = lost or e.after_lost_request
                 if not lost or not backoff.pause():
+                    raise
+            except RateLimited as e:
+                # This user's uploads already fill their places on that server (other
+                # commands, or a folder's files several at a time): one frees up soon.
+                if e.code != "too_many_uploads" or not backoff.pause():
                     raise
         record = resp.json()
         if record.get("algorithm") == UPLOAD_ALGORITHM and record.get("digest") not in (None, hexdigest):

@@ -8,6 +8,7 @@ Right after a whole-cluster restart the servers answer that they are verifying, 
 holder is (``Retry-After``): the client waits for them instead of failing.
 """
 import os
+import threading
 import time
 
 import pytest
@@ -127,6 +128,30 @@ def test_an_upload_whose_server_dies_under_it_waits_out_that_servers_lock(cluste
             assert client.pauses == []
     finally:
         writer.close()
+
+
+def test_an_upload_over_the_users_places_on_a_server_waits_for_one(make_cluster):
+    """A node takes ``max_uploads_per_user`` of a user's uploads at a time and answers 429
+    ``too_many_uploads`` past that; the client asks again once one is free (a folder's files
+    several at a time, or another command of the same user)."""
+    cluster = make_cluster(servers=3, replicas=1, max_uploads_per_user=1)
+    other = SlowUpload(Api(cluster), "node1", "alice/first.bin", 5)
+    try:
+        other.wait_continue()  # alice's one place on node1 is taken
+        with client_starting_at(cluster, "node1") as client:
+            def finish_the_other():
+                wait_for(lambda: client.pauses, timeout=20, what="the client to pause")
+                other.send(b"first")
+                assert other.response().status == 201
+
+            finisher = threading.Thread(target=finish_the_other)
+            finisher.start()
+            record = client.put_bytes(b"second", "alice/second.bin")
+            finisher.join(timeout=30)
+            assert record["origin"] == "node1" and client.pauses
+            assert client.get_bytes("alice/first.bin") == b"first"
+    finally:
+        other.close()
 
 
 def test_reads_right_after_a_whole_cluster_restart_all_succeed(cluster):
