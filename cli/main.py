@@ -116,6 +116,7 @@ def build_parser():
     p = command("rm", "delete a file (owner only)")
     p.add_argument("remote", metavar="REMOTE")
     p.add_argument("-r", "--recursive", action="store_true", help="delete everything under a folder")
+    _parallel_option(p, "deleted")
 
     p = command("stat", "show a file's size, digest, version and where it is stored")
     p.add_argument("remote", metavar="REMOTE")
@@ -359,10 +360,9 @@ class Commands:
             if not args.recursive:
                 raise UsageError(f"{remote} is a folder: use rm -r to delete what is under it")
             files = self.client.list(remote)
-            for record in files:
-                name = f"{record['owner']}/{record['path']}"
-                self.client.delete(name)
-                self.say(f"deleted {name}")
+            self.client.delete_all([f"{r['owner']}/{r['path']}" for r in files],
+                                   on_file=lambda name, *_: self.say(f"deleted {name}"),
+                                   parallel=args.parallel)
             if not files:
                 self.say(f"{remote}: no files")
             return 0

@@ -281,6 +281,20 @@ class Client(ClusterClient):
                              worker=self.worker)
 
 
+    def delete_all(self, names, *, progress=None, cancel=None, on_file=None, parallel=1):
+        """Delete the files ``names`` (``owner/path``), up to ``parallel`` at a time;
+        ``progress(done, total)`` counts files, ``on_file(name, None, None)`` follows each."""
+        plan = [(name, None, 1) for name in names]
+
+        def delete(name, _target, per_file, stop):
+            check_cancel(stop)
+            self.delete(name)
+            report_progress(per_file, 1, 1)
+
+        return transfer_plan(plan, delete, progress, on_file, parallel=parallel, cancel=cancel,
+                             worker=self.worker)
+
+
 def _file_digest(path, algorithm, chunk_size, cancel=None):
     h = hashlib.new(ALGORITHMS[algorithm][0])
     buf = bytearray(chunk_size)

@@ -810,6 +810,11 @@ class StubClient:
     def delete(self, remote):
         self.calls.append(("delete", remote))
 
+    def delete_all(self, names, *, progress=None, cancel=None, on_file=None, parallel=1):
+        self.calls.append(("delete_all", tuple(names), parallel))
+        for name in names:
+            on_file(name, None, None)
+
     def get_tree(self, remote, root, progress=None, on_file=None, cancel=None, parallel=1):
         self.calls.append(("get_tree", remote, Path(root), parallel))
         return []
@@ -833,8 +838,9 @@ def test_rm_of_a_folder_needs_r():
     stub = StubClient([{"owner": "alice", "path": "d/a"}, {"owner": "alice", "path": "d/b"}])
     with pytest.raises(cli.UsageError):
         run_command(["rm", "alice/d/"], stub)
-    assert run_command(["rm", "-r", "alice/d/"], stub)[0] == 0
-    assert stub.calls == [("list", "alice/d/"), ("delete", "alice/d/a"), ("delete", "alice/d/b")]
+    code, out = run_command(["rm", "-r", "alice/d/", "-P", "2"], stub)
+    assert code == 0 and out.splitlines() == ["deleted alice/d/a", "deleted alice/d/b"]
+    assert stub.calls == [("list", "alice/d/"), ("delete_all", ("alice/d/a", "alice/d/b"), 2)]
 
 
 def test_get_picks_file_or_folder(tmp_path):

@@ -197,6 +197,9 @@ def test_cli_puts_and_gets_a_folder_several_files_at_a_time(cluster, tmp_path):
     r = cli(cluster, tmp_path, "get", "-P", "4", "alice/tree/", tmp_path / "back")
     assert r.returncode == 0, r.stderr
     same_trees(tmp_path / "tree", tmp_path / "back")
+    r = cli(cluster, tmp_path, "rm", "-r", "-P", "4", "alice/tree/")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == len(files), r.stderr
+    assert cli(cluster, tmp_path, "ls", "alice/tree").stdout.strip() == ""
 
 
 def test_cli_folder_put_that_fails_says_why_and_exits_1(cluster, tmp_path):

@@ -232,12 +232,8 @@ class FileTransfers:
         try:
             targets = [f"{r['owner']}/{r['path']}" for r in self.catalogue.all_files(entry.target)]
             transfer.progress(0, len(targets))
-            for target in targets:
-                if transfer.cancel.is_set():
-                    raise TransferCancelled("deletion cancelled")
-                client.delete(target)
-                deleted.append(target)
-                transfer.progress(len(deleted), len(targets))
+            client.delete_all(targets, progress=transfer.progress, cancel=transfer.cancel,
+                              on_file=lambda name, *_: deleted.append(name), parallel=PARALLEL)
         except TransferCancelled:
             self._end(transfer, CANCELLED, "cancelled",
                       f"Stopped deleting {entry.target}: {len(deleted)} of "
