@@ -3,7 +3,9 @@
 Layout: ``ROOT/files/<owner>/<rel path>`` holds committed files (the user's namespace is a
 folder named after them); ``ROOT/tmp`` holds uploads in flight (their temp files made
 ahead, empty, in ``ROOT/spare``: ``nodes/sparefiles.py``); ``ROOT/quarantine`` keeps
-copies found bad, out of every user's reach, for the administrator to look at. A file
+copies found bad, out of every user's reach, for the administrator to look at;
+``ROOT/trash`` holds big files given up until a worker thread has freed them
+(``nodes/trash.py``). A file
 appears at its name only by an atomic rename after fsync, so a reader sees the old bytes or
 the new ones, never half of either, and a crash or a broken-off body leaves at most a temp
 file that the next start sweeps away.
@@ -27,6 +29,7 @@ from securifile.common.errors import ApiError, Conflict, InsufficientStorage, No
 from .buffers import Gather, read_views
 from .chunksums import ChunkSums
 from .sparefiles import SpareFiles
+from .trash import Trash
 
 READ_CHUNK = 1 << 20
 WRITE_BUFFER = 1 << 20
@@ -62,6 +65,7 @@ class DiskStore:
         self.reserve_bytes = reserve_bytes
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.trash = Trash(self.root / "trash")  # big files freed behind the event loop
         self._used = None
         self.folders = FolderSyncer()  # folder fsyncs of concurrent commits, shared
         self.spares = None  # empty files made ahead for temp files (``keep_spares``)
@@ -88,11 +92,12 @@ class DiskStore:
         return self._changing.get(fp, 0) > 0
 
     def sweep_temp(self):
-        """Remove uploads that a crash left half-written (and spare files it left)."""
+        """Remove uploads that a crash left half-written (and spare files and trash it left)."""
         for p in self.tmp_dir.iterdir():
             p.unlink(missing_ok=True)
         if self.spares is not None:
             self.spares.sweep()
+        self.trash.sweep()
 
     def keep_spares(self):
         """Make temp files ahead, in a worker thread (``nodes/sparefiles.py``): a running
@@ -156,7 +161,7 @@ class DiskStore:
         path = self.path_for(fp)
         try:
             size = path.stat().st_size
-            path.unlink()
+            self.trash.remove(path, size)
         except (FileNotFoundError, NotADirectoryError):  # gone, or a parent is a file
             return False
         self._adjust_used(-size)
@@ -453,7 +458,11 @@ class DiskWriter:
             replaced = target.stat().st_size
         except FileNotFoundError:
             replaced = 0
-        os.replace(self._tmp, target)
+        free_old = self.store.trash.replacing(target, replaced)  # not freed by the rename
+        try:
+            os.replace(self._tmp, target)
+        finally:
+            free_old()
         self.store._adjust_used(self.size - replaced)
         return target
 
@@ -473,7 +482,10 @@ class DiskWriter:
         fd, self._fd = self._fd, None
         _close_quietly(fd)
         self._gather.clear()
-        self._tmp.unlink(missing_ok=True)
+        try:
+            self.store.trash.remove(self._tmp, self.size)
+        except FileNotFoundError:
+            pass
 
 
 def _hash_and_write(hasher, sums, fd, data):

@@ -115,7 +115,7 @@ def build_node(cfg, name, deep=False):
     node.upload_slots = UploadSlots(cfg.max_uploads_per_user)
     node.min_upload_rate = cfg.min_upload_rate
     node.partials = PartialUploadStore(data, cfg.partial_upload_hours * 3600,
-                                       cfg.max_partial_uploads_per_user)
+                                       cfg.max_partial_uploads_per_user, trash=store.trash)
     node.partials.sweep()
     node.resumable = ResumableUploads(node, node.partials)
     verifier = Verifier(node, cfg.challenge_timeout, retry_delay=cfg.heartbeat_interval)

@@ -55,9 +55,10 @@ class PartialUpload:
 class PartialUploadStore:
     """The partial uploads of one node: created, found (for their user only), swept."""
 
-    def __init__(self, root, ttl_seconds, per_user, clock=time.time):
+    def __init__(self, root, ttl_seconds, per_user, clock=time.time, trash=None):
         self.dir = Path(root) / "partial"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.trash = trash  # the store's (``nodes/trash.py``): big data freed behind the loop
         self.ttl = ttl_seconds
         self.per_user = per_user
         self.clock = clock
@@ -135,7 +136,14 @@ class PartialUploadStore:
 
     def remove(self, upload):
         self._hashers.pop(upload.id, None)
-        self.data_path(upload.id).unlink(missing_ok=True)
+        data = self.data_path(upload.id)
+        try:
+            if self.trash is None:
+                data.unlink()
+            else:
+                self.trash.remove(data, data.stat().st_size)
+        except FileNotFoundError:
+            pass
         self._meta_path(upload.id).unlink(missing_ok=True)
 
     def mark_complete(self, upload, size):
