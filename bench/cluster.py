@@ -114,11 +114,21 @@ class SecuriFileCluster:
         each start at a server picked at random, so no one node takes every session."""
         return [self.target(i % len(self.info["servers"])) for i in range(count)]
 
-    def delete(self, remote):
+    def delete(self, remote, free_timeout_s=120):
+        """DELETE ``remote``; returns once every node has freed it (a big file's blocks are
+        freed by a worker thread after the answer, ``nodes/trash.py``: the next timed
+        transfer must not share the disk with that)."""
         target = self.target()
         subprocess.run(["curl", "--silent", "--output", "/dev/null", "--max-time", "60",
                         "--location", "--request", "DELETE", *target.curl_options,
                         target.url(remote)], capture_output=True, timeout=90)
+        deadline = time.monotonic() + free_timeout_s
+        trash = [os.path.join(self.data_dir, "nodes", name, "trash")
+                 for name in os.listdir(os.path.join(self.data_dir, "nodes"))]
+        while any(os.path.isdir(t) and os.listdir(t) for t in trash):
+            if time.monotonic() > deadline:
+                raise BenchError(f"the nodes had not freed {remote} after {free_timeout_s}s")
+            time.sleep(0.05)
 
     def stop(self):
         """Ctrl-C as a person would; then escalate within the launcher's own process group."""
