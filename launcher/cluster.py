@@ -31,6 +31,11 @@ from securifile.common.tls import client_context
 from .certs import ensure_peer_secret, issue_user, write_token
 
 ADMIN_NAME = "admin"
+# A node trusts only its cluster's CA, named in its configuration; aiohttp loads the system's
+# CA store into two default contexts at import all the same (2.4-3.2 MiB of a node's peak
+# memory, docs/PERFORMANCE.md "A node's memory without the system's CA store"). Pointing
+# OpenSSL's default paths at nothing leaves them empty. The systemd unit sets the same.
+NODE_ENV = {"SSL_CERT_FILE": os.devnull, "SSL_CERT_DIR": os.devnull}
 SECOND_ADMIN = "admin2"  # the second admin server instance's process (admin_instances=2)
 
 
@@ -186,11 +191,12 @@ class Cluster:
     def names(self):
         return [s.name for s in self.cfg.servers]
 
-    def _spawn(self, name, cmd):
+    def _spawn(self, name, cmd, env=None):
         log_dir = private_dir(self.data_dir / "logs")
         with open(log_dir / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=log,
-                                                stdin=subprocess.DEVNULL)
+                                                stdin=subprocess.DEVNULL,
+                                                env=None if env is None else {**os.environ, **env})
         return self.procs[name]
 
     def start_node(self, name):
@@ -198,7 +204,7 @@ class Cluster:
             return self.start_admin(name)
         config = self.added[name][1] if name in self.added else self.config_path
         return self._spawn(name, [sys.executable, "-m", "securifile.nodes.main", "--config",
-                                  str(config), "--name", name])
+                                  str(config), "--name", name], NODE_ENV)
 
     def start_admin(self, name=ADMIN_NAME):
         config = self.config_path if name == ADMIN_NAME else self.data_dir / f"{name}.toml"

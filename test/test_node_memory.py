@@ -8,10 +8,12 @@ import sys
 import threading
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
 from securifile.common.paths import parse_path
+from securifile.launcher.cluster import NODE_ENV
 from securifile.nodes.buffers import Gather, ReadBehind, read_views
 from securifile.nodes.diskfile import WRITE_BUFFER, DiskStore
 from securifile.nodes.download import verified
@@ -128,6 +130,19 @@ def test_a_node_does_not_load_the_cryptography_package_at_start():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_node_started_by_the_launcher_leaves_the_systems_ca_store_unloaded(cluster):
+    # aiohttp fills two default contexts from it at import (about 3 MiB); a node uses only
+    # the contexts it makes with the cluster's CA.
+    environ = (Path("/proc") / str(cluster.procs["node1"].pid) / "environ").read_bytes()
+    env = dict(item.split("=", 1) for item in environ.decode().split("\0") if "=" in item)
+    assert {k: env.get(k) for k in NODE_ENV} == NODE_ENV
+    code = ("import securifile.nodes.main, aiohttp.connector as c; "
+            "print(c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True, env={**os.environ, **env}).stdout
+    assert out.strip() == "0"
 
 
 class Spied:
