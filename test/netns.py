@@ -243,10 +243,10 @@ class NetnsCluster(Cluster):
     def client_netns(self):
         return self.lab.client
 
-    def _spawn(self, name, cmd):
+    def _spawn(self, name, cmd, env=None):
         # `ip netns exec` executes the command itself: the process is the server, so
         # kill, SIGSTOP and SIGCONT reach it directly.
-        return super()._spawn(name, ["ip", "netns", "exec", self.lab.netns_of(name), *cmd])
+        return super()._spawn(name, ["ip", "netns", "exec", self.lab.netns_of(name), *cmd], env)
 
     def status(self, name, timeout=2.0):
         conn = http_connection(self.url(name), self.client_ssl_context(), timeout,

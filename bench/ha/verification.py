@@ -7,6 +7,7 @@ import time
 
 from securifile.common.digests import new_hasher
 from securifile.common.paths import FilePath
+from securifile.launcher.cluster import NODE_ENV
 from securifile.nodes.challenge import stat_key
 from securifile.nodes.diskfile import DiskStore
 from securifile.nodes.locationmap import Location, LocationMap, Replica
@@ -84,7 +85,7 @@ def challenge_lines(cluster, name, offset, subject):
 def start_node_with(cluster, name, extra):
     """Like Cluster.start_node, with extra node flags (``--deep``)."""
     return cluster._spawn(name, [sys.executable, "-m", "securifile.nodes.main", "--config",
-                                 str(cluster.config_path), "--name", name, *extra])
+                                 str(cluster.config_path), "--name", name, *extra], NODE_ENV)
 
 
 def cpu_seconds(pid):
