@@ -72,7 +72,7 @@ def _parallel_option(parser, done):
         except ValueError:
             n = 0
         if not 1 <= n <= MAX_PARALLEL:
-            raise argparse.ArgumentTypeError(f"--parallel takes a number from 1 to {MAX_PARALLEL}")
+            raise argparse.ArgumentTypeError(f"a number from 1 to {MAX_PARALLEL}")
         return n
 
     parser.add_argument("-P", "--parallel", type=count, default=PARALLEL, metavar="N",
