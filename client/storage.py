@@ -280,7 +280,6 @@ class Client(ClusterClient):
         return transfer_plan(plan, get, progress, on_file, parallel=parallel, cancel=cancel,
                              worker=self.worker)
 
-
     def delete_all(self, names, *, progress=None, cancel=None, on_file=None, parallel=1):
         """Delete the files ``names`` (``owner/path``), up to ``parallel`` at a time;
         ``progress(done, total)`` counts files, ``on_file(name, None, None)`` follows each."""

@@ -32,9 +32,10 @@ class Trash:
         self._serial = count()
 
     def sweep(self):
-        """Free what a previous run left (call at start, before the node serves)."""
+        """Free what a previous run left, behind (a crash may have left GiBs: the start must
+        not wait for them)."""
         for p in self.dir.iterdir():
-            p.unlink(missing_ok=True)
+            self._free(p)
 
     def remove(self, path, size):
         """Take ``path``'s name away now; a big file's bytes are freed behind. FileNotFoundError
