@@ -2,7 +2,9 @@
 
 An acknowledgement carries the peer's location-map sequence number; when it has moved past
 what this node last pulled from that peer, the new records are pulled. So a node that was
-down, or missed a broadcast, catches up within a heartbeat of the peer answering.
+down, or missed a broadcast, catches up within a heartbeat of the peer answering. A pull
+names the records this node was pushed (``pushed``, ``nodes/pushed.py``): the peer sends
+only their sequence numbers, not the records again.
 """
 import asyncio
 import logging
@@ -18,7 +20,7 @@ BEAT_TIMEOUT = 0.8  # of the interval
 
 class HeartbeatLoop:
     def __init__(self, peers, peer_client, urls, interval, sync_locations, on_return=None,
-                 cursors=None, quorum=None, membership=None):
+                 cursors=None, quorum=None, membership=None, pushed=None):
         self.peers = peers
         self.client = peer_client
         self.urls = urls
@@ -39,6 +41,7 @@ class HeartbeatLoop:
         # the peer down (``_counts_down``)
         self._counted_out = {}
         self.membership = membership  # takes a newer list from an answer (gossip)
+        self.pushed = pushed  # PushedSpans: what a pull may skip, and learns from a pull
 
     def _due(self):
         return [n for n in self.peers.names if n not in self._in_flight]
@@ -120,16 +123,23 @@ class HeartbeatLoop:
         since = self._pulled.get(name, 0) if seq is None or seq >= self._pulled.get(name, 0) else 0
         try:
             for _ in range(10_000):  # bounded: 10 million records per round at most
-                page = await self.client.pull_locations(self.urls[name], since)
+                skip = {} if self.pushed is None else {"known": self.pushed.known()}
+                page = await self.client.pull_locations(self.urls[name], since, **skip)
                 records = page.get("records", [])
                 if records:
-                    self.sync_locations(records)
+                    # A record known here comes as its sequence number alone.
+                    fresh = [r for r in records if "owner" in r]
+                    if fresh:
+                        self.sync_locations(fresh)
                     since = records[-1]["seq"]
                     self._advance(name, since)  # a pull cut short goes on from here
                 if len(records) < page.get("limit", 1000):
                     break
             if seq is not None:
                 self._advance(name, max(since, seq))
+            if self.pushed is not None and page.get("own"):
+                # Read to its end: every record the peer numbered this run is here now.
+                self.pushed.pulled(name, page["own"])
             return True
         except PeerError as e:
             log.warning("pulling locations from %s failed: %s", name, e)

@@ -3,7 +3,9 @@
 A record names a file's origin, its replicas with their priorities, digest, size and
 version. Deletions are tombstones (a newer version marked deleted) so that a stale record
 arriving late cannot bring a file back. Every applied change takes the next local sequence
-number, which lets peers pull what they missed (``changes_since``).
+number, which lets peers pull what they missed (``changes_since``). A record also carries
+its coordinator's own counter (``cseq``), so that a peer pulling can say which records it
+has already had pushed to it (``known``) and be sent only the others.
 
 Besides the JSON record, each row keeps in columns what ``newer_than`` compares (version,
 modified, origin) and what a challenge needs (digest, algorithm, size), and a ``holders``
@@ -48,6 +50,12 @@ class Location:
     # node that made the change. Records written before stamps existed: stamp = version.
     stamp: int = 0
     coordinator: str = ""
+    # The coordinator's own number for this record (``nodes/pushed.py``): which of its
+    # records a peer was pushed (``changes_since``'s ``known``). 0: not numbered (a record
+    # from before the numbers), never taken as known. Kept in a column, never in the record
+    # JSON (which a node of an earlier version must still read): a push carries the numbers
+    # beside its records, a pull that names what it knows gets them in each record.
+    cseq: int = 0
 
     def __post_init__(self):
         if not self.stamp:
@@ -124,7 +132,7 @@ class CopyRecord(NamedTuple):
 
 def _copied(loc):
     return (loc.version, loc.modified, loc.origin, loc.digest, loc.algorithm, loc.size,
-            loc.stamp, loc.coordinator)
+            loc.stamp, loc.coordinator, loc.cseq)
 
 
 _SCHEMA = """
@@ -143,6 +151,7 @@ CREATE TABLE IF NOT EXISTS locations (
     size INTEGER NOT NULL DEFAULT 0,
     stamp INTEGER NOT NULL DEFAULT 0,
     coordinator TEXT NOT NULL DEFAULT '',
+    cseq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner, path)
 );
 CREATE INDEX IF NOT EXISTS locations_seq ON locations (seq);
@@ -189,7 +198,7 @@ _COPIED_COLUMNS = {"version": "INTEGER NOT NULL DEFAULT 0", "modified": "REAL NO
                    "origin": "TEXT NOT NULL DEFAULT ''", "digest": "TEXT NOT NULL DEFAULT ''",
                    "algorithm": "TEXT NOT NULL DEFAULT ''", "size": "INTEGER NOT NULL DEFAULT 0",
                    "stamp": "INTEGER NOT NULL DEFAULT 0",
-                   "coordinator": "TEXT NOT NULL DEFAULT ''"}
+                   "coordinator": "TEXT NOT NULL DEFAULT ''", "cseq": "INTEGER NOT NULL DEFAULT 0"}
 _IN_CHUNK = 500  # names per "IN (...)" query, well under SQLite's limit on parameters
 
 
@@ -227,7 +236,7 @@ class LocationMap:
                     loc = Location.from_json(json.loads(record))
                     self._db.execute(
                         "UPDATE locations SET version = ?, modified = ?, origin = ?, digest = ?, "
-                        "algorithm = ?, size = ?, stamp = ?, coordinator = ? "
+                        "algorithm = ?, size = ?, stamp = ?, coordinator = ?, cseq = ? "
                         "WHERE owner = ? AND path = ?",
                         (*_copied(loc), loc.owner, loc.path))
                     self._index_holders(loc)
@@ -306,7 +315,8 @@ class LocationMap:
                 self._db.execute(
                     "INSERT OR REPLACE INTO locations "
                     "(owner, path, record, deleted, seq, version, modified, origin, digest, "
-                    "algorithm, size, stamp, coordinator) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "algorithm, size, stamp, coordinator, cseq) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (loc.owner, loc.path, json.dumps(loc.to_json()), int(loc.deleted), self._seq,
                      *_copied(loc)))
                 self._db.execute("DELETE FROM holders WHERE owner = ? AND path = ?",
@@ -350,14 +360,27 @@ class LocationMap:
                 return anc
         return None
 
-    def changes_since(self, seq, limit=1000):
-        """Records changed after local sequence ``seq``, oldest first, with their seq."""
+    def changes_since(self, seq, limit=1000, known=None):
+        """Records changed after local sequence ``seq``, oldest first, with their seq.
+
+        ``known``: {coordinator: (lo, hi)}, the records of that coordinator whose ``cseq``
+        is above lo and at most hi are the caller's already (pushed to it); each of those
+        comes as ``{"seq": s}`` alone, so that pages keep their length and the caller's
+        cursor moves past it without the record being sent again. With ``known`` (even
+        empty) each record also carries its ``cseq``."""
         rows = self._db.execute(
-            "SELECT record, seq FROM locations WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+            "SELECT record, seq, coordinator, cseq FROM locations WHERE seq > ? ORDER BY seq "
+            "LIMIT ?", (seq, limit))
         out = []
-        for record, s in rows:
+        for record, s, coordinator, cseq in rows:
+            span = known.get(coordinator) if known else None
+            if span is not None and span[0] < cseq <= span[1]:
+                out.append({"seq": s})
+                continue
             d = json.loads(record)
             d["seq"] = s
+            if known is not None:
+                d["cseq"] = cseq
             out.append(d)
         return out
 

@@ -144,6 +144,7 @@ def build_node(cfg, name, deep=False):
                    DOWNLOAD_CHUNK, load_openapi(), deep, cfg.verify_reads)
     heartbeat = HeartbeatLoop(peers, client, urls, cfg.heartbeat_interval, node.apply_locations,
                               verifier.start, cursors=locations, quorum=quorum,
+                              pushed=node.pushed,
                               membership=membership)
     node.verifier = verifier
     node.repair = RepairLoop(node, cfg.repair_after, cfg.repair_interval, cfg.repair_batch)

@@ -43,6 +43,10 @@ class NodeMetrics:
         self.broadcasts = Counter("securifile_record_broadcasts",
                                   "Record broadcasts, by whether a majority stored them",
                                   ["confirmed"], registry=r)
+        self.pulled = Counter("securifile_pulled_records",
+                              "Records peers pulled from this node: sent whole, or as their "
+                              "sequence number alone because the peer was pushed them",
+                              ["sent"], registry=r)
         self._instrument(node)
         r.register(NodeStateCollector(node))
 
@@ -81,6 +85,14 @@ class NodeMetrics:
             replicated(confirmed, args, seconds)
             published(majority, args, seconds)
 
+        def pulled(page, _args, _seconds):
+            whole = sum(1 for record in page["records"] if "owner" in record)
+            self.pulled.labels("whole").inc(whole)
+            self.pulled.labels("skipped").inc(len(page["records"]) - whole)
+
+        for sent in ("whole", "skipped"):
+            self.pulled.labels(sent)
+        listen(node, "changes_since", pulled)
         listen(node, "_replicate", replicated)
         listen(node, "publish", published)
         listen(node, "_copy_and_publish", copied_and_published)

@@ -76,9 +76,18 @@ class LocationsHandler(NodeHandler):
     auth = NODE
 
     def get(self):
-        since = int(self.get_query_argument("since", "0"))
-        limit = min(int(self.get_query_argument("limit", "1000")), 10000)
-        self.send_json(self.node.changes_since(since, limit))
+        try:
+            since = int(self.get_query_argument("since", "0"))
+            limit = min(int(self.get_query_argument("limit", "1000")), 10000)
+            known = {}
+            for item in self.get_query_arguments("known"):
+                name, lo, hi = item.rsplit(":", 2)
+                known[name] = (int(lo), int(hi))
+        except ValueError:
+            raise ApiError("since and limit are numbers, each known is name:lo:hi",
+                           code="bad_query") from None
+        # No ``known`` (a node of an earlier version): records exactly as it reads them.
+        self.send_json(self.node.changes_since(since, limit, known or None))
 
     def post(self):
         self.send_json(peer_ops.push_locations(self.node, self.principal.name, self.json_body()))

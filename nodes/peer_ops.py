@@ -29,14 +29,20 @@ def lock(node, caller, body):
 def push_locations(node, caller, body):
     """Apply the records ``caller`` coordinated, and give back the locks they end."""
     records = body.get("records", [])
-    seq = body.get("seq")
-    if seq is not None:
-        try:
-            seq = (int(seq[0]), int(seq[1]))
-        except (TypeError, ValueError, IndexError, KeyError):
-            raise ApiError("seq must be [before, after]", code="bad_record") from None
-    node.receive_locations(caller, records, body.get("release", ()), seq)
+    node.receive_locations(caller, records, body.get("release", ()), span(body, "seq"),
+                           span(body, "numbered"))
     return {"applied": len(records)}
+
+
+def span(body, key):
+    """``body[key]`` as (before, after) numbers; None when absent."""
+    value = body.get(key)
+    if value is None:
+        return None
+    try:
+        return int(value[0]), int(value[1])
+    except (TypeError, ValueError, IndexError, KeyError):
+        raise ApiError(f"{key} must be [before, after]", code="bad_record") from None
 
 
 async def finish_copy(node, caller, fp, writer, expected, version, length, publish):

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import os
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -283,18 +284,26 @@ class PeerClient:
         return await self.call_op(base, "lock", {
             "owner": fp.owner, "path": fp.rel, "token": token, "release": True}, timeout)
 
-    async def push_locations(self, base, records, release=None, timeout=None, seq=None):
+    async def push_locations(self, base, records, release=None, timeout=None, seq=None,
+                             numbered=None):
         """Records to apply, and the locks they end (given back once applied); ``seq``:
-        (before, after), this node's map sequence around them (see HeartbeatLoop.note_pushed)."""
+        (before, after), this node's map sequence around them (see HeartbeatLoop.note_pushed);
+        ``numbered``: (before, after), this node's own numbers of them (``nodes/pushed.py``)."""
         body = {"records": records}
         if release:
             body["release"] = release
         if seq is not None:
             body["seq"] = list(seq)
+        if numbered is not None:
+            body["numbered"] = list(numbered)
         return await self.call_op(base, "locations", body, timeout)
 
-    async def pull_locations(self, base, since, limit=1000):
-        return await self.call_json(f"{base}/peer/locations?since={since}&limit={limit}")
+    async def pull_locations(self, base, since, limit=1000, known=None):
+        """A page of ``base``'s changes after ``since``; ``known``: {coordinator: (lo, hi)},
+        the records this node was pushed, which come as their sequence numbers alone."""
+        query = [("since", since), ("limit", limit)]
+        query += [("known", f"{name}:{lo}:{hi}") for name, (lo, hi) in sorted((known or {}).items())]
+        return await self.call_json(f"{base}/peer/locations?{urlencode(query)}")
 
     async def ask_witness(self, admin, side, lease, timeout):
         """Ask the admin server (the witness) for the tie-break lease for ``side``: the lease

@@ -7,7 +7,7 @@ published after (``finish_upload``). A small body kept in memory goes to each re
 the record itself, one round instead of two (``finish_small_upload``).
 
 A mixin of ``StorageNode``, which provides ``name``, ``client``, ``urls``, ``locations``,
-``store``, ``rng``, ``call_timeout``, ``record_copy``, ``publish``, ``_apply_own``,
+``store``, ``rng``, ``call_timeout``, ``counter``, ``record_copy``, ``publish``, ``_apply_own``,
 ``_voters``, ``_enough``, ``check_held``, ``release`` and ``placeable_peers``.
 """
 import asyncio
@@ -100,10 +100,12 @@ class Replication:
         order; whether a majority, this node included, stores the record). The lock goes
         back on every peer that took the record (the others in the background)."""
         before = self.locations.seq
+        numbered = self.counter.take([loc])
         self._apply_own(loc)
         seq = (before, self.locations.seq)  # as publish(): a peer in step pulls none of it
         record = loc.to_json()
-        publish = {"record": record, "token": ticket.token, "seq": list(seq)}
+        publish = {"record": record, "token": ticket.token, "seq": list(seq),
+                   "numbered": list(numbered)}
         release = [{"owner": fp.owner, "path": fp.rel, "token": ticket.token}]
         peers = self._voters()
 
@@ -113,7 +115,8 @@ class Replication:
                     await self.client.send_copy_bytes(self.urls[p], fp, body, loc, publish)
                 else:
                     await self.client.push_locations(self.urls[p], [record], release,
-                                                     timeout=self.call_timeout, seq=seq)
+                                                     timeout=self.call_timeout, seq=seq,
+                                                     numbered=numbered)
                 return True
             except PeerError as e:
                 log.warning("%s of %s to %s failed: %s", "copy and record" if p in wanted

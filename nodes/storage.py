@@ -29,8 +29,10 @@ from .majority_lock import MajorityLocking
 from .replication import Replication
 from .observed import observed
 from .peerclient import PeerError
+from . import peer_ops
 from .peers import DOWN, FAILED, OFFLINE, RUNNING, VERIFYING
 from .placement import place_replicas, serving_holder, under_replicated
+from .pushed import OwnCounter, PushedSpans
 from .quarantine import write_under_way
 from .upload import Redirect, Upload
 from .upload_limits import UploadSlots
@@ -59,6 +61,10 @@ class StorageNode(MajorityLocking, Replication):
         # it cannot be counted on, and must not hold every write up for a long timeout.
         self.call_timeout = call_timeout
         self.pulled_by = {}  # peer -> the last of this node's sequence numbers it has pulled
+        # Numbers for the records this node publishes, and those of each peer's pushed
+        # here: a pull skips what was pushed (nodes/pushed.py).
+        self.counter = OwnCounter(locations)
+        self.pushed = PushedSpans(name, self.counter)
         # Told of every change this node coordinated: (location, under_replicated).
         self.on_file_change = lambda loc, under_replicated: None
         # Told of records a peer pushed: (peer, its seq before them, its seq after them), so
@@ -203,6 +209,7 @@ class StorageNode(MajorityLocking, Replication):
         """Apply ``locs`` here and send them to every reachable peer, releasing ``ticket``'s
         lock there with them. True when a majority (this node included) stores them."""
         before = self.locations.seq
+        numbered = self.counter.take(locs)
         for loc in locs:
             self._apply_own(loc)
         # Nothing else changes the map in between: a peer that has pulled up to ``before``
@@ -216,7 +223,8 @@ class StorageNode(MajorityLocking, Replication):
         async def push(p):
             try:
                 await self.client.push_locations(self.urls[p], records, release,
-                                                 timeout=self.call_timeout, seq=seq)
+                                                 timeout=self.call_timeout, seq=seq,
+                                                 numbered=numbered)
                 return True
             except PeerError as e:
                 log.warning("records to %s failed (it will pull them later): %s", p, e)
@@ -365,11 +373,12 @@ class StorageNode(MajorityLocking, Replication):
             answer["record"] = loc.to_json()
         return answer
 
-    def receive_locations(self, sender, records, release=(), seq=None):
+    def receive_locations(self, sender, records, release=(), seq=None, numbered=None):
         """Records a peer pushed: each must be one ``sender`` coordinated (a node publishes
         only its own changes), and not while another node holds the file's lock here; each
         lock to give back must be one it holds. Forbidden, and nothing applied, otherwise.
-        ``seq``: (before, after), the sender's map sequence around these records.
+        ``seq``: (before, after), the sender's map sequence around these records;
+        ``numbered``: (before, after), the sender's own numbers of them (``OwnCounter``).
 
         A node that did not grant the lock (it was stopped or cut off during the lock round)
         still takes its coordinator's record: refusing it would leave this node answering
@@ -391,9 +400,13 @@ class StorageNode(MajorityLocking, Replication):
         if foreign:
             raise Forbidden(f"{sender} does not hold the locks on {', '.join(foreign[:5])}",
                             code="not_the_coordinator")
+        if numbered is not None:  # the sender numbered them in order (nodes/pushed.py)
+            records = [{**rec, "cseq": numbered[0] + i} for i, rec in enumerate(records, 1)]
         self.apply_locations(records, release)
         if seq is not None:
             self.on_pushed(sender, *seq)
+        if numbered is not None:
+            self.pushed.pushed(sender, *numbered)
 
     def check_copy_sender(self, fp, sender):
         """Only the node coordinating a change of ``fp`` (it holds the file's lock here) or a
@@ -432,8 +445,7 @@ class StorageNode(MajorityLocking, Replication):
         try:
             record, token = publish["record"], str(publish["token"])
             loc = Location.from_json(record)
-            seq = publish.get("seq")
-            seq = None if seq is None else (int(seq[0]), int(seq[1]))
+            seq, numbered = peer_ops.span(publish, "seq"), peer_ops.span(publish, "numbered")
         except (TypeError, KeyError, ValueError, AttributeError, IndexError) as e:
             raise ApiError(f"malformed record sent with a copy: {e!r}", code="bad_record") from None
         if (loc.file_path != fp or loc.version != version or loc.digest != digest
@@ -441,7 +453,7 @@ class StorageNode(MajorityLocking, Replication):
             raise ApiError("the record sent with a copy must name that copy as current",
                            code="bad_record")
         self.receive_locations(sender, [record], [{"owner": fp.owner, "path": fp.rel,
-                                                   "token": token}], seq)
+                                                   "token": token}], seq, numbered)
 
     def delete_copy(self, fp, version):
         held = self.locations.copy_version(fp)
@@ -465,10 +477,13 @@ class StorageNode(MajorityLocking, Replication):
         """A coordinator is done with (or gave up) the lock it took here."""
         self.locks.release(fp, token)
 
-    def changes_since(self, since, limit):
-        """Records changed here after sequence number ``since``, for a peer catching up."""
-        return {"records": self.locations.changes_since(since, limit),
-                "seq": self.locations.seq, "limit": limit}
+    @observed
+    def changes_since(self, since, limit, known=None):
+        """Records changed here after sequence number ``since``, for a peer catching up
+        (``known``: what it was pushed, sent as sequence numbers alone); ``own``: this run's
+        numbers, every one of whose records a complete pull has brought."""
+        return {"records": self.locations.changes_since(since, limit, known),
+                "seq": self.locations.seq, "limit": limit, "own": list(self.counter.span())}
 
     def heartbeat_answer(self, caller, pulled, counted_down=None):
         """This node's state for ``caller``'s heartbeat; ``pulled``: the last of this node's

@@ -50,8 +50,12 @@ class InMemoryPeerClient:
         self._node(base, "unlock").locks.release(fp, token)
         return {"ok": True}
 
-    async def push_locations(self, base, records, release=None, timeout=None, seq=None):
-        self._node(base, "records").apply_locations(records, release or ())
+    async def push_locations(self, base, records, release=None, timeout=None, seq=None,
+                             numbered=None):
+        node = self._node(base, "records")
+        node.apply_locations(records, release or ())
+        if numbered is not None:
+            node.pushed.pushed(self.me, *numbered)
         return {"applied": len(records)}
 
     async def send_copy(self, base, fp, disk_path, loc):

@@ -5,8 +5,8 @@ import json
 import re
 import shutil
 import subprocess
-import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 import urllib.request
 from pathlib import Path
 
@@ -113,6 +113,36 @@ def test_a_node_counts_uploads_downloads_replication_and_sees_its_peers(cluster,
     for peer in set(cluster.names) - {node, "admin"}:
         assert value(found, "securifile_peer_status", peer=peer, status="running") == 1
         assert value(found, "securifile_peer_status", peer=peer, status="down") == 0
+
+
+def test_pulls_skip_the_records_a_node_was_pushed_while_uploads_run_through_every_node(
+        cluster, admin_token):
+    """Every node applies the others' records between its own, so each heartbeat's pull of
+    a peer's changes covers records that their coordinators pushed here already: those are
+    answered as sequence numbers alone (nodes/pushed.py), not sent a second time."""
+    nodes = [n for n in cluster.names if n != "admin"]
+
+    def pulled(sent):
+        return sum(value(node_metrics(cluster, n, admin_token), "securifile_pulled_records_total",
+                         sent=sent) or 0 for n in nodes)
+
+    before = pulled("whole"), pulled("skipped")
+    api = Api(cluster)
+
+    def upload_through(node):
+        for i in range(40):
+            r = api.request(node, "PUT", f"alice/pulls/{node}/{i:02d}.txt", body=b"x" * 64)
+            assert r.status == 201, r
+
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        list(pool.map(upload_through, nodes))
+    # Each record is applied on every node; the pulls that follow move past all of them.
+    wait_for(lambda: pulled("skipped") - before[1] >= 60, timeout=20,
+             what="heartbeat pulls that skip pushed records")
+    whole, skipped = pulled("whole") - before[0], pulled("skipped") - before[1]
+    assert whole < skipped / 2, (whole, skipped)  # whole: pushes still on their way
+    for node in nodes:  # and nothing was missed for it
+        assert len(api.get(node, "alice/pulls/").json()["files"]) == 40 * len(nodes)
 
 
 def test_each_server_froze_its_start_out_of_the_collectors_reach_and_counts_its_pauses(

@@ -13,6 +13,7 @@ from securifile.nodes.heartbeat import HeartbeatLoop
 from securifile.nodes.locationmap import Location, LocationMap, Replica
 from securifile.nodes.peerclient import PeerClient, PeerError
 from securifile.nodes.peers import DOWN, FAILED, RUNNING, VERIFYING, PeerTable
+from securifile.nodes.pushed import PushedSpans
 from securifile.nodes.quorum import Quorum
 
 from .helpers import serve_app
@@ -207,6 +208,7 @@ class FakePeer:
         self.beats = []   # X-SecuriFile-Node of each heartbeat
         self.downs = []   # whether each heartbeat said the caller counts this peer down
         self.pulls = []   # 'since' of each pull
+        self.own = None  # [base, value] of its own record numbers, when it tells them
 
     def app(self):
         peer = self
@@ -229,8 +231,15 @@ class FakePeer:
                 since = int(self.get_query_argument("since"))
                 limit = min(int(self.get_query_argument("limit", "1000")), peer.page_limit)
                 peer.pulls.append(since)
-                self.write({"records": peer.locations.changes_since(since, limit),
-                            "seq": peer.locations.seq, "limit": limit})
+                known = {}
+                for item in self.get_query_arguments("known"):
+                    name, lo, hi = item.rsplit(":", 2)
+                    known[name] = (int(lo), int(hi))
+                answer = {"records": peer.locations.changes_since(since, limit, known),
+                          "seq": peer.locations.seq, "limit": limit}
+                if peer.own is not None:
+                    answer["own"] = peer.own
+                self.write(answer)
 
         return tornado.web.Application([(r"/peer/heartbeat", Heartbeat),
                                         (r"/peer/locations", Locations)])
@@ -542,6 +551,50 @@ def test_records_pushed_right_after_the_last_pull_are_not_pulled_again(tmp_path)
             await client.close()
             locations.close()
             mine.close()
+
+    run(scenario())
+
+
+def test_a_pull_skips_the_records_this_node_was_pushed(tmp_path):
+    """The pull names the spans of each coordinator's numbers this node was pushed; the peer
+    sends those records as their sequence numbers alone, which the cursor moves past and
+    nothing applies. A complete pull starts the peer's span from the numbers it answers."""
+    def numbered(i, coordinator, cseq):
+        loc = record(i)
+        loc.coordinator, loc.cseq = coordinator, cseq
+        return loc
+
+    async def scenario():
+        locations, peer, server, port = await serve_records(tmp_path, 0, page_limit=100)
+        peer.own = [100, 102]
+        for i, (coordinator, cseq) in enumerate([("p", 101), ("p", 102), ("me", 7)]):
+            locations.apply(numbered(i, coordinator, cseq))
+        received = []
+        spans = PushedSpans("me", type("Own", (), {"span": lambda self: (5, 7)})())
+        client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
+        loop = HeartbeatLoop(PeerTable("me", ["me", "p"]), client,
+                             {"p": f"http://127.0.0.1:{port}"}, 2.0, received.extend,
+                             pushed=spans)
+        try:
+            await loop.run_once()
+            # This node's own record was never sent back; p's were (no span for p yet).
+            assert [r["path"] for r in received] == ["f00", "f01"]
+            assert spans.known()["p"] == (100, 102)
+
+            for i, cseq in ((3, 103), (4, 104), (5, 105)):
+                locations.apply(numbered(i, "p", cseq))
+            peer.own = [100, 105]
+            spans.pushed("p", 102, 103)  # 103 and 105 were pushed here, 104 was not:
+            spans.pushed("p", 104, 105)  # the span stops at 103
+            await loop.run_once()
+            assert [r["path"] for r in received[2:]] == ["f04", "f05"]
+            assert peer.pulls == [0, 3]
+            assert loop._pulled["p"] == 6  # moved past the records not sent
+            assert spans.known()["p"] == (100, 105)
+        finally:
+            server.stop()
+            await client.close()
+            locations.close()
 
     run(scenario())
 
