@@ -55,6 +55,7 @@ class HeartbeatLoop:
     async def _beat(self, name):
         self._in_flight.add(name)
         sent = self.quorum.clock() if self.quorum is not None else None
+        beat_sent = self.peers.clock()  # the same moment on the peer table's clock
         try:
             try:
                 # Given up before the next beat is due: a hung peer (SIGSTOP) then misses one
@@ -65,7 +66,7 @@ class HeartbeatLoop:
                                                      counted_down=self._counts_down(name))
             except PeerError as e:
                 log.debug("heartbeat to %s missed: %s", name, e)
-                self.peers.record_miss(name)
+                self.peers.record_miss(name, sent=beat_sent)
                 return
         finally:
             self._in_flight.discard(name)
@@ -91,7 +92,8 @@ class HeartbeatLoop:
             if not pulled and self.peers.status(name) == DOWN:
                 return  # seen down by the beats meanwhile: this answer is stale
         returned = self.peers.record_ack(name, seq, answer.get("boot"),
-                                         answer.get("status", "running"), int(answer.get("round", 0)))
+                                         answer.get("status", "running"), int(answer.get("round", 0)),
+                                         sent=beat_sent)
         if self.quorum is not None:
             # After the pull: a majority heard means records caught up (as of ``sent``).
             self.quorum.heard(name, sent)

@@ -41,6 +41,7 @@ class PeerTable:
         self.self_status = self_status
         self.self_since = now
         self.verdicts = {}  # challenger -> True (passed) / False (failed), for this return
+        self._verdict_at = {}  # challenger -> when its verdict of this return came
         self.round = 0  # goes up each time this node starts being verified again
         self.listeners = {}  # method name -> calls to make after it (see observed.py)
         # challenger -> (time of its last challenge, copies held with it it asked about),
@@ -113,8 +114,9 @@ class PeerTable:
 
     # -- heartbeats ------------------------------------------------------------------------
 
-    def record_ack(self, name, seq=0, boot=None, status=RUNNING, round_=0):
-        """A heartbeat answered. True when this node should now challenge the peer.
+    def record_ack(self, name, seq=0, boot=None, status=RUNNING, round_=0, sent=None):
+        """A heartbeat answered (``sent``: when, on this table's clock; the peer's new records
+        are pulled by now). True when this node should now challenge the peer.
 
         A peer is challenged when it answers after being down, when it restarted (a new boot
         id), or when it says it is being verified in a round this node has not checked yet
@@ -126,6 +128,13 @@ class PeerTable:
         p["misses"] = 0
         p["seq"] = seq
         p["self"] = status
+        p["answered"] = self.clock() if sent is None else sent
+        challenge = self._ack(p, name, boot, status, round_)
+        self._reconsider_self()  # a verdict counts once an answer after it is in
+        return challenge
+
+    def _ack(self, p, name, boot, status, round_):
+        """What an answer changes in this node's view of the peer; True to challenge it."""
         restarted = boot is not None and p["boot"] is not None and boot != p["boot"]
         if boot is not None:
             p["boot"] = boot
@@ -152,13 +161,16 @@ class PeerTable:
             p["misses"] = 0
 
     @observed
-    def record_miss(self, name):
+    def record_miss(self, name, sent=None):
+        """A heartbeat not answered (``sent``: when, on this table's clock)."""
         p = self._peers.get(name)
         if p is None:
             return
         p["misses"] += 1
+        p["missed"] = self.clock() if sent is None else sent
         if p["misses"] >= self.misses_allowed:
             self._set(name, DOWN, f"{p['misses']} heartbeats missed")
+        self._reconsider_self()  # a peer seen down counts out once a beat after it missed
 
     # -- challenges ------------------------------------------------------------------------
 
@@ -208,6 +220,7 @@ class PeerTable:
             raise Forbidden(f"{challenger} failed this node without a copy in common",
                             code="unsolicited_verdict")
         self.verdicts[challenger] = passed
+        self._verdict_at[challenger] = self.clock()
         log.warning("verdict from %s: %s %s", challenger, "passed" if passed else "FAILED", detail)
         if not passed and self.self_status == RUNNING:
             # A verdict that comes in after the others passed this node (its challenger was
@@ -223,15 +236,28 @@ class PeerTable:
             self.set_self(FAILED, detail or "a challenge failed")
             return
         judges = [n for n, p in self._peers.items() if p["status"] not in (DOWN, FAILED)]
-        if judges and all(self.verdicts.get(n) for n in judges):
-            self.set_self(RUNNING, "every reachable peer passed this node's copies")
+        if not judges or not all(self.verdicts.get(n) for n in judges):
+            return
+        # A judge may have written without this node until just before it judged: its
+        # verdict counts once it has answered a beat sent after it (its records pulled).
+        if any(self._peers[n].get("answered", -1.0) <= self._verdict_at[n] for n in judges):
+            return
+        # A peer seen down may be back already (a partition just healed) and still writing
+        # without this node: it counts as unable to judge once a beat sent after the last
+        # verdict has gone unanswered. (Seen from a nemesis run: a node ran on one peer's
+        # verdict while the other, reachable again, wrote a file it then answered 404 for.)
+        last = max(self._verdict_at[n] for n in judges)
+        if any(p["status"] == DOWN and p.get("missed", -1.0) <= last
+               for p in self._peers.values()):
+            return
+        self.set_self(RUNNING, "every reachable peer passed this node's copies")
 
     def set_self(self, status, detail=""):
         if status == self.self_status:
             return
         old, self.self_status, self.self_since = self.self_status, status, self.clock()
         if status == VERIFYING:
-            self.verdicts = {}
+            self.verdicts, self._verdict_at = {}, {}
             self.round += 1
         log.warning("this node (%s): %s -> %s %s", self.self_name, old, status, detail)
         self.on_change(self.self_name, old, status, detail)

@@ -102,7 +102,12 @@ def view(cluster, observer, peer):
 
 
 def wait_seen(cluster, observers, peer, status, timeout=DETECT, never=()):
-    """Until every observer reports ``peer`` as ``status``; fails at once on a ``never`` state."""
+    """Until every observer reports ``peer`` as ``status``; fails at once on a ``never`` state.
+    Running means running in its own view too: a returning node serves a heartbeat after its
+    peers passed it (nodes/peers.py), and a test's next request may go to it."""
+    if status == "running" and peer not in observers:
+        observers = [*observers, peer]
+
     def check():
         seen = {o: view(cluster, o, peer) for o in observers}
         bad = {o: s for o, s in seen.items() if s in never}

@@ -134,15 +134,45 @@ def test_a_peer_being_verified_is_coming_back_until_it_says_it_runs(table):
 
 
 def test_a_returning_node_runs_once_every_reachable_peer_passed_it(changes):
-    t = PeerTable("a", ["a", "b", "c"], self_status=VERIFYING,
+    now = [100.0]
+    t = PeerTable("a", ["a", "b", "c"], self_status=VERIFYING, clock=lambda: now[0],
                   on_change=lambda *c: changes.append(c[:3]))
     t.note_challenge("b", 0)
+    now[0] = 101.0
     t.receive_verdict("b", True)
     assert t.self_status == VERIFYING  # c has not judged yet
     for _ in range(3):
-        t.record_miss("c")  # c is down: it cannot judge
+        t.record_miss("c", sent=100.5)  # c is down, as far as beats sent before it tell
+    assert t.status("c") == DOWN and t.self_status == VERIFYING
+    t.record_ack("b", sent=100.8)  # b may have written without this node after this beat
+    assert t.self_status == VERIFYING
+    t.record_ack("b", sent=101.5)  # b's records pulled after its verdict
+    assert t.self_status == VERIFYING  # c may be back already (a healed partition)
+    t.record_miss("c", sent=101.6)  # a beat after the verdict missed: c cannot judge
     assert t.self_status == RUNNING
     assert ("a", VERIFYING, RUNNING) in changes
+
+
+def test_a_peer_seen_down_that_answers_after_the_first_verdict_judges_too():
+    """A nemesis run: a partition healed, one peer passed the returning node, and the node
+    ran while the other, still counting it down, wrote a file it then answered 404 for."""
+    now = [100.0]
+    t = PeerTable("a", ["a", "b", "c"], self_status=VERIFYING, clock=lambda: now[0])
+    for _ in range(3):
+        t.record_miss("c", sent=99.0)
+    t.note_challenge("b", 0)
+    t.receive_verdict("b", True)
+    now[0] = 100.5
+    t.record_ack("b", sent=100.2)
+    assert t.self_status == VERIFYING
+    assert t.record_ack("c", sent=100.3) is True  # c is back: it is challenged, and judges
+    assert t.status("c") == VERIFYING and t.self_status == VERIFYING
+    t.note_challenge("c", 0)
+    now[0] = 101.0
+    t.receive_verdict("c", True)
+    assert t.self_status == VERIFYING  # what c wrote before it judged is not pulled yet
+    t.record_ack("c", sent=101.2)
+    assert t.self_status == RUNNING
 
 
 def test_one_failing_verdict_fails_the_returning_node():
