@@ -92,8 +92,8 @@ class HeartbeatLoop:
             if not pulled and self.peers.status(name) == DOWN:
                 return  # seen down by the beats meanwhile: this answer is stale
         returned = self.peers.record_ack(name, seq, answer.get("boot"),
-                                         answer.get("status", "running"), int(answer.get("round", 0)),
-                                         sent=beat_sent)
+                                         answer.get("status", "running"),
+                                         int(answer.get("round", 0)), sent=beat_sent)
         if self.quorum is not None:
             # After the pull: a majority heard means records caught up (as of ``sent``).
             self.quorum.heard(name, sent)

@@ -302,7 +302,8 @@ class PeerClient:
         """A page of ``base``'s changes after ``since``; ``known``: {coordinator: (lo, hi)},
         the records this node was pushed, which come as their sequence numbers alone."""
         query = [("since", since), ("limit", limit)]
-        query += [("known", f"{name}:{lo}:{hi}") for name, (lo, hi) in sorted((known or {}).items())]
+        query += [("known", f"{name}:{lo}:{hi}")
+                  for name, (lo, hi) in sorted((known or {}).items())]
         return await self.call_json(f"{base}/peer/locations?{urlencode(query)}")
 
     async def ask_witness(self, admin, side, lease, timeout):
