@@ -139,10 +139,22 @@ class StoragePlot(PlotextPlot):
         self.replot()  # tick counts follow the width
 
     def replot(self):
-        if self.now is None or not self.is_mounted:
-            return
+        self.refresh()
+
+    def render(self):
+        # plotext applies a log axis to the plotted data in place when it builds, so a
+        # second build of the same data (the widget drawn again with no new sample: a
+        # dialog or a notification over it) took the log of a log, and of log10(1) = 0:
+        # "math domain error" (a CI run stopped on it). Each render draws afresh.
+        self._draw()
+        return super().render()
+
+    def _draw(self):
+        """Set the plot up for the window that ends at ``now``: axes, ticks and series."""
         plt = self.plt
         plt.clf()
+        if self.now is None or not self.is_mounted:
+            return
         end = self.now.timestamp()
         start = end - self.window.total_seconds()
         pts = self.series.window(start)
@@ -154,7 +166,6 @@ class StoragePlot(PlotextPlot):
         if not pts:
             plt.yticks([], [])
             plt.frame(True)
-            self.refresh()
             return
         xs = [p[0] for p in pts]
         used = [p[1] for p in pts]
@@ -184,7 +195,6 @@ class StoragePlot(PlotextPlot):
         plt.plot(xs, cap, color=cap_c, marker=MARKER)
         plt.plot(xs, avail, color=avail_c, marker=MARKER)  # over capacity while little is used
         plt.plot(xs, used, color=used_c, marker=MARKER)  # last: on top of the others
-        self.refresh()
 
 
 class StorageChart(Vertical):
