@@ -420,14 +420,13 @@ def test_command_palette_offers_the_screens_actions_and_runs_them(tmp_path):
     run(scenario)
 
 
-@pytest.mark.parametrize("scale", ["log", "linear"])
-def test_a_server_that_has_not_measured_its_disk_yet_is_drawn_on_either_scale(tmp_path, scale):
-    """A server just added reports no sizes yet (zero used, zero available): its plot shows
-    an empty axis rather than the app stopping on log10(0)."""
+def with_plotted_samples(tmp_path, samples, check):
+    """The servers screen over three samples (``(seconds ago, used, available)``) for every
+    server; ``check(pilot, app, plots)`` once each server's plot has them."""
     session = fixed_session()
     session.admin.storage = lambda name, since=None, limit=None: [
-        {"t": (NOW - timedelta(seconds=s)).isoformat(), "used_bytes": 0, "available_bytes": 0}
-        for s in (40, 20, 0)]
+        {"t": (NOW - timedelta(seconds=s)).isoformat(), "used_bytes": u, "available_bytes": a}
+        for s, u, a in samples]
 
     async def scenario():
         app = SecuriFileApp(session=session, config_dir=tmp_path, start="servers",
@@ -436,46 +435,43 @@ def test_a_server_that_has_not_measured_its_disk_yet_is_drawn_on_either_scale(tm
             screen = await until(pilot, lambda: isinstance(app.screen, ServersScreen) and app.screen)
             await app.workers.wait_for_complete()
             await until(pilot, lambda: screen.series and all(
-                len(s.points) == 3 for s in screen.series.values()), what="the samples")
+                len(s.points) == len(samples) for s in screen.series.values()),
+                what="the samples")
+            await pilot.pause()
             plots = list(screen.query("StoragePlot"))
             assert plots
-            for plot in plots:
-                plot.scale = scale
-                plot.replot()
-            await pilot.pause()
+            await check(pilot, app, plots)
             assert isinstance(app.screen, ServersScreen)
 
     run(scenario)
+
+
+@pytest.mark.parametrize("scale", ["log", "linear"])
+def test_a_server_that_has_not_measured_its_disk_yet_is_drawn_on_either_scale(tmp_path, scale):
+    """A server just added reports no sizes yet (zero used, zero available): its plot shows
+    an empty axis rather than the app stopping on log10(0)."""
+    async def check(pilot, app, plots):
+        for plot in plots:
+            plot.scale = scale
+            plot.replot()
+        await pilot.pause()
+
+    with_plotted_samples(tmp_path, [(40, 0, 0), (20, 0, 0), (0, 0, 0)], check)
 
 
 def test_a_plot_drawn_again_without_new_samples_is_the_same_plot(tmp_path):
     """plotext applies a log axis to the data in place when it builds: a second render of
     the same samples (a dialog or a notification over the screen) took the log of a log,
     and of log10(1) = 0, stopping the app (a CI run did)."""
-    session = fixed_session()
-    session.admin.storage = lambda name, since=None, limit=None: [
-        {"t": (NOW - timedelta(seconds=s)).isoformat(), "used_bytes": u,
-         "available_bytes": 10**9} for s, u in ((40, 0), (20, 10), (0, 10**6))]
+    async def check(pilot, app, plots):
+        assert all(p.scale == "log" for p in plots)
+        for plot in plots:
+            drawn = [plot.render().plain for _ in range(3)]
+            assert drawn[0] == drawn[1] == drawn[2] and drawn[0].strip()
+        app.notify("a notification over the plots")
+        await pilot.pause()
 
-    async def scenario():
-        app = SecuriFileApp(session=session, config_dir=tmp_path, start="servers",
-                            poll_seconds=3600, now=lambda: NOW, tz=timezone.utc)
-        async with app.run_test(size=(120, 40)) as pilot:
-            screen = await until(pilot, lambda: isinstance(app.screen, ServersScreen) and app.screen)
-            await app.workers.wait_for_complete()
-            await until(pilot, lambda: screen.series and all(
-                len(s.points) == 3 for s in screen.series.values()), what="the samples")
-            await pilot.pause()
-            plots = list(screen.query("StoragePlot"))
-            assert plots and all(p.scale == "log" for p in plots)
-            for plot in plots:
-                drawn = [plot.render().plain for _ in range(3)]
-                assert drawn[0] == drawn[1] == drawn[2] and drawn[0].strip()
-            app.notify("a notification over the plots")
-            await pilot.pause()
-            assert isinstance(app.screen, ServersScreen)
-
-    run(scenario)
+    with_plotted_samples(tmp_path, [(40, 0, 10**9), (20, 10, 10**9), (0, 10**6, 10**9)], check)
 
 
 def test_users_screen_lists_every_account_page_by_page_and_drops_removed_ones(tmp_path):
