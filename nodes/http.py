@@ -26,7 +26,7 @@ from .channel_handler import ChannelHandler
 from .download import CopyCorrupt
 from .metrics import NodeMetrics
 from .peer_http import (AdminStateHandler, ChallengeHandler, HeartbeatHandler, LocationsHandler,
-                        LocksHandler, ReplicaHandler, VerdictHandler)
+                        LocksHandler, RecordHandler, ReplicaHandler, VerdictHandler)
 from .upload import SMALL_BODY, Redirect
 
 # A refused body is read (and dropped) this far at most; then the connection is closed.
@@ -200,6 +200,7 @@ class FileHandler(UserHandler):
     async def _send_file(self, head):
         fp = self.fp
         await self.authoriser.check(self.principal, READ, fp)
+        await self.node.read_newest(fp)  # while a peer may be writing without this node
         read = self.node.begin_read(fp, self.sent_here(), self.avoided())
         if isinstance(read, Redirect):
             return self.redirect_to(read.target, fp)
@@ -359,6 +360,7 @@ def make_app(node, authenticator, authoriser, tls, max_body_bytes, read_chunk, o
             (r"/api/v1/openapi.json", OpenApiHandler, dict(deps, openapi=openapi)),
             (r"/peer/heartbeat", HeartbeatHandler, deps),
             (r"/peer/locations", LocationsHandler, deps),
+            (r"/peer/record", RecordHandler, deps),
             (r"/peer/replicas/(.+)", ReplicaHandler, dict(deps, max_body_bytes=max_body_bytes)),
             (r"/peer/admin/state", AdminStateHandler, deps),
             (r"/peer/challenge", ChallengeHandler, dict(deps, deep=deep)),

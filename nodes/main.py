@@ -111,6 +111,9 @@ def build_node(cfg, name, deep=False):
                        random.SystemRandom(), cfg.lock_lease_seconds, quorum,
                        call_timeout=min(cfg.peer_timeout, detection))
     quorum.on_change = node.quorum_changed
+    # A peer that missed a beat may count this node down a detection time later, and go on
+    # writing without it until one of its beats gets through again after a heal.
+    node.doubt_window = 2 * detection
     node.membership = membership
     node.upload_slots = UploadSlots(cfg.max_uploads_per_user)
     node.min_upload_rate = cfg.min_upload_rate

@@ -93,6 +93,15 @@ class LocationsHandler(NodeHandler):
         self.send_json(peer_ops.push_locations(self.node, self.principal.name, self.json_body()))
 
 
+class RecordHandler(NodeHandler):
+    """A peer asks for this node's record of one file (``peer_ops.record``)."""
+
+    auth = NODE
+
+    def post(self):
+        self.send_json(peer_ops.record(self.node, self.principal.name, self.json_body()))
+
+
 @tornado.web.stream_request_body
 class ReplicaHandler(NodeHandler):
     """A replica copy arriving from the origin (or a coordinating holder)."""

@@ -34,6 +34,14 @@ def push_locations(node, caller, body):
     return {"applied": len(records)}
 
 
+def record(node, caller, body):
+    """This node's record of ``body``'s file (a tombstone too), for a peer that doubts its
+    own is the newest (``nodes/doubted_reads.py``)."""
+    fp = parse_path(f"{body.get('owner')}/{body.get('path')}")
+    loc = node.locations.get(fp, include_deleted=True)
+    return {"record": None if loc is None else loc.to_json()}
+
+
 def span(body, key):
     """``body[key]`` as (before, after) numbers; None when absent."""
     value = body.get(key)
@@ -74,5 +82,5 @@ async def store_copy(node, caller, body, data):
 
 
 # The ops a peer may send over its channel, by name; BYTES_OPS carry bytes after their JSON.
-OPS = {"lock": lock, "locations": push_locations}
+OPS = {"lock": lock, "locations": push_locations, "record": record}
 BYTES_OPS = {"copy": store_copy}

@@ -31,7 +31,7 @@ log = logging.getLogger("securifile.peerclient")
 
 COPY_CHUNK = 1 << 20
 REPLICAS = "/peer/replicas/"  # the route of a node's copies, for its peers only
-HTTP_ROUTES = {"lock": "/peer/locks", "locations": "/peer/locations"}  # the channel ops' routes
+HTTP_ROUTES = {"lock": "/peer/locks", "locations": "/peer/locations", "record": "/peer/record"}  # the channel ops' routes
 KEEPALIVE = 60.0  # seconds an idle connection stays open (heartbeats use them every second)
 HTTP_ONLY_FOR = 60.0  # seconds a peer that refused a channel is called over HTTP only
 
@@ -297,6 +297,11 @@ class PeerClient:
         if numbered is not None:
             body["numbered"] = list(numbered)
         return await self.call_op(base, "locations", body, timeout)
+
+    async def record_of(self, base, fp, timeout=None):
+        """``base``'s record of ``fp`` as JSON (a tombstone too), None when it has none."""
+        answer = await self.call_op(base, "record", {"owner": fp.owner, "path": fp.rel}, timeout)
+        return answer.get("record")
 
     async def pull_locations(self, base, since, limit=1000, known=None):
         """A page of ``base``'s changes after ``since``; ``known``: {coordinator: (lo, hi)},

@@ -101,6 +101,14 @@ class PeerTable:
         p = self._peers.get(name)
         return p is not None and VERIFYING in (p["status"], p["self"]) and p["status"] != FAILED
 
+    def doubted(self, window):
+        """Peers that may be writing without this node: seen down, or a heartbeat to them
+        missed within the last ``window`` seconds (a peer this node cannot hear may hear
+        the others, and they count this node down as it counts that peer)."""
+        now = self.clock()
+        return {n for n, p in self._peers.items()
+                if p["status"] == DOWN or now - p.get("missed", float("-inf")) < window}
+
     def running_peers(self):
         return [n for n in self._peers if self.is_running(n)]
 

@@ -22,6 +22,7 @@ from securifile.common.syslog import access_event
 
 from .challenge import answer_challenge, stat_key
 from .contentdigest import DeclaredDigests
+from .doubted_reads import DoubtedReads
 from .download import Download
 from .locationmap import Location
 from .locks import LockTable
@@ -42,7 +43,7 @@ DIRECT_COPY = 16 << 20  # a replica's copy this big bypasses the page cache
 log = logging.getLogger("securifile.storage")
 
 
-class StorageNode(MajorityLocking, Replication):
+class StorageNode(MajorityLocking, Replication, DoubtedReads):
     def __init__(self, name, urls, replicas, algorithm, store, locations, peers, peer_client, rng,
                  lock_lease=30.0, quorum=None, call_timeout=3.0):
         self.name = name
@@ -60,6 +61,9 @@ class StorageNode(MajorityLocking, Replication):
         # Lock and record calls wait this long for a peer: one that does not answer within
         # it cannot be counted on, and must not hold every write up for a long timeout.
         self.call_timeout = call_timeout
+        # How long after a missed heartbeat a peer may still be writing without this node
+        # (doubted_reads.py); main() sets twice the down detection time.
+        self.doubt_window = 0.0
         self.pulled_by = {}  # peer -> the last of this node's sequence numbers it has pulled
         # Numbers for the records this node publishes, and those of each peer's pushed
         # here: a pull skips what was pushed (nodes/pushed.py).

@@ -8,6 +8,7 @@ import random
 from securifile.common.errors import ApiError
 from securifile.common.paths import FilePath
 from securifile.common.tokens import mint_token
+from securifile.nodes import peer_ops
 from securifile.nodes.diskfile import DiskStore
 from securifile.nodes.locationmap import Location, LocationMap, Replica
 from securifile.nodes.peerclient import PeerError
@@ -17,7 +18,8 @@ from securifile.nodes.storage import StorageNode
 
 class InMemoryPeerClient:
     """The part of nodes/peerclient.py's PeerClient that StorageNode calls, answered by the
-    peer nodes of the same process. A name in ``cluster.unreachable`` answers nothing."""
+    peer nodes of the same process. A name in ``cluster.unreachable`` answers nothing, nor
+    does a node across a link in ``cluster.cut``."""
 
     timeout = 3.0
 
@@ -31,7 +33,7 @@ class InMemoryPeerClient:
         name = base.removeprefix("mem://")
         self.calls += 1
         self.log.append((what, name))
-        if name in self.cluster.unreachable:
+        if name in self.cluster.unreachable or frozenset((self.me, name)) in self.cluster.cut:
             raise PeerError(f"{name} is unreachable", unreachable=True)
         return self.cluster.nodes[name]
 
@@ -55,6 +57,10 @@ class InMemoryPeerClient:
         # The numbers are not taken: with no spans, nothing a pull brings is ever skipped.
         self._node(base, "records").apply_locations(records, release or ())
         return {"applied": len(records)}
+
+    async def record_of(self, base, fp, timeout=None):
+        node = self._node(base, "record")
+        return peer_ops.record(node, self.me, {"owner": fp.owner, "path": fp.rel})["record"]
 
     async def send_copy(self, base, fp, disk_path, loc):
         with open(disk_path, "rb") as f:
@@ -92,6 +98,7 @@ class MemoryCluster:
         names = [f"n{i}" for i in range(1, size + 1)]
         self.urls = {n: f"mem://{n}" for n in names}
         self.unreachable = set()
+        self.cut = set()  # frozensets of two names that do not reach each other
         self.refuse_copies = set()  # names that answer lock and records but refuse copies
         self.nodes = {}
         for n in names:

@@ -180,6 +180,18 @@ class Lab:
         for ns in (self.bridge, *self.nodes):
             ip("-n", ns, "neigh", "flush", "all", check=False)
 
+    def cut_between(self, i, j):
+        """Servers i and j stop reaching each other; each still reaches every other host
+        (a broken link, not a server cut off)."""
+        ip("-n", self.nodes[i - 1], "route", "replace", "blackhole", f"{server_address(j)}/32")
+        ip("-n", self.nodes[j - 1], "route", "replace", "blackhole", f"{server_address(i)}/32")
+
+    def heal_between(self, i, j):
+        ip("-n", self.nodes[i - 1], "route", "del", "blackhole", f"{server_address(j)}/32",
+           check=False)
+        ip("-n", self.nodes[j - 1], "route", "del", "blackhole", f"{server_address(i)}/32",
+           check=False)
+
     def cut_off(self):
         """The servers whose bridge port is down now (from the bridge's own view)."""
         out = json.loads(ip("-j", "-n", self.bridge, "link", "show").stdout)
@@ -261,10 +273,19 @@ class NetnsCluster(Cluster):
             conn.close()
 
     def cut(self, name):
-        self.lab.cut(self.lab.nodes.index(self.lab.netns_of(name)) + 1)
+        self.lab.cut(self._index(name))
 
     def heal(self, name):
-        self.lab.heal(self.lab.nodes.index(self.lab.netns_of(name)) + 1)
+        self.lab.heal(self._index(name))
+
+    def cut_between(self, a, b):
+        self.lab.cut_between(self._index(a), self._index(b))
+
+    def heal_between(self, a, b):
+        self.lab.heal_between(self._index(a), self._index(b))
+
+    def _index(self, name):
+        return self.lab.nodes.index(self.lab.netns_of(name)) + 1
 
 
 @pytest.fixture

@@ -217,13 +217,14 @@ class Workload:
 # -- the nemesis -----------------------------------------------------------------------------
 
 class Nemesis:
-    """Kills (SIGKILL), stops (SIGSTOP), restarts (SIGTERM, started again at once) and cuts
-    off one server at a time, sometimes two or the admin server too; every fault is healed
-    before the next round."""
+    """Kills (SIGKILL), stops (SIGSTOP), restarts (SIGTERM, started again at once), cuts off
+    one server at a time or breaks its link to one other ("link": both still reach the
+    third), sometimes two or the admin server too; every fault is healed before the next
+    round."""
 
     def __init__(self, cluster, rng, history, stop, partitions):
         self.cluster, self.rng, self.history, self.stop = cluster, rng, history, stop
-        self.kinds = ["kill", "stop", "restart"] + (["cut"] if partitions else [])
+        self.kinds = ["kill", "stop", "restart"] + (["cut", "link"] if partitions else [])
         self.faults = {}
         self.errors = []
 
@@ -256,6 +257,11 @@ class Nemesis:
             self.cluster.kill(name)
         elif kind == "stop":
             self.cluster.signal(name, signal.SIGSTOP)
+        elif kind == "link":
+            other = self.rng.choice([n for n in self.cluster.names if n != name])
+            self.history.event(f"link {name} - {other} broken")
+            self.cluster.cut_between(name, other)
+            kind = f"link {other}"
         else:
             self.cluster.cut(name)
         self.faults[name] = kind
@@ -267,6 +273,8 @@ class Nemesis:
                 self.cluster.start_node(name)
             elif kind == "stop":
                 self.cluster.signal(name, signal.SIGCONT)
+            elif kind.startswith("link "):
+                self.cluster.heal_between(name, kind.removeprefix("link "))
             else:
                 self.cluster.heal(name)
             del self.faults[name]

@@ -67,6 +67,29 @@ def test_the_lab_cuts_a_server_off_from_its_peers_only_and_heals(lab):
             s.close()
 
 
+def test_the_lab_breaks_the_link_between_two_servers_only_and_heals_it(lab):
+    listeners = []
+    try:
+        for netns, address in [(ns, server_address(i)) for i, ns in enumerate(lab.nodes, 1)]:
+            with entered(netns):
+                s = socket.socket()
+                s.bind((address, PROBE_PORT))
+                s.listen(64)
+                listeners.append(s)
+        lab.cut_between(1, 3)
+        lab.cut_between(3, 1)  # twice: the same cut
+        cut = reachability(lab)
+        assert {pair for pair, ok in cut.items() if not ok and "node" in pair[1]} == {
+            ("node1", "node3"), ("node3", "node1")}
+        assert lab.cut_off() == []
+        lab.heal_between(1, 3)
+        lab.heal_between(1, 3)
+        assert all(ok for pair, ok in reachability(lab).items() if "node" in pair[1])
+    finally:
+        for s in listeners:
+            s.close()
+
+
 def test_the_lab_is_removed_with_its_namespaces():
     made = lab_or_skip(2)
     names = made.namespaces
@@ -295,6 +318,47 @@ def test_two_servers_cut_apart_but_both_reaching_the_admin_server_one_side_serve
     wait_all_running(cluster)
     wait_for(lambda: all(api.follow(n, "GET", "alice/both.bin")[1].body == b"serving 9"
                          for n in cluster.names), VERIFY, what="the last write served by both")
+
+
+def test_a_link_cut_between_two_servers_hides_no_acknowledged_write(make_netns_cluster):
+    """node1 and node3 lose each other, both still reach node2 (which hears both): each of
+    the two keeps its majority through node2 and writes without the other. What one of them
+    acknowledged, the other finds at once (until 2026-12-07 only after its next pull from
+    node2: 404 for a new file, the old bytes for a changed one)."""
+    # r=2: node2 holds every file, so a reader always has a running holder to send to.
+    cluster = make_netns_cluster(servers=3, replicas=2, **BEATS)
+    wait_all_running(cluster)
+    api = Api(cluster)
+    for node in ("node1", "node3"):
+        assert api.put(node, f"alice/{node}-old.bin", b"old from " + node.encode()).status == 201
+    wait_for(lambda: all(api.follow(n, "GET", f"alice/{o}-old.bin")[1].status == 200
+                         for n in cluster.names for o in ("node1", "node3")), DETECT,
+             what="the first files everywhere")
+
+    cluster.cut_between("node1", "node3")
+    try:
+        wait_seen(cluster, ["node1"], "node3", "down")
+        wait_seen(cluster, ["node3"], "node1", "down")
+        assert all(quorum(cluster, n) for n in cluster.names)
+        for i in range(8):  # bounded; each round writes on one side, reads on the other
+            for writer, reader in (("node1", "node3"), ("node3", "node1")):
+                body = os.urandom(3000 + i)
+                r = api.put(writer, f"alice/{writer}-new-{i}.bin", body)
+                assert r.status == 201 and r.json()["under_replicated"], (writer, r)
+                _, got = api.follow(reader, "GET", f"alice/{writer}-new-{i}.bin")
+                assert got.status == 200 and got.body == body, (reader, i, got)
+                _, r = api.follow(writer, "PUT", f"alice/{writer}-old.bin", body=body)
+                assert r.status == 200, (writer, r)
+                _, got = api.follow(reader, "GET", f"alice/{writer}-old.bin")
+                assert got.status == 200 and got.body == body, (reader, i, got)
+                got = api.request(reader, "HEAD", f"alice/{writer}-old.bin")
+                assert got.status in (200, 307), (reader, got)
+                if got.status == 200:
+                    assert got.headers["X-SecuriFile-Version"] == str(i + 2), (reader, got)
+        assert no_server_failed(cluster)
+    finally:
+        cluster.heal_between("node1", "node3")
+    wait_all_running(cluster)
 
 
 # -- the admin server as the witness (on loopback: no partition needed) ---------------------

@@ -14,6 +14,7 @@ import subprocess
 import aiohttp
 import pytest
 
+from securifile.common.paths import FilePath
 from securifile.common.tls import client_context
 from securifile.nodes.peerclient import PeerClient, PeerError
 
@@ -52,6 +53,13 @@ def placed(cluster):
 def as_node(cluster, name):
     layout = cluster.layout
     return Api(cluster).with_identity(layout.server_cert(name), layout.server_key(name))
+
+
+def peer_client_of(cluster, name):
+    """A PeerClient with ``name``'s node certificate (call it inside an event loop)."""
+    layout = cluster.layout
+    ctx = client_context(layout.ca_cert, layout.server_cert(name), layout.server_key(name))
+    return PeerClient(name, ssl_context=ctx, timeout=10)
 
 
 def record_on(cluster, node, asker):
@@ -174,9 +182,7 @@ def test_the_channel_checks_what_the_http_route_checks(cluster, placed):
     layout = cluster.layout
 
     async def scenario():
-        ctx = client_context(layout.ca_cert, layout.server_cert(outsider),
-                             layout.server_key(outsider))
-        mallory = PeerClient(outsider, ssl_context=ctx, timeout=10)
+        mallory = peer_client_of(cluster, outsider)
         try:
             with pytest.raises(PeerError) as refused:
                 await mallory.call_op(cluster.url(target), "locations", {"records": [forged]})
@@ -255,3 +261,38 @@ def http_copies(cluster):
                      and dict(labels).get("route") == "/peer/replicas/(.+)"
                      and dict(labels).get("method") == "PUT")
     return total
+
+
+def test_a_node_answers_a_peer_its_record_of_one_file_and_nobody_else(cluster, placed):
+    """What a node that doubts its own record asks (``nodes/doubted_reads.py``): over the
+    kept channel and over HTTP the same record a pull brings; a user's certificate gets
+    nothing, a bad name a 400."""
+    holders, outsider = placed
+    target = holders[0]
+    expected = record_on(cluster, target, outsider)
+    owner, rel = FILE.split("/", 1)
+    r = as_node(cluster, outsider).request(target, "POST", "/peer/record", raw_path=True,
+                                           headers=JSON,
+                                           body=json.dumps({"owner": owner, "path": rel}))
+    assert r.status == 200 and r.json()["record"] == expected, r
+    r = as_node(cluster, outsider).request(target, "POST", "/peer/record", raw_path=True,
+                                           headers=JSON, body=json.dumps(
+                                               {"owner": owner, "path": "no/such.txt"}))
+    assert r.status == 200 and r.json() == {"record": None}, r
+    r = as_node(cluster, outsider).request(target, "POST", "/peer/record", raw_path=True,
+                                           headers=JSON, body=json.dumps(
+                                               {"owner": owner, "path": "../bob/x"}))
+    assert r.status == 400, r
+    r = Api(cluster).request(target, "POST", "/peer/record", raw_path=True, headers=JSON,
+                             body=json.dumps({"owner": owner, "path": rel}))
+    assert r.status in (401, 403), r
+
+    async def over_the_channel():
+        client = peer_client_of(cluster, outsider)
+        try:
+            record = await client.record_of(cluster.url(target), FilePath(owner, rel))
+            assert client.channel_calls == 1
+            return record
+        finally:
+            await client.close()
+    assert asyncio.run(over_the_channel()) == expected

@@ -55,6 +55,22 @@ def test_peers_start_running_and_exclude_self(table, changes):
     assert changes == []
 
 
+def test_a_peer_is_doubted_while_down_and_for_a_window_after_a_missed_beat(table):
+    """A peer this node does not hear may be writing without it: doubted when seen down,
+    and for ``window`` seconds after any missed beat, answered since or not."""
+    assert table.doubted(10.0) == set()
+    table.record_miss("n2", sent=1000.0)  # one miss: still running
+    assert table.status("n2") == RUNNING and table.doubted(10.0) == {"n2"}
+    table.record_ack("n2", sent=1001.0)
+    table.test_clock.t = 1009.0
+    assert table.doubted(10.0) == {"n2"}  # it may count this node down a while yet
+    table.test_clock.t = 1010.5
+    assert table.doubted(10.0) == set()
+    for _ in range(3):
+        table.record_miss("n3", sent=900.0)  # down, missed long ago: doubted all the same
+    assert table.status("n3") == DOWN and table.doubted(10.0) == {"n3"}
+
+
 def test_misses_turn_a_peer_down_after_the_allowed_number(table, changes):
     table.record_miss("n2")
     table.record_miss("n2")

@@ -481,3 +481,61 @@ def test_a_disk_that_fills_under_a_body_read_in_place_refuses_the_rest(cluster, 
     run(attempt())
     assert all(not node.store.exists(fp) for node in cluster.nodes.values())
     assert no_locks_anywhere(cluster, fp) and n1.upload_slots._busy == {}
+
+
+def cut_between(cluster, a, b):
+    """The link between ``a`` and ``b`` broken, each seeing the other down."""
+    cluster.cut.add(frozenset((a, b)))
+    for _ in range(cluster.nodes[a].peers.misses_allowed):
+        cluster.nodes[a].peers.record_miss(b)
+        cluster.nodes[b].peers.record_miss(a)
+
+
+def test_a_node_cut_from_one_peer_reads_the_newest_record_from_the_others(cluster):
+    """n1 and n3 lose each other and both still hear n2: n1 writes without n3, and n3 asks
+    n2 for the newest record before it routes a read (before: 404 for the new file and
+    version 1 of the changed one until n3's next pull from n2)."""
+    n1, n3 = cluster.nodes["n1"], cluster.nodes["n3"]
+    changed = cluster.place("alice", "changed.txt", ["n1", "n2"], b"v1")
+    fresh = FilePath("alice", "fresh.txt")
+    metrics = NodeMetrics(n3)
+
+    def doubted_reads():
+        return metrics.registry.get_sample_value("securifile_doubted_reads_total")
+    assert run(n3.read_newest(fresh)) == 0 and n3.client.calls == 0  # nothing doubted
+    assert doubted_reads() == 0
+    cut_between(cluster, "n1", "n3")
+    run(upload(n1, fresh, "alice", b"fresh"))
+    run(upload(n1, changed, "alice", b"v2"))
+    assert n3.locations.get(fresh) is None and n3.locations.get(changed).version == 1
+
+    assert run(n3.read_newest(fresh)) == 1  # n2 asked, n1 not (doubted)
+    assert [what for what in n3.client.log] == [("record", "n2")]
+    assert doubted_reads() == 1
+    assert n3.route_read(fresh) == ("redirect", "n2")  # n1, its origin, is down here
+    run(n3.read_newest(changed))
+    assert n3.locations.get(changed).version == 2
+    assert n3.route_read(changed) == ("redirect", "n2")
+
+    # A deletion on the other side is read too: 404, not the bytes of before.
+    assert run(n1.delete(fresh, "alice"))
+    run(n3.read_newest(fresh))
+    with pytest.raises(ApiError) as e:
+        n3.route_read(fresh)
+    assert e.value.status == 404
+
+
+def test_a_doubting_node_without_a_majority_of_answers_refuses_the_read(cluster):
+    """The newest record may be on the peers that did not answer: 503, not a guess."""
+    n3 = cluster.nodes["n3"]
+    fp = cluster.place("alice", "a.txt", ["n1", "n2"])
+    n3.quorum = Quorum(n3.peers, 3, window=60.0)
+    n3.quorum.heard("n2")
+    cut_between(cluster, "n1", "n3")
+    cluster.unreachable.add("n2")  # heard a moment ago, not answering now
+    with pytest.raises(ApiError) as e:
+        run(n3.read_newest(fp))
+    assert e.value.status == 503 and e.value.code == "no_quorum", e.value
+    assert "while n1 may be writing without this one" in e.value.message
+    cluster.unreachable.discard("n2")
+    assert run(n3.read_newest(fp)) == 1
