@@ -117,8 +117,9 @@ class HeartbeatLoop:
 
     async def catch_up(self, name):
         """Pull whatever ``name`` has that this node has not applied yet (a challenger
-        whose map is behind the peer it judges)."""
-        await self._pull(name, None)
+        whose map is behind the peer it judges, a listing while a peer is doubted); True
+        once pulled to the end."""
+        return await self._pull(name, None)
 
     async def _pull(self, name, seq):
         # A peer whose sequence went backwards lost its map: start again from zero.

@@ -195,6 +195,7 @@ class FileHandler(UserHandler):
     async def _list(self):
         fp = self.fp
         await self.authoriser.check(self.principal, LIST, fp)
+        await self.node.list_newest(fp)  # while a peer may be writing without this node
         self.send_json({"owner": fp.owner, "prefix": fp.rel, "files": self.node.list_files(fp)})
 
     async def _send_file(self, head):

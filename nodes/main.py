@@ -163,6 +163,7 @@ def build_node(cfg, name, deep=False):
     peers.on_change = on_change
     node.on_pushed = heartbeat.note_pushed
     verifier.catch_up = heartbeat.catch_up  # a peer claims versions this node has not seen
+    node.catch_up = heartbeat.catch_up  # a listing while a peer is doubted
     node.scrubber = None
     if cfg.scrub_files_per_second > 0:
         node.scrubber = Scrubber(node, cfg.scrub_bytes_per_second, cfg.scrub_files_per_second,

@@ -48,8 +48,8 @@ class NodeMetrics:
                               "sequence number alone because the peer was pushed them",
                               ["sent"], registry=r)
         self.doubted_reads = Counter("securifile_doubted_reads",
-                                     "Reads that first asked the peers this node hears for "
-                                     "the file's newest record, a peer being doubted",
+                                     "Reads and listings that first asked the peers not seen "
+                                     "down for the newest records, a peer being doubted",
                                      registry=r)
         self._instrument(node)
         r.register(NodeStateCollector(node))
@@ -97,8 +97,9 @@ class NodeMetrics:
         for sent in ("whole", "skipped"):
             self.pulled.labels(sent)
         listen(node, "changes_since", pulled)
-        listen(node, "read_newest",
-               lambda asked, _args, _s: self.doubted_reads.inc() if asked else None)
+        for method in ("read_newest", "list_newest"):
+            listen(node, method,
+                   lambda asked, _args, _s: self.doubted_reads.inc() if asked else None)
         listen(node, "_replicate", replicated)
         listen(node, "publish", published)
         listen(node, "_copy_and_publish", copied_and_published)

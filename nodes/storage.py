@@ -64,6 +64,7 @@ class StorageNode(MajorityLocking, Replication, DoubtedReads):
         # How long after a missed heartbeat a peer may still be writing without this node
         # (doubted_reads.py); main() sets twice the down detection time.
         self.doubt_window = 0.0
+        self.catch_up = None  # HeartbeatLoop.catch_up(peer), set by main()
         self.pulled_by = {}  # peer -> the last of this node's sequence numbers it has pulled
         # Numbers for the records this node publishes, and those of each peer's pushed
         # here: a pull skips what was pushed (nodes/pushed.py).

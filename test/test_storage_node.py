@@ -539,3 +539,35 @@ def test_a_doubting_node_without_a_majority_of_answers_refuses_the_read(cluster)
     assert "while n1 may be writing without this one" in e.value.message
     cluster.unreachable.discard("n2")
     assert run(n3.read_newest(fp)) == 1
+
+
+def test_a_doubting_node_pulls_from_the_peers_not_seen_down_before_a_listing(cluster):
+    """A listing cannot ask for one record: it pulls what each peer not seen down has that
+    this node has not applied (the heartbeat's pull, here from n2's map); not when nothing
+    is doubted, and 503 when the pulls that reached their end make no majority."""
+    n2, n3 = cluster.nodes["n2"], cluster.nodes["n3"]
+    folder = FilePath("alice", "docs")
+    pulls = []
+
+    async def catch_up(peer):
+        pulls.append(peer)
+        if peer in cluster.unreachable:
+            return False
+        n3.apply_locations([rec for rec in cluster.nodes[peer].changes_since(0, 1000)["records"]])
+        return True
+
+    n3.catch_up = catch_up
+    assert run(n3.list_newest(folder)) == 0 and pulls == []
+    cut_between(cluster, "n1", "n3")
+    fresh = FilePath("alice", "docs/fresh.txt")
+    run(upload(cluster.nodes["n1"], fresh, "alice", b"fresh"))
+    assert n2.locations.get(fresh) is not None and n3.locations.get(fresh) is None
+    assert run(n3.list_newest(folder)) == 1 and pulls == ["n2"]
+    assert [loc["path"] for loc in n3.list_files(folder)] == ["docs/fresh.txt"]
+
+    n3.quorum = Quorum(n3.peers, 3, window=60.0)
+    n3.quorum.heard("n2")
+    cluster.unreachable.add("n2")
+    with pytest.raises(ApiError) as e:
+        run(n3.list_newest(folder))
+    assert e.value.status == 503 and "the newest records under alice/docs" in e.value.message
