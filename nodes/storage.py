@@ -580,6 +580,8 @@ class StorageNode(MajorityLocking, Replication, DoubtedReads):
             "name": self.name,
             "status": self.peers.self_status,
             "quorum": self.quorum.has() if self.quorum is not None else True,
+            # Peers that may be writing without this node: reads ask the others first.
+            "doubted": sorted(self.peers.doubted(self.doubt_window)),
             "peers": self.peers.snapshot(),
             "used_bytes": used,
             "available_bytes": available,

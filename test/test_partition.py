@@ -340,6 +340,8 @@ def test_a_link_cut_between_two_servers_hides_no_acknowledged_write(make_netns_c
         wait_seen(cluster, ["node1"], "node3", "down")
         wait_seen(cluster, ["node3"], "node1", "down")
         assert all(quorum(cluster, n) for n in cluster.names)
+        assert cluster.status("node1")["doubted"] == ["node3"]
+        assert cluster.status("node3")["doubted"] == ["node1"]
         for i in range(8):  # bounded; each round writes on one side, reads on the other
             for writer, reader in (("node1", "node3"), ("node3", "node1")):
                 body = os.urandom(3000 + i)
@@ -365,6 +367,8 @@ def test_a_link_cut_between_two_servers_hides_no_acknowledged_write(make_netns_c
     finally:
         cluster.heal_between("node1", "node3")
     wait_all_running(cluster)
+    wait_for(lambda: all(cluster.status(n)["doubted"] == [] for n in cluster.names), VERIFY,
+             what="no server doubting another once the link is back")
 
 
 # -- the admin server as the witness (on loopback: no partition needed) ---------------------
