@@ -6,10 +6,10 @@ majority through the third: each writes without the other (it counts the other d
 the other has the new record only once its next pull from the third brings it, up to a
 heartbeat later. Until then it answered 404 for a file just acknowledged, or served the
 version before. A write is acknowledged once a majority stores its record; the peers this
-node does not see down make a majority with it (it serves only while they do), so one of them has that record, and the newest of their
-answers is applied here before the read goes on (a quorum read: R + W > N). Only while a
-peer is doubted (``PeerTable.doubted``): with every peer heard, each writer pushes its
-record to this node before it answers.
+node does not see down make a majority with it (it serves only while they do), so one of
+them has that record, and the newest of their answers is applied here before the read goes
+on (a quorum read: R + W > N). Only while a peer is doubted (``PeerTable.doubted``): with
+every peer heard, each writer pushes its record to this node before it answers.
 
 A folder's listing pulls instead (``list_newest``): the records each of those peers has that
 this node has not applied yet, whatever file they are of.

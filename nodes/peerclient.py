@@ -31,7 +31,8 @@ log = logging.getLogger("securifile.peerclient")
 
 COPY_CHUNK = 1 << 20
 REPLICAS = "/peer/replicas/"  # the route of a node's copies, for its peers only
-HTTP_ROUTES = {"lock": "/peer/locks", "locations": "/peer/locations", "record": "/peer/record"}  # the channel ops' routes
+# The channel ops' HTTP routes (a peer that refuses a channel, a call too long for one).
+HTTP_ROUTES = {"lock": "/peer/locks", "locations": "/peer/locations", "record": "/peer/record"}
 KEEPALIVE = 60.0  # seconds an idle connection stays open (heartbeats use them every second)
 HTTP_ONLY_FOR = 60.0  # seconds a peer that refused a channel is called over HTTP only
 
