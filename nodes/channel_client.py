@@ -148,6 +148,14 @@ class Channels:
             raise ChannelRefused(e.status) from None
         return Channel(ws)
 
+    def drop(self, base):
+        """Close the channel to ``base`` (its waiting calls fail with ChannelClosed, and go
+        once more on a new one): a peer back after it was seen down may have left it stuck
+        in TCP's retransmission backoff, where a call waits out its deadline."""
+        channel = self._open.pop(base, None)
+        if channel is not None:
+            channel._close()
+
     def _opened(self, base, task):
         self._opening.pop(base, None)
         if not task.cancelled() and task.exception() is None:

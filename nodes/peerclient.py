@@ -121,6 +121,11 @@ class PeerClient:
             await self._session.close()
             self._session = None
 
+    def drop_channel(self, base):
+        """The next call to ``base`` opens a new channel (``Channels.drop``)."""
+        if self._channels is not None:
+            self._channels.drop(base)
+
     def _headers(self, extra=None):
         h = {"X-SecuriFile-Node": self.self_name}
         if self.peer_secret:

@@ -196,7 +196,8 @@ class StorageNode(MajorityLocking, Replication, DoubtedReads):
 
     def peer_changed(self, name, old, new):
         """A peer seen down or back from a restart: its uploads died with it, so the locks it
-        coordinated go now rather than when their leases run out."""
+        coordinated go now rather than when their leases run out. A peer back from down
+        gets a new channel."""
         if new in (DOWN, VERIFYING) and self.locks.release_node(name):
             log.warning("released the locks coordinated by %s (%s)", name, new)
         if new == DOWN:
@@ -206,6 +207,12 @@ class StorageNode(MajorityLocking, Replication, DoubtedReads):
                 pipeline.drop_peer(name, "seen down")
         if new in (DOWN, FAILED):
             self._serve_unjudged(f"{name} {new}")
+        if old == DOWN and name in self.urls:
+            # Calls to it during the cut or the hang may have left the kept channel in TCP's
+            # retransmission backoff for seconds after it answers heartbeats again: a read
+            # that asks it (doubted_reads.py) waited out its deadline on one, and a node of
+            # four without the others' answers refused it (503 no_quorum).
+            self.client.drop_channel(self.urls[name])
 
     # -- publishing records ----------------------------------------------------------------
 

@@ -28,6 +28,7 @@ class InMemoryPeerClient:
         self.me = me
         self.calls = 0
         self.log = []  # (what, peer) of every call made: the rounds a change costs
+        self.dropped = []  # peers whose kept channel the node dropped (drop_channel)
 
     def _node(self, base, what="call"):
         name = base.removeprefix("mem://")
@@ -57,6 +58,9 @@ class InMemoryPeerClient:
         # The numbers are not taken: with no spans, nothing a pull brings is ever skipped.
         self._node(base, "records").apply_locations(records, release or ())
         return {"applied": len(records)}
+
+    def drop_channel(self, base):
+        self.dropped.append(base.removeprefix("mem://"))
 
     async def record_of(self, base, fp, timeout=None):
         node = self._node(base, "record")

@@ -163,6 +163,21 @@ def test_a_restarted_peer_gets_a_new_channel_and_a_stopped_one_is_unreachable():
     run(scenario())
 
 
+def test_a_dropped_channel_is_replaced_by_the_next_call():
+    """What a node does to the channel of a peer back from down (StorageNode.peer_changed)."""
+    async def scenario():
+        async with Running() as r:
+            peer, client, url = r.peer, r.client, r.url
+            assert (await client.call_op(url, "lock", lock_body(1)))["n"] == 1
+            client.drop_channel(url)
+            client.drop_channel("http://127.0.0.1:1")  # none open there: nothing to do
+            assert (await client.call_op(url, "lock", lock_body(2)))["n"] == 2
+            assert client.connections_created == 2 and len(peer.channels) == 2
+            assert (await client.call_op(url, "lock", lock_body(3)))["n"] == 3
+            assert client.connections_created == 2
+    run(scenario())
+
+
 def test_a_hung_call_costs_its_own_deadline_and_holds_up_no_other():
     async def scenario():
         async with Running() as r:

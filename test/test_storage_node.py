@@ -571,3 +571,18 @@ def test_a_doubting_node_pulls_from_the_peers_not_seen_down_before_a_listing(clu
     with pytest.raises(ApiError) as e:
         run(n3.list_newest(folder))
     assert e.value.status == 503 and "the newest records under alice/docs" in e.value.message
+
+
+def test_a_peer_back_from_down_gets_a_new_channel(cluster):
+    """Its kept channel may be stuck in TCP's backoff from calls made during the cut: the
+    next call opens a new one (a read that asks it no longer waits out its deadline)."""
+    n3 = cluster.nodes["n3"]
+    # As nodes/main.py wires it: every status change of a peer reaches the node.
+    n3.peers.on_change = lambda name, old, new, detail="": n3.peer_changed(name, old, new)
+    cut_between(cluster, "n1", "n3")
+    assert n3.client.dropped == []  # seen down: nothing to drop yet
+    cluster.cut.clear()
+    n3.peers.record_ack("n1")  # answers again: verifying in n3's view
+    assert n3.peers.status("n1") == "verifying" and n3.client.dropped == ["n1"]
+    n3.peers.record_miss("n2")  # a miss alone changes no status: nothing dropped
+    assert n3.client.dropped == ["n1"]
