@@ -208,10 +208,8 @@ class StorageNode(MajorityLocking, Replication, DoubtedReads):
         if new in (DOWN, FAILED):
             self._serve_unjudged(f"{name} {new}")
         if old == DOWN and name in self.urls:
-            # Calls to it during the cut or the hang may have left the kept channel in TCP's
-            # retransmission backoff for seconds after it answers heartbeats again: a read
-            # that asks it (doubted_reads.py) waited out its deadline on one, and a node of
-            # four without the others' answers refused it (503 no_quorum).
+            # Calls during the cut or hang may have left its channel stuck in TCP's
+            # retransmission backoff, where a read that asks it waits out its deadline.
             self.client.drop_channel(self.urls[name])
 
     # -- publishing records ----------------------------------------------------------------
