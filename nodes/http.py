@@ -195,14 +195,13 @@ class FileHandler(UserHandler):
     async def _list(self):
         fp = self.fp
         await self.authoriser.check(self.principal, LIST, fp)
-        await self.node.list_newest(fp)  # while a peer may be writing without this node
-        self.send_json({"owner": fp.owner, "prefix": fp.rel, "files": self.node.list_files(fp)})
+        files = await self.node.list_files(fp)
+        self.send_json({"owner": fp.owner, "prefix": fp.rel, "files": files})
 
     async def _send_file(self, head):
         fp = self.fp
         await self.authoriser.check(self.principal, READ, fp)
-        await self.node.read_newest(fp)  # while a peer may be writing without this node
-        read = self.node.begin_read(fp, self.sent_here(), self.avoided())
+        read = await self.node.begin_read(fp, self.sent_here(), self.avoided())
         if isinstance(read, Redirect):
             return self.redirect_to(read.target, fp)
         loc, size = read.loc, read.size

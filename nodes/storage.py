@@ -61,9 +61,7 @@ class StorageNode(MajorityLocking, Replication, DoubtedReads):
         # Lock and record calls wait this long for a peer: one that does not answer within
         # it cannot be counted on, and must not hold every write up for a long timeout.
         self.call_timeout = call_timeout
-        # How long after a missed heartbeat a peer may still be writing without this node
-        # (doubted_reads.py); main() sets twice the down detection time.
-        self.doubt_window = 0.0
+        self.doubt_window = 0.0  # seconds a missed beat leaves a peer doubted (set by main)
         self.catch_up = None  # HeartbeatLoop.catch_up(peer), set by main()
         self.pulled_by = {}  # peer -> the last of this node's sequence numbers it has pulled
         # Numbers for the records this node publishes, and those of each peer's pushed
@@ -160,15 +158,19 @@ class StorageNode(MajorityLocking, Replication, DoubtedReads):
             return "serve", loc
         return "redirect", target
 
-    def begin_read(self, fp, sent_here=False, avoid=()):
-        """A Redirect to the holder to ask, or the Download this node serves (see route_read)."""
+    async def begin_read(self, fp, sent_here=False, avoid=()):
+        """A Redirect to the holder to ask, or the Download this node serves (see route_read),
+        from the newest record a majority holds while a peer is doubted (doubted_reads.py)."""
+        await self.read_newest(fp)
         kind, where = self.route_read(fp, sent_here, avoid)
         if kind == "redirect":
             return Redirect(where)
         return Download(self, where, self.store.size(fp))
 
-    def list_files(self, fp):
-        """The records under the folder ``fp`` (or the owner's whole namespace), as JSON."""
+    async def list_files(self, fp):
+        """The records under the folder ``fp`` (or the owner's whole namespace), as JSON,
+        the peers' newest pulled first while one is doubted (doubted_reads.py)."""
+        await self.list_newest(fp)
         return [loc.to_json() for loc in self.locations.list_prefix(fp.owner, fp.rel)]
 
     def route_write(self, fp, sent_here=False, avoid=()):
@@ -585,7 +587,6 @@ class StorageNode(MajorityLocking, Replication, DoubtedReads):
             "name": self.name,
             "status": self.peers.self_status,
             "quorum": self.quorum.has() if self.quorum is not None else True,
-            # Peers that may be writing without this node: reads ask the others first.
             "doubted": sorted(self.peers.doubted(self.doubt_window)),
             "peers": self.peers.snapshot(),
             "used_bytes": used,

@@ -563,7 +563,7 @@ def test_a_doubting_node_pulls_from_the_peers_not_seen_down_before_a_listing(clu
     run(upload(cluster.nodes["n1"], fresh, "alice", b"fresh"))
     assert n2.locations.get(fresh) is not None and n3.locations.get(fresh) is None
     assert run(n3.list_newest(folder)) == 1 and pulls == ["n2"]
-    assert [loc["path"] for loc in n3.list_files(folder)] == ["docs/fresh.txt"]
+    assert [loc["path"] for loc in run(n3.list_files(folder))] == ["docs/fresh.txt"]
 
     n3.quorum = Quorum(n3.peers, 3, window=60.0)
     n3.quorum.heard("n2")
