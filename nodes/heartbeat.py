@@ -78,6 +78,7 @@ class HeartbeatLoop:
         if self.membership is not None:
             self.membership.gossip(answer.get("membership"), name)
         seq = int(answer.get("seq", 0))
+        pulled = True  # every record the peer had when it answered is applied here
         if seq == self._pulled.get(name, 0) and self._saved.get(name) != seq:
             self._advance(name, seq)  # advanced by pushes: kept, once a beat at most
         elif seq != self._pulled.get(name, 0):
@@ -94,6 +95,9 @@ class HeartbeatLoop:
         returned = self.peers.record_ack(name, seq, answer.get("boot"),
                                          answer.get("status", "running"),
                                          int(answer.get("round", 0)), sent=beat_sent)
+        if pulled:
+            # What it took from a peer before it counted that peer down is here now.
+            self.peers.note_promise(name, answer.get("refusing"), beat_sent)
         if self.quorum is not None:
             # After the pull: a majority heard means records caught up (as of ``sent``).
             self.quorum.heard(name, sent)

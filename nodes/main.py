@@ -114,6 +114,9 @@ def build_node(cfg, name, deep=False):
     # A peer that missed a beat may count this node down a detection time later, and go on
     # writing without it until one of its beats gets through again after a heal.
     node.doubt_window = 2 * detection
+    # A promise to refuse a peer seen down is renewed by every heartbeat answer (one an
+    # interval, answered within one): three intervals outlast a slow beat or pull.
+    node.refusals.lease = 3 * cfg.heartbeat_interval
     node.membership = membership
     node.upload_slots = UploadSlots(cfg.max_uploads_per_user)
     node.min_upload_rate = cfg.min_upload_rate

@@ -104,10 +104,32 @@ class PeerTable:
     def doubted(self, window):
         """Peers that may be writing without this node: seen down, or a heartbeat to them
         missed within the last ``window`` seconds (a peer this node cannot hear may hear
-        the others, and they count this node down as it counts that peer)."""
+        the others, and they count this node down as it counts that peer). Not a peer seen
+        down that every voter has promised to refuse (``nodes/refusals.py``): it cannot
+        reach a majority."""
         now = self.clock()
+        voters = [p for p in self._peers.values() if p["status"] != DOWN]
+
+        def refused(name):
+            return voters and all(v.get("promised", {}).get(name, float("-inf")) > now
+                                  for v in voters)
+
         return {n for n, p in self._peers.items()
-                if p["status"] == DOWN or now - p.get("missed", float("-inf")) < window}
+                if (p["status"] == DOWN or now - p.get("missed", float("-inf")) < window)
+                and not (p["status"] == DOWN and refused(n))}
+
+    def note_promise(self, name, refusing, sent):
+        """``name`` answered a beat sent at ``sent`` (its records pulled since) promising to
+        refuse the peers ``refusing`` names for its lease (``Refusals.promise``)."""
+        p = self._peers.get(name)
+        if p is None:
+            return
+        try:
+            until = sent + float(refusing["for"]) if refusing else 0.0
+            p["promised"] = {str(n): until for n in refusing["peers"]} if refusing else {}
+        except (TypeError, ValueError, KeyError):
+            log.warning("peer %s: a malformed promise ignored: %r", name, refusing)
+            p["promised"] = {}
 
     def running_peers(self):
         return [n for n in self._peers if self.is_running(n)]

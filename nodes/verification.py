@@ -93,6 +93,10 @@ class Verifier:
         elif outcome == ABANDONED:
             node.peers.challenge_abandoned(peer, detail)
         else:
+            if outcome == PASSED and node.refusals.verdict_wait(peer) > 0:
+                # Other nodes may still read without asking, on this node's promise to
+                # refuse the peer's writes (nodes/refusals.py): it runs once that is out.
+                await asyncio.sleep(node.refusals.verdict_wait(peer))
             node.peers.challenge_done(peer, outcome == PASSED, detail)
             try:
                 await node.client.send_verdict(node.urls[peer], outcome == PASSED, detail)

@@ -71,6 +71,38 @@ def test_a_peer_is_doubted_while_down_and_for_a_window_after_a_missed_beat(table
     assert table.status("n3") == DOWN and table.doubted(10.0) == {"n3"}
 
 
+def test_a_peer_down_that_every_voter_promised_to_refuse_is_not_doubted(table):
+    """It cannot reach a majority (nodes/refusals.py): doubted again once the promise runs
+    out or is not renewed; a peer only missed, or promised by some voters only, stays
+    doubted; so does one with no voter at all to promise."""
+    for _ in range(3):
+        table.record_miss("n3", sent=1000.0)
+    assert table.doubted(10.0) == {"n3"}
+    table.note_promise("n2", {"peers": ["n3"], "for": 3.0}, sent=1000.0)
+    assert table.doubted(10.0) == set()
+    table.test_clock.t = 1003.0
+    assert table.doubted(10.0) == {"n3"}  # run out
+    table.note_promise("n2", {"peers": ["n3"], "for": 3.0}, sent=1002.5)
+    assert table.doubted(10.0) == set()
+    table.note_promise("n2", None, sent=1002.8)  # no longer promised (n2 hears n3 again)
+    assert table.doubted(10.0) == {"n3"}
+    table.note_promise("n2", {"peers": ["n3"], "for": "a while"}, sent=1003.0)  # malformed
+    assert table.doubted(10.0) == {"n3"}
+
+    big = PeerTable("n1", ["n1", "n2", "n3", "n4"], misses_allowed=1, clock=lambda: 1000.0)
+    big.record_miss("n4", sent=1000.0)
+    big.note_promise("n2", {"peers": ["n4"], "for": 3.0}, sent=1000.0)
+    assert big.doubted(10.0) == {"n4"}  # n3 has promised nothing
+    big.note_promise("n3", {"peers": ["n4"], "for": 3.0}, sent=1000.0)
+    assert big.doubted(10.0) == set()
+    big.record_miss("n2", sent=1000.0)  # down too: n3, the one voter left, promised n4 only
+    assert big.doubted(10.0) == {"n2"}
+
+    lone = PeerTable("n1", ["n1", "n2"], misses_allowed=1, clock=lambda: 1000.0)
+    lone.record_miss("n2", sent=1000.0)
+    assert lone.doubted(10.0) == {"n2"}  # no voter left to promise anything
+
+
 def test_misses_turn_a_peer_down_after_the_allowed_number(table, changes):
     table.record_miss("n2")
     table.record_miss("n2")

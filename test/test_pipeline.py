@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 
-from securifile.nodes.storage import DIRECT_COPY
+from securifile.nodes.peer_requests import DIRECT_COPY
 
 from .helpers import Api, wait_for
 from .test_faults import (DETECT, SlowUpload, broken_off, copy_on_disk, holders_of, no_temp_files,

@@ -18,6 +18,7 @@ from securifile.nodes.heartbeat import HeartbeatLoop
 from securifile.nodes.locationmap import Location, LocationMap, Replica
 from securifile.nodes.peerclient import PeerClient, PeerError
 from securifile.nodes.peers import DOWN, FAILED, RUNNING, VERIFYING, PeerTable
+from securifile.nodes.refusals import Refusals
 from securifile.nodes.verification import ABANDONED, FAILED as OUT_FAILED, PASSED, ROUNDS, \
     UNDECIDED, Verifier
 
@@ -124,6 +125,7 @@ class Me(Side):
         super().__init__(root)
         self.urls = {"peer": url}
         self.peers = PeerTable("me", ["me", "peer"], misses_allowed=3)
+        self.refusals = Refusals(self.peers.status, lease=0.0)  # promised nothing
         self.client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=5)
         self.fresh = []
 
