@@ -213,6 +213,14 @@ class PeerTable:
         if p["status"] == VERIFYING:
             self._set(name, RUNNING if passed else FAILED, detail)
 
+    def verdict_lost(self, name):
+        """The verdict on ``name`` did not reach it (a link broken just then): while it still
+        says it is being verified, its next answer starts another challenge. It heard no
+        verdict, and would wait for this node's for ever."""
+        p = self._peers.get(name)
+        if p is not None:
+            p["checked"] = None
+
     @observed
     def challenge_undecided(self, name, detail=""):
         """No verdict yet: ``name`` stays verifying, and its next heartbeat starts another."""

@@ -58,6 +58,7 @@ class Peer(Side):
         self.challenge_mode = "answer"
         self.heartbeat_mode = "answer"
         self.verdicts = []
+        self.lose_verdicts = False  # the verdict does not get through (a link broken then)
         self.challenges = 0
         self.server = None
         self.port = None
@@ -93,6 +94,9 @@ class Peer(Side):
 
         class Verdict(tornado.web.RequestHandler):
             def post(self):
+                if peer.lose_verdicts:
+                    self.set_status(502)
+                    return
                 peer.verdicts.append(json.loads(self.request.body)["passed"])
                 self.write({})
 
@@ -171,6 +175,23 @@ def test_matching_copies_pass_and_the_peer_is_told(tmp_path):
         returning(me)
         assert await Verifier(me, timeout=5).run("peer") == PASSED
         assert me.peers.status("peer") == RUNNING and peer.verdicts == [True]
+    scenario(tmp_path, body)
+
+
+def test_a_verdict_that_does_not_get_through_is_followed_by_another_challenge(tmp_path):
+    """The peer, still verifying in its own view, would wait for this node's verdict for
+    ever (a nemesis run: a link broken for the second the verdict was sent left a restarted
+    node verifying until the end)."""
+    async def body(me, peer):
+        returning(me)
+        peer.lose_verdicts = True
+        assert await Verifier(me, timeout=5).run("peer") == PASSED
+        assert me.peers.status("peer") == RUNNING and peer.verdicts == []
+        assert me.peers.record_ack("peer", status=VERIFYING) is True  # challenged again
+        peer.lose_verdicts = False
+        assert await Verifier(me, timeout=5).run("peer") == PASSED
+        assert peer.verdicts == [True]
+        assert me.peers.record_ack("peer", status=VERIFYING) is False  # told: no more
     scenario(tmp_path, body)
 
 
