@@ -24,6 +24,7 @@ import time
 from .challenge import (BATCH, CHANGING, CORRUPT, MISSING, REPLAYED, ChallengeResult,
                         check_answer, new_challenge)
 from .peerclient import PeerError
+from .peers import VERIFYING
 from .quarantine import quarantine_if_bad, write_under_way
 
 log = logging.getLogger("securifile.verification")
@@ -67,6 +68,7 @@ class Verifier:
         ABANDONED."""
         node = self.node
         started = time.monotonic()
+        judged = node.peers.last_heard(peer) if peer in node.peers.names else None
         try:
             result = await asyncio.wait_for(self._challenge(peer), self.timeout)
             if result.stale and not result.failed:
@@ -97,6 +99,13 @@ class Verifier:
                 # Other nodes may still read without asking, on this node's promise to
                 # refuse the peer's writes (nodes/refusals.py): it runs once that is out.
                 await asyncio.sleep(node.refusals.verdict_wait(peer))
+                if (peer not in node.peers.names or node.peers.status(peer) != VERIFYING
+                        or node.peers.last_heard(peer) != judged):
+                    # Down and back (a restart, say) meanwhile: the copies checked may
+                    # not be those it holds now. Asked again at its next answer.
+                    node.peers.challenge_undecided(peer, f"{detail}; it answered as another "
+                                                         "process or round since")
+                    return UNDECIDED
             node.peers.challenge_done(peer, outcome == PASSED, detail)
             try:
                 await node.client.send_verdict(node.urls[peer], outcome == PASSED, detail)

@@ -10,7 +10,7 @@ from securifile.common.paths import FilePath
 from securifile.nodes.challenge import ChallengeResult
 from securifile.nodes.peers import DOWN, RUNNING, VERIFYING
 from securifile.nodes.refusals import Refusals
-from securifile.nodes.verification import PASSED, Verifier
+from securifile.nodes.verification import PASSED, UNDECIDED, Verifier
 
 from .memory_cluster import MemoryCluster
 
@@ -141,3 +141,35 @@ def test_a_returning_peer_is_passed_only_once_the_promises_about_it_have_run_out
     assert asyncio.run(verifier.run("n3")) == PASSED
     assert time.monotonic() - started >= 0.25
     assert verdicts == [("mem://n3", True, 0.0, RUNNING)]
+
+
+def test_a_peer_that_restarts_while_its_verdict_waits_is_challenged_again(cluster):
+    """The copies checked may not be those the new process holds: no verdict, and its next
+    answer starts another challenge."""
+    n2 = cluster.nodes["n2"]
+    n2.refusals.lease = 0.3
+    count_down(n2, "n3")
+    n2.heartbeat_answer("n1", 0)
+    n2.peers.record_ack("n3", boot="first")
+    verdicts = []
+
+    async def challenge(peer):
+        return ChallengeResult()
+
+    async def send_verdict(base, passed, detail):
+        verdicts.append(passed)
+
+    verifier = Verifier(n2)
+    verifier._challenge = challenge
+    n2.client.send_verdict = send_verdict
+
+    async def restarted_meanwhile():
+        task = asyncio.ensure_future(verifier.run("n3"))
+        await asyncio.sleep(0.1)
+        count_down(n2, "n3")
+        assert n2.peers.record_ack("n3", boot="second") is True  # verifying again
+        return await task
+
+    assert asyncio.run(restarted_meanwhile()) == UNDECIDED
+    assert verdicts == [] and n2.peers.status("n3") == VERIFYING
+    assert n2.peers.record_ack("n3", boot="second", status=VERIFYING) is True
