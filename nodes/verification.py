@@ -110,9 +110,9 @@ class Verifier:
             try:
                 await node.client.send_verdict(node.urls[peer], outcome == PASSED, detail)
             except PeerError as e:
-                log.warning("could not tell %s its verdict (challenged again at its next "
-                            "answer): %s", peer, e)
-                node.peers.verdict_lost(peer)
+                log.warning("could not tell %s its verdict: %s", peer, e)
+                if outcome == PASSED:  # challenged again at its next answer (failed stays)
+                    node.peers.verdict_lost(peer)
         return outcome
 
     async def _timed_out(self, peer, detail):
