@@ -686,7 +686,9 @@ def test_a_peer_cut_off_during_a_long_pull_is_seen_down_by_the_beats_meanwhile(t
         table = PeerTable("me", ["me", "p"], misses_allowed=3)
         client = PeerClient("me", ssl_context=None, peer_secret=SECRET, timeout=2)
         mine = LocationMap(tmp_path / "mine.db")
-        loop = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}"}, 0.2,
+        # A 1 s interval gives the first beat 0.8 s to be answered: with 0.2 (0.16 s) a
+        # loaded machine missed it, and the pull the test is about never started.
+        loop = HeartbeatLoop(table, client, {"p": f"http://127.0.0.1:{port}"}, 1.0,
                              lambda records: None, cursors=mine)
 
         async def hanging_pull(base, since):
