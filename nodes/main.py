@@ -115,8 +115,10 @@ def build_node(cfg, name, deep=False):
     # writing without it until one of its beats gets through again after a heal.
     node.doubt_window = 2 * detection
     # A promise to refuse a peer seen down is renewed by every heartbeat answer (one an
-    # interval, answered within one): three intervals outlast a slow beat or pull.
-    node.refusals.lease = 3 * cfg.heartbeat_interval
+    # interval, answered within 0.8 of one). Two intervals outlast a beat and its pull but
+    # for a slow pull (the peer is then doubted a moment); each interval more would hold a
+    # returning peer's verdict back that much longer.
+    node.refusals.lease = 2 * cfg.heartbeat_interval
     node.membership = membership
     node.upload_slots = UploadSlots(cfg.max_uploads_per_user)
     node.min_upload_rate = cfg.min_upload_rate
