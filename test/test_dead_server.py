@@ -31,7 +31,9 @@ def test_a_dead_server_is_no_longer_doubted_and_back_it_writes_at_once(make_clus
         for path, data in files.items():
             served_by, r = api.follow(node, "GET", path)
             assert r.status == 200 and r.body == data, (node, path, r)
-    assert all(doubted(cluster, n) == [] for n in living)
+    # (A promise renewed late on a loaded machine lets the doubt back for a moment: safe.)
+    wait_for(lambda: all(doubted(cluster, n) == [] for n in living), DETECT,
+             what="node1 and node2 still not doubting node3")
 
     cluster.restart("node3")
     wait_seen(cluster, cluster.names, "node3", "running", VERIFY)
