@@ -4,7 +4,8 @@ runs, given back when it is published or abandoned.
 
 A mixin of ``StorageNode``, which provides ``locks`` (this node's LockTable), ``client`` (the
 peer client), ``urls``, ``lock_lease``, ``call_timeout``, ``_voters``, ``_enough``,
-``require_serving``, ``apply_locations`` and ``_spawn``.
+``require_serving``, ``apply_locations``, ``_spawn`` and ``refusals`` (a judge's hold on
+the writes this node coordinates after its return).
 """
 import asyncio
 import logging
@@ -61,6 +62,10 @@ class MajorityLocking:
         ticket's ``existing`` is the newest acknowledged state of the file.
         """
         self.require_serving()
+        held = self.refusals.writes_held()
+        if held > 0:  # a judge refuses this node's writes a moment longer (nodes/refusals.py)
+            await asyncio.sleep(held)
+            self.require_serving()
         token = uuid.uuid4().hex
         known = self._known_stamp(fp)
         self.locks.acquire(fp, user, self.name, token, self.lock_lease)

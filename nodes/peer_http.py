@@ -58,8 +58,12 @@ class VerdictHandler(NodeHandler):
         body = self.json_body()
         challenger = (self.principal.name if self.principal.name != "?"
                       else body.get("challenger"))
+        try:
+            hold = float(body.get("hold", 0.0))
+        except (TypeError, ValueError):
+            raise ApiError("hold must be a number of seconds", code="bad_verdict") from None
         status = self.node.receive_verdict(challenger, bool(body.get("passed")),
-                                           str(body.get("detail", "")))
+                                           str(body.get("detail", "")), hold)
         self.send_json({"status": status})
 
 

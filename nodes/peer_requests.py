@@ -203,7 +203,11 @@ class PeerRequests:
                                        deep, challenger, self.peers.note_challenge,
                                        partial(write_under_way, self))
 
-    def receive_verdict(self, challenger, passed, detail):
-        """A peer's verdict on this node's copies; this node's status after it."""
+    def receive_verdict(self, challenger, passed, detail, hold=0.0):
+        """A peer's verdict on this node's copies; this node's status after it. ``hold``:
+        the challenger refuses this node's locks and records that much longer (it promised
+        to, ``nodes/refusals.py``): writes this node would coordinate wait for it."""
         self.peers.receive_verdict(challenger, passed, detail)
+        if passed and hold > 0:
+            self.refusals.hold_writes(hold)
         return self.peers.self_status

@@ -273,9 +273,12 @@ class PeerClient:
     async def challenge(self, base, challenge, timeout):
         return await self.call_json(base + "/peer/challenge", "POST", challenge, timeout)
 
-    async def send_verdict(self, base, passed, detail):
+    async def send_verdict(self, base, passed, detail, hold=0.0):
+        """``hold``: seconds the peer must wait before it coordinates a write (this node
+        still refuses its locks and records that long, ``nodes/refusals.py``)."""
         return await self.call_json(base + "/peer/verdict", "POST",
-                                {"challenger": self.self_name, "passed": passed, "detail": detail})
+                                    {"challenger": self.self_name, "passed": passed,
+                                     "detail": detail, "hold": hold})
 
     async def lock(self, base, fp, holder, lease, token, known=0, stamp=None, timeout=None):
         """Take or renew a lock; the answer has the stamp reserved (``stamp``: at least this

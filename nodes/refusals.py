@@ -11,17 +11,22 @@ peers the answering node counts down; a node all of whose voters promised so nee
 of such a peer (``PeerTable.doubted``). What a voter took from the peer before it counted it
 down came with the pull that belongs to the same answer.
 
-A promise outlives the peer's return: the promising node refuses the peer until its last
-promise has run out, and only then passes the returning peer's challenge (``verification``),
-so the peer coordinates writes again only once nobody relies on a promise about it. A node
-restarted within a lease of a promise has forgotten it: it passes nobody in its first lease,
-and the others drop its promises at their next beat (its answer promises nothing yet).
+A promise outlives the peer's return: the promising node refuses the peer's locks and
+records until its last promise has run out. Its verdict on the returning peer says how long
+that still is (``hold``), and the peer, serving already, holds the writes it would
+coordinate until then (``verification``, ``MajorityLocking.lock``): refused, they would
+fail. A node restarted within a lease of a promise has forgotten it: its holds count a
+lease from its start, and the others drop its promises at their next beat (its answer
+promises nothing yet). Safety does not rest on the hold: while a promise holds, its maker
+refuses the peer, and a reader relies only on promises of every voter it has.
 """
 import time
 
 from securifile.common.errors import Unavailable
 
 from .peers import DOWN
+
+HOLD_MAX = 60.0
 
 
 class Refusals:
@@ -33,6 +38,7 @@ class Refusals:
         self.clock = clock
         self._until = {}  # peer -> when the last promise about it runs out
         self._started = clock()
+        self._writes_after = 0.0  # a judge's hold on the writes this node coordinates
 
     def promise(self, names):
         """Promise to refuse ``names`` (counted down now) for the lease: the heartbeat
@@ -49,10 +55,19 @@ class Refusals:
         return max(0.0, self._until.get(name, 0.0) - self.clock())
 
     def verdict_wait(self, name):
-        """Seconds before this node may pass ``name``'s challenge: until its promises about
-        it run out, and those a process before this one may have made (forgotten with it):
-        one lease from this start."""
+        """Seconds ``name`` must hold its writes when this node passes it: until this node's
+        promises about it run out, and those a process before this one may have made
+        (forgotten with it): one lease from this start."""
         return max(self.left(name), self._started + self.lease - self.clock())
+
+    def hold_writes(self, seconds):
+        """A judge that passed this node still refuses its writes for ``seconds`` (at most
+        a minute: a judge's promise lasts a few heartbeats)."""
+        self._writes_after = max(self._writes_after, self.clock() + min(seconds, HOLD_MAX))
+
+    def writes_held(self):
+        """Seconds before this node may coordinate a write (0: now)."""
+        return max(0.0, self._writes_after - self.clock())
 
     def refuses(self, name):
         return self.status(name) == DOWN or self.left(name) > 0

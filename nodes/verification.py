@@ -24,7 +24,6 @@ import time
 from .challenge import (BATCH, CHANGING, CORRUPT, MISSING, REPLAYED, ChallengeResult,
                         check_answer, new_challenge)
 from .peerclient import PeerError
-from .peers import VERIFYING
 from .quarantine import quarantine_if_bad, write_under_way
 
 log = logging.getLogger("securifile.verification")
@@ -68,7 +67,6 @@ class Verifier:
         ABANDONED."""
         node = self.node
         started = time.monotonic()
-        judged = node.peers.last_heard(peer) if peer in node.peers.names else None
         try:
             result = await asyncio.wait_for(self._challenge(peer), self.timeout)
             if result.stale and not result.failed:
@@ -95,20 +93,13 @@ class Verifier:
         elif outcome == ABANDONED:
             node.peers.challenge_abandoned(peer, detail)
         else:
-            if outcome == PASSED and node.refusals.verdict_wait(peer) > 0:
-                # Other nodes may still read without asking, on this node's promise to
-                # refuse the peer's writes (nodes/refusals.py): it runs once that is out.
-                await asyncio.sleep(node.refusals.verdict_wait(peer))
-                if (peer not in node.peers.names or node.peers.status(peer) != VERIFYING
-                        or node.peers.last_heard(peer) != judged):
-                    # Down and back (a restart, say) meanwhile: the copies checked may
-                    # not be those it holds now. Asked again at its next answer.
-                    node.peers.challenge_undecided(peer, f"{detail}; it answered as another "
-                                                         "process or round since")
-                    return UNDECIDED
             node.peers.challenge_done(peer, outcome == PASSED, detail)
+            # This node still refuses the peer's locks and records while its promise to do
+            # so holds (nodes/refusals.py): the peer serves, and holds its writes till then.
+            hold = node.refusals.verdict_wait(peer) if outcome == PASSED else 0.0
             try:
-                await node.client.send_verdict(node.urls[peer], outcome == PASSED, detail)
+                await node.client.send_verdict(node.urls[peer], outcome == PASSED, detail,
+                                               hold=hold)
             except PeerError as e:
                 log.warning("could not tell %s its verdict: %s", peer, e)
                 if outcome == PASSED:  # challenged again at its next answer (failed stays)

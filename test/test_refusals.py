@@ -10,7 +10,7 @@ from securifile.common.paths import FilePath
 from securifile.nodes.challenge import ChallengeResult
 from securifile.nodes.peers import DOWN, RUNNING, VERIFYING
 from securifile.nodes.refusals import Refusals
-from securifile.nodes.verification import PASSED, UNDECIDED, Verifier
+from securifile.nodes.verification import PASSED, Verifier
 
 from .memory_cluster import MemoryCluster
 
@@ -118,58 +118,55 @@ def test_a_dead_peer_promised_refused_by_every_voter_is_not_doubted_and_reads_as
     assert n2.peers.status("n3") == VERIFYING and n2.refusals.refuses("n3")
 
 
-def test_a_returning_peer_is_passed_only_once_the_promises_about_it_have_run_out(cluster):
-    """Its verdict, which lets it coordinate writes again, waits for this node's last
-    promise to refuse it: until then its records would be refused here."""
+def test_a_returning_peer_is_passed_at_once_and_told_how_long_its_writes_are_refused(cluster):
+    """It serves at once; this node refuses its locks and records until its promise runs
+    out, and says so with the verdict (``hold``)."""
     n2 = cluster.nodes["n2"]
-    n2.refusals.lease = 0.3
+    n2.refusals.lease = 3.0
+    n2.refusals._started -= 10.0  # started long ago: only the promise holds the peer back
     count_down(n2, "n3")
-    n2.heartbeat_answer("n1", 0)  # promised to n1: refused for 0.3 s from now
+    n2.heartbeat_answer("n1", 0)  # promised to n1: refused for 3 s from now
     n2.peers.record_ack("n3")  # answers again: verifying, its challenge under way
     verdicts = []
 
     async def challenge(peer):
         return ChallengeResult()  # nothing in common: passed
 
-    async def send_verdict(base, passed, detail):
-        verdicts.append((base, passed, n2.refusals.left("n3"), n2.peers.status("n3")))
+    async def send_verdict(base, passed, detail, hold=0.0):
+        verdicts.append((base, passed, hold, n2.peers.status("n3")))
 
     verifier = Verifier(n2)
     verifier._challenge = challenge
     n2.client.send_verdict = send_verdict
     started = time.monotonic()
     assert asyncio.run(verifier.run("n3")) == PASSED
-    assert time.monotonic() - started >= 0.25
-    assert verdicts == [("mem://n3", True, 0.0, RUNNING)]
+    assert time.monotonic() - started < 1.0
+    [(base, passed, hold, status)] = verdicts
+    assert (base, passed, status) == ("mem://n3", True, RUNNING) and 2.0 < hold <= 3.0
+    assert n2.refusals.refuses("n3")
 
 
-def test_a_peer_that_restarts_while_its_verdict_waits_is_challenged_again(cluster):
-    """The copies checked may not be those the new process holds: no verdict, and its next
-    answer starts another challenge."""
-    n2 = cluster.nodes["n2"]
+def test_a_node_holds_the_writes_it_coordinates_while_a_judge_still_refuses_them(cluster):
+    """Refused, they would fail (503): the lock round waits the judge's hold out. Only a
+    verdict from a peer that challenged this node holds anything."""
+    n2, n3 = cluster.nodes["n2"], cluster.nodes["n3"]
+    with pytest.raises(ApiError):
+        n3.receive_verdict("n1", True, "never challenged", hold=30.0)
+    assert n3.refusals.writes_held() == 0
+    n3.peers.note_challenge("n2", 0)
+    n3.receive_verdict("n2", True, "no files", hold=0.3)
+    assert 0.2 < n3.refusals.writes_held() <= 0.3
     n2.refusals.lease = 0.3
     count_down(n2, "n3")
     n2.heartbeat_answer("n1", 0)
-    n2.peers.record_ack("n3", boot="first")
-    verdicts = []
+    n2.peers.record_ack("n3")
+    n2.peers.challenge_done("n3", True)  # running in n2's view, its writes refused 0.3 s
 
-    async def challenge(peer):
-        return ChallengeResult()
+    async def write():
+        started = time.monotonic()
+        ticket = await n3.lock(FilePath("alice", "held.txt"), "alice")
+        n3.release(ticket)
+        return time.monotonic() - started, ticket.granted
 
-    async def send_verdict(base, passed, detail):
-        verdicts.append(passed)
-
-    verifier = Verifier(n2)
-    verifier._challenge = challenge
-    n2.client.send_verdict = send_verdict
-
-    async def restarted_meanwhile():
-        task = asyncio.ensure_future(verifier.run("n3"))
-        await asyncio.sleep(0.1)
-        count_down(n2, "n3")
-        assert n2.peers.record_ack("n3", boot="second") is True  # verifying again
-        return await task
-
-    assert asyncio.run(restarted_meanwhile()) == UNDECIDED
-    assert verdicts == [] and n2.peers.status("n3") == VERIFYING
-    assert n2.peers.record_ack("n3", boot="second", status=VERIFYING) is True
+    waited, granted = asyncio.run(write())
+    assert waited >= 0.2 and sorted(granted) == ["n1", "n2"]
