@@ -15,10 +15,11 @@ A promise outlives the peer's return: the promising node refuses the peer's lock
 records until its last promise has run out. Its verdict on the returning peer says how long
 that still is (``hold``), and the peer, serving already, holds the writes it would
 coordinate until then (``verification``, ``MajorityLocking.lock``): refused, they would
-fail. A node restarted within a lease of a promise has forgotten it: its holds count a
-lease from its start, and the others drop its promises at their next beat (its answer
-promises nothing yet). Safety does not rest on the hold: while a promise holds, its maker
-refuses the peer, and a reader relies only on promises of every voter it has.
+fail. While a promise holds its maker refuses the peer, and a reader relies only on
+promises of every voter it has: the hold is for the peer's sake. Except after a restart: a
+node restarted within a lease of a promise has forgotten it and refuses nothing, so its
+holds count a lease from its start (a returning peer it passes writes only after that), and
+the others drop its promises at their next beat (its answer promises nothing yet).
 """
 import time
 
@@ -54,10 +55,10 @@ class Refusals:
         """Seconds until the last promise about ``name`` runs out (0: none holds)."""
         return max(0.0, self._until.get(name, 0.0) - self.clock())
 
-    def verdict_wait(self, name):
-        """Seconds ``name`` must hold its writes when this node passes it: until this node's
-        promises about it run out, and those a process before this one may have made
-        (forgotten with it): one lease from this start."""
+    def hold_for(self, name):
+        """Seconds ``name`` must hold the writes it coordinates when this node passes it:
+        until this node's promises about it run out, and those a process before this one
+        may have made (forgotten with it): one lease from this start."""
         return max(self.left(name), self._started + self.lease - self.clock())
 
     def hold_writes(self, seconds):

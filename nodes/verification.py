@@ -96,7 +96,7 @@ class Verifier:
             node.peers.challenge_done(peer, outcome == PASSED, detail)
             # This node still refuses the peer's locks and records while its promise to do
             # so holds (nodes/refusals.py): the peer serves, and holds its writes till then.
-            hold = node.refusals.verdict_wait(peer) if outcome == PASSED else 0.0
+            hold = node.refusals.hold_for(peer) if outcome == PASSED else 0.0
             try:
                 await node.client.send_verdict(node.urls[peer], outcome == PASSED, detail,
                                                hold=hold)

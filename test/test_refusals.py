@@ -43,7 +43,7 @@ def test_a_peer_is_refused_while_down_and_until_the_last_promise_runs_out():
     refusals = Refusals(status.get, lease=3.0, clock=clock)
     assert refusals.refuses("n3") and refusals.left("n3") == 0
     # Just started: it may have promised before a restart, and passes nobody for a lease.
-    assert refusals.verdict_wait("n2") == 3.0
+    assert refusals.hold_for("n2") == 3.0
     assert refusals.promise([]) is None
     assert refusals.promise(["n3"]) == {"peers": ["n3"], "for": 3.0}
     status["n3"] = VERIFYING  # back: refused until the promise runs out
@@ -53,9 +53,9 @@ def test_a_peer_is_refused_while_down_and_until_the_last_promise_runs_out():
         refusals.check("n3", "records")
     assert e.value.status == 503 and e.value.code == "counted_down", e.value
     assert e.value.headers == {"Retry-After": "1"}
-    assert refusals.verdict_wait("n3") == 1.0 and refusals.verdict_wait("n2") == 1.0
+    assert refusals.hold_for("n3") == 1.0 and refusals.hold_for("n2") == 1.0
     clock.t = 103.0
-    assert not refusals.refuses("n3") and refusals.verdict_wait("n3") == 0
+    assert not refusals.refuses("n3") and refusals.hold_for("n3") == 0
     refusals.check("n3", "records")
     assert Refusals(status.get, lease=0.0).promise(["n3"]) is None  # no lease: no promise
 
