@@ -26,25 +26,13 @@ from securifile.admin.servers import DOWN, FAILED, RUNNING, UNKNOWN, ServerRegis
 from securifile.common.config import ServerEntry
 from securifile.common.errors import ApiError
 
+from .fakes import Clock
+
 T0 = 1_700_000_000.0
 PASSWORD = "correct horse battery"
 TABLES = {"users", "files", "folders", "owner_usage", "placements", "grants", "servers",
           "observations", "status_history", "storage_samples", "events", "applied_reports",
           "enrolments", "memberships", "witness_leases"}
-
-
-class Clock:
-    """A settable clock: ``clock()`` is now; ``advance`` moves it on."""
-
-    def __init__(self, now):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, **delta):
-        self.now += timedelta(**delta) if not isinstance(self.now, float) else \
-            timedelta(**delta).total_seconds()
 
 
 def new_accounts(sessions, clock=None, rounds=4):

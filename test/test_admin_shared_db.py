@@ -16,13 +16,7 @@ from securifile.common.config import Config
 from securifile.common.errors import ApiError
 from securifile.common.syslog import SD_ACCESS, SD_RECORD
 
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
+from .fakes import Clock
 
 
 def test_the_witness_grants_one_side_at_a_time(sessions):

@@ -35,6 +35,8 @@ from securifile.client.storage import Client
 from securifile.client.transport import EXPECT_CONTINUE_MIN, Response
 from securifile.common.digests import parse_digest_field, repr_digest
 
+from .fakes import Clock
+
 A, B, C = "https://a.test:8441", "https://b.test:8442", "https://c.test:8443"
 
 
@@ -109,14 +111,6 @@ class FixedRng:
         return self.value % n
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
 def test_selector_starts_at_a_random_server_and_stays_there():
     assert ServerSelector([A, B, C], rng=FixedRng(1)).current() == B
     sel = ServerSelector([A, B, C], rng=FixedRng(2))
@@ -134,7 +128,7 @@ def test_selector_moves_to_the_next_server_and_wraps_around():
 
 
 def test_selector_skips_suspects_until_they_expire():
-    clock = FakeClock()
+    clock = Clock()
     sel = ServerSelector([A, B, C], rng=FixedRng(0), clock=clock, suspect_seconds=30)
     sel.failed(B + "/files/alice/x")  # a redirect target, not the current server
     assert sel.current() == A
@@ -332,7 +326,7 @@ def test_holder_retries_are_bounded_by_count_and_deadline():
         client.get_bytes("alice/x.bin")
     assert err.value.attempts == 4 and len(client.sleeps) == 3
 
-    clock = FakeClock()
+    clock = Clock()
 
     def sleep(seconds):
         clock.now += seconds
@@ -432,7 +426,7 @@ def test_a_redirect_without_avoid_support_falls_back_to_asking_again():
 
 
 def waiting_client(routes, **kwargs):
-    clock = FakeClock()
+    clock = Clock()
 
     def sleep(seconds):
         clock.now += seconds

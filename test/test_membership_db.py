@@ -15,16 +15,9 @@ from securifile.common.config import ServerEntry
 from securifile.common.errors import ApiError
 
 from .databases import db_url, sessions  # noqa: F401  (fixtures)
+from .fakes import Clock
 
 THREE = [ServerEntry(f"node{i}", f"https://127.0.0.1:{9000 + i}") for i in (1, 2, 3)]
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 def book(sessions, replicas=1, clock=None):

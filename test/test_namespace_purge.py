@@ -19,7 +19,8 @@ from securifile.common.certs import ensure_ca
 from securifile.common.config import Config
 
 from .clusters import start_cluster
-from .helpers import AdminApi, Api, disk_copy, wait_for
+from .fakes import Clock
+from .helpers import AdminApi, disk_copy, wait_for
 
 PASSWORD = "correct horse battery"
 NODES = ("node1", "node2", "node3")
@@ -28,20 +29,12 @@ NODES = ("node1", "node2", "node3")
 # -- tier 1: which files are due, and when a namespace is purged -------------------------------
 
 
-class Clock:
-    def __init__(self):
-        self.now = datetime.now(timezone.utc)
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.fixture
 def service(sessions, tmp_path):
     cfg = Config(certs_dir=tmp_path / "certs", data_dir=tmp_path / "data", bcrypt_rounds=4,
                  removed_namespace_days=2.5)
     ensure_ca(CertLayout(cfg.certs_dir))
-    svc = AdminService(cfg, sessions, clock=Clock())
+    svc = AdminService(cfg, sessions, clock=Clock(datetime.now(timezone.utc)))
     return svc
 
 

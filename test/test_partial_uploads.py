@@ -10,16 +10,10 @@ from securifile.common.paths import FilePath
 from securifile.nodes.diskfile import DiskStore, DigestMismatch
 from securifile.nodes.partial_uploads import PartialUploadStore, TooManyPartialUploads
 
+from .fakes import Clock
+
 
 MiB = 1 << 20
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture

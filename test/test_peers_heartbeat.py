@@ -16,18 +16,11 @@ from securifile.nodes.peers import DOWN, FAILED, RUNNING, VERIFYING, PeerTable
 from securifile.nodes.pushed import PushedSpans
 from securifile.nodes.quorum import Quorum
 
+from .fakes import Clock
 from .helpers import serve_app
 from .memory_cluster import MemoryCluster
 
 SECRET = "cluster-secret"
-
-
-class Clock:
-    def __init__(self, t=1000.0):
-        self.t = t
-
-    def __call__(self):
-        return self.t
 
 
 @pytest.fixture
@@ -62,9 +55,9 @@ def test_a_peer_is_doubted_while_down_and_for_a_window_after_a_missed_beat(table
     table.record_miss("n2", sent=1000.0)  # one miss: still running
     assert table.status("n2") == RUNNING and table.doubted(10.0) == {"n2"}
     table.record_ack("n2", sent=1001.0)
-    table.test_clock.t = 1009.0
+    table.test_clock.now = 1009.0
     assert table.doubted(10.0) == {"n2"}  # it may count this node down a while yet
-    table.test_clock.t = 1010.5
+    table.test_clock.now = 1010.5
     assert table.doubted(10.0) == set()
     for _ in range(3):
         table.record_miss("n3", sent=900.0)  # down, missed long ago: doubted all the same
@@ -80,7 +73,7 @@ def test_a_peer_down_that_every_voter_promised_to_refuse_is_not_doubted(table):
     assert table.doubted(10.0) == {"n3"}
     table.note_promise("n2", {"peers": ["n3"], "for": 3.0}, sent=1000.0)
     assert table.doubted(10.0) == set()
-    table.test_clock.t = 1003.0
+    table.test_clock.now = 1003.0
     assert table.doubted(10.0) == {"n3"}  # run out
     table.note_promise("n2", {"peers": ["n3"], "for": 3.0}, sent=1002.5)
     assert table.doubted(10.0) == set()
@@ -107,7 +100,7 @@ def test_misses_turn_a_peer_down_after_the_allowed_number(table, changes):
     table.record_miss("n2")
     table.record_miss("n2")
     assert table.status("n2") == RUNNING and changes == []
-    table.test_clock.t = 1005.0
+    table.test_clock.now = 1005.0
     table.record_miss("n2")
     assert table.status("n2") == DOWN
     assert changes == [("n2", RUNNING, DOWN)]
@@ -122,7 +115,7 @@ def test_misses_turn_a_peer_down_after_the_allowed_number(table, changes):
 def test_an_ack_from_a_down_peer_starts_a_challenge_and_resets_the_count(table, changes):
     for _ in range(3):
         table.record_miss("n3")
-    table.test_clock.t = 1010.0
+    table.test_clock.now = 1010.0
     assert table.record_ack("n3", seq=5) is True  # challenge it
     assert table.status("n3") == VERIFYING and table.since("n3") == 1010.0
     assert not table.is_running("n3")  # never a redirect target before it passes
@@ -268,7 +261,7 @@ def test_self_status_is_reported_for_the_own_name(table):
 
 
 def test_snapshot(table):
-    table.test_clock.t = 1001.0
+    table.test_clock.now = 1001.0
     for _ in range(3):
         table.record_miss("n3")
     assert table.snapshot() == [{"name": "n2", "status": RUNNING, "since": 1000.0},

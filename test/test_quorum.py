@@ -6,13 +6,7 @@ from securifile.nodes.locationmap import Location
 from securifile.nodes.locks import LockTable
 from securifile.nodes.quorum import Quorum
 
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
+from .fakes import Clock
 
 
 class Peers:

@@ -11,7 +11,8 @@ from securifile.common.errors import ApiError, Forbidden, NotFound
 from securifile.common.sizes import parse_size, size_text
 
 from .databases import db_url, sessions  # noqa: F401 (fixtures)
-from .test_admin_db import Clock, PASSWORD, file_event, new_accounts, report
+from .fakes import Clock
+from .test_admin_db import PASSWORD, file_event, new_accounts, report
 
 KiB = 1024
 

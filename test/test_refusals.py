@@ -12,15 +12,8 @@ from securifile.nodes.peers import DOWN, RUNNING, VERIFYING
 from securifile.nodes.refusals import Refusals
 from securifile.nodes.verification import PASSED, Verifier
 
+from .fakes import Clock
 from .memory_cluster import MemoryCluster
-
-
-class Clock:
-    def __init__(self, t=100.0):
-        self.t = t
-
-    def __call__(self):
-        return self.t
 
 
 @pytest.fixture
@@ -39,7 +32,7 @@ def count_down(node, peer):
 
 
 def test_a_peer_is_refused_while_down_and_until_the_last_promise_runs_out():
-    status, clock = {"n3": DOWN}, Clock()
+    status, clock = {"n3": DOWN}, Clock(100.0)
     refusals = Refusals(status.get, lease=3.0, clock=clock)
     assert refusals.refuses("n3") and refusals.left("n3") == 0
     # Just started: it may have promised before a restart, and passes nobody for a lease.
@@ -47,14 +40,14 @@ def test_a_peer_is_refused_while_down_and_until_the_last_promise_runs_out():
     assert refusals.promise([]) is None
     assert refusals.promise(["n3"]) == {"peers": ["n3"], "for": 3.0}
     status["n3"] = VERIFYING  # back: refused until the promise runs out
-    clock.t = 102.0
+    clock.now = 102.0
     assert refusals.refuses("n3") and refusals.left("n3") == 1.0
     with pytest.raises(ApiError) as e:
         refusals.check("n3", "records")
     assert e.value.status == 503 and e.value.code == "counted_down", e.value
     assert e.value.headers == {"Retry-After": "1"}
     assert refusals.hold_for("n3") == 1.0 and refusals.hold_for("n2") == 1.0
-    clock.t = 103.0
+    clock.now = 103.0
     assert not refusals.refuses("n3") and refusals.hold_for("n3") == 0
     refusals.check("n3", "records")
     assert Refusals(status.get, lease=0.0).promise(["n3"]) is None  # no lease: no promise

@@ -27,25 +27,12 @@ from securifile.common.certs import CertificateAuthority
 from securifile.common.errors import ApiError
 
 from .clusters import start_cluster
+from .fakes import Clock
 from .helpers import AdminApi, Api, Response, wait_for
 from .test_cli_admin import User, password_of
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "violet kettle under moonlight"
-
-
-class Clock:
-    def __init__(self, now):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        if isinstance(self.now, datetime):
-            self.now += timedelta(seconds=seconds)
-        else:
-            self.now += seconds
 
 
 def new_accounts(sessions, clock=None):

@@ -4,14 +4,6 @@ import pytest
 from securifile.nodes.upload_limits import ProgressWatch, TooManyUploads, UploadSlots
 
 
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
 def test_a_user_gets_at_most_its_slots_and_others_are_not_affected():
     slots = UploadSlots(2)
     slots.take("alice")
@@ -31,7 +23,7 @@ def test_zero_slots_means_no_cap():
 
 
 def test_an_upload_below_the_minimum_rate_is_too_slow():
-    clock = Clock()
+    clock = Clock(0.0)
     watch = ProgressWatch(1000, clock)
     clock.now = 10
     assert not watch.too_slow(20_000)  # 2,000 B/s
@@ -42,7 +34,7 @@ def test_an_upload_below_the_minimum_rate_is_too_slow():
 
 
 def test_no_minimum_rate_never_cuts_off():
-    clock = Clock()
+    clock = Clock(0.0)
     watch = ProgressWatch(0, clock)
     clock.now = 100
     assert not watch.too_slow(0)
@@ -52,6 +44,7 @@ def test_no_minimum_rate_never_cuts_off():
 
 import os  # noqa: E402
 
+from .fakes import Clock  # noqa: E402
 from .helpers import Api, wait_for  # noqa: E402
 from .test_faults import SlowUpload, broken_off, settled  # noqa: E402
 
