@@ -314,6 +314,7 @@ class Append:
         self.lock = HeldLock(self.node, ticket, lambda: writer.size - writer.start, cut_off)
         self.ended = asyncio.Event()
         self.failure = None
+        self.completing = False  # the whole file is being put in place: suspend() waits
         self.partials.active[upload.id] = self
 
     @property
@@ -363,8 +364,9 @@ class Append:
 
     def suspend(self, why):
         """The request ends without completing the upload: what arrived is kept (durable),
-        the lock goes. The offset."""
-        if self.ended.is_set():
+        the lock goes. The offset. Not once the upload is being completed: ``finish`` gives
+        the lock back when the file is in place and its record out, not in between."""
+        if self.ended.is_set() or self.completing:
             return self.writer.size
         try:
             self.lock.release()
@@ -415,6 +417,10 @@ class Append:
             self.suspend("incomplete")
             raise InconsistentLength(f"the upload is complete at {size} bytes, but its length "
                                      f"was declared as {upload.length}")
+        # Every byte is here: no minimum rate while the digests, the commit and the copies
+        # run, and a client gone meanwhile does not take the lock away (``suspend``).
+        self.completing = True
+        self.lock.flowing = False
         others = [a for a in upload.digests if a != node.algorithm]
         if others:
             loop = asyncio.get_running_loop()
@@ -430,8 +436,6 @@ class Append:
         log.info("resumable upload %s of %s complete: %d bytes (%d in the last request)",
                  upload.id, upload.file_path.full, size, size - writer.start)
         self.partials.mark_complete(upload, size)
-        # The lock is renewed while the replicas get their copies from disk.
-        self.lock.flowing = False
         ticket = self.lock.ticket
         plan, existing = plan_new_version(node, ticket), ticket.existing
         try:

@@ -79,6 +79,8 @@ class Upload:
         self.failure = None  # a write error or a refused quota: the body is dropped from then
         self.quota = None  # the room reserved in the owner's quota (None: no quota)
         self.closed = False
+        self._finishing = False  # finish() runs: the body is whole, its commit under way
+        self._close_when_finished = False
         self._locking = None  # the lock round run while a small body arrives
         self._body = None  # a small body's pieces, kept to send the replicas from memory
         self._space = None  # the view a body read in place is being read into
@@ -238,7 +240,22 @@ class Upload:
     async def finish(self):
         """The whole body is here: commit it under the lock, replicate, publish the record.
         A ``Stored``, or a ``Redirect`` when the lock round run meanwhile found another
-        coordinator."""
+        coordinator.
+
+        Once it runs, neither a client that goes away nor the minimum rate cuts it short:
+        a close meanwhile waits for its end. Cut in the middle, the lock went back while the
+        new bytes were renamed in without their record (a nemesis run: the lock round slowed
+        by a partition, the upload cut off as too slow, a 500, and the next challenge failed
+        a peer whose good copy differed from those bytes)."""
+        self._finishing = True
+        try:
+            return await self._finish_whole()
+        finally:
+            self._finishing = False
+            if self._close_when_finished:
+                self.close()
+
+    async def _finish_whole(self):
         node = self.node
         if self._locking is not None:
             if self.failure is None:
@@ -300,7 +317,8 @@ class Upload:
     async def _renew_lock(self):
         if self.ticket is None:
             return
-        if self.writer is not None and self.progress.too_slow(self.writer.size):
+        if (not self._finishing and self.writer is not None
+                and self.progress.too_slow(self.writer.size)):
             # No lease without progress: a trickled body must not hold the file for ever.
             log.warning("upload of %s by %s slower than %d B/s: cut off", self.fp.full,
                         self.user, self.node.min_upload_rate)
@@ -324,7 +342,10 @@ class Upload:
         """The request is over (answered, refused or broken off): give everything back. The
         temp file goes (a committed one is already in place), the replicas see their bodies
         cut and keep nothing, and the lock goes (the lease bounds how long it could linger
-        on a peer that does not hear of it)."""
+        on a peer that does not hear of it). While ``finish()`` runs, only at its end."""
+        if self._finishing:
+            self._close_when_finished = True
+            return
         self.closed = True
         if self._locking is not None:
             # Its lock, if it gets one, is given back as soon as it has it (see _take_lock).

@@ -14,7 +14,9 @@ from securifile.nodes.metrics import NodeMetrics
 from securifile.nodes.observed import listen
 from securifile.nodes.quorum import Quorum
 from securifile.nodes.orphans import sweep_orphans
+from securifile.nodes.partial_uploads import PartialUploadStore
 from securifile.nodes.pipeline import BATCH
+from securifile.nodes.resumable import ResumableUploads
 from securifile.nodes.upload import Redirect, Stored, Upload
 from securifile.nodes.upload_limits import TooManyUploads
 
@@ -586,3 +588,88 @@ def test_a_peer_back_from_down_gets_a_new_channel(cluster):
     assert n3.peers.status("n1") == "verifying" and n3.client.dropped == ["n1"]
     n3.peers.record_miss("n2")  # a miss alone changes no status: nothing dropped
     assert n3.client.dropped == ["n1"]
+
+
+def test_a_client_gone_while_its_whole_body_is_committed_does_not_cut_the_write_in_two(
+        cluster, monkeypatch):
+    """Seen in a nemesis run: a lock round slowed by a partition, the upload then cut off as
+    too slow while it committed, and the close gave the lock back between the rename and
+    the record: a 500, new bytes at the name under the old record, and a good peer failed
+    by the next challenge. Now the commit ends with its record, and the close comes after."""
+    n1 = cluster.nodes["n1"]
+    fp = FilePath("alice", "leaving.txt")
+    cluster.place("alice", "leaving.txt", ["n1", "n2"], data=b"old")
+    cuts = []
+
+    async def scenario():
+        up = n1.begin_upload(fp, "alice", 3, cut_off=lambda: cuts.append(fp))
+        assert await up.start() is None
+        up.write(b"new")
+        sync = n1.store.folders.sync
+
+        async def sync_as_the_client_leaves(folder):
+            # The new bytes are at the name now, their record not yet out.
+            up.progress.too_slow = lambda size: True  # nothing came for a while
+            await up._renew_lock()
+            up.close()  # and the client goes away
+            return await sync(folder)
+
+        monkeypatch.setattr(n1.store.folders, "sync", sync_as_the_client_leaves)
+        try:
+            return await up.finish()
+        finally:
+            up.close()
+            for _ in range(10):
+                await asyncio.sleep(0)  # the peers' unlocks
+
+    stored = run(scenario())
+    assert isinstance(stored, Stored) and stored.body["version"] == 2
+    assert cuts == []  # no minimum rate once the body is whole
+    for name in ("n1", "n2", "n3"):
+        record = cluster.nodes[name].locations.get(fp)
+        assert record.version == 2 and record.digest == stored.body["digest"], name
+    for name in ("n1", "n2"):
+        node = cluster.nodes[name]
+        assert node.store.path_for(fp).read_bytes() == b"new"
+        assert node.locations.copy_version(fp) == 2, name
+    assert no_locks_anywhere(cluster, fp)
+
+
+def test_a_resumable_upload_whose_client_goes_while_it_completes_keeps_its_lock(
+        cluster, tmp_path, monkeypatch):
+    """The same for the last request of a resumable upload: a close (or the minimum rate)
+    while its copies went out gave the lock back before its record did."""
+    n1 = cluster.nodes["n1"]
+    n1.min_upload_rate = 1
+    uploads = ResumableUploads(n1, PartialUploadStore(tmp_path / "n1-partial", 3600, 4,
+                                                      trash=n1.store.trash))
+    fp = cluster.place("alice", "resumed.txt", ["n1", "n2"], data=b"old")
+    cuts, held = [], []
+
+    async def scenario():
+        upload, ticket = await uploads.create("alice", fp, 3, {})
+        append = await uploads.begin(upload, ticket, None, lambda: cuts.append(fp))
+        append.write(b"new")
+        send_copy = n1.client.send_copy
+
+        async def copy_as_the_client_leaves(*args, **kwargs):
+            append.lock.progress.too_slow = lambda size: True
+            await append.lock._renew()
+            append.suspend("connection closed")  # what the handler does when it goes
+            held.append(all(node.locks.held(fp) is not None
+                            for node in cluster.nodes.values()))
+            return await send_copy(*args, **kwargs)
+
+        monkeypatch.setattr(n1.client, "send_copy", copy_as_the_client_leaves)
+        result = await append.finish(complete=True)
+        for _ in range(10):
+            await asyncio.sleep(0)  # the peers' unlocks
+        return result
+
+    loc, confirmed, created = run(scenario())
+    assert confirmed and not created and loc.version == 2
+    assert held == [True] and cuts == []
+    for name in ("n1", "n2", "n3"):
+        assert cluster.nodes[name].locations.get(fp).version == 2, name
+    assert cluster.nodes["n2"].store.path_for(fp).read_bytes() == b"new"
+    assert no_locks_anywhere(cluster, fp)
