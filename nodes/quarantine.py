@@ -52,12 +52,23 @@ def write_under_way(node, fp):
     return node.locks.busy(fp) or node.store.being_changed(fp)
 
 
+# What a look at this node's own copy found (``check_own_copy``).
+QUARANTINED, GOOD, UNSETTLED = "quarantined", "good", "unsettled"
+
+
 async def quarantine_if_bad(node, fp, reason):
     """Quarantine this node's copy of ``fp`` if its bytes do not hash to the committed
     digest, and tell the cluster the copy is lost. True when it was quarantined."""
+    return await check_own_copy(node, fp, reason) == QUARANTINED
+
+
+async def check_own_copy(node, fp, reason):
+    """``quarantine_if_bad``, saying what it found: QUARANTINED, GOOD (the bytes hash to the
+    committed digest) or UNSETTLED (no recorded copy, a write under way, or the copy
+    replaced meanwhile: nothing to judge by now)."""
     record = node.locations.copy_record(fp)
     if record is None:
-        return False
+        return UNSETTLED
     loc = node.locations.get(fp)
     algorithm = loc.algorithm if loc is not None else node.algorithm
     path = node.store.path_for(fp)
@@ -66,11 +77,11 @@ async def quarantine_if_bad(node, fp, reason):
     # Back on the loop: no commit can land between these checks and the move below.
     now = node.locations.copy_record(fp)
     if now is None or now[:2] != record[:2] or _current_inode(path) != inode:
-        return False  # replaced or removed meanwhile: not the copy that was found bad
+        return UNSETTLED  # replaced or removed meanwhile: not the copy that was found bad
     if write_under_way(node, fp):
-        return False  # the next read or scrub looks again once the write is over
+        return UNSETTLED  # the next read or scrub looks again once the write is over
     if digest == record.digest:
-        return False
+        return GOOD
     with node.store.changing(fp):  # a challenge answered meanwhile must not say missing
         node.locations.forget_copy(fp)  # first, as in StorageNode._drop_local
         moved = node.store.quarantine(fp)
@@ -81,4 +92,4 @@ async def quarantine_if_bad(node, fp, reason):
     if node.audit is not None:
         node.audit.log_event(integrity_event(node.name, fp.full, "quarantined", detail))
     await node.copy_lost(fp, reason)
-    return True
+    return QUARANTINED

@@ -24,7 +24,7 @@ import time
 from .challenge import (BATCH, CHANGING, CORRUPT, MISSING, REPLAYED, ChallengeResult,
                         check_answer, new_challenge)
 from .peerclient import PeerError
-from .quarantine import quarantine_if_bad, write_under_way
+from .quarantine import GOOD, check_own_copy, write_under_way
 
 log = logging.getLogger("securifile.verification")
 IN_FLIGHT = 2  # challenge batches sent to a peer at a time
@@ -185,14 +185,17 @@ class Verifier:
         the old record (seen in a nemesis run: two nodes killed at once, then the one
         restarted judged the other "1 replayed" with nothing corrupted). This node's own
         copy is hashed first; one unlike its record is quarantined and published lost (the
-        others repair it), and the peer's copy is no longer this node's to judge."""
+        others repair it), and the peer's copy is no longer this node's to judge. Nor is it
+        while this node's own copy is unsettled (a write of it under way here, or the copy
+        replaced since): the peer fails only against a copy found good."""
         for loc in batch:
             key = (loc.owner, loc.path)
             if result.outcomes.get(key) != REPLAYED:
                 continue
-            if await quarantine_if_bad(self.node, loc.file_path,
+            own = await check_own_copy(self.node, loc.file_path,
                                        f"a challenge of {peer} found {loc.file_path.full} "
-                                       "unlike this node's copy"):
+                                       "unlike this node's copy")
+            if own != GOOD:
                 result.outcomes[key] = CHANGING
 
     async def _repair(self, peer, keys):

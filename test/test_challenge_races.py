@@ -170,3 +170,19 @@ def test_a_sound_peer_is_not_failed_for_bytes_a_killed_commit_left_in_the_challe
     asyncio.run(Verifier(n1)._own_copy_first("n2", [loc], result))
     assert result.outcomes[(loc.owner, loc.path)] == REPLAYED
     assert n1.store.exists(sound) and n1.quarantined == 1
+
+
+def test_a_peer_is_not_failed_against_a_copy_of_the_challengers_that_a_write_holds(cluster):
+    """The challenger's own copy unlike its record while a write of the file is under way
+    here (its lock held): the copy is not quarantined (the write may be about to record
+    it), and so it proves nothing against the peer either. Before, the peer stayed failed
+    ("1 replayed" in a nemesis run, nothing corrupted)."""
+    fp = cluster.place("alice", "held.bin", ["n1", "n2"], data=OLD)
+    n1 = cluster.nodes["n1"]
+    loc = n1.locations.get(fp)
+    n1.store.path_for(fp).write_bytes(NEW)  # renamed in, its record not out yet
+    n1.locks.acquire(fp, "alice", "n3", "a-write", 30.0)
+    result = ChallengeResult({(loc.owner, loc.path): REPLAYED})
+    asyncio.run(Verifier(n1)._own_copy_first("n2", [loc], result))
+    assert result.outcomes[(loc.owner, loc.path)] == CHANGING
+    assert n1.store.exists(fp) and n1.quarantined == 0
