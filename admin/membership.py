@@ -14,10 +14,11 @@ import time
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from securifile.common.errors import ApiError, Conflict, NotFound
 
+from .coordination import insert_once
 from .db import reading
 from .models import File, Membership, Observation, Placement, Server, WitnessLease
 
@@ -115,11 +116,12 @@ class MembershipBook:
         if self._noted[0] == side and 0 <= until - self._noted[1] < LEASE_NOTE_SECONDS:
             return
         with self.sessions.begin() as s:
-            row = s.get(WitnessLease, 1)
-            if row is None:
-                s.add(WitnessLease(id=1, side=side, until=until))
-            else:
-                row.side, row.until = side, until
+            # Insert-if-absent, then update: two writers at once (two admin instances, or
+            # two grants on one) each read no row and inserted one, and the second failed.
+            s.execute(insert_once(s, WitnessLease, {"id": 1, "side": side, "until": until},
+                                  "id"))
+            s.execute(update(WitnessLease).where(WitnessLease.id == 1)
+                      .values(side=side, until=until))
         self._noted = (side, until)
 
     def _lease_out(self, s):

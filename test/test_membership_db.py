@@ -1,14 +1,15 @@
 """Tier 1: the membership in the admin database (admin/membership.py), on SQLite and on a
 real PostgreSQL: one change at a time, each only once the last is known to a majority of
 its list, none while a tie-break lease is out, and a server removed only once drained."""
+import threading
 import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from securifile.admin.catalog import Catalog
 from securifile.admin.membership import DRAINING, MembershipBook
-from securifile.admin.models import Membership, Server
+from securifile.admin.models import Membership, Server, WitnessLease
 from securifile.admin.servers import ServerRegistry
 from securifile.admin.witness import Witness
 from securifile.common.config import ServerEntry
@@ -134,3 +135,36 @@ def test_a_server_is_removed_only_once_the_catalogue_shows_it_empty(sessions):
     with sessions() as s:
         assert s.get(Server, "node2") is None
     assert [x["name"] for x in m.current()[1]] == ["node1", "node3"]
+
+
+def test_two_admin_servers_noting_the_lease_at_once_both_succeed(sessions):
+    """Two admin instances on one database (or two of one instance's threads) granted the
+    tie-break lease at the same moment both write it down. Before, each read no row and
+    inserted one: the second failed (duplicate key, a 500 to the node that asked, seen in
+    the admin failover tests on PostgreSQL)."""
+    books = [book(sessions), book(sessions)]
+    side = ["node1", "node2"]
+    gate = threading.Barrier(2, timeout=10)
+    errors = []
+
+    def note(b, until):
+        try:
+            gate.wait()
+            b.note_lease(side, until)
+        except Exception as e:  # noqa: BLE001 (any failure is the finding)
+            errors.append(repr(e))
+
+    for i in range(12):
+        with sessions.begin() as s:
+            s.execute(delete(WitnessLease))
+        threads = [threading.Thread(target=note, args=(b, 1000.0 + 10 * i + k))
+                   for k, b in enumerate(books)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert not errors, errors
+        with sessions() as s:
+            row = s.get(WitnessLease, 1)
+            assert row.side == '["node1", "node2"]' and row.until in (1000.0 + 10 * i,
+                                                                      1001.0 + 10 * i)
