@@ -14,9 +14,11 @@ from .bulk import dialect_insert
 
 
 def insert_once(session, model, values, unique_column):
-    """INSERT ... ON CONFLICT (unique_column) DO NOTHING, for either dialect."""
+    """INSERT ... ON CONFLICT (unique_column) DO NOTHING, for either dialect;
+    ``unique_column`` may be a tuple of the columns of a composite key."""
+    columns = list(unique_column) if isinstance(unique_column, tuple) else [unique_column]
     return dialect_insert(session, model).values(**values).on_conflict_do_nothing(
-        index_elements=[unique_column])
+        index_elements=columns)
 
 
 def lock_key(name):

@@ -119,3 +119,30 @@ def test_the_login_back_off_is_one_count_across_instances(sessions):
     clock.now += 301  # the window passes: free again, on either instance
     first.check(account, guesser)
     second.check(account, guesser)
+
+
+def test_one_login_succeeding_on_two_instances_at_once_trusts_its_address_once(sessions):
+    """Both instances read no trusted-address row and inserted one: the second login failed
+    on the duplicate key (a 500 instead of a token). Raced on a barrier, twelve times."""
+    clock = Clock()
+    throttles = [SharedLoginThrottle(sessions, clock=clock, limit=4, window=300.0)
+                 for _ in range(2)]
+    gate = threading.Barrier(2, timeout=10)
+    errors = []
+
+    def log_in(throttle, address):
+        try:
+            gate.wait()
+            throttle._succeeded(("account", 7), address)
+        except Exception as e:  # noqa: BLE001 (any failure is the finding)
+            errors.append(repr(e))
+
+    for i in range(12):
+        address = ("address", f"10.0.0.{i}")
+        threads = [threading.Thread(target=log_in, args=(t, address)) for t in throttles]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert not errors, errors
+        assert throttles[1]._trusted_address(("account", 7), address)
