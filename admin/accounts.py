@@ -17,6 +17,7 @@ from securifile.common.errors import ApiError, Conflict, Forbidden, NotFound, Un
 from securifile.common.paths import EMAIL_RE, MAX_EMAIL_LENGTH, check_username
 from securifile.common.times import aware
 
+from .coordination import insert_once
 from .db import reading
 from .models import Enrolment, Grant, RemovedAccount, RevokedCredential, User
 from .passwords import BCRYPT_ROUNDS, MAX_BYTES, check_password, hash_password
@@ -329,9 +330,9 @@ class Accounts:
         if not uid or not credential:
             return False
         until = datetime.fromtimestamp(float(expires or 0), timezone.utc)
-        with self.sessions.begin() as s:
-            if s.get(RevokedCredential, credential) is None:
-                s.add(RevokedCredential(id=credential, uid=uid, expires_at=until))
+        with self.sessions.begin() as s:  # once, however many revoke it at the same time
+            s.execute(insert_once(s, RevokedCredential,
+                                  {"id": credential, "uid": uid, "expires_at": until}, "id"))
         return True
 
     def prune_revoked(self):

@@ -3,11 +3,12 @@ or its folders, and granting and revoking. The rules themselves are in ``common/
 """
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from securifile.common.errors import ApiError, Forbidden, NotFound
 from securifile.common.roles import NEEDS, OWNER, ROLES, allowed, covers, strongest
 
+from .coordination import insert_once
 from .db import reading
 from .models import Grant, User
 
@@ -61,13 +62,15 @@ class AccessControl:
         with self.sessions.begin() as s:
             if s.scalar(select(User.id).where(User.username == grantee)) is None:
                 raise NotFound(f"no user {grantee}", code="no_such_user")
-            g = s.scalar(select(Grant).where(Grant.owner == owner, Grant.path == path,
-                                             Grant.grantee == grantee))
-            if g is None:
-                s.add(Grant(owner=owner, path=path, grantee=grantee, role=role, granted_by=caller,
-                            created_at=datetime.now(timezone.utc)))
-            else:
-                g.role, g.granted_by = role, caller
+            # Insert-if-absent, then update: the same grant made twice at once (two admin
+            # instances, or two requests) must not fail the second on the unique key.
+            s.execute(insert_once(s, Grant, {
+                "owner": owner, "path": path, "grantee": grantee, "role": role,
+                "granted_by": caller, "created_at": datetime.now(timezone.utc)},
+                ("owner", "path", "grantee")))
+            s.execute(update(Grant).where(Grant.owner == owner, Grant.path == path,
+                                          Grant.grantee == grantee)
+                      .values(role=role, granted_by=caller))
 
     def revoke(self, caller, owner, path, grantee):
         # The caller's right first, as in grant(): one without it learns nothing more.

@@ -21,12 +21,12 @@ from securifile.admin.catalog import Catalog
 from securifile.admin.events import events_page
 from securifile.admin.models import (
     AppliedReport, Base, Event, File, Folder, Grant, Observation, OwnerUsage, Placement, Server,
-    StatusChange, StorageSample, User)
+    RevokedCredential, StatusChange, StorageSample, User)
 from securifile.admin.servers import DOWN, FAILED, RUNNING, UNKNOWN, ServerRegistry, aggregate
 from securifile.common.config import ServerEntry
 from securifile.common.errors import ApiError
 
-from .fakes import Clock
+from .fakes import Clock, at_once
 
 T0 = 1_700_000_000.0
 PASSWORD = "correct horse battery"
@@ -335,6 +335,28 @@ def test_removing_a_user_drops_their_grants(sessions):
     with pytest.raises(ApiError) as e:
         accounts.remove("bob")
     assert e.value.status == 404
+
+
+
+def test_the_same_grant_or_revocation_made_twice_at_once_is_stored_once(sessions):
+    """Two requests (or two admin instances) making the same grant, or revoking the same
+    credential, at the same moment: each read no row and inserted one, and the second
+    failed on the unique key (a 500). Raced twelve times each."""
+    accounts = new_accounts(sessions)
+    for name in ("alice", "bob"):
+        accounts.create(name, f"{name}@example.com", 30, PASSWORD)
+    first, second = AccessControl(sessions), AccessControl(sessions)
+    for i in range(12):
+        path = f"docs/{i}/"
+        assert at_once(lambda: first.grant("alice", "alice", path, "bob", "reader"),
+                       lambda: second.grant("alice", "alice", path, "bob", "editor")) == []
+        assert [g["role"] for g in first.list_grants("alice", path)] in (["reader"],
+                                                                            ["editor"])
+        credential = f"jti-{i}"
+        assert at_once(lambda: accounts.revoke_credential("u1", credential, T0),
+                       lambda: accounts.revoke_credential("u1", credential, T0)) == []
+        with sessions() as s:
+            assert s.get(RevokedCredential, credential).uid == "u1"
 
 
 # -- the catalogue: reports ----------------------------------------------------------------

@@ -1,7 +1,6 @@
 """Tier 1: the membership in the admin database (admin/membership.py), on SQLite and on a
 real PostgreSQL: one change at a time, each only once the last is known to a majority of
 its list, none while a tie-break lease is out, and a server removed only once drained."""
-import threading
 import time
 
 import pytest
@@ -16,7 +15,7 @@ from securifile.common.config import ServerEntry
 from securifile.common.errors import ApiError
 
 from .databases import db_url, sessions  # noqa: F401  (fixtures)
-from .fakes import Clock
+from .fakes import Clock, at_once
 
 THREE = [ServerEntry(f"node{i}", f"https://127.0.0.1:{9000 + i}") for i in (1, 2, 3)]
 
@@ -142,29 +141,14 @@ def test_two_admin_servers_noting_the_lease_at_once_both_succeed(sessions):
     tie-break lease at the same moment both write it down. Before, each read no row and
     inserted one: the second failed (duplicate key, a 500 to the node that asked, seen in
     the admin failover tests on PostgreSQL)."""
-    books = [book(sessions), book(sessions)]
+    first, second = book(sessions), book(sessions)
     side = ["node1", "node2"]
-    gate = threading.Barrier(2, timeout=10)
-    errors = []
-
-    def note(b, until):
-        try:
-            gate.wait()
-            b.note_lease(side, until)
-        except Exception as e:  # noqa: BLE001 (any failure is the finding)
-            errors.append(repr(e))
-
     for i in range(12):
         with sessions.begin() as s:
             s.execute(delete(WitnessLease))
-        threads = [threading.Thread(target=note, args=(b, 1000.0 + 10 * i + k))
-                   for k, b in enumerate(books)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=30)
-        assert not errors, errors
+        until = 1000.0 + 10 * i
+        assert at_once(lambda: first.note_lease(side, until),
+                       lambda: second.note_lease(side, until + 1)) == []
         with sessions() as s:
             row = s.get(WitnessLease, 1)
-            assert row.side == '["node1", "node2"]' and row.until in (1000.0 + 10 * i,
-                                                                      1001.0 + 10 * i)
+            assert row.side == '["node1", "node2"]' and row.until in (until, until + 1)
