@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from securifile.common.errors import ApiError, Conflict, NotFound
 
@@ -135,7 +136,16 @@ class MembershipBook:
     # -- changing --------------------------------------------------------------------------
 
     def _change(self, describe, mutate):
-        """Write the next epoch: ``mutate(session, servers)`` returns the new list or raises."""
+        """Write the next epoch: ``mutate(session, servers)`` returns the new list or raises.
+        Two changes at once both read the same epoch: the second to commit finds its epoch
+        taken (the key) and is refused, as any change is until the last is known."""
+        try:
+            return self._write_change(describe, mutate)
+        except IntegrityError:
+            raise Conflict("another membership change was made at the same moment; look at "
+                           "the servers again and retry", code="membership_changing") from None
+
+    def _write_change(self, describe, mutate):
         with self.sessions.begin() as s:
             epoch, servers = self._current(s)
             if not 2 * self._known_by(s, epoch, servers) > len(servers):

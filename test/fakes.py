@@ -22,7 +22,7 @@ class Clock:
 
 def at_once(*calls):
     """Run ``calls`` on threads released together (two admin instances, or two requests on
-    one, reaching the same rows at the same moment); the exceptions they raised, as reprs."""
+    one, reaching the same rows at the same moment); the exceptions they raised."""
     gate = threading.Barrier(len(calls), timeout=10)
     errors = []
 
@@ -31,7 +31,7 @@ def at_once(*calls):
             gate.wait()
             call()
         except Exception as e:  # noqa: BLE001 (any failure is the finding)
-            errors.append(repr(e))
+            errors.append(e)
 
     threads = [threading.Thread(target=run, args=(call,)) for call in calls]
     for t in threads:

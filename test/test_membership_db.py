@@ -152,3 +152,19 @@ def test_two_admin_servers_noting_the_lease_at_once_both_succeed(sessions):
         with sessions() as s:
             row = s.get(WitnessLease, 1)
             assert row.side == '["node1", "node2"]' and row.until in (until, until + 1)
+
+
+def test_two_membership_changes_at_once_give_one_epoch_and_a_409(sessions):
+    """Two administrators (or two admin instances) adding servers at the same moment both
+    read epoch 1 and both wrote epoch 2: the second got a 500 (the epoch's key). Now one
+    change lands and the other is refused as membership_changing."""
+    first, second = book(sessions), book(sessions)
+    first.bootstrap(THREE)
+    holds(first, 1, *[e.name for e in THREE])
+    errors = at_once(lambda: first.add("node4", "https://127.0.0.1:9004"),
+                     lambda: second.add("node5", "https://127.0.0.1:9005"))
+    with sessions() as s:
+        epochs = sorted(s.scalars(select(Membership.epoch)))
+    assert epochs == [1, 2], epochs
+    assert len(errors) <= 1 and all(isinstance(e, ApiError) and e.status == 409
+                                    and e.code == "membership_changing" for e in errors), errors
