@@ -99,6 +99,8 @@ class Channel:
         for waiter in self._waiting.values():
             if not waiter.done():
                 waiter.set_exception(ChannelClosed("the peer closed the channel"))
+                # Its call may still be sending, and fail on the send instead: retrieved.
+                waiter.add_done_callback(_retrieve)
         self._waiting.clear()
         if close_ws and not self.ws.closed:
             asyncio.ensure_future(self.ws.close()).add_done_callback(_retrieve)

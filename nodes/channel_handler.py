@@ -22,6 +22,7 @@ import functools
 import inspect
 import json
 import logging
+import weakref
 
 import tornado.websocket
 
@@ -37,6 +38,18 @@ log = logging.getLogger("securifile.channel")
 # A message larger than this closes the channel (the caller sends larger batches of records
 # over HTTP: one long message would hold up every lock behind it).
 MAX_MESSAGE = 2 << 20
+_OPEN = weakref.WeakSet()  # the channels open here (closing the HTTP server leaves them)
+
+
+def close_channels(node):
+    """The node stops: close the channels its peers opened to it. Tornado's
+    ``close_all_connections`` leaves a WebSocket open, and a call that came after the node
+    closed its location map was answered with an internal error (a nemesis run's restart)."""
+    for handler in list(_OPEN):
+        if handler.node is node:
+            handler.stopping = True  # calls still on their way go unanswered (ChannelClosed)
+            handler.close()
+            handler.on_close()  # its in-flight calls end now, not when the close completes
 
 
 class ChannelHandler(NodeHandler, tornado.websocket.WebSocketHandler):
@@ -47,6 +60,7 @@ class ChannelHandler(NodeHandler, tornado.websocket.WebSocketHandler):
         self.ops = peer_ops.OPS if ops is None else ops
         self.bytes_ops = peer_ops.BYTES_OPS if bytes_ops is None else bytes_ops
         self._tasks = set()
+        self.stopping = False
 
     @property
     def max_message_size(self):
@@ -59,8 +73,11 @@ class ChannelHandler(NodeHandler, tornado.websocket.WebSocketHandler):
         # r=2 ran 240-262 a second, p99 121-126 ms, against 263-274 and 103-124 without it
         # (docs/PERFORMANCE.md, "The peer channel's answers without Nagle's delay").
         self.set_nodelay(True)
+        _OPEN.add(self)
 
     def on_message(self, message):
+        if self.stopping:
+            return
         call_id = None
         try:
             try:
@@ -118,6 +135,7 @@ class ChannelHandler(NodeHandler, tornado.websocket.WebSocketHandler):
         sent.add_done_callback(_retrieve)
 
     def on_close(self):
+        _OPEN.discard(self)
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()

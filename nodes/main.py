@@ -24,6 +24,7 @@ from securifile.common.tokens import load_public_key
 from securifile.common.web import MAX_HEADER_READ
 
 from .access import AdminAuthoriser, OwnerOnlyAuthoriser
+from .channel_handler import close_channels
 from .chunksums import CHUNK
 from .diskfile import DiskStore
 from .heartbeat import HeartbeatLoop
@@ -266,6 +267,7 @@ async def serve(cfg, name, deep=False):
             log.warning("admin server did not take the last reports; they stay queued on disk")
     server.stop()
     await server.close_all_connections()
+    close_channels(node)
     if audit is not None:
         await audit.close()
     await node.client.close()

@@ -6,7 +6,9 @@ deadline without holding up the others, and a peer without channels is called ov
 The ops a node really serves over it are covered by the cluster tests (every lock and
 record goes this way) and test_peer_validation.py (what a node refuses on it)."""
 import asyncio
+import gc
 import json
+import logging
 import socket
 import time
 
@@ -16,7 +18,8 @@ import tornado.web
 from securifile.common.auth import PEER_SECRET_HEADER, Authenticator
 from securifile.common.errors import ApiError
 from securifile.nodes.channel_frames import join_call
-from securifile.nodes.channel_handler import ChannelHandler
+from securifile.nodes.channel_client import Channel, ChannelClosed
+from securifile.nodes.channel_handler import ChannelHandler, close_channels
 from securifile.nodes.peerclient import PeerClient, PeerError
 
 from .helpers import serve_app
@@ -246,3 +249,73 @@ def test_a_malformed_call_gets_a_400_and_the_channel_carries_on():
                 assert answer == {"id": 8, "status": 200, "body": {"n": 8, "caller": "me"}}
             assert r.peer.seen == [("me", 8)]
     run(scenario())
+
+
+def test_a_stopping_node_closes_the_channels_its_peers_opened():
+    """Tornado's close_all_connections leaves WebSockets open: a lock that came after a
+    stopping node closed its location map was answered with an internal error (a nemesis
+    run's restart). Now the node closes them first: a call in flight ends unanswered (the
+    caller sees the peer unreachable) and one still arriving is not run."""
+    async def scenario():
+        async with Running() as r:
+            peer, client, url = r.peer, r.client, r.url
+            assert (await client.call_op(url, "lock", lock_body(1)))["n"] == 1
+            in_flight = asyncio.ensure_future(client.call_op(url, "locations", {"n": 2}))
+            for _ in range(100):  # until the peer has it
+                if peer.channels[0]._tasks:
+                    break
+                await asyncio.sleep(0.01)
+            r.server.stop()  # as the node stops: first no new connection, then these
+            close_channels(None)  # the test's handlers serve no node object
+            try:
+                await in_flight
+                raise AssertionError("a call in flight was answered by a stopping node")
+            except PeerError as e:
+                assert e.unreachable
+            peer.channels[0].on_message(json.dumps({"id": 9, "op": "lock",
+                                                    "body": lock_body(3)}))
+            assert peer.seen == [("me", 1)]
+    run(scenario())
+
+
+def test_a_call_whose_channel_closes_while_it_sends_leaves_no_unretrieved_error(caplog):
+    """The channel closed while a call was still being sent: its answer's waiter got the
+    close's error, the send failed too, and nobody looked at the first ("Future exception
+    was never retrieved", logged as an error in a nemesis run)."""
+    class Ws:
+        closed = False
+
+        def __init__(self):
+            self.sending = asyncio.Event()
+
+        async def send_str(self, message):
+            self.sending.set()
+            await asyncio.sleep(0.05)
+            raise ConnectionResetError("reset while sending")
+
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            await asyncio.Event().wait()
+
+    async def scenario():
+        ws = Ws()
+        channel = Channel(ws)
+        call = asyncio.ensure_future(channel.call("lock", {}))
+        await ws.sending.wait()
+        channel._close(close_ws=False)  # the reader saw the peer go
+        try:
+            await call
+            raise AssertionError("a call on a closed channel was answered")
+        except ChannelClosed:
+            pass
+        channel._reader.cancel()
+        del call
+        gc.collect()
+        await asyncio.sleep(0)
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        run(scenario())
+        gc.collect()
+    assert "never retrieved" not in caplog.text
