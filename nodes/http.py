@@ -83,11 +83,16 @@ class FileHandler(UserHandler):
 
     auth = USER
 
-    async def prepare(self):
+    def initialize(self, *args, **kwargs):
+        super().initialize(*args, **kwargs)
+        # Set before prepare: a method this handler lacks is answered 405 without it, and
+        # the answer's cleanup (or the body's sink) looked for them (an AttributeError).
         self.upload = None
         self.failure = None  # a refused upload, answered once its small body is read
         self.redirect_after_body = None
         self.transferred = None
+
+    async def prepare(self):
         try:
             await super().prepare()
             self.node.require_serving()

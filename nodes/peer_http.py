@@ -115,11 +115,11 @@ class ReplicaHandler(NodeHandler):
     def initialize(self, node, authenticator, max_body_bytes):
         super().initialize(node, authenticator)
         self.max_body_bytes = max_body_bytes
-
-    async def prepare(self):
-        self.writer = None
+        self.writer = None  # set before prepare: a 405 is answered without it
         self.failure = None
         self.length = None  # announced
+
+    async def prepare(self):
         await super().prepare()
         self.fp = parse_path(self.path_args[0])
         if self.request.method == "PUT":

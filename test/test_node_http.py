@@ -5,6 +5,7 @@ What the handlers do is checked here in milliseconds: routing and redirects, 423
 locked, owner-only creation, room checks and the mapping of errors to status codes."""
 import asyncio
 import json
+import logging
 import socket
 import threading
 
@@ -310,3 +311,22 @@ async def test_peer_routes_answer_nodes_only_and_an_offline_node_no_heartbeat(
     cluster.nodes["n1"].set_admin_state("offline")
     r = await peer_call(http_client, base_url, "POST", "heartbeat", {"from": "n2"})
     assert r.code == 503 and error_code(r) == "server_offline"
+
+
+@pytest.mark.gen_test
+async def test_a_method_a_streamed_route_lacks_is_a_clean_405(http_client, base_url, cluster,
+                                                              caplog):
+    """TRACE or QUERY with a body on /files or /peer/replicas (the OpenAPI fuzz sends
+    them): Tornado answers 405 before prepare, and the answer's cleanup and the body's
+    sink looked for what prepare sets: "Uncaught exception" in the node's log and the
+    connection dropped for the one with a body."""
+    with caplog.at_level(logging.ERROR):
+        for method in ("TRACE", "QUERY"):
+            r = await call(http_client, base_url, method, "alice/a.txt", body=b"0123")
+            assert r.code == 405 and error_code(r) == "http_error", (method, r.code)
+            r = await http_client.fetch(
+                f"{base_url}/peer/replicas/alice/a.txt", method=method, body=b"0123",
+                headers={PEER_SECRET_HEADER: SECRET, "X-SecuriFile-Node": "n2"},
+                allow_nonstandard_methods=True, raise_error=False)
+            assert r.code == 405, (method, r.code)
+    assert "Uncaught exception" not in caplog.text and "AttributeError" not in caplog.text
