@@ -57,6 +57,9 @@ BODY_CHUNK = 256 << 10
 # per chunk read). 2 MiB chunks (half the flushes) raised a node's peak RSS by 4-5 MiB, and
 # with aiohttp loaded the node is near its 64 MiB budget.
 DOWNLOAD_CHUNK = CHUNK
+# A stop waits this long for writes being committed (nodes/finishing.py): within the
+# launcher's 10 s before it kills, after the last reports' 3 s.
+STOP_WAIT = 5.0
 
 
 @dataclass
@@ -268,6 +271,8 @@ async def serve(cfg, name, deep=False):
     server.stop()
     await server.close_all_connections()
     close_channels(node)
+    if not await node.finishing.ended(STOP_WAIT):
+        log.warning("stopping with %d writes still being committed", node.finishing.count)
     if audit is not None:
         await audit.close()
     await node.client.close()

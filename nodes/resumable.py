@@ -404,7 +404,8 @@ class Append:
         if not complete:
             return self.suspend("part stored")
         try:
-            return await self._complete()
+            with self.node.finishing.running():
+                return await self._complete()
         finally:
             if not self.ended.is_set():
                 self.lock.release()

@@ -21,6 +21,7 @@ from .challenge import stat_key
 from .contentdigest import DeclaredDigests
 from .doubted_reads import DoubtedReads
 from .download import Download
+from .finishing import FinishingWrites
 from .locationmap import Location
 from .locks import LockTable
 from .majority_lock import MajorityLocking
@@ -77,6 +78,7 @@ class StorageNode(MajorityLocking, Replication, DoubtedReads, PeerRequests):
         self.quotas = None  # a QuotaKeeper when an admin server keeps owners' quotas
         self._background = set()
         self.pipelines = set()  # uploads whose body is being streamed to replicas
+        self.finishing = FinishingWrites()  # whole bodies being committed: a stop waits
         self.quarantined = 0  # bad copies moved aside since start
         self.membership = None  # NodeMembership: the list of servers, its epoch
         self.draining = set()  # servers being retired: no new copies go to them

@@ -249,7 +249,8 @@ class Upload:
         a peer whose good copy differed from those bytes)."""
         self._finishing = True
         try:
-            return await self._finish_whole()
+            with self.node.finishing.running():
+                return await self._finish_whole()
         finally:
             self._finishing = False
             if self._close_when_finished:

@@ -673,3 +673,37 @@ def test_a_resumable_upload_whose_client_goes_while_it_completes_keeps_its_lock(
         assert cluster.nodes[name].locations.get(fp).version == 2, name
     assert cluster.nodes["n2"].store.path_for(fp).read_bytes() == b"new"
     assert no_locks_anywhere(cluster, fp)
+
+
+def test_a_stop_waits_for_the_writes_being_committed(cluster, monkeypatch):
+    """A stop closes every connection, but an upload whose body is whole goes on: the node
+    waits for it (``finishing``) before it closes its peer client and its map."""
+    n1 = cluster.nodes["n1"]
+    fp = FilePath("alice", "stopping.txt")
+    synced = asyncio.Event()
+    sync = n1.store.folders.sync
+
+    async def slow_sync(folder):
+        await synced.wait()
+        return await sync(folder)
+
+    monkeypatch.setattr(n1.store.folders, "sync", slow_sync)
+
+    async def scenario():
+        up = n1.begin_upload(fp, "alice", 3)
+        assert await up.start() is None
+        up.write(b"new")
+        finishing = asyncio.ensure_future(up.finish())
+        for _ in range(100):
+            if n1.finishing.count:
+                break
+            await asyncio.sleep(0)
+        up.close()  # the stop closed its connection
+        assert not await n1.finishing.ended(0.05)
+        synced.set()
+        assert await n1.finishing.ended(5.0)
+        return await finishing
+
+    stored = run(scenario())
+    assert isinstance(stored, Stored) and n1.finishing.count == 0
+    assert n1.locations.get(fp).version == 1 and no_locks_anywhere(cluster, fp)
