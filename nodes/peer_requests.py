@@ -58,7 +58,9 @@ class PeerRequests:
         404 for an acknowledged file until its next pull, and a pull from the same sender
         is trusted no more than its push. Unless this node counts the sender down, or
         promised lately to refuse it (``refusals``): the write is then acknowledged only
-        by others, which this node does not count on (it doubts the sender)."""
+        by others, which this node does not count on (it doubts the sender). Refused for
+        another writer's lock held here, the records may still be acknowledged by a
+        majority: this node doubts the sender until its pulls have brought them."""
         self.refusals.check(sender, "records")
         try:
             locs = [Location.from_json(rec) for rec in records]
@@ -69,11 +71,13 @@ class PeerRequests:
                   or ((lock := self.locks.held(loc.file_path)) is not None
                       and lock.node != sender)]
         if forged:
+            self.peers.records_refused(sender)
             raise Forbidden(f"{sender} pushed records it did not coordinate: "
                             f"{', '.join(forged[:5])}", code="not_the_coordinator")
         foreign = [fp.full for fp in fps
                    if (lock := self.locks.held(fp)) is not None and lock.node != sender]
         if foreign:
+            self.peers.records_refused(sender)
             raise Forbidden(f"{sender} does not hold the locks on {', '.join(foreign[:5])}",
                             code="not_the_coordinator")
         if numbered is not None:  # the sender numbered them in order (nodes/pushed.py)

@@ -115,8 +115,17 @@ class PeerTable:
                                   for v in voters)
 
         return {n for n, p in self._peers.items()
-                if (p["status"] == DOWN or now - p.get("missed", float("-inf")) < window)
+                if (p["status"] == DOWN or now - p.get("missed", float("-inf")) < window
+                    or now - p.get("refused", float("-inf")) < window)
                 and not (p["status"] == DOWN and refused(n))}
+
+    def records_refused(self, name):
+        """This node refused records ``name`` pushed (a lock of another writer held here):
+        it lacks what ``name`` published, which a majority may have acknowledged, until a
+        pull brings it. Doubted meanwhile, as after a missed beat: reads ask the peers."""
+        p = self._peers.get(name)
+        if p is not None:
+            p["refused"] = self.clock()
 
     def note_promise(self, name, refusing, sent):
         """``name`` answered a beat sent at ``sent`` (its records pulled since) promising to

@@ -707,3 +707,25 @@ def test_a_stop_waits_for_the_writes_being_committed(cluster, monkeypatch):
     stored = run(scenario())
     assert isinstance(stored, Stored) and n1.finishing.count == 0
     assert n1.locations.get(fp).version == 1 and no_locks_anywhere(cluster, fp)
+
+
+def test_records_refused_for_another_writers_lock_leave_their_sender_doubted(cluster):
+    """n3 missed n1's lock round and began a write of the same file of its own; n1's
+    record, acknowledged by n1 and n2, came while n3 held that lock and was refused. n3
+    used to answer the old version until its next pull; now it doubts n1 meanwhile, and a
+    read asks the peers for the newest record."""
+    n1, n3 = cluster.nodes["n1"], cluster.nodes["n3"]
+    n3.doubt_window = 10.0
+    fp = cluster.place("alice", "contested.txt", ["n1", "n2"], b"v1")
+    n3.locks.acquire(fp, "alice", "n3", "its-own-write", 30.0)
+    cluster.unreachable.add("n3")  # n1's round goes on without it
+    run(upload(n1, fp, "alice", b"v2"))
+    cluster.unreachable.clear()
+    newer = n1.locations.get(fp)
+    assert newer.version == 2 and n3.locations.get(fp).version == 1
+    with pytest.raises(Forbidden):
+        n3.receive_locations("n1", [newer.to_json()])
+    assert n3.locations.get(fp).version == 1 and "n1" in n3.peers.doubted(n3.doubt_window)
+    n3.locks.release(fp, "its-own-write")  # its own write gave up (423 from the others)
+    run(n3.read_newest(fp))
+    assert n3.locations.get(fp).version == 2
