@@ -3,12 +3,12 @@ or its folders, and granting and revoking. The rules themselves are in ``common/
 """
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 
 from securifile.common.errors import ApiError, Forbidden, NotFound
 from securifile.common.roles import NEEDS, OWNER, ROLES, allowed, covers, strongest
 
-from .coordination import insert_once
+from .coordination import upsert
 from .db import reading
 from .models import Grant, User
 
@@ -62,15 +62,12 @@ class AccessControl:
         with self.sessions.begin() as s:
             if s.scalar(select(User.id).where(User.username == grantee)) is None:
                 raise NotFound(f"no user {grantee}", code="no_such_user")
-            # Insert-if-absent, then update: the same grant made twice at once (two admin
-            # instances, or two requests) must not fail the second on the unique key.
-            s.execute(insert_once(s, Grant, {
+            # One upsert: the same grant made twice at once (two admin instances, or two
+            # requests) must not fail the second on the unique key.
+            s.execute(upsert(s, Grant, {
                 "owner": owner, "path": path, "grantee": grantee, "role": role,
                 "granted_by": caller, "created_at": datetime.now(timezone.utc)},
-                ("owner", "path", "grantee")))
-            s.execute(update(Grant).where(Grant.owner == owner, Grant.path == path,
-                                          Grant.grantee == grantee)
-                      .values(role=role, granted_by=caller))
+                ("owner", "path", "grantee"), ("role", "granted_by")))
 
     def revoke(self, caller, owner, path, grantee):
         # The caller's right first, as in grant(): one without it learns nothing more.

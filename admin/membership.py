@@ -14,12 +14,12 @@ import time
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from securifile.common.errors import ApiError, Conflict, NotFound
 
-from .coordination import insert_once
+from .coordination import upsert
 from .db import reading
 from .models import File, Membership, Observation, Placement, Server, WitnessLease
 
@@ -117,12 +117,10 @@ class MembershipBook:
         if self._noted[0] == side and 0 <= until - self._noted[1] < LEASE_NOTE_SECONDS:
             return
         with self.sessions.begin() as s:
-            # Insert-if-absent, then update: two writers at once (two admin instances, or
-            # two grants on one) each read no row and inserted one, and the second failed.
-            s.execute(insert_once(s, WitnessLease, {"id": 1, "side": side, "until": until},
-                                  "id"))
-            s.execute(update(WitnessLease).where(WitnessLease.id == 1)
-                      .values(side=side, until=until))
+            # Two writers at once (two admin instances, or two grants on one) each read no
+            # row and inserted one, and the second failed: one upsert instead.
+            s.execute(upsert(s, WitnessLease, {"id": 1, "side": side, "until": until},
+                             ("id",), ("side", "until")))
         self._noted = (side, until)
 
     def _lease_out(self, s):

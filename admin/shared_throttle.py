@@ -8,10 +8,10 @@ back-off's precision, a second or so.
 """
 import time
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select
 
 from .accounts import TRUSTED_PER_ACCOUNT, LoginThrottle
-from .coordination import insert_once
+from .coordination import upsert
 from .models import LoginFailure, LoginTrust
 
 
@@ -49,12 +49,10 @@ class SharedLoginThrottle(LoginThrottle):
         now, who, where = self.clock(), key_text(account), key_text(address)
         with self.sessions.begin() as s:
             s.execute(delete(LoginFailure).where(LoginFailure.key == who))
-            # Insert-if-absent, then update: the same login succeeding on two instances at
-            # once must not fail on the second's insert.
-            s.execute(insert_once(s, LoginTrust, {"account": who, "address": where, "at": now},
-                                  ("account", "address")))
-            s.execute(update(LoginTrust).where(LoginTrust.account == who,
-                                               LoginTrust.address == where).values(at=now))
+            # One upsert: the same login succeeding on two instances at once must not fail
+            # on the second's insert.
+            s.execute(upsert(s, LoginTrust, {"account": who, "address": where, "at": now},
+                             ("account", "address"), ("at",)))
             count = s.scalar(select(func.count()).where(LoginTrust.account == who))
             if count > TRUSTED_PER_ACCOUNT:
                 oldest = s.scalar(select(LoginTrust.address).where(LoginTrust.account == who)
